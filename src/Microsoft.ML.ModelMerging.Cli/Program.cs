@@ -1,0 +1,3 @@
+using Microsoft.ML.ModelMerging.Cli;
+
+return MlmergeCommand.Run(args);
