@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Microsoft.ML.ModelMerging.Cli.Commands;
 
 namespace Microsoft.ML.ModelMerging.Cli;
 
@@ -7,7 +8,10 @@ public static class MlmergeCommand
 {
     public static RootCommand Build()
     {
-        var root = new RootCommand("mlmerge: merge fine-tuned models into one multi-task model.");
+        var root = new RootCommand("mlmerge: merge fine-tuned models into one multi-task model.")
+        {
+            InspectCommand.Create(),
+        };
         return root;
     }
 
@@ -16,6 +20,18 @@ public static class MlmergeCommand
     {
         var parse = Build().Parse(args);
         var config = new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error };
-        return parse.Invoke(config);
+        try
+        {
+            return parse.Invoke(config);
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            // Bad input is reported as one clear line, not a stack trace.
+            config.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
     }
+
+    private static bool IsUserError(Exception e) =>
+        e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or UnauthorizedAccessException;
 }

@@ -1,0 +1,162 @@
+using System.Text.Json;
+using TorchSharp;
+
+namespace Microsoft.ML.ModelMerging.Checkpoints;
+
+/// <summary>
+/// A checkpoint read tensor by tensor: a single <c>.safetensors</c> file, a sharded checkpoint given by its
+/// <c>model.safetensors.index.json</c>, or a directory holding either. Shards are opened lazily and memory-mapped.
+/// </summary>
+public sealed class Checkpoint : IDisposable
+{
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    private readonly Dictionary<string, SafeTensorsFile> _files;
+    private readonly Dictionary<string, (TensorEntry Entry, SafeTensorsFile File)> _byName;
+
+    /// <summary>What the user pointed at (file, index or directory), for messages.</summary>
+    public string Source { get; }
+    /// <summary>Every tensor of every shard, sorted by name.</summary>
+    public IReadOnlyList<TensorEntry> Tensors { get; }
+    /// <summary>Metadata of the single file, or of the first shard merged with the index's <c>metadata</c> for sharded checkpoints.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    public IReadOnlyList<string> Files => _files.Keys.ToList();
+
+    private Checkpoint(string source, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> metadata)
+    {
+        Source = source;
+        _files = files;
+        Metadata = metadata;
+        _byName = new Dictionary<string, (TensorEntry, SafeTensorsFile)>(StringComparer.Ordinal);
+        foreach (var file in files.Values)
+        {
+            foreach (var entry in file.Tensors)
+            {
+                if (_byName.TryGetValue(entry.Name, out var other))
+                    throw new CheckpointFormatException(file.FilePath, entry.Name, $"also stored in shard {other.File.FilePath}.");
+                _byName[entry.Name] = (entry, file);
+            }
+        }
+        Tensors = _byName.Values.Select(v => v.Entry).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+    }
+
+    public static Checkpoint Open(string path)
+    {
+        if (Directory.Exists(path)) return Open(ResolveDirectory(path));
+        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint not found: {path}", path);
+        if (path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return OpenIndex(path);
+        var file = SafeTensorsFile.Open(path);
+        return new Checkpoint(path, new Dictionary<string, SafeTensorsFile> { [path] = file },
+            new Dictionary<string, string>(file.Metadata, StringComparer.Ordinal));
+    }
+
+    /// <summary>A directory resolves to its index file, else to its only .safetensors file.</summary>
+    private static string ResolveDirectory(string directory)
+    {
+        string index = Path.Combine(directory, IndexFileName);
+        if (File.Exists(index)) return index;
+        var candidates = Directory.GetFiles(directory, "*.safetensors").OrderBy(f => f, StringComparer.Ordinal).ToArray();
+        string preferred = Path.Combine(directory, "model.safetensors");
+        if (File.Exists(preferred)) return preferred;
+        return candidates.Length switch
+        {
+            1 => candidates[0],
+            0 => throw new FileNotFoundException($"{directory}: no {IndexFileName} and no .safetensors file.", directory),
+            _ => throw new ArgumentException(
+                $"{directory}: {candidates.Length} .safetensors files and no {IndexFileName}; name the file to read."),
+        };
+    }
+
+    private static Checkpoint OpenIndex(string indexPath)
+    {
+        string directory = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException(indexPath, null, $"index is not valid JSON: {e.Message}");
+        }
+        using (document)
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object ||
+                !document.RootElement.TryGetProperty("weight_map", out var weightMap) || weightMap.ValueKind != JsonValueKind.Object)
+                throw new CheckpointFormatException(indexPath, null, "index must be an object with a 'weight_map' object.");
+            var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var item in weightMap.EnumerateObject())
+            {
+                if (item.Value.ValueKind != JsonValueKind.String)
+                    throw new CheckpointFormatException(indexPath, item.Name, "weight_map values must be shard file names.");
+                string shard = item.Value.GetString()!;
+                if (shard.Contains('/') || shard.Contains('\\') || shard.Contains(".."))
+                    throw new CheckpointFormatException(indexPath, item.Name, $"shard name '{shard}' must be a file name in the index's folder.");
+                expected[item.Name] = shard;
+            }
+            var files = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+            try
+            {
+                foreach (string shard in expected.Values.Distinct().OrderBy(s => s, StringComparer.Ordinal))
+                {
+                    string shardPath = Path.Combine(directory, shard);
+                    if (!File.Exists(shardPath))
+                        throw new CheckpointFormatException(indexPath, null, $"shard '{shard}' listed in weight_map does not exist.");
+                    files[shardPath] = SafeTensorsFile.Open(shardPath);
+                }
+                foreach (var (name, shard) in expected)
+                {
+                    var file = files[Path.Combine(directory, shard)];
+                    if (!file.Contains(name))
+                        throw new CheckpointFormatException(file.FilePath, name, $"listed in {Path.GetFileName(indexPath)} but missing from this shard.");
+                }
+                foreach (var file in files.Values)
+                foreach (var entry in file.Tensors)
+                    if (!expected.TryGetValue(entry.Name, out var shard) || Path.Combine(directory, shard) != file.FilePath)
+                        throw new CheckpointFormatException(file.FilePath, entry.Name, $"stored in this shard but not mapped to it by {Path.GetFileName(indexPath)}.");
+            }
+            catch
+            {
+                foreach (var f in files.Values) f.Dispose();
+                throw;
+            }
+            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+            if (files.Count > 0)
+                foreach (var (k, v) in files.Values.First().Metadata) metadata[k] = v;
+            if (document.RootElement.TryGetProperty("metadata", out var indexMetadata) && indexMetadata.ValueKind == JsonValueKind.Object)
+                foreach (var item in indexMetadata.EnumerateObject())
+                    metadata[item.Name] = item.Value.ValueKind == JsonValueKind.String ? item.Value.GetString()! : item.Value.GetRawText();
+            return new Checkpoint(indexPath, files, metadata);
+        }
+    }
+
+    public bool Contains(string name) => _byName.ContainsKey(name);
+
+    public TensorEntry GetEntry(string name) =>
+        _byName.TryGetValue(name, out var v) ? v.Entry : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+
+    /// <summary>Reads one tensor (float types as float32 by default). The caller owns the returned tensor.</summary>
+    public torch.Tensor ReadTensor(string name, bool asFloat32 = true) =>
+        _byName.TryGetValue(name, out var v) ? v.File.ReadTensor(name, asFloat32)
+            : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+
+    public byte[] ReadBytes(string name) =>
+        _byName.TryGetValue(name, out var v) ? v.File.ReadBytes(name)
+            : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+
+    /// <summary>Loads every tensor (for models that fit in memory, such as the zoo).</summary>
+    public Dictionary<string, torch.Tensor> ReadAll(bool asFloat32 = true)
+    {
+        var all = new Dictionary<string, torch.Tensor>(StringComparer.Ordinal);
+        foreach (var entry in Tensors) all[entry.Name] = ReadTensor(entry.Name, asFloat32);
+        return all;
+    }
+
+    public long ParameterCount => Tensors.Sum(t => t.ElementCount);
+    public long ByteCount => Tensors.Sum(t => t.ByteLength);
+
+    public void Dispose()
+    {
+        foreach (var f in _files.Values) f.Dispose();
+    }
+}

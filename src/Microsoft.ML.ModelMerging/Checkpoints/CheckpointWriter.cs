@@ -1,0 +1,158 @@
+using System.Globalization;
+using System.Text.Json;
+using TorchSharp;
+
+namespace Microsoft.ML.ModelMerging.Checkpoints;
+
+/// <summary>
+/// Streams a planned set of tensors into a checkpoint: one <c>.safetensors</c> file, or shards no larger than a size limit
+/// plus a Hugging Face style <c>model.safetensors.index.json</c>. Nothing appears under a final name until every shard is
+/// complete; a failure or an abandoned write deletes the temporary files.
+/// </summary>
+public sealed class CheckpointWriter : IDisposable
+{
+    private readonly List<(SafeTensorsWriter? Writer, List<TensorSpec> Specs, string Path)> _shards = new();
+    private readonly IReadOnlyDictionary<string, string>? _metadata;
+    private readonly string? _indexPath;
+    private int _current;
+    private bool _completed;
+
+    /// <summary>The path a reader should open: the single file, or the index of a sharded checkpoint.</summary>
+    public string OutputPath { get; }
+    public IReadOnlyList<string> ShardPaths => _shards.Select(s => s.Path).ToList();
+
+    /// <param name="path">A <c>.safetensors</c> file path, or a directory (then <c>model.safetensors</c> or shards go inside).</param>
+    /// <param name="maxShardBytes">Split into shards of at most this many data bytes (a single larger tensor gets a shard of its own); null = one file.</param>
+    public CheckpointWriter(string path, IReadOnlyList<TensorSpec> plan, IReadOnlyDictionary<string, string>? metadata = null, long? maxShardBytes = null)
+    {
+        if (maxShardBytes is <= 0) throw new ArgumentException($"Shard size must be positive, got {maxShardBytes}.");
+        _metadata = metadata;
+        bool toFile = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
+        string directory = toFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : Path.GetFullPath(path);
+        string stem = toFile ? Path.GetFileNameWithoutExtension(path) : "model";
+        var groups = SplitIntoShards(plan, maxShardBytes);
+        if (groups.Count <= 1)
+        {
+            string file = toFile ? Path.GetFullPath(path) : Path.Combine(directory, "model.safetensors");
+            _shards.Add((null, groups.Count == 0 ? new List<TensorSpec>() : groups[0], file));
+            OutputPath = file;
+        }
+        else
+        {
+            for (int i = 0; i < groups.Count; i++)
+                _shards.Add((null, groups[i], Path.Combine(directory, $"{stem}-{i + 1:D5}-of-{groups.Count:D5}.safetensors")));
+            _indexPath = Path.Combine(directory, toFile ? $"{stem}.safetensors.index.json" : Checkpoint.IndexFileName);
+            OutputPath = _indexPath;
+        }
+        Open(0);
+    }
+
+    private static List<List<TensorSpec>> SplitIntoShards(IReadOnlyList<TensorSpec> plan, long? maxShardBytes)
+    {
+        var groups = new List<List<TensorSpec>>();
+        var current = new List<TensorSpec>();
+        long size = 0;
+        foreach (var spec in plan)
+        {
+            if (maxShardBytes is long max && current.Count > 0 && size + spec.ByteLength > max)
+            {
+                groups.Add(current);
+                current = new List<TensorSpec>();
+                size = 0;
+            }
+            current.Add(spec);
+            size += spec.ByteLength;
+        }
+        if (current.Count > 0 || groups.Count == 0) groups.Add(current);
+        return groups;
+    }
+
+    private void Open(int index)
+    {
+        var (_, specs, path) = _shards[index];
+        var metadata = new Dictionary<string, string>(_metadata ?? new Dictionary<string, string>(), StringComparer.Ordinal);
+        _shards[index] = (new SafeTensorsWriter(path, specs, metadata), specs, path);
+        _current = index;
+    }
+
+    private SafeTensorsWriter Current()
+    {
+        var writer = _shards[_current].Writer!;
+        // Move to the next shard once the current one holds everything planned for it.
+        while (writer.Next is null && _current + 1 < _shards.Count)
+        {
+            writer.Finish();
+            Open(_current + 1);
+            writer = _shards[_current].Writer!;
+        }
+        return writer;
+    }
+
+    /// <summary>The next planned tensor name, or null when everything has been written.</summary>
+    public TensorSpec? Next => Current().Next;
+
+    public void Write(torch.Tensor tensor) => Current().Write(tensor);
+    public void WriteBytes(ReadOnlySpan<byte> bytes) => Current().WriteBytes(bytes);
+
+    /// <summary>Finishes every shard, renames them into place, then writes the index (itself atomically).</summary>
+    public void Complete()
+    {
+        var last = Current();
+        last.Finish();
+        foreach (var shard in _shards)
+            if (shard.Writer is null)
+                throw new InvalidOperationException($"{OutputPath}: shard {shard.Path} was never written.");
+        if (_indexPath is not null)
+        {
+            string temp = _indexPath + ".partial";
+            File.WriteAllBytes(temp, IndexJson());
+            foreach (var shard in _shards) shard.Writer!.Commit();
+            File.Move(temp, _indexPath, overwrite: true);
+        }
+        else
+        {
+            _shards[0].Writer!.Commit();
+        }
+        _completed = true;
+    }
+
+    private byte[] IndexJson()
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteStartObject("metadata");
+            json.WriteNumber("total_size", _shards.Sum(s => s.Specs.Sum(t => t.ByteLength)));
+            foreach (var (k, v) in (_metadata ?? new Dictionary<string, string>()).OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                json.WriteString(k, v);
+            json.WriteEndObject();
+            json.WriteStartObject("weight_map");
+            foreach (var (name, file) in _shards.SelectMany(s => s.Specs.Select(t => (t.Name, Path.GetFileName(s.Path))))
+                         .OrderBy(p => p.Name, StringComparer.Ordinal))
+                json.WriteString(name, file);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    public void Dispose()
+    {
+        foreach (var shard in _shards) shard.Writer?.Dispose();
+        if (!_completed && _indexPath is not null && File.Exists(_indexPath + ".partial")) File.Delete(_indexPath + ".partial");
+    }
+
+    /// <summary>Parses sizes such as <c>5GB</c>, <c>500MB</c>, <c>64KiB</c> or a plain byte count.</summary>
+    public static long ParseSize(string text)
+    {
+        string t = text.Trim().ToUpperInvariant().Replace("IB", "B");
+        (string suffix, long factor)[] units = { ("TB", 1L << 40), ("GB", 1L << 30), ("MB", 1L << 20), ("KB", 1L << 10), ("B", 1) };
+        foreach (var (suffix, factor) in units)
+            if (t.EndsWith(suffix, StringComparison.Ordinal) &&
+                double.TryParse(t[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value > 0)
+                return (long)(value * factor);
+        if (long.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out long bytes) && bytes > 0) return bytes;
+        throw new ArgumentException($"Cannot read size '{text}': expected e.g. 5GB, 500MB or a byte count.");
+    }
+}

@@ -1,0 +1,129 @@
+using TorchSharp;
+
+namespace Microsoft.ML.ModelMerging.Checkpoints;
+
+/// <summary>
+/// Streams tensors into a safetensors file one at a time. The header is written first from the declared plan, so the whole
+/// model never has to be in memory. Everything goes to a temporary file next to the target and is renamed only by
+/// <see cref="Complete"/>: an interrupted or failed write leaves no partial file under the target name.
+/// </summary>
+public sealed unsafe class SafeTensorsWriter : IDisposable
+{
+    private readonly IReadOnlyList<TensorSpec> _plan;
+    private FileStream? _stream;
+    private int _next;
+    private bool _finished;
+    private bool _committed;
+
+    public string TargetPath { get; }
+    public string TemporaryPath { get; }
+    public IReadOnlyList<TensorSpec> Plan => _plan;
+    /// <summary>Size of the complete file in bytes.</summary>
+    public long TotalBytes { get; }
+
+    public SafeTensorsWriter(string path, IReadOnlyList<TensorSpec> plan, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var duplicate = plan.GroupBy(t => t.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null) throw new ArgumentException($"{path}: tensor '{duplicate.Key}' is planned twice.");
+        _plan = plan;
+        TargetPath = Path.GetFullPath(path);
+        string directory = Path.GetDirectoryName(TargetPath)!;
+        Directory.CreateDirectory(directory);
+        TemporaryPath = Path.Combine(directory, $".{Path.GetFileName(TargetPath)}.{Guid.NewGuid():N}.partial");
+        byte[] header = SafeTensorsHeader.Serialize(plan, metadata);
+        TotalBytes = 8 + header.Length + plan.Sum(t => t.ByteLength);
+        _stream = new FileStream(TemporaryPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+        Span<byte> prefix = stackalloc byte[8];
+        BitConverter.TryWriteBytes(prefix, (ulong)header.Length);
+        _stream.Write(prefix);
+        _stream.Write(header);
+    }
+
+    /// <summary>The next tensor of the plan that <see cref="Write(torch.Tensor)"/> expects, or null when all are written.</summary>
+    public TensorSpec? Next => _next < _plan.Count ? _plan[_next] : null;
+
+    /// <summary>Writes the next planned tensor, converting it to the planned dtype (e.g. float32 math written as bf16).</summary>
+    public void Write(torch.Tensor tensor)
+    {
+        var spec = Next ?? throw new InvalidOperationException($"{TargetPath}: all {_plan.Count} planned tensors are already written.");
+        if (!tensor.shape.SequenceEqual(spec.Shape))
+            throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' has shape [{string.Join(", ", tensor.shape)}], planned [{string.Join(", ", spec.Shape)}].");
+        using var scope = torch.NewDisposeScope();
+        var stored = tensor.device_type == DeviceType.CPU ? tensor : tensor.cpu();
+        if (stored.dtype != spec.DType.ToScalarType()) stored = stored.to_type(spec.DType.ToScalarType());
+        stored = stored.contiguous();
+        TensorBytes.Read(stored, (pointer, length) => WriteRaw((byte*)pointer, length));
+        _next++;
+    }
+
+    /// <summary>Writes the next planned tensor from bytes already in its stored form.</summary>
+    public void WriteBytes(ReadOnlySpan<byte> bytes)
+    {
+        var spec = Next ?? throw new InvalidOperationException($"{TargetPath}: all {_plan.Count} planned tensors are already written.");
+        if (bytes.Length != spec.ByteLength)
+            throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' needs {spec.ByteLength} bytes, got {bytes.Length}.");
+        fixed (byte* p = bytes) WriteRaw(p, bytes.Length);
+        _next++;
+    }
+
+    private void WriteRaw(byte* data, long length)
+    {
+        var stream = _stream ?? throw new ObjectDisposedException(TargetPath);
+        const int chunk = 1 << 30;
+        for (long done = 0; done < length; done += chunk)
+            stream.Write(new ReadOnlySpan<byte>(data + done, (int)Math.Min(chunk, length - done)));
+    }
+
+    /// <summary>Flushes the temporary file to disk after checking every planned tensor was written. Does not rename.</summary>
+    public void Finish()
+    {
+        if (_finished) return;
+        if (_next != _plan.Count)
+            throw new InvalidOperationException($"{TargetPath}: {_plan.Count - _next} planned tensors were not written (next: '{_plan[_next].Name}').");
+        _stream!.Flush(flushToDisk: true);
+        _stream.Dispose();
+        _stream = null;
+        _finished = true;
+    }
+
+    /// <summary>Moves the finished temporary file to the target name (replacing an older file there).</summary>
+    public void Commit()
+    {
+        if (!_finished) throw new InvalidOperationException($"{TargetPath}: Finish() must run before Commit().");
+        if (_committed) return;
+        File.Move(TemporaryPath, TargetPath, overwrite: true);
+        _committed = true;
+    }
+
+    public void Complete()
+    {
+        Finish();
+        Commit();
+    }
+
+    /// <summary>Abandons an incomplete write: the temporary file is deleted and the target is untouched.</summary>
+    public void Dispose()
+    {
+        _stream?.Dispose();
+        _stream = null;
+        if (!_committed && File.Exists(TemporaryPath)) File.Delete(TemporaryPath);
+    }
+
+    /// <summary>Writes a whole dictionary of tensors, sorted by name. Floating-point tensors are stored as <paramref name="floatType"/> (default F32).</summary>
+    public static void Save(string path, IReadOnlyDictionary<string, torch.Tensor> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null, SafeTensorsDType floatType = SafeTensorsDType.F32)
+    {
+        var names = tensors.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
+        var plan = names.Select(n => PlanFor(n, tensors[n], floatType)).ToList();
+        using var writer = new SafeTensorsWriter(path, plan, metadata);
+        foreach (var n in names) writer.Write(tensors[n]);
+        writer.Complete();
+    }
+
+    /// <summary>The spec a tensor is stored under: floating-point tensors take <paramref name="floatType"/>, others keep their type.</summary>
+    public static TensorSpec PlanFor(string name, torch.Tensor tensor, SafeTensorsDType floatType)
+    {
+        var own = SafeTensorsDTypes.FromScalarType(tensor.dtype);
+        return new TensorSpec(name, own.IsFloatingPoint() ? floatType : own, tensor.shape.ToArray());
+    }
+}
