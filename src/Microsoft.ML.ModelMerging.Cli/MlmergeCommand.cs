@@ -19,7 +19,7 @@ public static class MlmergeCommand
     public static int Run(string[] args, TextWriter? output = null, TextWriter? error = null)
     {
         var parse = Build().Parse(args);
-        var config = new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error };
+        var config = new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error, EnableDefaultExceptionHandler = false };
         try
         {
             return parse.Invoke(config);

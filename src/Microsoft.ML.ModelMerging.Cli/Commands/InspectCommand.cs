@@ -3,6 +3,9 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
 
+// ML.NET declares a namespace Microsoft.ML.Command, which shadows System.CommandLine.Command inside our namespaces.
+using Command = System.CommandLine.Command;
+
 /// <summary><c>mlmerge inspect &lt;checkpoint&gt; [--json]</c>: tensors, dtypes, shapes, parameter count and metadata.</summary>
 internal static class InspectCommand
 {
