@@ -5,7 +5,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 
 /// <summary>
 /// A checkpoint read tensor by tensor: a single <c>.safetensors</c> file, a sharded checkpoint given by its
-/// <c>model.safetensors.index.json</c>, or a directory holding either. Shards are opened lazily and memory-mapped.
+/// <c>model.safetensors.index.json</c>, or a directory holding either. Only headers are held in memory; tensor data is read on demand.
 /// </summary>
 public sealed class Checkpoint : IDisposable
 {

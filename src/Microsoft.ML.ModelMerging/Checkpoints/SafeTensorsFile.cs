@@ -1,42 +1,35 @@
-using System.IO.MemoryMappedFiles;
+using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 
 namespace Microsoft.ML.ModelMerging.Checkpoints;
 
 /// <summary>
-/// One safetensors file, memory-mapped: reading a tensor touches only that tensor's pages, so a model larger than memory
-/// can be processed one tensor at a time.
+/// One safetensors file read tensor by tensor with positioned reads straight into the tensor's storage. Only the
+/// header is kept in memory, so a model larger than memory can be processed one tensor at a time; unlike a memory map,
+/// pages read once do not stay in the process's resident set.
 /// </summary>
-public sealed unsafe class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : IDisposable
 {
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
-    private readonly byte* _base;
+    private readonly SafeFileHandle _handle;
     private readonly Dictionary<string, TensorEntry> _byName;
 
     public SafeTensorsHeader Header { get; }
     public string FilePath => Header.FilePath;
 
-    private SafeTensorsFile(SafeTensorsHeader header)
+    private SafeTensorsFile(SafeTensorsHeader header, SafeFileHandle handle)
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported.");
         Header = header;
+        _handle = handle;
         _byName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        if (header.DataLength > 0)
-        {
-            _map = MemoryMappedFile.CreateFromFile(header.FilePath, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            byte* pointer = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-            _base = pointer + _view.PointerOffset;
-        }
     }
 
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file not found: {path}", path);
-        return new SafeTensorsFile(SafeTensorsHeader.Read(path));
+        var header = SafeTensorsHeader.Read(path);
+        return new SafeTensorsFile(header, File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess));
     }
 
     public IReadOnlyList<TensorEntry> Tensors => Header.Tensors;
@@ -46,12 +39,12 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public TensorEntry GetEntry(string name) =>
         _byName.TryGetValue(name, out var entry) ? entry : throw new CheckpointFormatException(FilePath, name, "no such tensor in this file.");
 
-    /// <summary>The stored bytes of a tensor, copied out.</summary>
+    /// <summary>The stored bytes of a tensor.</summary>
     public byte[] ReadBytes(string name)
     {
         var entry = GetEntry(name);
         var bytes = new byte[entry.ByteLength];
-        fixed (byte* destination = bytes) Copy(entry, destination);
+        ReadInto(entry, 0, bytes);
         return bytes;
     }
 
@@ -63,24 +56,28 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         var entry = GetEntry(name);
         var stored = torch.empty(entry.Shape, entry.DType.ToScalarType());
-        if (entry.ByteLength > 0) TensorBytes.Write(stored, _base + Header.DataStart + entry.Offset);
+        long done = 0;
+        TensorBytes.Visit(stored, span =>
+        {
+            ReadInto(entry, done, span);
+            done += span.Length;
+        });
         if (!asFloat32 || !entry.DType.IsFloatingPoint() || entry.DType == SafeTensorsDType.F32) return stored;
         using (stored) return stored.to_type(torch.ScalarType.Float32);
     }
 
-    private void Copy(TensorEntry entry, byte* destination)
+    private void ReadInto(TensorEntry entry, long offsetInTensor, Span<byte> destination)
     {
-        if (entry.ByteLength == 0) return;
-        Buffer.MemoryCopy(_base + Header.DataStart + entry.Offset, destination, entry.ByteLength, entry.ByteLength);
+        long position = Header.DataStart + entry.Offset + offsetInTensor;
+        while (destination.Length > 0)
+        {
+            int read = RandomAccess.Read(_handle, destination, position);
+            if (read <= 0)
+                throw new CheckpointFormatException(FilePath, entry.Name, "the file ended before the tensor's data (was it truncated while open?).");
+            destination = destination[read..];
+            position += read;
+        }
     }
 
-    public void Dispose()
-    {
-        if (_view is not null)
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-        }
-        _map?.Dispose();
-    }
+    public void Dispose() => _handle.Dispose();
 }

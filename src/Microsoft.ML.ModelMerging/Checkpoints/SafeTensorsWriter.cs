@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// model never has to be in memory. Everything goes to a temporary file next to the target and is renamed only by
 /// <see cref="Complete"/>: an interrupted or failed write leaves no partial file under the target name.
 /// </summary>
-public sealed unsafe class SafeTensorsWriter : IDisposable
+public sealed class SafeTensorsWriter : IDisposable
 {
     private readonly IReadOnlyList<TensorSpec> _plan;
     private FileStream? _stream;
@@ -52,7 +52,7 @@ public sealed unsafe class SafeTensorsWriter : IDisposable
         var stored = tensor.device_type == DeviceType.CPU ? tensor : tensor.cpu();
         if (stored.dtype != spec.DType.ToScalarType()) stored = stored.to_type(spec.DType.ToScalarType());
         stored = stored.contiguous();
-        TensorBytes.Read(stored, (pointer, length) => WriteRaw((byte*)pointer, length));
+        TensorBytes.Visit(stored, span => Stream().Write(span));
         _next++;
     }
 
@@ -62,17 +62,11 @@ public sealed unsafe class SafeTensorsWriter : IDisposable
         var spec = Next ?? throw new InvalidOperationException($"{TargetPath}: all {_plan.Count} planned tensors are already written.");
         if (bytes.Length != spec.ByteLength)
             throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' needs {spec.ByteLength} bytes, got {bytes.Length}.");
-        fixed (byte* p = bytes) WriteRaw(p, bytes.Length);
+        Stream().Write(bytes);
         _next++;
     }
 
-    private void WriteRaw(byte* data, long length)
-    {
-        var stream = _stream ?? throw new ObjectDisposedException(TargetPath);
-        const int chunk = 1 << 30;
-        for (long done = 0; done < length; done += chunk)
-            stream.Write(new ReadOnlySpan<byte>(data + done, (int)Math.Min(chunk, length - done)));
-    }
+    private FileStream Stream() => _stream ?? throw new ObjectDisposedException(TargetPath);
 
     /// <summary>Flushes the temporary file to disk after checking every planned tensor was written. Does not rename.</summary>
     public void Finish()
