@@ -1,0 +1,178 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>
+/// Runs any <see cref="IMergeMethod"/> over models held in memory as name → tensor dictionaries: checks that the
+/// models fit together before any work, runs the statistics passes, then merges tensor by tensor.
+/// </summary>
+public sealed class InMemoryMergeDriver
+{
+    public InMemoryMergeDriver(TensorFilter? filter = null)
+    {
+        Filter = filter ?? TensorFilter.Default;
+    }
+
+    public TensorFilter Filter { get; }
+
+    /// <summary>
+    /// Merges <paramref name="experts"/> into <paramref name="baseModel"/> with <paramref name="method"/>.
+    /// </summary>
+    /// <param name="method">A method from <see cref="MergeMethodRegistry"/> or constructed directly.</param>
+    /// <param name="baseModel">θ0, name → tensor. Excluded tensors (see <see cref="Filter"/>) are copied from it.</param>
+    /// <param name="experts">θ_i per expert. Each must hold every merged tensor of the base with the same shape;
+    /// tensors the base lacks are allowed only when excluded by name (e.g. each expert's own head).</param>
+    /// <param name="expertWeights">Optional w_i scaling each task vector τ_i (default 1 each).</param>
+    /// <param name="expertNames">Optional names for error messages.</param>
+    /// <exception cref="MergeInputException">Missing or extra tensor, shape or dtype mismatch, NaN/Inf; the message names the tensor and expert.</exception>
+    public MergeResult Merge(
+        IMergeMethod method,
+        IReadOnlyDictionary<string, Tensor> baseModel,
+        IReadOnlyList<IReadOnlyDictionary<string, Tensor>> experts,
+        IReadOnlyList<double>? expertWeights = null,
+        IReadOnlyList<string>? expertNames = null)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(baseModel);
+        ArgumentNullException.ThrowIfNull(experts);
+        var (mergedNames, copiedNames) = Plan(baseModel, experts, expertWeights, expertNames);
+
+        method.Begin(experts.Count);
+        for (int pass = 0; pass < method.StatisticsPassCount; pass++)
+        {
+            foreach (string name in mergedNames)
+            {
+                using var scope = NewDisposeScope();
+                using var input = BuildInput(name, baseModel, experts, expertWeights, expertNames);
+                method.AccumulateStatistics(pass, input);
+            }
+
+            method.FinishPass(pass);
+        }
+
+        var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var taskSpecific = new Dictionary<string, TaskSpecificTensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (string name in mergedNames)
+            {
+                using var scope = NewDisposeScope();
+                using var input = BuildInput(name, baseModel, experts, expertWeights, expertNames);
+                var result = method.MergeTensor(input);
+                var baseTensor = baseModel[name];
+                merged[name] = result.Merged.to_type(baseTensor.dtype, copy: true).DetachFromDisposeScope();
+                result.Merged.Dispose();
+                if (result.TaskSpecific is { } parts)
+                {
+                    parts.DetachFromDisposeScope();
+                    taskSpecific[name] = parts;
+                }
+            }
+
+            foreach (string name in copiedNames)
+            {
+                merged[name] = baseModel[name].clone().DetachFromDisposeScope();
+            }
+        }
+        catch
+        {
+            foreach (var tensor in merged.Values)
+            {
+                tensor.Dispose();
+            }
+
+            foreach (var parts in taskSpecific.Values)
+            {
+                parts.Dispose();
+            }
+
+            throw;
+        }
+
+        return new MergeResult(merged, taskSpecific, mergedNames, copiedNames, experts.Count, method.ProducesTaskSpecificWeights, baseModel);
+    }
+
+    /// <summary>Splits the base's tensors into merged and copied, and checks the experts against it before any work.</summary>
+    private (string[] Merged, string[] Copied) Plan(
+        IReadOnlyDictionary<string, Tensor> baseModel,
+        IReadOnlyList<IReadOnlyDictionary<string, Tensor>> experts,
+        IReadOnlyList<double>? expertWeights,
+        IReadOnlyList<string>? expertNames)
+    {
+        if (experts.Count == 0)
+        {
+            throw new ArgumentException("At least one expert is needed.", nameof(experts));
+        }
+
+        if (expertWeights is not null)
+        {
+            if (expertWeights.Count != experts.Count)
+            {
+                throw new ArgumentException($"{expertWeights.Count} expert weight(s) given for {experts.Count} expert(s).", nameof(expertWeights));
+            }
+
+            int bad = expertWeights.ToList().FindIndex(weight => !double.IsFinite(weight));
+            if (bad >= 0)
+            {
+                throw new ArgumentException($"The weight of {MergeInputException.DescribeExpert(bad, expertNames)} is {expertWeights[bad]}; weights must be finite.", nameof(expertWeights));
+            }
+        }
+
+        if (expertNames is not null && expertNames.Count != experts.Count)
+        {
+            throw new ArgumentException($"{expertNames.Count} expert name(s) given for {experts.Count} expert(s).", nameof(expertNames));
+        }
+
+        var names = baseModel.Keys.Order(StringComparer.Ordinal).ToArray();
+        var merged = names.Where(name => Filter.ShouldMerge(name, baseModel[name].dtype)).ToArray();
+        var copied = names.Except(merged, StringComparer.Ordinal).ToArray();
+
+        for (int i = 0; i < experts.Count; i++)
+        {
+            string who = MergeInputException.DescribeExpert(i, expertNames);
+            foreach (string name in merged)
+            {
+                var baseTensor = baseModel[name];
+                if (!experts[i].TryGetValue(name, out var expertTensor))
+                {
+                    throw new MergeInputException(
+                        $"Tensor '{name}' (shape {MergeInputException.FormatShape(baseTensor.shape)}) is missing from {who}.", name, i);
+                }
+
+                if (!expertTensor.shape.SequenceEqual(baseTensor.shape))
+                {
+                    throw new MergeInputException(
+                        $"Tensor '{name}': {who} has shape {MergeInputException.FormatShape(expertTensor.shape)}, " +
+                        $"expected the base model's {MergeInputException.FormatShape(baseTensor.shape)}.",
+                        name,
+                        i);
+                }
+
+                if (!expertTensor.is_floating_point())
+                {
+                    throw new MergeInputException(
+                        $"Tensor '{name}': {who} has dtype {expertTensor.dtype} but the base model's is {baseTensor.dtype}.", name, i);
+                }
+            }
+
+            foreach (string name in experts[i].Keys.Order(StringComparer.Ordinal))
+            {
+                if (!baseModel.ContainsKey(name) && !Filter.IsExcludedByName(name))
+                {
+                    throw new MergeInputException(
+                        $"Tensor '{name}' of {who} is not in the base model (exclude it by name if it is task-specific).", name, i);
+                }
+            }
+        }
+
+        return (merged, copied);
+    }
+
+    private static MergeTensorInput BuildInput(
+        string name,
+        IReadOnlyDictionary<string, Tensor> baseModel,
+        IReadOnlyList<IReadOnlyDictionary<string, Tensor>> experts,
+        IReadOnlyList<double>? expertWeights,
+        IReadOnlyList<string>? expertNames) =>
+        MergeTensorInput.FromExperts(name, baseModel[name], [.. experts.Select(expert => expert[name])], expertWeights, expertNames);
+}

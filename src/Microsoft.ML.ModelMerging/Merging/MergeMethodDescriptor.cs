@@ -1,0 +1,54 @@
+using System.Text;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>A registry entry: a method's name, summary, declared parameters and how to create it from them.</summary>
+public sealed class MergeMethodDescriptor
+{
+    private readonly Func<ResolvedMergeParameters, IMergeMethod> _factory;
+
+    public MergeMethodDescriptor(
+        string name,
+        string summary,
+        IReadOnlyList<MergeParameterSpec> parameters,
+        Func<ResolvedMergeParameters, IMergeMethod> factory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(summary);
+        ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(factory);
+        var duplicate = parameters.GroupBy(spec => spec.Name, StringComparer.OrdinalIgnoreCase).FirstOrDefault(group => group.Count() > 1);
+        if (duplicate is not null)
+        {
+            throw new ArgumentException($"Merge method '{name}' declares parameter '{duplicate.Key}' twice.", nameof(parameters));
+        }
+
+        Name = name;
+        Summary = summary;
+        Parameters = parameters;
+        _factory = factory;
+    }
+
+    public string Name { get; }
+
+    public string Summary { get; }
+
+    public IReadOnlyList<MergeParameterSpec> Parameters { get; }
+
+    /// <summary>Creates a fresh method instance; absent parameters take their defaults.</summary>
+    public IMergeMethod Create(MergeParameters? parameters = null) =>
+        _factory((parameters ?? MergeParameters.Empty).Resolve(this));
+
+    /// <summary>The method's <c>--list</c> entry: name, summary, then one line per parameter.</summary>
+    public string Describe()
+    {
+        var text = new StringBuilder();
+        text.Append(Name).Append(": ").Append(Summary);
+        foreach (var parameter in Parameters)
+        {
+            text.AppendLine().Append("    ").Append(parameter);
+        }
+
+        return text.ToString();
+    }
+}

@@ -1,0 +1,22 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>Simple average: θ = mean_i θ_i, computed as θ0 + mean_i τ_i (so per-expert weights scale each τ_i).</summary>
+public sealed class SimpleAverageMerge : MergeMethodBase
+{
+    public static MergeMethodDescriptor Descriptor { get; } = new(
+        "simple-average",
+        "θ = mean of the experts' weights.",
+        [],
+        _ => new SimpleAverageMerge());
+
+    public override string Name => Descriptor.Name;
+
+    protected override MergedTensor Merge(MergeTensorInput input)
+    {
+        using var scope = NewDisposeScope();
+        var mean = input.StackTaskVectors().mean([0L]);
+        return new MergedTensor(input.Base.add(mean).MoveToOuterDisposeScope());
+    }
+}

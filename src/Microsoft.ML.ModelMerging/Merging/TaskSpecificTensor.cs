@@ -1,0 +1,75 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>
+/// The compressed per-task form of one tensor: task t's weights are θ_t = θ0 + s_t · (M_t ⊙ τ_shared), with one
+/// shared task vector, one boolean mask per task and one scale per task. Owns its tensors.
+/// </summary>
+/// <remarks>TALL masks: τ_shared = Σ τ_i and s_t = 1. EMR-Merging: τ_shared = τ_uni and s_t = λ_t.</remarks>
+public sealed class TaskSpecificTensor : IDisposable
+{
+    public TaskSpecificTensor(Tensor sharedTaskVector, IReadOnlyList<Tensor> masks, IReadOnlyList<double> scales)
+    {
+        ArgumentNullException.ThrowIfNull(sharedTaskVector);
+        ArgumentNullException.ThrowIfNull(masks);
+        ArgumentNullException.ThrowIfNull(scales);
+        if (masks.Count != scales.Count)
+        {
+            throw new ArgumentException($"{masks.Count} mask(s) but {scales.Count} scale(s).", nameof(scales));
+        }
+
+        SharedTaskVector = sharedTaskVector;
+        Masks = masks;
+        Scales = scales;
+    }
+
+    /// <summary>τ_shared, float32.</summary>
+    public Tensor SharedTaskVector { get; }
+
+    /// <summary>M_t per task, boolean, shape of <see cref="SharedTaskVector"/>.</summary>
+    public IReadOnlyList<Tensor> Masks { get; }
+
+    /// <summary>s_t per task.</summary>
+    public IReadOnlyList<double> Scales { get; }
+
+    public int TaskCount => Masks.Count;
+
+    /// <summary>θ_t = θ0 + s_t · (M_t ⊙ τ_shared), float32. The caller owns the result.</summary>
+    public Tensor Materialize(int task, Tensor baseTensor)
+    {
+        ArgumentNullException.ThrowIfNull(baseTensor);
+        if (task < 0 || task >= TaskCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(task), task, $"Task index must be in [0, {TaskCount}).");
+        }
+
+        using var scope = NewDisposeScope();
+        var taskVector = SharedTaskVector.mul(Masks[task]);
+        if (Scales[task] != 1.0)
+        {
+            taskVector = taskVector.mul(Scales[task]);
+        }
+
+        return baseTensor.to_type(ScalarType.Float32).add(taskVector).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Takes every tensor out of any dispose scope.</summary>
+    public void DetachFromDisposeScope()
+    {
+        SharedTaskVector.DetachFromDisposeScope();
+        foreach (var mask in Masks)
+        {
+            mask.DetachFromDisposeScope();
+        }
+    }
+
+    public void Dispose()
+    {
+        SharedTaskVector.Dispose();
+        foreach (var mask in Masks)
+        {
+            mask.Dispose();
+        }
+    }
+}
