@@ -201,7 +201,9 @@ public sealed record VisionTransformerConfig
             || architectures.Any(a => a is "CLIPModel" or "CLIPVisionModelWithProjection"));
         int projectionDim = (isFullClip ? ReadInt(root, "projection_dim") : null) ?? ReadInt(vision, "projection_dim") ?? 512;
 
-        IReadOnlyList<float> mean = ClipMean, std = ClipStd;
+        // CLIP's statistics are per RGB channel; a model of another channel count without a preprocessor config gets 0.5/0.5.
+        bool rgb = (ReadInt(vision, "num_channels") ?? 3) == 3;
+        IReadOnlyList<float> mean = rgb ? ClipMean : [0.5f], std = rgb ? ClipStd : [0.5f];
         if (preprocessorConfigJson is not null)
         {
             JsonObject preprocessor = ParseObject(preprocessorConfigJson, "Hugging Face preprocessor_config.json");

@@ -1,0 +1,248 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Microsoft.ML.ModelMerging.Checkpoints;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>Settings of a streaming merge that are not the method's own parameters.</summary>
+public sealed record StreamingMergeOptions
+{
+    /// <summary>Stored dtype of floating-point outputs; null keeps each base tensor's dtype.</summary>
+    public SafeTensorsDType? OutputDType { get; init; }
+    /// <summary>Split the output into shards of at most this many bytes; null writes one file.</summary>
+    public long? MaxShardBytes { get; init; }
+    /// <summary>Let experts lack merged tensors (their task vector is zero there) and hold extra ones (ignored).</summary>
+    public bool AllowMissing { get; init; }
+    /// <summary>w_i scaling each expert's task vector; null = 1 each.</summary>
+    public IReadOnlyList<double>? ExpertWeights { get; init; }
+    /// <summary>Parameters recorded in the output's metadata (as given, for provenance).</summary>
+    public IReadOnlyDictionary<string, string>? RecordedParameters { get; init; }
+    public IProgress<StreamingMergeProgress>? Progress { get; init; }
+}
+
+/// <summary>Where a streaming merge is: pass 0..n-1 gather statistics, the last pass writes.</summary>
+public sealed record StreamingMergeProgress(string Phase, int Pass, int PassCount, int Tensor, int TensorCount, string TensorName);
+
+/// <summary>What a streaming merge did.</summary>
+public sealed record StreamingMergeReport(string OutputPath, IReadOnlyList<string> MergedTensors, IReadOnlyList<string> CopiedTensors,
+    int Passes, long OutputBytes);
+
+/// <summary>
+/// Runs any <see cref="IMergeMethod"/> over checkpoints on disk, one tensor at a time: memory holds the base and expert
+/// copies of a single tensor (plus the method's O(1) statistics), whatever the number of tensors. Methods with global
+/// statistics get extra read passes. The output is written under a temporary name and renamed only when complete, so an
+/// error or a cancellation leaves nothing behind.
+/// </summary>
+public sealed class StreamingMergeDriver
+{
+    public const string MethodMetadataKey = "mlmerge.merge_method";
+    public const string ParametersMetadataKey = "mlmerge.merge_parameters";
+    public const string InputsMetadataKey = "mlmerge.merge_inputs";
+    /// <summary>Prefix of the extra tensors written by methods that need the task at inference (TALL masks, EMR).</summary>
+    public const string TaskSpecificPrefix = "mlmerge.task_specific.";
+
+    public StreamingMergeDriver(TensorFilter? filter = null) => Filter = filter ?? TensorFilter.Default;
+
+    public TensorFilter Filter { get; }
+
+    public StreamingMergeReport Merge(IMergeMethod method, string basePath, IReadOnlyList<string> expertPaths, string outputPath,
+        StreamingMergeOptions? options = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        options ??= new StreamingMergeOptions();
+        if (expertPaths.Count == 0) throw new ArgumentException("At least one expert checkpoint is needed.");
+        if (options.ExpertWeights is { } w && w.Count != expertPaths.Count)
+            throw new ArgumentException($"{w.Count} expert weight(s) given for {expertPaths.Count} expert(s).");
+
+        using var baseCheckpoint = Checkpoint.Open(basePath);
+        var experts = new List<Checkpoint>();
+        try
+        {
+            foreach (var path in expertPaths) experts.Add(Checkpoint.Open(path));
+            var (merged, copied) = Plan(baseCheckpoint, experts, options.AllowMissing);
+            var names = expertPaths.Select(p => Path.GetFileName(Path.TrimEndingDirectorySeparator(p))).ToList();
+            int passes = method.StatisticsPassCount;
+
+            method.Begin(experts.Count);
+            for (int pass = 0; pass < passes; pass++)
+            {
+                for (int i = 0; i < merged.Count; i++)
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
+                    using var scope = NewDisposeScope();
+                    using var input = ReadInput(merged[i], baseCheckpoint, experts, options, names);
+                    method.AccumulateStatistics(pass, input);
+                }
+                method.FinishPass(pass);
+            }
+
+            var plan = OutputPlan(baseCheckpoint, options.OutputDType, method.ProducesTaskSpecificWeights ? merged : null, experts.Count);
+            var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
+            var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
+            using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
+            int index = 0;
+            foreach (var entry in baseCheckpoint.Tensors)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
+                using var scope = NewDisposeScope();
+                if (!mergedSet.Contains(entry.Name))
+                {
+                    WriteCopied(writer, baseCheckpoint, entry);
+                    continue;
+                }
+                using var input = ReadInput(entry.Name, baseCheckpoint, experts, options, names);
+                using var result = method.MergeTensor(input);
+                writer.Write(result.Merged);
+                if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, entry.Name, result);
+            }
+            writer.Complete();
+            return new StreamingMergeReport(writer.OutputPath, merged, copied, passes + 1, plan.Sum(p => p.ByteLength));
+        }
+        finally
+        {
+            foreach (var e in experts) e.Dispose();
+        }
+    }
+
+    /// <summary>Checks every input against the base before any work; returns the merged and copied tensor names.</summary>
+    private (List<string> Merged, List<string> Copied) Plan(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, bool allowMissing)
+    {
+        var merged = new List<string>();
+        var copied = new List<string>();
+        foreach (var entry in baseCheckpoint.Tensors)
+        {
+            if (!Filter.ShouldMerge(entry.Name, entry.DType.ToScalarType()))
+            {
+                copied.Add(entry.Name);
+                continue;
+            }
+            merged.Add(entry.Name);
+            foreach (var expert in experts)
+            {
+                if (!expert.Contains(entry.Name))
+                {
+                    if (allowMissing) continue;
+                    throw new MergeInputException(
+                        $"Tensor '{entry.Name}' {entry.ShapeText} of base {baseCheckpoint.Source} is missing from expert {expert.Source} (--allow-missing treats it as unchanged).",
+                        entry.Name);
+                }
+                var other = expert.GetEntry(entry.Name);
+                if (!other.Shape.SequenceEqual(entry.Shape))
+                    throw new MergeInputException(
+                        $"Tensor '{entry.Name}': expert {expert.Source} has shape {other.ShapeText}, base {baseCheckpoint.Source} has {entry.ShapeText}.", entry.Name);
+                if (other.DType != entry.DType)
+                    throw new MergeInputException(
+                        $"Tensor '{entry.Name}': expert {expert.Source} stores {other.DType.ToHeaderName()}, base {baseCheckpoint.Source} stores {entry.DType.ToHeaderName()}.", entry.Name);
+            }
+        }
+        if (!allowMissing)
+        {
+            foreach (var expert in experts)
+            foreach (var entry in expert.Tensors)
+                if (!baseCheckpoint.Contains(entry.Name) && !Filter.IsExcludedByName(entry.Name))
+                    throw new MergeInputException(
+                        $"Tensor '{entry.Name}' of expert {expert.Source} is not in base {baseCheckpoint.Source} (exclude it with --exclude, or pass --allow-missing).",
+                        entry.Name);
+        }
+        return (merged, copied);
+    }
+
+    private static MergeTensorInput ReadInput(string name, Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts,
+        StreamingMergeOptions options, IReadOnlyList<string> expertNames)
+    {
+        var baseTensor = baseCheckpoint.ReadTensor(name);
+        var expertTensors = experts.Select(e => e.Contains(name) ? e.ReadTensor(name) : baseTensor).ToList();
+        try
+        {
+            return MergeTensorInput.FromExperts(name, baseTensor, expertTensors, options.ExpertWeights, expertNames);
+        }
+        catch (MergeInputException e) when (e.ExpertIndex is int i)
+        {
+            throw new MergeInputException($"{e.Message} (file {experts[i].Source})", name, i);
+        }
+        catch (MergeInputException e)
+        {
+            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", name);
+        }
+    }
+
+    private static void WriteCopied(CheckpointWriter writer, Checkpoint baseCheckpoint, TensorEntry entry)
+    {
+        if (writer.Next!.DType == entry.DType) writer.WriteBytes(baseCheckpoint.ReadBytes(entry.Name));
+        else writer.Write(baseCheckpoint.ReadTensor(entry.Name));
+    }
+
+    private static List<TensorSpec> OutputPlan(Checkpoint baseCheckpoint, SafeTensorsDType? outputDType, IReadOnlyList<string>? taskSpecific, int experts)
+    {
+        var withParts = taskSpecific?.ToHashSet(StringComparer.Ordinal);
+        var plan = new List<TensorSpec>();
+        foreach (var t in baseCheckpoint.Tensors)
+        {
+            plan.Add(new TensorSpec(t.Name, outputDType is { } d && t.DType.IsFloatingPoint() ? d : t.DType, t.Shape));
+            if (withParts is null || !withParts.Contains(t.Name)) continue;
+            // Shared task vector, one boolean mask per task and the per-task scales, right after the merged weights.
+            plan.Add(new TensorSpec(TaskSpecificPrefix + t.Name + ".task_vector", SafeTensorsDType.F32, t.Shape));
+            for (int task = 0; task < experts; task++)
+                plan.Add(new TensorSpec(TaskSpecificPrefix + t.Name + $".mask.{task}", SafeTensorsDType.Bool, t.Shape));
+            plan.Add(new TensorSpec(TaskSpecificPrefix + t.Name + ".scales", SafeTensorsDType.F32, new long[] { experts }));
+        }
+        return plan;
+    }
+
+    /// <summary>The per-task parts of TALL masks / EMR, stored right after the tensor they belong to.</summary>
+    private static void WriteTaskSpecific(CheckpointWriter writer, IMergeMethod method, string name, MergedTensor result)
+    {
+        var parts = result.TaskSpecific ?? throw new InvalidOperationException($"{method.Name} returned no task-specific parts for '{name}'.");
+        writer.Write(parts.SharedTaskVector);
+        foreach (var mask in parts.Masks) writer.Write(mask);
+        writer.Write(tensor(parts.Scales.Select(s => (float)s).ToArray()));
+    }
+
+    private Dictionary<string, string> OutputMetadata(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IMergeMethod method, StreamingMergeOptions options)
+    {
+        // Keep the base's own metadata (e.g. the model config that makes a checkpoint self-describing), then add provenance.
+        var metadata = new Dictionary<string, string>(baseCheckpoint.Metadata, StringComparer.Ordinal);
+        metadata.Remove("total_size");
+        metadata[MethodMetadataKey] = method.Name;
+        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        if (options.RecordedParameters is not null) foreach (var (k, v) in options.RecordedParameters) parameters[k] = v;
+        if (options.ExpertWeights is not null)
+            parameters["expert_weights"] = string.Join(",", options.ExpertWeights.Select(x => x.ToString("R", CultureInfo.InvariantCulture)));
+        if (Filter.ExcludePatterns.Count > 0) parameters["exclude"] = string.Join(" ", Filter.ExcludePatterns);
+        metadata[ParametersMetadataKey] = JsonSerializer.Serialize(parameters);
+        var inputs = new List<Dictionary<string, string>> { Fingerprint("base", baseCheckpoint) };
+        inputs.AddRange(experts.Select((e, i) => Fingerprint($"expert {i}", e)));
+        metadata[InputsMetadataKey] = JsonSerializer.Serialize(inputs);
+        return metadata;
+    }
+
+    /// <summary>
+    /// A cheap, stable identity of an input: SHA-256 over its headers (names, dtypes, shapes, offsets, metadata) and file
+    /// sizes. Hashing every byte would cost as much as the merge itself for large models.
+    /// </summary>
+    private static Dictionary<string, string> Fingerprint(string role, Checkpoint checkpoint)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var prefix = new byte[8];
+        foreach (var file in checkpoint.Files.Order(StringComparer.Ordinal))
+        {
+            using var stream = File.OpenRead(file);
+            stream.ReadExactly(prefix);
+            var header = new byte[Math.Min(BitConverter.ToInt64(prefix), SafeTensorsHeader.MaxHeaderBytes)];
+            stream.ReadExactly(header);
+            sha.AppendData(prefix);
+            sha.AppendData(header);
+            sha.AppendData(BitConverter.GetBytes(stream.Length));
+        }
+        return new Dictionary<string, string>
+        {
+            ["role"] = role,
+            ["path"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpoint.Source)),
+            ["header_sha256"] = Convert.ToHexStringLower(sha.GetHashAndReset()),
+        };
+    }
+}

@@ -1,0 +1,125 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Models;
+
+/// <summary>A backbone read from disk: its config and its tensors by name (float32, CPU). Dispose frees the tensors.</summary>
+public sealed class LoadedBackbone : IDisposable
+{
+    public LoadedBackbone(VisionTransformerConfig config, Dictionary<string, Tensor> weights, IReadOnlyDictionary<string, string> metadata, string source)
+    {
+        Config = config;
+        Weights = weights;
+        Metadata = metadata;
+        Source = source;
+    }
+
+    public VisionTransformerConfig Config { get; }
+    public Dictionary<string, Tensor> Weights { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    public string Source { get; }
+
+    public void Dispose()
+    {
+        foreach (var t in Weights.Values) t.Dispose();
+    }
+}
+
+/// <summary>
+/// Saving and loading vision transformers and heads as safetensors. Our checkpoints carry their config in the metadata
+/// (<see cref="VisionTransformerConfig.MetadataKey"/>), so a checkpoint is self-describing; a Hugging Face CLIP checkpoint is
+/// described by the <c>config.json</c> (and optional <c>preprocessor_config.json</c>) next to it.
+/// </summary>
+public static class ModelCheckpoints
+{
+    /// <summary>Writes the backbone's tensors with its config (and any extra metadata) to a .safetensors file, atomically.</summary>
+    public static void SaveBackbone(string path, VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var all = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>(), StringComparer.Ordinal)
+        {
+            [VisionTransformerConfig.MetadataKey] = config.ToJson(),
+        };
+        using var scope = NewDisposeScope();
+        var cpu = weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu(), StringComparer.Ordinal);
+        SafeTensorsWriter.Save(path, cpu, all);
+    }
+
+    public static void SaveBackbone(string path, VisionTransformer model, IReadOnlyDictionary<string, string>? metadata = null) =>
+        SaveBackbone(path, model.Config, model.Weights, metadata);
+
+    /// <summary>Reads the config of a checkpoint without loading its tensors.</summary>
+    public static VisionTransformerConfig ReadConfig(string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        return ConfigOf(checkpoint);
+    }
+
+    /// <summary>Loads a backbone checkpoint (ours, or a Hugging Face CLIP vision checkpoint with its config.json beside it).</summary>
+    public static LoadedBackbone LoadBackbone(string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        var config = ConfigOf(checkpoint);
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var entry in checkpoint.Tensors)
+            {
+                if (VisionTransformerNames.IsIgnoredWhenLoading(entry.Name) || !entry.DType.IsFloatingPoint()) continue;
+                weights[entry.Name] = checkpoint.ReadTensor(entry.Name);
+            }
+            var report = StateLoadReport.Compare(config, weights.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.shape)));
+            report.ThrowIfIncomplete(checkpoint.Source);
+            foreach (var ignored in report.Ignored)
+            {
+                weights[ignored].Dispose();
+                weights.Remove(ignored);
+            }
+        }
+        catch
+        {
+            foreach (var t in weights.Values) t.Dispose();
+            throw;
+        }
+        return new LoadedBackbone(config, weights, checkpoint.Metadata, checkpoint.Source);
+    }
+
+    private static VisionTransformerConfig ConfigOf(Checkpoint checkpoint)
+    {
+        if (checkpoint.Metadata.TryGetValue(VisionTransformerConfig.MetadataKey, out var json))
+            return VisionTransformerConfig.FromJson(json);
+        string directory = Directory.Exists(checkpoint.Source) ? checkpoint.Source : Path.GetDirectoryName(Path.GetFullPath(checkpoint.Source))!;
+        string hfConfig = Path.Combine(directory, "config.json");
+        if (File.Exists(hfConfig))
+        {
+            string preprocessor = Path.Combine(directory, "preprocessor_config.json");
+            return VisionTransformerConfig.FromHuggingFaceConfig(File.ReadAllText(hfConfig),
+                preprocessorConfigJson: File.Exists(preprocessor) ? File.ReadAllText(preprocessor) : null);
+        }
+        throw new CheckpointFormatException(checkpoint.Source, null,
+            $"no model config: neither metadata '{VisionTransformerConfig.MetadataKey}' nor a config.json next to the checkpoint.");
+    }
+
+    public static void SaveHead(string path, ClassificationHead head, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var all = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>(), StringComparer.Ordinal);
+        foreach (var (k, v) in head.ToMetadata()) all[k] = v;
+        using var scope = NewDisposeScope();
+        var cpu = head.ToTensors().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu(), StringComparer.Ordinal);
+        SafeTensorsWriter.Save(path, cpu, all);
+    }
+
+    public static ClassificationHead LoadHead(string path)
+    {
+        using var checkpoint = Checkpoint.Open(path);
+        var tensors = checkpoint.ReadAll();
+        try
+        {
+            return ClassificationHead.FromTensors(tensors, checkpoint.Metadata);
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+}

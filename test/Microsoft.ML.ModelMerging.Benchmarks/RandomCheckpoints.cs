@@ -1,0 +1,44 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
+using TorchSharp;
+
+namespace Microsoft.ML.ModelMerging.Benchmarks;
+
+/// <summary>
+/// Writes a base checkpoint and fine-tuned-like experts (base + small seeded noise) of a given size, tensor by tensor,
+/// so benchmarks can merge models far larger than the process is allowed to hold.
+/// </summary>
+internal static class RandomCheckpoints
+{
+    public static IReadOnlyList<TensorSpec> Plan(long totalBytes, long rows = 4096, long columns = 1024)
+    {
+        long perTensor = rows * columns * 4;
+        int count = (int)Math.Max(1, (totalBytes + perTensor - 1) / perTensor);
+        var plan = new List<TensorSpec>();
+        for (int i = 0; i < count; i++)
+        {
+            plan.Add(new TensorSpec($"layers.{i:D4}.weight", SafeTensorsDType.F32, new[] { rows, columns }));
+            plan.Add(new TensorSpec($"layers.{i:D4}.bias", SafeTensorsDType.F32, new[] { rows }));
+        }
+        return plan.OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>Expert -1 is the base; expert e adds N(0, 0.01²) noise drawn from a generator seeded by (e, tensor).</summary>
+    public static void Write(string path, IReadOnlyList<TensorSpec> plan, int expert)
+    {
+        if (File.Exists(path)) return;
+        using var writer = new CheckpointWriter(path, plan, new Dictionary<string, string> { ["benchmark.expert"] = expert.ToString() });
+        for (int i = 0; i < plan.Count; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            var baseGenerator = new torch.Generator((ulong)(1000 + i));
+            var tensor = torch.randn(plan[i].Shape, generator: baseGenerator) * 0.02;
+            if (expert >= 0)
+            {
+                var noise = new torch.Generator((ulong)(1_000_000 * (expert + 1) + i));
+                tensor += torch.randn(plan[i].Shape, generator: noise) * 0.01;
+            }
+            writer.Write(tensor);
+        }
+        writer.Complete();
+    }
+}
