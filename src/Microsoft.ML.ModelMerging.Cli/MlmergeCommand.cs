@@ -11,6 +11,7 @@ public static class MlmergeCommand
         var root = new RootCommand("mlmerge: merge fine-tuned models into one multi-task model.")
         {
             InspectCommand.Create(),
+            MergeCommand.Create(),
         };
         return root;
     }
@@ -33,5 +34,5 @@ public static class MlmergeCommand
     }
 
     private static bool IsUserError(Exception e) =>
-        e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or UnauthorizedAccessException;
+        e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or Merging.MergeInputException or OperationCanceledException or UnauthorizedAccessException;
 }

@@ -1,0 +1,39 @@
+using Spectre.Console;
+
+namespace Microsoft.ML.ModelMerging.Cli;
+
+/// <summary>
+/// Shows a live progress bar for long library calls when writing to an interactive terminal; when the output is redirected
+/// (logs, tests) it stays quiet and the command prints its own summary.
+/// </summary>
+internal static class ConsoleProgress
+{
+    public static TResult Run<TProgress, TResult>(TextWriter output, string title,
+        Func<TProgress, (string Description, long Done, long Total)> describe, Func<IProgress<TProgress>?, TResult> work)
+    {
+        bool interactive = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
+        if (!interactive) return work(null);
+        TResult result = default!;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(title);
+                result = work(new SynchronousProgress<TProgress>(p =>
+                {
+                    var (description, done, total) = describe(p);
+                    task.Description = description;
+                    task.MaxValue = Math.Max(1, total);
+                    task.Value = done;
+                }));
+                task.Value = task.MaxValue;
+            });
+        return result;
+    }
+
+    /// <summary>Reports on the calling thread: <see cref="Progress{T}"/> would post to the thread pool and lag behind.</summary>
+    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}

@@ -1,0 +1,188 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Merging;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.Merging;
+
+[TestClass]
+public sealed class StreamingMergeDriverTests
+{
+    /// <summary>A base and three experts with a few float tensors, an integer tensor and a per-model head.</summary>
+    private static (string Base, string[] Experts, Dictionary<string, Tensor> BaseTensors, List<Dictionary<string, Tensor>> ExpertTensors)
+        WriteModels(TempDirectory dir)
+    {
+        var g = new Generator(42);
+        Dictionary<string, Tensor> Model(Dictionary<string, Tensor>? from)
+        {
+            var shapes = new Dictionary<string, long[]>
+            {
+                ["blocks.0.weight"] = new long[] { 16, 8 }, ["blocks.0.bias"] = new long[] { 16 },
+                ["blocks.1.weight"] = new long[] { 8, 16 }, ["embed"] = new long[] { 5, 8 }, ["head.weight"] = new long[] { 3, 8 },
+            };
+            var model = shapes.ToDictionary(kv => kv.Key, kv => from is null ? randn(kv.Value, generator: g) : from[kv.Key] + 0.1 * randn(kv.Value, generator: g));
+            model["position_ids"] = arange(0L, 5L);
+            return model;
+        }
+        var baseTensors = Model(null);
+        var experts = Enumerable.Range(0, 3).Select(_ => Model(baseTensors)).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors, new Dictionary<string, string> { ["mlmerge.vit_config"] = "{}" });
+        for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
+        return (dir.File("base.safetensors"), Enumerable.Range(0, 3).Select(i => dir.File($"e{i}.safetensors")).ToArray(), baseTensors, experts);
+    }
+
+    [TestMethod]
+    [DataRow("simple-average", "")]
+    [DataRow("task-arithmetic", "lambda=0.3")]
+    [DataRow("ties", "keep=0.2")]
+    [DataRow("ties", "keep=0.5;trim=per-tensor;merge-func=mean")]
+    [DataRow("dare", "drop-rate=0.3;seed=7;then=ties")]
+    [DataRow("tall-masks", "")]
+    [DataRow("consensus", "min-tasks=2")]
+    [DataRow("emr", "")]
+    public void StreamingEqualsInMemoryBitForBit(string method, string parameters)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, expertPaths, baseTensors, experts) = WriteModels(dir);
+        var values = MergeParameters.Parse(parameters.Split(';', StringSplitOptions.RemoveEmptyEntries));
+        var weights = new[] { 1.0, 0.5, 2.0 };
+
+        var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create(method, values), basePath, expertPaths,
+            dir.File("out.safetensors"), new StreamingMergeOptions { ExpertWeights = weights });
+        var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method, values),
+            baseTensors, experts.Cast<IReadOnlyDictionary<string, Tensor>>().ToList(), weights);
+
+        using var output = Checkpoint.Open(report.OutputPath);
+        foreach (var name in baseTensors.Keys)
+        {
+            using var streamed = output.ReadTensor(name);
+            var expected = inMemory.Merged[name];
+            Assert.AreEqual(expected.dtype, streamed.dtype, name);
+            CollectionAssert.AreEqual(expected.cpu().bytes.ToArray(), streamed.bytes.ToArray(), $"{method} {name}");
+        }
+        // Excluded tensors come from the base untouched.
+        using (var head = output.ReadTensor("head.weight"))
+            CollectionAssert.AreEqual(baseTensors["head.weight"].data<float>().ToArray(), head.data<float>().ToArray());
+        Assert.AreEqual(method, output.Metadata[StreamingMergeDriver.MethodMetadataKey]);
+        Assert.AreEqual("{}", output.Metadata["mlmerge.vit_config"], "the base's metadata is kept");
+        StringAssert.Contains(output.Metadata[StreamingMergeDriver.InputsMetadataKey], "header_sha256");
+
+        if (inMemory.TaskSpecific.Count > 0)
+        {
+            foreach (var (name, parts) in inMemory.TaskSpecific)
+            {
+                for (int t = 0; t < parts.TaskCount; t++)
+                {
+                    using var mask = output.ReadTensor(StreamingMergeDriver.TaskSpecificPrefix + name + $".mask.{t}");
+                    CollectionAssert.AreEqual(parts.Masks[t].data<bool>().ToArray(), mask.data<bool>().ToArray());
+                }
+                using var scales = output.ReadTensor(StreamingMergeDriver.TaskSpecificPrefix + name + ".scales");
+                CollectionAssert.AreEqual(parts.Scales.Select(s => (float)s).ToArray(), scales.data<float>().ToArray());
+            }
+        }
+    }
+
+    [TestMethod]
+    public void ShardedAndBf16OutputsHoldTheSameMerge()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, expertPaths, _, _) = WriteModels(dir);
+        var driver = new StreamingMergeDriver();
+        var single = driver.Merge(MergeMethodRegistry.Default.Create("task-arithmetic"), basePath, expertPaths, dir.File("single.safetensors"));
+        var sharded = driver.Merge(MergeMethodRegistry.Default.Create("task-arithmetic"), basePath, expertPaths, dir.File("sharded"),
+            new StreamingMergeOptions { MaxShardBytes = 600, OutputDType = SafeTensorsDType.BF16 });
+        using var a = Checkpoint.Open(single.OutputPath);
+        using var b = Checkpoint.Open(sharded.OutputPath);
+        Assert.IsGreaterThan(1, b.Files.Count);
+        Assert.AreEqual(SafeTensorsDType.BF16, b.GetEntry("blocks.0.weight").DType);
+        Assert.AreEqual(SafeTensorsDType.I64, b.GetEntry("position_ids").DType);
+        foreach (var entry in a.Tensors.Where(t => t.DType == SafeTensorsDType.F32))
+        {
+            using var full = a.ReadTensor(entry.Name);
+            using var rounded = b.ReadTensor(entry.Name);
+            using var expected = full.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
+            CollectionAssert.AreEqual(expected.data<float>().ToArray(), rounded.data<float>().ToArray(), entry.Name);
+        }
+    }
+
+    private static void AssertRejected(TempDirectory dir, string basePath, string[] experts, string expectedFragment, bool allowMissing = false)
+    {
+        var error = Assert.ThrowsExactly<MergeInputException>(() => new StreamingMergeDriver().Merge(
+            MergeMethodRegistry.Default.Create("ties"), basePath, experts, dir.File("out.safetensors"), new StreamingMergeOptions { AllowMissing = allowMissing }));
+        StringAssert.Contains(error.Message, expectedFragment);
+        Assert.IsFalse(File.Exists(dir.File("out.safetensors")), "nothing is written on error");
+        Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial").Length);
+    }
+
+    [TestMethod]
+    public void MissingTensorIsNamedWithItsFiles()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        SafeTensorsWriter.Save(experts[1], expertTensors[1].Where(kv => kv.Key != "blocks.1.weight").ToDictionary());
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight' [8, 16] of base {basePath} is missing from expert {experts[1]}");
+        // --allow-missing treats the expert as unchanged there.
+        var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), basePath, experts,
+            dir.File("out.safetensors"), new StreamingMergeOptions { AllowMissing = true });
+        Assert.IsTrue(File.Exists(report.OutputPath));
+    }
+
+    [TestMethod]
+    public void ExtraTensorIsRejectedUnlessExcluded()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        using var extra = zeros(4);
+        SafeTensorsWriter.Save(experts[2], new Dictionary<string, Tensor>(expertTensors[2]) { ["adapter.weight"] = extra });
+        AssertRejected(dir, basePath, experts, $"Tensor 'adapter.weight' of expert {experts[2]} is not in base");
+    }
+
+    [TestMethod]
+    public void ShapeMismatchIsNamed()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        using var wrong = zeros(16, 9);
+        SafeTensorsWriter.Save(experts[0], new Dictionary<string, Tensor>(expertTensors[0]) { ["blocks.0.weight"] = wrong });
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.weight': expert {experts[0]} has shape [16, 9], base {basePath} has [16, 8]");
+    }
+
+    [TestMethod]
+    public void DTypeMismatchIsNamed()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        SafeTensorsWriter.Save(experts[0], expertTensors[0], floatType: SafeTensorsDType.F16);
+        AssertRejected(dir, basePath, experts, $"expert {experts[0]} stores F16, base {basePath} stores F32");
+    }
+
+    [TestMethod]
+    public void NaNInAnExpertIsNamed()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        var poisoned = expertTensors[1]["embed"].clone();
+        poisoned[2, 3] = float.NaN;
+        SafeTensorsWriter.Save(experts[1], new Dictionary<string, Tensor>(expertTensors[1]) { ["embed"] = poisoned });
+        AssertRejected(dir, basePath, experts, "'embed'");
+        AssertRejected(dir, basePath, experts, experts[1]);
+    }
+
+    [TestMethod]
+    public void CancelledMergeLeavesNoFile()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, _) = WriteModels(dir);
+        using var cancel = new CancellationTokenSource();
+        var progress = new Progress(p => { if (p.Phase == "merge" && p.Tensor == 2) cancel.Cancel(); });
+        Assert.ThrowsExactly<OperationCanceledException>(() => new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"),
+            basePath, experts, dir.File("out.safetensors"), new StreamingMergeOptions { Progress = progress }, cancel.Token));
+        Assert.IsFalse(File.Exists(dir.File("out.safetensors")));
+        Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial").Length + Directory.GetFiles(dir.Path, ".*").Length);
+    }
+
+    private sealed class Progress(Action<StreamingMergeProgress> report) : IProgress<StreamingMergeProgress>
+    {
+        public void Report(StreamingMergeProgress value) => report(value);
+    }
+}
