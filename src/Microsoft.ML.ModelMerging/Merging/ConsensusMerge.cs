@@ -54,8 +54,8 @@ public sealed class ConsensusMerge : MergeMethodBase
     {
         using var scope = NewDisposeScope();
         var stacked = input.StackTaskVectors();
-        var multiTask = stacked.sum(0);
-        var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(0);
+        var multiTask = stacked.sum(dim: 0);
+        var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(dim: 0);
         var consensus = multiTask.mul(votes.ge(MinTasks));
         return new MergedTensor(input.Base.add(consensus.mul(Lambda)).MoveToOuterDisposeScope());
     }
