@@ -32,12 +32,12 @@ public sealed class ConsensusMerge : MergeMethodBase
         [
             MergeParameterSpec.Number("lambda", DefaultLambda, "scaling λ of the kept multi-task vector"),
             TallMasksMerge.TallLambdaParameter,
-            MergeParameterSpec.Integer("min-tasks", DefaultMinTasks, "k: a weight is kept when at least k task masks select it", 0, int.MaxValue),
+            MergeParameterSpec.Integer("min-tasks", DefaultMinTasks, "k: a weight is kept when at least k task masks select it", 0),
         ],
         parameters => new ConsensusMerge(
             parameters.GetNumber("lambda"),
             parameters.GetNumberPerExpert("tall-lambda"),
-            (int)parameters.GetInteger("min-tasks")));
+            (int)Math.Min(parameters.GetInteger("min-tasks"), int.MaxValue)));
 
     public override string Name => Descriptor.Name;
 

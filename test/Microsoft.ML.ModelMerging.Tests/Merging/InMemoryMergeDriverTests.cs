@@ -172,6 +172,28 @@ public sealed class InMemoryMergeDriverTests
     }
 
     [TestMethod]
+    public void PlanIsCheckedFromSignaturesAlone()
+    {
+        // What a streaming driver has before reading any weight: names, dtypes and shapes from checkpoint headers.
+        var baseModel = new Dictionary<string, TensorSignature>
+        {
+            ["encoder.weight"] = new(ScalarType.BFloat16, [4, 3]),
+            ["encoder.steps"] = new(ScalarType.Int64, []),
+            ["classifier.weight"] = new(ScalarType.Float32, [10, 4]),
+        };
+        var expert = new Dictionary<string, TensorSignature>(baseModel) { ["classifier.weight"] = new(ScalarType.Float32, [47, 4]) };
+
+        var plan = MergePlan.Create(baseModel, [expert, expert]);
+        CollectionAssert.AreEqual(new[] { "encoder.weight" }, plan.MergedTensorNames.ToArray());
+        CollectionAssert.AreEqual(new[] { "classifier.weight", "encoder.steps" }, plan.CopiedTensorNames.ToArray());
+
+        var wrongShape = new Dictionary<string, TensorSignature>(expert) { ["encoder.weight"] = new(ScalarType.Float32, [3, 4]) };
+        Assert.AreEqual(
+            "Tensor 'encoder.weight': expert 1 has shape [3, 4], expected the base model's [4, 3].",
+            Assert.ThrowsExactly<MergeInputException>(() => MergePlan.Create(baseModel, [expert, wrongShape])).Message);
+    }
+
+    [TestMethod]
     public void MethodProtocolIsEnforced()
     {
         using var scope = NewDisposeScope();

@@ -69,7 +69,7 @@ public sealed class MergeMethodRegistryTests
     [DataRow("emr", "lambda=1", "Unknown parameter 'lambda' for merge method 'emr' (it takes none).")]
     [DataRow("dare", "seed=1.5", "Parameter 'seed' of merge method 'dare' must be integer; got '1.5'.")]
     [DataRow("dare", "drop-rate=1", "Parameter 'drop-rate' of merge method 'dare' must be number in [0, 1); got '1'.")]
-    [DataRow("consensus", "min-tasks=-1", "Parameter 'min-tasks' of merge method 'consensus' must be integer in [0, 2147483647]; got '-1'.")]
+    [DataRow("consensus", "min-tasks=-1", "Parameter 'min-tasks' of merge method 'consensus' must be integer >= 0; got '-1'.")]
     [DataRow("tall-masks", "tall-lambda=0.2,x", "Parameter 'tall-lambda' of merge method 'tall-masks' must be number >= 0, or one per expert separated by commas; got '0.2,x'.")]
     public void InvalidParametersAreRejectedWithAClearMessage(string method, string assignment, string expectedMessage)
     {
