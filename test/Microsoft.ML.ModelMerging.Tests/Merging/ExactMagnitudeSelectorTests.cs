@@ -19,7 +19,7 @@ public sealed class ExactMagnitudeSelectorTests
     }
 
     [TestMethod]
-    public void EveryRankEqualsFullSortWithTiesZerosAndSubnormals()
+    public void RanksEqualFullSortWithTiesZerosAndSubnormals()
     {
         using var scope = NewDisposeScope();
         // Two series over three tensors; magnitudes repeat, include zeros, subnormals and values 40 binades apart.
@@ -37,9 +37,11 @@ public sealed class ExactMagnitudeSelectorTests
             .ToArray();
         int count = bySeries[0].Length;
 
-        for (int rank = 1; rank <= count; rank++)
+        Assert.AreEqual(40, count);
+        foreach (int rank in new[] { 1, 2, 5, 11, 17, 20, 23, 31, 39, 40 })
         {
-            using var selector = new ExactMagnitudeSelector(2);
+            // Chunks of 8 values: the larger tensors are turned into bits in several slices.
+            using var selector = new ExactMagnitudeSelector(2, chunkElements: 8);
             foreach (var t in tensors)
             {
                 selector.AccumulateCoarse(t);
