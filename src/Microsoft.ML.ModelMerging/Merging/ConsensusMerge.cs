@@ -32,12 +32,12 @@ public sealed class ConsensusMerge : MergeMethodBase
         [
             MergeParameterSpec.Number("lambda", DefaultLambda, "scaling λ of the kept multi-task vector"),
             TallMasksMerge.TallLambdaParameter,
-            MergeParameterSpec.Integer("min-tasks", DefaultMinTasks, "k: a weight is kept when at least k task masks select it", 0, int.MaxValue),
+            MergeParameterSpec.Integer("min-tasks", DefaultMinTasks, "k: a weight is kept when at least k task masks select it", 0),
         ],
         parameters => new ConsensusMerge(
             parameters.GetNumber("lambda"),
             parameters.GetNumberPerExpert("tall-lambda"),
-            (int)parameters.GetInteger("min-tasks")));
+            (int)Math.Min(parameters.GetInteger("min-tasks"), int.MaxValue)));
 
     public override string Name => Descriptor.Name;
 
@@ -54,8 +54,8 @@ public sealed class ConsensusMerge : MergeMethodBase
     {
         using var scope = NewDisposeScope();
         var stacked = input.StackTaskVectors();
-        var multiTask = stacked.sum(0);
-        var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(0);
+        var multiTask = stacked.sum(dim: 0);
+        var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(dim: 0);
         var consensus = multiTask.mul(votes.ge(MinTasks));
         return new MergedTensor(input.Base.add(consensus.mul(Lambda)).MoveToOuterDisposeScope());
     }

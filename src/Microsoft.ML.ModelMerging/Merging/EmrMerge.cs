@@ -73,7 +73,7 @@ public sealed class EmrMerge : MergeMethodBase
     /// <summary>τ_uni and the masks M_t (boolean [experts, ...]) of one tensor.</summary>
     private static (Tensor Unified, Tensor Masks) Unify(Tensor stacked)
     {
-        var elected = stacked.sum(0).sign();
+        var elected = stacked.sum(dim: 0).sign();
         var agreeing = stacked.mul(elected).gt(0);
         var largestAgreeing = stacked.abs().mul(agreeing).amax([0L]);
         var unified = elected.mul(largestAgreeing);
@@ -83,5 +83,5 @@ public sealed class EmrMerge : MergeMethodBase
 
     /// <summary>Σ over every entry of each expert's slice, in float64.</summary>
     private static double[] PerExpertSum(Tensor values, int experts) =>
-        values.reshape(experts, values.numel() / experts).sum(1, type: ScalarType.Float64).data<double>().ToArray();
+        values.reshape(experts, values.numel() / experts).sum(1, type: ScalarType.Float64).cpu().data<double>().ToArray();
 }

@@ -11,12 +11,13 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// For non-negative finite floats the IEEE-754 bit pattern read as an integer orders exactly like the value.
 /// Pass 1 counts values by the high 16 bits of that pattern, which locates the bucket holding the r-th largest and
 /// how many values lie above it; pass 2 counts, inside that bucket only, by the low 16 bits, which pins the exact
-/// pattern. Counting is bincount over shifted bits, i.e. tensor ops.
+/// pattern. Counting is bincount over shifted bits, i.e. tensor ops, on bounded chunks of each tensor.
 /// </remarks>
 public sealed class ExactMagnitudeSelector : IDisposable
 {
     private const int BucketCount = 1 << 16;
 
+    private readonly long _chunkElements;
     private readonly Tensor _coarseCounts;
     private readonly Tensor _fineCounts;
     private long[]? _buckets;
@@ -24,9 +25,18 @@ public sealed class ExactMagnitudeSelector : IDisposable
     private float[]? _thresholds;
 
     public ExactMagnitudeSelector(int seriesCount)
+        : this(seriesCount, chunkElements: 1 << 21)
+    {
+    }
+
+    /// <param name="seriesCount">How many series (experts) are selected in.</param>
+    /// <param name="chunkElements">How many values are turned into bits at once (bounds the temporaries).</param>
+    internal ExactMagnitudeSelector(int seriesCount, long chunkElements)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(seriesCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkElements, 1);
         SeriesCount = seriesCount;
+        _chunkElements = chunkElements;
         _coarseCounts = zeros(seriesCount, BucketCount, dtype: ScalarType.Int64).DetachFromDisposeScope();
         _fineCounts = zeros(seriesCount, BucketCount, dtype: ScalarType.Int64).DetachFromDisposeScope();
     }
@@ -51,10 +61,11 @@ public sealed class ExactMagnitudeSelector : IDisposable
             throw new InvalidOperationException("Pass 1 of the magnitude selection is already finished.");
         }
 
-        using var scope = NewDisposeScope();
-        var bits = MagnitudeBits(values);
-        var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
-        _coarseCounts.add_(CountPerSeries(high));
+        ForEachChunk(values, (series, bits) =>
+        {
+            var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
+            _coarseCounts.add_(CountPerSeries(high, series));
+        });
     }
 
     /// <summary>
@@ -89,12 +100,14 @@ public sealed class ExactMagnitudeSelector : IDisposable
             throw new InvalidOperationException("Pass 2 of the magnitude selection runs after FinishCoarse and before FinishFine.");
         }
 
-        using var scope = NewDisposeScope();
-        var bits = MagnitudeBits(values);
-        var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
-        var low = bits.bitwise_and(tensor(BucketCount - 1)).to_type(ScalarType.Int64);
-        var inBucket = high.eq(tensor(_buckets).unsqueeze(1));
-        _fineCounts.add_(CountPerSeries(low, inBucket));
+        var buckets = _buckets;
+        ForEachChunk(values, (series, bits) =>
+        {
+            var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
+            var inBucket = high.eq(tensor(buckets).index_select(0, series));
+            var low = bits.bitwise_and(tensor(BucketCount - 1)).to_type(ScalarType.Int64);
+            _fineCounts.add_(CountPerSeries(low, series, inBucket));
+        });
     }
 
     /// <summary>Ends pass 2 and returns, per series, the exact wanted magnitude.</summary>
@@ -144,22 +157,35 @@ public sealed class ExactMagnitudeSelector : IDisposable
         return bits.reshape(values.shape).MoveToOuterDisposeScope();
     }
 
-    private Tensor MagnitudeBits(Tensor values)
+    /// <summary>
+    /// Calls <paramref name="perChunk"/> with (series index, int32 bits of |v|) for bounded slices of the values
+    /// flattened series after series, so temporaries stay small for big tensors and small tensors of all series go
+    /// in one slice.
+    /// </summary>
+    private void ForEachChunk(Tensor values, Action<Tensor, Tensor> perChunk)
     {
         if (values.dim() == 0 || values.shape[0] != SeriesCount)
         {
             throw new ArgumentException($"Expected values of shape [{SeriesCount}, ...]; got {MergeInputException.FormatShape(values.shape)}.", nameof(values));
         }
 
-        return Float32Bits(values.abs().reshape(SeriesCount, values.numel() / SeriesCount));
+        long total = values.numel();
+        long perSeries = total / SeriesCount;
+        using var flat = values.reshape(total);
+        for (long start = 0; start < total; start += _chunkElements)
+        {
+            using var scope = NewDisposeScope();
+            long length = Math.Min(_chunkElements, total - start);
+            var series = arange(start, start + length, dtype: ScalarType.Int64).div(perSeries, RoundingMode.floor);
+            perChunk(series, Float32Bits(flat.narrow(0, start, length).abs()));
+        }
     }
 
-    /// <summary>Histogram of <paramref name="bins"/> ([series, n], values in [0, 65536)) per series: [series, 65536].</summary>
-    private Tensor CountPerSeries(Tensor bins, Tensor? where = null)
+    /// <summary>[series, 65536] histogram of <paramref name="bins"/> (values in [0, 65536)), optionally only where <paramref name="where"/>.</summary>
+    private Tensor CountPerSeries(Tensor bins, Tensor series, Tensor? where = null)
     {
-        var offsets = arange(SeriesCount, dtype: ScalarType.Int64).mul(BucketCount).unsqueeze(1);
-        var global = bins.add(offsets);
-        var selected = where is null ? global.flatten() : global.masked_select(where);
+        var global = bins.add(series.mul(BucketCount));
+        var selected = where is null ? global : global.masked_select(where);
         return selected.bincount(null, (long)SeriesCount * BucketCount).reshape(SeriesCount, BucketCount);
     }
 

@@ -4,7 +4,8 @@ namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>
 /// Runs any <see cref="IMergeMethod"/> over models held in memory as name → tensor dictionaries: checks that the
-/// models fit together before any work, runs the statistics passes, then merges tensor by tensor.
+/// models fit together before any work (<see cref="MergePlan"/>), runs the statistics passes, then merges tensor
+/// by tensor.
 /// </summary>
 public sealed class InMemoryMergeDriver
 {
@@ -35,7 +36,9 @@ public sealed class InMemoryMergeDriver
         ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(baseModel);
         ArgumentNullException.ThrowIfNull(experts);
-        var (mergedNames, copiedNames) = Plan(baseModel, experts, expertWeights, expertNames);
+        var plan = MergePlan.Create(baseModel, experts, Filter, expertWeights, expertNames);
+        var mergedNames = plan.MergedTensorNames;
+        var copiedNames = plan.CopiedTensorNames;
 
         method.Begin(experts.Count);
         for (int pass = 0; pass < method.StatisticsPassCount; pass++)
@@ -90,82 +93,6 @@ public sealed class InMemoryMergeDriver
         }
 
         return new MergeResult(merged, taskSpecific, mergedNames, copiedNames, experts.Count, method.ProducesTaskSpecificWeights, baseModel);
-    }
-
-    /// <summary>Splits the base's tensors into merged and copied, and checks the experts against it before any work.</summary>
-    private (string[] Merged, string[] Copied) Plan(
-        IReadOnlyDictionary<string, Tensor> baseModel,
-        IReadOnlyList<IReadOnlyDictionary<string, Tensor>> experts,
-        IReadOnlyList<double>? expertWeights,
-        IReadOnlyList<string>? expertNames)
-    {
-        if (experts.Count == 0)
-        {
-            throw new ArgumentException("At least one expert is needed.", nameof(experts));
-        }
-
-        if (expertWeights is not null)
-        {
-            if (expertWeights.Count != experts.Count)
-            {
-                throw new ArgumentException($"{expertWeights.Count} expert weight(s) given for {experts.Count} expert(s).", nameof(expertWeights));
-            }
-
-            int bad = expertWeights.ToList().FindIndex(weight => !double.IsFinite(weight));
-            if (bad >= 0)
-            {
-                throw new ArgumentException($"The weight of {MergeInputException.DescribeExpert(bad, expertNames)} is {expertWeights[bad]}; weights must be finite.", nameof(expertWeights));
-            }
-        }
-
-        if (expertNames is not null && expertNames.Count != experts.Count)
-        {
-            throw new ArgumentException($"{expertNames.Count} expert name(s) given for {experts.Count} expert(s).", nameof(expertNames));
-        }
-
-        var names = baseModel.Keys.Order(StringComparer.Ordinal).ToArray();
-        var merged = names.Where(name => Filter.ShouldMerge(name, baseModel[name].dtype)).ToArray();
-        var copied = names.Except(merged, StringComparer.Ordinal).ToArray();
-
-        for (int i = 0; i < experts.Count; i++)
-        {
-            string who = MergeInputException.DescribeExpert(i, expertNames);
-            foreach (string name in merged)
-            {
-                var baseTensor = baseModel[name];
-                if (!experts[i].TryGetValue(name, out var expertTensor))
-                {
-                    throw new MergeInputException(
-                        $"Tensor '{name}' (shape {MergeInputException.FormatShape(baseTensor.shape)}) is missing from {who}.", name, i);
-                }
-
-                if (!expertTensor.shape.SequenceEqual(baseTensor.shape))
-                {
-                    throw new MergeInputException(
-                        $"Tensor '{name}': {who} has shape {MergeInputException.FormatShape(expertTensor.shape)}, " +
-                        $"expected the base model's {MergeInputException.FormatShape(baseTensor.shape)}.",
-                        name,
-                        i);
-                }
-
-                if (!expertTensor.is_floating_point())
-                {
-                    throw new MergeInputException(
-                        $"Tensor '{name}': {who} has dtype {expertTensor.dtype} but the base model's is {baseTensor.dtype}.", name, i);
-                }
-            }
-
-            foreach (string name in experts[i].Keys.Order(StringComparer.Ordinal))
-            {
-                if (!baseModel.ContainsKey(name) && !Filter.IsExcludedByName(name))
-                {
-                    throw new MergeInputException(
-                        $"Tensor '{name}' of {who} is not in the base model (exclude it by name if it is task-specific).", name, i);
-                }
-            }
-        }
-
-        return (merged, copied);
     }
 
     private static MergeTensorInput BuildInput(

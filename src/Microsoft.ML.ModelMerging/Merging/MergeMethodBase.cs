@@ -27,9 +27,11 @@ public abstract class MergeMethodBase : IMergeMethod
             throw new ArgumentOutOfRangeException(nameof(expertCount), expertCount, $"Merge method '{Name}' needs at least one expert.");
         }
 
-        _expertCount = expertCount;
+        // A Begin that fails (e.g. a per-expert parameter of the wrong length) leaves the method unusable.
+        _expertCount = 0;
         _finishedPasses = 0;
         OnBegin(expertCount);
+        _expertCount = expertCount;
     }
 
     public void AccumulateStatistics(int pass, MergeTensorInput input)

@@ -89,7 +89,7 @@ public sealed class TallMasksMerge : MergeMethodBase
     {
         using var scope = NewDisposeScope();
         var stacked = input.StackTaskVectors();
-        var multiTask = stacked.sum(0);
+        var multiTask = stacked.sum(dim: 0);
         var masks = TaskMasks(input, stacked, multiTask, TallLambdas).unbind(0);
         var merged = input.Base.add(multiTask.mul(Lambda));
         var taskSpecific = new TaskSpecificTensor(multiTask, masks, [.. Enumerable.Repeat(1.0, input.ExpertCount)]);

@@ -30,7 +30,7 @@ public sealed class TaskArithmeticMerge : MergeMethodBase
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         using var scope = NewDisposeScope();
-        var sum = input.StackTaskVectors().sum(0);
+        var sum = input.StackTaskVectors().sum(dim: 0);
         return new MergedTensor(input.Base.add(sum.mul(Lambda)).MoveToOuterDisposeScope());
     }
 }

@@ -145,10 +145,10 @@ public sealed class TiesMerge : MergeMethodBase
         elected = elected.masked_fill(elected.eq(0), majoritySign);
 
         var agreeing = trimmed.mul(elected).gt(0);
-        var merged = trimmed.mul(agreeing).sum(0);
+        var merged = trimmed.mul(agreeing).sum(dim: 0);
         if (MergeFunction == TiesMergeFunction.Mean)
         {
-            merged = merged.div(agreeing.sum(0).clamp_min(1));
+            merged = merged.div(agreeing.sum(dim: 0).clamp_min(1));
         }
 
         return new MergedTensor(input.Base.add(merged.mul(Lambda)).MoveToOuterDisposeScope());
@@ -161,7 +161,7 @@ public sealed class TiesMerge : MergeMethodBase
             ? tensor(_globalThresholds!, device: stacked.device)
             : MagnitudePruning.RowThresholds(stacked, Keep);
         trimmed = stacked.mul(stacked.abs().ge(input.PerExpert(thresholds)));
-        return trimmed.sum(0);
+        return trimmed.sum(dim: 0);
     }
 
     /// <summary>(number of +1) − (number of −1), exact as an integer count.</summary>

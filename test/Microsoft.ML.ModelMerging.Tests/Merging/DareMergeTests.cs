@@ -1,0 +1,143 @@
+using Microsoft.ML.ModelMerging.Merging;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.Merging;
+
+[TestClass]
+public sealed class DareMergeTests
+{
+    [TestMethod]
+    public void SameSeedGivesTheSameModelWhateverTheTensorOrder()
+    {
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 20, experts: 3);
+        var forward = MergeEach(new DareMerge(0.5, seed: 7, new TaskArithmeticMerge()), model);
+        var backward = MergeEach(new DareMerge(0.5, seed: 7, new TaskArithmeticMerge()), [.. model.Reverse()]);
+
+        foreach (var t in model)
+        {
+            CollectionAssert.AreEqual(ReferenceModel.ToDoubles(forward[t.Name]), ReferenceModel.ToDoubles(backward[t.Name]), t.Name);
+        }
+    }
+
+    [TestMethod]
+    public void MasksDependOnSeedExpertAndTensorName()
+    {
+        using var scope = NewDisposeScope();
+        using var ones = torch.ones(1000);
+        var dare = new DareMerge(0.5, seed: 1, new TaskArithmeticMerge());
+        var reference = ReferenceModel.ToDoubles(dare.DropAndRescale(ones, 0, "w"));
+
+        CollectionAssert.AreEqual(reference, ReferenceModel.ToDoubles(dare.DropAndRescale(ones, 0, "w")), "same seed, expert and name");
+        CollectionAssert.AreNotEqual(reference, ReferenceModel.ToDoubles(new DareMerge(0.5, 2, new TaskArithmeticMerge()).DropAndRescale(ones, 0, "w")), "other seed");
+        CollectionAssert.AreNotEqual(reference, ReferenceModel.ToDoubles(dare.DropAndRescale(ones, 1, "w")), "other expert");
+        CollectionAssert.AreNotEqual(reference, ReferenceModel.ToDoubles(dare.DropAndRescale(ones, 0, "w2")), "other tensor");
+    }
+
+    [TestMethod]
+    [DataRow(0.1)]
+    [DataRow(0.5)]
+    [DataRow(0.9)]
+    public void KeepRateIsOneMinusPWithinFiveStandardDeviations(double dropRate)
+    {
+        using var scope = NewDisposeScope();
+        const int count = 200_000;
+        using var ones = torch.ones(count);
+        var dropped = new DareMerge(dropRate, seed: 3, new TaskArithmeticMerge()).DropAndRescale(ones, 0, "layer.weight");
+        double keptFraction = dropped.count_nonzero().item<long>() / (double)count;
+
+        double standardDeviation = Math.Sqrt(dropRate * (1 - dropRate) / count);
+        Assert.AreEqual(1 - dropRate, keptFraction, 5 * standardDeviation);
+    }
+
+    [TestMethod]
+    [DataRow(0.5)]
+    [DataRow(0.75)]
+    [DataRow(0.3)]
+    public void SurvivorsAreRescaledByOneOverOneMinusP(double dropRate)
+    {
+        using var scope = NewDisposeScope();
+        var values = Enumerable.Range(1, 5000).Select(i => (i % 97 - 48) / 16.0 + 1 / 32.0).ToArray();
+        using var taskVector = torch.tensor(values, dtype: ScalarType.Float32);
+        var dropped = ReferenceModel.ToDoubles(new DareMerge(dropRate, seed: 11, new TaskArithmeticMerge()).DropAndRescale(taskVector, 2, "t"));
+
+        // 1/(1−p) is a power of two for p = 0.5 and 0.75: the rescale must then be exact; otherwise within float32 rounding.
+        double tolerance = dropRate == 0.3 ? 1e-6 : 0;
+        int kept = 0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (dropped[i] != 0)
+            {
+                kept++;
+                Assert.AreEqual(values[i] / (1 - dropRate), dropped[i], tolerance * Math.Abs(dropped[i]), $"entry {i}");
+            }
+        }
+
+        Assert.IsPositive(kept);
+    }
+
+    [TestMethod]
+    public void ThenTaskArithmeticIsTaskArithmeticOfTheDroppedVectors()
+    {
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 21, experts: 3);
+        var method = MergeMethodRegistry.Default.Create("dare", MergeParameters.Parse("seed=5", "lambda=0.4"));
+        using var result = new InMemoryMergeDriver().Merge(method, ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+
+        foreach (var (name, expected) in MergeReference.TaskArithmetic(Dropped(model, 0.5, 5), 0.4))
+        {
+            ReferenceModel.AssertClose(expected, result.Merged[name], 1e-6, name);
+        }
+    }
+
+    [TestMethod]
+    [DataRow("global")]
+    [DataRow("per-tensor")]
+    public void ThenTiesIsTiesOfTheDroppedVectors(string trim)
+    {
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 22, experts: 3);
+        var method = (DareMerge)MergeMethodRegistry.Default.Create(
+            "dare", MergeParameters.Parse("then=ties", "seed=9", "keep=0.4", $"trim={trim}", "merge-func=mean"));
+        Assert.IsInstanceOfType<TiesMerge>(method.Then);
+        using var result = new InMemoryMergeDriver().Merge(method, ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+
+        var (expected, _) = MergeReference.Ties(Dropped(model, 0.5, 9), 0.3, 0.4, global: trim == "global", mean: true);
+        foreach (var (name, values) in expected)
+        {
+            ReferenceModel.AssertClose(values, result.Merged[name], 1e-6, name);
+        }
+    }
+
+    /// <summary>The model with every task vector replaced by its DARE drop (p = 0.5 keeps the grid exact).</summary>
+    private static ReferenceTensor[] Dropped(ReferenceTensor[] model, double dropRate, long seed)
+    {
+        var dare = new DareMerge(dropRate, seed, new TaskArithmeticMerge());
+        return [.. model.Select(t => t with
+        {
+            TaskVectors = [.. t.TaskVectors.Select((tau, i) =>
+            {
+                using var tensor = ReferenceModel.ToTensor(tau, t.Shape);
+                using var dropped = dare.DropAndRescale(tensor, i, t.Name);
+                return ReferenceModel.ToDoubles(dropped);
+            })],
+        })];
+    }
+
+    /// <summary>Calls the method directly on the tensors in the given order (no statistics passes needed).</summary>
+    private static Dictionary<string, Tensor> MergeEach(IMergeMethod method, IReadOnlyList<ReferenceTensor> model)
+    {
+        method.Begin(model[0].TaskVectors.Length);
+        var merged = new Dictionary<string, Tensor>();
+        foreach (var t in model)
+        {
+            var baseTensor = ReferenceModel.ToTensor(t.Base, t.Shape);
+            var taskVectors = t.TaskVectors.Select(tau => ReferenceModel.ToTensor(tau, t.Shape)).ToArray();
+            using var input = new MergeTensorInput(t.Name, baseTensor, taskVectors);
+            merged[t.Name] = method.MergeTensor(input).Merged;
+        }
+
+        return merged;
+    }
+}

@@ -1,0 +1,89 @@
+using Microsoft.ML.ModelMerging.Merging;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.Merging;
+
+[TestClass]
+public sealed class TiesMergeTests
+{
+    [TestMethod]
+    [DataRow("global", "sum", 0.2)]
+    [DataRow("global", "mean", 0.2)]
+    [DataRow("global", "sum", 0.5)]
+    [DataRow("global", "mean", 1.0)]
+    [DataRow("per-tensor", "sum", 0.2)]
+    [DataRow("per-tensor", "mean", 0.2)]
+    [DataRow("per-tensor", "sum", 0.7)]
+    public void MatchesReference(string trim, string mergeFunction, double keep)
+    {
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 10, experts: 4);
+        var method = (TiesMerge)MergeMethodRegistry.Default.Create(
+            "ties", MergeParameters.Parse($"keep={keep}", $"trim={trim}", $"merge-func={mergeFunction}", "lambda=0.3"));
+        using var result = new InMemoryMergeDriver().Merge(method, ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+
+        var (expected, thresholds) = MergeReference.Ties(model, 0.3, keep, global: trim == "global", mean: mergeFunction == "mean");
+        foreach (var (name, values) in expected)
+        {
+            ReferenceModel.AssertClose(values, result.Merged[name], 1e-6, name);
+        }
+
+        if (trim == "global")
+        {
+            CollectionAssert.AreEqual(thresholds.Select(t => (float)t).ToArray(), method.GlobalThresholds!.ToArray());
+        }
+    }
+
+    [TestMethod]
+    public void DefaultsFollowFusionBench()
+    {
+        var method = (TiesMerge)MergeMethodRegistry.Default.Create("ties");
+        Assert.AreEqual(0.3, method.Lambda);
+        Assert.AreEqual(0.2, method.Keep);
+        Assert.AreEqual(TiesTrimScope.Global, method.Trim);
+        Assert.AreEqual(TiesMergeFunction.Sum, method.MergeFunction);
+        Assert.AreEqual(3, method.StatisticsPassCount);
+        Assert.AreEqual(0, new TiesMerge(trim: TiesTrimScope.PerTensor).StatisticsPassCount);
+    }
+
+    [TestMethod]
+    public void ZeroElectedSignTakesTheMajorityOfItsScope()
+    {
+        // Entry 0 of "a" cancels (+0.5 and −0.5, γ = 0). Over the whole model most entries are negative, inside "a"
+        // most are positive: the global majority picks −0.5, the per-tensor majority +0.5.
+        using var scope = NewDisposeScope();
+        ReferenceTensor[] model =
+        [
+            new("a", [3], [0, 0, 0], [[0.5, 0.25, 0.25], [-0.5, 0.25, 0.25]]),
+            new("b", [5], [0, 0, 0, 0, 0], [[-0.25, -0.25, -0.25, -0.25, -0.25], [-0.25, -0.25, -0.25, -0.25, -0.25]]),
+        ];
+
+        foreach (var trim in new[] { TiesTrimScope.Global, TiesTrimScope.PerTensor })
+        {
+            using var result = new InMemoryMergeDriver().Merge(
+                new TiesMerge(lambda: 1, keep: 1, trim: trim), ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+            double expectedEntry0 = trim == TiesTrimScope.Global ? -0.5 : 0.5;
+            ReferenceModel.AssertClose([expectedEntry0, 0.5, 0.5], result.Merged["a"], 0, $"a, trim {trim}");
+
+            var (reference, _) = MergeReference.Ties(model, 1, 1, global: trim == TiesTrimScope.Global, mean: false);
+            ReferenceModel.AssertClose(reference["a"], result.Merged["a"], 0, $"reference a, trim {trim}");
+        }
+    }
+
+    [TestMethod]
+    public void GlobalThresholdIsExactWhenAllMagnitudesShareTheHighBits()
+    {
+        // 1 + k·2^-23: one coarse bucket holds every value, so only the refining pass can find the answer.
+        using var scope = NewDisposeScope();
+        var values = Enumerable.Range(0, 40).Select(k => (1.0 + (k % 17) * Math.Pow(2, -23)) * (k % 3 == 0 ? -1 : 1)).ToArray();
+        ReferenceTensor[] model =
+        [
+            new("first", [25], new double[25], [values[..25]]),
+            new("second", [15], new double[15], [values[25..]]),
+        ];
+        var method = new TiesMerge(keep: 0.3);
+        using var result = new InMemoryMergeDriver().Merge(method, ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+
+        Assert.AreEqual((float)MergeReference.Threshold(values, 0.3), method.GlobalThresholds![0]);
+    }
+}
