@@ -5,7 +5,8 @@ namespace Microsoft.ML.ModelMerging.Data;
 
 /// <summary>
 /// Renders characters from a set of font files into grayscale images (white glyph on black, values in [0, 1]) with
-/// seeded variation. The same fonts, characters, options and seed give the same bytes.
+/// seeded variation. The same fonts, characters, options and seed give the same bytes. Not thread-safe: use one
+/// renderer per thread.
 /// </summary>
 public sealed class GlyphRenderer : IDisposable
 {
@@ -97,7 +98,7 @@ public sealed class GlyphRenderer : IDisposable
                 canvas.Clear(SKColors.Transparent);
                 canvas.DrawPath(placed, paint);
                 canvas.Flush();
-                IdxReader.ToUnitRange(bitmap.GetPixelSpan(), pixels.AsSpan(index * size, size));
+                PixelBytes.ToUnitRange(bitmap.GetPixelSpan(), pixels.AsSpan(index * size, size));
                 labels[index] = c;
             }
         }

@@ -64,21 +64,12 @@ public static class IdxReader
                     throw new ArgumentOutOfRangeException(nameof(indices), $"Index {source} is outside the {count} images of '{imagesPath}'.");
                 }
 
-                ToUnitRange(bytes.AsSpan(source * size, size), pixels.AsSpan(i * size, size));
+                PixelBytes.ToUnitRange(bytes.AsSpan(source * size, size), pixels.AsSpan(i * size, size));
                 labels[i] = allLabels[source];
             }
 
             return new ImageDataset(name ?? Path.GetFileName(imagesPath), pixels, labels, classNames, 1, rows, columns);
         });
-    }
-
-    /// <summary>Bytes 0..255 to floats in [0, 1].</summary>
-    internal static void ToUnitRange(ReadOnlySpan<byte> source, Span<float> destination)
-    {
-        for (int i = 0; i < source.Length; i++)
-        {
-            destination[i] = source[i] / 255f;
-        }
     }
 
     private static int[] ReadHeader(Stream stream, string path, int expectedMagic, string expectedKind)

@@ -66,7 +66,7 @@ public static class ImageFolderReader
 
     private static void DrawCropped(string path, SKCanvas canvas, int width, int height)
     {
-        using var image = Decode(path);
+        using var image = ReadImage(path);
         // Centre crop to the target aspect ratio, then scale: nothing is stretched.
         float scale = Math.Min((float)image.Width / width, (float)image.Height / height);
         float cropWidth = width * scale, cropHeight = height * scale;
@@ -80,32 +80,29 @@ public static class ImageFolderReader
         canvas.Flush();
     }
 
-    private static SKImage Decode(string path)
+    private static SKImage ReadImage(string path)
     {
-        SKImage? image;
         try
         {
-            using var data = SKData.Create(path);
-            image = data is null ? null : SKImage.FromEncodedData(data);
+            // SKCodec reports truncated or corrupt data (IncompleteInput, InvalidInput) that a plain decode would
+            // hide behind a partly black image.
+            using var stream = File.OpenRead(path);
+            using var codec = SKCodec.Create(stream, out SKCodecResult result)
+                ?? throw new InvalidDataException($"Image '{path}' is not a readable PNG or JPEG ({result}).");
+            var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
+            using var bitmap = new SKBitmap(info);
+            result = codec.GetPixels(info, bitmap.GetPixels());
+            if (result != SKCodecResult.Success)
+            {
+                throw new InvalidDataException($"Image '{path}' could not be decoded ({result}).");
+            }
+
+            return SKImage.FromPixelCopy(info, bitmap.GetPixels(), bitmap.RowBytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new InvalidDataException($"Image '{path}' could not be read: {e.Message}", e);
         }
-
-        // Skia can return an image that fails only when drawn: force the decode now so the error names the file.
-        if (image is null || image.Width == 0 || image.Height == 0 || image.ToRasterImage(ensurePixelData: true) is not { } raster)
-        {
-            image?.Dispose();
-            throw new InvalidDataException($"Image '{path}' is not a readable PNG or JPEG.");
-        }
-
-        if (!ReferenceEquals(raster, image))
-        {
-            image.Dispose();
-        }
-
-        return raster;
     }
 
     private static void ToChannels(ReadOnlySpan<byte> rgba, ImageColorMode colorMode, Span<float> destination)

@@ -96,6 +96,35 @@ public sealed class ImageFolderReaderTests
     }
 
     [TestMethod]
+    public void TruncatedImageIsAnErrorNamingIt()
+    {
+        using var dir = new TempDirectory();
+        string whole = dir.File("source/whole.png");
+        using (var bitmap = new SKBitmap(64, 64))
+        {
+            // Noise, so the compressed data is long enough to cut in the middle of the pixels.
+            var random = new Random(1);
+            for (int y = 0; y < 64; y++)
+            {
+                for (int x = 0; x < 64; x++)
+                {
+                    bitmap.SetPixel(x, y, new SKColor((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256)));
+                }
+            }
+
+            Encode(bitmap, whole, SKEncodedImageFormat.Png);
+        }
+
+        byte[] png = File.ReadAllBytes(whole);
+        string truncated = dir.File("images/k/cut.png");
+        File.WriteAllBytes(truncated, png[..(png.Length / 2)]);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(Path.Combine(dir.Path, "images"), 4, 4));
+
+        Assert.Contains(truncated, error.Message);
+    }
+
+    [TestMethod]
     public void FolderWithoutClassFoldersIsAnError()
     {
         using var dir = new TempDirectory();
