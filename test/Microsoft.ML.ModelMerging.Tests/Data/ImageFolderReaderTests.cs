@@ -1,0 +1,161 @@
+using Microsoft.ML.ModelMerging.Data;
+using SkiaSharp;
+
+namespace Microsoft.ML.ModelMerging.Tests.Data;
+
+[TestClass]
+public sealed class ImageFolderReaderTests
+{
+    private static readonly SKColor Red = new(200, 30, 10);
+    private static readonly SKColor Blue = new(20, 40, 220);
+
+    [TestMethod]
+    public void ClassesAreSortedSubFoldersAndGrayscaleIsLuma()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("b-blue/1.png"), 10, 10, Blue, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("a-red/2.png"), 6, 6, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("a-red/1.png"), 3, 3, Red, SKEncodedImageFormat.Png);
+        File.WriteAllText(dir.File("a-red/notes.txt"), "not an image");
+
+        ImageDataset data = ImageFolderReader.Read(dir.Path, 4, 5);
+
+        CollectionAssert.AreEqual(new[] { "a-red", "b-blue" }, data.ClassNames.ToArray());
+        CollectionAssert.AreEqual(new[] { 0, 0, 1 }, data.Labels.ToArray());
+        Assert.AreEqual(1, data.Channels);
+        Assert.AreEqual(4, data.Height);
+        Assert.AreEqual(5, data.Width);
+        // A solid image stays solid through any resize: every pixel is the BT.601 luma of its colour.
+        AssertAll(data.Image(0), Luma(Red), 1.5f / 255);
+        AssertAll(data.Image(1), Luma(Red), 1.5f / 255);
+        AssertAll(data.Image(2), Luma(Blue), 1.5f / 255);
+    }
+
+    [TestMethod]
+    public void RgbKeepsChannelsSeparateAndReadsJpeg()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("only/x.jpg"), 16, 16, Red, SKEncodedImageFormat.Jpeg);
+
+        ImageDataset data = ImageFolderReader.Read(dir.Path, 8, 8, ImageColorMode.Rgb);
+
+        Assert.AreEqual(3, data.Channels);
+        ReadOnlySpan<float> image = data.Image(0);
+        // JPEG is lossy: a few levels of error on a flat colour.
+        AssertAll(image[..64], Red.Red / 255f, 6f / 255);
+        AssertAll(image[64..128], Red.Green / 255f, 6f / 255);
+        AssertAll(image[128..], Red.Blue / 255f, 6f / 255);
+    }
+
+    [TestMethod]
+    public void WideImagesAreCentreCroppedNotStretched()
+    {
+        using var dir = new TempDirectory();
+        // 12×4: red on the left third, blue in the middle third, red on the right third. The centre 4×4 crop is all blue.
+        using (var bitmap = new SKBitmap(12, 4))
+        {
+            for (int x = 0; x < 12; x++)
+            {
+                for (int y = 0; y < 4; y++)
+                {
+                    bitmap.SetPixel(x, y, x is >= 4 and < 8 ? Blue : Red);
+                }
+            }
+
+            Encode(bitmap, dir.File("c/wide.png"), SKEncodedImageFormat.Png);
+        }
+
+        ImageDataset data = ImageFolderReader.Read(dir.Path, 2, 2, ImageColorMode.Rgb);
+
+        AssertAll(data.Image(0)[8..], Blue.Blue / 255f, 1.5f / 255);
+    }
+
+    [TestMethod]
+    public void EmptyClassFolderIsAnErrorNamingIt()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("full/1.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        Directory.CreateDirectory(Path.Combine(dir.Path, "empty"));
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
+
+        Assert.Contains(Path.Combine(dir.Path, "empty"), error.Message);
+    }
+
+    [TestMethod]
+    public void CorruptImageIsAnErrorNamingIt()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("k/good.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        string corrupt = dir.File("k/bad.png");
+        File.WriteAllBytes(corrupt, [0x89, (byte)'P', (byte)'N', (byte)'G', 1, 2, 3, 4, 5]);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
+
+        Assert.Contains(corrupt, error.Message);
+    }
+
+    [TestMethod]
+    public void TruncatedImageIsAnErrorNamingIt()
+    {
+        using var dir = new TempDirectory();
+        string whole = dir.File("source/whole.png");
+        using (var bitmap = new SKBitmap(64, 64))
+        {
+            // Noise, so the compressed data is long enough to cut in the middle of the pixels.
+            var random = new Random(1);
+            for (int y = 0; y < 64; y++)
+            {
+                for (int x = 0; x < 64; x++)
+                {
+                    bitmap.SetPixel(x, y, new SKColor((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256)));
+                }
+            }
+
+            Encode(bitmap, whole, SKEncodedImageFormat.Png);
+        }
+
+        byte[] png = File.ReadAllBytes(whole);
+        string truncated = dir.File("images/k/cut.png");
+        File.WriteAllBytes(truncated, png[..(png.Length / 2)]);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(Path.Combine(dir.Path, "images"), 4, 4));
+
+        Assert.Contains(truncated, error.Message);
+    }
+
+    [TestMethod]
+    public void FolderWithoutClassFoldersIsAnError()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("loose.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
+
+        Assert.Contains(dir.Path, error.Message);
+        Assert.ThrowsExactly<DirectoryNotFoundException>(() => ImageFolderReader.Read(Path.Combine(dir.Path, "absent"), 4, 4));
+    }
+
+    private static float Luma(SKColor color) => (0.299f * color.Red + 0.587f * color.Green + 0.114f * color.Blue) / 255f;
+
+    private static void AssertAll(ReadOnlySpan<float> values, float expected, float tolerance)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            Assert.AreEqual(expected, values[i], tolerance, $"value {i}");
+        }
+    }
+
+    private static void WriteSolid(string path, int width, int height, SKColor color, SKEncodedImageFormat format)
+    {
+        using var bitmap = new SKBitmap(width, height);
+        bitmap.Erase(color);
+        Encode(bitmap, path, format);
+    }
+
+    private static void Encode(SKBitmap bitmap, string path, SKEncodedImageFormat format)
+    {
+        using var stream = File.Create(path);
+        Assert.IsTrue(bitmap.Encode(stream, format, 95), $"encoding {path}");
+    }
+}
