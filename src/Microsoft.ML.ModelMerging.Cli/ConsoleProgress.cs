@@ -11,8 +11,9 @@ internal static class ConsoleProgress
     public static TResult Run<TProgress, TResult>(TextWriter output, string title,
         Func<TProgress, (string Description, long Done, long Total)> describe, Func<IProgress<TProgress>?, TResult> work)
     {
-        bool interactive = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
-        if (!interactive) return work(null);
+        bool console = ReferenceEquals(output, Console.Out);
+        if (!console) return work(null);
+        if (Console.IsOutputRedirected) return work(new SynchronousProgress<TProgress>(LogLines(output, describe)));
         TResult result = default!;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
@@ -29,6 +30,23 @@ internal static class ConsoleProgress
                 task.Value = task.MaxValue;
             });
         return result;
+    }
+
+    /// <summary>For logs: one line when the stage changes and at every tenth of it.</summary>
+    private static Action<TProgress> LogLines<TProgress>(TextWriter output, Func<TProgress, (string Description, long Done, long Total)> describe)
+    {
+        string last = "";
+        long lastTenth = -1;
+        return p =>
+        {
+            var (description, done, total) = describe(p);
+            long tenth = total > 0 ? 10 * done / total : 0;
+            if (description == last && tenth == lastTenth) return;
+            last = description;
+            lastTenth = tenth;
+            output.WriteLine($"{DateTime.Now:HH:mm:ss} {description} {done}/{total}");
+            output.Flush();
+        };
     }
 
     /// <summary>Reports on the calling thread: <see cref="Progress{T}"/> would post to the thread pool and lag behind.</summary>

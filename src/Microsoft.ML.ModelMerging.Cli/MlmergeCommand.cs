@@ -12,6 +12,8 @@ public static class MlmergeCommand
         {
             InspectCommand.Create(),
             MergeCommand.Create(),
+            ZooCommand.Create(),
+            EvalCommand.Create(),
         };
         return root;
     }
@@ -34,5 +36,5 @@ public static class MlmergeCommand
     }
 
     private static bool IsUserError(Exception e) =>
-        e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or Merging.MergeInputException or OperationCanceledException or UnauthorizedAccessException;
+        e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or Merging.MergeInputException or OperationCanceledException or InvalidDataException or UnauthorizedAccessException;
 }

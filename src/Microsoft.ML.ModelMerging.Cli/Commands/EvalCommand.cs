@@ -1,0 +1,30 @@
+using System.CommandLine;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Zoo;
+
+namespace Microsoft.ML.ModelMerging.Cli.Commands;
+
+// ML.NET declares a namespace Microsoft.ML.Command, which shadows System.CommandLine.Command inside our namespaces.
+using Command = System.CommandLine.Command;
+
+/// <summary><c>mlmerge eval</c>: per-task accuracy of a model, each task scored with its own head from the zoo.</summary>
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output.", Required = true };
+        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoo" };
+        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
+        var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
+        var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };
+        command.SetAction(parse =>
+        {
+            using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            using var backbone = ModelCheckpoints.LoadBackbone(parse.GetValue(model)!);
+            var accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, TaskAccuracy.ParseSplit(parse.GetValue(split)!));
+            parse.InvocationConfiguration.Output.Write(ZooReport.Accuracies(experts, accuracies));
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,76 @@
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Training;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Zoo;
+
+/// <summary>Accuracy of one model on one task's validation and test splits.</summary>
+public sealed record SplitAccuracy(double Validation, double Test);
+
+/// <summary>What making an expert produced: the fine-tuned backbone weights, its frozen head, and accuracies before and after.</summary>
+public sealed class ExpertTrainingResult : IDisposable
+{
+    public required Dictionary<string, Tensor> Backbone { get; init; }
+    public required ClassificationHead Head { get; init; }
+    public required SplitAccuracy LinearProbe { get; init; }
+    public required SplitAccuracy Expert { get; init; }
+
+    public void Dispose()
+    {
+        foreach (var t in Backbone.Values) t.Dispose();
+        Head.Dispose();
+    }
+}
+
+/// <summary>The expert recipe: linear probe of a head on frozen pre-trained features, then full fine-tuning with that head frozen.</summary>
+public static class ExpertTrainer
+{
+    public static ClassificationHead TrainLinearProbe(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained,
+        ImageDataset train, TrainingOptions options, long seed, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        using var images = train.ToTensor();
+        using var labels = train.LabelsToTensor();
+        using var features = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, pretrained, x), images);
+        var head = ClassificationHead.CreateLinear(train.ClassNames, config.FeatureDim, seed);
+        ClassifierTrainer.Train(f => head.Forward(f), head.Parameters.ToList(), features, labels, options with { MaxShift = 0, Seed = seed }, progress, cancellation);
+        head.SetRequiresGrad(false);
+        return head;
+    }
+
+    public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
+        TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var head = TrainLinearProbe(config, pretrained, task.Train, linearProbe, seed, progress, cancellation);
+        try
+        {
+            var probe = Evaluate(config, pretrained, head, task);
+            using var model = VisionTransformer.FromState(config, pretrained);
+            using (var images = task.Train.ToTensor())
+            using (var labels = task.Train.LabelsToTensor())
+            {
+                ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), model.Parameters.ToList(), images, labels,
+                    fineTuning with { Seed = seed }, progress, cancellation);
+            }
+            var weights = model.State().ToDictionary(kv => kv.Key, kv => kv.Value.clone(), StringComparer.Ordinal);
+            return new ExpertTrainingResult { Backbone = weights, Head = head, LinearProbe = probe, Expert = Evaluate(config, weights, head, task) };
+        }
+        catch
+        {
+            head.Dispose();
+            throw;
+        }
+    }
+
+    public static SplitAccuracy Evaluate(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, ClassificationHead head, TaskSplits task) =>
+        new(Accuracy(config, weights, head, task.Validation), Accuracy(config, weights, head, task.Test));
+
+    public static double Accuracy(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, ClassificationHead head, ImageDataset data)
+    {
+        using var images = data.ToTensor();
+        using var labels = data.LabelsToTensor();
+        return ClassifierEvaluation.Accuracy(x => head.Forward(VisionTransformer.Forward(config, weights, x)), images, labels);
+    }
+}

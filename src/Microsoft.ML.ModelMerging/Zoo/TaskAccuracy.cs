@@ -1,0 +1,56 @@
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Zoo;
+
+/// <summary>Which split to evaluate on: validation chooses hyperparameters, test is for reporting.</summary>
+public enum EvaluationSplit
+{
+    Validation,
+    Test,
+}
+
+/// <summary>Per-task accuracies of one model, with the averages FusionBench reports.</summary>
+public sealed record TaskAccuracies(IReadOnlyDictionary<string, double> PerTask)
+{
+    public double Average => PerTask.Values.Average();
+    public double Worst => PerTask.Values.Min();
+
+    /// <summary>Mean over tasks of merged accuracy / individual expert accuracy.</summary>
+    public double NormalizedAverage(IReadOnlyDictionary<string, double> individual) =>
+        PerTask.Average(kv => kv.Value / individual[kv.Key]);
+}
+
+/// <summary>Evaluates one backbone (with each task's own head) on the zoo's tasks.</summary>
+public static class TaskAccuracy
+{
+    public static EvaluationSplit ParseSplit(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "val" or "validation" => EvaluationSplit.Validation,
+        "test" => EvaluationSplit.Test,
+        _ => throw new ArgumentException($"Unknown split '{text}': expected val or test."),
+    };
+
+    public static ImageDataset Pick(TaskSplits splits, EvaluationSplit split) => split == EvaluationSplit.Test ? splits.Test : splits.Validation;
+
+    /// <summary>Accuracy of <paramref name="features"/> + each task's head on each task's split.</summary>
+    public static TaskAccuracies Evaluate(ExpertSet experts, Func<Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null)
+    {
+        var perTask = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var task in experts.Tasks)
+        {
+            var data = Pick(experts.LoadData(task.Name, sources), split);
+            var head = experts.Head(task.Name);
+            using var images = data.ToTensor();
+            using var labels = data.LabelsToTensor();
+            perTask[task.Name] = ClassifierEvaluation.Accuracy(x => head.Forward(features(x)), images, labels);
+        }
+        return new TaskAccuracies(perTask);
+    }
+
+    public static TaskAccuracies Evaluate(ExpertSet experts, VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights,
+        EvaluationSplit split, BenchmarkSources? sources = null) =>
+        Evaluate(experts, x => VisionTransformer.Forward(config, weights, x), split, sources);
+}

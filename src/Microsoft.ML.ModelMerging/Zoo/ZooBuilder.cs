@@ -1,0 +1,151 @@
+using System.Text.Json;
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Zoo;
+
+/// <summary>Which stage of the zoo build is running, for progress displays.</summary>
+public sealed record ZooBuildProgress(string Stage, int StageIndex, int StageCount, TrainingProgress? Training);
+
+/// <summary>
+/// Builds the zoo: pre-trains the backbone on the glyph corpus, then makes one expert per benchmark task. Every artifact is
+/// written atomically and stamped with the recipe hash and its accuracies, so an interrupted build resumes where it stopped
+/// and the manifest is assembled from the artifacts at the end.
+/// </summary>
+public sealed class ZooBuilder
+{
+    private const string RecipeKey = "mlmerge.zoo_recipe";
+    private const string AccuracyKey = "mlmerge.zoo_accuracy";
+
+    public ZooBuilder(ZooRecipe recipe, BenchmarkSources? sources = null)
+    {
+        Recipe = recipe;
+        Sources = sources ?? BenchmarkSources.Default;
+    }
+
+    public ZooRecipe Recipe { get; }
+    public BenchmarkSources Sources { get; }
+
+    public ZooManifest Build(string directory, IReadOnlyList<BenchmarkTask>? tasks = null, IProgress<ZooBuildProgress>? progress = null,
+        CancellationToken cancellation = default)
+    {
+        tasks ??= BenchmarkTasks.All;
+        Directory.CreateDirectory(Path.Combine(directory, "experts"));
+        Directory.CreateDirectory(Path.Combine(directory, "heads"));
+        var config = Recipe.Model;
+        int stages = 1 + tasks.Count;
+        manual_seed(Recipe.Seed);
+
+        var pretraining = Pretrain(Path.Combine(directory, ZooManifest.PretrainedFileName), config,
+            p => progress?.Report(new ZooBuildProgress("pre-training on the glyph corpus", 0, stages, p)), cancellation);
+        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(directory, ZooManifest.PretrainedFileName));
+
+        var zooTasks = new List<ZooTask>();
+        for (int i = 0; i < tasks.Count; i++)
+        {
+            var task = tasks[i];
+            progress?.Report(new ZooBuildProgress($"expert {task.Name}", i + 1, stages, null));
+            zooTasks.Add(MakeExpert(directory, task, pretrained.Weights, Recipe.Seed + 1 + i,
+                p => progress?.Report(new ZooBuildProgress($"expert {task.Name}", i + 1, stages, p)), cancellation));
+        }
+
+        var manifest = new ZooManifest
+        {
+            RecipeHash = Recipe.Hash,
+            Recipe = JsonDocument.Parse(Recipe.ToJson()).RootElement,
+            Model = JsonDocument.Parse(config.ToJson()).RootElement,
+            Pretrained = ZooManifest.PretrainedFileName,
+            Pretraining = pretraining,
+            Tasks = zooTasks,
+        };
+        manifest.Write(directory);
+        return manifest;
+    }
+
+    private ZooPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
+    {
+        var corpus = PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed);
+        if (TryReadStamp(path, out var stamp)) return JsonSerializer.Deserialize<ZooPretraining>(stamp)!;
+
+        using var model = VisionTransformer.Create(config, Recipe.Seed);
+        using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, Recipe.Seed);
+        using (var images = corpus.Train.ToTensor())
+        using (var labels = corpus.Train.LabelsToTensor())
+        {
+            ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), model.Parameters.Concat(head.Parameters).ToList(), images, labels,
+                Recipe.Pretraining with { Seed = Recipe.Seed }, new SynchronousProgress(report), cancellation);
+        }
+        double accuracy = ExpertTrainer.Accuracy(config, model.Weights, head, corpus.Validation);
+        var result = new ZooPretraining
+        {
+            Corpus = PretrainingCorpus.Name, Classes = corpus.ClassNames.Count, Train = corpus.Train.Count,
+            Fingerprint = corpus.Train.Fingerprint, ValidationAccuracy = Math.Round(accuracy, 4),
+        };
+        // The corpus head is not part of the zoo: the pre-trained model is a generic backbone, like CLIP's image tower.
+        ModelCheckpoints.SaveBackbone(path, model, Stamp(JsonSerializer.Serialize(result)));
+        return result;
+    }
+
+    private ZooTask MakeExpert(string directory, BenchmarkTask task, IReadOnlyDictionary<string, Tensor> pretrained, int seed,
+        Action<TrainingProgress> report, CancellationToken cancellation)
+    {
+        var splits = task.Load(Sources, Recipe.Seed);
+        string expertPath = Path.Combine("experts", task.Name + ".safetensors");
+        string headPath = Path.Combine("heads", task.Name + ".safetensors");
+        SplitAccuracy probe, individual;
+        if (TryReadStamp(Path.Combine(directory, expertPath), out var stamp) && File.Exists(Path.Combine(directory, headPath)))
+        {
+            var saved = JsonSerializer.Deserialize<Dictionary<string, SplitAccuracy>>(stamp)!;
+            (probe, individual) = (saved["pretrained_linear_probe"], saved["individual"]);
+        }
+        else
+        {
+            using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbe, Recipe.FineTuning, seed,
+                new SynchronousProgress(report), cancellation);
+            (probe, individual) = (Round(result.LinearProbe), Round(result.Expert));
+            var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
+            ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, new Dictionary<string, string> { ["mlmerge.task"] = task.Name });
+            // The expert is written last: its stamp is what marks the task as done.
+            ModelCheckpoints.SaveBackbone(Path.Combine(directory, expertPath), Recipe.Model, result.Backbone,
+                new Dictionary<string, string>(Stamp(accuracy)) { ["mlmerge.task"] = task.Name });
+        }
+        return new ZooTask
+        {
+            Name = task.Name, Source = task.Source, ClassNames = task.ClassNames,
+            Train = splits.Train.Count, Validation = splits.Validation.Count, Test = splits.Test.Count,
+            Fingerprints = new SortedDictionary<string, string>
+            {
+                ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
+            },
+            Expert = expertPath.Replace('\\', '/'), Head = headPath.Replace('\\', '/'),
+            PretrainedLinearProbe = probe, Individual = individual,
+        };
+    }
+
+    private static SplitAccuracy Round(SplitAccuracy a) => new(Math.Round(a.Validation, 4), Math.Round(a.Test, 4));
+
+    private Dictionary<string, string> Stamp(string accuracyJson) => new()
+    {
+        [RecipeKey] = Recipe.Hash,
+        [AccuracyKey] = accuracyJson,
+    };
+
+    /// <summary>An artifact counts as done when it exists and was made by this recipe.</summary>
+    private bool TryReadStamp(string path, out string accuracyJson)
+    {
+        accuracyJson = "";
+        if (!File.Exists(path)) return false;
+        using var checkpoint = Checkpoint.Open(path);
+        if (!checkpoint.Metadata.TryGetValue(RecipeKey, out var hash) || hash != Recipe.Hash) return false;
+        return checkpoint.Metadata.TryGetValue(AccuracyKey, out accuracyJson!);
+    }
+
+    private sealed class SynchronousProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+
+}
