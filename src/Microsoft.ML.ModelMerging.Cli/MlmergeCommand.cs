@@ -14,6 +14,7 @@ public static class MlmergeCommand
             MergeCommand.Create(),
             ZooCommand.Create(),
             EvalCommand.Create(),
+            FinetuneCommand.Create(),
         };
         return root;
     }

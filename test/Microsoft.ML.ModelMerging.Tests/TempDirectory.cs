@@ -7,7 +7,13 @@ public sealed class TempDirectory : IDisposable
 
     public TempDirectory() => Directory.CreateDirectory(Path);
 
-    public string File(string name) => System.IO.Path.Combine(Path, name);
+    /// <summary>A path inside the directory; parent folders of a relative path like "a/b.png" are created.</summary>
+    public string File(string relativePath)
+    {
+        string full = System.IO.Path.Combine(Path, relativePath);
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
+        return full;
+    }
 
     public void Dispose()
     {

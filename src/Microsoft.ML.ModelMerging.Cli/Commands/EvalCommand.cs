@@ -21,8 +21,9 @@ internal static class EvalCommand
         {
             using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
             using var backbone = ModelCheckpoints.LoadBackbone(parse.GetValue(model)!);
-            var accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, TaskAccuracy.ParseSplit(parse.GetValue(split)!));
-            parse.InvocationConfiguration.Output.Write(ZooReport.Accuracies(experts, accuracies));
+            var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
+            var accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, chosen);
+            parse.InvocationConfiguration.Output.Write(ZooReport.Accuracies(experts, accuracies, chosen));
             return 0;
         });
         return command;

@@ -20,15 +20,16 @@ internal static class ZooReport
         return text.ToString();
     }
 
-    public static string Accuracies(ExpertSet experts, TaskAccuracies accuracies)
+    public static string Accuracies(ExpertSet experts, TaskAccuracies accuracies, EvaluationSplit split)
     {
+        double Individual(string task) => split == EvaluationSplit.Test ? experts.Manifest.Task(task).Individual.Test : experts.Manifest.Task(task).Individual.Validation;
         var text = new StringBuilder();
         text.AppendLine($"{"task",-18} {"accuracy",9} {"expert",8}");
         foreach (var (task, accuracy) in accuracies.PerTask)
-            text.AppendLine(CultureInfo.InvariantCulture, $"{task,-18} {Pct(accuracy),9} {Pct(experts.Manifest.Task(task).Individual.Test),8}");
-        var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
+            text.AppendLine(CultureInfo.InvariantCulture, $"{task,-18} {Pct(accuracy),9} {Pct(Individual(task)),8}");
+        var individual = experts.Tasks.ToDictionary(t => t.Name, t => Individual(t.Name));
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"{"average",-18} {Pct(accuracies.Average),9}   normalised {Pct(accuracies.NormalizedAverage(individual))}% of the experts (test accuracies)");
+            $"{"average",-18} {Pct(accuracies.Average),9}   normalised {Pct(accuracies.NormalizedAverage(individual))}% of the experts ({split.ToString().ToLowerInvariant()} split)");
         return text.ToString();
     }
 }
