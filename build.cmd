@@ -29,7 +29,10 @@ if "%VERB%"=="pack" (
   exit /b 0
 )
 if "%VERB%"=="demo" (
-  dotnet run --project "%ROOT%src\Microsoft.ML.ModelMerging.Cli" -c %CONFIGURATION% --no-build -- demo --zoo "%ROOT%zoo" --out "%ROOT%out\demo"
+  set EXPERTS=
+  for %%e in ("%ROOT%zoo\experts\*.safetensors") do call set EXPERTS=%%EXPERTS%% --expert "%%~fe"
+  call dotnet "%ROOT%src\Microsoft.ML.ModelMerging.Cli\bin\%CONFIGURATION%\net10.0\mlmerge.dll" merge --method task-arithmetic --lambda 0.3 --base "%ROOT%zoo\pretrained.safetensors" %%EXPERTS%% --out "%ROOT%out\demo\task-arithmetic.safetensors" || exit /b 1
+  dotnet "%ROOT%src\Microsoft.ML.ModelMerging.Cli\bin\%CONFIGURATION%\net10.0\mlmerge.dll" eval --model "%ROOT%out\demo\task-arithmetic.safetensors" --zoo "%ROOT%zoo" --split test
   exit /b %ERRORLEVEL%
 )
 echo usage: build.cmd [build^|test^|demo^|pack]

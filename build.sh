@@ -100,10 +100,23 @@ run_tests() {
   return $status
 }
 
+mlmerge() { MLMERGE_DATA="$DATA_DIR" dotnet "$ROOT/src/Microsoft.ML.ModelMerging.Cli/bin/$CONFIGURATION/net10.0/mlmerge.dll" "$@"; }
+
+# The main job on the committed zoo: merge every expert with task arithmetic (streaming) and score the merged model.
+run_demo() {
+  local out="$ROOT/out/demo"
+  mkdir -p "$out"
+  local experts=()
+  for e in "$ROOT"/zoo/experts/*.safetensors; do experts+=(--expert "$e"); done
+  mlmerge merge --method task-arithmetic --lambda 0.3 --base "$ROOT/zoo/pretrained.safetensors" "${experts[@]}" --out "$out/task-arithmetic.safetensors"
+  mlmerge eval --model "$out/task-arithmetic.safetensors" --zoo "$ROOT/zoo" --split test
+  log "merged model: $out/task-arithmetic.safetensors"
+}
+
 case "$VERB" in
   build) install_prerequisites; build ;;
   test) install_prerequisites; build; run_tests ;;
-  demo) install_prerequisites; build; MLMERGE_DATA="$DATA_DIR" dotnet run --project "$ROOT/src/Microsoft.ML.ModelMerging.Cli" -c "$CONFIGURATION" --no-build -- demo --zoo "$ROOT/zoo" --out "$ROOT/out/demo" ;;
+  demo) install_prerequisites; build; run_demo ;;
   pack) install_prerequisites; build; dotnet pack "$ROOT/Microsoft.ML.ModelMerging.sln" -c "$CONFIGURATION" --no-build -o "$ROOT/artifacts/packages" ;;
   *) echo "usage: ./build.sh [build|test|demo|pack]" >&2; exit 2 ;;
 esac
