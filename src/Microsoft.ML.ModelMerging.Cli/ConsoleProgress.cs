@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Runtime;
 using Spectre.Console;
 
 namespace Microsoft.ML.ModelMerging.Cli;
@@ -47,11 +48,5 @@ internal static class ConsoleProgress
             output.WriteLine($"{DateTime.Now:HH:mm:ss} {description} {done}/{total}");
             output.Flush();
         };
-    }
-
-    /// <summary>Reports on the calling thread: <see cref="Progress{T}"/> would post to the thread pool and lag behind.</summary>
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
     }
 }

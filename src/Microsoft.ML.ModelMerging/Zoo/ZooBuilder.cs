@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Training;
 using static TorchSharp.torch;
 
@@ -76,7 +77,7 @@ public sealed class ZooBuilder
         using (var labels = corpus.Train.LabelsToTensor())
         {
             ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), model.Parameters.Concat(head.Parameters).ToList(), images, labels,
-                Recipe.Pretraining with { Seed = Recipe.Seed }, new SynchronousProgress(report), cancellation);
+                Recipe.Pretraining with { Seed = Recipe.Seed }, new SynchronousProgress<TrainingProgress>(report), cancellation);
         }
         double accuracy = ExpertTrainer.Accuracy(config, model.Weights, head, corpus.Validation);
         var result = new ZooPretraining
@@ -104,7 +105,7 @@ public sealed class ZooBuilder
         else
         {
             using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbe, Recipe.FineTuning, seed,
-                new SynchronousProgress(report), cancellation);
+                new SynchronousProgress<TrainingProgress>(report), cancellation);
             (probe, individual) = (Round(result.LinearProbe), Round(result.Expert));
             var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
             ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, new Dictionary<string, string> { ["mlmerge.task"] = task.Name });
@@ -143,9 +144,5 @@ public sealed class ZooBuilder
         return checkpoint.Metadata.TryGetValue(AccuracyKey, out accuracyJson!);
     }
 
-    private sealed class SynchronousProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
 
 }

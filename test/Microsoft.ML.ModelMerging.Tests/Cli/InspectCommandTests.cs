@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
-using Microsoft.ML.ModelMerging.Cli;
 using TorchSharp;
 
 namespace Microsoft.ML.ModelMerging.Tests.Cli;
@@ -8,14 +7,6 @@ namespace Microsoft.ML.ModelMerging.Tests.Cli;
 [TestClass]
 public sealed class InspectCommandTests
 {
-    private static (int Exit, string Output, string Error) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int exit = MlmergeCommand.Run(args, output, error);
-        return (exit, output.ToString(), error.ToString());
-    }
-
     [TestMethod]
     public void InspectPrintsTensorsParametersAndMetadata()
     {
@@ -25,7 +16,7 @@ public sealed class InspectCommandTests
         SafeTensorsWriter.Save(dir.File("m.safetensors"), new Dictionary<string, torch.Tensor> { ["fc.weight"] = w, ["fc.bias"] = b },
             new Dictionary<string, string> { ["mlmerge.kind"] = "demo" }, SafeTensorsDType.BF16);
 
-        var (exit, output, _) = Run("inspect", dir.Path);
+        var (exit, output, _) = CliRunner.Run("inspect", dir.Path);
         Assert.AreEqual(0, exit);
         StringAssert.Contains(output, "fc.weight");
         StringAssert.Contains(output, "BF16");
@@ -33,7 +24,7 @@ public sealed class InspectCommandTests
         StringAssert.Contains(output, "2 tensors, 15 parameters, 30 bytes of data");
         StringAssert.Contains(output, "mlmerge.kind = demo");
 
-        var (jsonExit, json, _) = Run("inspect", dir.File("m.safetensors"), "--json");
+        var (jsonExit, json, _) = CliRunner.Run("inspect", dir.File("m.safetensors"), "--json");
         Assert.AreEqual(0, jsonExit);
         using var document = JsonDocument.Parse(json);
         Assert.AreEqual(15, document.RootElement.GetProperty("parameters").GetInt64());
@@ -48,7 +39,7 @@ public sealed class InspectCommandTests
     {
         using var dir = new TempDirectory();
         File.WriteAllBytes(dir.File("broken.safetensors"), new byte[] { 1, 0, 0, 0, 0, 0, 0, 0, (byte)'{' });
-        var (exit, _, error) = Run("inspect", dir.File("broken.safetensors"));
+        var (exit, _, error) = CliRunner.Run("inspect", dir.File("broken.safetensors"));
         Assert.AreEqual(1, exit);
         StringAssert.StartsWith(error, "error: " + dir.File("broken.safetensors") + ": header is not valid JSON");
     }

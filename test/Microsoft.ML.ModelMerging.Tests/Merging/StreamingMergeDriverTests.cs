@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -174,15 +175,10 @@ public sealed class StreamingMergeDriverTests
         using var dir = new TempDirectory();
         var (basePath, experts, _, _) = WriteModels(dir);
         using var cancel = new CancellationTokenSource();
-        var progress = new Progress(p => { if (p.Phase == "merge" && p.Tensor == 2) cancel.Cancel(); });
+        var progress = new SynchronousProgress<StreamingMergeProgress>(p => { if (p.Phase == "merge" && p.Tensor == 2) cancel.Cancel(); });
         Assert.ThrowsExactly<OperationCanceledException>(() => new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"),
             basePath, experts, dir.File("out.safetensors"), new StreamingMergeOptions { Progress = progress }, cancel.Token));
         Assert.IsFalse(File.Exists(dir.File("out.safetensors")));
         Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial").Length + Directory.GetFiles(dir.Path, ".*").Length);
-    }
-
-    private sealed class Progress(Action<StreamingMergeProgress> report) : IProgress<StreamingMergeProgress>
-    {
-        public void Report(StreamingMergeProgress value) => report(value);
     }
 }

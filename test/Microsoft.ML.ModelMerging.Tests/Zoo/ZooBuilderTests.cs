@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Training;
 using Microsoft.ML.ModelMerging.Zoo;
 
@@ -50,16 +51,11 @@ public sealed class ZooBuilderTests
         if (!File.Exists(BenchmarkSources.Default.OpticalDigitsFile)) Assert.Inconclusive("optical digits not installed (run ./build.sh build)");
         using var dir = new TempDirectory();
         using var cancel = new CancellationTokenSource();
-        var progress = new Progress(p => { if (p.StageIndex == 1 && p.Training is { Step: 2 }) cancel.Cancel(); });
+        var progress = new SynchronousProgress<ZooBuildProgress>(p => { if (p.StageIndex == 1 && p.Training is { Step: 2 }) cancel.Cancel(); });
         Assert.ThrowsExactly<OperationCanceledException>(() => new ZooBuilder(Tiny).Build(dir.Path, new[] { BenchmarkTasks.OpticalDigits }, progress, cancel.Token));
         Assert.IsTrue(File.Exists(dir.File(ZooManifest.PretrainedFileName)), "the finished pre-training stage is kept");
         Assert.IsFalse(File.Exists(dir.File("experts/optical-digits.safetensors")));
         Assert.IsFalse(File.Exists(dir.File(ZooManifest.FileName)));
         Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial", SearchOption.AllDirectories).Length);
-    }
-
-    private sealed class Progress(Action<ZooBuildProgress> report) : IProgress<ZooBuildProgress>
-    {
-        public void Report(ZooBuildProgress value) => report(value);
     }
 }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Microsoft.ML.ModelMerging.Cli;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Zoo;
 using SkiaSharp;
@@ -10,20 +9,12 @@ namespace Microsoft.ML.ModelMerging.Tests.Zoo;
 [TestClass]
 public sealed class ZooCommandsTests
 {
-    private static (int Exit, string Output, string Error) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int exit = MlmergeCommand.Run(args, output, error);
-        return (exit, output.ToString(), error.ToString());
-    }
-
     /// <summary>`eval` prints what an independent computation gets: forward, head, arg-max and counting done here by hand.</summary>
     [TestMethod]
     public void EvalPrintsTheDirectlyComputedAccuracy()
     {
         string zoo = CommittedZoo.Directory;
-        var (exit, output, error) = Run("eval", "--model", Path.Combine(zoo, "experts", "fashion-mnist.safetensors"), "--zoo", zoo,
+        var (exit, output, error) = CliRunner.Run("eval", "--model", Path.Combine(zoo, "experts", "fashion-mnist.safetensors"), "--zoo", zoo,
             "--task", "fashion-mnist", "--split", "val");
         Assert.AreEqual(0, exit, error);
 
@@ -49,7 +40,7 @@ public sealed class ZooCommandsTests
     [TestMethod]
     public void EvalRejectsAnUnknownTask()
     {
-        var (exit, _, error) = Run("eval", "--model", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"), "--zoo", CommittedZoo.Directory, "--task", "cifar");
+        var (exit, _, error) = CliRunner.Run("eval", "--model", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"), "--zoo", CommittedZoo.Directory, "--task", "cifar");
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "The zoo has no task 'cifar'");
     }
@@ -76,7 +67,7 @@ public sealed class ZooCommandsTests
             }
         }
 
-        var (exit, output, error) = Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
+        var (exit, output, error) = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
             "--task", dir.File("shapes"), "--out", dir.File("expert"), "--epochs", "3");
         Assert.AreEqual(0, exit, error);
         StringAssert.Contains(output, "2 classes");
