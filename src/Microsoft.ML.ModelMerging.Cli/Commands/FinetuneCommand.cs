@@ -9,7 +9,10 @@ namespace Microsoft.ML.ModelMerging.Cli.Commands;
 // ML.NET declares a namespace Microsoft.ML.Command, which shadows System.CommandLine.Command inside our namespaces.
 using Command = System.CommandLine.Command;
 
-/// <summary><c>mlmerge finetune</c>: makes an expert for a user's task with the zoo's recipe (linear probe, then fine-tuning with the head frozen).</summary>
+/// <summary>
+/// <c>mlmerge finetune</c>: makes an expert for a user's task: a linear probe on all training images (a user wants the best
+/// head, not the zoo's deliberately weak few-shot one), then fine-tuning with the head frozen.
+/// </summary>
 internal static class FinetuneCommand
 {
     public static Command Create()
@@ -29,7 +32,7 @@ internal static class FinetuneCommand
             var fineTuning = parse.GetValue(epochs) is int e ? recipe.FineTuning with { Epochs = e } : recipe.FineTuning;
             using var result = ConsoleProgress.Run<TrainingProgress, ExpertTrainingResult>(writer, "fine-tuning",
                 p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
-                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation));
+                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation));
             string directory = parse.GetValue(output)!;
             Directory.CreateDirectory(directory);
             ModelCheckpoints.SaveHead(Path.Combine(directory, "head.safetensors"), result.Head);

@@ -66,7 +66,8 @@ public static class ModelCheckpoints
             foreach (var entry in checkpoint.Tensors)
             {
                 if (VisionTransformerNames.IsIgnoredWhenLoading(entry.Name) || !entry.DType.IsFloatingPoint()) continue;
-                weights[entry.Name] = checkpoint.ReadTensor(entry.Name);
+                // The caller owns what is loaded (through Dispose), not whatever dispose scope happens to be active.
+                weights[entry.Name] = checkpoint.ReadTensor(entry.Name).DetachFromDisposeScope();
             }
             var report = StateLoadReport.Compare(config, weights.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.shape)));
             report.ThrowIfIncomplete(checkpoint.Source);
@@ -115,7 +116,9 @@ public static class ModelCheckpoints
         var tensors = checkpoint.ReadAll();
         try
         {
-            return ClassificationHead.FromTensors(tensors, checkpoint.Metadata);
+            var head = ClassificationHead.FromTensors(tensors, checkpoint.Metadata);
+            foreach (var parameter in head.Parameters) parameter.DetachFromDisposeScope();
+            return head;
         }
         finally
         {

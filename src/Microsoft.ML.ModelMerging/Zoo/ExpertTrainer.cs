@@ -24,7 +24,10 @@ public sealed class ExpertTrainingResult : IDisposable
     }
 }
 
-/// <summary>The expert recipe: linear probe of a head on frozen pre-trained features, then full fine-tuning with that head frozen.</summary>
+/// <summary>
+/// The expert recipe: a linear-probe head fitted on frozen pre-trained features of a few images per class, then full
+/// fine-tuning of the backbone with that head frozen.
+/// </summary>
 public static class ExpertTrainer
 {
     public static ClassificationHead TrainLinearProbe(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained,
@@ -39,11 +42,24 @@ public static class ExpertTrainer
         return head;
     }
 
+    /// <summary>A seeded, stratified choice of <paramref name="shotsPerClass"/> training images per class (all of them when 0).</summary>
+    public static ImageDataset Shots(ImageDataset train, int shotsPerClass, int seed)
+    {
+        if (shotsPerClass <= 0) return train;
+        var counts = train.CountPerClass();
+        int smallest = counts.Min();
+        if (smallest < shotsPerClass)
+            throw new ArgumentException($"{train.Name}: class '{train.ClassNames[Array.IndexOf(counts, smallest)]}' has {smallest} training images, fewer than the {shotsPerClass} shots asked for.");
+        var pick = StratifiedSampler.Split(train.Labels.Span, train.ClassCount, new[] { shotsPerClass * train.ClassCount }, seed)[0];
+        return train.Select(pick, train.Name + $"/{shotsPerClass}-shot");
+    }
+
+    /// <param name="probeShots">Images per class the head is fitted on; 0 = the whole training split.</param>
     public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
-        TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
+        int probeShots, TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
-        var head = TrainLinearProbe(config, pretrained, task.Train, linearProbe, seed, progress, cancellation);
+        var head = TrainLinearProbe(config, pretrained, Shots(task.Train, probeShots, (int)seed), linearProbe, seed, progress, cancellation);
         try
         {
             var probe = Evaluate(config, pretrained, head, task);

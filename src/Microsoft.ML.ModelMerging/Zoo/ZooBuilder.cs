@@ -69,7 +69,7 @@ public sealed class ZooBuilder
     private ZooPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
     {
         var corpus = PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed);
-        if (TryReadStamp(path, out var stamp)) return JsonSerializer.Deserialize<ZooPretraining>(stamp)!;
+        if (TryReadStamp(path, Recipe.PretrainingHash, out var stamp)) return JsonSerializer.Deserialize<ZooPretraining>(stamp)!;
 
         using var model = VisionTransformer.Create(config, Recipe.Seed);
         using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, Recipe.Seed);
@@ -86,7 +86,7 @@ public sealed class ZooBuilder
             Fingerprint = corpus.Train.Fingerprint, ValidationAccuracy = Math.Round(accuracy, 4),
         };
         // The corpus head is not part of the zoo: the pre-trained model is a generic backbone, like CLIP's image tower.
-        ModelCheckpoints.SaveBackbone(path, model, Stamp(JsonSerializer.Serialize(result)));
+        ModelCheckpoints.SaveBackbone(path, model, Stamp(Recipe.PretrainingHash, JsonSerializer.Serialize(result)));
         return result;
     }
 
@@ -97,21 +97,21 @@ public sealed class ZooBuilder
         string expertPath = Path.Combine("experts", task.Name + ".safetensors");
         string headPath = Path.Combine("heads", task.Name + ".safetensors");
         SplitAccuracy probe, individual;
-        if (TryReadStamp(Path.Combine(directory, expertPath), out var stamp) && File.Exists(Path.Combine(directory, headPath)))
+        if (TryReadStamp(Path.Combine(directory, expertPath), Recipe.Hash, out var stamp) && File.Exists(Path.Combine(directory, headPath)))
         {
             var saved = JsonSerializer.Deserialize<Dictionary<string, SplitAccuracy>>(stamp)!;
             (probe, individual) = (saved["pretrained_linear_probe"], saved["individual"]);
         }
         else
         {
-            using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbe, Recipe.FineTuning, seed,
+            using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbeShots, Recipe.LinearProbe, Recipe.FineTuning, seed,
                 new SynchronousProgress<TrainingProgress>(report), cancellation);
             (probe, individual) = (Round(result.LinearProbe), Round(result.Expert));
             var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
             ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, new Dictionary<string, string> { ["mlmerge.task"] = task.Name });
             // The expert is written last: its stamp is what marks the task as done.
             ModelCheckpoints.SaveBackbone(Path.Combine(directory, expertPath), Recipe.Model, result.Backbone,
-                new Dictionary<string, string>(Stamp(accuracy)) { ["mlmerge.task"] = task.Name });
+                new Dictionary<string, string>(Stamp(Recipe.Hash, accuracy)) { ["mlmerge.task"] = task.Name });
         }
         return new ZooTask
         {
@@ -128,19 +128,19 @@ public sealed class ZooBuilder
 
     private static SplitAccuracy Round(SplitAccuracy a) => new(Math.Round(a.Validation, 4), Math.Round(a.Test, 4));
 
-    private Dictionary<string, string> Stamp(string accuracyJson) => new()
+    private static Dictionary<string, string> Stamp(string hash, string accuracyJson) => new()
     {
-        [RecipeKey] = Recipe.Hash,
+        [RecipeKey] = hash,
         [AccuracyKey] = accuracyJson,
     };
 
-    /// <summary>An artifact counts as done when it exists and was made by this recipe.</summary>
-    private bool TryReadStamp(string path, out string accuracyJson)
+    /// <summary>An artifact counts as done when it exists and was made by the recipe with this hash.</summary>
+    private static bool TryReadStamp(string path, string expectedHash, out string accuracyJson)
     {
         accuracyJson = "";
         if (!File.Exists(path)) return false;
         using var checkpoint = Checkpoint.Open(path);
-        if (!checkpoint.Metadata.TryGetValue(RecipeKey, out var hash) || hash != Recipe.Hash) return false;
+        if (!checkpoint.Metadata.TryGetValue(RecipeKey, out var hash) || hash != expectedHash) return false;
         return checkpoint.Metadata.TryGetValue(AccuracyKey, out accuracyJson!);
     }
 

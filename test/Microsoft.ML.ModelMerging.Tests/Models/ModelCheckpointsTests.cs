@@ -88,4 +88,29 @@ public sealed class ModelCheckpointsTests
         using var b = loaded.Forward(features);
         CollectionAssert.AreEqual(a.data<float>().ToArray(), b.data<float>().ToArray());
     }
+
+    /// <summary>Loading inside a caller's dispose scope must not hand the loaded tensors to that scope.</summary>
+    [TestMethod]
+    public void LoadedTensorsOutliveTheCallersDisposeScope()
+    {
+        using var dir = new TempDirectory();
+        var config = ModelTestData.TinyGray();
+        using (var model = VisionTransformer.Create(config, seed: 2)) ModelCheckpoints.SaveBackbone(dir.File("b.safetensors"), model);
+        using (var head = ClassificationHead.CreateLinear(new[] { "a", "b" }, config.FeatureDim, seed: 1)) ModelCheckpoints.SaveHead(dir.File("h.safetensors"), head);
+
+        LoadedBackbone backbone;
+        ClassificationHead loadedHead;
+        using (NewDisposeScope())
+        {
+            backbone = ModelCheckpoints.LoadBackbone(dir.File("b.safetensors"));
+            loadedHead = ModelCheckpoints.LoadHead(dir.File("h.safetensors"));
+        }
+        using (backbone)
+        using (loadedHead)
+        using (NewDisposeScope())
+        {
+            var logits = loadedHead.Forward(VisionTransformer.Forward(backbone.Config, backbone.Weights, ModelTestData.Images(config, 2, seed: 1)));
+            CollectionAssert.AreEqual(new long[] { 2, 2 }, logits.shape);
+        }
+    }
 }
