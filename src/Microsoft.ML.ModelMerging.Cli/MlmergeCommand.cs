@@ -12,6 +12,7 @@ public static class MlmergeCommand
         {
             InspectCommand.Create(),
             MergeCommand.Create(),
+            ExportOnnxCommand.Create(),
         };
         return root;
     }
