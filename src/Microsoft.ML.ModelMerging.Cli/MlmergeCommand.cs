@@ -15,6 +15,7 @@ public static class MlmergeCommand
             ZooCommand.Create(),
             EvalCommand.Create(),
             FinetuneCommand.Create(),
+            ExportOnnxCommand.Create(),
         };
         return root;
     }
