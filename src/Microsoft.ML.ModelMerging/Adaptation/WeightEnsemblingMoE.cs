@@ -112,8 +112,8 @@ public sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
         options.Validate();
         config.Validate();
         var shapes = VisionTransformerNames.Shapes(config);
-        var baseModel = ArchitectureTensors(config, pretrained);
-        CheckExperts(baseModel, experts);
+        var baseModel = ExpertModels.ArchitectureTensors(config, pretrained);
+        ExpertModels.CheckExperts(baseModel, experts);
         Device device = baseModel.Values.First().device;
         int expertCount = experts.Count;
 
@@ -133,8 +133,8 @@ public sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
                 foreach (var (name, _) in shapes.Where(s => !mlpNames.Contains(s.Name)))
                 {
                     using var scope = NewDisposeScope();
-                    Tensor theta0 = Float32(pretrained[name], device);
-                    Tensor sum = stack(experts.Select(e => Float32(e[name], device) - theta0), 0).sum(dim: 0);
+                    Tensor theta0 = ExpertModels.Float32(pretrained[name], device);
+                    Tensor sum = stack(experts.Select(e => ExpertModels.Float32(e[name], device) - theta0), 0).sum(dim: 0);
                     merged[name] = theta0.add(sum.mul(options.Lambda)).MoveToOuterDisposeScope();
                 }
 
@@ -328,44 +328,6 @@ public sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
             : throw new InvalidDataException($"{checkpoint.Source}: no '{WeightEnsemblingOptions.MetadataKey}' metadata; not a WEMoE router file.");
     }
 
-    /// <summary>Experts must hold every architecture tensor with θ0's shape; their other tensors (heads) do not matter.</summary>
-    internal static void CheckExperts(IReadOnlyDictionary<string, Tensor> baseModel, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> experts)
-    {
-        if (experts.Any(e => e is null))
-        {
-            throw new ArgumentException("An expert is null.", nameof(experts));
-        }
-
-        var subsets = experts.Select(e => (IReadOnlyDictionary<string, Tensor>)baseModel.Keys.Where(e.ContainsKey)
-            .ToDictionary(name => name, name => e[name], StringComparer.Ordinal)).ToList();
-        MergePlan.Create(baseModel, subsets, new TensorFilter(includeDefaultPatterns: false));
-    }
-
-    /// <summary>The tensors of the architecture, checked against the config's shapes.</summary>
-    internal static Dictionary<string, Tensor> ArchitectureTensors(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> model)
-    {
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, shape) in VisionTransformerNames.Shapes(config))
-        {
-            if (!model.TryGetValue(name, out Tensor? tensor) || tensor is null)
-            {
-                throw new MergeInputException($"The pre-trained model lacks '{name}' (expected shape {NamedTensorShape.Format(shape)}).", name);
-            }
-
-            if (!tensor.shape.SequenceEqual(shape))
-            {
-                throw new MergeInputException(
-                    $"The pre-trained model's '{name}' has shape {NamedTensorShape.Format(tensor.shape)}; the config expects {NamedTensorShape.Format(shape)}.", name);
-            }
-
-            tensors[name] = tensor;
-        }
-
-        return tensors;
-    }
-
-    internal static Tensor Float32(Tensor tensor, Device device) => tensor.detach().to(ScalarType.Float32).to(device);
-
     private T ThrowIfDisposed<T>(T value)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -444,11 +406,11 @@ public sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
             using var scope = NewDisposeScope();
             string[] names = TensorNames(block);
             long[][] shapes = [[config.MlpSize, config.Width], [config.MlpSize], [config.Width, config.MlpSize], [config.Width]];
-            var theta0 = names.Select(n => Float32(pretrained[n], device)).ToArray();
+            var theta0 = names.Select(n => ExpertModels.Float32(pretrained[n], device)).ToArray();
             Tensor flat = cat(theta0.Select(t => t.flatten()).ToArray(), 0);
             Tensor stacked = stack(experts.Select(expert => cat(names.Select((n, i) =>
             {
-                Tensor tau = Float32(expert[n], device) - theta0[i];
+                Tensor tau = ExpertModels.Float32(expert[n], device) - theta0[i];
                 return (keep is double k ? MagnitudePruning.Prune(tau, k) : tau).flatten();
             }).ToArray(), 0)), 0);
             return new BlockExperts(names, shapes, flat.MoveToOuterDisposeScope(), stacked.MoveToOuterDisposeScope());
