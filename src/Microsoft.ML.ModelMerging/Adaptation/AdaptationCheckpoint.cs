@@ -48,9 +48,10 @@ public static class AdaptationCheckpoint
                 $"{checkpoint.Source}: the checkpoint belongs to another run; saved settings {savedRun}, this run {expectedRun}.");
         }
 
-        if (!int.TryParse(Require(checkpoint, StepMetadataKey), NumberStyles.None, CultureInfo.InvariantCulture, out int step) || step > options.Steps)
+        int step = ReadStep(checkpoint);
+        if (step > options.Steps)
         {
-            throw new InvalidDataException($"{checkpoint.Source}: '{StepMetadataKey}' is not a step count within the run's {options.Steps} steps.");
+            throw new InvalidDataException($"{checkpoint.Source}: the checkpoint is at step {step}, beyond the run's {options.Steps} steps.");
         }
 
         using var scope = NewDisposeScope();
@@ -73,8 +74,13 @@ public static class AdaptationCheckpoint
         using var checkpoint = Checkpoint.Open(path);
         using var scope = NewDisposeScope();
         CopyInto(model, ReadParameters(checkpoint, model));
-        return int.Parse(Require(checkpoint, StepMetadataKey), NumberStyles.None, CultureInfo.InvariantCulture);
+        return ReadStep(checkpoint);
     }
+
+    private static int ReadStep(Checkpoint checkpoint) =>
+        int.TryParse(Require(checkpoint, StepMetadataKey), NumberStyles.None, CultureInfo.InvariantCulture, out int step)
+            ? step
+            : throw new InvalidDataException($"{checkpoint.Source}: metadata '{StepMetadataKey}' is not a step count.");
 
     private static Dictionary<string, Tensor> ReadParameters(Checkpoint checkpoint, IAdaptableModel model)
     {

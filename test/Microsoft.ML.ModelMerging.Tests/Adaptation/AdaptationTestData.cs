@@ -146,3 +146,20 @@ internal sealed class AdaptationTestData : IDisposable
         }
     }
 }
+
+/// <summary>
+/// The adaptation tests run libtorch on one intra-op thread: their tensors are tiny, and on a shared, busy machine two
+/// threads spend most of a training step waiting for each other (measured: ~10× slower). Restored after each class.
+/// </summary>
+internal static class SingleTorchThread
+{
+    private static int _previous;
+
+    public static void Enter()
+    {
+        _previous = get_num_threads();
+        set_num_threads(1);
+    }
+
+    public static void Exit() => set_num_threads(_previous);
+}

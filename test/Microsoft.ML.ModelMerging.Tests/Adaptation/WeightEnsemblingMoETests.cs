@@ -9,6 +9,12 @@ namespace Microsoft.ML.ModelMerging.Tests.Adaptation;
 [TestClass]
 public sealed class WeightEnsemblingMoETests
 {
+    [ClassInitialize]
+    public static void ClassInitialize(TestContext context) => SingleTorchThread.Enter();
+
+    [ClassCleanup]
+    public static void ClassCleanup() => SingleTorchThread.Exit();
+
     [TestMethod]
     public void DepthZeroRouterReproducesTaskArithmeticFeaturesAndLogits()
     {
