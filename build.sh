@@ -102,15 +102,14 @@ run_tests() {
 
 mlmerge() { MLMERGE_DATA="$DATA_DIR" dotnet "$ROOT/src/Microsoft.ML.ModelMerging.Cli/bin/$CONFIGURATION/net10.0/mlmerge.dll" "$@"; }
 
-# The main job on the committed zoo: merge every expert with task arithmetic (streaming) and score the merged model.
+# The main job on the committed zoo: rank the merge strategies (validation chooses, test reports), then print where the
+# report and charts are.
 run_demo() {
   local out="$ROOT/out/demo"
   mkdir -p "$out"
-  local experts=()
-  for e in "$ROOT"/zoo/experts/*.safetensors; do experts+=(--expert "$e"); done
-  mlmerge merge --method task-arithmetic --lambda 0.3 --base "$ROOT/zoo/pretrained.safetensors" "${experts[@]}" --out "$out/task-arithmetic.safetensors"
-  mlmerge eval --model "$out/task-arithmetic.safetensors" --zoo "$ROOT/zoo" --split test
-  log "merged model: $out/task-arithmetic.safetensors"
+  mlmerge compare --zoo "$ROOT/zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-12m}"
+  log "report: $out/compare/report.md"
+  log "charts: $(ls "$out"/compare/*.png | xargs -n1 basename | tr '\n' ' ')"
 }
 
 case "$VERB" in

@@ -11,9 +11,9 @@ public static class LeaderboardCharts
         if (leaderboard.Entries.Count == 0) return files;
         files.Add(Save(PerTask(leaderboard), Path.Combine(directory, "accuracy-per-task.png"), 1100, 520));
         if (leaderboard.Entries.Any(e => e.ModelBytes is not null))
-            files.Add(Save(Versus(leaderboard, "ONNX model size (MB)", e => e.ModelBytes is { } b ? b / 1048576.0 : null), Path.Combine(directory, "accuracy-vs-size.png"), 800, 520));
+            files.Add(Save(Versus(leaderboard, "Accuracy against model size", "ONNX model size (MB)", e => e.ModelBytes is { } b ? b / 1048576.0 : null), Path.Combine(directory, "accuracy-vs-size.png"), 800, 520));
         if (leaderboard.Entries.Any(e => e.LatencyMilliseconds is not null))
-            files.Add(Save(Versus(leaderboard, "ONNX Runtime latency (ms / image)", e => e.LatencyMilliseconds), Path.Combine(directory, "accuracy-vs-latency.png"), 800, 520));
+            files.Add(Save(Versus(leaderboard, "Accuracy against latency", "ONNX Runtime latency (ms / image, batch 1)", e => e.LatencyMilliseconds), Path.Combine(directory, "accuracy-vs-latency.png"), 800, 520));
         return files;
     }
 
@@ -56,7 +56,7 @@ public static class LeaderboardCharts
         return plot;
     }
 
-    private static Plot Versus(Leaderboard leaderboard, string xLabel, Func<LeaderboardEntry, double?> x)
+    private static Plot Versus(Leaderboard leaderboard, string title, string xLabel, Func<LeaderboardEntry, double?> x)
     {
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
@@ -72,8 +72,10 @@ public static class LeaderboardCharts
         }
         plot.XLabel(xLabel);
         plot.YLabel("average test accuracy (%)");
-        plot.Title("Accuracy against " + xLabel.Split(' ')[0] + " " + xLabel.Split(' ')[1]);
-        plot.ShowLegend(Alignment.LowerRight);
+        plot.Title(title);
+        // Room around the points so none hides under the legend, which sits outside the data area.
+        plot.Axes.Margins(0.2, 0.2);
+        plot.ShowLegend(Edge.Right);
         return plot;
     }
 }
