@@ -61,8 +61,10 @@ public sealed class StreamingMergeDriver
         try
         {
             foreach (var path in expertPaths) experts.Add(Checkpoint.Open(path));
-            var (merged, copied) = Plan(baseCheckpoint, experts, options.AllowMissing);
-            var names = expertPaths.Select(p => Path.GetFileName(Path.TrimEndingDirectorySeparator(p))).ToList();
+            var mergePlan = Plan(baseCheckpoint, experts, options);
+            var merged = mergePlan.MergedTensorNames;
+            var copied = mergePlan.CopiedTensorNames;
+            var names = experts.Select(e => e.Source).ToList();
             int passes = method.StatisticsPassCount;
 
             method.Begin(experts.Count);
@@ -108,47 +110,17 @@ public sealed class StreamingMergeDriver
         }
     }
 
-    /// <summary>Checks every input against the base before any work; returns the merged and copied tensor names.</summary>
-    private (List<string> Merged, List<string> Copied) Plan(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, bool allowMissing)
+    /// <summary>
+    /// Checks every input against the base from the headers alone, before any work (<see cref="MergePlan"/>, the
+    /// checks of the in-memory driver); messages name experts by their path.
+    /// </summary>
+    private MergePlan Plan(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, StreamingMergeOptions options)
     {
-        var merged = new List<string>();
-        var copied = new List<string>();
-        foreach (var entry in baseCheckpoint.Tensors)
-        {
-            if (!Filter.ShouldMerge(entry.Name, entry.DType.ToScalarType()))
-            {
-                copied.Add(entry.Name);
-                continue;
-            }
-            merged.Add(entry.Name);
-            foreach (var expert in experts)
-            {
-                if (!expert.Contains(entry.Name))
-                {
-                    if (allowMissing) continue;
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}' {entry.ShapeText} of base {baseCheckpoint.Source} is missing from expert {expert.Source} (--allow-missing treats it as unchanged).",
-                        entry.Name);
-                }
-                var other = expert.GetEntry(entry.Name);
-                if (!other.Shape.SequenceEqual(entry.Shape))
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}': expert {expert.Source} has shape {other.ShapeText}, base {baseCheckpoint.Source} has {entry.ShapeText}.", entry.Name);
-                if (other.DType != entry.DType)
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}': expert {expert.Source} stores {other.DType.ToHeaderName()}, base {baseCheckpoint.Source} stores {entry.DType.ToHeaderName()}.", entry.Name);
-            }
-        }
-        if (!allowMissing)
-        {
-            foreach (var expert in experts)
-            foreach (var entry in expert.Tensors)
-                if (!baseCheckpoint.Contains(entry.Name) && !Filter.IsExcludedByName(entry.Name))
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}' of expert {expert.Source} is not in base {baseCheckpoint.Source} (exclude it with --exclude, or pass --allow-missing).",
-                        entry.Name);
-        }
-        return (merged, copied);
+        static Dictionary<string, TensorSignature> Signatures(Checkpoint checkpoint) =>
+            checkpoint.Tensors.ToDictionary(t => t.Name, t => new TensorSignature(t.DType.ToScalarType(), t.Shape), StringComparer.Ordinal);
+
+        return MergePlan.Create(Signatures(baseCheckpoint), [.. experts.Select(Signatures)], Filter, options.ExpertWeights,
+            [.. experts.Select(e => e.Source)], options.AllowMissing);
     }
 
     private static MergeTensorInput ReadInput(string name, Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts,
@@ -160,11 +132,7 @@ public sealed class StreamingMergeDriver
         {
             return MergeTensorInput.FromExperts(name, baseTensor, expertTensors, options.ExpertWeights, expertNames);
         }
-        catch (MergeInputException e) when (e.ExpertIndex is int i)
-        {
-            throw new MergeInputException($"{e.Message} (file {experts[i].Source})", name, i);
-        }
-        catch (MergeInputException e)
+        catch (MergeInputException e) when (e.ExpertIndex is null)
         {
             throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", name);
         }

@@ -120,7 +120,7 @@ public sealed class StreamingMergeDriverTests
         using var dir = new TempDirectory();
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         SafeTensorsWriter.Save(experts[1], expertTensors[1].Where(kv => kv.Key != "blocks.1.weight").ToDictionary());
-        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight' [8, 16] of base {basePath} is missing from expert {experts[1]}");
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight' (shape [8, 16]) is missing from expert 1 ('{experts[1]}').");
         // --allow-missing treats the expert as unchanged there.
         var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), basePath, experts,
             dir.File("out.safetensors"), new StreamingMergeOptions { AllowMissing = true });
@@ -134,7 +134,7 @@ public sealed class StreamingMergeDriverTests
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         using var extra = zeros(4);
         SafeTensorsWriter.Save(experts[2], new Dictionary<string, Tensor>(expertTensors[2]) { ["adapter.weight"] = extra });
-        AssertRejected(dir, basePath, experts, $"Tensor 'adapter.weight' of expert {experts[2]} is not in base");
+        AssertRejected(dir, basePath, experts, $"Tensor 'adapter.weight' of expert 2 ('{experts[2]}') is not in the base model");
     }
 
     [TestMethod]
@@ -144,16 +144,38 @@ public sealed class StreamingMergeDriverTests
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         using var wrong = zeros(16, 9);
         SafeTensorsWriter.Save(experts[0], new Dictionary<string, Tensor>(expertTensors[0]) { ["blocks.0.weight"] = wrong });
-        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.weight': expert {experts[0]} has shape [16, 9], base {basePath} has [16, 8]");
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.weight': expert 0 ('{experts[0]}') has shape [16, 9], expected the base model's [16, 8].");
     }
 
     [TestMethod]
-    public void DTypeMismatchIsNamed()
+    public void IntegerExpertTensorIsNamedWithItsFile()
     {
         using var dir = new TempDirectory();
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        using var integer = zeros(16, dtype: ScalarType.Int32);
+        SafeTensorsWriter.Save(experts[0], new Dictionary<string, Tensor>(expertTensors[0]) { ["blocks.0.bias"] = integer });
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.bias': expert 0 ('{experts[0]}') has dtype Int32 but the base model's is Float32.");
+    }
+
+    [TestMethod]
+    public void ExpertsStoredInAnotherFloatingDTypeMergeLikeInMemory()
+    {
+        // Fine-tunes are often saved in half precision next to a float32 base: both drivers merge them in float32.
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteModels(dir);
         SafeTensorsWriter.Save(experts[0], expertTensors[0], floatType: SafeTensorsDType.F16);
-        AssertRejected(dir, basePath, experts, $"expert {experts[0]} stores F16, base {basePath} stores F32");
+        SafeTensorsWriter.Save(experts[2], expertTensors[2], floatType: SafeTensorsDType.BF16);
+        var halves = expertTensors.Select((model, i) => (IReadOnlyDictionary<string, Tensor>)model.ToDictionary(
+            kv => kv.Key, kv => i == 1 || !kv.Value.is_floating_point() ? kv.Value : kv.Value.to_type(i == 0 ? ScalarType.Float16 : ScalarType.BFloat16))).ToList();
+
+        var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), basePath, experts, dir.File("out.safetensors"));
+        var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), baseTensors, halves);
+        using var output = Checkpoint.Open(report.OutputPath);
+        foreach (var name in baseTensors.Keys)
+        {
+            using var streamed = output.ReadTensor(name);
+            CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), name);
+        }
     }
 
     [TestMethod]
