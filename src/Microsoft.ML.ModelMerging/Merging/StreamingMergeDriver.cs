@@ -70,12 +70,13 @@ public sealed class StreamingMergeDriver
             method.Begin(experts.Count);
             for (int pass = 0; pass < passes; pass++)
             {
+                using var reader = new TensorReadAhead(baseCheckpoint, experts, merged, options.ExpertWeights, names);
                 for (int i = 0; i < merged.Count; i++)
                 {
                     cancellation.ThrowIfCancellationRequested();
                     options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
                     using var scope = NewDisposeScope();
-                    using var input = ReadInput(merged[i], baseCheckpoint, experts, options, names);
+                    using var input = Next(reader, baseCheckpoint);
                     method.AccumulateStatistics(pass, input);
                 }
                 method.FinishPass(pass);
@@ -85,6 +86,7 @@ public sealed class StreamingMergeDriver
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
             using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
+            using var mergeReader = new TensorReadAhead(baseCheckpoint, experts, merged, options.ExpertWeights, names);
             int index = 0;
             foreach (var entry in baseCheckpoint.Tensors)
             {
@@ -96,7 +98,8 @@ public sealed class StreamingMergeDriver
                     WriteCopied(writer, baseCheckpoint, entry);
                     continue;
                 }
-                using var input = ReadInput(entry.Name, baseCheckpoint, experts, options, names);
+                // Merged tensors come in the base's (ordinal) order, the order the reader was given.
+                using var input = Next(mergeReader, baseCheckpoint);
                 using var result = method.MergeTensor(input);
                 writer.Write(result.Merged);
                 if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, entry.Name, result);
@@ -123,18 +126,16 @@ public sealed class StreamingMergeDriver
             [.. experts.Select(e => e.Source)], options.AllowMissing);
     }
 
-    private static MergeTensorInput ReadInput(string name, Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts,
-        StreamingMergeOptions options, IReadOnlyList<string> expertNames)
+    /// <summary>The reader's next tensor; an error of the base's values names its file (experts are named by path already).</summary>
+    private static MergeTensorInput Next(TensorReadAhead reader, Checkpoint baseCheckpoint)
     {
-        var baseTensor = baseCheckpoint.ReadTensor(name);
-        var expertTensors = experts.Select(e => e.Contains(name) ? e.ReadTensor(name) : baseTensor).ToList();
         try
         {
-            return MergeTensorInput.FromExperts(name, baseTensor, expertTensors, options.ExpertWeights, expertNames);
+            return reader.Next();
         }
         catch (MergeInputException e) when (e.ExpertIndex is null)
         {
-            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", name);
+            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", e.TensorName);
         }
     }
 

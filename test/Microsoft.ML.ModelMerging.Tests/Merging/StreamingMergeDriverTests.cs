@@ -19,6 +19,7 @@ public sealed class StreamingMergeDriverTests
             {
                 ["blocks.0.weight"] = new long[] { 16, 8 }, ["blocks.0.bias"] = new long[] { 16 },
                 ["blocks.1.weight"] = new long[] { 8, 16 }, ["embed"] = new long[] { 5, 8 }, ["head.weight"] = new long[] { 3, 8 },
+                ["logit_scale"] = Array.Empty<long>(),
             };
             var model = shapes.ToDictionary(kv => kv.Key, kv => from is null ? randn(kv.Value, generator: g) : from[kv.Key] + 0.1 * randn(kv.Value, generator: g));
             model["position_ids"] = arange(0L, 5L);
@@ -188,6 +189,63 @@ public sealed class StreamingMergeDriverTests
         SafeTensorsWriter.Save(experts[1], new Dictionary<string, Tensor>(expertTensors[1]) { ["embed"] = poisoned });
         AssertRejected(dir, basePath, experts, "'embed'");
         AssertRejected(dir, basePath, experts, experts[1]);
+    }
+
+    [TestMethod]
+    public void NaNInTheBaseIsNamedWithItsFile()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, _) = WriteModels(dir);
+        var poisoned = baseTensors["blocks.1.weight"].clone();
+        poisoned[7, 15] = float.NegativeInfinity;
+        SafeTensorsWriter.Save(basePath, new Dictionary<string, Tensor>(baseTensors) { ["blocks.1.weight"] = poisoned });
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight': the base model contains 1 NaN or infinite value(s). (file {basePath})");
+    }
+
+    /// <summary>A tensor of 1501 × 999 float32 (≈ 6 MB): read in several pieces, with a length that is no multiple of a SIMD vector.</summary>
+    private static (string Base, string[] Experts, Dictionary<string, Tensor> BaseTensors, List<Dictionary<string, Tensor>> ExpertTensors)
+        WriteLargeModels(TempDirectory dir)
+    {
+        var g = new Generator(3);
+        var baseTensors = new Dictionary<string, Tensor> { ["big"] = randn(1501, 999, generator: g), ["small"] = randn(3, generator: g) };
+        var experts = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value + (0.01 * randn(kv.Value.shape, generator: g)))).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
+        for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
+        return (dir.File("base.safetensors"), [dir.File("e0.safetensors"), dir.File("e1.safetensors")], baseTensors, experts);
+    }
+
+    [TestMethod]
+    public void TensorsLargerThanOneReadPieceMatchInMemory()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteLargeModels(dir);
+        foreach (string method in new[] { "task-arithmetic", "ties" })
+        {
+            var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), basePath, experts, dir.File($"{method}.safetensors"),
+                new StreamingMergeOptions { ExpertWeights = [0.5, 1.5] });
+            var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), baseTensors,
+                expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList(), [0.5, 1.5]);
+            using var output = Checkpoint.Open(report.OutputPath);
+            foreach (string name in baseTensors.Keys)
+            {
+                using var streamed = output.ReadTensor(name);
+                CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), $"{method} {name}");
+            }
+        }
+    }
+
+    [TestMethod]
+    [DataRow(0L, float.NaN)]
+    [DataRow(1_048_577L, float.PositiveInfinity)] // in the second 4 MiB piece
+    [DataRow(1_499_498L, float.NegativeInfinity)] // the last value, past the last whole SIMD vector
+    public void NonFiniteValueAnywhereInALargeTensorIsFound(long index, float bad)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteLargeModels(dir);
+        var poisoned = expertTensors[1]["big"].flatten().clone();
+        poisoned[index] = bad;
+        SafeTensorsWriter.Save(experts[1], new Dictionary<string, Tensor>(expertTensors[1]) { ["big"] = poisoned.reshape(1501, 999) });
+        AssertRejected(dir, basePath, experts, $"Tensor 'big': expert 1 ('{experts[1]}') contains 1 NaN or infinite value(s).");
     }
 
     [TestMethod]
