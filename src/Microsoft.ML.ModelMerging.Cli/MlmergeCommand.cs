@@ -16,6 +16,7 @@ public static class MlmergeCommand
             EvalCommand.Create(),
             FinetuneCommand.Create(),
             ExportOnnxCommand.Create(),
+            AdaptCommand.Create(),
         };
         return root;
     }
