@@ -17,6 +17,7 @@ public static class MlmergeCommand
             EvalCommand.Create(),
             FinetuneCommand.Create(),
             ExportOnnxCommand.Create(),
+            AdaptCommand.Create(),
             CompareCommand.Create(),
         };
         return root;

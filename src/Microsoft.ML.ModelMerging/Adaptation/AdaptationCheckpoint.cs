@@ -77,6 +77,14 @@ public static class AdaptationCheckpoint
         return ReadStep(checkpoint);
     }
 
+    /// <summary>The completed step count recorded in a checkpoint, without loading its tensors.</summary>
+    public static int ReadCompletedSteps(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        using var checkpoint = Checkpoint.Open(path);
+        return ReadStep(checkpoint);
+    }
+
     private static int ReadStep(Checkpoint checkpoint) =>
         int.TryParse(Require(checkpoint, StepMetadataKey), NumberStyles.None, CultureInfo.InvariantCulture, out int step)
             ? step
