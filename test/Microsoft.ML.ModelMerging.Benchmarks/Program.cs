@@ -4,9 +4,13 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 // Benchmarks report figures; they are not tests. Verbs:
 //   streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]
 //   io-floor --out FILE INPUT...          (the child process StreamingMergeBenchmark measures)
+//   zoo-table ZOO [ROW...]                 weight-only methods on the zoo, λ/k chosen on validation (FusionBench table)
+//   tta ZOO [--full-steps 1000]            batched per-sample routing vs a per-sample loop, memory per step, full-run time
 return args.FirstOrDefault() switch
 {
     "streaming-merge" => StreamingMergeBenchmark.Run(BenchmarkArguments.Parse(args[1..])),
+    "zoo-table" when args.Length >= 2 => ZooTable.Run(args[1], args[2..]),
+    "tta" when args.Length >= 2 => TtaBenchmark.Run(args[1], fullRunSteps: (int)BenchmarkArguments.Parse(args[2..]).GetNumber("full-steps", 1000)),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
@@ -20,6 +24,8 @@ static int RunIoFloor(BenchmarkArguments arguments)
 static int Usage()
 {
     Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-table ZOO [ROW...]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--full-steps 1000]");
     return 2;
 }
 
