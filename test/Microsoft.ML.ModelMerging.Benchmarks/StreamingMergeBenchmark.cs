@@ -32,6 +32,7 @@ internal static class StreamingMergeBenchmark
         for (int i = 0; i < expertCount; i++) RandomCheckpoints.Write(expertPaths[i], plan, i);
         long checkpointBytes = new FileInfo(basePath).Length;
         Log($"inputs: base + {expertCount} experts of {checkpointBytes / (double)(1L << 30):F3} GiB ({plan.Count} tensors) in {inputs} (ready in {generation.Elapsed.TotalSeconds:F0} s)");
+        if (arguments.Has("prepare-only")) return 0;
 
         // 2. Hot page cache: read every input once so every measured run starts from the same state.
         var warm = Stopwatch.StartNew();

@@ -68,9 +68,10 @@ public sealed class StreamingMergeDriver
             int passes = method.StatisticsPassCount;
 
             method.Begin(experts.Count);
+            using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
             for (int pass = 0; pass < passes; pass++)
             {
-                using var reader = new TensorReadAhead(baseCheckpoint, experts, merged, options.ExpertWeights, names);
+                reader.Start(merged);
                 for (int i = 0; i < merged.Count; i++)
                 {
                     cancellation.ThrowIfCancellationRequested();
@@ -86,24 +87,48 @@ public sealed class StreamingMergeDriver
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
             using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
-            using var mergeReader = new TensorReadAhead(baseCheckpoint, experts, merged, options.ExpertWeights, names);
+            reader.Start(merged);
+            using var writes = new OrderedBackgroundWrites();
             int index = 0;
             foreach (var entry in baseCheckpoint.Tensors)
             {
                 cancellation.ThrowIfCancellationRequested();
                 options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
-                using var scope = NewDisposeScope();
                 if (!mergedSet.Contains(entry.Name))
                 {
-                    WriteCopied(writer, baseCheckpoint, entry);
+                    writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
                     continue;
                 }
-                // Merged tensors come in the base's (ordinal) order, the order the reader was given.
-                using var input = Next(mergeReader, baseCheckpoint);
-                using var result = method.MergeTensor(input);
-                writer.Write(result.Merged);
-                if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, entry.Name, result);
+
+                // Merged tensors come in the base's (ordinal) order, the order the reader was given. The result is written
+                // on the writing thread while the next tensor is merged; that thread then disposes it.
+                MergedTensor result;
+                using (var scope = NewDisposeScope())
+                using (var input = Next(reader, baseCheckpoint))
+                {
+                    result = method.MergeTensor(input).DetachFromDisposeScope();
+                }
+
+                string name = entry.Name;
+                try
+                {
+                    writes.Enqueue(() =>
+                    {
+                        using (result)
+                        {
+                            writer.Write(result.Merged);
+                            if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
+                        }
+                    });
+                }
+                catch
+                {
+                    result.Dispose(); // the previous write failed: this result is never handed over
+                    throw;
+                }
             }
+
+            writes.Drain();
             writer.Complete();
             return new StreamingMergeReport(writer.OutputPath, merged, copied, passes + 1, plan.Sum(p => p.ByteLength));
         }
@@ -141,8 +166,14 @@ public sealed class StreamingMergeDriver
 
     private static void WriteCopied(CheckpointWriter writer, Checkpoint baseCheckpoint, TensorEntry entry)
     {
-        if (writer.Next!.DType == entry.DType) writer.WriteBytes(baseCheckpoint.ReadBytes(entry.Name));
-        else writer.Write(baseCheckpoint.ReadTensor(entry.Name));
+        if (writer.Next!.DType == entry.DType)
+        {
+            writer.WriteBytes(baseCheckpoint.ReadBytes(entry.Name));
+            return;
+        }
+
+        using var stored = baseCheckpoint.ReadTensor(entry.Name);
+        writer.Write(stored);
     }
 
     private static List<TensorSpec> OutputPlan(Checkpoint baseCheckpoint, SafeTensorsDType? outputDType, IReadOnlyList<string>? taskSpecific, int experts)
@@ -168,7 +199,8 @@ public sealed class StreamingMergeDriver
         var parts = result.TaskSpecific ?? throw new InvalidOperationException($"{method.Name} returned no task-specific parts for '{name}'.");
         writer.Write(parts.SharedTaskVector);
         foreach (var mask in parts.Masks) writer.Write(mask);
-        writer.Write(tensor(parts.Scales.Select(s => (float)s).ToArray()));
+        using var scales = tensor(parts.Scales.Select(s => (float)s).ToArray());
+        writer.Write(scales);
     }
 
     private Dictionary<string, string> OutputMetadata(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IMergeMethod method, StreamingMergeOptions options)

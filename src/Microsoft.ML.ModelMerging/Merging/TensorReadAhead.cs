@@ -10,7 +10,8 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// Reads the merged tensors of a streaming merge, in order, one tensor ahead: while the caller merges tensor k, a second
 /// thread reads tensor k+1 of the base and of every expert into reused buffers, checks every value is finite (on each
 /// chunk right after reading it, while it is in cache) and turns the experts' weights into task vectors in place.
-/// Memory: two slots of (1 + experts) × the largest tensor, allocated once.
+/// Memory: two slots of (1 + experts) × the largest tensor, allocated once and reused by every pass (fresh pages are
+/// costly, and a freed block may not be given back to the system).
 /// </summary>
 internal sealed class TensorReadAhead : IDisposable
 {
@@ -19,21 +20,28 @@ internal sealed class TensorReadAhead : IDisposable
 
     private readonly Checkpoint _base;
     private readonly IReadOnlyList<Checkpoint> _experts;
-    private readonly IReadOnlyList<string> _names;
     private readonly IReadOnlyList<double>? _expertWeights;
     private readonly IReadOnlyList<string> _expertNames;
     private readonly Slot[] _slots = [new(), new()];
+    private IReadOnlyList<string> _names = [];
     private Task? _pending;
     private int _next;
 
-    public TensorReadAhead(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IReadOnlyList<string> names,
-        IReadOnlyList<double>? expertWeights, IReadOnlyList<string> expertNames)
+    public TensorReadAhead(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IReadOnlyList<double>? expertWeights,
+        IReadOnlyList<string> expertNames)
     {
         _base = baseCheckpoint;
         _experts = experts;
-        _names = names;
         _expertWeights = expertWeights;
         _expertNames = expertNames;
+    }
+
+    /// <summary>Starts a pass over <paramref name="names"/> (reading the first one at once); a pass still under way is abandoned.</summary>
+    public void Start(IReadOnlyList<string> names)
+    {
+        WaitQuietly();
+        _names = names;
+        _next = 0;
         StartNext();
     }
 
@@ -139,17 +147,22 @@ internal sealed class TensorReadAhead : IDisposable
 
     public void Dispose()
     {
-        // Never free buffers a read is still filling.
+        WaitQuietly(); // never free buffers a read is still filling
+        foreach (var slot in _slots) slot.Dispose();
+    }
+
+    private void WaitQuietly()
+    {
         try
         {
             _pending?.Wait();
         }
         catch (AggregateException)
         {
-            // The error was (or will no longer be) reported by Next.
+            // The error was reported by Next, or the pass was abandoned.
         }
 
-        foreach (var slot in _slots) slot.Dispose();
+        _pending = null;
     }
 
     /// <summary>Reused buffers for one tensor: θ0 and the experts stacked, with views of the current tensor's shape.</summary>

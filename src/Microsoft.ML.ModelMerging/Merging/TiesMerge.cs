@@ -159,10 +159,14 @@ public sealed class TiesMerge : MergeMethodBase
             elected.masked_fill_(zero, majoritySign);
         }
 
+        // τ·γ > 0 with γ = ±1 (exact, τ finite) is "τ > 0 where γ = +1, τ < 0 where γ = −1": boolean masks instead of a
+        // float product the size of every task vector.
         Tensor agreeing;
-        using (var product = trimmed.mul(elected))
+        using (var positive = trimmed.gt(0))
+        using (var negative = trimmed.lt(0))
+        using (var electedPositive = elected.gt(0))
         {
-            agreeing = product.gt(0);
+            agreeing = where(electedPositive, positive, negative);
         }
 
         elected.Dispose();
@@ -179,9 +183,9 @@ public sealed class TiesMerge : MergeMethodBase
         }
 
         agreeing.Dispose();
-        using var scaled = merged.mul(Lambda);
-        merged.Dispose();
-        return new MergedTensor(input.Base.add(scaled).MoveToOuterDisposeScope());
+        merged.mul_(Lambda);
+        merged.add_(input.Base); // λ·merged + θ0 = θ0 + λ·merged exactly
+        return new MergedTensor(merged.MoveToOuterDisposeScope());
     }
 
     /// <summary>The trimmed task vectors [experts, ...]: entries with |τ_i| below task i's threshold set to 0.</summary>
@@ -192,9 +196,13 @@ public sealed class TiesMerge : MergeMethodBase
             ? tensor(_globalThresholds!, device: stacked.device)
             : MagnitudePruning.RowThresholds(stacked, Keep);
         using var perExpert = input.PerExpert(thresholds);
-        using var magnitude = stacked.abs();
-        using var kept = magnitude.ge(perExpert);
-        return stacked.mul(kept);
+        using var negativeThresholds = perExpert.neg();
+
+        // |τ| ≥ t (t ≥ 0, τ finite) is τ ≥ t or τ ≤ −t: two boolean masks instead of a float |τ| of every task vector.
+        using var atOrAbove = stacked.ge(perExpert);
+        using var atOrBelow = stacked.le(negativeThresholds);
+        atOrAbove.logical_or_(atOrBelow);
+        return stacked.mul(atOrAbove);
     }
 
     /// <summary>γ = sign(Σ_i trimmed τ_i).</summary>
