@@ -116,8 +116,14 @@ internal static class TtaBenchmark
         {
             using var adapted = AdaptedModel.Load(directory, experts);
             var accuracies = TaskAccuracy.Evaluate(experts, adapted.Forward, EvaluationSplit.Test);
-            table.Add(label, accuracies, Describe(adapted.Manifest));
+            bool perBatch = adapted.WeightEnsembling?.Options.BatchReduce == true;
+            table.Add(perBatch ? label + ", routed per batch of 256 test images of one task" : label, accuracies, Describe(adapted.Manifest));
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{label}: {100 * accuracies.Average:F1}% ({directory})"));
+            if (perBatch)
+            {
+                using var perSample = PerSampleTwin(adapted.WeightEnsembling!, experts);
+                table.Add(label + ", routed per sample", TaskAccuracy.Evaluate(experts, perSample.Forward, EvaluationSplit.Test), Describe(adapted.Manifest));
+            }
         }
 
         Console.WriteLine(table.ToMarkdown());
@@ -139,10 +145,12 @@ internal static class TtaBenchmark
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(experts.TaskNames, individual);
         table.Add("Individual", new TaskAccuracies(individual));
+        var entropies = new List<(string Label, double[] PerTask)>();
         foreach (double lambda in lambdas)
         {
             using var moe = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions { RouterDepth = 0, Lambda = lambda });
             var perTask = new Dictionary<string, double>(StringComparer.Ordinal);
+            double[] entropy = new double[experts.Tasks.Count];
             for (int t = 0; t < experts.Tasks.Count; t++)
             {
                 using (no_grad())
@@ -159,16 +167,60 @@ internal static class TtaBenchmark
                 using var images = data.ToTensor();
                 using var labels = data.LabelsToTensor();
                 perTask[name] = Training.ClassifierEvaluation.Accuracy(x => experts.Head(name).Forward(moe.Forward(x)), images, labels);
+                entropy[t] = MeanEntropy(x => experts.Head(name).Forward(moe.Forward(x)), images);
             }
 
+            entropies.Add(($"oracle routing, λ={lambda.ToString(inv)}", entropy));
             table.Add(string.Create(inv, $"oracle routing, non-MLP task arithmetic λ={lambda}"), new TaskAccuracies(perTask));
         }
 
         Console.WriteLine(table.ToMarkdown());
+        Console.WriteLine("Share of each task vector's squared norm in the block MLPs (the part WEMoE upscales; the rest is merged by task arithmetic)");
+        Console.WriteLine();
+        Console.WriteLine("| | " + string.Join(" | ", experts.TaskNames) + " |");
+        Console.WriteLine("|---|" + string.Concat(experts.TaskNames.Select(_ => "---:|")) + "");
+        Console.WriteLine("| MLP share | " + string.Join(" | ", experts.TaskNames.Select(name =>
+        {
+            double mlp = 0, all = 0;
+            foreach (var (tensor, theta0) in experts.Pretrained)
+            {
+                using var scope = NewDisposeScope();
+                double squared = (experts.Expert(name)[tensor] - theta0).square().sum().item<float>();
+                all += squared;
+                mlp += tensor.Contains(".mlp.", StringComparison.Ordinal) ? squared : 0;
+            }
+
+            return (100 * mlp / all).ToString("F0", inv) + "%";
+        })) + " |");
+        Console.WriteLine();
         foreach (var (label, directory) in runs)
         {
             using var adapted = AdaptedModel.Load(directory, experts);
-            var moe = adapted.WeightEnsembling ?? throw new ArgumentException($"{directory} is not a WEMoE run.");
+            entropies.Add((label, [.. experts.TaskNames.Select(name =>
+            {
+                using var images = experts.LoadData(name).Test.ToTensor();
+                return MeanEntropy(x => experts.Head(name).Forward(adapted.Forward(x)), images);
+            })]));
+        }
+
+        Console.WriteLine("Mean prediction entropy on the test images (the quantity TTA minimises, summed over tasks in the last column)");
+        Console.WriteLine();
+        Console.WriteLine("| model | " + string.Join(" | ", experts.TaskNames) + " | sum |");
+        Console.WriteLine("|---|" + string.Concat(experts.TaskNames.Select(_ => "---:|")) + "---:|");
+        foreach (var (label, perTask) in entropies)
+        {
+            Console.WriteLine($"| {label} | {string.Join(" | ", perTask.Select(v => v.ToString("F3", inv)))} | {perTask.Sum().ToString("F3", inv)} |");
+        }
+
+        Console.WriteLine();
+        foreach (var (label, directory) in runs)
+        {
+            using var adapted = AdaptedModel.Load(directory, experts);
+            if (adapted.WeightEnsembling is not { } moe)
+            {
+                continue;
+            }
+
             Console.WriteLine($"Routing of {label} on the test images (rows: task of the images; columns: mean weight of each expert, blocks 0..{experts.Config.Layers - 1}; own: share of images whose own expert weighs most)");
             Console.WriteLine();
             Console.WriteLine("| images of | block | " + string.Join(" | ", experts.TaskNames) + " | own |");
@@ -194,6 +246,25 @@ internal static class TtaBenchmark
         }
 
         return 0;
+    }
+
+    /// <summary>The same routers in a model that routes every sample on its own (for routers trained with batch reduction).</summary>
+    private static WeightEnsemblingMoE PerSampleTwin(WeightEnsemblingMoE trained, ExpertSet experts)
+    {
+        var twin = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, trained.Options with { BatchReduce = false });
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in trained.RouterParameters)
+        {
+            twin.RouterParameters[name].copy_(parameter);
+        }
+
+        return twin;
+    }
+
+    private static double MeanEntropy(Func<Tensor, Tensor> logits, Tensor images)
+    {
+        using var all = Training.ClassifierEvaluation.MapBatches(logits, images);
+        return TestTimeAdaptation.MeanEntropy(all).item<float>();
     }
 
     private static string Describe(AdaptationManifest manifest) =>
@@ -242,7 +313,7 @@ internal static class TtaBenchmark
         return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
     }
 
-    [DllImport("libc", EntryPoint = "malloc_trim")]
+    [DllImport("libc.so.6", EntryPoint = "malloc_trim")]
     private static extern int MallocTrim(nuint pad);
 
     /// <summary>The same WEMoE run one image at a time: each image gets its own routing weights from a batch of one.</summary>

@@ -24,6 +24,7 @@ internal static class AdaptCommand
         var batch = new Option<int>("--batch") { Description = "Unlabeled test images per task per step.", DefaultValueFactory = _ => TestTimeAdaptationOptions.DefaultBatchSizePerTask };
         var routerLayers = new Option<int>("--router-layers") { Description = "WEMoE router depth: 0, 1 or 2.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultRouterDepth };
         var keep = new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultEfficientKeep };
+        var batchReduce = new Option<bool>("--batch-reduce") { Description = "WEMoE: route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample, in training and in eval." };
         var lambda = new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultLambda };
         var examples = new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task.", DefaultValueFactory = _ => DataMerging.FisherMergeOptions.DefaultExamplesPerTask };
         var seed = new Option<int>("--seed") { Description = "Seed of router initialisation and batch order (or of the training examples).", DefaultValueFactory = _ => 0 };
@@ -32,7 +33,7 @@ internal static class AdaptCommand
         var output = new Option<string>("--out") { Description = "Output directory; running again with the same settings resumes it.", Required = true };
         var command = new Command("adapt", "Adapt a merged model to the zoo's tasks: test-time adaptation (WEMoE, E-WEMoE, AdaMerging) or Fisher / RegMean merging.")
         {
-            zoo, method, tasks, steps, learningRate, batch, routerLayers, keep, lambda, examples, seed, checkpointEvery, threads, output,
+            zoo, method, tasks, steps, learningRate, batch, routerLayers, keep, batchReduce, lambda, examples, seed, checkpointEvery, threads, output,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -50,6 +51,7 @@ internal static class AdaptCommand
                 BatchSizePerTask = parse.GetValue(batch),
                 RouterDepth = parse.GetValue(routerLayers),
                 Keep = parse.GetValue(keep),
+                BatchReduce = parse.GetValue(batchReduce),
                 Lambda = parse.GetValue(lambda),
                 ExamplesPerTask = parse.GetValue(examples),
                 Seed = parse.GetValue(seed),

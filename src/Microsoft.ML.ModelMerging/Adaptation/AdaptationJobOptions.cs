@@ -29,6 +29,12 @@ public sealed record AdaptationJobOptions
     /// <summary>WEMoE's task-arithmetic λ (non-MLP tensors, routers' initial output); AdaMerging's initial coefficient [0.3].</summary>
     public double Lambda { get; init; } = WeightEnsemblingOptions.DefaultLambda;
 
+    /// <summary>
+    /// WEMoE / E-WEMoE: average the routing weights over each batch, at training and at inference (FusionBench's
+    /// <c>batch_reduce</c>; see <see cref="WeightEnsemblingOptions.BatchReduce"/>). Off by default: routing is per sample.
+    /// </summary>
+    public bool BatchReduce { get; init; }
+
     /// <summary>Seed of the router initialisation and batch order (TTA), of the choice of training examples (Fisher, RegMean).</summary>
     public int Seed { get; init; }
 
@@ -115,6 +121,10 @@ public sealed record AdaptationJobOptions
             if (Method.IsWeightEnsembling())
             {
                 settings["router_depth"] = RouterDepth;
+                if (BatchReduce)
+                {
+                    settings["batch_reduce"] = 1;
+                }
             }
 
             if (Method == AdaptationMethod.EfficientWeightEnsembling)
@@ -141,8 +151,8 @@ public sealed record AdaptationJobOptions
     /// <summary>The WEMoE / E-WEMoE construction these options describe.</summary>
     public WeightEnsemblingOptions ToWeightEnsemblingOptions() => Method switch
     {
-        AdaptationMethod.WeightEnsembling => new WeightEnsemblingOptions { Lambda = Lambda, RouterDepth = RouterDepth, Seed = Seed },
-        AdaptationMethod.EfficientWeightEnsembling => WeightEnsemblingOptions.Efficient(Keep) with { Lambda = Lambda, RouterDepth = RouterDepth, Seed = Seed },
+        AdaptationMethod.WeightEnsembling => new WeightEnsemblingOptions { Lambda = Lambda, RouterDepth = RouterDepth, Seed = Seed, BatchReduce = BatchReduce },
+        AdaptationMethod.EfficientWeightEnsembling => WeightEnsemblingOptions.Efficient(Keep) with { Lambda = Lambda, RouterDepth = RouterDepth, Seed = Seed, BatchReduce = BatchReduce },
         _ => throw new InvalidOperationException($"{Method.Name()} is not a weight-ensembling method."),
     };
 
