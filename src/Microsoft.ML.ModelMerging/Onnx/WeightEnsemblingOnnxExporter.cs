@@ -16,10 +16,13 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// <code>
 /// r      = router(x)                                   // [B,E]: depth 0 the vector r ([1,E]); depth 1 Linear(mean_T x);
 ///                                                      // depth 2 Linear(mean_T ReLU(Linear(x))); BatchReduce: mean over B ([1,E])
-/// θ(x)   = MatMul(r, τ) + θ0                           // [B,P]: one product per block gives every sample's MLP parameters
-/// W1ᵀ, b1, W2ᵀ, b2 = Split(θ(x)) reshaped to [B,W,M], [B,1,M], [B,M,W], [B,1,W]
+/// θ(x)   = r·τ + θ0                                    // [B,P]: every sample's MLP parameters, computed as one
+///                                                      // Gemm(r, τ_k, θ0_k) per part k of the Split of τ and θ0
+/// W1ᵀ, b1, W2ᵀ, b2 = the parts reshaped to [B,W,M], [B,1,M], [B,M,W], [B,1,W]
 /// y      = MatMul(act(MatMul(x, W1ᵀ) + b1), W2ᵀ) + b2   // batched over samples
 /// </code>
+/// <para>(ONNX Runtime folds the Split of the initializers when the session is created; splitting the parameters
+/// rather than the per-sample product saves writing and reading B·P floats per block.)</para>
 /// <para>
 /// with the initializers <c>vision_model.encoder.layers.N.mlp.task_vectors</c> τ [E,P] (τ_i = θ_i − θ0, pruned for
 /// E-WEMoE) and <c>vision_model.encoder.layers.N.mlp.pretrained</c> θ0 [P], both laid out as
@@ -141,9 +144,12 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
             taskVectors = g.AddInitializer(prefix + "task_vectors", tau, TaskVectorPrecision);
         }
 
-        string merged = g.Add(g.MatMul(routing, taskVectors, "routed_task_vectors"), pretrained, "merged_mlp");   // [B,P] or [1,P]
-        var parts = g.Node("Split", [merged, g.Constant("mlp_split", [width * mlp, mlp, mlp * width, width])], 4,
-            [OnnxAttribute.Int("axis", 1)], "merged_mlp_parts");
+        // The four parts of θ0 and τ are split once (constant-folded by ONNX Runtime when the session is created); each
+        // part of the per-sample parameters is then one Gemm r·τ_part + θ0_part, written straight into its own tensor.
+        string sizes = g.Constant("mlp_split", [width * mlp, mlp, mlp * width, width]);
+        var taskVectorParts = g.Node("Split", [taskVectors, sizes], 4, [OnnxAttribute.Int("axis", 1)], "task_vector_parts");
+        var pretrainedParts = g.Node("Split", [pretrained, sizes], 4, [OnnxAttribute.Int("axis", 0)], "pretrained_parts");
+        var parts = Enumerable.Range(0, 4).Select(i => g.Gemm(routing, taskVectorParts[i], pretrainedParts[i], name: "merged_part")).ToArray();  // [B,P_i] or [1,P_i]
         string fc1Weight, fc1Bias, fc2Weight, fc2Bias;
         if (oneMlpPerBatch)
         {

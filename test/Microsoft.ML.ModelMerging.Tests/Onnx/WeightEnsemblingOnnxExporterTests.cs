@@ -126,6 +126,31 @@ public sealed class WeightEnsemblingOnnxExporterTests
     }
 
     [TestMethod]
+    public void RgbGeluModelWithProjectionMatchesWithAndWithoutGraphOptimizations()
+    {
+        using var scope = NewDisposeScope();
+        var config = ModelTestData.TinyRgb();
+        var pretrained = ModelTestData.RandomWeights(config, seed: 31);
+        var generator = new Generator(32);
+        var experts = Enumerable.Range(0, 4).Select(_ => (IReadOnlyDictionary<string, Tensor>)pretrained.ToDictionary(
+            kv => kv.Key, kv => kv.Value + (0.1 * randn(kv.Value.shape, generator: generator)), StringComparer.Ordinal)).ToList();
+        using var model = WeightEnsemblingMoE.Create(config, pretrained, experts, new WeightEnsemblingOptions { RouterDepth = 2 });
+        PerturbRouters(model, 0.5, seed: 33);
+        using var head = ClassificationHead.Clip(["x", "y", "z"], randn(3, config.FeatureDim, generator: generator));
+        byte[] bytes = new WeightEnsemblingOnnxExporter(model, [new OnnxTaskHead("rgb", head)], new VitOnnxExportOptions { Scores = OnnxScoreKind.Logits }).Export();
+        Tensor pixels = Pixels(config, 5, seed: 34);
+        Tensor features = model.Forward(pixels);
+
+        foreach (var level in new[] { Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_DISABLE_ALL, Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL })
+        {
+            using var runner = new OnnxRuntimeRunner(bytes, level);
+            var outputs = runner.Run(DenseVitOnnxExporter.InputName, pixels);
+            Assert.IsLessThanOrEqualTo(Fp32Tolerance, ModelTestData.MaxAbsDiff(outputs[DenseVitOnnxExporter.FeaturesName], features), level.ToString());
+            Assert.IsLessThanOrEqualTo(Fp32Tolerance, ModelTestData.MaxAbsDiff(outputs["scores_rgb"], head.Forward(features)), level.ToString());
+        }
+    }
+
+    [TestMethod]
     public void BatchReducedRoutingMakesASampleDependOnItsBatchInBothRuntimes()
     {
         using var scope = NewDisposeScope();
