@@ -3,6 +3,7 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.DataMerging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
@@ -30,10 +31,10 @@ public sealed record AdaptationJobResult(AdaptationManifest Manifest, int StartS
 /// </summary>
 /// <remarks>
 /// Layout: <c>adaptation.json</c>; <c>model.safetensors</c> (merged backbone with its config, for AdaMerging, Fisher
-/// and RegMean); <c>routers.safetensors</c> + <c>merged.safetensors</c> (the non-MLP task-arithmetic tensors) for WEMoE
-/// and E-WEMoE, which are rebuilt with the zoo's pre-trained MLPs and experts; <c>checkpoint.safetensors</c> (adapted
-/// parameters and Adam state) and <c>losses.csv</c> (step, cumulative seconds, learning rate, loss, per-task entropy) for
-/// test-time adaptation. Running again with the same settings continues from the checkpoint, or returns at once when
+/// and RegMean); <c>routers.safetensors</c> (with the experts' task order, <see cref="WeightEnsemblingRouterFile.TaskMetadata"/>)
+/// + <c>merged.safetensors</c> (the non-MLP task-arithmetic tensors) for WEMoE and E-WEMoE, which are rebuilt with the
+/// zoo's pre-trained MLPs and experts; <c>checkpoint.safetensors</c> (adapted parameters and Adam state) and
+/// <c>losses.csv</c> (step, cumulative seconds, learning rate, loss, per-task entropy) for test-time adaptation. Running again with the same settings continues from the checkpoint, or returns at once when
 /// the result is complete; other settings are refused.
 /// </remarks>
 public static class AdaptationJob
@@ -118,7 +119,14 @@ public static class AdaptationJob
             {
                 using var moe = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, options.ToWeightEnsemblingOptions());
                 var outcome = Train(moe, tasks, tta, directory, start, progress, cancellationToken);
-                moe.SaveRouters(Path.Combine(directory, RoutersFileName), metadata);
+                // Output i of a router weighs expert i: record the order so export and eval never assume it.
+                var routerMetadata = new Dictionary<string, string>(metadata, StringComparer.Ordinal);
+                foreach (var (key, value) in WeightEnsemblingRouterFile.TaskMetadata(experts.TaskNames))
+                {
+                    routerMetadata[key] = value;
+                }
+
+                moe.SaveRouters(Path.Combine(directory, RoutersFileName), routerMetadata);
                 metadata[VisionTransformerConfig.MetadataKey] = experts.Config.ToJson();
                 using (var scope = NewDisposeScope())
                 {

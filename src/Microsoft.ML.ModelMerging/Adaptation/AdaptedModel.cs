@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -73,11 +74,17 @@ public sealed class AdaptedModel : IDisposable
         bool sameTasks = experts.TaskNames.SequenceEqual(manifest.Tasks, StringComparer.Ordinal);
         using var own = sameTasks ? null : ExpertSet.Load(experts.Directory, manifest.Tasks);
         var set = own ?? experts;
-        string routers = Path.Combine(directory, AdaptationJob.RoutersFileName);
-        var moe = WeightEnsemblingMoE.Create(set.Config, set.Pretrained, set.Experts, WeightEnsemblingMoE.ReadOptions(routers));
+        var routers = WeightEnsemblingRouterFile.Open(Path.Combine(directory, AdaptationJob.RoutersFileName));
+        if (routers.Tasks is { } recorded && !recorded.SequenceEqual(manifest.Tasks, StringComparer.Ordinal))
+        {
+            throw new InvalidDataException(
+                $"{routers.Path} weighs the experts of tasks [{string.Join(", ", recorded)}] in this order; the run's manifest lists [{string.Join(", ", manifest.Tasks)}].");
+        }
+
+        // Checks the zoo's config and the experts' order against the routers before loading them.
+        var moe = routers.CreateModel(set);
         try
         {
-            moe.LoadRouters(routers);
             CheckMergedWeights(Path.Combine(directory, AdaptationJob.MergedFileName), moe, set.Directory);
             return new AdaptedModel(manifest, set.Config, null, moe);
         }

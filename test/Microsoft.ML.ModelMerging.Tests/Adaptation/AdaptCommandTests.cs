@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.DataMerging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
@@ -68,6 +69,49 @@ public sealed class AdaptCommandTests
         {
             task.Images.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Output i of a router weighs expert i, so the routers written by <c>mlmerge adapt</c> name their experts' tasks in
+    /// order; another order is refused instead of silently swapping experts.
+    /// </summary>
+    [TestMethod]
+    public void TheRoutersOfARunRecordTheirExpertsOrderAndRefuseAnother()
+    {
+        string zoo = CommittedZoo.Directory;
+        using var directory = new TempDirectory();
+        string output = directory.File("wemoe");
+        // Not the zoo's order, so that falling back to the zoo's order would be wrong.
+        string[] runOrder = [TwoTasks[1], TwoTasks[0]];
+
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", zoo, "--method", "wemoe", "--task", runOrder[0], "--task", runOrder[1],
+            "--steps", "1", "--batch", "2", "--router-layers", "0", "--out", output);
+        Assert.AreEqual(0, exit, error);
+        var routers = WeightEnsemblingRouterFile.Open(output);
+        Assert.AreEqual(Path.Combine(output, AdaptationJob.RoutersFileName), routers.Path);
+        CollectionAssert.AreEqual(runOrder, routers.Tasks!.ToArray());
+
+        using (var zooOrder = ExpertSet.Load(zoo, TwoTasks))
+        {
+            var wrongOrder = Assert.ThrowsExactly<ArgumentException>(() => routers.CreateModel(zooOrder));
+            StringAssert.Contains(wrongOrder.Message, $"the routers weigh the experts of tasks [{runOrder[0]}, {runOrder[1]}] in this order");
+        }
+
+        (exit, _, error) = CliRunner.Run("export-onnx", "--wemoe-routers", output, "--zoo", zoo, "--task", TwoTasks[0], "--task", TwoTasks[1],
+            "--out", directory.File("wemoe.onnx"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "in this order");
+
+        // Routers whose recorded order contradicts the run's manifest are refused by eval.
+        using (var experts = ExpertSet.Load(zoo, runOrder))
+        using (var loaded = AdaptedModel.Load(output, experts))
+        {
+            loaded.WeightEnsembling!.SaveRouters(routers.Path, WeightEnsemblingRouterFile.TaskMetadata(TwoTasks));
+        }
+
+        (exit, _, error) = CliRunner.Run("eval", "--model", output, "--zoo", zoo);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, $"weighs the experts of tasks [{TwoTasks[0]}, {TwoTasks[1]}] in this order; the run's manifest lists [{runOrder[0]}, {runOrder[1]}]");
     }
 
     [TestMethod]
