@@ -5,15 +5,41 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]
 //   io-floor --out FILE INPUT...          (the child process StreamingMergeBenchmark measures)
 //   zoo-table ZOO [ROW...]                 weight-only methods on the zoo, λ/k chosen on validation (FusionBench table)
-//   tta ZOO [--full-steps 1000]            batched per-sample routing vs a per-sample loop, memory per step, full-run time
+//   tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]
+//                                          batched per-sample routing vs a per-sample loop, memory per step, full-run time
+//   tta-table ZOO LABEL=DIR...             accuracy of `mlmerge adapt` outputs beside the weight-only baselines (FusionBench table)
+//   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
+//                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 return args.FirstOrDefault() switch
 {
     "streaming-merge" => StreamingMergeBenchmark.Run(BenchmarkArguments.Parse(args[1..])),
     "zoo-table" when args.Length >= 2 => ZooTable.Run(args[1], args[2..]),
-    "tta" when args.Length >= 2 => TtaBenchmark.Run(args[1], fullRunSteps: (int)BenchmarkArguments.Parse(args[2..]).GetNumber("full-steps", 1000)),
+    "tta" when args.Length >= 2 => RunTta(args[1], BenchmarkArguments.Parse(args[2..])),
+    "tta-table" when args.Length >= 3 => TtaBenchmark.Table(args[1], LabelledRuns(args[2..])),
+    "tta-diagnose" when args.Length >= 2 => RunTtaDiagnose(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
+
+static int RunTta(string zoo, BenchmarkArguments arguments) => TtaBenchmark.Run(zoo,
+    rounds: (int)arguments.GetNumber("rounds", 5),
+    stepsPerRound: (int)arguments.GetNumber("steps-per-round", 3),
+    fullRunSteps: (int)arguments.GetNumber("full-steps", 1000));
+
+static int RunTtaDiagnose(string zoo, BenchmarkArguments arguments)
+{
+    double[] lambdas = [.. (arguments.Get("lambdas") ?? "0.3,0.2,0.1").Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture))];
+    return TtaBenchmark.Diagnose(zoo, lambdas, LabelledRuns(arguments.Positional));
+}
+
+// "WEMoE, 2-layer router=runs/wemoe-2": the label may contain '=', a run directory is assumed not to.
+static List<(string Label, string Directory)> LabelledRuns(IEnumerable<string> runs) => [.. runs.Select(run =>
+{
+    int split = run.LastIndexOf('=');
+    return split > 0 && split < run.Length - 1
+        ? (run[..split], run[(split + 1)..])
+        : throw new ArgumentException($"expected LABEL=DIRECTORY (an `mlmerge adapt` output), got '{run}'");
+})];
 
 static int RunIoFloor(BenchmarkArguments arguments)
 {
@@ -25,7 +51,9 @@ static int Usage()
 {
     Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-table ZOO [ROW...]");
-    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--full-steps 1000]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     return 2;
 }
 

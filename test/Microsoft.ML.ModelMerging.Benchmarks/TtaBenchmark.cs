@@ -17,8 +17,10 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// (every image through the model alone), measured in interleaved rounds in one process so both see the same machine
 /// load; the peak memory a step adds; and the wall time of a full WEMoE run (1000 steps by default).</item>
 /// <item><see cref="Table"/>: the accuracy table of the adaptation methods (FusionBench layout, test split) from the
-/// output directories of <c>mlmerge adapt</c>, with the individual experts and task arithmetic (λ chosen on validation).</item>
+/// output directories of <c>mlmerge adapt</c>, with the individual experts and the weight-only baselines (chosen on validation).</item>
+/// <item><see cref="Diagnose"/>: why WEMoE falls short of the experts (oracle-routing ceiling, entropies, learned routing).</item>
 /// </list>
+/// The benchmark program's verbs <c>tta</c>, <c>tta-table</c> and <c>tta-diagnose</c> run them.
 /// </summary>
 internal static class TtaBenchmark
 {
@@ -98,9 +100,13 @@ internal static class TtaBenchmark
         }
     }
 
+    /// <summary>The weight-only rows of the adaptation table, in FusionBench's order (labels of <see cref="ZooTable.Grids"/>).</summary>
+    private static readonly string[] StaticRows = ["Simple average", "Task arithmetic", "TIES", "DARE (+TA)"];
+
     /// <summary>
-    /// The accuracy table of the adaptation runs: Individual, task arithmetic with λ ∈ {0.1..1} chosen on validation, then
-    /// one row per (label, <c>mlmerge adapt</c> output directory) evaluated on the test split with <c>mlmerge eval</c>'s code path.
+    /// The accuracy table of the adaptation runs: Individual, the weight-only baselines of <see cref="StaticRows"/> with
+    /// their settings chosen on validation (the zoo table's grids), then one row per (label, <c>mlmerge adapt</c> output
+    /// directory) evaluated on the test split with <c>mlmerge eval</c>'s code path.
     /// </summary>
     public static int Table(string zoo, IReadOnlyList<(string Label, string Directory)> runs)
     {
@@ -109,9 +115,14 @@ internal static class TtaBenchmark
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(experts.TaskNames, individual);
         table.Add("Individual", new TaskAccuracies(individual));
-        var taskArithmetic = ZooTable.Grids.First(g => g.Row == "Task arithmetic");
-        var (best, _) = new StaticMergeEvaluator(experts).SelectOnValidation(taskArithmetic.Grid);
-        table.Add("Task arithmetic", best.Test, best.Candidate.ToString());
+        var evaluator = new StaticMergeEvaluator(experts);
+        foreach (var (row, grid) in ZooTable.Grids.Where(g => StaticRows.Contains(g.Row)))
+        {
+            var (best, _) = evaluator.SelectOnValidation(grid);
+            table.Add(row, best.Test, grid.Count > 1 ? best.Candidate.ToString() : "");
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row}: {100 * best.Test.Average:F1}% ({best.Candidate})"));
+        }
+
         foreach (var (label, directory) in runs)
         {
             using var adapted = AdaptedModel.Load(directory, experts);
