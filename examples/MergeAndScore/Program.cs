@@ -42,30 +42,30 @@ var pipeline = ml.Transforms.LoadImages("image", imagesDirectory, nameof(ImageFi
     // One vector of every task's label and one of every task's scores, so a fixed prediction class fits any zoo.
     .Append(ml.Transforms.Concatenate("Labels", merge.Outputs.Select(o => o.PredictedLabelColumnName).ToArray()))
     .Append(ml.Transforms.Concatenate("Scores", merge.Outputs.Select(o => o.ScoreColumnName).ToArray()));
-IDataView files = ml.Data.LoadFromEnumerable(images);
 string zip = Path.Combine(output, "merged.zip");
-using (var model = pipeline.Fit(files))
-{
-    ml.Model.Save(model, null, zip);
-}
-
-Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
-
-// 2. An application: a fresh MLContext loads the zip and scores one image at a time.
-var app = new MLContext();
-ITransformer loaded = app.Model.Load(zip, out _);
-var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
 List<Prediction> predictions;
 try
 {
+    using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(images)))
+    {
+        ml.Model.Save(model, null, zip);
+    }
+
+    Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
+
+    // 2. An application: a fresh MLContext loads the zip and scores one image at a time.
+    var app = new MLContext();
+    ITransformer loaded = app.Model.Load(zip, out _);
+    var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
     predictions = images.Select(engine.Predict).ToList();
+    (loaded as IDisposable)?.Dispose();
 }
-catch (MissingMethodException e) when (e.Message.Contains("SkiaSharp", StringComparison.Ordinal))
+catch (Exception e) when (SkiaSharpMismatch(e) is { } mismatch)
 {
     // ML.NET 5.0.1's ImageAnalytics is built against SkiaSharp 2.88; next to SkiaSharp 3 its ExtractPixels cannot run.
-    Console.WriteLine($"note: ML.NET's ExtractPixels cannot run with SkiaSharp {typeof(SKBitmap).Assembly.GetName().Version} ({e.Message});");
+    Console.WriteLine($"note: ML.NET's ExtractPixels cannot run with SkiaSharp {typeof(SKBitmap).Assembly.GetName().Version} ({mismatch.Message});");
     Console.WriteLine("      decoding the PNG files with ImageFolderReader (centre crop, resize, grayscale) and scoring pixel vectors instead.");
-    predictions = ScoreDecodedPixels(experts, method, imagesDirectory, images);
+    predictions = ScoreDecodedPixels(experts, method, imagesDirectory);
 }
 
 // 3. Per image: the prediction of its own task's head, then every head's label.
@@ -89,8 +89,21 @@ for (int i = 0; i < images.Count; i++)
 
 Console.WriteLine();
 Console.WriteLine($"own-task predictions correct: {correct}/{images.Count}; total {clock.Elapsed.TotalSeconds:F1} s");
-(loaded as IDisposable)?.Dispose();
 return 0;
+
+// ML.NET reports errors of its worker threads wrapped in other exceptions.
+static MissingMethodException? SkiaSharpMismatch(Exception? e)
+{
+    for (; e is not null; e = e.InnerException)
+    {
+        if (e is MissingMethodException missing && missing.Message.Contains("SkiaSharp", StringComparison.Ordinal))
+        {
+            return missing;
+        }
+    }
+
+    return null;
+}
 
 static string Short(string task) => task.Replace("glyph-", "g-", StringComparison.Ordinal);
 
@@ -176,7 +189,7 @@ static void WritePng(ReadOnlySpan<float> gray, int side, int size, string path)
 }
 
 // The same merge, fed pixels the library decoded (values in [0, 1]) instead of ML.NET's image transforms.
-static List<Prediction> ScoreDecodedPixels(ExpertSet experts, string method, string root, List<ImageFile> images)
+static List<Prediction> ScoreDecodedPixels(ExpertSet experts, string method, string root)
 {
     ImageDataset decoded = ImageFolderReader.Read(root, 28, 28, ImageColorMode.Grayscale);
     var ml = new MLContext(seed: 1);

@@ -156,6 +156,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         ArgumentNullException.ThrowIfNull(input);
         PixelInputLayout layout = CheckInput(input.Schema);
         CheckTaskColumn(input.Schema);
+        CheckRange(input);
 
         var written = new List<string>();
         ITransformer? chain = null;
@@ -224,6 +225,55 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         return PixelInputLayout.ForInputValues(config, vector.Size) ?? throw new ArgumentOutOfRangeException(nameof(schema),
             $"MergeExperts: input column '{inputColumn}' holds {vector.Size} values per row; the merged model takes {PixelInputLayout.Describe(config)}. " +
             $"Resize the images to {config.ImageSize}×{config.ImageSize} before ExtractPixels.");
+    }
+
+    /// <summary>Rows looked at by <see cref="CheckRange"/>.</summary>
+    private const int RangeCheckRows = 16;
+
+    /// <summary>
+    /// Catches the likely mix-up of pixel scales on the first rows of the data: values above 1 with <see cref="PixelRange.Unit"/>,
+    /// or images that are not all black but never exceed 1 with <see cref="PixelRange.Byte"/> (ExtractPixels with
+    /// <c>scaleImage: 1f / 255</c>). An empty data view passes.
+    /// </summary>
+    private void CheckRange(IDataView input)
+    {
+        DataViewSchema.Column column = input.Schema[InputColumnName];
+        float max = 0;
+        int rows = 0;
+        using (DataViewRowCursor cursor = input.GetRowCursor([column]))
+        {
+            var getter = cursor.GetGetter<VBuffer<float>>(column);
+            VBuffer<float> values = default;
+            while (rows < RangeCheckRows && cursor.MoveNext())
+            {
+                getter(ref values);
+                foreach (float value in values.GetValues())
+                {
+                    if (!float.IsFinite(value) || value < 0)
+                    {
+                        throw new InvalidDataException($"MergeExperts: input column '{InputColumnName}' has value {value} in row {rows}; pixels must be finite and non-negative.");
+                    }
+
+                    max = Math.Max(max, value);
+                }
+
+                rows++;
+            }
+        }
+
+        if (InputRange == PixelRange.Unit && max > 1)
+        {
+            throw new InvalidDataException(
+                $"MergeExperts: input column '{InputColumnName}' has values up to {max} but InputRange is Unit (0 to 1). " +
+                "ExtractPixels gives 0..255 unless scaleImage: 1f / 255 is set: use InputRange = PixelRange.Byte.");
+        }
+
+        if (InputRange == PixelRange.Byte && max is > 0 and <= 1)
+        {
+            throw new InvalidDataException(
+                $"MergeExperts: the first {rows} row(s) of input column '{InputColumnName}' never exceed {max}, but InputRange is Byte (0 to 255). " +
+                "For pixels scaled to 0..1 (e.g. ExtractPixels with scaleImage: 1f / 255) set InputRange = PixelRange.Unit.");
+        }
     }
 
     private static SchemaShape.Column? Find(SchemaShape shape, string name)
@@ -361,7 +411,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         schema[0].ColumnName = task.LabelOutput;
         schema[0].ColumnType = new VectorDataViewType(TextDataViewType.Instance, 1);
         IDataView classes = names.Data.LoadFromEnumerable(task.ClassNames.Select(n => new ClassNameRow { Name = [n] }), schema);
-        for (uint seed = 314489979; ; seed++)
+        for (uint seed = 314489979; seed < 314489979 + 64; seed++)
         {
             var estimator = _catalog.Conversion.Hash(new HashingEstimator.ColumnOptions(task.LabelOutput, task.LabelOutput, LabelHashBits, seed, combine: true));
             uint[] keys = estimator.Fit(classes).Transform(classes).GetColumn<uint>(task.LabelOutput).ToArray();
@@ -370,6 +420,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
                 return (estimator, keys);
             }
         }
+
+        throw new InvalidOperationException($"MergeExperts: no label hash separates the {task.ClassNames.Count} class names of task '{task.Task}'.");
     }
 
     /// <summary>Reads the input column (and the task column) into images in [0, 1] for a strategy that adapts at test time.</summary>

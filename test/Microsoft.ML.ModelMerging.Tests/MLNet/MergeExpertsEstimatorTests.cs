@@ -37,6 +37,8 @@ public sealed class MergeExpertsEstimatorTests
         TorchSharp.torch.set_num_threads(s_threads);
     }
 
+    private static float[][] Bytes(float[][] unit) => unit.Select(p => p.Select(v => MathF.Round(v * 255)).ToArray()).ToArray();
+
     private static MergeExpertsOptions UnitRange(Action<MergeExpertsOptions>? configure = null)
     {
         var options = new MergeExpertsOptions { InputRange = PixelRange.Unit };
@@ -203,10 +205,26 @@ public sealed class MergeExpertsEstimatorTests
         Assert.AreEqual(0, counting.Merges, "nothing is merged for a wrong input");
         Assert.IsFalse(File.Exists(dir.File("model.onnx")));
 
-        using MergeExpertsTransformer model = estimator.Fit(Rows(ml, s_images));
+        using MergeExpertsTransformer model = estimator.Fit(Rows(ml, Bytes(s_images)));
         Assert.AreEqual(1, counting.Merges);
         var transform = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => model.Transform(Rows(ml, [new float[2352]])));
         StringAssert.Contains(transform.Message, "fitted on Vector<Single, 784>");
+    }
+
+    [TestMethod]
+    public void PixelsOfTheWrongRangeAreCaughtByFit()
+    {
+        var ml = new MLContext(seed: 1);
+        var unit = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange()).Fit(Rows(ml, Bytes(s_images))));
+        StringAssert.Contains(unit.Message, "has values up to 255 but InputRange is Unit");
+        var bytes = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, s_images)));
+        StringAssert.Contains(bytes.Message, "never exceed 1, but InputRange is Byte");
+        var negative = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, [Enumerable.Repeat(-1f, 784).ToArray()])));
+        StringAssert.Contains(negative.Message, "has value -1 in row 0");
+
+        // An empty data view only gives the schema: a weight-only merge needs no rows.
+        using var model = ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, [], size: 784));
+        Assert.AreEqual(784, model.InputSize);
     }
 
     [TestMethod]
@@ -302,7 +320,7 @@ public sealed class MergeExpertsEstimatorTests
         string path = dir.File("model.onnx");
         var options = new MergeExpertsOptions { ModelPath = path, WeightPrecision = OnnxWeightPrecision.Float16 };
         options.Parameters["lambda"] = "0.4";
-        using (ml.Transforms.MergeExperts(s_experts, options).Fit(Rows(ml, s_images)))
+        using (ml.Transforms.MergeExperts(s_experts, options).Fit(Rows(ml, Bytes(s_images))))
         {
         }
 

@@ -19,14 +19,14 @@ internal static class MlNetTestData
 
     /// <summary>
     /// A data view with a float vector column <paramref name="column"/> of the rows' size and a text column
-    /// <paramref name="taskColumn"/> (the rows' task names, empty when none are given).
+    /// <paramref name="taskColumn"/> (the rows' task names, empty when none are given). The vector size is the first row's unless given.
     /// </summary>
-    public static IDataView Rows(MLContext ml, IReadOnlyList<float[]> pixels, string column = "pixels", IReadOnlyList<string>? tasks = null, string taskColumn = "task")
+    public static IDataView Rows(MLContext ml, IReadOnlyList<float[]> pixels, string column = "pixels", IReadOnlyList<string>? tasks = null, string taskColumn = "task", int? size = null)
     {
         var schema = SchemaDefinition.Create(typeof(PixelRow));
         SchemaDefinition.Column pixelsColumn = schema[nameof(PixelRow.Pixels)];
         SchemaDefinition.Column taskColumnDefinition = schema[nameof(PixelRow.Task)];
-        pixelsColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, pixels[0].Length);
+        pixelsColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, size ?? pixels[0].Length);
         pixelsColumn.ColumnName = column;
         taskColumnDefinition.ColumnName = taskColumn;
         var rows = pixels.Select((p, i) => new PixelRow { Pixels = p, Task = tasks?[i] ?? "" }).ToList();
