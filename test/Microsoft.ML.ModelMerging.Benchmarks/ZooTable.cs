@@ -11,18 +11,15 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// </summary>
 internal static class ZooTable
 {
-    private static readonly double[] Lambdas = { 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 };
-
-    public static IReadOnlyList<(string Row, IReadOnlyList<MergeCandidate> Grid)> Grids { get; } = new (string, IReadOnlyList<MergeCandidate>)[]
+    /// <summary>Row labels of the table; the grids are the comparison's own (<see cref="MergeMethodSearch.Defaults"/>).</summary>
+    private static readonly Dictionary<string, string> RowNames = new()
     {
-        ("Simple average", new[] { new MergeCandidate("simple-average") }),
-        ("Task arithmetic", MergeCandidate.Grid("task-arithmetic", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
-        ("TIES", MergeCandidate.Grid("ties", new Dictionary<string, double[]> { ["lambda"] = Lambdas, ["keep"] = new[] { 0.1, 0.2 } })),
-        ("DARE (+TA)", MergeCandidate.Grid("dare", new Dictionary<string, double[]> { ["lambda"] = Lambdas, ["drop-rate"] = new[] { 0.5 } })),
-        ("TALL masks", MergeCandidate.Grid("tall-masks", new Dictionary<string, double[]> { ["lambda"] = new[] { 0.3, 0.5, 1.0 }, ["tall-lambda"] = new[] { 0.2, 0.4, 0.6 } })),
-        ("Consensus (TA)", MergeCandidate.Grid("consensus", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
-        ("EMR", new[] { new MergeCandidate("emr") }),
+        ["simple-average"] = "Simple average", ["task-arithmetic"] = "Task arithmetic", ["ties"] = "TIES", ["dare"] = "DARE (+TA)",
+        ["tall-masks"] = "TALL masks", ["consensus"] = "Consensus (TA)", ["emr"] = "EMR",
     };
+
+    public static IReadOnlyList<(string Row, IReadOnlyList<MergeCandidate> Grid)> Grids { get; } =
+        MergeMethodSearch.Defaults.Select(d => (RowNames.GetValueOrDefault(d.Method, d.Method), d.Candidates)).ToList();
 
     public static int Run(string zoo, IReadOnlyCollection<string>? rows)
     {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Zoo;
 
@@ -12,7 +13,7 @@ internal static class EvalCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output.", Required = true };
+        var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, or an `mlmerge adapt` output directory.", Required = true };
         var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoo" };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
@@ -20,9 +21,20 @@ internal static class EvalCommand
         command.SetAction(parse =>
         {
             using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
-            using var backbone = ModelCheckpoints.LoadBackbone(parse.GetValue(model)!);
+            string path = parse.GetValue(model)!;
             var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
-            var accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, chosen);
+            TaskAccuracies accuracies;
+            if (AdaptedModel.IsAdaptationDirectory(path))
+            {
+                using var adapted = AdaptedModel.Load(path, experts);
+                accuracies = TaskAccuracy.Evaluate(experts, adapted.Forward, chosen);
+            }
+            else
+            {
+                using var backbone = ModelCheckpoints.LoadBackbone(path);
+                accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, chosen);
+            }
+
             parse.InvocationConfiguration.Output.Write(ZooReport.Accuracies(experts, accuracies, chosen));
             return 0;
         });

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Onnx;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
@@ -10,6 +11,8 @@ using Command = System.CommandLine.Command;
 /// <summary>
 /// <c>mlmerge export-onnx --model &lt;backbone&gt; --head &lt;task&gt;=&lt;head.safetensors&gt; [--head ...] --out model.onnx [--fp16]</c>:
 /// one ONNX model with input <c>pixels</c> and one <c>scores_&lt;task&gt;</c> output per head.
+/// <c>mlmerge export-onnx --wemoe-routers &lt;routers.safetensors|dir&gt; --zoo &lt;dir&gt; [--task ...] --out model.onnx
+/// [--fp16 | --fp16-task-vectors]</c>: a WEMoE / E-WEMoE model rebuilt from the zoo with trained routers, one output per expert's task.
 /// </summary>
 internal static class ExportOnnxCommand
 {
@@ -21,9 +24,19 @@ internal static class ExportOnnxCommand
         var fp16 = new Option<bool>("--fp16") { Description = "Store weight matrices as float16 (half the size; computation stays float32)." };
         var scores = new Option<string>("--scores") { Description = "What scores_<task> holds: probabilities (softmax, default) | logits.", DefaultValueFactory = _ => "probabilities" };
         var noFeatures = new Option<bool>("--no-features") { Description = "Leave out the 'features' output." };
-        var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads as one ONNX model.")
+        var routers = new Option<string?>("--wemoe-routers")
         {
-            model, heads, output, fp16, scores, noFeatures,
+            Description = "Export a WEMoE model instead: its trained routers (.safetensors from training or an adaptation checkpoint, or a directory holding routers.safetensors); needs --zoo.",
+        };
+        var zoo = new Option<string?>("--zoo") { Description = "With --wemoe-routers: the zoo directory whose pre-trained model, experts and heads the routers were trained on." };
+        var tasks = new Option<string[]>("--task")
+        {
+            Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks).",
+        };
+        var fp16TaskVectors = new Option<bool>("--fp16-task-vectors") { Description = "With --wemoe-routers: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
+        var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads, or a WEMoE model, as one ONNX model.")
+        {
+            model, heads, output, fp16, scores, noFeatures, routers, zoo, tasks, fp16TaskVectors,
         };
         command.SetAction(parse =>
         {
@@ -38,6 +51,22 @@ internal static class ExportOnnxCommand
                 },
                 IncludeFeatures = !parse.GetValue(noFeatures),
             };
+            string? routersPath = parse.GetValue(routers);
+            string[] taskNames = parse.GetValue(tasks) ?? [];
+            if (routersPath is not null)
+            {
+                return ExportWeightEnsembling(parse, routersPath, parse.GetValue(zoo), parse.GetValue(model), parse.GetValue(heads) ?? [], taskNames,
+                    parse.GetValue(output), options, parse.GetValue(fp16TaskVectors));
+            }
+
+            foreach (var (name, given) in new (string, bool)[] { ("--zoo", parse.GetValue(zoo) is not null), ("--task", taskNames.Length > 0), ("--fp16-task-vectors", parse.GetValue(fp16TaskVectors)) })
+            {
+                if (given)
+                {
+                    throw new ArgumentException($"{name} applies only with --wemoe-routers.");
+                }
+            }
+
             var result = VitOnnxExport.Save(
                 parse.GetValue(model) ?? throw new ArgumentException("--model is required."),
                 (parse.GetValue(heads) ?? []).Select(HeadCheckpoint.Parse).ToList(),
@@ -48,5 +77,30 @@ internal static class ExportOnnxCommand
             return 0;
         });
         return command;
+    }
+
+    private static int ExportWeightEnsembling(ParseResult parse, string routers, string? zoo, string? model, string[] heads, string[] tasks,
+        string? output, VitOnnxExportOptions options, bool fp16TaskVectors)
+    {
+        if (model is not null || heads.Length > 0)
+        {
+            throw new ArgumentException("--wemoe-routers rebuilds the model and its heads from --zoo; leave out --model and --head.");
+        }
+
+        var file = WeightEnsemblingRouterFile.Open(routers);
+        var result = WeightEnsemblingOnnxExport.Save(
+            file.Path,
+            zoo ?? throw new ArgumentException("--wemoe-routers needs --zoo (the zoo the routers were trained on)."),
+            output ?? throw new ArgumentException("--out is required."),
+            options,
+            fp16TaskVectors ? OnnxWeightPrecision.Float16 : null,
+            tasks.Length > 0 ? tasks : null);
+        WeightEnsemblingOptions o = file.Options;
+        string pruned = o.TaskVectorKeep is double keep ? string.Create(CultureInfo.InvariantCulture, $", task vectors pruned to {keep * 100:G4}%") : "";
+        string routerKind = string.Create(CultureInfo.InvariantCulture,
+            $"depth-{o.RouterDepth} {(o.ShareRouter ? "shared router" : "router per block")}{pruned}{(o.BatchReduce ? ", batch-reduced routing" : "")}");
+        parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"exported WEMoE ({file.ExpertCount} experts, {routerKind}) with {result.Tasks.Count} task(s) ({string.Join(", ", result.Tasks)}), {result.Nodes} nodes, {result.Bytes:N0} bytes → {result.OutputPath}"));
+        return 0;
     }
 }

@@ -57,8 +57,12 @@ internal static class MergeCommand
             MergeJob job;
             if (parse.GetValue(config) is { } configPath)
             {
-                if (parse.GetValue(method) is not null || parse.GetValue(baseModel) is not null || parse.GetValue(output) is not null)
-                    throw new ArgumentException("--config holds the whole job: do not also pass --method, --base or --out.");
+                // The file holds the whole job; a command-line option next to it would be silently ignored otherwise.
+                var jobOptions = new Option[] { method, baseModel, experts, weights, output, parameters, dtype, exclude, shardSize, allowMissing }
+                    .Concat(shorthands.Select(s => (Option)s.Option));
+                var given = jobOptions.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+                if (given.Count > 0)
+                    throw new ArgumentException($"--config holds the whole job: do not also pass {string.Join(", ", given)}.");
                 job = MergeJob.FromConfigFile(configPath);
             }
             else

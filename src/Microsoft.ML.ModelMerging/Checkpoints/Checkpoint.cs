@@ -144,6 +144,13 @@ public sealed class Checkpoint : IDisposable
         _byName.TryGetValue(name, out var v) ? v.File.ReadBytes(name)
             : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
 
+    /// <summary>Reads stored bytes of a tensor into a caller's buffer; see <see cref="SafeTensorsFile.ReadBytes(string, long, Span{byte})"/>.</summary>
+    public void ReadBytes(string name, long offsetInTensor, Span<byte> destination)
+    {
+        if (!_byName.TryGetValue(name, out var v)) throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+        v.File.ReadBytes(name, offsetInTensor, destination);
+    }
+
     /// <summary>Loads every tensor (for models that fit in memory, such as the zoo).</summary>
     public Dictionary<string, torch.Tensor> ReadAll(bool asFloat32 = true)
     {

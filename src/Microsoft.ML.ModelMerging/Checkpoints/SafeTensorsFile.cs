@@ -49,6 +49,19 @@ public sealed class SafeTensorsFile : IDisposable
     }
 
     /// <summary>
+    /// Reads <paramref name="destination"/>.Length stored bytes of a tensor, starting <paramref name="offsetInTensor"/> bytes
+    /// into it, into a caller's buffer (so a loop over tensors can reuse one buffer).
+    /// </summary>
+    public void ReadBytes(string name, long offsetInTensor, Span<byte> destination)
+    {
+        var entry = GetEntry(name);
+        if (offsetInTensor < 0 || offsetInTensor + destination.Length > entry.ByteLength)
+            throw new ArgumentOutOfRangeException(nameof(offsetInTensor),
+                $"bytes [{offsetInTensor}, {offsetInTensor + destination.Length}) are outside tensor '{name}' ({entry.ByteLength} bytes).");
+        ReadInto(entry, offsetInTensor, destination);
+    }
+
+    /// <summary>
     /// Reads a tensor onto the CPU. Floating-point tensors come back as float32 when <paramref name="asFloat32"/> (the form all
     /// merge math uses); integer and bool tensors always keep their stored type.
     /// </summary>

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 
@@ -5,9 +6,9 @@ namespace Microsoft.ML.ModelMerging.Configuration;
 
 /// <summary>
 /// The YAML subset merge configs use, read into a JSON tree: block mappings and sequences by indentation, flow
-/// <c>[a, b]</c> and <c>{k: v}</c> collections, plain / single- / double-quoted scalars and <c>#</c> comments.
-/// Every scalar is a string; the reader of the config decides its type. Anchors, tags and multi-line scalars are not
-/// supported and fail with the line number.
+/// <c>[a, b]</c> and <c>{k: v}</c> collections (on one line), plain / single- / double-quoted scalars and <c>#</c>
+/// comments. Every scalar is a string (an unquoted <c>~</c> or <c>null</c>, or nothing, is null); the reader of the config
+/// decides its type. Anchors, aliases, tags and block scalars are not supported and fail with the line number.
 /// </summary>
 public static class SimpleYaml
 {
@@ -51,6 +52,13 @@ public static class SimpleYaml
             {
                 position++;
                 array.Add(position < lines.Count && lines[position].Indent > indent ? ParseBlock(lines, ref position, lines[position].Indent) : null);
+            }
+            else if (rest.StartsWith("- ", StringComparison.Ordinal) || rest == "-")
+            {
+                // "- - a" opens a nested sequence whose further items are indented to where the inner "-" starts.
+                int innerIndent = indent + (line.Text.Length - rest.Length);
+                lines[position] = line with { Indent = innerIndent, Text = rest };
+                array.Add(ParseSequence(lines, ref position, innerIndent));
             }
             else if (FindMappingColon(rest) >= 0 && !rest.StartsWith('{') && !rest.StartsWith('['))
             {
@@ -120,7 +128,7 @@ public static class SimpleYaml
                 SkipSpaces(text, ref i);
                 if (i < text.Length && text[i] == ',') { i++; continue; }
                 if (i < text.Length && text[i] == ']') { i++; return array; }
-                throw new FormatException($"line {lineNumber}: unterminated '['.");
+                throw new FormatException($"line {lineNumber}: unterminated '[' (a flow sequence must close on the line it opens).");
             }
         }
         if (c == '{')
@@ -131,7 +139,7 @@ public static class SimpleYaml
             if (i < text.Length && text[i] == '}') { i++; return obj; }
             while (true)
             {
-                string key = ReadScalar(text, ref i, lineNumber, stopAtColon: true);
+                string key = ReadScalar(text, ref i, lineNumber, stopAtColon: true, out _);
                 SkipSpaces(text, ref i);
                 if (i >= text.Length || text[i] != ':') throw new FormatException($"line {lineNumber}: expected ':' after '{key}'.");
                 i++;
@@ -139,17 +147,31 @@ public static class SimpleYaml
                 SkipSpaces(text, ref i);
                 if (i < text.Length && text[i] == ',') { i++; SkipSpaces(text, ref i); continue; }
                 if (i < text.Length && text[i] == '}') { i++; return obj; }
-                throw new FormatException($"line {lineNumber}: unterminated '{{'.");
+                throw new FormatException($"line {lineNumber}: unterminated '{{' (a flow mapping must close on the line it opens).");
             }
         }
-        string scalar = ReadScalar(text, ref i, lineNumber, stopAtColon: false, inFlow: !topLevel);
-        return scalar == "~" || scalar == "null" ? null : JsonValue.Create(scalar);
+        if (c is '&' or '*' or '!' or '|' or '>' or '%' or '@' or '`')
+        {
+            string what = c switch
+            {
+                '&' => "anchors",
+                '*' => "aliases",
+                '!' => "tags",
+                '|' or '>' => "block scalars",
+                _ => $"plain values starting with '{c}' (quote them)",
+            };
+            throw new FormatException($"line {lineNumber}: YAML {what} are not supported here.");
+        }
+
+        string scalar = ReadScalar(text, ref i, lineNumber, stopAtColon: false, out bool quoted, inFlow: !topLevel);
+        return !quoted && scalar is "~" or "null" or "Null" or "NULL" ? null : JsonValue.Create(scalar);
     }
 
-    private static string ReadScalar(string text, ref int i, int lineNumber, bool stopAtColon, bool inFlow = true)
+    private static string ReadScalar(string text, ref int i, int lineNumber, bool stopAtColon, out bool quoted, bool inFlow = true)
     {
         SkipSpaces(text, ref i);
-        if (i < text.Length && (text[i] == '"' || text[i] == '\''))
+        quoted = i < text.Length && (text[i] == '"' || text[i] == '\'');
+        if (quoted)
         {
             char quote = text[i++];
             var value = new StringBuilder();
@@ -162,10 +184,9 @@ public static class SimpleYaml
                     if (quote == '\'' && i < text.Length && text[i] == '\'') { value.Append('\''); i++; continue; }
                     return value.ToString();
                 }
-                if (c == '\\' && quote == '"' && i < text.Length)
+                if (c == '\\' && quote == '"')
                 {
-                    char e = text[i++];
-                    value.Append(e switch { 'n' => '\n', 't' => '\t', '"' => '"', '\\' => '\\', '/' => '/', _ => throw new FormatException($"line {lineNumber}: unknown escape '\\{e}'.") });
+                    ReadEscape(text, ref i, lineNumber, value);
                     continue;
                 }
                 value.Append(c);
@@ -177,10 +198,36 @@ public static class SimpleYaml
         return text[start..i].Trim();
     }
 
+    /// <summary>A double-quoted escape (the backslash is already read): YAML's \0 \a \b \t \n \v \f \r \e, space, \" \/ \\, \xXX, \uXXXX, \UXXXXXXXX.</summary>
+    private static void ReadEscape(string text, ref int i, int lineNumber, StringBuilder value)
+    {
+        if (i >= text.Length) throw new FormatException($"line {lineNumber}: unterminated \"-quoted string.");
+        char e = text[i++];
+        int digits = e switch { 'x' => 2, 'u' => 4, 'U' => 8, _ => 0 };
+        if (digits > 0)
+        {
+            if (i + digits > text.Length || !int.TryParse(text.AsSpan(i, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code) ||
+                code > 0x10FFFF || code is >= 0xD800 and <= 0xDFFF)
+                throw new FormatException($"line {lineNumber}: escape '\\{e}' needs {digits} hexadecimal digits.");
+            value.Append(char.ConvertFromUtf32(code));
+            i += digits;
+            return;
+        }
+
+        value.Append(e switch
+        {
+            '0' => '\0', 'a' => '\a', 'b' => '\b', 't' => '\t', 'n' => '\n', 'v' => '\v', 'f' => '\f', 'r' => '\r', 'e' => '\u001b',
+            ' ' => ' ', '"' => '"', '/' => '/', '\\' => '\\',
+            _ => throw new FormatException($"line {lineNumber}: unknown escape '\\{e}' in a \"-quoted string."),
+        });
+    }
+
     private static string Unquote(string key, int lineNumber)
     {
         int i = 0;
-        return ReadScalar(key, ref i, lineNumber, stopAtColon: false, inFlow: false);
+        string unquoted = ReadScalar(key, ref i, lineNumber, stopAtColon: false, out bool quoted, inFlow: false);
+        if (quoted && i < key.Length) throw new FormatException($"line {lineNumber}: unexpected '{key[i..]}' after the quoted key.");
+        return unquoted;
     }
 
     /// <summary>The colon that separates a key from its value: outside quotes and brackets, followed by a space or the end.</summary>
@@ -191,8 +238,8 @@ public static class SimpleYaml
         for (int i = 0; i < text.Length; i++)
         {
             char c = text[i];
-            if (quote != '\0') { if (c == quote) quote = '\0'; continue; }
-            if (c is '"' or '\'') quote = c;
+            if (quote != '\0') { SkipQuoted(text, ref i, ref quote); continue; }
+            if (OpensQuote(text, i)) quote = c;
             else if (c is '[' or '{') depth++;
             else if (c is ']' or '}') depth--;
             else if (c == ':' && depth == 0 && (i + 1 == text.Length || text[i + 1] == ' ')) return i;
@@ -206,11 +253,26 @@ public static class SimpleYaml
         for (int i = 0; i < line.Length; i++)
         {
             char c = line[i];
-            if (quote != '\0') { if (c == quote) quote = '\0'; continue; }
-            if (c is '"' or '\'') quote = c;
-            else if (c == '#' && (i == 0 || line[i - 1] == ' ')) return line[..i];
+            if (quote != '\0') { SkipQuoted(line, ref i, ref quote); continue; }
+            if (OpensQuote(line, i)) quote = c;
+            else if (c == '#' && (i == 0 || line[i - 1] is ' ' or '\t')) return line[..i];
         }
         return line;
+    }
+
+    /// <summary>A quote opens a quoted scalar only where a scalar starts (in "it's" it is a plain character).</summary>
+    private static bool OpensQuote(string text, int i) =>
+        text[i] is '"' or '\'' && (i == 0 || text[i - 1] is ' ' or '\t' or '[' or '{' or ',');
+
+    /// <summary>
+    /// Inside a quoted scalar at <paramref name="i"/>: steps over an escape (backslash in double quotes, doubled quote in
+    /// single quotes) and closes the quote at its end.
+    /// </summary>
+    private static void SkipQuoted(string text, ref int i, ref char quote)
+    {
+        if (quote == '"' && text[i] == '\\') i++;
+        else if (quote == '\'' && text[i] == '\'' && i + 1 < text.Length && text[i + 1] == '\'') i++;
+        else if (text[i] == quote) quote = '\0';
     }
 
     private static void SkipSpaces(string text, ref int i)

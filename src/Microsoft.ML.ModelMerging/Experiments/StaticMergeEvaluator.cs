@@ -32,11 +32,17 @@ public sealed class StaticMergeEvaluator
         return splits;
     }
 
+    /// <summary>The merged model of one candidate (the caller disposes it).</summary>
+    public MergeResult Merge(MergeCandidate candidate)
+    {
+        var method = MergeMethodRegistry.Default.Create(candidate.Method, new MergeParameters(candidate.Parameters));
+        return new InMemoryMergeDriver().Merge(method, _experts.Pretrained, _experts.Experts, expertNames: _experts.TaskNames);
+    }
+
     /// <summary>Accuracy on both splits of one candidate.</summary>
     public EvaluatedCandidate Evaluate(MergeCandidate candidate)
     {
-        var method = MergeMethodRegistry.Default.Create(candidate.Method, new MergeParameters(candidate.Parameters));
-        using var result = new InMemoryMergeDriver().Merge(method, _experts.Pretrained, _experts.Experts, expertNames: _experts.TaskNames);
+        using var result = Merge(candidate);
         var validation = new Dictionary<string, double>(StringComparer.Ordinal);
         var test = new Dictionary<string, double>(StringComparer.Ordinal);
         for (int t = 0; t < _experts.Tasks.Count; t++)

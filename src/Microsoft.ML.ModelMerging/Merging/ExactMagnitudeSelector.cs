@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -5,53 +6,54 @@ namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>
 /// Exact r-th largest |v| of several series of values (one per expert) that arrive tensor by tensor and never all
-/// fit in memory: two passes over the data, O(65536) counters per series.
+/// fit in memory: two passes over the data, 2 × 65536 counters per series.
 /// </summary>
 /// <remarks>
-/// For non-negative finite floats the IEEE-754 bit pattern read as an integer orders exactly like the value.
-/// Pass 1 counts values by the high 16 bits of that pattern, which locates the bucket holding the r-th largest and
-/// how many values lie above it; pass 2 counts, inside that bucket only, by the low 16 bits, which pins the exact
-/// pattern. Counting is bincount over shifted bits, i.e. tensor ops, on bounded chunks of each tensor.
+/// For non-negative finite floats the IEEE-754 bit pattern read as an integer orders exactly like the value, and
+/// |v| is v's pattern with the sign bit cleared. Pass 1 counts values by the high 16 bits of that pattern, which locates
+/// the bucket holding the r-th largest and how many values lie above it; pass 2 counts, inside that bucket only, by the
+/// low 16 bits, which pins the exact pattern. Counting reads the float32 storage in place (no temporaries), in slices
+/// of bounded length.
 /// </remarks>
 public sealed class ExactMagnitudeSelector : IDisposable
 {
     private const int BucketCount = 1 << 16;
+    private const uint MagnitudeMask = 0x7FFF_FFFF;
+
+    /// <summary>Slices shorter than this count straight into the totals; longer ones through 4 interleaved histograms.</summary>
+    private const int InterleaveThreshold = 1 << 16;
 
     private readonly long _chunkElements;
-    private readonly Tensor _coarseCounts;
-    private readonly Tensor _fineCounts;
+    private readonly long[][] _coarseCounts;
+    private readonly long[][] _fineCounts;
+    private readonly int[] _scratch = new int[4 * BucketCount];
     private long[]? _buckets;
     private long[]? _remainingRanks;
     private float[]? _thresholds;
 
+    private delegate void SeriesCounter(int series, ReadOnlySpan<uint> bits);
+
     public ExactMagnitudeSelector(int seriesCount)
-        : this(seriesCount, chunkElements: 1 << 21)
+        : this(seriesCount, chunkElements: 1 << 24)
     {
     }
 
     /// <param name="seriesCount">How many series (experts) are selected in.</param>
-    /// <param name="chunkElements">How many values are turned into bits at once (bounds the temporaries).</param>
+    /// <param name="chunkElements">How many values are counted per slice (at most 2^31 − 1).</param>
     internal ExactMagnitudeSelector(int seriesCount, long chunkElements)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(seriesCount, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkElements, 1);
         SeriesCount = seriesCount;
-        _chunkElements = chunkElements;
-        _coarseCounts = zeros(seriesCount, BucketCount, dtype: ScalarType.Int64).DetachFromDisposeScope();
-        _fineCounts = zeros(seriesCount, BucketCount, dtype: ScalarType.Int64).DetachFromDisposeScope();
+        _chunkElements = Math.Min(chunkElements, int.MaxValue);
+        _coarseCounts = [.. Enumerable.Range(0, seriesCount).Select(_ => new long[BucketCount])];
+        _fineCounts = [.. Enumerable.Range(0, seriesCount).Select(_ => new long[BucketCount])];
     }
 
     public int SeriesCount { get; }
 
     /// <summary>How many values each series has received in pass 1.</summary>
-    public IReadOnlyList<long> Counts
-    {
-        get
-        {
-            using var totals = _coarseCounts.sum(1);
-            return totals.data<long>().ToArray();
-        }
-    }
+    public IReadOnlyList<long> Counts => [.. _coarseCounts.Select(counts => counts.Sum())];
 
     /// <summary>Pass 1: feeds values of shape [series, ...] (the magnitude is taken, values must be finite).</summary>
     public void AccumulateCoarse(Tensor values)
@@ -61,11 +63,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
             throw new InvalidOperationException("Pass 1 of the magnitude selection is already finished.");
         }
 
-        ForEachChunk(values, (series, bits) =>
-        {
-            var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
-            _coarseCounts.add_(CountPerSeries(high, series));
-        });
+        ForEachSeries(values, (series, bits) => CountHigh(bits, _coarseCounts[series]));
     }
 
     /// <summary>
@@ -101,13 +99,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
         }
 
         var buckets = _buckets;
-        ForEachChunk(values, (series, bits) =>
-        {
-            var high = bits.bitwise_right_shift(tensor(16)).to_type(ScalarType.Int64);
-            var inBucket = high.eq(tensor(buckets).index_select(0, series));
-            var low = bits.bitwise_and(tensor(BucketCount - 1)).to_type(ScalarType.Int64);
-            _fineCounts.add_(CountPerSeries(low, series, inBucket));
-        });
+        ForEachSeries(values, (series, bits) => CountLowInBucket(bits, (uint)buckets[series], _fineCounts[series]));
     }
 
     /// <summary>Ends pass 2 and returns, per series, the exact wanted magnitude.</summary>
@@ -131,10 +123,9 @@ public sealed class ExactMagnitudeSelector : IDisposable
         return _thresholds;
     }
 
+    /// <summary>Nothing native is held any more; kept so callers can scope the selector's lifetime.</summary>
     public void Dispose()
     {
-        _coarseCounts.Dispose();
-        _fineCounts.Dispose();
     }
 
     /// <summary>
@@ -158,52 +149,113 @@ public sealed class ExactMagnitudeSelector : IDisposable
     }
 
     /// <summary>
-    /// Calls <paramref name="perChunk"/> with (series index, int32 bits of |v|) for bounded slices of the values
-    /// flattened series after series, so temporaries stay small for big tensors and small tensors of all series go
-    /// in one slice.
+    /// Calls <paramref name="count"/> with (series index, float32 bit patterns) for bounded slices of each series'
+    /// values, read in place from contiguous float32 CPU storage (a copy is made only for other dtypes or layouts).
     /// </summary>
-    private void ForEachChunk(Tensor values, Action<Tensor, Tensor> perChunk)
+    private void ForEachSeries(Tensor values, SeriesCounter count)
     {
         if (values.dim() == 0 || values.shape[0] != SeriesCount)
         {
             throw new ArgumentException($"Expected values of shape [{SeriesCount}, ...]; got {MergeInputException.FormatShape(values.shape)}.", nameof(values));
         }
 
-        long total = values.numel();
-        long perSeries = total / SeriesCount;
-        using var flat = values.reshape(total);
-        for (long start = 0; start < total; start += _chunkElements)
+        using var scope = NewDisposeScope();
+        var source = values.to_type(ScalarType.Float32).cpu().contiguous();
+        long perSeries = source.numel() / SeriesCount;
+        var flat = source.reshape(-1);
+        for (int series = 0; series < SeriesCount; series++)
         {
-            using var scope = NewDisposeScope();
-            long length = Math.Min(_chunkElements, total - start);
-            var series = arange(start, start + length, dtype: ScalarType.Int64).div(perSeries, RoundingMode.floor);
-            perChunk(series, Float32Bits(flat.narrow(0, start, length).abs()));
+            using var row = flat.narrow(0, series * perSeries, perSeries);
+            Checkpoints.TensorBytes.Visit(row, bytes =>
+            {
+                var bits = MemoryMarshal.Cast<byte, uint>(bytes);
+                for (int start = 0; start < bits.Length; start += (int)_chunkElements)
+                {
+                    count(series, bits.Slice(start, (int)Math.Min(_chunkElements, bits.Length - start)));
+                }
+            });
         }
     }
 
-    /// <summary>[series, 65536] histogram of <paramref name="bins"/> (values in [0, 65536)), optionally only where <paramref name="where"/>.</summary>
-    private Tensor CountPerSeries(Tensor bins, Tensor series, Tensor? where = null)
+    /// <summary>counts[high 16 bits of |v|]++ for every value.</summary>
+    private void CountHigh(ReadOnlySpan<uint> bits, long[] counts)
     {
-        var global = bins.add(series.mul(BucketCount));
-        var selected = where is null ? global : global.masked_select(where);
-        return selected.bincount(null, (long)SeriesCount * BucketCount).reshape(SeriesCount, BucketCount);
+        if (bits.Length < InterleaveThreshold)
+        {
+            foreach (uint b in bits)
+            {
+                counts[(b & MagnitudeMask) >> 16]++;
+            }
+
+            return;
+        }
+
+        // Neighbouring values often share a bucket: four histograms let consecutive increments proceed independently.
+        var scratch = _scratch;
+        int i = 0;
+        for (; i + 4 <= bits.Length; i += 4)
+        {
+            scratch[(bits[i] & MagnitudeMask) >> 16]++;
+            scratch[BucketCount + (int)((bits[i + 1] & MagnitudeMask) >> 16)]++;
+            scratch[(2 * BucketCount) + (int)((bits[i + 2] & MagnitudeMask) >> 16)]++;
+            scratch[(3 * BucketCount) + (int)((bits[i + 3] & MagnitudeMask) >> 16)]++;
+        }
+
+        for (; i < bits.Length; i++)
+        {
+            scratch[(bits[i] & MagnitudeMask) >> 16]++;
+        }
+
+        for (int bucket = 0; bucket < BucketCount; bucket++)
+        {
+            counts[bucket] += (long)scratch[bucket] + scratch[BucketCount + bucket] + scratch[(2 * BucketCount) + bucket] + scratch[(3 * BucketCount) + bucket];
+        }
+
+        Array.Clear(scratch);
+    }
+
+    /// <summary>counts[low 16 bits of |v|]++ for the values whose high 16 bits are <paramref name="bucket"/>.</summary>
+    private static void CountLowInBucket(ReadOnlySpan<uint> bits, uint bucket, long[] counts)
+    {
+        foreach (uint b in bits)
+        {
+            uint magnitude = b & MagnitudeMask;
+            if (magnitude >> 16 == bucket)
+            {
+                counts[magnitude & (BucketCount - 1)]++;
+            }
+        }
     }
 
     /// <summary>
     /// Per series, the bin holding the value of rank r from the top and the rank of that value inside the bin.
     /// Rank 0 (no value wanted) gives bin 0 and rank 0.
     /// </summary>
-    private static (long[] Bins, long[] RanksInBin) LocateFromTop(Tensor counts, IReadOnlyList<long> ranks)
+    private static (long[] Bins, long[] RanksInBin) LocateFromTop(long[][] counts, IReadOnlyList<long> ranks)
     {
-        using var scope = NewDisposeScope();
-        var rankTensor = tensor(ranks.ToArray()).unsqueeze(1);
-        var fromTop = counts.flip(1).cumsum(1);                      // fromTop[s, j]: values in the j+1 highest bins
-        var position = fromTop.lt(rankTensor).sum(1, keepdim: true); // first j with fromTop ≥ r
-        var abovePosition = position.sub(1).clamp_min(0);
-        var countAbove = fromTop.gather(1, abovePosition).mul(position.gt(0));
-        var noRank = rankTensor.eq(0);
-        var bins = tensor(BucketCount - 1L).sub(position).masked_fill(noRank, 0);
-        var ranksInBin = rankTensor.sub(countAbove).masked_fill(noRank, 0);
-        return (bins.flatten().data<long>().ToArray(), ranksInBin.flatten().data<long>().ToArray());
+        var bins = new long[counts.Length];
+        var ranksInBin = new long[counts.Length];
+        for (int s = 0; s < counts.Length; s++)
+        {
+            if (ranks[s] == 0)
+            {
+                continue;
+            }
+
+            long above = 0;
+            for (int bin = BucketCount - 1; bin >= 0; bin--)
+            {
+                if (above + counts[s][bin] >= ranks[s])
+                {
+                    bins[s] = bin;
+                    ranksInBin[s] = ranks[s] - above;
+                    break;
+                }
+
+                above += counts[s][bin];
+            }
+        }
+
+        return (bins, ranksInBin);
     }
 }

@@ -68,66 +68,110 @@ public sealed record MergeJob
         JsonNode? root;
         try
         {
-            root = yaml ? SimpleYaml.Parse(text) : JsonNode.Parse(text);
+            root = yaml ? SimpleYaml.Parse(text) : JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
         }
         catch (Exception e) when (e is JsonException or FormatException)
         {
-            throw new ArgumentException($"{path}: {e.Message}");
+            throw new ArgumentException($"{path}: {e.Message}", e);
         }
         if (root is not JsonObject obj) throw new ArgumentException($"{path}: the config must be a mapping of settings.");
+        try
+        {
+            return FromConfig(obj, path);
+        }
+        catch (ArgumentException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"{path}: {e.Message}", e);
+        }
+    }
+
+    private static readonly string[] KnownSettings =
+        ["allow_missing", "base", "dtype", "exclude", "experts", "method", "out", "output", "parameters", "shard_size"];
+
+    private static MergeJob FromConfig(JsonObject obj, string path)
+    {
         string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         string Resolve(string p) => Path.IsPathRooted(p) ? p : Path.Combine(directory, p);
-        string Required(string key) => Scalar(obj[key]) ?? throw new ArgumentException($"{path}: missing '{key}'.");
+        string Required(string key, string? alternative = null) =>
+            Scalar(obj[key], key) ?? (alternative is null ? null : Scalar(obj[alternative], alternative))
+            ?? throw new ArgumentException($"missing '{key}'.");
 
-        var known = new HashSet<string> { "method", "base", "experts", "out", "output", "parameters", "dtype", "exclude", "shard_size", "allow_missing" };
         foreach (var (key, _) in obj)
-            if (!known.Contains(key)) throw new ArgumentException($"{path}: unknown setting '{key}' (expected one of {string.Join(", ", known.Order())}).");
+        {
+            if (!KnownSettings.Contains(key, StringComparer.Ordinal))
+                throw new ArgumentException($"unknown setting '{key}' (expected one of {string.Join(", ", KnownSettings)}).");
+        }
+        if (obj.ContainsKey("out") && obj.ContainsKey("output")) throw new ArgumentException("give the output as 'out' or 'output', not both.");
 
         var experts = new List<MergeJobExpert>();
-        if (obj["experts"] is not JsonArray list || list.Count == 0) throw new ArgumentException($"{path}: 'experts' must be a non-empty list.");
+        if (obj["experts"] is not JsonArray list || list.Count == 0) throw new ArgumentException("'experts' must be a non-empty list.");
         foreach (var item in list)
         {
             if (item is JsonObject e)
             {
-                string expertPath = Scalar(e["path"]) ?? throw new ArgumentException($"{path}: an expert has no 'path'.");
-                string? weight = Scalar(e["weight"]);
-                experts.Add(new MergeJobExpert(Resolve(expertPath), weight is null ? 1.0 : ParseDouble(weight, $"{path}: expert '{expertPath}' weight")));
+                foreach (var (key, _) in e)
+                {
+                    if (key is not ("path" or "weight"))
+                        throw new ArgumentException($"unknown expert setting '{key}' (expected path and optionally weight).");
+                }
+                string expertPath = Scalar(e["path"], "path") ?? throw new ArgumentException("an expert has no 'path'.");
+                string? weight = Scalar(e["weight"], "weight");
+                experts.Add(new MergeJobExpert(Resolve(expertPath), weight is null ? 1.0 : ParseDouble(weight, $"the weight of expert '{expertPath}'")));
             }
             else
             {
-                experts.Add(new MergeJobExpert(Resolve(Scalar(item) ?? throw new ArgumentException($"{path}: an expert entry is empty."))));
+                experts.Add(new MergeJobExpert(Resolve(Scalar(item, "experts") ?? throw new ArgumentException("an expert entry is empty."))));
             }
         }
+
         var parameters = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        if (obj["parameters"] is JsonObject p)
-            foreach (var (k, v) in p) parameters[k] = Scalar(v) ?? throw new ArgumentException($"{path}: parameter '{k}' has no value.");
+        switch (obj["parameters"])
+        {
+            case null:
+                break;
+            case JsonObject p:
+                foreach (var (k, v) in p)
+                {
+                    string value = v is JsonArray values
+                        ? string.Join(",", values.Select(x => Scalar(x, k)))       // a per-expert list: [0.2, 0.4]
+                        : Scalar(v, k) ?? throw new ArgumentException($"parameter '{k}' has no value.");
+                    if (!parameters.TryAdd(k, value)) throw new ArgumentException($"parameter '{k}' is given more than once.");
+                }
+                break;
+            default:
+                throw new ArgumentException("'parameters' must be a mapping of name: value.");
+        }
+
         var exclude = obj["exclude"] switch
         {
             null => new List<string>(),
-            JsonArray a => a.Select(x => Scalar(x) ?? "").Where(x => x.Length > 0).ToList(),
-            var single => new List<string> { Scalar(single)! },
+            JsonArray a => a.Select(x => Scalar(x, "exclude") ?? "").Where(x => x.Length > 0).ToList(),
+            var single => new List<string> { Scalar(single, "exclude")! },
         };
         return new MergeJob
         {
             Method = Required("method"),
             Base = Resolve(Required("base")),
             Experts = experts,
-            Output = Resolve(Scalar(obj["out"]) ?? Required("output")),
+            Output = Resolve(Required("out", alternative: "output")),
             Parameters = parameters,
-            OutputDType = Scalar(obj["dtype"]) is { } d ? SafeTensorsDTypes.ParseFloatOption(d) : null,
+            OutputDType = Scalar(obj["dtype"], "dtype") is { } d ? SafeTensorsDTypes.ParseFloatOption(d) : null,
             Exclude = exclude,
-            MaxShardBytes = Scalar(obj["shard_size"]) is { } s ? CheckpointWriter.ParseSize(s) : null,
-            AllowMissing = Scalar(obj["allow_missing"]) is { } m && bool.Parse(m),
+            MaxShardBytes = Scalar(obj["shard_size"], "shard_size") is { } s ? CheckpointWriter.ParseSize(s) : null,
+            AllowMissing = Scalar(obj["allow_missing"], "allow_missing") is { } m && ParseBoolean(m, "allow_missing"),
         };
     }
 
-    private static string? Scalar(JsonNode? node) => node switch
+    private static string? Scalar(JsonNode? node, string key) => node switch
     {
         null => null,
         JsonValue v when v.TryGetValue(out string? s) => s,
         JsonValue v => v.ToJsonString(),
-        _ => throw new ArgumentException($"expected a single value, got {node.ToJsonString()}"),
+        _ => throw new ArgumentException($"'{key}' must be a single value, got {node.ToJsonString()}."),
     };
+
+    private static bool ParseBoolean(string text, string key) =>
+        bool.TryParse(text, out bool value) ? value : throw new ArgumentException($"'{key}' must be true or false, got '{text}'.");
 
     private static double ParseDouble(string text, string what) =>
         double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)

@@ -49,6 +49,11 @@ public sealed class MergeMethodDescriptor
             text.AppendLine().Append("    ").Append(parameter);
         }
 
+        if (Parameters.Count == 0)
+        {
+            text.AppendLine().Append("    (no parameters)");
+        }
+
         return text.ToString();
     }
 }

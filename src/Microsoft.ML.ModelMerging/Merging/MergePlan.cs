@@ -26,9 +26,16 @@ public sealed class MergePlan
 
     /// <summary>
     /// Splits the base's tensors by <paramref name="filter"/> and checks the experts: every merged tensor present,
-    /// same shape, floating dtype; no tensor the base lacks unless excluded by name (e.g. an expert's own head);
-    /// one finite weight per expert when weights are given.
+    /// same shape, floating dtype (any floating dtype: the math runs in float32); no tensor the base lacks unless
+    /// excluded by name (e.g. an expert's own head); one finite weight per expert when weights are given.
     /// </summary>
+    /// <param name="baseModel">θ0's tensors by name.</param>
+    /// <param name="experts">Each expert's tensors by name.</param>
+    /// <param name="filter">Which tensors are merged (default <see cref="TensorFilter.Default"/>).</param>
+    /// <param name="expertWeights">Optional w_i per expert.</param>
+    /// <param name="expertNames">Names (or file paths) used in messages, one per expert.</param>
+    /// <param name="allowMissing">Let an expert lack merged tensors (its task vector is zero there) and hold tensors the
+    /// base lacks (ignored), instead of rejecting it.</param>
     /// <exception cref="MergeInputException">A tensor does not fit; the message names it and the expert.</exception>
     /// <exception cref="ArgumentException">Wrong number of experts, weights or names, or a non-finite weight.</exception>
     public static MergePlan Create(
@@ -36,7 +43,8 @@ public sealed class MergePlan
         IReadOnlyList<IReadOnlyDictionary<string, TensorSignature>> experts,
         TensorFilter? filter = null,
         IReadOnlyList<double>? expertWeights = null,
-        IReadOnlyList<string>? expertNames = null)
+        IReadOnlyList<string>? expertNames = null,
+        bool allowMissing = false)
     {
         ArgumentNullException.ThrowIfNull(baseModel);
         ArgumentNullException.ThrowIfNull(experts);
@@ -48,7 +56,7 @@ public sealed class MergePlan
         var copied = names.Except(merged, StringComparer.Ordinal).ToArray();
         for (int i = 0; i < experts.Count; i++)
         {
-            CheckExpert(i, baseModel, experts[i], merged, filter, expertNames);
+            CheckExpert(i, baseModel, experts[i], merged, filter, expertNames, allowMissing);
         }
 
         return new MergePlan(merged, copied, experts.Count);
@@ -108,7 +116,8 @@ public sealed class MergePlan
         IReadOnlyDictionary<string, TensorSignature> expert,
         IEnumerable<string> mergedNames,
         TensorFilter filter,
-        IReadOnlyList<string>? expertNames)
+        IReadOnlyList<string>? expertNames,
+        bool allowMissing)
     {
         string who = MergeInputException.DescribeExpert(index, expertNames);
         foreach (string name in mergedNames)
@@ -117,6 +126,11 @@ public sealed class MergePlan
             string expectedShape = MergeInputException.FormatShape([.. expected.Shape]);
             if (!expert.TryGetValue(name, out var actual))
             {
+                if (allowMissing)
+                {
+                    continue;
+                }
+
                 throw new MergeInputException($"Tensor '{name}' (shape {expectedShape}) is missing from {who}.", name, index);
             }
 
@@ -132,6 +146,11 @@ public sealed class MergePlan
             {
                 throw new MergeInputException($"Tensor '{name}': {who} has dtype {actual.DType} but the base model's is {expected.DType}.", name, index);
             }
+        }
+
+        if (allowMissing)
+        {
+            return;
         }
 
         foreach (string name in expert.Keys.Order(StringComparer.Ordinal))

@@ -15,6 +15,9 @@ public sealed class MergeTensorInput : IDisposable
 {
     private readonly List<Tensor> _owned = [];
 
+    /// <summary>The task vectors as one [experts, ...] tensor when they are rows of it (see <see cref="FromStackedTaskVectors"/>).</summary>
+    private Tensor? _stacked;
+
     /// <summary>Wraps tensors the caller keeps owning; they must be float32 and all of the base's shape.</summary>
     public MergeTensorInput(string name, Tensor baseTensor, IReadOnlyList<Tensor> taskVectors)
         : this(name, baseTensor, taskVectors, ownsBase: false, ownsTaskVectors: false)
@@ -125,12 +128,48 @@ public sealed class MergeTensorInput : IDisposable
         return new MergeTensorInput(name, base32, taskVectors, ownsBase: true, ownsTaskVectors: true);
     }
 
+    /// <summary>
+    /// Turns θ_i, stored as rows of <paramref name="stacked"/> ([experts, ...], float32, contiguous), into
+    /// τ_i = w_i·(θ_i − θ0) in place: the same float32 operations as <see cref="FromExperts"/>, so the same bits,
+    /// without allocating. Values must already be known finite.
+    /// </summary>
+    internal static void ToTaskVectorsInPlace(Tensor baseTensor, Tensor stacked, IReadOnlyList<double>? expertWeights)
+    {
+        for (int i = 0; i < stacked.shape[0]; i++)
+        {
+            using var row = stacked.select(0, i);
+            row.sub_(baseTensor);
+            double weight = expertWeights?[i] ?? 1.0;
+            if (weight != 1.0)
+            {
+                row.mul_(weight);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Wraps task vectors held as the rows of one [experts, ...] float32 tensor (e.g. a streaming driver's reused read
+    /// buffer after <see cref="ToTaskVectorsInPlace"/>) without copying; <see cref="StackTaskVectors"/> then costs nothing.
+    /// The caller keeps owning <paramref name="baseTensor"/> and <paramref name="stacked"/> and must not change them
+    /// while the input is used.
+    /// </summary>
+    internal static MergeTensorInput FromStackedTaskVectors(string name, Tensor baseTensor, Tensor stacked)
+    {
+        var rows = stacked.unbind(0);
+        foreach (var row in rows)
+        {
+            row.DetachFromDisposeScope();
+        }
+
+        return new MergeTensorInput(name, baseTensor, rows, ownsBase: false, ownsTaskVectors: true) { _stacked = stacked };
+    }
+
     /// <summary>The same tensor with other task vectors (which this new input owns), e.g. after DARE's random drop.</summary>
     internal MergeTensorInput WithOwnedTaskVectors(IReadOnlyList<Tensor> taskVectors) =>
         new(Name, Base, taskVectors, ownsBase: false, ownsTaskVectors: true);
 
-    /// <summary>τ stacked along a new leading expert dimension: shape [experts, ...].</summary>
-    internal Tensor StackTaskVectors() => torch.stack(TaskVectors, 0);
+    /// <summary>τ stacked along a new leading expert dimension: shape [experts, ...]. Callers only read it (and dispose it).</summary>
+    internal Tensor StackTaskVectors() => _stacked is { } stacked ? stacked.alias() : torch.stack(TaskVectors, 0);
 
     /// <summary>One value per expert ([experts]) reshaped to broadcast against stacked task vectors: [experts, 1, ...].</summary>
     internal Tensor PerExpert(Tensor values) =>
@@ -178,7 +217,8 @@ public sealed class MergeTensorInput : IDisposable
         }
     }
 
-    private static void EnsureFloatingAndFinite(string name, Tensor tensor, string who, int? expertIndex)
+    /// <summary>Throws a <see cref="MergeInputException"/> naming the tensor and <paramref name="who"/> unless every value is finite.</summary>
+    internal static void EnsureFloatingAndFinite(string name, Tensor tensor, string who, int? expertIndex)
     {
         if (!tensor.is_floating_point())
         {

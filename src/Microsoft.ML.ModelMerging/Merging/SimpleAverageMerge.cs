@@ -15,8 +15,9 @@ public sealed class SimpleAverageMerge : MergeMethodBase
 
     protected override MergedTensor Merge(MergeTensorInput input)
     {
-        using var scope = NewDisposeScope();
-        var mean = input.StackTaskVectors().mean([0L]);
-        return new MergedTensor(input.Base.add(mean).MoveToOuterDisposeScope());
+        using var stacked = input.StackTaskVectors();
+        var merged = stacked.mean([0L]);
+        merged.add_(input.Base); // mean + θ0 = θ0 + mean exactly; in place, so one tensor-sized allocation per tensor
+        return new MergedTensor(merged);
     }
 }

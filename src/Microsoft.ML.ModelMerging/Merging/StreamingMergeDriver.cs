@@ -61,19 +61,23 @@ public sealed class StreamingMergeDriver
         try
         {
             foreach (var path in expertPaths) experts.Add(Checkpoint.Open(path));
-            var (merged, copied) = Plan(baseCheckpoint, experts, options.AllowMissing);
-            var names = expertPaths.Select(p => Path.GetFileName(Path.TrimEndingDirectorySeparator(p))).ToList();
+            var mergePlan = Plan(baseCheckpoint, experts, options);
+            var merged = mergePlan.MergedTensorNames;
+            var copied = mergePlan.CopiedTensorNames;
+            var names = experts.Select(e => e.Source).ToList();
             int passes = method.StatisticsPassCount;
 
             method.Begin(experts.Count);
+            using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
             for (int pass = 0; pass < passes; pass++)
             {
+                reader.Start(merged);
                 for (int i = 0; i < merged.Count; i++)
                 {
                     cancellation.ThrowIfCancellationRequested();
                     options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
                     using var scope = NewDisposeScope();
-                    using var input = ReadInput(merged[i], baseCheckpoint, experts, options, names);
+                    using var input = Next(reader, baseCheckpoint);
                     method.AccumulateStatistics(pass, input);
                 }
                 method.FinishPass(pass);
@@ -83,22 +87,48 @@ public sealed class StreamingMergeDriver
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
             using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
+            reader.Start(merged);
+            using var writes = new OrderedBackgroundWrites();
             int index = 0;
             foreach (var entry in baseCheckpoint.Tensors)
             {
                 cancellation.ThrowIfCancellationRequested();
                 options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
-                using var scope = NewDisposeScope();
                 if (!mergedSet.Contains(entry.Name))
                 {
-                    WriteCopied(writer, baseCheckpoint, entry);
+                    writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
                     continue;
                 }
-                using var input = ReadInput(entry.Name, baseCheckpoint, experts, options, names);
-                using var result = method.MergeTensor(input);
-                writer.Write(result.Merged);
-                if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, entry.Name, result);
+
+                // Merged tensors come in the base's (ordinal) order, the order the reader was given. The result is written
+                // on the writing thread while the next tensor is merged; that thread then disposes it.
+                MergedTensor result;
+                using (var scope = NewDisposeScope())
+                using (var input = Next(reader, baseCheckpoint))
+                {
+                    result = method.MergeTensor(input).DetachFromDisposeScope();
+                }
+
+                string name = entry.Name;
+                try
+                {
+                    writes.Enqueue(() =>
+                    {
+                        using (result)
+                        {
+                            writer.Write(result.Merged);
+                            if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
+                        }
+                    });
+                }
+                catch
+                {
+                    result.Dispose(); // the previous write failed: this result is never handed over
+                    throw;
+                }
             }
+
+            writes.Drain();
             writer.Complete();
             return new StreamingMergeReport(writer.OutputPath, merged, copied, passes + 1, plan.Sum(p => p.ByteLength));
         }
@@ -108,72 +138,42 @@ public sealed class StreamingMergeDriver
         }
     }
 
-    /// <summary>Checks every input against the base before any work; returns the merged and copied tensor names.</summary>
-    private (List<string> Merged, List<string> Copied) Plan(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, bool allowMissing)
+    /// <summary>
+    /// Checks every input against the base from the headers alone, before any work (<see cref="MergePlan"/>, the
+    /// checks of the in-memory driver); messages name experts by their path.
+    /// </summary>
+    private MergePlan Plan(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, StreamingMergeOptions options)
     {
-        var merged = new List<string>();
-        var copied = new List<string>();
-        foreach (var entry in baseCheckpoint.Tensors)
-        {
-            if (!Filter.ShouldMerge(entry.Name, entry.DType.ToScalarType()))
-            {
-                copied.Add(entry.Name);
-                continue;
-            }
-            merged.Add(entry.Name);
-            foreach (var expert in experts)
-            {
-                if (!expert.Contains(entry.Name))
-                {
-                    if (allowMissing) continue;
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}' {entry.ShapeText} of base {baseCheckpoint.Source} is missing from expert {expert.Source} (--allow-missing treats it as unchanged).",
-                        entry.Name);
-                }
-                var other = expert.GetEntry(entry.Name);
-                if (!other.Shape.SequenceEqual(entry.Shape))
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}': expert {expert.Source} has shape {other.ShapeText}, base {baseCheckpoint.Source} has {entry.ShapeText}.", entry.Name);
-                if (other.DType != entry.DType)
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}': expert {expert.Source} stores {other.DType.ToHeaderName()}, base {baseCheckpoint.Source} stores {entry.DType.ToHeaderName()}.", entry.Name);
-            }
-        }
-        if (!allowMissing)
-        {
-            foreach (var expert in experts)
-            foreach (var entry in expert.Tensors)
-                if (!baseCheckpoint.Contains(entry.Name) && !Filter.IsExcludedByName(entry.Name))
-                    throw new MergeInputException(
-                        $"Tensor '{entry.Name}' of expert {expert.Source} is not in base {baseCheckpoint.Source} (exclude it with --exclude, or pass --allow-missing).",
-                        entry.Name);
-        }
-        return (merged, copied);
+        static Dictionary<string, TensorSignature> Signatures(Checkpoint checkpoint) =>
+            checkpoint.Tensors.ToDictionary(t => t.Name, t => new TensorSignature(t.DType.ToScalarType(), t.Shape), StringComparer.Ordinal);
+
+        return MergePlan.Create(Signatures(baseCheckpoint), [.. experts.Select(Signatures)], Filter, options.ExpertWeights,
+            [.. experts.Select(e => e.Source)], options.AllowMissing);
     }
 
-    private static MergeTensorInput ReadInput(string name, Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts,
-        StreamingMergeOptions options, IReadOnlyList<string> expertNames)
+    /// <summary>The reader's next tensor; an error of the base's values names its file (experts are named by path already).</summary>
+    private static MergeTensorInput Next(TensorReadAhead reader, Checkpoint baseCheckpoint)
     {
-        var baseTensor = baseCheckpoint.ReadTensor(name);
-        var expertTensors = experts.Select(e => e.Contains(name) ? e.ReadTensor(name) : baseTensor).ToList();
         try
         {
-            return MergeTensorInput.FromExperts(name, baseTensor, expertTensors, options.ExpertWeights, expertNames);
+            return reader.Next();
         }
-        catch (MergeInputException e) when (e.ExpertIndex is int i)
+        catch (MergeInputException e) when (e.ExpertIndex is null)
         {
-            throw new MergeInputException($"{e.Message} (file {experts[i].Source})", name, i);
-        }
-        catch (MergeInputException e)
-        {
-            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", name);
+            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", e.TensorName);
         }
     }
 
     private static void WriteCopied(CheckpointWriter writer, Checkpoint baseCheckpoint, TensorEntry entry)
     {
-        if (writer.Next!.DType == entry.DType) writer.WriteBytes(baseCheckpoint.ReadBytes(entry.Name));
-        else writer.Write(baseCheckpoint.ReadTensor(entry.Name));
+        if (writer.Next!.DType == entry.DType)
+        {
+            writer.WriteBytes(baseCheckpoint.ReadBytes(entry.Name));
+            return;
+        }
+
+        using var stored = baseCheckpoint.ReadTensor(entry.Name);
+        writer.Write(stored);
     }
 
     private static List<TensorSpec> OutputPlan(Checkpoint baseCheckpoint, SafeTensorsDType? outputDType, IReadOnlyList<string>? taskSpecific, int experts)
@@ -199,7 +199,8 @@ public sealed class StreamingMergeDriver
         var parts = result.TaskSpecific ?? throw new InvalidOperationException($"{method.Name} returned no task-specific parts for '{name}'.");
         writer.Write(parts.SharedTaskVector);
         foreach (var mask in parts.Masks) writer.Write(mask);
-        writer.Write(tensor(parts.Scales.Select(s => (float)s).ToArray()));
+        using var scales = tensor(parts.Scales.Select(s => (float)s).ToArray());
+        writer.Write(scales);
     }
 
     private Dictionary<string, string> OutputMetadata(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IMergeMethod method, StreamingMergeOptions options)

@@ -29,8 +29,11 @@ public sealed class TaskArithmeticMerge : MergeMethodBase
 
     protected override MergedTensor Merge(MergeTensorInput input)
     {
-        using var scope = NewDisposeScope();
-        var sum = input.StackTaskVectors().sum(dim: 0);
-        return new MergedTensor(input.Base.add(sum.mul(Lambda)).MoveToOuterDisposeScope());
+        // θ0 + λ·Σ τ_i, computed in place in the sum (a + b = b + a exactly): one tensor-sized allocation per tensor.
+        using var stacked = input.StackTaskVectors();
+        var merged = stacked.sum(dim: 0);
+        merged.mul_(Lambda);
+        merged.add_(input.Base);
+        return new MergedTensor(merged);
     }
 }

@@ -102,19 +102,29 @@ public sealed class TiesMerge : MergeMethodBase
     protected override void Accumulate(int pass, MergeTensorInput input)
     {
         using var scope = NewDisposeScope();
-        var stacked = input.StackTaskVectors();
         switch (pass)
         {
             case CoarseThresholdPass:
+            {
+                using var stacked = input.StackTaskVectors();
                 _selector!.AccumulateCoarse(stacked);
                 break;
+            }
+
             case FineThresholdPass:
+            {
+                using var stacked = input.StackTaskVectors();
                 _selector!.AccumulateFine(stacked);
                 break;
+            }
+
             case MajoritySignPass:
-                var elected = TrimmedSum(input, stacked, out _).sign();
+            {
+                using var trimmed = Trimmed(input);
+                using var elected = ElectedSigns(trimmed);
                 _globalSignBalance += SignBalance(elected);
                 break;
+            }
         }
     }
 
@@ -136,39 +146,79 @@ public sealed class TiesMerge : MergeMethodBase
         }
     }
 
+    // Intermediates are [experts, ...] or tensor-sized: each is freed as soon as it has been used, so a streaming merge
+    // holds a few tensor-sized buffers at a time rather than every step's result.
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         using var scope = NewDisposeScope();
-        var stacked = input.StackTaskVectors();
-        var elected = TrimmedSum(input, stacked, out var trimmed).sign();
+        var trimmed = Trimmed(input);
+        var elected = ElectedSigns(trimmed);
         float majoritySign = Trim == TiesTrimScope.Global ? _globalMajoritySign : (SignBalance(elected) >= 0 ? 1 : -1);
-        elected = elected.masked_fill(elected.eq(0), majoritySign);
-
-        var agreeing = trimmed.mul(elected).gt(0);
-        var merged = trimmed.mul(agreeing).sum(dim: 0);
-        if (MergeFunction == TiesMergeFunction.Mean)
+        using (var zero = elected.eq(0))
         {
-            merged = merged.div(agreeing.sum(dim: 0).clamp_min(1));
+            elected.masked_fill_(zero, majoritySign);
         }
 
-        return new MergedTensor(input.Base.add(merged.mul(Lambda)).MoveToOuterDisposeScope());
+        // τ·γ > 0 with γ = ±1 (exact, τ finite) is "τ > 0 where γ = +1, τ < 0 where γ = −1": boolean masks instead of a
+        // float product the size of every task vector.
+        Tensor agreeing;
+        using (var positive = trimmed.gt(0))
+        using (var negative = trimmed.lt(0))
+        using (var electedPositive = elected.gt(0))
+        {
+            agreeing = where(electedPositive, positive, negative);
+        }
+
+        elected.Dispose();
+        trimmed.mul_(agreeing); // the agreeing entries of the trimmed task vectors
+        var merged = trimmed.sum(dim: 0);
+        trimmed.Dispose();
+        if (MergeFunction == TiesMergeFunction.Mean)
+        {
+            using var count = agreeing.sum(dim: 0);
+            using var atLeastOne = count.clamp_min(1);
+            var mean = merged.div(atLeastOne);
+            merged.Dispose();
+            merged = mean;
+        }
+
+        agreeing.Dispose();
+        merged.mul_(Lambda);
+        merged.add_(input.Base); // λ·merged + θ0 = θ0 + λ·merged exactly
+        return new MergedTensor(merged.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Σ_i trimmed τ_i; <paramref name="trimmed"/> gets the trimmed task vectors [experts, ...].</summary>
-    private Tensor TrimmedSum(MergeTensorInput input, Tensor stacked, out Tensor trimmed)
+    /// <summary>The trimmed task vectors [experts, ...]: entries with |τ_i| below task i's threshold set to 0.</summary>
+    private Tensor Trimmed(MergeTensorInput input)
     {
-        var thresholds = Trim == TiesTrimScope.Global
+        using var stacked = input.StackTaskVectors();
+        using var thresholds = Trim == TiesTrimScope.Global
             ? tensor(_globalThresholds!, device: stacked.device)
             : MagnitudePruning.RowThresholds(stacked, Keep);
-        trimmed = stacked.mul(stacked.abs().ge(input.PerExpert(thresholds)));
-        return trimmed.sum(dim: 0);
+        using var perExpert = input.PerExpert(thresholds);
+        using var negativeThresholds = perExpert.neg();
+
+        // |τ| ≥ t (t ≥ 0, τ finite) is τ ≥ t or τ ≤ −t: two boolean masks instead of a float |τ| of every task vector.
+        using var atOrAbove = stacked.ge(perExpert);
+        using var atOrBelow = stacked.le(negativeThresholds);
+        atOrAbove.logical_or_(atOrBelow);
+        return stacked.mul(atOrAbove);
+    }
+
+    /// <summary>γ = sign(Σ_i trimmed τ_i).</summary>
+    private static Tensor ElectedSigns(Tensor trimmed)
+    {
+        using var sum = trimmed.sum(dim: 0);
+        return sum.sign();
     }
 
     /// <summary>(number of +1) − (number of −1), exact as an integer count.</summary>
     private static long SignBalance(Tensor signs)
     {
-        using var positive = signs.gt(0).sum();
-        using var negative = signs.lt(0).sum();
+        using var isPositive = signs.gt(0);
+        using var isNegative = signs.lt(0);
+        using var positive = isPositive.sum();
+        using var negative = isNegative.sum();
         return positive.item<long>() - negative.item<long>();
     }
 }

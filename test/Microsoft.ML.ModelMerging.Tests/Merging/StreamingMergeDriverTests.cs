@@ -20,6 +20,7 @@ public sealed class StreamingMergeDriverTests
             {
                 ["blocks.0.weight"] = new long[] { 16, 8 }, ["blocks.0.bias"] = new long[] { 16 },
                 ["blocks.1.weight"] = new long[] { 8, 16 }, ["embed"] = new long[] { 5, 8 }, ["head.weight"] = new long[] { 3, 8 },
+                ["logit_scale"] = Array.Empty<long>(),
             };
             var model = shapes.ToDictionary(kv => kv.Key, kv => from is null ? randn(kv.Value, generator: g) : from[kv.Key] + 0.1 * randn(kv.Value, generator: g));
             model["position_ids"] = arange(0L, 5L);
@@ -121,7 +122,7 @@ public sealed class StreamingMergeDriverTests
         using var dir = new TempDirectory();
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         SafeTensorsWriter.Save(experts[1], expertTensors[1].Where(kv => kv.Key != "blocks.1.weight").ToDictionary());
-        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight' [8, 16] of base {basePath} is missing from expert {experts[1]}");
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight' (shape [8, 16]) is missing from expert 1 ('{experts[1]}').");
         // --allow-missing treats the expert as unchanged there.
         var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), basePath, experts,
             dir.File("out.safetensors"), new StreamingMergeOptions { AllowMissing = true });
@@ -135,7 +136,7 @@ public sealed class StreamingMergeDriverTests
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         using var extra = zeros(4);
         SafeTensorsWriter.Save(experts[2], new Dictionary<string, Tensor>(expertTensors[2]) { ["adapter.weight"] = extra });
-        AssertRejected(dir, basePath, experts, $"Tensor 'adapter.weight' of expert {experts[2]} is not in base");
+        AssertRejected(dir, basePath, experts, $"Tensor 'adapter.weight' of expert 2 ('{experts[2]}') is not in the base model");
     }
 
     [TestMethod]
@@ -145,16 +146,38 @@ public sealed class StreamingMergeDriverTests
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
         using var wrong = zeros(16, 9);
         SafeTensorsWriter.Save(experts[0], new Dictionary<string, Tensor>(expertTensors[0]) { ["blocks.0.weight"] = wrong });
-        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.weight': expert {experts[0]} has shape [16, 9], base {basePath} has [16, 8]");
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.weight': expert 0 ('{experts[0]}') has shape [16, 9], expected the base model's [16, 8].");
     }
 
     [TestMethod]
-    public void DTypeMismatchIsNamed()
+    public void IntegerExpertTensorIsNamedWithItsFile()
     {
         using var dir = new TempDirectory();
         var (basePath, experts, _, expertTensors) = WriteModels(dir);
+        using var integer = zeros(16, dtype: ScalarType.Int32);
+        SafeTensorsWriter.Save(experts[0], new Dictionary<string, Tensor>(expertTensors[0]) { ["blocks.0.bias"] = integer });
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.0.bias': expert 0 ('{experts[0]}') has dtype Int32 but the base model's is Float32.");
+    }
+
+    [TestMethod]
+    public void ExpertsStoredInAnotherFloatingDTypeMergeLikeInMemory()
+    {
+        // Fine-tunes are often saved in half precision next to a float32 base: both drivers merge them in float32.
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteModels(dir);
         SafeTensorsWriter.Save(experts[0], expertTensors[0], floatType: SafeTensorsDType.F16);
-        AssertRejected(dir, basePath, experts, $"expert {experts[0]} stores F16, base {basePath} stores F32");
+        SafeTensorsWriter.Save(experts[2], expertTensors[2], floatType: SafeTensorsDType.BF16);
+        var halves = expertTensors.Select((model, i) => (IReadOnlyDictionary<string, Tensor>)model.ToDictionary(
+            kv => kv.Key, kv => i == 1 || !kv.Value.is_floating_point() ? kv.Value : kv.Value.to_type(i == 0 ? ScalarType.Float16 : ScalarType.BFloat16))).ToList();
+
+        var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), basePath, experts, dir.File("out.safetensors"));
+        var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create("ties"), baseTensors, halves);
+        using var output = Checkpoint.Open(report.OutputPath);
+        foreach (var name in baseTensors.Keys)
+        {
+            using var streamed = output.ReadTensor(name);
+            CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), name);
+        }
     }
 
     [TestMethod]
@@ -167,6 +190,63 @@ public sealed class StreamingMergeDriverTests
         SafeTensorsWriter.Save(experts[1], new Dictionary<string, Tensor>(expertTensors[1]) { ["embed"] = poisoned });
         AssertRejected(dir, basePath, experts, "'embed'");
         AssertRejected(dir, basePath, experts, experts[1]);
+    }
+
+    [TestMethod]
+    public void NaNInTheBaseIsNamedWithItsFile()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, _) = WriteModels(dir);
+        var poisoned = baseTensors["blocks.1.weight"].clone();
+        poisoned[7, 15] = float.NegativeInfinity;
+        SafeTensorsWriter.Save(basePath, new Dictionary<string, Tensor>(baseTensors) { ["blocks.1.weight"] = poisoned });
+        AssertRejected(dir, basePath, experts, $"Tensor 'blocks.1.weight': the base model contains 1 NaN or infinite value(s). (file {basePath})");
+    }
+
+    /// <summary>A tensor of 1501 × 999 float32 (≈ 6 MB): read in several pieces, with a length that is no multiple of a SIMD vector.</summary>
+    private static (string Base, string[] Experts, Dictionary<string, Tensor> BaseTensors, List<Dictionary<string, Tensor>> ExpertTensors)
+        WriteLargeModels(TempDirectory dir)
+    {
+        var g = new Generator(3);
+        var baseTensors = new Dictionary<string, Tensor> { ["big"] = randn(1501, 999, generator: g), ["small"] = randn(3, generator: g) };
+        var experts = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value + (0.01 * randn(kv.Value.shape, generator: g)))).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
+        for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
+        return (dir.File("base.safetensors"), [dir.File("e0.safetensors"), dir.File("e1.safetensors")], baseTensors, experts);
+    }
+
+    [TestMethod]
+    public void TensorsLargerThanOneReadPieceMatchInMemory()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteLargeModels(dir);
+        foreach (string method in new[] { "task-arithmetic", "ties" })
+        {
+            var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), basePath, experts, dir.File($"{method}.safetensors"),
+                new StreamingMergeOptions { ExpertWeights = [0.5, 1.5] });
+            var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), baseTensors,
+                expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList(), [0.5, 1.5]);
+            using var output = Checkpoint.Open(report.OutputPath);
+            foreach (string name in baseTensors.Keys)
+            {
+                using var streamed = output.ReadTensor(name);
+                CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), $"{method} {name}");
+            }
+        }
+    }
+
+    [TestMethod]
+    [DataRow(0L, float.NaN)]
+    [DataRow(1_048_577L, float.PositiveInfinity)] // in the second 4 MiB piece
+    [DataRow(1_499_498L, float.NegativeInfinity)] // the last value, past the last whole SIMD vector
+    public void NonFiniteValueAnywhereInALargeTensorIsFound(long index, float bad)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, _, expertTensors) = WriteLargeModels(dir);
+        var poisoned = expertTensors[1]["big"].flatten().clone();
+        poisoned[index] = bad;
+        SafeTensorsWriter.Save(experts[1], new Dictionary<string, Tensor>(expertTensors[1]) { ["big"] = poisoned.reshape(1501, 999) });
+        AssertRejected(dir, basePath, experts, $"Tensor 'big': expert 1 ('{experts[1]}') contains 1 NaN or infinite value(s).");
     }
 
     [TestMethod]

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using System.Globalization;
+using Microsoft.ML.ModelMerging.Experiments;
+using Microsoft.ML.ModelMerging.Zoo;
+
+namespace Microsoft.ML.ModelMerging.Cli.Commands;
+
+// ML.NET declares a namespace Microsoft.ML.Command, which shadows System.CommandLine.Command inside our namespaces.
+using Command = System.CommandLine.Command;
+
+/// <summary><c>mlmerge compare</c>: AutoML-style comparison of merge strategies with a leaderboard, a report and charts.</summary>
+internal static class CompareCommand
+{
+    public static Command Create()
+    {
+        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
+        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
+        var methods = new Option<string?>("--methods") { Description = "Comma-separated methods (default: " + string.Join(",", MergeMethodSearch.Defaults.Select(d => d.Method)) + ")." };
+        var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h." };
+        var metric = new Option<string>("--metric") { Description = "average | normalized | worst", DefaultValueFactory = _ => "average" };
+        var noOnnx = new Option<bool>("--no-onnx") { Description = "Skip the ONNX export that measures model size and latency." };
+        var output = new Option<string>("--out") { Description = "Directory for leaderboard.csv/json, report.md and charts.", Required = true };
+        var command = new Command("compare", "Rank merge strategies on the zoo: validation chooses, test reports.") { zoo, tasks, methods, budget, metric, noOnnx, output };
+        command.SetAction((parse, cancellation) =>
+        {
+            var writer = parse.InvocationConfiguration.Output;
+            using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            var options = new MergeExperimentOptions
+            {
+                Searches = parse.GetValue(methods) is { } list ? MergeMethodSearch.For(list.Split(',', StringSplitOptions.RemoveEmptyEntries)) : MergeMethodSearch.Defaults,
+                TimeBudget = parse.GetValue(budget) is { } b ? ParseDuration(b) : null,
+                Metric = RankingMetrics.Parse(parse.GetValue(metric)!),
+                MeasureOnnx = !parse.GetValue(noOnnx),
+            };
+            var leaderboard = ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
+                p => ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}", p.Candidate, p.CandidateCount),
+                progress => new MergeExperiment(experts, options).Run(progress, cancellation));
+            var files = leaderboard.WriteAll(parse.GetValue(output)!);
+            writer.Write(leaderboard.ToText());
+            writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
+            writer.WriteLine($"files: {string.Join(", ", files.Select(Path.GetFileName))}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    /// <summary>Parses 90s, 15m, 1h, 1h30m or a TimeSpan (00:15:00).</summary>
+    public static TimeSpan ParseDuration(string text)
+    {
+        string t = text.Trim().ToLowerInvariant();
+        if (TimeSpan.TryParse(t, CultureInfo.InvariantCulture, out var span) && t.Contains(':')) return span;
+        var total = TimeSpan.Zero;
+        int start = 0;
+        for (int i = 0; i < t.Length; i++)
+        {
+            if (char.IsDigit(t[i]) || t[i] == '.') continue;
+            if (i == start || !double.TryParse(t[start..i], NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
+                throw new ArgumentException($"Cannot read duration '{text}': expected e.g. 90s, 15m, 1h.");
+            total += t[i] switch
+            {
+                'h' => TimeSpan.FromHours(value),
+                'm' => TimeSpan.FromMinutes(value),
+                's' => TimeSpan.FromSeconds(value),
+                _ => throw new ArgumentException($"Cannot read duration '{text}': unknown unit '{t[i]}'."),
+            };
+            start = i + 1;
+        }
+        if (start != t.Length) throw new ArgumentException($"Cannot read duration '{text}': a number needs a unit (s, m, h).");
+        return total;
+    }
+}

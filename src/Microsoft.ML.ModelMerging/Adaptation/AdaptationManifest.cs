@@ -1,0 +1,138 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Zoo;
+
+namespace Microsoft.ML.ModelMerging.Adaptation;
+
+/// <summary>What a finished (or interrupted) <see cref="AdaptationJob"/> recorded: completed steps, loss, time and result files.</summary>
+public sealed record AdaptationOutcome
+{
+    /// <summary>Adaptation steps completed (0 for Fisher and RegMean).</summary>
+    public required int CompletedSteps { get; init; }
+
+    /// <summary>Loss of the last step (sum over tasks of the mean entropy); null for Fisher and RegMean.</summary>
+    public double? FinalLoss { get; init; }
+
+    /// <summary>Wall time of the work, summed over the invocations that did it (a resumed run adds its part).</summary>
+    public required double Seconds { get; init; }
+
+    /// <summary>The result files, relative to the directory.</summary>
+    public required IReadOnlyList<string> Files { get; init; }
+}
+
+/// <summary>
+/// <c>adaptation.json</c> in the output directory of <see cref="AdaptationJob"/>: the method, the settings that decide
+/// the result, the tasks (in expert order), the zoo they came from (recipe hash), and once finished the outcome.
+/// Written before any work starts, so re-running the same command knows what the directory holds.
+/// </summary>
+public sealed record AdaptationManifest
+{
+    public const string FileName = "adaptation.json";
+
+    public int Format { get; init; } = 1;
+
+    /// <summary>Command-line name of the method (<see cref="AdaptationMethods.Name"/>).</summary>
+    public required string Method { get; init; }
+
+    /// <summary>The settings that apply to the method (<see cref="AdaptationJobOptions.Settings"/>).</summary>
+    public required IReadOnlyDictionary<string, double> Settings { get; init; }
+
+    /// <summary>Task names in expert order: the order of the routers' outputs and of AdaMerging's coefficients.</summary>
+    public required IReadOnlyList<string> Tasks { get; init; }
+
+    /// <summary>Recipe hash of the zoo the experts and heads came from; loading checks it.</summary>
+    public required string ZooRecipeHash { get; init; }
+
+    /// <summary>Full path of the zoo directory at run time (informative).</summary>
+    public required string Zoo { get; init; }
+
+    /// <summary>Which data the method read: the unlabeled test split (TTA) or labeled training examples.</summary>
+    public required string Data { get; init; }
+
+    /// <summary>How often checkpoints were written (not part of the run's identity).</summary>
+    public int CheckpointEvery { get; init; }
+
+    /// <summary>Null until the run has finished.</summary>
+    public AdaptationOutcome? Result { get; init; }
+
+    [JsonIgnore]
+    public AdaptationMethod ParsedMethod => AdaptationMethods.Parse(Method);
+
+    /// <summary>The manifest of a run of <paramref name="options"/> on <paramref name="experts"/>, before it starts.</summary>
+    public static AdaptationManifest For(ExpertSet experts, AdaptationJobOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(experts);
+        ArgumentNullException.ThrowIfNull(options);
+        return new AdaptationManifest
+        {
+            Method = options.Method.Name(),
+            Settings = options.Settings(),
+            Tasks = experts.TaskNames,
+            ZooRecipeHash = experts.Manifest.RecipeHash,
+            Zoo = Path.GetFullPath(experts.Directory),
+            Data = options.Method.IsTestTimeAdaptation()
+                ? "unlabeled test split of every task"
+                : $"{options.ExamplesPerTask} labeled training examples per task (stratified, seed {options.Seed})",
+            CheckpointEvery = options.Method.IsTestTimeAdaptation() ? options.CheckpointEvery : 0,
+        };
+    }
+
+    /// <summary>True when <paramref name="other"/> describes the same run (method, settings, tasks, zoo recipe).</summary>
+    public bool IsSameRunAs(AdaptationManifest other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return Method == other.Method
+            && ZooRecipeHash == other.ZooRecipeHash
+            && Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)
+            && Settings.Count == other.Settings.Count
+            && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out double value) && value.Equals(kv.Value));
+    }
+
+    /// <summary>One line naming the run's identity, for messages.</summary>
+    public string Describe() =>
+        $"{Method} on [{string.Join(", ", Tasks)}] (zoo {ZooRecipeHash}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"))}";
+
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Options);
+
+    /// <summary>True when <paramref name="directory"/> holds an <see cref="FileName"/>.</summary>
+    public static bool Exists(string directory) => Directory.Exists(directory) && File.Exists(Path.Combine(directory, FileName));
+
+    /// <exception cref="FileNotFoundException">No manifest in the directory.</exception>
+    /// <exception cref="InvalidDataException">The manifest is not valid.</exception>
+    public static AdaptationManifest Read(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"No {FileName} in {directory}: not the output of `mlmerge adapt`.", path);
+        }
+
+        try
+        {
+            var manifest = JsonSerializer.Deserialize<AdaptationManifest>(File.ReadAllText(path), Options)
+                ?? throw new InvalidDataException($"{path}: empty manifest.");
+            _ = manifest.ParsedMethod;
+            return manifest;
+        }
+        catch (Exception e) when (e is JsonException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path}: not a valid adaptation manifest: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Writes <c>adaptation.json</c> atomically.</summary>
+    public void Write(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        string temp = path + ".partial";
+        File.WriteAllText(temp, ToJson() + "\n");
+        File.Move(temp, path, overwrite: true);
+    }
+}

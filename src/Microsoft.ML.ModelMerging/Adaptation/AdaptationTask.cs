@@ -1,0 +1,29 @@
+using Microsoft.ML.ModelMerging.Models;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Adaptation;
+
+/// <summary>
+/// One task of a test-time adaptation run: its unlabeled images [N,C,H,W] (pixels in [0,1]) and its classification
+/// head, which stays frozen. The caller keeps owning both.
+/// </summary>
+public sealed record AdaptationTask(string Name, Tensor Images, ClassificationHead Head);
+
+/// <summary>Reported after every adaptation step.</summary>
+/// <param name="Step">Steps completed so far, counting steps of the run being resumed.</param>
+/// <param name="TotalSteps">Steps of the whole run.</param>
+/// <param name="Loss">Sum over tasks of the mean prediction entropy of this step's batches (before the update).</param>
+/// <param name="TaskEntropies">The mean entropy per task, in task order.</param>
+/// <param name="LearningRate">The rate used by this step.</param>
+/// <param name="CheckpointWritten">True when a checkpoint was written after this step.</param>
+public sealed record AdaptationProgress(int Step, int TotalSteps, double Loss, IReadOnlyList<double> TaskEntropies, double LearningRate, bool CheckpointWritten);
+
+/// <summary>What <see cref="TestTimeAdaptation.Run"/> did.</summary>
+/// <param name="StartStep">Steps already done when the run started (0, or the resumed checkpoint's step).</param>
+/// <param name="TotalSteps">Steps completed at the end (= the options' step count).</param>
+/// <param name="Losses">The loss of every step run by this call, in order.</param>
+public sealed record AdaptationResult(int StartStep, int TotalSteps, IReadOnlyList<double> Losses)
+{
+    /// <summary>Loss of the last step run by this call, NaN when none ran.</summary>
+    public double FinalLoss => Losses.Count > 0 ? Losses[^1] : double.NaN;
+}

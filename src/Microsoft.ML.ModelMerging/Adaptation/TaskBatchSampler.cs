@@ -1,0 +1,47 @@
+using Microsoft.ML.ModelMerging.Merging;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Adaptation;
+
+/// <summary>
+/// The images of one task drawn at each step: the task's images are visited pass after pass, each pass in its own
+/// permutation seeded by (seed, task, pass), and step s takes positions [s·B, (s+1)·B) of that endless sequence. The
+/// batch of a step depends only on (seed, task, step), so a resumed run draws exactly what an uninterrupted one would.
+/// </summary>
+internal sealed class TaskBatchSampler(long imageCount, int batchSize, long seed, int task)
+{
+    private long _cachedPass = -1;
+    private long[] _cachedPermutation = [];
+
+    public long[] Indices(int step)
+    {
+        var indices = new long[batchSize];
+        long position = (long)step * batchSize;
+        for (int filled = 0; filled < batchSize;)
+        {
+            long pass = position / imageCount;
+            long offset = position % imageCount;
+            long[] permutation = Permutation(pass);
+            int take = (int)Math.Min(batchSize - filled, imageCount - offset);
+            Array.Copy(permutation, offset, indices, filled, take);
+            filled += take;
+            position += take;
+        }
+
+        return indices;
+    }
+
+    private long[] Permutation(long pass)
+    {
+        if (pass != _cachedPass)
+        {
+            using var scope = NewDisposeScope();
+            using var generator = new Generator(StableSeed.Derive(seed, task, $"tta.pass.{pass}"));
+            _cachedPermutation = randperm(imageCount, generator: generator).data<long>().ToArray();
+            _cachedPass = pass;
+        }
+
+        return _cachedPermutation;
+    }
+}

@@ -1,0 +1,162 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Microsoft.ML.ModelMerging.Experiments;
+
+/// <summary>
+/// The ranked result of a merge experiment. Entries are ranked by the metric on the validation split (the split the
+/// choice is made on); test figures are reported beside them. A partial leaderboard (budget spent, cancelled) is valid.
+/// </summary>
+public sealed class Leaderboard
+{
+    public Leaderboard(IReadOnlyList<string> tasks, IReadOnlyDictionary<string, double> individual, RankingMetric metric,
+        IEnumerable<LeaderboardEntry> entries, bool complete, IReadOnlyList<string> skipped)
+    {
+        Tasks = tasks;
+        Individual = individual;
+        Metric = metric;
+        // Stable order: by score, then by method name, so equal scores rank the same way every run.
+        Entries = entries.OrderByDescending(e => e.ValidationScore).ThenBy(e => e.Method, StringComparer.Ordinal).ToList();
+        Complete = complete;
+        Skipped = skipped;
+    }
+
+    public IReadOnlyList<string> Tasks { get; }
+    public IReadOnlyDictionary<string, double> Individual { get; }
+    public RankingMetric Metric { get; }
+    public IReadOnlyList<LeaderboardEntry> Entries { get; }
+    /// <summary>False when the time budget or a cancellation stopped the experiment before every method ran.</summary>
+    public bool Complete { get; }
+    /// <summary>Methods that were not started (budget or cancellation).</summary>
+    public IReadOnlyList<string> Skipped { get; }
+    public LeaderboardEntry? Best => Entries.Count > 0 ? Entries[0] : null;
+
+    private static string F(double v, string format = "F4") => v.ToString(format, CultureInfo.InvariantCulture);
+    private static string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
+
+    public string ToCsv()
+    {
+        var text = new StringBuilder();
+        text.AppendLine("rank,method,candidate,validation_" + Metric.ToString().ToLowerInvariant() + ",test_average,test_normalized,test_worst," +
+            string.Join(",", Tasks.Select(t => "test_" + t)) + ",merge_seconds,parameters,model_bytes,latency_ms,candidates_tried");
+        for (int i = 0; i < Entries.Count; i++)
+        {
+            var e = Entries[i];
+            text.AppendLine(string.Join(",", new[]
+            {
+                (i + 1).ToString(CultureInfo.InvariantCulture), Csv(e.Method), Csv(e.Candidate), F(e.ValidationScore), F(e.TestAverage),
+                F(e.TestNormalized), F(e.TestWorst),
+            }.Concat(Tasks.Select(t => F(e.Test.PerTask[t]))).Concat(new[]
+            {
+                F(e.MergeSeconds, "F2"), e.ParameterCount.ToString(CultureInfo.InvariantCulture),
+                e.ModelBytes?.ToString(CultureInfo.InvariantCulture) ?? "", e.LatencyMilliseconds is { } l ? F(l, "F3") : "",
+                e.CandidatesTried.ToString(CultureInfo.InvariantCulture),
+            })));
+        }
+        return text.ToString();
+    }
+
+    private static string Csv(string value) => value.Contains(',') || value.Contains('"') ? "\"" + value.Replace("\"", "\"\"") + "\"" : value;
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(new
+    {
+        metric = Metric.ToString().ToLowerInvariant(),
+        complete = Complete,
+        skipped = Skipped,
+        tasks = Tasks,
+        individual = Individual,
+        entries = Entries.Select((e, i) => new
+        {
+            rank = i + 1,
+            method = e.Method,
+            candidate = e.Candidate,
+            validation_score = e.ValidationScore,
+            test = e.Test.PerTask,
+            test_average = e.TestAverage,
+            test_normalized = e.TestNormalized,
+            test_worst = e.TestWorst,
+            merge_seconds = e.MergeSeconds,
+            parameters = e.ParameterCount,
+            model_bytes = e.ModelBytes,
+            latency_ms = e.LatencyMilliseconds,
+            candidates_tried = e.CandidatesTried,
+            note = e.Note,
+        }),
+    }, JsonOptions);
+
+    /// <summary>The leaderboard as a console table.</summary>
+    public string ToText()
+    {
+        var text = new StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"{"#",2} {"method",-18} {"val " + Metric.ToString().ToLowerInvariant(),12} {"test avg",9} {"test norm",9} {"worst",6} {"params",9} {"onnx MB",8} {"ms/img",7}  setting");
+        for (int i = 0; i < Entries.Count; i++)
+        {
+            var e = Entries[i];
+            text.AppendLine(CultureInfo.InvariantCulture,
+                $"{i + 1,2} {e.Method,-18} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
+        }
+        if (!Complete) text.AppendLine($"stopped early; not run: {string.Join(", ", Skipped)}");
+        return text.ToString();
+    }
+
+    /// <summary>report.md: the leaderboard, the per-task table (FusionBench layout) and the charts.</summary>
+    public string ToMarkdown(IEnumerable<string> chartFiles)
+    {
+        var text = new StringBuilder();
+        text.AppendLine("# Merge strategy comparison");
+        text.AppendLine();
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"Ranked by **{Metric.ToString().ToLowerInvariant()}** accuracy on the validation split (where each method's hyperparameters were chosen); the test split is reported.");
+        if (!Complete) text.AppendLine().AppendLine($"The experiment stopped early (time budget or cancellation); not run: {string.Join(", ", Skipped)}.");
+        text.AppendLine();
+        text.AppendLine("| rank | method | setting | validation | test avg | test norm. | worst task | parameters | ONNX size | latency (ms/image) | merge time (s) |");
+        text.AppendLine("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (int i = 0; i < Entries.Count; i++)
+        {
+            var e = Entries[i];
+            text.AppendLine(CultureInfo.InvariantCulture,
+                $"| {i + 1} | {e.Method} | `{e.Candidate}` | {Pct(e.ValidationScore)} | {Pct(e.TestAverage)} | {Pct(e.TestNormalized)} | {Pct(e.TestWorst)} | {e.ParameterCount:N0} | {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") + " MB" : "-")} | {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-")} | {F(e.MergeSeconds, "F1")} |");
+        }
+        text.AppendLine();
+        text.AppendLine("## Test accuracy per task");
+        text.AppendLine();
+        var table = new AccuracyTable(Tasks, Individual);
+        table.Add("Individual", new Zoo.TaskAccuracies(Individual));
+        foreach (var e in Entries) table.Add(e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
+        text.Append(table.ToMarkdown());
+        foreach (var chart in chartFiles)
+            text.AppendLine().AppendLine($"![{Path.GetFileNameWithoutExtension(chart)}]({Path.GetFileName(chart)})");
+        return text.ToString();
+    }
+
+    /// <summary>Writes leaderboard.csv, leaderboard.json, report.md and the charts into <paramref name="directory"/>; returns the files.</summary>
+    public IReadOnlyList<string> WriteAll(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var charts = LeaderboardCharts.Write(this, directory);
+        var files = new List<string>
+        {
+            WriteAtomically(Path.Combine(directory, "leaderboard.csv"), ToCsv()),
+            WriteAtomically(Path.Combine(directory, "leaderboard.json"), ToJson()),
+            WriteAtomically(Path.Combine(directory, "report.md"), ToMarkdown(charts)),
+        };
+        files.AddRange(charts);
+        return files;
+    }
+
+    private static string WriteAtomically(string path, string content)
+    {
+        File.WriteAllText(path + ".partial", content);
+        File.Move(path + ".partial", path, overwrite: true);
+        return path;
+    }
+}

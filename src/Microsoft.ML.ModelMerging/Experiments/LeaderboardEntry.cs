@@ -1,0 +1,27 @@
+using Microsoft.ML.ModelMerging.Zoo;
+
+namespace Microsoft.ML.ModelMerging.Experiments;
+
+/// <summary>One row of a merge experiment's leaderboard: the best setting of one method, measured on the test split.</summary>
+public sealed record LeaderboardEntry
+{
+    public required string Method { get; init; }
+    /// <summary>The chosen setting, e.g. <c>task-arithmetic lambda=0.3</c>.</summary>
+    public required string Candidate { get; init; }
+    /// <summary>How many settings were tried on the validation split to choose it.</summary>
+    public required int CandidatesTried { get; init; }
+    /// <summary>Ranking score of the chosen setting on the validation split.</summary>
+    public required double ValidationScore { get; init; }
+    public required TaskAccuracies Test { get; init; }
+    public required double TestAverage { get; init; }
+    public required double TestNormalized { get; init; }
+    public required double TestWorst { get; init; }
+    /// <summary>Seconds spent merging / adapting and evaluating every setting of this method.</summary>
+    public required double MergeSeconds { get; init; }
+    public required long ParameterCount { get; init; }
+    /// <summary>Size of the exported ONNX model; null when the method has no exporter yet.</summary>
+    public long? ModelBytes { get; init; }
+    /// <summary>ONNX Runtime latency of one image (batch 1, median); null when not measured.</summary>
+    public double? LatencyMilliseconds { get; init; }
+    public string Note { get; init; } = "";
+}

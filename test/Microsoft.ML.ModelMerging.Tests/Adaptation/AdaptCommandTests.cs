@@ -1,0 +1,214 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.DataMerging;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Runtime;
+using Microsoft.ML.ModelMerging.Tests.Models;
+using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Zoo;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.Adaptation;
+
+/// <summary>
+/// <c>mlmerge adapt</c> on the committed zoo (short runs on its two smallest tasks) and <c>mlmerge eval</c> of the result,
+/// checked against the library run directly and accuracies counted here.
+/// </summary>
+[TestClass]
+public sealed class AdaptCommandTests
+{
+    private static readonly string[] TwoTasks = ["optical-digits", "glyph-digits"];
+
+    [ClassInitialize]
+    public static void ClassInitialize(TestContext context) => SingleTorchThread.Enter();
+
+    [ClassCleanup]
+    public static void ClassCleanup() => SingleTorchThread.Exit();
+
+    [TestMethod]
+    public void EvalOfAShortWemoeRunEqualsTheSameRunEvaluatedDirectly()
+    {
+        string zoo = CommittedZoo.Directory;
+        using var directory = new TempDirectory();
+        string output = directory.File("wemoe");
+
+        var (exit, text, error) = CliRunner.Run("adapt", "--zoo", zoo, "--method", "wemoe", "--task", TwoTasks[0], "--task", TwoTasks[1],
+            "--steps", "3", "--batch", "4", "--router-layers", "1", "--lr", "0.01", "--seed", "4", "--out", output);
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, "wemoe on 2 tasks: 3 steps");
+        var manifest = AdaptationManifest.Read(output);
+        CollectionAssert.AreEqual(TwoTasks, manifest.Tasks.ToArray());
+        Assert.AreEqual(1, manifest.Settings["router_depth"]);
+        CollectionAssert.AreEquivalent(new[] { "routers.safetensors", "merged.safetensors", "checkpoint.safetensors", "losses.csv" }, manifest.Result!.Files.ToArray());
+
+        // Evaluated on one task: the adapted model is still rebuilt with both experts, in the run's order.
+        (exit, text, error) = CliRunner.Run("eval", "--model", output, "--zoo", zoo, "--task", TwoTasks[0]);
+        Assert.AreEqual(0, exit, error);
+
+        using var experts = ExpertSet.Load(zoo, TwoTasks);
+        var splits = TwoTasks.Select(t => experts.LoadData(t)).ToList();
+        var tasks = TwoTasks.Select((t, i) => new AdaptationTask(t, splits[i].Test.ToTensor(), experts.Head(t))).ToList();
+        using var moe = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions { RouterDepth = 1, Seed = 4 });
+        TestTimeAdaptation.Run(moe, tasks, new TestTimeAdaptationOptions { LearningRate = 0.01, Steps = 3, BatchSizePerTask = 4, Seed = 4 });
+
+        using (var oneTask = ExpertSet.Load(zoo, [TwoTasks[0]]))
+        using (var loaded = AdaptedModel.Load(output, oneTask))
+        {
+            foreach (var (name, parameter) in moe.RouterParameters)
+            {
+                Assert.IsTrue(ModelTestData.Identical(parameter.detach(), loaded.WeightEnsembling!.RouterParameters[name].detach()), name);
+            }
+        }
+
+        string expected = (100.0 * CountCorrect(x => tasks[0].Head.Forward(moe.Forward(x)), tasks[0].Images, splits[0].Test.Labels.ToArray())
+            / splits[0].Test.Count).ToString("F1", CultureInfo.InvariantCulture);
+        StringAssert.Matches(text, new Regex($@"{TwoTasks[0]}\s+{Regex.Escape(expected)}\s"));
+        foreach (var task in tasks)
+        {
+            task.Images.Dispose();
+        }
+    }
+
+    [TestMethod]
+    public void AnInterruptedRunContinuesFromItsCheckpointToTheUninterruptedResult()
+    {
+        string zoo = CommittedZoo.Directory;
+        using var directory = new TempDirectory();
+        string interrupted = directory.File("interrupted"), uninterrupted = directory.File("uninterrupted");
+        string[] Arguments(string output, string learningRate = "0.001") =>
+            ["adapt", "--zoo", zoo, "--method", "adamerging-layer", "--task", "optical-digits", "--steps", "4", "--batch", "4", "--lr", learningRate,
+             "--checkpoint-every", "2", "--out", output];
+
+        // Stopped after step 3; the checkpoint of step 2 is the last complete one.
+        using (var experts = ExpertSet.Load(zoo, ["optical-digits"]))
+        using (var cancellation = new CancellationTokenSource())
+        {
+            var options = new AdaptationJobOptions { Method = AdaptationMethod.AdaMergingLayerWise, Steps = 4, BatchSizePerTask = 4, LearningRate = 0.001, CheckpointEvery = 2 };
+            var progress = new SynchronousProgress<AdaptationJobProgress>(p =>
+            {
+                if (p.Stage == "adapting" && p.Done == 3)
+                {
+                    cancellation.Cancel();
+                }
+            });
+            Assert.ThrowsExactly<OperationCanceledException>(() => AdaptationJob.Run(experts, options, interrupted, progress: progress, cancellationToken: cancellation.Token));
+        }
+
+        Assert.AreEqual(2, AdaptationCheckpoint.ReadCompletedSteps(Path.Combine(interrupted, AdaptationJob.CheckpointFileName)));
+        var (exit, text, error) = CliRunner.Run("eval", "--model", interrupted, "--zoo", zoo, "--task", "optical-digits");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "has not finished (checkpoint at step 2)");
+
+        (exit, text, error) = CliRunner.Run(Arguments(interrupted));
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, "4 steps (resumed at step 2)");
+        (exit, _, error) = CliRunner.Run(Arguments(uninterrupted));
+        Assert.AreEqual(0, exit, error);
+
+        using (var scope = NewDisposeScope())
+        using (var resumed = ModelCheckpoints.LoadBackbone(Path.Combine(interrupted, AdaptationJob.ModelFileName)))
+        using (var straight = ModelCheckpoints.LoadBackbone(Path.Combine(uninterrupted, AdaptationJob.ModelFileName)))
+        {
+            foreach (var (name, tensor) in straight.Weights)
+            {
+                Assert.IsTrue(ModelTestData.Identical(tensor, resumed.Weights[name]), name);
+            }
+        }
+
+        static string[] LossColumns(string directory) => [.. File.ReadAllLines(Path.Combine(directory, AdaptationJob.LossesFileName))
+            .Select(line => string.Join(",", line.Split(',').Where((_, i) => i != 1)))];
+        string[] losses = LossColumns(interrupted);
+        Assert.HasCount(5, losses);
+        CollectionAssert.AreEqual(LossColumns(uninterrupted), losses);
+
+        (exit, text, error) = CliRunner.Run(Arguments(interrupted));
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, "already complete (4 steps");
+
+        (exit, _, error) = CliRunner.Run(Arguments(interrupted, learningRate: "0.01"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "holds another run");
+    }
+
+    /// <summary>Fisher and RegMean write the backbone the library computes from the same training examples; eval reads the directory.</summary>
+    [TestMethod]
+    [DataRow("fisher")]
+    [DataRow("regmean")]
+    public void FisherAndRegMeanWriteTheBackboneTheLibraryComputes(string method)
+    {
+        string zoo = CommittedZoo.Directory;
+        using var directory = new TempDirectory();
+        string output = directory.File(method);
+
+        var (exit, text, error) = CliRunner.Run("adapt", "--zoo", zoo, "--method", method, "--task", TwoTasks[0], "--task", TwoTasks[1],
+            "--examples", "6", "--seed", "2", "--out", output);
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, $"{method} on 2 tasks: 6 training examples per task");
+
+        using var scope = NewDisposeScope();
+        using var experts = ExpertSet.Load(zoo, TwoTasks);
+        var examples = TwoTasks.Select(t =>
+        {
+            var train = ExpertExamples.Sample(experts.LoadData(t).Train, 6, seed: 2);
+            Assert.AreEqual(6, train.Count);
+            return new ExpertExamples(t, experts.Expert(t), train.ToTensor()) { Head = experts.Head(t), Labels = train.LabelsToTensor() };
+        }).ToList();
+        var expected = method == "fisher" ? FisherMerge.Merge(experts.Config, examples) : RegMeanMerge.Merge(experts.Config, examples);
+        using var written = ModelCheckpoints.LoadBackbone(Path.Combine(output, AdaptationJob.ModelFileName));
+        Assert.AreEqual(method, written.Metadata[AdaptationJob.MethodMetadataKey]);
+        foreach (var (name, tensor) in expected)
+        {
+            Assert.IsLessThan(1e-6, ModelTestData.MaxAbsDiff(tensor, written.Weights[name]), name);
+        }
+
+        var (_, fromDirectory, _) = CliRunner.Run("eval", "--model", output, "--zoo", zoo, "--task", TwoTasks[0], "--split", "val");
+        var (_, fromFile, _) = CliRunner.Run("eval", "--model", Path.Combine(output, AdaptationJob.ModelFileName), "--zoo", zoo, "--task", TwoTasks[0], "--split", "val");
+        StringAssert.Contains(fromDirectory, TwoTasks[0]);
+        Assert.AreEqual(fromFile, fromDirectory);
+    }
+
+    [TestMethod]
+    public void BadMethodsAndSettingsAreOneLineErrors()
+    {
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "ties", "--out", "unused");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "Unknown adaptation method 'ties': expected one of wemoe, e-wemoe, adamerging-task, adamerging-layer, fisher, regmean");
+
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "e-wemoe", "--keep", "0", "--router-layers", "3", "--out", "unused");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "the router depth must be 0, 1 or 2 (got 3); Keep must be in (0, 1] (got 0)");
+        Assert.IsFalse(Directory.Exists("unused"));
+    }
+
+    private static int CountCorrect(Func<Tensor, Tensor> logits, Tensor images, int[] labels)
+    {
+        int correct = 0;
+        using var noGrad = no_grad();
+        for (int start = 0; start < labels.Length; start += 100)
+        {
+            using var scope = NewDisposeScope();
+            int size = Math.Min(100, labels.Length - start);
+            float[] scores = logits(images.narrow(0, start, size)).data<float>().ToArray();
+            int classes = scores.Length / size;
+            for (int i = 0; i < size; i++)
+            {
+                int best = 0;
+                for (int c = 1; c < classes; c++)
+                {
+                    if (scores[(i * classes) + c] > scores[(i * classes) + best])
+                    {
+                        best = c;
+                    }
+                }
+
+                if (best == labels[start + i])
+                {
+                    correct++;
+                }
+            }
+        }
+
+        return correct;
+    }
+}
