@@ -32,6 +32,8 @@ var ml = new MLContext(seed: 1);
 var merge = ml.Transforms.MergeExperts(experts, new MergeExpertsOptions
 {
     Method = method,
+    // Read only by methods that adapt on the unlabeled images (wemoe, adamerging-*): which task each image belongs to.
+    TaskColumnName = nameof(ImageFile.Task),
     ModelPath = Path.Combine(output, "merged.onnx"),
 });
 var pipeline = ml.Transforms.LoadImages("image", imagesDirectory, nameof(ImageFile.Path))
@@ -43,30 +45,19 @@ var pipeline = ml.Transforms.LoadImages("image", imagesDirectory, nameof(ImageFi
     .Append(ml.Transforms.Concatenate("Labels", merge.Outputs.Select(o => o.PredictedLabelColumnName).ToArray()))
     .Append(ml.Transforms.Concatenate("Scores", merge.Outputs.Select(o => o.ScoreColumnName).ToArray()));
 string zip = Path.Combine(output, "merged.zip");
-List<Prediction> predictions;
-try
+using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(images)))
 {
-    using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(images)))
-    {
-        ml.Model.Save(model, null, zip);
-    }
-
-    Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
-
-    // 2. An application: a fresh MLContext loads the zip and scores one image at a time.
-    var app = new MLContext();
-    ITransformer loaded = app.Model.Load(zip, out _);
-    var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
-    predictions = images.Select(engine.Predict).ToList();
-    (loaded as IDisposable)?.Dispose();
+    ml.Model.Save(model, null, zip);
 }
-catch (Exception e) when (SkiaSharpMismatch(e) is { } mismatch)
-{
-    // ML.NET 5.0.1's ImageAnalytics is built against SkiaSharp 2.88; next to SkiaSharp 3 its ExtractPixels cannot run.
-    Console.WriteLine($"note: ML.NET's ExtractPixels cannot run with SkiaSharp {typeof(SKBitmap).Assembly.GetName().Version} ({mismatch.Message});");
-    Console.WriteLine("      decoding the PNG files with ImageFolderReader (centre crop, resize, grayscale) and scoring pixel vectors instead.");
-    predictions = ScoreDecodedPixels(experts, method, imagesDirectory);
-}
+
+Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
+
+// 2. An application: a fresh MLContext loads the zip and scores one image at a time.
+var app = new MLContext();
+ITransformer loaded = app.Model.Load(zip, out _);
+var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
+List<Prediction> predictions = images.Select(engine.Predict).ToList();
+(loaded as IDisposable)?.Dispose();
 
 // 3. Per image: the prediction of its own task's head, then every head's label.
 Console.WriteLine();
@@ -90,20 +81,6 @@ for (int i = 0; i < images.Count; i++)
 Console.WriteLine();
 Console.WriteLine($"own-task predictions correct: {correct}/{images.Count}; total {clock.Elapsed.TotalSeconds:F1} s");
 return 0;
-
-// ML.NET reports errors of its worker threads wrapped in other exceptions.
-static MissingMethodException? SkiaSharpMismatch(Exception? e)
-{
-    for (; e is not null; e = e.InnerException)
-    {
-        if (e is MissingMethodException missing && missing.Message.Contains("SkiaSharp", StringComparison.Ordinal))
-        {
-            return missing;
-        }
-    }
-
-    return null;
-}
 
 static string Short(string task) => task.Replace("glyph-", "g-", StringComparison.Ordinal);
 
@@ -188,21 +165,6 @@ static void WritePng(ReadOnlySpan<float> gray, int side, int size, string path)
     File.WriteAllBytes(path, data.ToArray());
 }
 
-// The same merge, fed pixels the library decoded (values in [0, 1]) instead of ML.NET's image transforms.
-static List<Prediction> ScoreDecodedPixels(ExpertSet experts, string method, string root)
-{
-    ImageDataset decoded = ImageFolderReader.Read(root, 28, 28, ImageColorMode.Grayscale);
-    var ml = new MLContext(seed: 1);
-    var merge = ml.Transforms.MergeExperts(experts, new MergeExpertsOptions { Method = method, InputRange = PixelRange.Unit });
-    var rows = Enumerable.Range(0, decoded.Count).Select(i => new PixelInput { Pixels = decoded.Image(i).ToArray() }).ToList();
-    using var model = merge
-        .Append(ml.Transforms.Concatenate("Labels", merge.Outputs.Select(o => o.PredictedLabelColumnName).ToArray()))
-        .Append(ml.Transforms.Concatenate("Scores", merge.Outputs.Select(o => o.ScoreColumnName).ToArray()))
-        .Fit(ml.Data.LoadFromEnumerable(rows));
-    var engine = ml.Model.CreatePredictionEngine<PixelInput, Prediction>(model);
-    return rows.Select(engine.Predict).ToList();
-}
-
 internal sealed class ImageFile
 {
     /// <summary>Relative to the images folder.</summary>
@@ -215,13 +177,6 @@ internal sealed class ImageFile
     public int Width { get; set; }
 
     public int Height { get; set; }
-}
-
-internal sealed class PixelInput
-{
-    [ColumnName("pixels")]
-    [VectorType(28 * 28)]
-    public float[] Pixels { get; set; } = [];
 }
 
 internal sealed class Prediction

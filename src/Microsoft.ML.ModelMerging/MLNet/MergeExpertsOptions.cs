@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Onnx;
 
@@ -33,7 +34,12 @@ public class MergeExpertsOptions
     /// <summary>Default <see cref="PredictedLabelColumnName"/> (ML.NET's multiclass convention).</summary>
     public const string DefaultPredictedLabelColumnName = "PredictedLabel";
 
-    /// <summary>A weight-only merge method of <see cref="MergeMethodRegistry.Default"/> (<c>mlmerge merge --list</c>); ignored when <see cref="Strategy"/> is set.</summary>
+    /// <summary>
+    /// A weight-only merge method of <see cref="MergeMethodRegistry.Default"/> (<c>mlmerge merge --list</c>), or a method
+    /// trained by test-time adaptation on the unlabeled images of <c>Fit</c> (<c>wemoe</c>, <c>e-wemoe</c>,
+    /// <c>adamerging-task</c>, <c>adamerging-layer</c>; see <see cref="TestTimeAdaptationStrategy"/>, which needs
+    /// <see cref="TaskColumnName"/>). Ignored when <see cref="Strategy"/> is set.
+    /// </summary>
     public string Method { get; set; } = "task-arithmetic";
 
     /// <summary>Parameters of <see cref="Method"/> by name (e.g. <c>lambda</c> → <c>0.3</c>); absent ones take their defaults.</summary>
@@ -93,6 +99,18 @@ public class MergeExpertsOptions
     public bool FallbackToCpu { get; set; }
 
     /// <summary>The strategy this estimator runs: <see cref="Strategy"/>, or the weight-only <see cref="Method"/> with <see cref="Parameters"/>.</summary>
-    public virtual IMergeStrategy CreateStrategy() =>
-        Strategy ?? new WeightMergeStrategy(Method, new MergeParameters(Parameters));
+    public virtual IMergeStrategy CreateStrategy()
+    {
+        if (Strategy is not null)
+        {
+            return Strategy;
+        }
+
+        if (!MergeMethodRegistry.Default.TryGet(Method, out _) && AdaptationMethods.All.Contains(Method.Trim(), StringComparer.OrdinalIgnoreCase))
+        {
+            return TestTimeAdaptationStrategy.Create(Method, Parameters);
+        }
+
+        return new WeightMergeStrategy(Method, new MergeParameters(Parameters));
+    }
 }
