@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.Data;
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
@@ -12,10 +13,11 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Benchmarks;
 
 /// <summary>
-/// Scoring throughput of the dense merged model (task arithmetic over the zoo, every task's head and softmax): ONNX Runtime
-/// on the exported model against the TorchSharp eager forward, same images, same thread count, interleaved rounds in one
-/// run (the ratio is the figure; absolute rates depend on the machine). Also ML.NET's row-at-a-time scoring through
-/// <c>MergeExperts</c> (Transform and PredictionEngine) and the exported file sizes in float32 and float16.
+/// Scoring throughput of the dense merged model (task arithmetic over the zoo) and of the WEMoE upscaled model (every task's
+/// head and softmax): ONNX Runtime on the exported model against the TorchSharp eager forward, same images, same thread
+/// count, interleaved rounds in one run (the ratios are the figures; absolute rates depend on the machine); WEMoE's latency
+/// over the dense model's; ML.NET's row-at-a-time scoring through <c>MergeExperts</c> (Transform and PredictionEngine); the
+/// exported file sizes in float32 and float16.
 /// Prints Markdown for docs/benchmarks.md.
 /// </summary>
 internal static class OnnxScoringBenchmark
@@ -35,6 +37,9 @@ internal static class OnnxScoringBenchmark
         }
     }
 
+    /// <summary>A model scored by both runtimes: its ONNX bytes and the TorchSharp eager forward to the features.</summary>
+    private sealed record ScoredModel(string Name, byte[] Onnx, Func<Tensor, Tensor> Features, IReadOnlyList<(string Storage, long Bytes)> Sizes);
+
     private static int Measure(string zoo, int imageCount, int threads, int rounds, int[] batchSizes)
     {
         using var experts = ExpertSet.Load(zoo);
@@ -42,12 +47,23 @@ internal static class OnnxScoringBenchmark
         using MergeResult merged = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create("task-arithmetic"),
             experts.Pretrained, experts.Experts, expertNames: experts.TaskNames);
         var heads = experts.TaskNames.Select(t => new OnnxTaskHead(t, experts.Head(t))).ToArray();
-        var exports = new Dictionary<OnnxWeightPrecision, byte[]>();
-        foreach (OnnxWeightPrecision precision in new[] { OnnxWeightPrecision.Float32, OnnxWeightPrecision.Float16 })
+        var noFeatures = new VitOnnxExportOptions { IncludeFeatures = false };
+        byte[] Dense(OnnxWeightPrecision precision) =>
+            new DenseVitOnnxExporter(config, merged.Merged, heads, noFeatures with { WeightPrecision = precision }).Export();
+
+        // WEMoE with freshly initialised 2-layer routers: trained routers have the same shapes, so the same cost.
+        using var moe = WeightEnsemblingMoE.Create(config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions());
+        byte[] Upscaled(OnnxWeightPrecision taskVectors) =>
+            new WeightEnsemblingOnnxExporter(moe, heads, noFeatures, taskVectors).Export();
+
+        byte[] dense32 = Dense(OnnxWeightPrecision.Float32), moe32 = Upscaled(OnnxWeightPrecision.Float32);
+        var models = new[]
         {
-            exports[precision] = new DenseVitOnnxExporter(config, merged.Merged, heads,
-                new VitOnnxExportOptions { WeightPrecision = precision, IncludeFeatures = false }).Export();
-        }
+            new ScoredModel("dense (task arithmetic)", dense32, images => VisionTransformer.Forward(config, merged.Merged, images),
+                [("float32", dense32.Length), ("float16 weights", Dense(OnnxWeightPrecision.Float16).Length)]),
+            new ScoredModel("WEMoE (2-layer routers)", moe32, moe.Forward,
+                [("float32", moe32.Length), ("float16 task vectors", Upscaled(OnnxWeightPrecision.Float16).Length)]),
+        };
 
         // Seeded images in [0, 1]: the computation does not depend on the content.
         float[] pixels;
@@ -65,62 +81,94 @@ internal static class OnnxScoringBenchmark
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
         };
-        using var session = new InferenceSession(exports[OnnxWeightPrecision.Float32], sessionOptions);
-        string[] outputs = session.OutputNames.ToArray();
-
-        Console.Error.WriteLine($"onnx-scoring: {imageCount} images, {threads} thread(s), {rounds} rounds, batches {string.Join(", ", batchSizes)}");
-        var rows = new List<string>();
-        foreach (int batch in batchSizes)
+        var sessions = models.Select(m => new InferenceSession(m.Onnx, sessionOptions)).ToArray();
+        try
         {
-            CheckSameScores(session, outputs, config, merged.Merged, heads, pixels, size, Math.Min(batch, imageCount));
-            var ort = new List<double>();
-            var eager = new List<double>();
-            OrtImagesPerSecond(session, outputs, pixels, size, batch, Math.Min(imageCount, 64));   // warm-up
-            TorchImagesPerSecond(config, merged.Merged, heads, pixels, size, batch, Math.Min(imageCount, 64));
-            for (int round = 0; round < rounds; round++)
+            string[] outputs = sessions[0].OutputNames.ToArray();
+            Console.Error.WriteLine($"onnx-scoring: {imageCount} images, {threads} thread(s), {rounds} rounds, batches {string.Join(", ", batchSizes)}");
+            var rows = new List<string>();
+            var latencyRatios = new List<string>();
+            foreach (int batch in batchSizes)
             {
-                ort.Add(OrtImagesPerSecond(session, outputs, pixels, size, batch, imageCount));
-                eager.Add(TorchImagesPerSecond(config, merged.Merged, heads, pixels, size, batch, imageCount));
+                var ortRates = new List<double>[models.Length];
+                for (int m = 0; m < models.Length; m++)
+                {
+                    CheckSameScores(sessions[m], outputs, models[m].Features, heads, pixels, size, Math.Min(batch, imageCount));
+                    OrtImagesPerSecond(sessions[m], outputs, pixels, size, batch, Math.Min(imageCount, 64));   // warm-up
+                    TorchImagesPerSecond(models[m].Features, heads, pixels, size, batch, Math.Min(imageCount, 64));
+                }
+
+                var ort = models.Select(_ => new List<double>()).ToArray();
+                var eager = models.Select(_ => new List<double>()).ToArray();
+                for (int round = 0; round < rounds; round++)
+                {
+                    for (int m = 0; m < models.Length; m++)
+                    {
+                        ort[m].Add(OrtImagesPerSecond(sessions[m], outputs, pixels, size, batch, imageCount));
+                        eager[m].Add(TorchImagesPerSecond(models[m].Features, heads, pixels, size, batch, imageCount));
+                    }
+                }
+
+                for (int m = 0; m < models.Length; m++)
+                {
+                    double ratio = Median(ort[m].Zip(eager[m], (o, t) => o / t).ToList());
+                    rows.Add(string.Create(CultureInfo.InvariantCulture,
+                        $"| {models[m].Name} | {batch} | {Median(ort[m]):F0} | {Median(eager[m]):F0} | {ratio:F2}× |"));
+                    Console.Error.WriteLine(rows[^1]);
+                }
+
+                // Latency per image is the inverse rate; the per-round ratio cancels the machine's drift between rounds.
+                double latency = Median(ort[0].Zip(ort[1], (dense, upscaled) => dense / upscaled).ToList());
+                latencyRatios.Add(string.Create(CultureInfo.InvariantCulture, $"| {batch} | {1000 / Median(ort[0]):F3} | {1000 / Median(ort[1]):F3} | {latency:F2}× |"));
             }
 
-            double ratio = Median(ort.Zip(eager, (o, t) => o / t).ToList());
-            rows.Add(string.Create(CultureInfo.InvariantCulture,
-                $"| {batch} | {Median(ort):F0} | {Median(eager):F0} | {ratio:F2}× |"));
-            Console.Error.WriteLine(rows[^1]);
+            var (transformRate, engineRate) = MlNetImagesPerSecond(experts, pixels, size, Math.Min(imageCount, 512), rounds);
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"Zoo models ({experts.TaskNames.Count} heads + softmax), {config.Layers} layers, width {config.Width}, " +
+                $"{config.ImageSize}×{config.ImageSize}×{config.Channels}; {threads} thread(s) for both runtimes; median of {rounds} interleaved rounds over {imageCount} images."));
+            Console.WriteLine();
+            Console.WriteLine("| model | batch | ONNX Runtime images/s | TorchSharp eager images/s | ratio (median of per-round ratios) |");
+            Console.WriteLine("|---|---:|---:|---:|---:|");
+            rows.ForEach(Console.WriteLine);
+            Console.WriteLine();
+            Console.WriteLine("| batch | dense ms/image (ONNX Runtime) | WEMoE ms/image | WEMoE / dense latency |");
+            Console.WriteLine("|---:|---:|---:|---:|");
+            latencyRatios.ForEach(Console.WriteLine);
+            Console.WriteLine();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"ML.NET (MergeExperts → OnnxTransformer, dense model, one row per ONNX Runtime call, default session threads): Transform {transformRate:F0} images/s, PredictionEngine {engineRate:F0} images/s."));
+            Console.WriteLine();
+            Console.WriteLine("| exported model | storage | bytes |");
+            Console.WriteLine("|---|---|---:|");
+            foreach (ScoredModel model in models)
+            {
+                foreach (var (storage, bytes) in model.Sizes)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {model.Name} | {storage} | {bytes:N0} |"));
+                }
+            }
         }
-
-        var (transformRate, engineRate) = MlNetImagesPerSecond(experts, pixels, size, Math.Min(imageCount, 512), rounds);
-
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Dense merged model (task arithmetic, {experts.TaskNames.Count} heads + softmax), {config.Layers} layers, width {config.Width}, " +
-            $"{config.ImageSize}×{config.ImageSize}×{config.Channels}; {threads} thread(s) for both runtimes; median of {rounds} interleaved rounds over {imageCount} images."));
-        Console.WriteLine();
-        Console.WriteLine("| batch | ONNX Runtime images/s | TorchSharp eager images/s | ratio (median of per-round ratios) |");
-        Console.WriteLine("|---:|---:|---:|---:|");
-        rows.ForEach(Console.WriteLine);
-        Console.WriteLine();
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"ML.NET (MergeExperts → OnnxTransformer, one row per ONNX Runtime call, default session threads): Transform {transformRate:F0} images/s, PredictionEngine {engineRate:F0} images/s."));
-        Console.WriteLine();
-        Console.WriteLine("| exported model | bytes |");
-        Console.WriteLine("|---|---:|");
-        foreach (var (precision, bytes) in exports)
+        finally
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {precision} weights | {bytes.Length:N0} |"));
+            foreach (InferenceSession session in sessions)
+            {
+                session.Dispose();
+            }
         }
 
         return 0;
     }
 
     /// <summary>Both runtimes compute the same probabilities (otherwise the timing compares different work).</summary>
-    private static void CheckSameScores(InferenceSession session, string[] outputs, VisionTransformerConfig config,
-        IReadOnlyDictionary<string, Tensor> weights, OnnxTaskHead[] heads, float[] pixels, int size, int batch)
+    private static void CheckSameScores(InferenceSession session, string[] outputs, Func<Tensor, Tensor> forward,
+        OnnxTaskHead[] heads, float[] pixels, int size, int batch)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         using var input = OrtValue.CreateTensorValueFromMemory(pixels.AsMemory(0, batch * size).ToArray(), [batch, size]);
         using var results = session.Run(new RunOptions(), [DenseVitOnnxExporter.InputName], [input], outputs);
-        Tensor features = VisionTransformer.Forward(config, weights, tensor(pixels.AsSpan(0, batch * size).ToArray(), [batch, size]));
+        Tensor features = forward(tensor(pixels.AsSpan(0, batch * size).ToArray(), [batch, size]));
         for (int i = 0; i < heads.Length; i++)
         {
             float[] expected = softmax(heads[i].Head.Forward(features), 1).data<float>().ToArray();
@@ -153,8 +201,7 @@ internal static class OnnxScoringBenchmark
         return count / clock.Elapsed.TotalSeconds;
     }
 
-    private static double TorchImagesPerSecond(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, OnnxTaskHead[] heads,
-        float[] pixels, int size, int batch, int count)
+    private static double TorchImagesPerSecond(Func<Tensor, Tensor> forward, OnnxTaskHead[] heads, float[] pixels, int size, int batch, int count)
     {
         using var noGrad = no_grad();
         using Tensor all = tensor(pixels, [pixels.Length / size, size]);
@@ -162,7 +209,7 @@ internal static class OnnxScoringBenchmark
         for (int start = 0; start < count; start += batch)
         {
             using var scope = NewDisposeScope();
-            Tensor features = VisionTransformer.Forward(config, weights, all.narrow(0, start, Math.Min(batch, count - start)));
+            Tensor features = forward(all.narrow(0, start, Math.Min(batch, count - start)));
             foreach (OnnxTaskHead head in heads)
             {
                 softmax(head.Head.Forward(features), 1).data<float>();

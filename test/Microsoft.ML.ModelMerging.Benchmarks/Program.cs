@@ -6,11 +6,13 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   io-floor --out FILE INPUT...          (the child process StreamingMergeBenchmark measures)
 //   zoo-table ZOO [ROW...]                 weight-only methods on the zoo, λ/k chosen on validation (FusionBench table)
 //   tta ZOO [--full-steps 1000]            batched per-sample routing vs a per-sample loop, memory per step, full-run time
+//   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
 return args.FirstOrDefault() switch
 {
     "streaming-merge" => StreamingMergeBenchmark.Run(BenchmarkArguments.Parse(args[1..])),
     "zoo-table" when args.Length >= 2 => ZooTable.Run(args[1], args[2..]),
     "tta" when args.Length >= 2 => TtaBenchmark.Run(args[1], fullRunSteps: (int)BenchmarkArguments.Parse(args[2..]).GetNumber("full-steps", 1000)),
+    "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
@@ -21,11 +23,15 @@ static int RunIoFloor(BenchmarkArguments arguments)
     return 0;
 }
 
+static int RunOnnxScoring(string zoo, BenchmarkArguments arguments) => OnnxScoringBenchmark.Run(zoo,
+    images: (int)arguments.GetNumber("images", 1024), threads: (int)arguments.GetNumber("threads", 1), rounds: (int)arguments.GetNumber("rounds", 5));
+
 static int Usage()
 {
     Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-table ZOO [ROW...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--full-steps 1000]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     return 2;
 }
 

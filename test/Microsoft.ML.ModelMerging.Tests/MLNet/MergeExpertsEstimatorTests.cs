@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Onnx;
@@ -396,5 +397,68 @@ public sealed class MergeExpertsEstimatorTests
         var wrong = Assert.ThrowsExactly<InvalidDataException>(() =>
             ml.Transforms.MergeExperts(s_experts, options).Fit(Rows(ml, rgb, tasks: tasks.Select(t => t == "mnist" ? "digits" : t).ToArray())));
         StringAssert.Contains(wrong.Message, "names task 'digits'");
+    }
+    [TestMethod]
+    public void WeightEnsemblingAdaptsOnTheImagesOfFitAndScoresLikeTheSameAdaptationInTorch()
+    {
+        var ml = new MLContext(seed: 1);
+        string[] tasks = s_images.Select((_, i) => i < 12 ? "mnist" : "fashion-mnist").ToArray();
+        var options = UnitRange(o => { o.Method = "wemoe"; o.TaskColumnName = "task"; });
+        options.Parameters["steps"] = "3";
+        options.Parameters["learning_rate"] = "0.01";
+        options.Parameters["seed"] = "5";
+        options.Parameters["batch"] = "8";
+        IDataView data = Rows(ml, s_images, tasks: tasks);
+        using MergeExpertsTransformer model = ml.Transforms.MergeExperts(s_experts, options).Fit(data);
+        IDataView scored = model.Transform(data);
+
+        // The same adaptation run directly: routers seeded alike, the same images per task, the same Adam steps.
+        using var moe = WeightEnsemblingMoE.Create(s_experts.Config, s_experts.Pretrained, s_experts.Experts, new WeightEnsemblingOptions { Seed = 5 });
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        TorchSharp.torch.Tensor Images(int from) =>
+            TorchSharp.torch.tensor(s_images.Skip(from).Take(12).SelectMany(p => p).ToArray(), [12, 1, 28, 28]);
+        var adaptationTasks = new[]
+        {
+            new AdaptationTask("mnist", Images(0), s_experts.Head("mnist")),
+            new AdaptationTask("fashion-mnist", Images(12), s_experts.Head("fashion-mnist")),
+        };
+        TorchSharp.torch.Tensor all = TorchSharp.torch.tensor(s_images.SelectMany(p => p).ToArray(), [s_images.Length, 1, 28, 28]);
+        float[][] before = Probabilities(moe, all, "mnist");
+        TestTimeAdaptation.Run(moe, adaptationTasks, TestTimeAdaptationOptions.ForWeightEnsembling() with { Steps = 3, LearningRate = 0.01, Seed = 5, BatchSizePerTask = 8 });
+        foreach (string task in new[] { "mnist", "glyph-letters" })
+        {
+            float[][] expected = Probabilities(moe, all, task);
+            Assert.IsLessThanOrEqualTo(1e-4, MaxAbsDifference(scored.GetColumn<float[]>($"Score_{task}").ToArray(), expected), task);
+        }
+
+        Assert.IsGreaterThan(1e-4, MaxAbsDifference(before, Probabilities(moe, all, "mnist")), "the routers moved");
+    }
+
+    private static float[][] Probabilities(WeightEnsemblingMoE moe, TorchSharp.torch.Tensor images, string task)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var noGrad = TorchSharp.torch.no_grad();
+        var probabilities = TorchSharp.torch.nn.functional.softmax(s_experts.Head(task).Forward(moe.Forward(images)), 1);
+        return Enumerable.Range(0, (int)images.shape[0]).Select(i => probabilities[i].data<float>().ToArray()).ToArray();
+    }
+
+    [TestMethod]
+    public void AdaptingStrategiesNeedTheTaskOfEveryRowAndLabeledMethodsAreRefused()
+    {
+        var ml = new MLContext(seed: 1);
+        var noTasks = Assert.ThrowsExactly<InvalidOperationException>(() =>
+            ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "adamerging-layer")).Fit(Rows(ml, s_images)));
+        StringAssert.Contains(noTasks.Message, "TaskColumnName");
+
+        var fisher = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "fisher")));
+        StringAssert.Contains(fisher.Message, "labeled training examples");
+
+        var unknown = Assert.ThrowsExactly<ArgumentException>(() =>
+        {
+            var options = UnitRange(o => o.Method = "wemoe");
+            options.Parameters["stepz"] = "3";
+            ml.Transforms.MergeExperts(s_experts, options);
+        });
+        StringAssert.Contains(unknown.Message, "Unknown setting 'stepz'");
     }
 }
