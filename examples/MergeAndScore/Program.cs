@@ -1,42 +1,53 @@
 // Merges the zoo's experts inside an ML.NET pipeline and scores PNG images from disk with a PredictionEngine.
 //
-//   MLMERGE_DATA=.data dotnet run --project examples/MergeAndScore -- [--zoo zoo] [--out out/merge-and-score] [--method task-arithmetic]
+//   MLMERGE_DATA=.data dotnet run --project examples/MergeAndScore -- [--zoo zoo] [--out out/merge-and-score]
+//       [--method task-arithmetic | --leaderboard out/demo/compare/leaderboard.json]
 //
-// The images: <out>/images/<task>/<n>_<class index>.png. When the folder is empty, a few test-split images of four tasks
-// are written there first, at several sizes (the pipeline resizes them). The fitted pipeline is saved as <out>/merged.zip
-// (a standard ML.NET model) and reloaded in a fresh MLContext before scoring, as an application would.
+// --leaderboard builds the best entry of an `mlmerge compare` run (its method and chosen setting) instead of --method.
+// The images: <out>/images/<task>/<n>_<class index>.png. When the folder is empty, three test-split images of every task
+// are written there first, at several sizes (the pipeline resizes them). Methods that adapt at test time (wemoe,
+// adamerging-*) fit on 64 more unlabeled test images per task, written to <out>/unlabeled. The fitted pipeline is saved as
+// <out>/merged.zip (a standard ML.NET model) and reloaded in a fresh MLContext before scoring, as an application would.
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Zoo;
 using SkiaSharp;
 
 string zoo = Option("--zoo") ?? FindZoo();
 string output = Path.GetFullPath(Option("--out") ?? Path.Combine("out", "merge-and-score"));
-string method = Option("--method") ?? "task-arithmetic";
+string? leaderboard = Option("--leaderboard");
+MergeCandidate setting = leaderboard is not null
+    ? Leaderboard.ReadBestSetting(leaderboard) ?? throw new InvalidDataException($"{leaderboard} has no entry.")
+    : new MergeCandidate(Option("--method") ?? "task-arithmetic");
 string imagesDirectory = Path.Combine(output, "images");
+string unlabeledDirectory = Path.Combine(output, "unlabeled");
 Directory.CreateDirectory(output);
 
 // Small models: one TorchSharp thread is the fastest and leaves a shared machine alone.
 TorchSharp.torch.set_num_threads(1);
 var clock = Stopwatch.StartNew();
 using var experts = ExpertSet.Load(zoo);
-List<ImageFile> images = Images(experts, imagesDirectory);
-Console.WriteLine($"{experts.TaskNames.Count} experts from {zoo}; {images.Count} images in {imagesDirectory}");
+List<ImageFile> images = Images(experts, imagesDirectory, first: 0, perTask: 3, sizes: [28, 64, 100]);
+bool adaptive = AdaptiveMergeEvaluator.Handles(setting.Method);
+// Adaptive methods learn from unlabeled images of every task; the others need none (Fit only reads the schema).
+List<ImageFile> fitImages = adaptive ? Images(experts, unlabeledDirectory, first: 3, perTask: 64, sizes: [28]) : images;
+Console.WriteLine($"{experts.TaskNames.Count} experts from {zoo}; {images.Count} images in {imagesDirectory}; method {setting}");
 
 // 1. The pipeline: images → 28×28 grayscale pixels → merged model. Fit merges the experts and exports the ONNX model.
 var ml = new MLContext(seed: 1);
-var merge = ml.Transforms.MergeExperts(experts, new MergeExpertsOptions
+var merge = ml.Transforms.MergeExperts(experts, setting, new MergeExpertsOptions
 {
-    Method = method,
     // Read only by methods that adapt on the unlabeled images (wemoe, adamerging-*): which task each image belongs to.
     TaskColumnName = nameof(ImageFile.Task),
     ModelPath = Path.Combine(output, "merged.onnx"),
 });
-var pipeline = ml.Transforms.LoadImages("image", imagesDirectory, nameof(ImageFile.Path))
+// Paths are relative to the output folder, so one pipeline loads both image folders.
+var pipeline = ml.Transforms.LoadImages("image", output, nameof(ImageFile.Path))
     .Append(ml.Transforms.ResizeImages("image", 28, 28, "image"))
     .Append(ml.Transforms.ConvertToGrayscale("image"))
     .Append(ml.Transforms.ExtractPixels("pixels", "image"))
@@ -45,7 +56,7 @@ var pipeline = ml.Transforms.LoadImages("image", imagesDirectory, nameof(ImageFi
     .Append(ml.Transforms.Concatenate("Labels", merge.Outputs.Select(o => o.PredictedLabelColumnName).ToArray()))
     .Append(ml.Transforms.Concatenate("Scores", merge.Outputs.Select(o => o.ScoreColumnName).ToArray()));
 string zip = Path.Combine(output, "merged.zip");
-using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(images)))
+using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(fitImages)))
 {
     ml.Model.Save(model, null, zip);
 }
@@ -103,20 +114,19 @@ static string FindZoo()
     throw new DirectoryNotFoundException("No zoo found above the program's folder; pass --zoo <dir>.");
 }
 
-// The images of the folder, in the order ImageFolderReader reads them (task folders, then files, ordinal);
-// a few test-split images of four tasks are written first when there are none.
-static List<ImageFile> Images(ExpertSet experts, string root)
+// The images of the folder (task folders, then files, ordinal); test-split images first..first+perTask of every task are
+// written first when there are none, cycling through the given sizes.
+static List<ImageFile> Images(ExpertSet experts, string root, int first, int perTask, int[] sizes)
 {
     if (!Directory.Exists(root) || Directory.GetFiles(root, "*.png", SearchOption.AllDirectories).Length == 0)
     {
-        int[] sizes = [28, 64, 100];
-        foreach (string task in new[] { "mnist", "fashion-mnist", "optical-digits", "glyph-letters" })
+        foreach (string task in experts.TaskNames)
         {
             ImageDataset test = experts.LoadData(task).Test;
-            for (int i = 0; i < sizes.Length; i++)
+            Directory.CreateDirectory(Path.Combine(root, task));
+            for (int i = first; i < first + perTask; i++)
             {
-                Directory.CreateDirectory(Path.Combine(root, task));
-                WritePng(test.Image(i), test.Width, sizes[i], Path.Combine(root, task, $"{i}_{test.Labels.Span[i]}.png"));
+                WritePng(test.Image(i), test.Width, sizes[(i - first) % sizes.Length], Path.Combine(root, task, $"{i}_{test.Labels.Span[i]}.png"));
             }
         }
     }
@@ -130,7 +140,7 @@ static List<ImageFile> Images(ExpertSet experts, string root)
             string name = Path.GetFileNameWithoutExtension(file);
             images.Add(new ImageFile
             {
-                Path = Path.GetRelativePath(root, file),
+                Path = Path.GetRelativePath(Path.GetDirectoryName(root)!, file),
                 Task = Path.GetFileName(folder),
                 Class = int.Parse(name[(name.IndexOf('_') + 1)..], CultureInfo.InvariantCulture),
                 Width = codec.Info.Width,
@@ -167,7 +177,7 @@ static void WritePng(ReadOnlySpan<float> gray, int side, int size, string path)
 
 internal sealed class ImageFile
 {
-    /// <summary>Relative to the images folder.</summary>
+    /// <summary>Relative to the output folder.</summary>
     public string Path { get; set; } = "";
 
     public string Task { get; set; } = "";

@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.MLNet;
 
 /// <summary>
 /// Merges an expert set when fitted, exports the merged model to ONNX and returns a <see cref="MergeExpertsTransformer"/>
-/// that scores with ML.NET's own <c>OnnxTransformer</c> (see <see cref="MergeExpertsCatalog.MergeExperts"/>).
+/// that scores with ML.NET's own <c>OnnxTransformer</c> (see <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Zoo.ExpertSet, MergeExpertsOptions)"/>).
 /// <para>
 /// Output columns, per task: the score vector (<see cref="MergeExpertsOptions.ScoreColumnName"/>, a vector of
 /// <see cref="float"/> of the class count) and the predicted class name (<see cref="MergeExpertsOptions.PredictedLabelColumnName"/>,
