@@ -10,6 +10,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-table ZOO LABEL=DIR...             accuracy of `mlmerge adapt` outputs beside the weight-only baselines (FusionBench table)
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
+//   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
 return args.FirstOrDefault() switch
 {
     "streaming-merge" => StreamingMergeBenchmark.Run(BenchmarkArguments.Parse(args[1..])),
@@ -17,6 +18,7 @@ return args.FirstOrDefault() switch
     "tta" when args.Length >= 2 => RunTta(args[1], BenchmarkArguments.Parse(args[2..])),
     "tta-table" when args.Length >= 3 => TtaBenchmark.Table(args[1], LabelledRuns(args[2..])),
     "tta-diagnose" when args.Length >= 2 => RunTtaDiagnose(args[1], BenchmarkArguments.Parse(args[2..])),
+    "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
@@ -47,6 +49,9 @@ static int RunIoFloor(BenchmarkArguments arguments)
     return 0;
 }
 
+static int RunOnnxScoring(string zoo, BenchmarkArguments arguments) => OnnxScoringBenchmark.Run(zoo,
+    images: (int)arguments.GetNumber("images", 1024), threads: (int)arguments.GetNumber("threads", 1), rounds: (int)arguments.GetNumber("rounds", 5));
+
 static int Usage()
 {
     Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--clean]");
@@ -54,6 +59,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     return 2;
 }
 

@@ -19,15 +19,27 @@ internal static class CompareCommand
         var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h." };
         var metric = new Option<string>("--metric") { Description = "average | normalized | worst", DefaultValueFactory = _ => "average" };
         var noOnnx = new Option<bool>("--no-onnx") { Description = "Skip the ONNX export that measures model size and latency." };
+        var ttaSteps = new Option<int>("--tta-steps")
+        {
+            Description = "Test-time adaptation steps of the adaptive methods (wemoe, e-wemoe, adamerging-*); the full protocol uses 1000.",
+            DefaultValueFactory = _ => MergeMethodSearch.DefaultAdaptationSteps,
+        };
         var output = new Option<string>("--out") { Description = "Directory for leaderboard.csv/json, report.md and charts.", Required = true };
-        var command = new Command("compare", "Rank merge strategies on the zoo: validation chooses, test reports.") { zoo, tasks, methods, budget, metric, noOnnx, output };
+        var command = new Command("compare", "Rank merge strategies on the zoo: validation chooses, test reports.") { zoo, tasks, methods, budget, metric, noOnnx, ttaSteps, output };
         command.SetAction((parse, cancellation) =>
         {
             var writer = parse.InvocationConfiguration.Output;
             using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            int steps = parse.GetValue(ttaSteps);
+            if (steps <= 0) throw new ArgumentException($"--tta-steps must be positive (got {steps}).");
+            var searches = MergeMethodSearch.For(
+                parse.GetValue(methods) is { } list ? list.Split(',', StringSplitOptions.RemoveEmptyEntries) : MergeMethodSearch.Defaults.Select(d => d.Method), steps);
+            if (searches.Any(s => AdaptiveMergeEvaluator.Handles(s.Method)))
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"adaptive methods adapt for {steps} steps on the unlabeled test images{(steps < 1000 ? " (shortened from the protocol's 1000: --tta-steps 1000)" : "")}"));
             var options = new MergeExperimentOptions
             {
-                Searches = parse.GetValue(methods) is { } list ? MergeMethodSearch.For(list.Split(',', StringSplitOptions.RemoveEmptyEntries)) : MergeMethodSearch.Defaults,
+                Searches = searches,
                 TimeBudget = parse.GetValue(budget) is { } b ? ParseDuration(b) : null,
                 Metric = RankingMetrics.Parse(parse.GetValue(metric)!),
                 MeasureOnnx = !parse.GetValue(noOnnx),

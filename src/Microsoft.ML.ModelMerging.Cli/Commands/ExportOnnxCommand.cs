@@ -28,12 +28,15 @@ internal static class ExportOnnxCommand
         {
             Description = "Export a WEMoE model instead: its trained routers (.safetensors from training or an adaptation checkpoint, or a directory holding routers.safetensors); needs --zoo.",
         };
-        var zoo = new Option<string?>("--zoo") { Description = "With --wemoe-routers: the zoo directory whose pre-trained model, experts and heads the routers were trained on." };
+        var zoo = new Option<string?>("--zoo")
+        {
+            Description = "The zoo directory whose heads are exported (every task) when no --head is given; with --wemoe-routers, the zoo whose pre-trained model, experts and heads the routers were trained on.",
+        };
         var tasks = new Option<string[]>("--task")
         {
             Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks).",
         };
-        var fp16TaskVectors = new Option<bool>("--fp16-task-vectors") { Description = "With --wemoe-routers: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
+        var fp16TaskVectors = new Option<bool>("--fp16-task-vectors", "--fp16-experts") { Description = "With a WEMoE model: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
         var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads, or a WEMoE model, as one ONNX model.")
         {
             model, heads, output, fp16, scores, noFeatures, routers, zoo, tasks, fp16TaskVectors,
@@ -53,23 +56,48 @@ internal static class ExportOnnxCommand
             };
             string? routersPath = parse.GetValue(routers);
             string[] taskNames = parse.GetValue(tasks) ?? [];
+            string? modelPath = parse.GetValue(model);
+            string[] headSpecs = parse.GetValue(heads) ?? [];
+            string? zooPath = parse.GetValue(zoo);
+
+            // The output directory of `mlmerge adapt`: WEMoE's routers, or the merged backbone of the other methods.
+            if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, AdaptationJob.RoutersFileName)))
+            {
+                routersPath = modelPath;
+                modelPath = null;
+            }
+
             if (routersPath is not null)
             {
-                return ExportWeightEnsembling(parse, routersPath, parse.GetValue(zoo), parse.GetValue(model), parse.GetValue(heads) ?? [], taskNames,
+                return ExportWeightEnsembling(parse, routersPath, zooPath, modelPath, headSpecs, taskNames,
                     parse.GetValue(output), options, parse.GetValue(fp16TaskVectors));
             }
 
-            foreach (var (name, given) in new (string, bool)[] { ("--zoo", parse.GetValue(zoo) is not null), ("--task", taskNames.Length > 0), ("--fp16-task-vectors", parse.GetValue(fp16TaskVectors)) })
+            if (modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, AdaptationJob.ModelFileName)))
+            {
+                modelPath = Path.Combine(modelPath, AdaptationJob.ModelFileName);
+            }
+
+            if (headSpecs.Length == 0 && zooPath is not null)
+            {
+                // Every head of the zoo, in its task order.
+                headSpecs = Zoo.ZooManifest.Read(zooPath).Tasks.Select(t => $"{t.Name}={Path.Combine(zooPath, t.Head)}").ToArray();
+                zooPath = null;
+            }
+
+            foreach (var (name, given) in new (string, bool)[] { ("--zoo", zooPath is not null), ("--task", taskNames.Length > 0), ("--fp16-task-vectors", parse.GetValue(fp16TaskVectors)) })
             {
                 if (given)
                 {
-                    throw new ArgumentException($"{name} applies only with --wemoe-routers.");
+                    throw new ArgumentException(name == "--zoo"
+                        ? "--zoo gives the heads when no --head is given, or the zoo of --wemoe-routers; with --head, leave it out."
+                        : $"{name} applies only to a WEMoE model (--wemoe-routers, or --model with an adaptation directory holding routers).");
                 }
             }
 
             var result = VitOnnxExport.Save(
-                parse.GetValue(model) ?? throw new ArgumentException("--model is required."),
-                (parse.GetValue(heads) ?? []).Select(HeadCheckpoint.Parse).ToList(),
+                modelPath ?? throw new ArgumentException("--model is required."),
+                headSpecs.Select(HeadCheckpoint.Parse).ToList(),
                 parse.GetValue(output) ?? throw new ArgumentException("--out is required."),
                 options);
             parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,

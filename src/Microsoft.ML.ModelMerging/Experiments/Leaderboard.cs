@@ -79,6 +79,7 @@ public sealed class Leaderboard
             rank = i + 1,
             method = e.Method,
             candidate = e.Candidate,
+            setting = e.Setting is { } setting ? new { method = setting.Method, parameters = setting.Parameters } : null,
             validation_score = e.ValidationScore,
             test = e.Test.PerTask,
             test_average = e.TestAverage,
@@ -92,6 +93,31 @@ public sealed class Leaderboard
             note = e.Note,
         }),
     }, JsonOptions);
+
+    /// <summary>
+    /// The chosen setting of the best entry of a <c>leaderboard.json</c>, to build that model again (e.g. with
+    /// <c>MergeExperts</c>); null when the leaderboard has no entry.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not a leaderboard or its best entry records no setting.</exception>
+    public static MergeCandidate? ReadBestSetting(string jsonPath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(jsonPath);
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(jsonPath));
+            if (!document.RootElement.TryGetProperty("entries", out var entries) || entries.ValueKind != JsonValueKind.Array)
+                throw new InvalidDataException($"{jsonPath} is not a leaderboard: it has no 'entries' array.");
+            if (entries.GetArrayLength() == 0) return null;
+            if (!entries[0].TryGetProperty("setting", out var setting) || setting.ValueKind != JsonValueKind.Object)
+                throw new InvalidDataException($"{jsonPath}: the best entry records no 'setting' (written by an older mlmerge compare?).");
+            var parameters = setting.GetProperty("parameters").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "", StringComparer.Ordinal);
+            return new MergeCandidate(setting.GetProperty("method").GetString() ?? "", parameters);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{jsonPath} is not a readable leaderboard: {e.Message}", e);
+        }
+    }
 
     /// <summary>The leaderboard as a console table.</summary>
     public string ToText()

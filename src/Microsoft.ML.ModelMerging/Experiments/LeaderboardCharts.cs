@@ -1,4 +1,4 @@
-using ScottPlot;
+using Microsoft.ML.ModelMerging.Experiments.Charts;
 
 namespace Microsoft.ML.ModelMerging.Experiments;
 
@@ -9,73 +9,44 @@ public static class LeaderboardCharts
     {
         var files = new List<string>();
         if (leaderboard.Entries.Count == 0) return files;
-        files.Add(Save(PerTask(leaderboard), Path.Combine(directory, "accuracy-per-task.png"), 1100, 520));
+        files.Add(PerTask(leaderboard, Path.Combine(directory, "accuracy-per-task.png")));
         if (leaderboard.Entries.Any(e => e.ModelBytes is not null))
-            files.Add(Save(Versus(leaderboard, "Accuracy against model size", "ONNX model size (MB)", e => e.ModelBytes is { } b ? b / 1048576.0 : null), Path.Combine(directory, "accuracy-vs-size.png"), 800, 520));
+            files.Add(Versus(leaderboard, "Accuracy against model size", "ONNX model size (MB)", e => e.ModelBytes is { } b ? b / 1048576.0 : null, Path.Combine(directory, "accuracy-vs-size.png")));
         if (leaderboard.Entries.Any(e => e.LatencyMilliseconds is not null))
-            files.Add(Save(Versus(leaderboard, "Accuracy against latency", "ONNX Runtime latency (ms / image, batch 1)", e => e.LatencyMilliseconds), Path.Combine(directory, "accuracy-vs-latency.png"), 800, 520));
+            files.Add(Versus(leaderboard, "Accuracy against latency", "ONNX Runtime latency (ms / image, batch 1)", e => e.LatencyMilliseconds, Path.Combine(directory, "accuracy-vs-latency.png")));
         return files;
     }
 
-    private static string Save(Plot plot, string path, int width, int height)
+    private static string PerTask(Leaderboard leaderboard, string path)
     {
-        string temp = path + ".partial.png";
-        plot.SavePng(temp, width, height);
-        File.Move(temp, path, overwrite: true);
-        return path;
-    }
-
-    private static Plot PerTask(Leaderboard leaderboard)
-    {
-        var plot = new Plot();
-        var palette = new ScottPlot.Palettes.Category10();
-        int methods = leaderboard.Entries.Count;
+        int methods = leaderboard.Entries.Count, tasks = leaderboard.Tasks.Count;
+        using var chart = new ChartCanvas(Math.Max(900, 150 * tasks + 260), 520, (-0.5, tasks - 0.5), (0, 100), legendWidth: 240);
+        chart.NumericYAxis();
+        // Each task gets a group of bars, one per method, filling 80% of the task's slot.
         double width = 0.8 / methods;
-        var bars = new List<Bar>();
         for (int m = 0; m < methods; m++)
         {
             var entry = leaderboard.Entries[m];
-            for (int t = 0; t < leaderboard.Tasks.Count; t++)
-                bars.Add(new Bar
-                {
-                    Position = t - 0.4 + width * (m + 0.5),
-                    Value = 100 * entry.Test.PerTask[leaderboard.Tasks[t]],
-                    Size = width * 0.9,
-                    FillColor = palette.GetColor(m),
-                    LineWidth = 0,
-                });
-            plot.Legend.ManualItems.Add(new LegendItem { LabelText = entry.Method, FillColor = palette.GetColor(m) });
+            for (int t = 0; t < tasks; t++)
+                chart.Bar(t - 0.4 + width * (m + 0.5), width * 0.9, 100 * entry.Test.PerTask[leaderboard.Tasks[t]], ChartCanvas.Color(m));
         }
-        plot.Add.Bars(bars);
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
-            Enumerable.Range(0, leaderboard.Tasks.Count).Select(i => (double)i).ToArray(), leaderboard.Tasks.ToArray());
-        plot.Axes.SetLimitsY(0, 100);
-        plot.YLabel("test accuracy (%)");
-        plot.Title("Per-task test accuracy by merge method");
-        plot.ShowLegend(Alignment.LowerRight);
-        return plot;
+
+        chart.CategoryXAxis(Enumerable.Range(0, tasks).Select(i => (double)i).ToArray(), leaderboard.Tasks.ToArray());
+        chart.Title("Per-task test accuracy by merge method", "task", "test accuracy (%)");
+        chart.Legend(leaderboard.Entries.Select((e, m) => (e.Method, ChartCanvas.Color(m))).ToArray());
+        return chart.Save(path);
     }
 
-    private static Plot Versus(Leaderboard leaderboard, string title, string xLabel, Func<LeaderboardEntry, double?> x)
+    private static string Versus(Leaderboard leaderboard, string title, string xLabel, Func<LeaderboardEntry, double?> x, string path)
     {
-        var plot = new Plot();
-        var palette = new ScottPlot.Palettes.Category10();
-        for (int m = 0; m < leaderboard.Entries.Count; m++)
-        {
-            var entry = leaderboard.Entries[m];
-            if (x(entry) is not double value) continue;
-            var point = plot.Add.Scatter(new[] { value }, new[] { 100 * entry.TestAverage });
-            point.LineWidth = 0;
-            point.MarkerSize = 12;
-            point.Color = palette.GetColor(m);
-            point.LegendText = entry.Method;
-        }
-        plot.XLabel(xLabel);
-        plot.YLabel("average test accuracy (%)");
-        plot.Title(title);
-        // Room around the points so none hides under the legend, which sits outside the data area.
-        plot.Axes.Margins(0.2, 0.2);
-        plot.ShowLegend(Edge.Right);
-        return plot;
+        var points = leaderboard.Entries.Select((e, m) => (Entry: e, Index: m, X: x(e)))
+            .Where(p => p.X is not null).Select(p => (p.Entry, p.Index, X: p.X!.Value, Y: 100 * p.Entry.TestAverage)).ToArray();
+        using var chart = new ChartCanvas(900, 520, ChartCanvas.Padded(points.Select(p => p.X), 0.15), ChartCanvas.Padded(points.Select(p => p.Y), 0.15), legendWidth: 240);
+        chart.NumericXAxis();
+        chart.NumericYAxis();
+        foreach (var p in points) chart.Marker(p.X, p.Y, ChartCanvas.Color(p.Index));
+        chart.Title(title, xLabel, "average test accuracy (%)");
+        chart.Legend(points.Select(p => (p.Entry.Method, ChartCanvas.Color(p.Index))).ToArray());
+        return chart.Save(path);
     }
 }

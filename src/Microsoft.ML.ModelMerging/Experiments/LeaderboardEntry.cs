@@ -8,6 +8,8 @@ public sealed record LeaderboardEntry
     public required string Method { get; init; }
     /// <summary>The chosen setting, e.g. <c>task-arithmetic lambda=0.3</c>.</summary>
     public required string Candidate { get; init; }
+    /// <summary>The chosen setting as method and parameters: what <c>MergeExperts</c> needs to build this model again.</summary>
+    public MergeCandidate? Setting { get; init; }
     /// <summary>How many settings were tried on the validation split to choose it.</summary>
     public required int CandidatesTried { get; init; }
     /// <summary>Ranking score of the chosen setting on the validation split.</summary>

@@ -12,8 +12,27 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
 {
     private static readonly double[] Lambdas = { 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 };
 
+    /// <summary>
+    /// Test-time adaptation steps of the comparison's adaptive methods: shortened from the 1000 of the full protocol so that a
+    /// comparison of every method fits in minutes; <see cref="Adaptive"/> takes any count.
+    /// </summary>
+    public const int DefaultAdaptationSteps = 200;
+
+    /// <summary>The methods trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, the method's defaults otherwise.</summary>
+    public static IReadOnlyList<MergeMethodSearch> Adaptive(int steps = DefaultAdaptationSteps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
+        string text = steps.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return new[] { "adamerging-task", "adamerging-layer", "wemoe", "e-wemoe" }
+            .Select(m => new MergeMethodSearch(m, new[] { new MergeCandidate(m, new Dictionary<string, string> { ["steps"] = text }) }))
+            .ToList();
+    }
+
+    /// <summary>Every method: the weight-only ones with a small grid over their main hyperparameters, then the adaptive ones.</summary>
+    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = WeightOnly.Concat(Adaptive()).ToList();
+
     /// <summary>Every weight-only method with a small grid over its main hyperparameters.</summary>
-    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = new[]
+    public static IReadOnlyList<MergeMethodSearch> WeightOnly => new[]
     {
         new MergeMethodSearch("simple-average", new[] { new MergeCandidate("simple-average") }),
         new MergeMethodSearch("task-arithmetic", MergeCandidate.Grid("task-arithmetic", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
@@ -24,9 +43,9 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
         new MergeMethodSearch("emr", new[] { new MergeCandidate("emr") }),
     };
 
-    /// <summary>The default searches of the named methods, in the order given.</summary>
-    public static IReadOnlyList<MergeMethodSearch> For(IEnumerable<string> methods) => methods.Select(m =>
-        Defaults.FirstOrDefault(d => d.Method.Equals(m.Trim(), StringComparison.OrdinalIgnoreCase))
+    /// <summary>The default searches of the named methods, in the order given; adaptive ones run <paramref name="adaptationSteps"/> steps.</summary>
+    public static IReadOnlyList<MergeMethodSearch> For(IEnumerable<string> methods, int adaptationSteps = DefaultAdaptationSteps) => methods.Select(m =>
+        WeightOnly.Concat(Adaptive(adaptationSteps)).FirstOrDefault(d => d.Method.Equals(m.Trim(), StringComparison.OrdinalIgnoreCase))
         ?? throw new ArgumentException($"No comparison search for method '{m}'; available: {string.Join(", ", Defaults.Select(d => d.Method))}.")).ToList();
 }
 
@@ -70,6 +89,7 @@ public sealed class MergeExperiment
         var individual = _experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Validation);
         var individualTest = _experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var evaluator = new StaticMergeEvaluator(_experts, _sources);
+        using var adaptive = new AdaptiveMergeEvaluator(_experts, _sources);
         var entries = new List<LeaderboardEntry>();
         var skipped = new List<string>();
         bool stopped = false;
@@ -83,6 +103,7 @@ public sealed class MergeExperiment
             }
             var methodClock = Stopwatch.StartNew();
             var tried = new List<EvaluatedCandidate>();
+            var adaptedModels = new List<byte[]>();
             for (int c = 0; c < search.Candidates.Count; c++)
             {
                 if (cancellation.IsCancellationRequested || (Options.TimeBudget is { } budget && clock.Elapsed >= budget))
@@ -93,7 +114,16 @@ public sealed class MergeExperiment
                 progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, c, search.Candidates.Count, null));
                 try
                 {
-                    tried.Add(evaluator.Evaluate(search.Candidates[c]));
+                    if (AdaptiveMergeEvaluator.Handles(search.Candidates[c].Method))
+                    {
+                        var (result, onnx) = adaptive.Evaluate(search.Candidates[c], cancellation);
+                        tried.Add(result);
+                        adaptedModels.Add(onnx);
+                    }
+                    else
+                    {
+                        tried.Add(evaluator.Evaluate(search.Candidates[c]));
+                    }
                 }
                 catch (OperationCanceledException)
                 {
@@ -120,9 +150,19 @@ public sealed class MergeExperiment
                 TestWorst = best.Test.Worst,
                 MergeSeconds = methodClock.Elapsed.TotalSeconds,
                 ParameterCount = _experts.Pretrained.Values.Sum(t => t.numel()) + _experts.Tasks.Sum(t => _experts.Head(t.Name).Parameters.Sum(p => p.numel())),
-                Note = tried.Count < search.Candidates.Count ? $"stopped after {tried.Count} of {search.Candidates.Count} settings" : "",
+                Setting = best.Candidate,
+                Note = string.Join("; ", new[]
+                {
+                    tried.Count < search.Candidates.Count ? $"stopped after {tried.Count} of {search.Candidates.Count} settings" : "",
+                    adaptedModels.Count > 0 ? "adapted on the unlabeled test images" : "",
+                }.Where(n => n.Length > 0)),
             };
-            if (Options.MeasureOnnx && !stopped) entry = MeasureOnnx(entry, evaluator, best.Candidate);
+            if (Options.MeasureOnnx && !stopped)
+            {
+                entry = adaptedModels.Count > 0
+                    ? MeasureOnnx(entry, adaptedModels[tried.IndexOf(best)], "")
+                    : MeasureOnnx(entry, evaluator, best.Candidate);
+            }
             entries.Add(entry);
             progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, search.Candidates.Count, search.Candidates.Count, entry));
         }
@@ -135,6 +175,13 @@ public sealed class MergeExperiment
         using var merged = evaluator.Merge(candidate);
         var heads = _experts.Tasks.Select(t => new OnnxTaskHead(t.Name, _experts.Head(t.Name))).ToList();
         byte[] model = new DenseVitOnnxExporter(_experts.Config, merged.Merged, heads).Export();
+        return MeasureOnnx(entry, model,
+            merged.HasTaskSpecificWeights ? "ONNX holds the task-agnostic weights; per-task masks are applied in TorchSharp" : "");
+    }
+
+    /// <summary>The size of <paramref name="model"/> and the median ONNX Runtime latency of one image.</summary>
+    private LeaderboardEntry MeasureOnnx(LeaderboardEntry entry, byte[] model, string note)
+    {
         using var options = new SessionOptions { IntraOpNumThreads = 1 };
         using var session = new InferenceSession(model, options);
         int inputSize = _experts.Config.Channels * _experts.Config.ImageSize * _experts.Config.ImageSize;
@@ -155,7 +202,7 @@ public sealed class MergeExperiment
         {
             ModelBytes = model.LongLength,
             LatencyMilliseconds = times[times.Length / 2],
-            Note = string.Join("; ", new[] { entry.Note, merged.HasTaskSpecificWeights ? "ONNX holds the task-agnostic weights; per-task masks are applied in TorchSharp" : "" }.Where(n => n.Length > 0)),
+            Note = string.Join("; ", new[] { entry.Note, note }.Where(n => n.Length > 0)),
         };
     }
 }

@@ -93,6 +93,12 @@ public class DenseVitOnnxExporter
     /// <summary>The backbone tensors given to the constructor.</summary>
     protected IReadOnlyDictionary<string, Tensor> Weights { get; }
 
+    /// <summary>
+    /// The backbone features of <paramref name="images"/> computed in TorchSharp by the model this exporter writes (the graph
+    /// mirrors it), e.g. to evaluate the model before or without exporting it.
+    /// </summary>
+    public virtual Tensor Features(Tensor images) => VisionTransformer.Forward(Config, Weights, images);
+
     /// <summary>Written as <c>mlmerge.model_kind</c>; a derived exporter names its own kind.</summary>
     protected virtual string ModelKind => "dense_vit";
 

@@ -89,6 +89,9 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
 
     protected override string ModelKind => Kind;
 
+    /// <summary>The upscaled model's forward: per-sample routed MLPs.</summary>
+    public override Tensor Features(Tensor images) => _model.Forward(images);
+
     /// <summary>Whether the exporter writes <paramref name="key"/> itself (besides the keys of <see cref="VitOnnxModelInfo"/>).</summary>
     public static bool IsOwnMetadataKey(string key) =>
         key is WeightEnsemblingOptions.MetadataKey or WeightEnsemblingMoE.ExpertCountMetadataKey or TaskVectorPrecisionKey or MlpLayoutKey;

@@ -1,6 +1,8 @@
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.MLNet;
+using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -125,6 +127,50 @@ public sealed class MergeExperimentTests
             CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, bytes.Take(4).ToArray(), png);
             StringAssert.Contains(File.ReadAllText(dir.File("report.md")), $"({png})");
         }
+
+        // The per-task chart has a bar of the first method in the palette's first colour, and text (dark pixels) around it.
+        using var chart = SkiaSharp.SKBitmap.Decode(dir.File("accuracy-per-task.png"));
+        var pixels = chart.Pixels;
+        Assert.IsGreaterThan(500, pixels.Count(p => p == new SkiaSharp.SKColor(0x1f, 0x77, 0xb4)), "bars of the first method");
+        Assert.IsGreaterThan(500, pixels.Count(p => p.Red < 60 && p.Green < 60 && p.Blue < 60), "axes, labels and title");
+    }
+
+    [TestMethod]
+    public void AdaptiveMethodsRankBesideStaticOnesAndTheirNumbersMatchTheSameAdaptation()
+    {
+        using var experts = ExpertSet.Load(CommittedZoo.Directory, TwoTasks);
+        TorchSharp.torch.set_num_threads(1);
+        var options = new MergeExperimentOptions
+        {
+            Searches = MergeMethodSearch.For(["task-arithmetic", "adamerging-layer", "wemoe"], adaptationSteps: 3),
+            LatencyRuns = 3,
+        };
+        var leaderboard = new MergeExperiment(experts, options).Run();
+
+        Assert.IsTrue(leaderboard.Complete);
+        Assert.HasCount(3, leaderboard.Entries);
+        foreach (string method in new[] { "adamerging-layer", "wemoe" })
+        {
+            var entry = leaderboard.Entries.Single(e => e.Method == method);
+            Assert.AreEqual(new MergeCandidate(method, new Dictionary<string, string> { ["steps"] = "3" }).ToString(), entry.Setting!.ToString());
+            StringAssert.Contains(entry.Note, "adapted on the unlabeled test images");
+
+            // The same adaptation, run by the strategy MergeExperts uses, on the same test images.
+            var byTask = TwoTasks.ToDictionary(t => t, t => experts.LoadData(t).Test.ToTensor());
+            using var images = new UnlabeledImages(TorchSharp.torch.cat(byTask.Values.ToArray(), 0), byTask);
+            var strategy = TestTimeAdaptationStrategy.Create(method, entry.Setting.Parameters);
+            using var merged = strategy.Merge(new MergeStrategyContext(experts, TwoTasks, new VitOnnxExportOptions(), images));
+            var test = TaskAccuracy.Evaluate(experts, merged.Parts[0].Exporter.Features, EvaluationSplit.Test);
+            foreach (var task in TwoTasks) Assert.AreEqual(test.PerTask[task], entry.Test.PerTask[task], 1e-12, $"{method} {task}");
+        }
+
+        var dense = leaderboard.Entries.Single(e => e.Method == "task-arithmetic");
+        Assert.IsGreaterThan(dense.ModelBytes!.Value, leaderboard.Entries.Single(e => e.Method == "wemoe").ModelBytes!.Value, "the upscaled model is larger");
+
+        // The best entry's setting survives leaderboard.json, ready for MergeExperts.
+        using var dir = new TempDirectory();
+        leaderboard.WriteAll(dir.Path);
+        Assert.AreEqual(leaderboard.Best!.Setting!.ToString(), Leaderboard.ReadBestSetting(dir.File("leaderboard.json"))!.ToString());
     }
 
     [TestMethod]

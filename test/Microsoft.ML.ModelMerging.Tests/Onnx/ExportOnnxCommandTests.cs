@@ -74,6 +74,34 @@ public sealed class ExportOnnxCommandTests
     }
 
     [TestMethod]
+    public void WithoutHeadsTheZooGivesEveryTasksHead()
+    {
+        using var dir = new TempDirectory();
+        string zoo = Zoo.CommittedZoo.Directory;
+        string onnx = dir.File("model.onnx");
+        var manifest = ModelMerging.Zoo.ZooManifest.Read(zoo);
+
+        var (exit, output, error) = Run("export-onnx", "--model", Path.Combine(zoo, "pretrained.safetensors"), "--zoo", zoo, "--out", onnx, "--scores", "logits");
+
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(output, $"exported {manifest.Tasks.Count} task(s) ({string.Join(", ", manifest.Tasks.Select(t => t.Name))})");
+        using var scope = NewDisposeScope();
+        using var backbone = ModelCheckpoints.LoadBackbone(Path.Combine(zoo, "pretrained.safetensors"));
+        var task = manifest.Tasks[^1];
+        using var head = ModelCheckpoints.LoadHead(Path.Combine(zoo, task.Head));
+        Tensor pixels = ModelTestData.Images(backbone.Config, batch: 3, seed: 45).reshape(3, -1);
+        using var runner = new OnnxRuntimeRunner(File.ReadAllBytes(onnx));
+        var outputs = runner.Run("pixels", pixels);
+        Assert.IsLessThanOrEqualTo(1e-4, ModelTestData.MaxAbsDiff(outputs[OnnxTaskHead.ScoresOutputName(task.Name)],
+            head.Forward(VisionTransformer.Forward(backbone.Config, backbone.Weights, pixels))));
+
+        var (withHeads, _, headsError) = Run("export-onnx", "--model", Path.Combine(zoo, "pretrained.safetensors"), "--zoo", zoo,
+            "--head", $"{task.Name}={Path.Combine(zoo, task.Head)}", "--out", onnx);
+        Assert.AreNotEqual(0, withHeads);
+        StringAssert.Contains(headsError, "with --head, leave it out");
+    }
+
+    [TestMethod]
     public void Fp16AndNoFeaturesOptionsReachTheModel()
     {
         using var dir = new TempDirectory();

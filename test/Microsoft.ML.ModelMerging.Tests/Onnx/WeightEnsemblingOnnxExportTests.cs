@@ -91,6 +91,25 @@ public sealed class WeightEnsemblingOnnxExportTests
     }
 
     [TestMethod]
+    public void AnAdaptationDirectoryGivenAsModelExportsTheWeightEnsemblingModel()
+    {
+        using var dir = new TempDirectory();
+        string zoo = CommittedZoo.Directory;
+        using var experts = ExpertSet.Load(zoo, Tasks);
+        using var model = TrainedModel(experts, new WeightEnsemblingOptions());
+        model.SaveRouters(dir.File("adapt/" + WeightEnsemblingRouterFile.FileName), WeightEnsemblingRouterFile.TaskMetadata(Tasks));
+        string onnx = dir.File("wemoe.onnx");
+
+        // The form of `mlmerge adapt`'s output: --model <dir> --zoo <dir>, with the issue's --fp16-experts spelling.
+        var (exit, output, error) = CliRunner.Run("export-onnx", "--model", dir.File("adapt"), "--zoo", zoo, "--out", onnx, "--fp16-experts");
+
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(output, "exported WEMoE (3 experts");
+        using var runner = new OnnxRuntimeRunner(File.ReadAllBytes(onnx));
+        Assert.AreEqual("float16", runner.Session.ModelMetadata.CustomMetadataMap[WeightEnsemblingOnnxExporter.TaskVectorPrecisionKey]);
+    }
+
+    [TestMethod]
     public void AnAdaptationCheckpointExportsWithItsTasksAndProvenance()
     {
         using var dir = new TempDirectory();
@@ -179,8 +198,8 @@ public sealed class WeightEnsemblingOnnxExportTests
             (["export-onnx", "--wemoe-routers", routers, "--out", onnx], "error: --wemoe-routers needs --zoo"),
             (["export-onnx", "--wemoe-routers", routers, "--zoo", zoo], "error: --out is required."),
             (["export-onnx", "--wemoe-routers", routers, "--zoo", zoo, "--out", onnx, "--model", routers], "leave out --model and --head"),
-            (["export-onnx", "--model", routers, "--head", "mnist=" + head, "--zoo", zoo, "--out", onnx], "error: --zoo applies only with --wemoe-routers."),
-            (["export-onnx", "--model", routers, "--head", "mnist=" + head, "--task", "mnist", "--out", onnx], "error: --task applies only with --wemoe-routers."),
+            (["export-onnx", "--model", routers, "--head", "mnist=" + head, "--zoo", zoo, "--out", onnx], "error: --zoo gives the heads when no --head is given, or the zoo of --wemoe-routers; with --head, leave it out."),
+            (["export-onnx", "--model", routers, "--head", "mnist=" + head, "--task", "mnist", "--out", onnx], "error: --task applies only to a WEMoE model"),
             (["export-onnx", "--wemoe-routers", head, "--zoo", zoo, "--out", onnx], "not a WEMoE router file"),
             (["export-onnx", "--wemoe-routers", dir.File("empty"), "--zoo", zoo, "--out", onnx], "no routers.safetensors"),
             (["export-onnx", "--wemoe-routers", dir.File("missing"), "--zoo", zoo, "--out", onnx], "No router file or directory"),

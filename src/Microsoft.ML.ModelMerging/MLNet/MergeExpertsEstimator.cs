@@ -1,0 +1,484 @@
+using System.Text.Json;
+using Microsoft.ML.Data;
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Zoo;
+using Microsoft.ML.Transforms;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.MLNet;
+
+/// <summary>
+/// Merges an expert set when fitted, exports the merged model to ONNX and returns a <see cref="MergeExpertsTransformer"/>
+/// that scores with ML.NET's own <c>OnnxTransformer</c> (see <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Zoo.ExpertSet, MergeExpertsOptions)"/>).
+/// <para>
+/// Output columns, per task: the score vector (<see cref="MergeExpertsOptions.ScoreColumnName"/>, a vector of
+/// <see cref="float"/> of the class count) and the predicted class name (<see cref="MergeExpertsOptions.PredictedLabelColumnName"/>,
+/// text), suffixed <c>_&lt;task&gt;</c> unless a single <see cref="MergeExpertsOptions.Task"/> was chosen.
+/// </para>
+/// </summary>
+public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
+{
+    /// <summary>Bits of the hash that carries the ONNX label vector to a scalar text column (collisions are checked).</summary>
+    private const int LabelHashBits = 30;
+
+    private readonly TransformsCatalog _catalog;
+    private readonly ExpertSet _experts;
+    private readonly string? _modelPath;
+    private readonly string? _taskColumn;
+    private readonly OnnxScoreKind _scores;
+    private readonly OnnxWeightPrecision _precision;
+    private readonly int? _gpuDeviceId;
+    private readonly bool _fallbackToCpu;
+
+    internal MergeExpertsEstimator(TransformsCatalog catalog, ExpertSet experts, MergeExpertsOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _catalog = catalog;
+        _experts = experts;
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.InputColumnName, nameof(options.InputColumnName));
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.ScoreColumnName, nameof(options.ScoreColumnName));
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.PredictedLabelColumnName, nameof(options.PredictedLabelColumnName));
+        if (options.Task is { } chosen && !experts.TaskNames.Contains(chosen, StringComparer.Ordinal))
+        {
+            throw new ArgumentException($"MergeExperts: task '{chosen}' is not in the expert set ({string.Join(", ", experts.TaskNames)}).", nameof(options));
+        }
+
+        Strategy = options.CreateStrategy();
+        InputColumnName = options.InputColumnName;
+        InputRange = options.InputRange;
+        _taskColumn = options.TaskColumnName;
+        _scores = options.Scores;
+        _precision = options.WeightPrecision;
+        _modelPath = options.ModelPath;
+        _gpuDeviceId = options.GpuDeviceId;
+        _fallbackToCpu = options.FallbackToCpu;
+
+        IReadOnlyList<string> tasks = options.Task is { } task ? [task] : experts.TaskNames;
+        Outputs = tasks.Select(t => new MergeExpertsTaskOutput(
+            t,
+            options.Task is null ? $"{options.ScoreColumnName}_{t}" : options.ScoreColumnName,
+            options.Task is null ? $"{options.PredictedLabelColumnName}_{t}" : options.PredictedLabelColumnName,
+            experts.Manifest.Task(t).ClassNames)).ToArray();
+
+        var columns = Outputs.SelectMany(o => new[] { o.ScoreColumnName, o.PredictedLabelColumnName }).ToArray();
+        if (columns.GroupBy(c => c, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            throw new ArgumentException($"MergeExperts: output column '{twice.Key}' would be written twice; use distinct score and label column names.", nameof(options));
+        }
+
+        var internalNames = InternalColumns(tasks);
+        if (columns.Concat([InputColumnName]).FirstOrDefault(internalNames.Contains) is { } clash)
+        {
+            throw new ArgumentException($"MergeExperts: column name '{clash}' is used internally by the merged model ({string.Join(", ", internalNames)}); choose another.", nameof(options));
+        }
+    }
+
+    /// <summary>The strategy <c>Fit</c> runs.</summary>
+    public IMergeStrategy Strategy { get; }
+
+    public string InputColumnName { get; }
+
+    public PixelRange InputRange { get; }
+
+    /// <summary>The columns the fitted transformer adds, per task.</summary>
+    public IReadOnlyList<MergeExpertsTaskOutput> Outputs { get; }
+
+    /// <summary>
+    /// The output schema shape, checked before any work: the input column must exist and be a known-size vector of
+    /// <see cref="float"/>. Its size is not part of a <see cref="SchemaShape"/>; <see cref="GetOutputSchema(DataViewSchema)"/>
+    /// and <see cref="Fit"/> check it.
+    /// </summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (Find(inputSchema, InputColumnName) is not { } column)
+        {
+            throw MissingInput();
+        }
+
+        if (column.Kind != SchemaShape.Column.VectorKind.Vector || column.IsKey || column.ItemType != NumberDataViewType.Single)
+        {
+            string kind = column.Kind switch
+            {
+                SchemaShape.Column.VectorKind.Scalar => "a scalar",
+                SchemaShape.Column.VectorKind.VariableVector => "a vector of unknown size",
+                _ => "a vector",
+            };
+            throw WrongInputType($"{kind} of {column.ItemType}{(column.IsKey ? " keys" : "")}");
+        }
+
+        if (_taskColumn is not null && Strategy.RequiresUnlabeledImages)
+        {
+            if (Find(inputSchema, _taskColumn) is not { } taskColumn)
+            {
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"MergeExperts: task column '{_taskColumn}' not found.");
+            }
+
+            if (taskColumn.Kind != SchemaShape.Column.VectorKind.Scalar || taskColumn.ItemType != TextDataViewType.Instance)
+            {
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"MergeExperts: task column '{_taskColumn}' must be text (a task name per row).");
+            }
+        }
+
+        var result = inputSchema.Where(c => !Outputs.Any(o => o.ScoreColumnName == c.Name || o.PredictedLabelColumnName == c.Name)).ToList();
+        result.AddRange(SchemaShapeColumns.Of(_catalog, OutputColumnsSchema()));
+        return new SchemaShape(result);
+    }
+
+    /// <summary>
+    /// The schema the fitted transformer produces for <paramref name="inputSchema"/> (its visible columns), with every check
+    /// <see cref="Fit"/> makes on the input, including the input column's size.
+    /// </summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        CheckInput(inputSchema);
+        CheckTaskColumn(inputSchema);
+        var builder = new DataViewSchema.Builder();
+        var replaced = new HashSet<string>(Outputs.SelectMany(o => new[] { o.ScoreColumnName, o.PredictedLabelColumnName }), StringComparer.Ordinal);
+        foreach (DataViewSchema.Column column in inputSchema.Where(c => !c.IsHidden && !replaced.Contains(c.Name)))
+        {
+            builder.AddColumn(column.Name, column.Type, column.Annotations);
+        }
+
+        builder.AddColumns(OutputColumnsSchema());
+        return builder.ToSchema();
+    }
+
+    /// <summary>
+    /// Checks the input, merges (reading the unlabeled images first when the strategy needs them), writes the ONNX model
+    /// and composes ML.NET's <c>ApplyOnnxModel</c> with the transforms that name the outputs.
+    /// </summary>
+    public MergeExpertsTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        PixelInputLayout layout = CheckInput(input.Schema);
+        CheckTaskColumn(input.Schema);
+        CheckRange(input);
+
+        var written = new List<string>();
+        ITransformer? chain = null;
+        try
+        {
+            var parts = new List<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)>();
+            using (UnlabeledImages? images = Strategy.RequiresUnlabeledImages ? ReadImages(input, layout) : null)
+            {
+                var context = new MergeStrategyContext(_experts, Outputs.Select(o => o.Task).ToArray(), ExportOptions(), images);
+                using MergedModel merged = Strategy.Merge(context);
+                var served = merged.Tasks.Order(StringComparer.Ordinal).ToArray();
+                if (!served.SequenceEqual(context.Tasks.Order(StringComparer.Ordinal), StringComparer.Ordinal))
+                {
+                    throw new InvalidOperationException(
+                        $"Merge strategy '{Strategy.Name}' returned models for tasks [{string.Join(", ", served)}] instead of [{string.Join(", ", context.Tasks)}].");
+                }
+
+                foreach (MergedModelPart part in merged.Parts)
+                {
+                    string path = PathFor(part, merged.Parts.Count);
+                    OnnxGraphBuilder graph = part.Exporter.BuildGraph();
+                    var (model, tasks) = MlNetOnnxAdapter.Adapt(graph, InputColumnName, layout, InputRange);
+                    written.Add(path);
+                    long bytes = MlNetOnnxAdapter.Save(model, path);
+                    parts.Add((path, tasks, bytes));
+                }
+            }
+
+            chain = BuildChain(parts).Fit(input);
+            var outputs = Outputs;
+            return new MergeExpertsTransformer(chain, InputColumnName, layout, InputRange, outputs,
+                parts.Select(p => p.Path).ToArray(), ownsModelFiles: _modelPath is null);
+        }
+        catch
+        {
+            (chain as IDisposable)?.Dispose();
+            if (_modelPath is null)
+            {
+                foreach (string path in written)
+                {
+                    File.Delete(path);
+                }
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Checks the input column against the model and returns how its values map to pixels.</summary>
+    internal PixelInputLayout CheckInput(DataViewSchema schema) =>
+        CheckInput(schema, InputColumnName, _experts.Config);
+
+    internal static PixelInputLayout CheckInput(DataViewSchema schema, string inputColumn, VisionTransformerConfig config)
+    {
+        DataViewSchema.Column? column = schema.GetColumnOrNull(inputColumn);
+        if (column is null)
+        {
+            throw MissingInput(inputColumn, config);
+        }
+
+        if (column.Value.Type is not VectorDataViewType { ItemType: NumberDataViewType item } vector || item != NumberDataViewType.Single || vector.Size == 0)
+        {
+            throw WrongInputType(inputColumn, config, column.Value.Type.ToString() ?? "?");
+        }
+
+        return PixelInputLayout.ForInputValues(config, vector.Size) ?? throw new ArgumentOutOfRangeException(nameof(schema),
+            $"MergeExperts: input column '{inputColumn}' holds {vector.Size} values per row; the merged model takes {PixelInputLayout.Describe(config)}. " +
+            $"Resize the images to {config.ImageSize}×{config.ImageSize} before ExtractPixels.");
+    }
+
+    /// <summary>Rows looked at by <see cref="CheckRange"/>.</summary>
+    private const int RangeCheckRows = 16;
+
+    /// <summary>
+    /// Catches the likely mix-up of pixel scales on the first rows of the data: values above 1 with <see cref="PixelRange.Unit"/>,
+    /// or images that are not all black but never exceed 1 with <see cref="PixelRange.Byte"/> (ExtractPixels with
+    /// <c>scaleImage: 1f / 255</c>). An empty data view passes.
+    /// </summary>
+    private void CheckRange(IDataView input)
+    {
+        DataViewSchema.Column column = input.Schema[InputColumnName];
+        float max = 0;
+        int rows = 0;
+        using (DataViewRowCursor cursor = input.GetRowCursor([column]))
+        {
+            var getter = cursor.GetGetter<VBuffer<float>>(column);
+            VBuffer<float> values = default;
+            while (rows < RangeCheckRows && cursor.MoveNext())
+            {
+                getter(ref values);
+                foreach (float value in values.GetValues())
+                {
+                    if (!float.IsFinite(value) || value < 0)
+                    {
+                        throw new InvalidDataException($"MergeExperts: input column '{InputColumnName}' has value {value} in row {rows}; pixels must be finite and non-negative.");
+                    }
+
+                    max = Math.Max(max, value);
+                }
+
+                rows++;
+            }
+        }
+
+        if (InputRange == PixelRange.Unit && max > 1)
+        {
+            throw new InvalidDataException(
+                $"MergeExperts: input column '{InputColumnName}' has values up to {max} but InputRange is Unit (0 to 1). " +
+                "ExtractPixels gives 0..255 unless scaleImage: 1f / 255 is set: use InputRange = PixelRange.Byte.");
+        }
+
+        if (InputRange == PixelRange.Byte && max is > 0 and <= 1)
+        {
+            throw new InvalidDataException(
+                $"MergeExperts: the first {rows} row(s) of input column '{InputColumnName}' never exceed {max}, but InputRange is Byte (0 to 255). " +
+                "For pixels scaled to 0..1 (e.g. ExtractPixels with scaleImage: 1f / 255) set InputRange = PixelRange.Unit.");
+        }
+    }
+
+    private static SchemaShape.Column? Find(SchemaShape shape, string name)
+    {
+        foreach (SchemaShape.Column column in shape)
+        {
+            if (column.Name == name)
+            {
+                return column;
+            }
+        }
+
+        return null;
+    }
+
+    private void CheckTaskColumn(DataViewSchema schema)
+    {
+        if (_taskColumn is null || !Strategy.RequiresUnlabeledImages)
+        {
+            return;
+        }
+
+        DataViewSchema.Column? column = schema.GetColumnOrNull(_taskColumn);
+        if (column is null)
+        {
+            throw new ArgumentOutOfRangeException(nameof(schema), $"MergeExperts: task column '{_taskColumn}' not found.");
+        }
+
+        if (column.Value.Type != TextDataViewType.Instance)
+        {
+            throw new ArgumentOutOfRangeException(nameof(schema), $"MergeExperts: task column '{_taskColumn}' is {column.Value.Type}; it must be text (a task name per row).");
+        }
+    }
+
+    private Exception MissingInput() => MissingInput(InputColumnName, _experts.Config);
+
+    private Exception WrongInputType(string actual) => WrongInputType(InputColumnName, _experts.Config, actual);
+
+    private static ArgumentOutOfRangeException MissingInput(string inputColumn, VisionTransformerConfig config) =>
+        new("inputSchema",
+            $"MergeExperts: input column '{inputColumn}' not found. It must hold each image's pixels: {PixelInputLayout.Describe(config)}, " +
+            $"e.g. ResizeImages(\"image\", {config.ImageSize}, {config.ImageSize}) then ExtractPixels(\"{inputColumn}\", \"image\"); " +
+            "or set MergeExpertsOptions.InputColumnName.");
+
+    private static ArgumentOutOfRangeException WrongInputType(string inputColumn, VisionTransformerConfig config, string actual) =>
+        new("inputSchema",
+            $"MergeExperts: input column '{inputColumn}' is {actual}; expected a known-size vector of Single holding {PixelInputLayout.Describe(config)} " +
+            "(ExtractPixels with its default outputAsFloatArray: true).");
+
+    private static HashSet<string> InternalColumns(IEnumerable<string> tasks) =>
+        new(tasks.SelectMany(t => new[] { OnnxTaskHead.ScoresOutputName(t), MlNetOnnxAdapter.LabelOutputName(t) }), StringComparer.Ordinal);
+
+    private DataViewSchema OutputColumnsSchema()
+    {
+        var builder = new DataViewSchema.Builder();
+        foreach (MergeExpertsTaskOutput output in Outputs)
+        {
+            builder.AddColumn(output.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, output.ClassNames.Count));
+            builder.AddColumn(output.PredictedLabelColumnName, TextDataViewType.Instance);
+        }
+
+        return builder.ToSchema();
+    }
+
+    private VitOnnxExportOptions ExportOptions() => new()
+    {
+        WeightPrecision = _precision,
+        Scores = _scores,
+        IncludeFeatures = false,
+        Description = $"Merged by Microsoft.ML.ModelMerging ({Strategy.Name}) for ML.NET's OnnxTransformer.",
+        Metadata = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [StreamingMergeDriver.MethodMetadataKey] = Strategy.Name,
+            [StreamingMergeDriver.ParametersMetadataKey] = JsonSerializer.Serialize(new SortedDictionary<string, string>(
+                Strategy.Settings.ToDictionary(p => p.Key, p => p.Value), StringComparer.Ordinal)),
+        },
+    };
+
+    private string PathFor(MergedModelPart part, int partCount)
+    {
+        string suffix = partCount == 1 ? "" : "." + string.Join("+", part.Tasks);
+        if (_modelPath is null)
+        {
+            return Path.Combine(Path.GetTempPath(), $"mlmerge-{Guid.NewGuid():N}{suffix}.onnx");
+        }
+
+        if (partCount == 1)
+        {
+            return Path.GetFullPath(_modelPath);
+        }
+
+        string full = Path.GetFullPath(_modelPath);
+        string stem = string.Equals(Path.GetExtension(full), ".onnx", StringComparison.OrdinalIgnoreCase) ? full[..^".onnx".Length] : full;
+        return stem + suffix + ".onnx";
+    }
+
+    /// <summary>
+    /// ApplyOnnxModel per exported model, then per task: the scores [1, classes] copied to a plain vector (an identity
+    /// Expression, the one stock transform that drops the leading dimension ML.NET gives ONNX outputs), the label
+    /// vector of one string hashed to a scalar key (Hash, combine) and mapped back to the class name (MapValue), and the
+    /// ONNX columns dropped. Every piece is an ML.NET transform, so the chain saves and loads without this assembly.
+    /// </summary>
+    private IEstimator<ITransformer> BuildChain(IReadOnlyList<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)> parts)
+    {
+        IEstimator<ITransformer>? chain = null;
+        IEstimator<ITransformer> Append(IEstimator<ITransformer> next) => chain = chain is null ? next : chain.Append(next);
+
+        foreach (var (path, tasks, _) in parts)
+        {
+            var onnxOutputs = tasks.SelectMany(t => new[] { t.ScoresOutput, t.LabelOutput }).ToArray();
+            Append(_catalog.ApplyOnnxModel(onnxOutputs, [InputColumnName], path, _gpuDeviceId, _fallbackToCpu));
+        }
+
+        var temporary = new List<string>();
+        foreach (AdaptedTask task in parts.SelectMany(p => p.Tasks))
+        {
+            MergeExpertsTaskOutput output = Outputs.Single(o => o.Task == task.Task);
+            Append(_catalog.Expression(output.ScoreColumnName, "x => x", task.ScoresOutput));
+            var (hashing, keys) = LabelHash(task);
+            Append(hashing);
+            Append(_catalog.Conversion.MapValue(output.PredictedLabelColumnName,
+                keys.Select((key, i) => new KeyValuePair<uint, string>(key, task.ClassNames[i])), task.LabelOutput));
+            temporary.Add(task.ScoresOutput);
+            temporary.Add(task.LabelOutput);
+        }
+
+        return Append(_catalog.DropColumns([.. temporary]));
+    }
+
+    /// <summary>A hashing estimator for the label column whose keys are distinct over the task's class names, and those keys.</summary>
+    private (HashingEstimator Estimator, uint[] Keys) LabelHash(AdaptedTask task)
+    {
+        var names = new MLContext(seed: 0);
+        var schema = SchemaDefinition.Create(typeof(ClassNameRow));
+        schema[0].ColumnName = task.LabelOutput;
+        schema[0].ColumnType = new VectorDataViewType(TextDataViewType.Instance, 1);
+        IDataView classes = names.Data.LoadFromEnumerable(task.ClassNames.Select(n => new ClassNameRow { Name = [n] }), schema);
+        for (uint seed = 314489979; seed < 314489979 + 64; seed++)
+        {
+            var estimator = _catalog.Conversion.Hash(new HashingEstimator.ColumnOptions(task.LabelOutput, task.LabelOutput, LabelHashBits, seed, combine: true));
+            uint[] keys = estimator.Fit(classes).Transform(classes).GetColumn<uint>(task.LabelOutput).ToArray();
+            if (keys.Distinct().Count() == keys.Length)
+            {
+                return (estimator, keys);
+            }
+        }
+
+        throw new InvalidOperationException($"MergeExperts: no label hash separates the {task.ClassNames.Count} class names of task '{task.Task}'.");
+    }
+
+    /// <summary>Reads the input column (and the task column) into images in [0, 1] for a strategy that adapts at test time.</summary>
+    private UnlabeledImages ReadImages(IDataView input, PixelInputLayout layout)
+    {
+        DataViewSchema.Column pixelsColumn = input.Schema[InputColumnName];
+        DataViewSchema.Column? taskColumn = _taskColumn is null ? null : input.Schema[_taskColumn];
+        var pixels = new List<float>();
+        var tasks = new List<string>();
+        var row = new float[layout.ModelValues];
+        using (DataViewRowCursor cursor = input.GetRowCursor(taskColumn is null ? [pixelsColumn] : [pixelsColumn, taskColumn.Value]))
+        {
+            var getPixels = cursor.GetGetter<VBuffer<float>>(pixelsColumn);
+            ValueGetter<ReadOnlyMemory<char>>? getTask = taskColumn is null ? null : cursor.GetGetter<ReadOnlyMemory<char>>(taskColumn.Value);
+            VBuffer<float> values = default;
+            ReadOnlyMemory<char> task = default;
+            var dense = new float[layout.InputValues];
+            while (cursor.MoveNext())
+            {
+                getPixels(ref values);
+                values.CopyTo(dense);
+                layout.ToUnitPixels(dense, InputRange, row);
+                pixels.AddRange(row);
+                if (getTask is not null)
+                {
+                    getTask(ref task);
+                    string name = task.ToString();
+                    if (!_experts.TaskNames.Contains(name, StringComparer.Ordinal))
+                    {
+                        throw new InvalidDataException($"MergeExperts: row {cursor.Position} of task column '{_taskColumn}' names task '{name}', which is not in the expert set ({string.Join(", ", _experts.TaskNames)}).");
+                    }
+
+                    tasks.Add(name);
+                }
+            }
+        }
+
+        long count = pixels.Count / layout.ModelValues;
+        if (count == 0)
+        {
+            throw new InvalidOperationException($"MergeExperts: strategy '{Strategy.Name}' learns from unlabeled images, but the data given to Fit has no rows.");
+        }
+
+        long[] shape = [count, layout.Channels, layout.ImageSize, layout.ImageSize];
+        Tensor all = tensor(pixels.ToArray(), shape);
+        var byTask = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var group in tasks.Select((t, i) => (Task: t, Index: (long)i)).GroupBy(x => x.Task, StringComparer.Ordinal))
+        {
+            using Tensor indices = tensor(group.Select(x => x.Index).ToArray());
+            byTask[group.Key] = all.index_select(0, indices);
+        }
+
+        return new UnlabeledImages(all, byTask);
+    }
+
+    private sealed class ClassNameRow
+    {
+        public string[] Name { get; set; } = [];
+    }
+}

@@ -1,0 +1,116 @@
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Onnx;
+
+namespace Microsoft.ML.ModelMerging.MLNet;
+
+/// <summary>The value range of the input pixel column.</summary>
+public enum PixelRange
+{
+    /// <summary>0 to 255: what ML.NET's <c>ExtractPixels</c> produces with its defaults (<c>scaleImage: 1</c>). The model divides by 255.</summary>
+    Byte,
+
+    /// <summary>0 to 1: <c>ExtractPixels(..., scaleImage: 1f / 255)</c>, or pixels prepared by hand (e.g. <see cref="Data.ImageDataset"/>).</summary>
+    Unit,
+}
+
+/// <summary>
+/// Options of <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Zoo.ExpertSet, MergeExpertsOptions)"/>: how to merge (a weight-only <see cref="Method"/> with its
+/// <see cref="Parameters"/>, or any <see cref="Strategy"/>), which column holds the pixels and what they look like,
+/// which tasks to predict, and where the ONNX model goes.
+/// </summary>
+/// <remarks>
+/// The class is open so that strategies with options of their own (e.g. WEMoE's test-time adaptation) can derive from it
+/// and override <see cref="CreateStrategy"/>.
+/// </remarks>
+public class MergeExpertsOptions
+{
+    /// <summary>Default <see cref="InputColumnName"/>.</summary>
+    public const string DefaultInputColumnName = "pixels";
+
+    /// <summary>Default <see cref="ScoreColumnName"/> (ML.NET's multiclass convention).</summary>
+    public const string DefaultScoreColumnName = "Score";
+
+    /// <summary>Default <see cref="PredictedLabelColumnName"/> (ML.NET's multiclass convention).</summary>
+    public const string DefaultPredictedLabelColumnName = "PredictedLabel";
+
+    /// <summary>
+    /// A weight-only merge method of <see cref="MergeMethodRegistry.Default"/> (<c>mlmerge merge --list</c>), or a method
+    /// trained by test-time adaptation on the unlabeled images of <c>Fit</c> (<c>wemoe</c>, <c>e-wemoe</c>,
+    /// <c>adamerging-task</c>, <c>adamerging-layer</c>; see <see cref="TestTimeAdaptationStrategy"/>, which needs
+    /// <see cref="TaskColumnName"/>). Ignored when <see cref="Strategy"/> is set.
+    /// </summary>
+    public string Method { get; set; } = "task-arithmetic";
+
+    /// <summary>Parameters of <see cref="Method"/> by name (e.g. <c>lambda</c> → <c>0.3</c>); absent ones take their defaults.</summary>
+    public IDictionary<string, string> Parameters { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Any merge strategy; when set, <see cref="Method"/> and <see cref="Parameters"/> are ignored.</summary>
+    public IMergeStrategy? Strategy { get; set; }
+
+    /// <summary>
+    /// The input column: a known-size vector of <see cref="float"/> holding each image's pixels channel-major
+    /// (C·H·W, ML.NET <c>ExtractPixels</c>' layout with <c>interleavePixelColors: false</c>, its default), after the image was
+    /// resized to the model's size. A single-channel model also accepts the 3·H·W of <c>ExtractPixels</c>' default RGB
+    /// extraction and averages the three planes (exact for images that went through <c>ConvertToGrayscale</c>).
+    /// </summary>
+    public string InputColumnName { get; set; } = DefaultInputColumnName;
+
+    /// <summary>The range of the input values; the default matches <c>ExtractPixels</c>' default output (0..255).</summary>
+    public PixelRange InputRange { get; set; } = PixelRange.Byte;
+
+    /// <summary>
+    /// The one task to predict, or null for every task of the expert set. With one task the output columns are
+    /// <see cref="ScoreColumnName"/> and <see cref="PredictedLabelColumnName"/>; with every task they are suffixed
+    /// <c>_&lt;task&gt;</c>. Methods whose weights depend on the task (TALL masks, consensus, EMR) export that task's own
+    /// model for each task.
+    /// </summary>
+    public string? Task { get; set; }
+
+    /// <summary>Name of the class-probability (or logit, see <see cref="Scores"/>) vector column.</summary>
+    public string ScoreColumnName { get; set; } = DefaultScoreColumnName;
+
+    /// <summary>Name of the predicted class-name column (text).</summary>
+    public string PredictedLabelColumnName { get; set; } = DefaultPredictedLabelColumnName;
+
+    /// <summary>Whether score columns hold softmax probabilities (default) or raw logits.</summary>
+    public OnnxScoreKind Scores { get; set; } = OnnxScoreKind.Probabilities;
+
+    /// <summary>Storage of the exported weight matrices; float16 halves the file and computes in float32.</summary>
+    public OnnxWeightPrecision WeightPrecision { get; set; } = OnnxWeightPrecision.Float32;
+
+    /// <summary>
+    /// Where to write the ONNX model. Null (default): a temporary file that the fitted transformer deletes when disposed.
+    /// A path given here is the user's: it is kept. Task-specific methods predicting several tasks write one model per
+    /// task, named <c>&lt;path without .onnx&gt;.&lt;task&gt;.onnx</c>.
+    /// </summary>
+    public string? ModelPath { get; set; }
+
+    /// <summary>
+    /// Column naming each row's task (text), read only by strategies that learn from unlabeled images, so they can draw
+    /// images per task. Null: the images form one pool.
+    /// </summary>
+    public string? TaskColumnName { get; set; }
+
+    /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: the CUDA device of ONNX Runtime, or null for the CPU.</summary>
+    public int? GpuDeviceId { get; set; }
+
+    /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: fall back to the CPU when the GPU cannot be used.</summary>
+    public bool FallbackToCpu { get; set; }
+
+    /// <summary>The strategy this estimator runs: <see cref="Strategy"/>, or the weight-only <see cref="Method"/> with <see cref="Parameters"/>.</summary>
+    public virtual IMergeStrategy CreateStrategy()
+    {
+        if (Strategy is not null)
+        {
+            return Strategy;
+        }
+
+        if (!MergeMethodRegistry.Default.TryGet(Method, out _) && AdaptationMethods.All.Contains(Method.Trim(), StringComparer.OrdinalIgnoreCase))
+        {
+            return TestTimeAdaptationStrategy.Create(Method, Parameters);
+        }
+
+        return new WeightMergeStrategy(Method, new MergeParameters(Parameters));
+    }
+}

@@ -1,0 +1,113 @@
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.ModelMerging.MLNet;
+
+/// <summary>
+/// The fitted <see cref="MergeExpertsEstimator"/>: a chain of ML.NET's own transforms (<c>OnnxTransformer</c> on the merged
+/// model, then column naming) to which <see cref="Transform"/>, <see cref="GetOutputSchema"/>, the row-to-row mapper used
+/// by <c>PredictionEngine</c>, and saving are delegated. A saved pipeline therefore reloads in any <see cref="MLContext"/>,
+/// without this assembly, as that chain. Immutable.
+/// <para>
+/// The transformer owns the ONNX files it reads when <see cref="MergeExpertsOptions.ModelPath"/> was not given (they are
+/// deleted on <see cref="Dispose"/>); ML.NET's <c>OnnxTransformer</c> reads the file again when the model is saved, so save
+/// before disposing.
+/// </para>
+/// </summary>
+public sealed class MergeExpertsTransformer : ITransformer, IDisposable
+{
+    private readonly ITransformer _chain;
+    private readonly bool _ownsModelFiles;
+    private bool _disposed;
+
+    internal MergeExpertsTransformer(ITransformer chain, string inputColumnName, PixelInputLayout layout, PixelRange inputRange,
+        IReadOnlyList<MergeExpertsTaskOutput> outputs, IReadOnlyList<string> modelPaths, bool ownsModelFiles)
+    {
+        _chain = chain;
+        InputColumnName = inputColumnName;
+        InputSize = layout.InputValues;
+        InputRange = inputRange;
+        Outputs = outputs;
+        ModelPaths = modelPaths;
+        _ownsModelFiles = ownsModelFiles;
+    }
+
+    /// <summary>The ML.NET transforms this transformer runs and saves.</summary>
+    public ITransformer Model => _chain;
+
+    public string InputColumnName { get; }
+
+    /// <summary>Values per row the input column must hold.</summary>
+    public int InputSize { get; }
+
+    public PixelRange InputRange { get; }
+
+    /// <summary>The output columns, per task.</summary>
+    public IReadOnlyList<MergeExpertsTaskOutput> Outputs { get; }
+
+    /// <summary>The ONNX models scored (one, or one per task for methods whose weights depend on the task).</summary>
+    public IReadOnlyList<string> ModelPaths { get; }
+
+    public bool IsRowToRowMapper => _chain.IsRowToRowMapper;
+
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        CheckInput(inputSchema);
+        return _chain.GetOutputSchema(inputSchema);
+    }
+
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        CheckInput(inputSchema);
+        return _chain.GetRowToRowMapper(inputSchema);
+    }
+
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        CheckInput(input.Schema);
+        return _chain.Transform(input);
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _chain.Save(ctx);
+    }
+
+    /// <summary>Releases the ONNX Runtime sessions and deletes the ONNX files this transformer owns.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        (_chain as IDisposable)?.Dispose();
+        if (_ownsModelFiles)
+        {
+            foreach (string path in ModelPaths)
+            {
+                File.Delete(path);
+            }
+        }
+    }
+
+    private void CheckInput(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        DataViewSchema.Column? column = inputSchema.GetColumnOrNull(InputColumnName);
+        if (column is null)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"MergeExperts: input column '{InputColumnName}' not found; it must hold {InputSize} pixel values per row, as when the model was fitted.");
+        }
+
+        if (column.Value.Type is not VectorDataViewType { ItemType: NumberDataViewType item } vector || item != NumberDataViewType.Single || vector.Size != InputSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"MergeExperts: input column '{InputColumnName}' is {column.Value.Type}; the merged model was fitted on Vector<Single, {InputSize}>.");
+        }
+    }
+}
