@@ -119,8 +119,8 @@ internal static class TtaBenchmark
         foreach (var (row, grid) in ZooTable.Grids.Where(g => StaticRows.Contains(g.Row)))
         {
             var (best, _) = evaluator.SelectOnValidation(grid);
-            table.Add(row, best.Test, grid.Count > 1 ? best.Candidate.ToString() : "");
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row}: {100 * best.Test.Average:F1}% ({best.Candidate})"));
+            table.Add(row, best.Test!, grid.Count > 1 ? best.Candidate.ToString() : "");
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row}: {100 * best.Test!.Average:F1}% ({best.Candidate})"));
         }
 
         foreach (var (label, directory) in runs)

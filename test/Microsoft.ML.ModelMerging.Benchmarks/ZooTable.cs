@@ -37,7 +37,7 @@ internal static class ZooTable
             var (best, all) = evaluator.SelectOnValidation(grid);
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{row}: {all.Count} candidate(s) in {clock.Elapsed.TotalSeconds:F0} s, best on validation {best.Candidate} ({100 * best.Validation.Average:F1}%)"));
-            table.Add(row, best.Test, grid.Count > 1 ? best.Candidate.ToString() : "");
+            table.Add(row, best.Test!, grid.Count > 1 ? best.Candidate.ToString() : "");
         }
         Console.WriteLine(table.ToMarkdown());
         return 0;

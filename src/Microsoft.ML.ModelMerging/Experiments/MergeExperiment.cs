@@ -122,7 +122,7 @@ public sealed class MergeExperiment
                     }
                     else
                     {
-                        tried.Add(evaluator.Evaluate(search.Candidates[c]));
+                        tried.Add(evaluator.EvaluateValidation(search.Candidates[c]));
                     }
                 }
                 catch (OperationCanceledException)
@@ -138,16 +138,18 @@ public sealed class MergeExperiment
             }
             // Ties go to the first setting listed, so the choice is deterministic.
             var best = tried.Aggregate((a, b) => Options.Metric.Score(b.Validation, individual) > Options.Metric.Score(a.Validation, individual) ? b : a);
+            // The test split is measured once, for the chosen setting (adaptive candidates measured it already).
+            var bestTest = best.Test ?? evaluator.Evaluate(best.Candidate).Test!;
             var entry = new LeaderboardEntry
             {
                 Method = search.Method,
                 Candidate = best.Candidate.ToString(),
                 CandidatesTried = tried.Count,
                 ValidationScore = Options.Metric.Score(best.Validation, individual),
-                Test = best.Test,
-                TestAverage = best.Test.Average,
-                TestNormalized = best.Test.NormalizedAverage(individualTest),
-                TestWorst = best.Test.Worst,
+                Test = bestTest,
+                TestAverage = bestTest.Average,
+                TestNormalized = bestTest.NormalizedAverage(individualTest),
+                TestWorst = bestTest.Worst,
                 MergeSeconds = methodClock.Elapsed.TotalSeconds,
                 ParameterCount = _experts.Pretrained.Values.Sum(t => t.numel()) + _experts.Tasks.Sum(t => _experts.Head(t.Name).Parameters.Sum(p => p.numel())),
                 Setting = best.Candidate,

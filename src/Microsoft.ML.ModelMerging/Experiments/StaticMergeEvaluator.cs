@@ -6,8 +6,11 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Experiments;
 
-/// <summary>A candidate with the accuracies it reached: on validation (used to choose) and on test (reported).</summary>
-public sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies Validation, TaskAccuracies Test);
+/// <summary>
+/// A candidate with the accuracies it reached: on validation (used to choose) and on test (reported; null when only the
+/// validation split was measured, see <see cref="StaticMergeEvaluator.EvaluateValidation"/>).
+/// </summary>
+public sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies Validation, TaskAccuracies? Test);
 
 /// <summary>
 /// Merges an expert set with weight-only methods in memory and evaluates the result on every task, each with its own head.
@@ -40,7 +43,15 @@ public sealed class StaticMergeEvaluator
     }
 
     /// <summary>Accuracy on both splits of one candidate.</summary>
-    public EvaluatedCandidate Evaluate(MergeCandidate candidate)
+    public EvaluatedCandidate Evaluate(MergeCandidate candidate) => Evaluate(candidate, includeTest: true);
+
+    /// <summary>
+    /// Accuracy on the validation split only: what choosing among candidates needs. The test split, twice the size, is
+    /// measured once for the chosen candidate.
+    /// </summary>
+    public EvaluatedCandidate EvaluateValidation(MergeCandidate candidate) => Evaluate(candidate, includeTest: false);
+
+    private EvaluatedCandidate Evaluate(MergeCandidate candidate, bool includeTest)
     {
         using var result = Merge(candidate);
         var validation = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -53,17 +64,20 @@ public sealed class StaticMergeEvaluator
             {
                 var weights = (IReadOnlyDictionary<string, Tensor>?)taskWeights ?? result.Merged;
                 validation[task] = ExpertTrainer.Accuracy(_experts.Config, weights, _experts.Head(task), Data(task).Validation);
-                test[task] = ExpertTrainer.Accuracy(_experts.Config, weights, _experts.Head(task), Data(task).Test);
+                if (includeTest) test[task] = ExpertTrainer.Accuracy(_experts.Config, weights, _experts.Head(task), Data(task).Test);
             }
             finally
             {
                 if (taskWeights is not null) foreach (var w in taskWeights.Values) w.Dispose();
             }
         }
-        return new EvaluatedCandidate(candidate, new TaskAccuracies(validation), new TaskAccuracies(test));
+        return new EvaluatedCandidate(candidate, new TaskAccuracies(validation), includeTest ? new TaskAccuracies(test) : null);
     }
 
-    /// <summary>Evaluates every candidate and returns the one with the best validation average, with all results.</summary>
+    /// <summary>
+    /// Evaluates every candidate on validation and returns the one with the best validation average, measured on test too,
+    /// with every candidate's validation result.
+    /// </summary>
     public (EvaluatedCandidate Best, IReadOnlyList<EvaluatedCandidate> All) SelectOnValidation(IReadOnlyList<MergeCandidate> candidates,
         IProgress<EvaluatedCandidate>? progress = null, CancellationToken cancellation = default)
     {
@@ -72,12 +86,12 @@ public sealed class StaticMergeEvaluator
         foreach (var candidate in candidates)
         {
             cancellation.ThrowIfCancellationRequested();
-            var evaluated = Evaluate(candidate);
+            var evaluated = EvaluateValidation(candidate);
             all.Add(evaluated);
             progress?.Report(evaluated);
         }
         // Ties go to the first candidate listed, so the choice is deterministic.
         var best = all.Aggregate((a, b) => b.Validation.Average > a.Validation.Average ? b : a);
-        return (best, all);
+        return (Evaluate(best.Candidate), all);
     }
 }
