@@ -108,7 +108,7 @@ run_demo() {
   local out="$ROOT/out/demo"
   mkdir -p "$out"
   # 1. Rank every merge strategy on the zoo (test-time adaptation shortened to DEMO_TTA_STEPS steps; the output says so).
-  mlmerge compare --zoo "$ROOT/zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-10m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
+  mlmerge compare --zoo "$ROOT/zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-11m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
   # 2. The best entry as an ML.NET pipeline: merged (or adapted) again with MergeExperts, exported to ONNX, saved as a zip,
   #    reloaded in a fresh MLContext and scoring PNG test images of every task through a PredictionEngine.
   rm -rf "$out/score"
@@ -116,7 +116,7 @@ run_demo() {
     --zoo "$ROOT/zoo" --out "$out/score" --leaderboard "$out/compare/leaderboard.json"
   log "report: $out/compare/report.md"
   log "charts: $(ls "$out"/compare/*.png | xargs -n1 basename | tr '\n' ' ')"
-  log "best model: $out/score/merged.onnx (ML.NET pipeline: $out/score/merged.zip)"
+  log "best model: $(ls "$out"/score/*.onnx | xargs -n1 basename | tr '\n' ' ')(ML.NET pipeline: $out/score/merged.zip)"
 }
 
 case "$VERB" in

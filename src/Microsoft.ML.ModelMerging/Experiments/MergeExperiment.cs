@@ -18,12 +18,15 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
     /// </summary>
     public const int DefaultAdaptationSteps = 200;
 
-    /// <summary>The methods trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, the method's defaults otherwise.</summary>
+    /// <summary>
+    /// The methods trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, the method's defaults
+    /// otherwise. The flagship WEMoE comes first, so a tight time budget still reaches it.
+    /// </summary>
     public static IReadOnlyList<MergeMethodSearch> Adaptive(int steps = DefaultAdaptationSteps)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
         string text = steps.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return new[] { "adamerging-task", "adamerging-layer", "wemoe", "e-wemoe" }
+        return new[] { "wemoe", "adamerging-layer", "e-wemoe", "adamerging-task" }
             .Select(m => new MergeMethodSearch(m, new[] { new MergeCandidate(m, new Dictionary<string, string> { ["steps"] = text }) }))
             .ToList();
     }

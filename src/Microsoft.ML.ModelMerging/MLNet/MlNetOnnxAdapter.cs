@@ -169,32 +169,7 @@ internal static class MlNetOnnxAdapter
     }
 
     /// <summary>Writes <paramref name="model"/> through a temporary file renamed into place; returns the size in bytes.</summary>
-    public static long Save(ModelProto model, string path)
-    {
-        string target = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(target)!;
-        Directory.CreateDirectory(directory);
-        string temporary = Path.Combine(directory, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.partial");
-        try
-        {
-            long length;
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                model.WriteTo(stream);
-                length = stream.Length;
-            }
-
-            File.Move(temporary, target, overwrite: true);
-            return length;
-        }
-        finally
-        {
-            if (File.Exists(temporary))
-            {
-                File.Delete(temporary);
-            }
-        }
-    }
+    public static long Save(ModelProto model, string path) => OnnxGraphBuilder.Save(model, path);
 
     private static void Rename(GraphProto graph, string from, string to)
     {

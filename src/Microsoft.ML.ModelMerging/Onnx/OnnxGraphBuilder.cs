@@ -321,7 +321,12 @@ public sealed class OnnxGraphBuilder
     public long Save(string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        ModelProto model = ToModelProto();
+        return Save(ToModelProto(), path);
+    }
+
+    /// <summary>Writes any <paramref name="model"/> to <paramref name="path"/> as <see cref="Save(string)"/> does.</summary>
+    internal static long Save(ModelProto model, string path)
+    {
         string target = Path.GetFullPath(path);
         string directory = Path.GetDirectoryName(target)!;
         Directory.CreateDirectory(directory);
