@@ -66,7 +66,7 @@ Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip
 // 2. An application: a fresh MLContext loads the zip and scores one image at a time.
 var app = new MLContext();
 ITransformer loaded = app.Model.Load(zip, out _);
-var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
+using var engine = app.Model.CreatePredictionEngine<ImageFile, Prediction>(loaded);
 List<Prediction> predictions = images.Select(engine.Predict).ToList();
 (loaded as IDisposable)?.Dispose();
 
@@ -78,6 +78,11 @@ for (int i = 0; i < images.Count; i++)
 {
     ImageFile image = images[i];
     int task = experts.TaskNames.ToList().IndexOf(image.Task);
+    if (task < 0)
+    {
+        throw new InvalidDataException($"Image folder '{image.Task}' under {imagesDirectory} is not a task of the zoo ({string.Join(", ", experts.TaskNames)}).");
+    }
+
     IReadOnlyList<string> classes = merge.Outputs[task].ClassNames;
     int offset = merge.Outputs.Take(task).Sum(o => o.ClassNames.Count);
     float probability = predictions[i].Scores.Skip(offset).Take(classes.Count).Max();

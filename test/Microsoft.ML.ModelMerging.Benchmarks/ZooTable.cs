@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// </summary>
 internal static class ZooTable
 {
-    /// <summary>Row labels of the table; the grids are the comparison's own (<see cref="MergeMethodSearch.Defaults"/>).</summary>
+    /// <summary>Row labels of the table; the grids are the comparison's weight-only ones (<see cref="MergeMethodSearch.WeightOnly"/>).</summary>
     private static readonly Dictionary<string, string> RowNames = new()
     {
         ["simple-average"] = "Simple average", ["task-arithmetic"] = "Task arithmetic", ["ties"] = "TIES", ["dare"] = "DARE (+TA)",
@@ -19,7 +19,7 @@ internal static class ZooTable
     };
 
     public static IReadOnlyList<(string Row, IReadOnlyList<MergeCandidate> Grid)> Grids { get; } =
-        MergeMethodSearch.Defaults.Select(d => (RowNames.GetValueOrDefault(d.Method, d.Method), d.Candidates)).ToList();
+        MergeMethodSearch.WeightOnly.Select(d => (RowNames.GetValueOrDefault(d.Method, d.Method), d.Candidates)).ToList();
 
     public static int Run(string zoo, IReadOnlyCollection<string>? rows)
     {

@@ -13,6 +13,8 @@ using Command = System.CommandLine.Command;
 /// one ONNX model with input <c>pixels</c> and one <c>scores_&lt;task&gt;</c> output per head.
 /// <c>mlmerge export-onnx --wemoe-routers &lt;routers.safetensors|dir&gt; --zoo &lt;dir&gt; [--task ...] --out model.onnx
 /// [--fp16 | --fp16-task-vectors]</c>: a WEMoE / E-WEMoE model rebuilt from the zoo with trained routers, one output per expert's task.
+/// <c>mlmerge export-onnx --model &lt;checkpoint|adapt dir&gt; --zoo &lt;dir&gt; --out model.onnx</c>: every head of the zoo, or the
+/// result of <c>mlmerge adapt</c> (WEMoE routers, or the merged backbone of AdaMerging, Fisher and RegMean).
 /// </summary>
 internal static class ExportOnnxCommand
 {
@@ -61,6 +63,12 @@ internal static class ExportOnnxCommand
             string? zooPath = parse.GetValue(zoo);
 
             // The output directory of `mlmerge adapt`: WEMoE's routers, or the merged backbone of the other methods.
+            if (routersPath is null && modelPath is not null && AdaptationManifest.Exists(modelPath)
+                && AdaptationManifest.Read(modelPath).Result is null)
+            {
+                throw new ArgumentException($"{modelPath} holds an `mlmerge adapt` run that has not finished: run the same command again to complete it, then export.");
+            }
+
             if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, AdaptationJob.RoutersFileName)))
             {
                 routersPath = modelPath;

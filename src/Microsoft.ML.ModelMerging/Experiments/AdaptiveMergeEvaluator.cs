@@ -17,6 +17,7 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
 {
     private readonly ExpertSet _experts;
     private readonly BenchmarkSources? _sources;
+    private readonly Dictionary<string, TaskSplits> _data = new(StringComparer.Ordinal);
     private UnlabeledImages? _testImages;
 
     public AdaptiveMergeEvaluator(ExpertSet experts, BenchmarkSources? sources = null)
@@ -31,9 +32,9 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
 
     /// <summary>
     /// Adapts one candidate, measures it on validation and test, and returns it with its exported ONNX model (every task's
-    /// head) for the size and latency columns.
+    /// head) for the size and latency columns when <paramref name="export"/> is set.
     /// </summary>
-    public (EvaluatedCandidate Result, byte[] Onnx) Evaluate(MergeCandidate candidate, CancellationToken cancellation = default)
+    public (EvaluatedCandidate Result, byte[]? Onnx) Evaluate(MergeCandidate candidate, bool export = true, CancellationToken cancellation = default)
     {
         var strategy = TestTimeAdaptationStrategy.Create(candidate.Method, candidate.Parameters);
         var context = new MergeStrategyContext(_experts, _experts.TaskNames, new VitOnnxExportOptions(), TestImages(), cancellation);
@@ -41,9 +42,30 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
         var exporter = merged.Parts[0].Exporter;
         // The exporter's forward is the adapted model's TorchSharp forward (WEMoE's routed MLPs, or AdaMerging's weights).
         Func<Tensor, Tensor> features = exporter.Features;
-        var validation = TaskAccuracy.Evaluate(_experts, features, EvaluationSplit.Validation, _sources);
-        var test = TaskAccuracy.Evaluate(_experts, features, EvaluationSplit.Test, _sources);
-        return (new EvaluatedCandidate(candidate, validation, test), exporter.Export());
+        return (new EvaluatedCandidate(candidate, Accuracy(features, EvaluationSplit.Validation), Accuracy(features, EvaluationSplit.Test)),
+            export ? exporter.Export() : null);
+    }
+
+    private TaskAccuracies Accuracy(Func<Tensor, Tensor> features, EvaluationSplit split)
+    {
+        var perTask = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (string task in _experts.TaskNames)
+        {
+            var data = TaskAccuracy.Pick(Data(task), split);
+            var head = _experts.Head(task);
+            using var images = data.ToTensor();
+            using var labels = data.LabelsToTensor();
+            perTask[task] = Training.ClassifierEvaluation.Accuracy(x => head.Forward(features(x)), images, labels);
+        }
+
+        return new TaskAccuracies(perTask);
+    }
+
+    // Rendering and fingerprinting a task's data takes seconds: once per experiment.
+    private TaskSplits Data(string task)
+    {
+        if (!_data.TryGetValue(task, out var splits)) _data[task] = splits = _experts.LoadData(task, _sources);
+        return splits;
     }
 
     public void Dispose() => _testImages?.Dispose();
@@ -53,7 +75,7 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
     {
         if (_testImages is not null) return _testImages;
         var byTask = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string task in _experts.TaskNames) byTask[task] = _experts.LoadData(task, _sources).Test.ToTensor();
+        foreach (string task in _experts.TaskNames) byTask[task] = Data(task).Test.ToTensor();
         return _testImages = new UnlabeledImages(cat(byTask.Values.ToArray(), 0), byTask);
     }
 }

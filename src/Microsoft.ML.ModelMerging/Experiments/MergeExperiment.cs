@@ -31,11 +31,8 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
             .ToList();
     }
 
-    /// <summary>Every method: the weight-only ones with a small grid over their main hyperparameters, then the adaptive ones.</summary>
-    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = WeightOnly.Concat(Adaptive()).ToList();
-
     /// <summary>Every weight-only method with a small grid over its main hyperparameters.</summary>
-    public static IReadOnlyList<MergeMethodSearch> WeightOnly => new[]
+    public static IReadOnlyList<MergeMethodSearch> WeightOnly { get; } = new[]
     {
         new MergeMethodSearch("simple-average", new[] { new MergeCandidate("simple-average") }),
         new MergeMethodSearch("task-arithmetic", MergeCandidate.Grid("task-arithmetic", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
@@ -45,6 +42,9 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
         new MergeMethodSearch("consensus", MergeCandidate.Grid("consensus", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
         new MergeMethodSearch("emr", new[] { new MergeCandidate("emr") }),
     };
+
+    /// <summary>Every method: the weight-only ones with a small grid over their main hyperparameters, then the adaptive ones.</summary>
+    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = WeightOnly.Concat(Adaptive()).ToList();
 
     /// <summary>The default searches of the named methods, in the order given; adaptive ones run <paramref name="adaptationSteps"/> steps.</summary>
     public static IReadOnlyList<MergeMethodSearch> For(IEnumerable<string> methods, int adaptationSteps = DefaultAdaptationSteps) => methods.Select(m =>
@@ -106,7 +106,7 @@ public sealed class MergeExperiment
             }
             var methodClock = Stopwatch.StartNew();
             var tried = new List<EvaluatedCandidate>();
-            var adaptedModels = new List<byte[]>();
+            var adaptedModels = new Dictionary<EvaluatedCandidate, byte[]?>();
             for (int c = 0; c < search.Candidates.Count; c++)
             {
                 if (cancellation.IsCancellationRequested || (Options.TimeBudget is { } budget && clock.Elapsed >= budget))
@@ -119,9 +119,9 @@ public sealed class MergeExperiment
                 {
                     if (AdaptiveMergeEvaluator.Handles(search.Candidates[c].Method))
                     {
-                        var (result, onnx) = adaptive.Evaluate(search.Candidates[c], cancellation);
+                        var (result, onnx) = adaptive.Evaluate(search.Candidates[c], Options.MeasureOnnx, cancellation);
                         tried.Add(result);
-                        adaptedModels.Add(onnx);
+                        adaptedModels[result] = onnx;
                     }
                     else
                     {
@@ -159,13 +159,13 @@ public sealed class MergeExperiment
                 Note = string.Join("; ", new[]
                 {
                     tried.Count < search.Candidates.Count ? $"stopped after {tried.Count} of {search.Candidates.Count} settings" : "",
-                    adaptedModels.Count > 0 ? "adapted on the unlabeled test images" : "",
+                    adaptedModels.ContainsKey(best) ? "adapted on the unlabeled test images" : "",
                 }.Where(n => n.Length > 0)),
             };
             if (Options.MeasureOnnx && !stopped)
             {
-                entry = adaptedModels.Count > 0
-                    ? MeasureOnnx(entry, adaptedModels[tried.IndexOf(best)], "")
+                entry = adaptedModels.TryGetValue(best, out byte[]? onnx) && onnx is not null
+                    ? MeasureOnnx(entry, onnx, "")
                     : MeasureOnnx(entry, evaluator, best.Candidate);
             }
             entries.Add(entry);

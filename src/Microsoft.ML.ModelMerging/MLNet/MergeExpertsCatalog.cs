@@ -35,20 +35,11 @@ public static class MergeExpertsCatalog
     /// <param name="catalog">The transforms catalog of the <see cref="MLContext"/> the pipeline belongs to.</param>
     /// <param name="experts">The expert set the comparison ran on.</param>
     /// <param name="setting">The entry's <see cref="Experiments.LeaderboardEntry.Setting"/> (or <see cref="Experiments.Leaderboard.ReadBestSetting"/>).</param>
-    /// <param name="options">Input column, tasks, model path...; its <see cref="MergeExpertsOptions.Method"/> and parameters are replaced by the setting's.</param>
+    /// <param name="options">Input column, tasks, model path...; its method, parameters and strategy are ignored (not changed): the setting's are used.</param>
     public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertSet experts, Experiments.MergeCandidate setting,
         MergeExpertsOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(setting);
-        options ??= new MergeExpertsOptions();
-        options.Strategy = null;
-        options.Method = setting.Method;
-        options.Parameters.Clear();
-        foreach (var (name, value) in setting.Parameters)
-        {
-            options.Parameters[name] = value;
-        }
-
-        return catalog.MergeExperts(experts, options);
+        return catalog.MergeExperts(experts, (options ?? new MergeExpertsOptions()).WithSetting(setting));
     }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Merging;
@@ -46,6 +47,14 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         }
 
         Strategy = options.CreateStrategy();
+        if (Strategy is TestTimeAdaptationStrategy && options.TaskColumnName is null)
+        {
+            // Checked here rather than after Fit has read every image.
+            throw new ArgumentException(
+                $"MergeExperts: {Strategy.Name} minimises each task head's entropy on that task's images, so it must know every row's task: " +
+                $"set TaskColumnName to a text column holding one of {string.Join(", ", experts.TaskNames)}.", nameof(options));
+        }
+
         InputColumnName = options.InputColumnName;
         InputRange = options.InputRange;
         _taskColumn = options.TaskColumnName;
@@ -251,7 +260,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
                 {
                     if (!float.IsFinite(value) || value < 0)
                     {
-                        throw new InvalidDataException($"MergeExperts: input column '{InputColumnName}' has value {value} in row {rows}; pixels must be finite and non-negative.");
+                        throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
+                            $"MergeExperts: input column '{InputColumnName}' has value {value} in row {rows}; pixels must be finite and non-negative."));
                     }
 
                     max = Math.Max(max, value);
@@ -263,15 +273,15 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
 
         if (InputRange == PixelRange.Unit && max > 1)
         {
-            throw new InvalidDataException(
-                $"MergeExperts: input column '{InputColumnName}' has values up to {max} but InputRange is Unit (0 to 1). " +
+            throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
+                $"MergeExperts: input column '{InputColumnName}' has values up to {max} but InputRange is Unit (0 to 1). ") +
                 "ExtractPixels gives 0..255 unless scaleImage: 1f / 255 is set: use InputRange = PixelRange.Byte.");
         }
 
         if (InputRange == PixelRange.Byte && max is > 0 and <= 1)
         {
             throw new InvalidDataException(
-                $"MergeExperts: the first {rows} row(s) of input column '{InputColumnName}' never exceed {max}, but InputRange is Byte (0 to 255). " +
+                string.Create(CultureInfo.InvariantCulture, $"MergeExperts: the first {rows} row(s) of input column '{InputColumnName}' never exceed {max}, but InputRange is Byte (0 to 255). ") +
                 "For pixels scaled to 0..1 (e.g. ExtractPixels with scaleImage: 1f / 255) set InputRange = PixelRange.Unit.");
         }
     }

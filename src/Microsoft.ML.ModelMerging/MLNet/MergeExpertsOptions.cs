@@ -43,7 +43,9 @@ public class MergeExpertsOptions
     public string Method { get; set; } = "task-arithmetic";
 
     /// <summary>Parameters of <see cref="Method"/> by name (e.g. <c>lambda</c> → <c>0.3</c>); absent ones take their defaults.</summary>
-    public IDictionary<string, string> Parameters { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+    public IDictionary<string, string> Parameters => _parameters;
+
+    private Dictionary<string, string> _parameters = new(StringComparer.OrdinalIgnoreCase);
 
     /// <summary>Any merge strategy; when set, <see cref="Method"/> and <see cref="Parameters"/> are ignored.</summary>
     public IMergeStrategy? Strategy { get; set; }
@@ -88,7 +90,7 @@ public class MergeExpertsOptions
 
     /// <summary>
     /// Column naming each row's task (text), read only by strategies that learn from unlabeled images, so they can draw
-    /// images per task. Null: the images form one pool.
+    /// images per task; the test-time adaptation strategies require it (each task head adapts on its own task's images).
     /// </summary>
     public string? TaskColumnName { get; set; }
 
@@ -97,6 +99,18 @@ public class MergeExpertsOptions
 
     /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: fall back to the CPU when the GPU cannot be used.</summary>
     public bool FallbackToCpu { get; set; }
+
+    /// <summary>A copy of these options that runs <paramref name="setting"/>'s method with its parameters (and no <see cref="Strategy"/>).</summary>
+    public MergeExpertsOptions WithSetting(Experiments.MergeCandidate setting)
+    {
+        ArgumentNullException.ThrowIfNull(setting);
+        var copy = (MergeExpertsOptions)MemberwiseClone();
+        copy.Strategy = null;
+        copy.Method = setting.Method;
+        // MemberwiseClone shares the dictionary: give the copy its own.
+        copy._parameters = new Dictionary<string, string>(setting.Parameters, StringComparer.OrdinalIgnoreCase);
+        return copy;
+    }
 
     /// <summary>The strategy this estimator runs: <see cref="Strategy"/>, or the weight-only <see cref="Method"/> with <see cref="Parameters"/>.</summary>
     public virtual IMergeStrategy CreateStrategy()

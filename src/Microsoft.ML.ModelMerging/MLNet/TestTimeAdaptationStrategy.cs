@@ -40,9 +40,21 @@ public sealed class TestTimeAdaptationStrategy : IMergeStrategy
     public static TestTimeAdaptationStrategy Create(string method, IEnumerable<KeyValuePair<string, string>>? settings = null)
     {
         var options = new AdaptationJobOptions { Method = AdaptationMethods.Parse(method) };
+        bool weightEnsembling = options.Method.IsWeightEnsembling();
         foreach (var (rawKey, value) in settings ?? [])
         {
             string key = rawKey.Trim().Replace('-', '_').ToLowerInvariant();
+            bool applies = key switch
+            {
+                "router_depth" or "router_layers" or "batch_reduce" => weightEnsembling,
+                "keep" => options.Method == AdaptationMethod.EfficientWeightEnsembling,
+                _ => true,
+            };
+            if (!applies)
+            {
+                throw new ArgumentException($"Setting '{rawKey}' does not apply to {options.Method.Name()}.");
+            }
+
             options = key switch
             {
                 "steps" => options with { Steps = Int(rawKey, value) },
@@ -52,7 +64,7 @@ public sealed class TestTimeAdaptationStrategy : IMergeStrategy
                 "keep" => options with { Keep = Number(rawKey, value) },
                 "lambda" => options with { Lambda = Number(rawKey, value) },
                 "seed" => options with { Seed = Int(rawKey, value) },
-                "batch_reduce" => options with { BatchReduce = Int(rawKey, value) != 0 },
+                "batch_reduce" => options with { BatchReduce = Flag(rawKey, value) },
                 _ => throw new ArgumentException(
                     $"Unknown setting '{rawKey}' for {method}: expected steps, learning_rate, batch, router_depth, keep, lambda, seed or batch_reduce."),
             };
@@ -118,7 +130,7 @@ public sealed class TestTimeAdaptationStrategy : IMergeStrategy
             new AdaMergingOptions { Granularity = granularity, InitialLambda = _options.Lambda });
         TestTimeAdaptation.Run(ada, tasks, tta, Progress, context.Cancellation);
         Dictionary<string, Tensor> merged = ada.MergedWeights();
-        var owner = new TensorOwner(merged.Values);
+        var owner = new OwnedTensors(merged.Values);
         try
         {
             return new MergedModel([new MergedModelPart(new DenseVitOnnxExporter(experts.Config, merged, heads, exportOptions))], [owner]);
@@ -137,21 +149,15 @@ public sealed class TestTimeAdaptationStrategy : IMergeStrategy
             ? parsed
             : throw new ArgumentException($"Setting '{key}' must be an integer (got '{value}').");
 
+    private static bool Flag(string key, string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "true" or "1" => true,
+        "false" or "0" => false,
+        _ => throw new ArgumentException($"Setting '{key}' must be true or false (got '{value}')."),
+    };
+
     private static double Number(string key, string value) =>
         double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double parsed)
             ? parsed
             : throw new ArgumentException($"Setting '{key}' must be a number (got '{value}').");
-
-    private sealed class TensorOwner(IEnumerable<Tensor> tensors) : IDisposable
-    {
-        private readonly Tensor[] _tensors = tensors.ToArray();
-
-        public void Dispose()
-        {
-            foreach (Tensor tensor in _tensors)
-            {
-                tensor.Dispose();
-            }
-        }
-    }
 }

@@ -67,7 +67,7 @@ public sealed class WeightMergeStrategy : IMergeStrategy
                     context.Cancellation.ThrowIfCancellationRequested();
                     int index = experts.TaskNames.ToList().IndexOf(task);
                     Dictionary<string, Tensor> weights = result.MaterializeTask(index);
-                    owned.Add(new TensorDictionaryOwner(weights));
+                    owned.Add(new OwnedTensors(weights.Values));
                     parts.Add(new MergedModelPart(new DenseVitOnnxExporter(experts.Config, weights, [new OnnxTaskHead(task, experts.Head(task))], context.ExportOptions)));
                 }
             }
@@ -87,15 +87,4 @@ public sealed class WeightMergeStrategy : IMergeStrategy
 
     public override string ToString() =>
         Settings.Count == 0 ? Name : Name + " " + string.Join(" ", Settings.Select(s => $"{s.Key}={s.Value}"));
-
-    private sealed class TensorDictionaryOwner(Dictionary<string, Tensor> tensors) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (Tensor tensor in tensors.Values)
-            {
-                tensor.Dispose();
-            }
-        }
-    }
 }

@@ -446,16 +446,23 @@ public sealed class MergeExpertsEstimatorTests
     public void AdaptingStrategiesNeedTheTaskOfEveryRowAndLabeledMethodsAreRefused()
     {
         var ml = new MLContext(seed: 1);
-        var noTasks = Assert.ThrowsExactly<InvalidOperationException>(() =>
-            ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "adamerging-layer")).Fit(Rows(ml, s_images)));
-        StringAssert.Contains(noTasks.Message, "TaskColumnName");
+        var noTasks = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "adamerging-layer")));
+        StringAssert.Contains(noTasks.Message, "set TaskColumnName");
+
+        var notApplicable = Assert.ThrowsExactly<ArgumentException>(() =>
+        {
+            var options = UnitRange(o => { o.Method = "adamerging-task"; o.TaskColumnName = "task"; });
+            options.Parameters["router_depth"] = "1";
+            ml.Transforms.MergeExperts(s_experts, options);
+        });
+        StringAssert.Contains(notApplicable.Message, "'router_depth' does not apply to adamerging-task");
 
         var fisher = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "fisher")));
         StringAssert.Contains(fisher.Message, "labeled training examples");
 
         var unknown = Assert.ThrowsExactly<ArgumentException>(() =>
         {
-            var options = UnitRange(o => o.Method = "wemoe");
+            var options = UnitRange(o => { o.Method = "wemoe"; o.TaskColumnName = "task"; });
             options.Parameters["stepz"] = "3";
             ml.Transforms.MergeExperts(s_experts, options);
         });
