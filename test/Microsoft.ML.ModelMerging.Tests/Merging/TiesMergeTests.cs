@@ -39,7 +39,7 @@ public sealed class TiesMergeTests
     [DataRow("mean")]
     public void GlobalTrimMatchesReferenceAcrossSlicesOfALargeTensor(string mergeFunction)
     {
-        // 600 × 1001 entries: the global path works in slices of 2^18 entries, the last one partial. Two entries in later
+        // 600 × 1001 entries: the global path works in chunks of 2^15 entries, the last one partial. Two entries in later
         // slices cancel exactly (γ = 0), so the global majority sign decides them.
         using var scope = NewDisposeScope();
         var model = ReferenceModel.Create(seed: 12, experts: 3, new Dictionary<string, long[]> { ["big"] = [600, 1001], ["small"] = [5] });
