@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -26,7 +27,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
     private readonly long _chunkElements;
     private readonly long[][] _coarseCounts;
     private readonly long[][] _fineCounts;
-    private readonly int[] _scratch = new int[4 * BucketCount];
+    private int[]? _scratch; // allocated on first use: thread-local partials counting small chunks never need it
     private long[]? _buckets;
     private long[]? _remainingRanks;
     private float[]? _thresholds;
@@ -123,6 +124,37 @@ public sealed class ExactMagnitudeSelector : IDisposable
         return _thresholds;
     }
 
+    /// <summary>
+    /// An empty selector in the same pass (same buckets) for one thread; <see cref="AddCounts"/> folds its counts back.
+    /// Counting on several threads then costs one histogram per thread instead of a lock per value.
+    /// </summary>
+    internal ExactMagnitudeSelector CreatePartial() => new(SeriesCount, _chunkElements) { _buckets = _buckets };
+
+    /// <summary>Adds the counts of a partial made by <see cref="CreatePartial"/> (counts are sums, so order does not matter).</summary>
+    internal void AddCounts(ExactMagnitudeSelector partial)
+    {
+        if (partial.SeriesCount != SeriesCount) throw new ArgumentException("The partial counts another number of series.", nameof(partial));
+        for (int s = 0; s < SeriesCount; s++)
+        {
+            for (int bucket = 0; bucket < BucketCount; bucket++)
+            {
+                _coarseCounts[s][bucket] += partial._coarseCounts[s][bucket];
+                _fineCounts[s][bucket] += partial._fineCounts[s][bucket];
+            }
+        }
+    }
+
+    /// <summary>Pass 1 for values of one series (finite float32), e.g. a chunk of a tensor.</summary>
+    internal void AccumulateCoarse(int series, ReadOnlySpan<float> values) =>
+        CountHigh(MemoryMarshal.Cast<float, uint>(values), _coarseCounts[series]);
+
+    /// <summary>Pass 2 for values of one series, after <see cref="FinishCoarse"/>.</summary>
+    internal void AccumulateFine(int series, ReadOnlySpan<float> values)
+    {
+        var buckets = _buckets ?? throw new InvalidOperationException("Pass 2 of the magnitude selection runs after FinishCoarse.");
+        CountLowInBucket(MemoryMarshal.Cast<float, uint>(values), (uint)buckets[series], _fineCounts[series]);
+    }
+
     /// <summary>Nothing native is held any more; kept so callers can scope the selector's lifetime.</summary>
     public void Dispose()
     {
@@ -178,6 +210,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
     }
 
     /// <summary>counts[high 16 bits of |v|]++ for every value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void CountHigh(ReadOnlySpan<uint> bits, long[] counts)
     {
         if (bits.Length < InterleaveThreshold)
@@ -191,7 +224,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
         }
 
         // Neighbouring values often share a bucket: four histograms let consecutive increments proceed independently.
-        var scratch = _scratch;
+        var scratch = _scratch ??= new int[4 * BucketCount];
         int i = 0;
         for (; i + 4 <= bits.Length; i += 4)
         {
@@ -215,6 +248,7 @@ public sealed class ExactMagnitudeSelector : IDisposable
     }
 
     /// <summary>counts[low 16 bits of |v|]++ for the values whose high 16 bits are <paramref name="bucket"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CountLowInBucket(ReadOnlySpan<uint> bits, uint bucket, long[] counts)
     {
         foreach (uint b in bits)

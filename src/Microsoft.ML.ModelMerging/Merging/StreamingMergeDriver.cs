@@ -68,18 +68,31 @@ public sealed class StreamingMergeDriver
             int passes = method.StatisticsPassCount;
 
             method.Begin(experts.Count);
+            var chunks = new ElementwiseChunkReader(baseCheckpoint, experts, options.ExpertWeights, names, WorkerCount);
+            var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate && !method.ProducesTaskSpecificWeights
+                && merged.All(chunks.CanRead) ? candidate : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
             for (int pass = 0; pass < passes; pass++)
             {
-                reader.Start(merged);
+                var accumulators = elementwise is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise.CreateAccumulator(pass)).ToArray();
+                if (elementwise is null) reader.Start(merged);
                 for (int i = 0; i < merged.Count; i++)
                 {
                     cancellation.ThrowIfCancellationRequested();
                     options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
+                    if (accumulators is not null)
+                    {
+                        NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
+                            (in ElementwiseChunk chunk, Span<float> _, int worker) => accumulators[worker].Accumulate(chunk)));
+                        continue;
+                    }
+
                     using var scope = NewDisposeScope();
                     using var input = Next(reader, baseCheckpoint);
                     method.AccumulateStatistics(pass, input);
                 }
+
+                foreach (var accumulator in accumulators ?? []) elementwise!.AddAccumulated(pass, accumulator);
                 method.FinishPass(pass);
             }
 
@@ -87,7 +100,11 @@ public sealed class StreamingMergeDriver
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
             using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
-            reader.Start(merged);
+            if (elementwise is null) reader.Start(merged);
+
+            // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
+            using var outputBuffers = elementwise is null ? null
+                : new OutputBufferRing(merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max());
             using var writes = new OrderedBackgroundWrites();
             int index = 0;
             foreach (var entry in baseCheckpoint.Tensors)
@@ -100,8 +117,18 @@ public sealed class StreamingMergeDriver
                     continue;
                 }
 
+                if (elementwise is not null)
+                {
+                    // The buffer lent now was last written two tensors ago; that write is over (one write in flight at most).
+                    var output = outputBuffers!.Lend(entry.Shape);
+                    NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
+                        (in ElementwiseChunk chunk, Span<float> values, int _) => elementwise.MergeChunk(chunk, values)));
+                    writes.Enqueue(() => writer.Write(output));
+                    continue;
+                }
+
                 // Merged tensors come in the base's (ordinal) order, the order the reader was given. The result is written
-                // on the writing thread while the next tensor is merged; that thread then disposes it.
+                // on the writing thread while the next tensor is merged, then disposed here (see OrderedBackgroundWrites).
                 MergedTensor result;
                 using (var scope = NewDisposeScope())
                 using (var input = Next(reader, baseCheckpoint))
@@ -110,22 +137,11 @@ public sealed class StreamingMergeDriver
                 }
 
                 string name = entry.Name;
-                try
+                writes.Enqueue(() =>
                 {
-                    writes.Enqueue(() =>
-                    {
-                        using (result)
-                        {
-                            writer.Write(result.Merged);
-                            if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
-                        }
-                    });
-                }
-                catch
-                {
-                    result.Dispose(); // the previous write failed: this result is never handed over
-                    throw;
-                }
+                    writer.Write(result.Merged);
+                    if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
+                }, owned: result);
             }
 
             writes.Drain();
@@ -149,6 +165,22 @@ public sealed class StreamingMergeDriver
 
         return MergePlan.Create(Signatures(baseCheckpoint), [.. experts.Select(Signatures)], Filter, options.ExpertWeights,
             [.. experts.Select(e => e.Source)], options.AllowMissing);
+    }
+
+    /// <summary>Threads of the elementwise path: every core reads and computes (default: the processor count, at most 8).</summary>
+    public int WorkerCount { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 8);
+
+    /// <summary>Runs <paramref name="step"/>; an error of the base's values names its file (experts are named by path already).</summary>
+    private static void NamingBaseFile(Checkpoint baseCheckpoint, Action step)
+    {
+        try
+        {
+            step();
+        }
+        catch (MergeInputException e) when (e.ExpertIndex is null)
+        {
+            throw new MergeInputException($"{e.Message} (file {baseCheckpoint.Source})", e.TensorName);
+        }
     }
 
     /// <summary>The reader's next tensor; an error of the base's values names its file (experts are named by path already).</summary>

@@ -1,9 +1,10 @@
-using static TorchSharp.torch;
+using System.Runtime.CompilerServices;
+using System.Numerics.Tensors;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>Task arithmetic (Ilharco et al. 2023): θ = θ0 + λ Σ_i τ_i.</summary>
-public sealed class TaskArithmeticMerge : MergeMethodBase
+public sealed class TaskArithmeticMerge : MergeMethodBase, IElementwiseMergeMethod
 {
     public const double DefaultLambda = 0.3;
 
@@ -27,13 +28,24 @@ public sealed class TaskArithmeticMerge : MergeMethodBase
 
     public double Lambda { get; }
 
-    protected override MergedTensor Merge(MergeTensorInput input)
+    bool IElementwiseMergeMethod.IsElementwise => true;
+
+    protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
+
+    /// <summary>θ0 + λ·Σ τ_i per entry: τ summed in expert order, then scaled, then added (no fused multiply-add).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
     {
-        // θ0 + λ·Σ τ_i, computed in place in the sum (a + b = b + a exactly): one tensor-sized allocation per tensor.
-        using var stacked = input.StackTaskVectors();
-        var merged = stacked.sum(dim: 0);
-        merged.mul_(Lambda);
-        merged.add_(input.Base);
-        return new MergedTensor(merged);
+        merged = merged[..chunk.Length];
+        chunk.TaskVector(0).CopyTo(merged);
+        for (int e = 1; e < chunk.ExpertCount; e++) TensorPrimitives.Add(merged, chunk.TaskVector(e), merged);
+        TensorPrimitives.Multiply(merged, (float)Lambda, merged);
+        TensorPrimitives.Add(merged, chunk.Base, merged);
     }
+
+    IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) =>
+        throw new InvalidOperationException("Task arithmetic has no statistics pass.");
+
+    void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator) =>
+        throw new InvalidOperationException("Task arithmetic has no statistics pass.");
 }

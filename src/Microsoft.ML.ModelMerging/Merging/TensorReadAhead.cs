@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using Microsoft.ML.ModelMerging.Checkpoints;
@@ -118,6 +119,7 @@ internal sealed class TensorReadAhead : IDisposable
     }
 
     /// <summary>True when no value is NaN or ±∞ (exponent bits all ones).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static bool AllFinite(ReadOnlySpan<float> values)
     {
         const uint exponent = 0x7F80_0000;

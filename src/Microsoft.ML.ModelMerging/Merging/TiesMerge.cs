@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Numerics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Merging;
@@ -18,7 +20,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// agreeing entries (count at least 1). θ = θ0 + λ·merged.</item>
 /// </list>
 /// </remarks>
-public sealed class TiesMerge : MergeMethodBase
+public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 {
     public const double DefaultLambda = 0.3;
     public const double DefaultKeep = 0.2;
@@ -99,32 +101,36 @@ public sealed class TiesMerge : MergeMethodBase
         _globalMajoritySign = 1;
     }
 
+    bool IElementwiseMergeMethod.IsElementwise => Trim == TiesTrimScope.Global;
+
+    // The in-memory path runs the streaming driver's chunk kernels over the whole tensor: one implementation, same bits.
     protected override void Accumulate(int pass, MergeTensorInput input)
     {
-        using var scope = NewDisposeScope();
-        switch (pass)
+        IElementwiseMergeMethod self = this;
+        var accumulator = self.CreateAccumulator(pass);
+        ElementwiseTensors.Accumulate(accumulator, input);
+        self.AddAccumulated(pass, accumulator);
+    }
+
+    IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) => pass switch
+    {
+        CoarseThresholdPass or FineThresholdPass => new MagnitudeCounts(_selector!.CreatePartial(), pass == FineThresholdPass),
+        MajoritySignPass => new SignBalanceCounter(_globalThresholds!),
+        _ => throw new ArgumentOutOfRangeException(nameof(pass), pass, "TIES has three statistics passes."),
+    };
+
+    void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator)
+    {
+        switch (accumulator)
         {
-            case CoarseThresholdPass:
-            {
-                using var stacked = input.StackTaskVectors();
-                _selector!.AccumulateCoarse(stacked);
+            case MagnitudeCounts counts when pass is CoarseThresholdPass or FineThresholdPass:
+                _selector!.AddCounts(counts.Selector);
                 break;
-            }
-
-            case FineThresholdPass:
-            {
-                using var stacked = input.StackTaskVectors();
-                _selector!.AccumulateFine(stacked);
+            case SignBalanceCounter balance when pass == MajoritySignPass:
+                _globalSignBalance += balance.Balance;
                 break;
-            }
-
-            case MajoritySignPass:
-            {
-                using var trimmed = Trimmed(input);
-                using var elected = ElectedSigns(trimmed);
-                _globalSignBalance += SignBalance(elected);
-                break;
-            }
+            default:
+                throw new ArgumentException($"Not an accumulator of TIES pass {pass}.", nameof(accumulator));
         }
     }
 
@@ -146,21 +152,104 @@ public sealed class TiesMerge : MergeMethodBase
         }
     }
 
-    // Intermediates are [experts, ...] or tensor-sized: each is freed as soon as it has been used, so a streaming merge
-    // holds a few tensor-sized buffers at a time rather than every step's result.
     protected override MergedTensor Merge(MergeTensorInput input)
     {
+        if (Trim == TiesTrimScope.Global) return new MergedTensor(ElementwiseTensors.Merge(this, input));
+
+        // Per-tensor trim: thresholds and the majority sign are the tensor's own, so the tensor is processed whole.
         using var scope = NewDisposeScope();
-        var trimmed = Trimmed(input);
-        var elected = ElectedSigns(trimmed);
-        float majoritySign = Trim == TiesTrimScope.Global ? _globalMajoritySign : (SignBalance(elected) >= 0 ? 1 : -1);
-        using (var zero = elected.eq(0))
+        using var stacked = input.StackTaskVectors();
+        using var rows = stacked.reshape(input.ExpertCount, -1);
+        using var flatBase = input.Base.reshape(-1);
+        using var thresholds = MagnitudePruning.RowThresholds(stacked, Keep).unsqueeze(1);
+        var whole = MergeSlice(rows, flatBase, thresholds);
+        return new MergedTensor(whole.view(input.Base.shape).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Global trim, for consecutive entries: per entry, trim each τ_i at its task's threshold, elect γ = sign(Σ trimmed)
+    /// (0 takes the global majority sign), combine the trimmed entries of sign γ, θ = θ0 + λ·merged. Vectorised; no
+    /// temporaries.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
+    {
+        var thresholds = _globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run.");
+        int n = chunk.Length;
+        int experts = chunk.ExpertCount;
+        bool mean = MergeFunction == TiesMergeFunction.Mean;
+        float lambda = (float)Lambda; // the float32 scalar a float32 tensor op would use
+        bool majorityPositive = _globalMajoritySign > 0;
+        var baseValues = chunk.Base;
+        int width = Vector<float>.Count;
+        int j = 0;
+        for (; j + width <= n; j += width)
         {
-            elected.masked_fill_(zero, majoritySign);
+            var sum = Vector<float>.Zero;
+            for (int e = 0; e < experts; e++)
+                sum += Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+
+            var zero = Vector.Equals(sum, Vector<float>.Zero);
+            var electedPositive = majorityPositive ? Vector.GreaterThan(sum, Vector<float>.Zero) | zero : Vector.GreaterThan(sum, Vector<float>.Zero);
+            var total = Vector<float>.Zero;
+            var count = Vector<float>.Zero;
+            for (int e = 0; e < experts; e++)
+            {
+                var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+                var agrees = Vector.ConditionalSelect(electedPositive,
+                    Vector.GreaterThan(trimmed, Vector<float>.Zero), Vector.LessThan(trimmed, Vector<float>.Zero));
+                total += Vector.ConditionalSelect(agrees, trimmed, Vector<float>.Zero);
+                if (mean) count += Vector.ConditionalSelect(agrees, Vector<float>.One, Vector<float>.Zero);
+            }
+
+            if (mean) total /= Vector.Max(count, Vector<float>.One);
+            (total * lambda + new Vector<float>(baseValues.Slice(j))).CopyTo(merged.Slice(j));
         }
 
-        // τ·γ > 0 with γ = ±1 (exact, τ finite) is "τ > 0 where γ = +1, τ < 0 where γ = −1": boolean masks instead of a
-        // float product the size of every task vector.
+        for (; j < n; j++)
+        {
+            float sum = 0;
+            for (int e = 0; e < experts; e++) sum += Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
+            bool positive = sum > 0 || (sum == 0 && majorityPositive);
+            float total = 0;
+            float count = 0;
+            for (int e = 0; e < experts; e++)
+            {
+                float trimmed = Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
+                if (positive ? trimmed > 0 : trimmed < 0)
+                {
+                    total += trimmed;
+                    count++;
+                }
+            }
+
+            if (mean) total /= Math.Max(count, 1);
+            merged[j] = (total * lambda) + baseValues[j];
+        }
+    }
+
+    /// <summary>τ where |τ| ≥ t, else 0 (+0: a zero that never agrees with either sign).</summary>
+    private static Vector<float> Trimmed(Vector<float> values, float threshold) =>
+        Vector.ConditionalSelect(Vector.GreaterThanOrEqual(Vector.Abs(values), new Vector<float>(threshold)), values, Vector<float>.Zero);
+
+    private static float Trimmed(float value, float threshold) => Math.Abs(value) >= threshold ? value : 0;
+
+    /// <summary>
+    /// θ0 + λ·merged for a whole tensor with per-tensor trim: task vectors as [experts, n], θ0 as [n], thresholds as
+    /// [experts, 1]. Elected zeros take the majority of the signs elected in this tensor.
+    /// </summary>
+    private Tensor MergeSlice(Tensor rows, Tensor baseSlice, Tensor thresholds)
+    {
+        using var scope = NewDisposeScope();
+        var trimmed = Trimmed(rows, thresholds);
+        var elected = ElectedSigns(trimmed);
+        float majority = SignBalance(elected) >= 0 ? 1 : -1;
+        using (var zero = elected.eq(0))
+        {
+            elected.masked_fill_(zero, majority);
+        }
+
+        // τ·γ > 0 with γ = ±1 (exact, τ finite) is "τ > 0 where γ = +1, τ < 0 where γ = −1".
         Tensor agreeing;
         using (var positive = trimmed.gt(0))
         using (var negative = trimmed.lt(0))
@@ -169,40 +258,31 @@ public sealed class TiesMerge : MergeMethodBase
             agreeing = where(electedPositive, positive, negative);
         }
 
-        elected.Dispose();
         trimmed.mul_(agreeing); // the agreeing entries of the trimmed task vectors
         var merged = trimmed.sum(dim: 0);
-        trimmed.Dispose();
         if (MergeFunction == TiesMergeFunction.Mean)
         {
-            using var count = agreeing.sum(dim: 0);
-            using var atLeastOne = count.clamp_min(1);
-            var mean = merged.div(atLeastOne);
-            merged.Dispose();
-            merged = mean;
+            using var agreeingCount = agreeing.sum(dim: 0);
+            using var atLeastOne = agreeingCount.clamp_min(1);
+            merged = merged.div(atLeastOne);
         }
 
-        agreeing.Dispose();
         merged.mul_(Lambda);
-        merged.add_(input.Base); // λ·merged + θ0 = θ0 + λ·merged exactly
-        return new MergedTensor(merged.MoveToOuterDisposeScope());
+        merged.add_(baseSlice); // λ·merged + θ0 = θ0 + λ·merged exactly
+        return merged.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The trimmed task vectors [experts, ...]: entries with |τ_i| below task i's threshold set to 0.</summary>
-    private Tensor Trimmed(MergeTensorInput input)
+    /// <summary>
+    /// The trimmed task vectors [experts, n]: entries with |τ_i| below task i's threshold set to 0. |τ| ≥ t (t ≥ 0, τ
+    /// finite) is τ ≥ t or τ ≤ −t: boolean masks instead of a float |τ|.
+    /// </summary>
+    private static Tensor Trimmed(Tensor rows, Tensor thresholds)
     {
-        using var stacked = input.StackTaskVectors();
-        using var thresholds = Trim == TiesTrimScope.Global
-            ? tensor(_globalThresholds!, device: stacked.device)
-            : MagnitudePruning.RowThresholds(stacked, Keep);
-        using var perExpert = input.PerExpert(thresholds);
-        using var negativeThresholds = perExpert.neg();
-
-        // |τ| ≥ t (t ≥ 0, τ finite) is τ ≥ t or τ ≤ −t: two boolean masks instead of a float |τ| of every task vector.
-        using var atOrAbove = stacked.ge(perExpert);
-        using var atOrBelow = stacked.le(negativeThresholds);
+        using var negativeThresholds = thresholds.neg();
+        using var atOrAbove = rows.ge(thresholds);
+        using var atOrBelow = rows.le(negativeThresholds);
         atOrAbove.logical_or_(atOrBelow);
-        return stacked.mul(atOrAbove);
+        return rows.mul(atOrAbove);
     }
 
     /// <summary>γ = sign(Σ_i trimmed τ_i).</summary>
@@ -220,5 +300,55 @@ public sealed class TiesMerge : MergeMethodBase
         using var positive = isPositive.sum();
         using var negative = isNegative.sum();
         return positive.item<long>() - negative.item<long>();
+    }
+
+    /// <summary>Pass 1 or 2 of the exact global thresholds on one thread: |τ_i| counted per task.</summary>
+    private sealed class MagnitudeCounts(ExactMagnitudeSelector selector, bool fine) : IChunkAccumulator
+    {
+        public ExactMagnitudeSelector Selector { get; } = selector;
+
+        public void Accumulate(in ElementwiseChunk chunk)
+        {
+            for (int e = 0; e < chunk.ExpertCount; e++)
+            {
+                if (fine) Selector.AccumulateFine(e, chunk.TaskVector(e));
+                else Selector.AccumulateCoarse(e, chunk.TaskVector(e));
+            }
+        }
+    }
+
+    /// <summary>Pass 3 on one thread: (number of γ = +1) − (number of γ = −1) over the trimmed task vectors.</summary>
+    private sealed class SignBalanceCounter(float[] thresholds) : IChunkAccumulator
+    {
+        public long Balance { get; private set; }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Accumulate(in ElementwiseChunk chunk)
+        {
+            int n = chunk.Length;
+            int width = Vector<float>.Count;
+            var lanes = Vector<int>.Zero; // at most n / width per lane: no overflow for a chunk
+            int j = 0;
+            for (; j + width <= n; j += width)
+            {
+                var sum = Vector<float>.Zero;
+                for (int e = 0; e < chunk.ExpertCount; e++)
+                    sum += Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+
+                // Comparison masks are −1 where true: negative minus positive is +1 per γ = +1, −1 per γ = −1.
+                lanes += Vector.LessThan(sum, Vector<float>.Zero) - Vector.GreaterThan(sum, Vector<float>.Zero);
+            }
+
+            long balance = 0;
+            for (int lane = 0; lane < Vector<int>.Count; lane++) balance += lanes[lane];
+            for (; j < n; j++)
+            {
+                float sum = 0;
+                for (int e = 0; e < chunk.ExpertCount; e++) sum += Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
+                balance += sum > 0 ? 1 : sum < 0 ? -1 : 0;
+            }
+
+            Balance += balance;
+        }
     }
 }

@@ -220,17 +220,21 @@ public sealed class StreamingMergeDriverTests
     {
         using var dir = new TempDirectory();
         var (basePath, experts, baseTensors, expertTensors) = WriteLargeModels(dir);
-        foreach (string method in new[] { "task-arithmetic", "ties" })
+        // Elementwise methods are cut into chunks shared among threads: any number of threads gives the same bytes.
+        foreach (var (method, parameters) in new[] { ("task-arithmetic", ""), ("ties", ""), ("ties", "merge-func=mean") })
         {
-            var report = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), basePath, experts, dir.File($"{method}.safetensors"),
-                new StreamingMergeOptions { ExpertWeights = [0.5, 1.5] });
-            var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), baseTensors,
+            var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method, MergeParameters.Parse(parameters.Split(';', StringSplitOptions.RemoveEmptyEntries))), baseTensors,
                 expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList(), [0.5, 1.5]);
-            using var output = Checkpoint.Open(report.OutputPath);
-            foreach (string name in baseTensors.Keys)
+            foreach (int workers in new[] { 1, 3 })
             {
-                using var streamed = output.ReadTensor(name);
-                CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), $"{method} {name}");
+                var report = new StreamingMergeDriver { WorkerCount = workers }.Merge(MergeMethodRegistry.Default.Create(method, MergeParameters.Parse(parameters.Split(';', StringSplitOptions.RemoveEmptyEntries))),
+                    basePath, experts, dir.File($"{method}-{workers}.safetensors"), new StreamingMergeOptions { ExpertWeights = [0.5, 1.5] });
+                using var output = Checkpoint.Open(report.OutputPath);
+                foreach (string name in baseTensors.Keys)
+                {
+                    using var streamed = output.ReadTensor(name);
+                    CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), $"{method} {parameters} {workers} {name}");
+                }
             }
         }
     }

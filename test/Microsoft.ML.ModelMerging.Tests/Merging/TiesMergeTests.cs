@@ -35,6 +35,34 @@ public sealed class TiesMergeTests
     }
 
     [TestMethod]
+    [DataRow("sum")]
+    [DataRow("mean")]
+    public void GlobalTrimMatchesReferenceAcrossSlicesOfALargeTensor(string mergeFunction)
+    {
+        // 600 × 1001 entries: the global path works in chunks of 2^15 entries, the last one partial. Two entries in later
+        // slices cancel exactly (γ = 0), so the global majority sign decides them.
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 12, experts: 3, new Dictionary<string, long[]> { ["big"] = [600, 1001], ["small"] = [5] });
+        var big = model.Single(t => t.Name == "big");
+        foreach (int j in new[] { (1 << 18) + 7, 600_000 })
+        {
+            big.TaskVectors[0][j] = 0.5;
+            big.TaskVectors[1][j] = -0.5;
+            big.TaskVectors[2][j] = 0;
+        }
+
+        using var result = new InMemoryMergeDriver().Merge(
+            MergeMethodRegistry.Default.Create("ties", MergeParameters.Parse($"merge-func={mergeFunction}")),
+            ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+
+        var (expected, _) = MergeReference.Ties(model, 0.3, 0.2, global: true, mean: mergeFunction == "mean");
+        foreach (var (name, values) in expected)
+        {
+            ReferenceModel.AssertClose(values, result.Merged[name], 1e-6, name);
+        }
+    }
+
+    [TestMethod]
     public void DefaultsFollowFusionBench()
     {
         var method = (TiesMerge)MergeMethodRegistry.Default.Create("ties");

@@ -1,0 +1,70 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Merging;
+
+/// <summary>
+/// Runs an <see cref="IElementwiseMergeMethod"/> over a whole <see cref="MergeTensorInput"/> (the in-memory driver's
+/// and any tensor-at-a-time caller's path), chunk by chunk with the same kernels the streaming driver uses, so both
+/// drivers give the same bits.
+/// </summary>
+internal static class ElementwiseTensors
+{
+    /// <summary>Entries per chunk: θ0 and four experts' τ stay within a core's L2 cache.</summary>
+    internal const int ChunkElements = 1 << 15;
+
+    /// <summary>Span access is limited to 2 GiB, so larger tensors are taken in segments of this many entries.</summary>
+    private const long SegmentElements = 1L << 28;
+
+    private delegate void ChunkVisitor(in ElementwiseChunk chunk, Span<float> output);
+
+    public static void Accumulate(IChunkAccumulator accumulator, MergeTensorInput input) =>
+        ForEachChunk(input, output: null, (in ElementwiseChunk chunk, Span<float> _) => accumulator.Accumulate(chunk));
+
+    /// <summary>The merged weights, a new float32 tensor of the base's shape.</summary>
+    public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input)
+    {
+        var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
+        try
+        {
+            ForEachChunk(input, merged, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));
+            return merged;
+        }
+        catch
+        {
+            merged.Dispose();
+            throw;
+        }
+    }
+
+    private static void ForEachChunk(MergeTensorInput input, Tensor? output, ChunkVisitor visit)
+    {
+        if (input.Base.device_type != TorchSharp.DeviceType.CPU)
+            throw new NotSupportedException($"Tensor '{input.Name}': elementwise merging runs on CPU tensors.");
+        using var scope = NewDisposeScope();
+        int experts = input.ExpertCount;
+        var flatBase = input.Base.contiguous().reshape(-1);
+        var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
+        var flatOutput = output?.view(-1);
+        long count = flatBase.shape[0];
+        var baseValues = new float[Math.Min(ChunkElements, Math.Max(count, 1))];
+        var taskVectors = new float[experts * baseValues.Length];
+        for (long segment = 0; segment < count; segment += SegmentElements)
+        {
+            long segmentLength = Math.Min(SegmentElements, count - segment);
+            var baseSegment = flatBase.narrow(0, segment, segmentLength);
+            var rowSegments = flatRows.Select(r => r.narrow(0, segment, segmentLength)).ToArray();
+            var outputSegment = flatOutput?.narrow(0, segment, segmentLength);
+            for (int start = 0; start < segmentLength; start += ChunkElements)
+            {
+                int length = (int)Math.Min(ChunkElements, segmentLength - start);
+                MemoryMarshal.Cast<byte, float>(baseSegment.bytes).Slice(start, length).CopyTo(baseValues);
+                for (int e = 0; e < experts; e++)
+                    MemoryMarshal.Cast<byte, float>(rowSegments[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
+                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts);
+                var outputSpan = outputSegment is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputSegment.bytes).Slice(start, length);
+                visit(chunk, outputSpan);
+            }
+        }
+    }
+}
