@@ -34,7 +34,7 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
     /// Adapts one candidate, measures it on validation and test, and returns it with its exported ONNX model (every task's
     /// head) for the size and latency columns when <paramref name="export"/> is set.
     /// </summary>
-    public (EvaluatedCandidate Result, byte[]? Onnx) Evaluate(MergeCandidate candidate, bool export = true, CancellationToken cancellation = default)
+    public (EvaluatedCandidate Result, byte[]? Onnx, long Parameters) Evaluate(MergeCandidate candidate, bool export = true, CancellationToken cancellation = default)
     {
         var strategy = TestTimeAdaptationStrategy.Create(candidate.Method, candidate.Parameters);
         var context = new MergeStrategyContext(_experts, _experts.TaskNames, new VitOnnxExportOptions(), TestImages(), cancellation);
@@ -43,7 +43,7 @@ public sealed class AdaptiveMergeEvaluator : IDisposable
         // The exporter's forward is the adapted model's TorchSharp forward (WEMoE's routed MLPs, or AdaMerging's weights).
         Func<Tensor, Tensor> features = exporter.Features;
         return (new EvaluatedCandidate(candidate, Accuracy(features, EvaluationSplit.Validation), Accuracy(features, EvaluationSplit.Test)),
-            export ? exporter.Export() : null);
+            export ? exporter.Export() : null, exporter.ParameterCount);
     }
 
     private TaskAccuracies Accuracy(Func<Tensor, Tensor> features, EvaluationSplit split)

@@ -106,7 +106,7 @@ public sealed class MergeExperiment
             }
             var methodClock = Stopwatch.StartNew();
             var tried = new List<EvaluatedCandidate>();
-            var adaptedModels = new Dictionary<EvaluatedCandidate, byte[]?>();
+            var adaptedModels = new Dictionary<EvaluatedCandidate, (byte[]? Onnx, long Parameters)>();
             for (int c = 0; c < search.Candidates.Count; c++)
             {
                 if (cancellation.IsCancellationRequested || (Options.TimeBudget is { } budget && clock.Elapsed >= budget))
@@ -119,9 +119,9 @@ public sealed class MergeExperiment
                 {
                     if (AdaptiveMergeEvaluator.Handles(search.Candidates[c].Method))
                     {
-                        var (result, onnx) = adaptive.Evaluate(search.Candidates[c], Options.MeasureOnnx, cancellation);
+                        var (result, onnx, parameters) = adaptive.Evaluate(search.Candidates[c], Options.MeasureOnnx, cancellation);
                         tried.Add(result);
-                        adaptedModels[result] = onnx;
+                        adaptedModels[result] = (onnx, parameters);
                     }
                     else
                     {
@@ -154,7 +154,10 @@ public sealed class MergeExperiment
                 TestNormalized = bestTest.NormalizedAverage(individualTest),
                 TestWorst = bestTest.Worst,
                 MergeSeconds = methodClock.Elapsed.TotalSeconds,
-                ParameterCount = _experts.Pretrained.Values.Sum(t => t.numel()) + _experts.Tasks.Sum(t => _experts.Head(t.Name).Parameters.Sum(p => p.numel())),
+                // An upscaled model (WEMoE) holds its task vectors and routers too.
+                ParameterCount = adaptedModels.TryGetValue(best, out var adapted)
+                    ? adapted.Parameters
+                    : _experts.Pretrained.Values.Sum(t => t.numel()) + _experts.Tasks.Sum(t => _experts.Head(t.Name).Parameters.Sum(p => p.numel())),
                 Setting = best.Candidate,
                 Note = string.Join("; ", new[]
                 {
@@ -164,8 +167,8 @@ public sealed class MergeExperiment
             };
             if (Options.MeasureOnnx && !stopped)
             {
-                entry = adaptedModels.TryGetValue(best, out byte[]? onnx) && onnx is not null
-                    ? MeasureOnnx(entry, onnx, "")
+                entry = adaptedModels.TryGetValue(best, out var model) && model.Onnx is not null
+                    ? MeasureOnnx(entry, model.Onnx, "")
                     : MeasureOnnx(entry, evaluator, best.Candidate);
             }
             entries.Add(entry);

@@ -99,6 +99,10 @@ public class DenseVitOnnxExporter
     /// </summary>
     public virtual Tensor Features(Tensor images) => VisionTransformer.Forward(Config, Weights, images);
 
+    /// <summary>Entries of every weight the exported model holds: backbone and heads (a derived exporter adds its own).</summary>
+    public virtual long ParameterCount =>
+        Weights.Values.Sum(t => t.numel()) + Heads.Sum(h => h.Head.Parameters.Sum(p => p.numel()));
+
     /// <summary>Written as <c>mlmerge.model_kind</c>; a derived exporter names its own kind.</summary>
     protected virtual string ModelKind => "dense_vit";
 

@@ -89,6 +89,28 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
 
     protected override string ModelKind => Kind;
 
+    /// <summary>The shared weights and heads, plus every block's MLP task vectors and the routers.</summary>
+    public override long ParameterCount
+    {
+        get
+        {
+            // Accessors may hand out views; the scope frees those and leaves the model's own tensors alone.
+            using var scope = NewDisposeScope();
+            long count = base.ParameterCount + _model.RouterParameters.Values.Sum(p => p.numel());
+            for (int block = 0; block < Config.Layers; block++)
+            {
+                EncoderLayerNames names = VisionTransformerNames.Layer(block);
+                foreach (string name in new[] { VisionTransformerNames.Weight(names.Fc1), VisionTransformerNames.Bias(names.Fc1), VisionTransformerNames.Weight(names.Fc2), VisionTransformerNames.Bias(names.Fc2) })
+                {
+                    count += _model.MlpTaskVectors(name).numel();
+                    if (!_model.MergedWeights.ContainsKey(name)) count += _model.PretrainedMlpTensor(name).numel();
+                }
+            }
+
+            return count;
+        }
+    }
+
     /// <summary>The upscaled model's forward: per-sample routed MLPs.</summary>
     public override Tensor Features(Tensor images) => _model.Forward(images);
 

@@ -205,7 +205,12 @@ public sealed class MergeExperimentTests
         }
 
         var dense = leaderboard.Entries.Single(e => e.Method == "task-arithmetic");
-        Assert.IsGreaterThan(dense.ModelBytes!.Value, leaderboard.Entries.Single(e => e.Method == "wemoe").ModelBytes!.Value, "the upscaled model is larger");
+        var wemoe = leaderboard.Entries.Single(e => e.Method == "wemoe");
+        Assert.IsGreaterThan(dense.ModelBytes!.Value, wemoe.ModelBytes!.Value, "the upscaled model is larger");
+        // The upscaled model holds the shared weights, one MLP task vector per expert and block, and the routers.
+        var config = experts.Config;
+        long mlp = config.Layers * (2L * config.Width * config.MlpSize + config.MlpSize + config.Width);
+        Assert.IsGreaterThan(dense.ParameterCount + TwoTasks.Length * mlp, wemoe.ParameterCount);
 
         // The best entry's setting survives leaderboard.json, ready for MergeExperts.
         using var dir = new TempDirectory();
