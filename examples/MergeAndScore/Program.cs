@@ -1,7 +1,7 @@
 // Merges the zoo's experts inside an ML.NET pipeline and scores PNG images from disk with a PredictionEngine.
 //
 //   MLMERGE_DATA=.data dotnet run --project examples/MergeAndScore -- [--zoo zoo] [--out out/merge-and-score]
-//       [--method task-arithmetic | --leaderboard out/demo/compare/leaderboard.json]
+//       [--method task-arithmetic [--param name=value]... | --leaderboard out/demo/compare/leaderboard.json]
 //
 // --leaderboard builds the best entry of an `mlmerge compare` run (its method and chosen setting) instead of --method.
 // The images: <out>/images/<task>/<n>_<class index>.png. When the folder is empty, three test-split images of every task
@@ -23,7 +23,7 @@ string output = Path.GetFullPath(Option("--out") ?? Path.Combine("out", "merge-a
 string? leaderboard = Option("--leaderboard");
 MergeCandidate setting = leaderboard is not null
     ? Leaderboard.ReadBestSetting(leaderboard) ?? throw new InvalidDataException($"{leaderboard} has no entry.")
-    : new MergeCandidate(Option("--method") ?? "task-arithmetic");
+    : new MergeCandidate(Option("--method") ?? "task-arithmetic", Options("--param").Select(p => p.Split('=', 2)).ToDictionary(p => p[0], p => p.Length > 1 ? p[1] : ""));
 string imagesDirectory = Path.Combine(output, "images");
 string unlabeledDirectory = Path.Combine(output, "unlabeled");
 Directory.CreateDirectory(output);
@@ -99,6 +99,9 @@ Console.WriteLine($"own-task predictions correct: {correct}/{images.Count}; tota
 return 0;
 
 static string Short(string task) => task.Replace("glyph-", "g-", StringComparison.Ordinal);
+
+// Every value of a repeatable option, e.g. --param steps=50 --param lambda=0.3.
+IEnumerable<string> Options(string name) => args.Select((a, i) => (a, i)).Where(x => x.a == name && x.i + 1 < args.Length).Select(x => args[x.i + 1]);
 
 string? Option(string name)
 {
