@@ -94,6 +94,26 @@ public sealed class CheckpointWriter : IDisposable
     public void Write(torch.Tensor tensor) => Current().Write(tensor);
     public void WriteBytes(ReadOnlySpan<byte> bytes) => Current().WriteBytes(bytes);
 
+    /// <summary>
+    /// Overwrites single entries of a tensor already written (before <see cref="Complete"/>): <paramref name="values"/>
+    /// are converted to the tensor's planned dtype as <see cref="Write"/> would.
+    /// </summary>
+    public void Patch(string name, IReadOnlyList<long> indices, float[] values)
+    {
+        if (indices.Count != values.Length) throw new ArgumentException($"{indices.Count} index(es) for {values.Length} value(s).");
+        if (values.Length == 0) return;
+        var shard = _shards.FirstOrDefault(s => s.Specs.Any(t => string.Equals(t.Name, name, StringComparison.Ordinal)));
+        if (shard.Specs is null) throw new ArgumentException($"{OutputPath}: no tensor '{name}' is planned.");
+        var writer = shard.Writer ?? throw new InvalidOperationException($"{OutputPath}: tensor '{name}' is not written yet, cannot patch it.");
+        var dtype = shard.Specs.First(t => string.Equals(t.Name, name, StringComparison.Ordinal)).DType;
+        using var scope = torch.NewDisposeScope();
+        var stored = torch.tensor(values);
+        if (stored.dtype != dtype.ToScalarType()) stored = stored.to_type(dtype.ToScalarType());
+        var bytes = stored.contiguous().bytes.ToArray();
+        int size = dtype.ElementSize();
+        writer.Patch(name, [.. indices.Select(i => i * size)], bytes);
+    }
+
     /// <summary>Finishes every shard, renames them into place, then writes the index (itself atomically).</summary>
     public void Complete()
     {

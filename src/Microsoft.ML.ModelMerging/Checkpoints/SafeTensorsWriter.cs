@@ -10,6 +10,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 public sealed class SafeTensorsWriter : IDisposable
 {
     private readonly IReadOnlyList<TensorSpec> _plan;
+    private readonly long _dataStart;
     private FileStream? _stream;
     private int _next;
     private bool _finished;
@@ -31,7 +32,8 @@ public sealed class SafeTensorsWriter : IDisposable
         Directory.CreateDirectory(directory);
         TemporaryPath = Path.Combine(directory, $".{Path.GetFileName(TargetPath)}.{Guid.NewGuid():N}.partial");
         byte[] header = SafeTensorsHeader.Serialize(plan, metadata);
-        TotalBytes = 8 + header.Length + plan.Sum(t => t.ByteLength);
+        _dataStart = 8 + header.Length;
+        TotalBytes = _dataStart + plan.Sum(t => t.ByteLength);
         _stream = new FileStream(TemporaryPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
         Span<byte> prefix = stackalloc byte[8];
         BitConverter.TryWriteBytes(prefix, (ulong)header.Length);
@@ -64,6 +66,45 @@ public sealed class SafeTensorsWriter : IDisposable
             throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' needs {spec.ByteLength} bytes, got {bytes.Length}.");
         Stream().Write(bytes);
         _next++;
+    }
+
+    /// <summary>
+    /// Overwrites elements of a tensor already written, in the temporary file (before <see cref="Commit"/>; after
+    /// <see cref="Finish"/> the file is reopened and flushed again): element k of <paramref name="elements"/> (stored
+    /// form, all of one size) goes to byte offset <paramref name="byteOffsets"/>[k] from the tensor's start.
+    /// </summary>
+    public void Patch(string name, IReadOnlyList<long> byteOffsets, ReadOnlySpan<byte> elements)
+    {
+        if (_committed) throw new InvalidOperationException($"{TargetPath}: already committed, cannot patch '{name}'.");
+        if (byteOffsets.Count == 0) return;
+        if (elements.Length % byteOffsets.Count != 0) throw new ArgumentException($"{elements.Length} byte(s) for {byteOffsets.Count} element(s).");
+        int size = elements.Length / byteOffsets.Count;
+        long start = _dataStart;
+        int index = 0;
+        for (; index < _plan.Count && !string.Equals(_plan[index].Name, name, StringComparison.Ordinal); index++) start += _plan[index].ByteLength;
+        if (index == _plan.Count) throw new ArgumentException($"{TargetPath}: no tensor '{name}' is planned.");
+        if (index >= _next) throw new InvalidOperationException($"{TargetPath}: tensor '{name}' is not written yet, cannot patch it.");
+        foreach (long offset in byteOffsets)
+            if (offset < 0 || offset + size > _plan[index].ByteLength)
+                throw new ArgumentOutOfRangeException(nameof(byteOffsets), offset, $"{TargetPath}: patch outside tensor '{name}'.");
+
+        var stream = _stream ?? new FileStream(TemporaryPath, FileMode.Open, FileAccess.Write, FileShare.None);
+        try
+        {
+            long position = stream.Position;
+            for (int k = 0; k < byteOffsets.Count; k++)
+            {
+                stream.Position = start + byteOffsets[k];
+                stream.Write(elements.Slice(k * size, size));
+            }
+
+            stream.Position = position;
+            if (_stream is null) stream.Flush(flushToDisk: true);
+        }
+        finally
+        {
+            if (_stream is null) stream.Dispose();
+        }
     }
 
     private FileStream Stream() => _stream ?? throw new ObjectDisposedException(TargetPath);

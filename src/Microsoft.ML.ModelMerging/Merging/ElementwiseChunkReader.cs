@@ -24,7 +24,7 @@ internal sealed class ElementwiseChunkReader
     private readonly IReadOnlyList<string> _expertNames;
     private readonly Worker[] _workers;
 
-    public delegate void ChunkAction(in ElementwiseChunk chunk, Span<float> output, int worker);
+    public delegate void ChunkAction(in ElementwiseChunk chunk, Span<float> output, int worker, long start);
 
     public ElementwiseChunkReader(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IReadOnlyList<double>? expertWeights,
         IReadOnlyList<string> expertNames, int workers)
@@ -45,7 +45,8 @@ internal sealed class ElementwiseChunkReader
 
     /// <summary>
     /// Runs <paramref name="action"/> on every chunk of tensor <paramref name="name"/>, on all workers; the chunk's slice
-    /// of <paramref name="output"/> (float32, the tensor's element count, contiguous) is passed along when given.
+    /// of <paramref name="output"/> (float32, the tensor's element count, contiguous) is passed along when given, with the
+    /// index of the chunk's first entry.
     /// </summary>
     public void ForEachChunk(string name, Tensor? output, ChunkAction action)
     {
@@ -70,7 +71,7 @@ internal sealed class ElementwiseChunkReader
                 }
 
                 var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count);
-                action(chunk, flatOutput is null ? Span<float>.Empty : OutputSlice(flatOutput, start, length), worker);
+                action(chunk, flatOutput is null ? Span<float>.Empty : OutputSlice(flatOutput, start, length), worker, start);
             }
         }
 

@@ -18,6 +18,36 @@ internal interface IElementwiseMergeMethod : IMergeMethod
 
     /// <summary>Writes the merged weights of the chunk's entries to <paramref name="merged"/> (its length).</summary>
     void MergeChunk(in ElementwiseChunk chunk, Span<float> merged);
+
+    /// <summary>
+    /// When the last statistics pass only decides the merged value of a few entries, a merge that stands in for it:
+    /// the driver runs the earlier passes, merges every tensor with <see cref="DeferredLastPass"/>'s workers, hands each
+    /// worker to <see cref="AddAccumulated"/> for the last pass and finishes it, then overwrites the entries
+    /// <see cref="DeferredLastPass.Patches"/> names. At most <paramref name="maxPatches"/> entries are recorded; past that
+    /// the deferral is <see cref="DeferredLastPass.Overflowed"/> and the driver must run the pass and merge again. Null:
+    /// run every pass before the merge.
+    /// </summary>
+    DeferredLastPass? BeginDeferredLastPass(long maxPatches) => null;
+}
+
+/// <summary>A merge run before the method's last statistics pass, see <see cref="IElementwiseMergeMethod.BeginDeferredLastPass"/>.</summary>
+internal abstract class DeferredLastPass
+{
+    /// <summary>A worker for one thread: merges chunks and gathers the last pass's statistics.</summary>
+    public abstract IDeferredChunkMerger CreateWorker();
+
+    /// <summary>More entries than allowed depended on the last pass: the merged output is unusable.</summary>
+    public abstract bool Overflowed { get; }
+
+    /// <summary>After the last pass is finished: (tensor index as given to the workers, entry index, merged value) to overwrite.</summary>
+    public abstract IEnumerable<(int Tensor, long Index, float Value)> Patches(IEnumerable<IDeferredChunkMerger> workers);
+}
+
+/// <summary>One thread's part of a <see cref="DeferredLastPass"/>.</summary>
+internal interface IDeferredChunkMerger : IChunkAccumulator
+{
+    /// <summary>Like <see cref="IElementwiseMergeMethod.MergeChunk"/> for entries [start, start + length) of tensor <paramref name="tensor"/>.</summary>
+    void MergeChunk(in ElementwiseChunk chunk, Span<float> merged, int tensor, long start);
 }
 
 /// <summary>Statistics of one pass gathered chunk by chunk on one thread.</summary>

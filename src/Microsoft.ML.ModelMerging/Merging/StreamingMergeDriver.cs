@@ -25,7 +25,7 @@ public sealed record StreamingMergeOptions
 /// <summary>Where a streaming merge is: pass 0..n-1 gather statistics, the last pass writes.</summary>
 public sealed record StreamingMergeProgress(string Phase, int Pass, int PassCount, int Tensor, int TensorCount, string TensorName);
 
-/// <summary>What a streaming merge did.</summary>
+/// <summary>What a streaming merge did; <c>Passes</c> counts the reads of every input (statistics passes and the merge).</summary>
 public sealed record StreamingMergeReport(string OutputPath, IReadOnlyList<string> MergedTensors, IReadOnlyList<string> CopiedTensors,
     int Passes, long OutputBytes);
 
@@ -72,7 +72,8 @@ public sealed class StreamingMergeDriver
             var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate && !method.ProducesTaskSpecificWeights
                 && merged.All(chunks.CanRead) ? candidate : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
-            for (int pass = 0; pass < passes; pass++)
+
+            void StatisticsPass(int pass)
             {
                 var accumulators = elementwise is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise.CreateAccumulator(pass)).ToArray();
                 if (elementwise is null) reader.Start(merged);
@@ -83,7 +84,7 @@ public sealed class StreamingMergeDriver
                     if (accumulators is not null)
                     {
                         NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
-                            (in ElementwiseChunk chunk, Span<float> _, int worker) => accumulators[worker].Accumulate(chunk)));
+                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk)));
                         continue;
                     }
 
@@ -96,57 +97,107 @@ public sealed class StreamingMergeDriver
                 method.FinishPass(pass);
             }
 
+            // An elementwise method may fold its last statistics pass into the merge (one read of every input less).
+            bool deferLast = elementwise is not null && passes > 0;
+            for (int pass = 0; pass < (deferLast ? passes - 1 : passes); pass++) StatisticsPass(pass);
+            var deferred = deferLast ? elementwise!.BeginDeferredLastPass(MaxDeferredPatches) : null;
+            if (deferLast && deferred is null) StatisticsPass(passes - 1);
+
             var plan = OutputPlan(baseCheckpoint, options.OutputDType, method.ProducesTaskSpecificWeights ? merged : null, experts.Count);
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
-            using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
-            if (elementwise is null) reader.Start(merged);
+            var tensorIndex = merged.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
 
-            // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
-            using var outputBuffers = elementwise is null ? null
-                : new OutputBufferRing(merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max());
-            using var writes = new OrderedBackgroundWrites();
-            int index = 0;
-            foreach (var entry in baseCheckpoint.Tensors)
+            // False when a deferred last pass overflowed: nothing is left behind, and the caller runs the pass and merges again.
+            string written = outputPath;
+            int reads = deferred is null ? passes + 1 : passes;
+            bool WriteOutput(DeferredLastPass? deferred)
             {
-                cancellation.ThrowIfCancellationRequested();
-                options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
-                if (!mergedSet.Contains(entry.Name))
+                using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
+                written = writer.OutputPath;
+                if (elementwise is null) reader.Start(merged);
+                var workers = deferred is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => deferred.CreateWorker()).ToArray();
+
+                // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
+                using var outputBuffers = elementwise is null ? null
+                    : new OutputBufferRing(merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max());
+                using var writes = new OrderedBackgroundWrites();
+                int index = 0;
+                foreach (var entry in baseCheckpoint.Tensors)
                 {
-                    writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
-                    continue;
+                    cancellation.ThrowIfCancellationRequested();
+                    options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
+                    if (!mergedSet.Contains(entry.Name))
+                    {
+                        writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
+                        continue;
+                    }
+
+                    if (elementwise is not null)
+                    {
+                        // The buffer lent now was last written two tensors ago; that write is over (one write in flight at most).
+                        var output = outputBuffers!.Lend(entry.Shape);
+                        if (workers is not null)
+                        {
+                            if (deferred!.Overflowed) return false;
+                            int tensor = tensorIndex[entry.Name];
+                            NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
+                                (in ElementwiseChunk chunk, Span<float> values, int worker, long start) => workers[worker].MergeChunk(chunk, values, tensor, start)));
+                        }
+                        else
+                        {
+                            NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
+                                (in ElementwiseChunk chunk, Span<float> values, int _, long _) => elementwise.MergeChunk(chunk, values)));
+                        }
+
+                        writes.Enqueue(() => writer.Write(output));
+                        continue;
+                    }
+
+                    // Merged tensors come in the base's (ordinal) order, the order the reader was given. The result is written
+                    // on the writing thread while the next tensor is merged, then disposed here (see OrderedBackgroundWrites).
+                    MergedTensor result;
+                    using (var scope = NewDisposeScope())
+                    using (var input = Next(reader, baseCheckpoint))
+                    {
+                        result = method.MergeTensor(input).DetachFromDisposeScope();
+                    }
+
+                    string name = entry.Name;
+                    writes.Enqueue(() =>
+                    {
+                        writer.Write(result.Merged);
+                        if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
+                    }, owned: result);
                 }
 
-                if (elementwise is not null)
+                writes.Drain();
+                if (workers is not null)
                 {
-                    // The buffer lent now was last written two tensors ago; that write is over (one write in flight at most).
-                    var output = outputBuffers!.Lend(entry.Shape);
-                    NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
-                        (in ElementwiseChunk chunk, Span<float> values, int _) => elementwise.MergeChunk(chunk, values)));
-                    writes.Enqueue(() => writer.Write(output));
-                    continue;
+                    if (deferred!.Overflowed) return false;
+                    foreach (var worker in workers) elementwise!.AddAccumulated(passes - 1, worker);
+                    method.FinishPass(passes - 1);
+                    // Entries whose merged value the last pass decided, overwritten in the temporary output before it is renamed.
+                    foreach (var group in deferred.Patches(workers).GroupBy(p => p.Tensor))
+                    {
+                        var patches = group.OrderBy(p => p.Index).ToArray();
+                        writer.Patch(merged[group.Key], [.. patches.Select(p => p.Index)], [.. patches.Select(p => p.Value)]);
+                    }
                 }
 
-                // Merged tensors come in the base's (ordinal) order, the order the reader was given. The result is written
-                // on the writing thread while the next tensor is merged, then disposed here (see OrderedBackgroundWrites).
-                MergedTensor result;
-                using (var scope = NewDisposeScope())
-                using (var input = Next(reader, baseCheckpoint))
-                {
-                    result = method.MergeTensor(input).DetachFromDisposeScope();
-                }
-
-                string name = entry.Name;
-                writes.Enqueue(() =>
-                {
-                    writer.Write(result.Merged);
-                    if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
-                }, owned: result);
+                writer.Complete();
+                return true;
             }
 
-            writes.Drain();
-            writer.Complete();
-            return new StreamingMergeReport(writer.OutputPath, merged, copied, passes + 1, plan.Sum(p => p.ByteLength));
+            if (!WriteOutput(deferred))
+            {
+                // Too many entries depended on the last pass to keep them in memory: run it, then merge again.
+                StatisticsPass(passes - 1);
+                WriteOutput(null);
+                reads = passes + 2; // the abandoned merge read everything up to the overflow (counted whole)
+            }
+
+            return new StreamingMergeReport(written, merged, copied, reads, plan.Sum(p => p.ByteLength));
         }
         finally
         {
@@ -166,6 +217,12 @@ public sealed class StreamingMergeDriver
         return MergePlan.Create(Signatures(baseCheckpoint), [.. experts.Select(Signatures)], Filter, options.ExpertWeights,
             [.. experts.Select(e => e.Source)], options.AllowMissing);
     }
+
+    /// <summary>
+    /// Most entries a deferred last statistics pass may record for patching (about 24 bytes each, twice that while a list grows) before the
+    /// driver gives up on the deferral and runs the pass.
+    /// </summary>
+    public long MaxDeferredPatches { get; init; } = 1 << 20;
 
     /// <summary>Threads of the elementwise path: every core reads and computes (default: the processor count, at most 8).</summary>
     public int WorkerCount { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 8);

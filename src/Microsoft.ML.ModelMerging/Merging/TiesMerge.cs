@@ -14,7 +14,8 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// statistics passes) or per tensor (<see cref="TiesTrimScope.PerTensor"/>).</item>
 /// <item>Elect: γ = sign(Σ_i trimmed τ_i) per entry. Entries where γ = 0 take the majority sign sign(Σ γ), where
 /// Σ γ runs over the same scope as the trim: every entry of every merged tensor for global (a third statistics pass,
-/// as FusionBench's flattened model vector), the entries of the tensor for per-tensor. A majority of exactly 0 counts
+/// as FusionBench's flattened model vector; the streaming driver folds it into the merge and patches the entries it
+/// decides afterwards), the entries of the tensor for per-tensor. A majority of exactly 0 counts
 /// as +1.</item>
 /// <item>Disjoint merge over entries whose trimmed τ_i has sign γ: their sum, or their mean over the non-zero
 /// agreeing entries (count at least 1). θ = θ0 + λ·merged.</item>
@@ -33,6 +34,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     private float[]? _globalThresholds;
     private long _globalSignBalance;
     private float _globalMajoritySign;
+    private bool _finishedMajority;
 
     public TiesMerge(
         double lambda = DefaultLambda,
@@ -99,6 +101,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         _globalThresholds = null;
         _globalSignBalance = 0;
         _globalMajoritySign = 1;
+        _finishedMajority = false;
     }
 
     bool IElementwiseMergeMethod.IsElementwise => Trim == TiesTrimScope.Global;
@@ -129,6 +132,9 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
             case SignBalanceCounter balance when pass == MajoritySignPass:
                 _globalSignBalance += balance.Balance;
                 break;
+            case DeferredSignMerger balance when pass == MajoritySignPass:
+                _globalSignBalance += balance.Balance;
+                break;
             default:
                 throw new ArgumentException($"Not an accumulator of TIES pass {pass}.", nameof(accumulator));
         }
@@ -148,6 +154,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
                 break;
             case MajoritySignPass:
                 _globalMajoritySign = _globalSignBalance >= 0 ? 1 : -1;
+                _finishedMajority = true;
                 break;
         }
     }
@@ -176,56 +183,92 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     {
         var thresholds = _globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run.");
         int n = chunk.Length;
-        int experts = chunk.ExpertCount;
         bool mean = MergeFunction == TiesMergeFunction.Mean;
         float lambda = (float)Lambda; // the float32 scalar a float32 tensor op would use
         bool majorityPositive = _globalMajoritySign > 0;
-        var baseValues = chunk.Base;
         int width = Vector<float>.Count;
         int j = 0;
         for (; j + width <= n; j += width)
         {
-            var sum = Vector<float>.Zero;
-            for (int e = 0; e < experts; e++)
-                sum += Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
-
+            var sum = TrimmedSum(chunk, j, thresholds, out _);
             var zero = Vector.Equals(sum, Vector<float>.Zero);
             var electedPositive = majorityPositive ? Vector.GreaterThan(sum, Vector<float>.Zero) | zero : Vector.GreaterThan(sum, Vector<float>.Zero);
-            var total = Vector<float>.Zero;
-            var count = Vector<float>.Zero;
-            for (int e = 0; e < experts; e++)
-            {
-                var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
-                var agrees = Vector.ConditionalSelect(electedPositive,
-                    Vector.GreaterThan(trimmed, Vector<float>.Zero), Vector.LessThan(trimmed, Vector<float>.Zero));
-                total += Vector.ConditionalSelect(agrees, trimmed, Vector<float>.Zero);
-                if (mean) count += Vector.ConditionalSelect(agrees, Vector<float>.One, Vector<float>.Zero);
-            }
-
-            if (mean) total /= Vector.Max(count, Vector<float>.One);
-            (total * lambda + new Vector<float>(baseValues.Slice(j))).CopyTo(merged.Slice(j));
+            MergeVector(chunk, j, thresholds, electedPositive, mean, lambda).CopyTo(merged.Slice(j));
         }
 
         for (; j < n; j++)
         {
-            float sum = 0;
-            for (int e = 0; e < experts; e++) sum += Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
-            bool positive = sum > 0 || (sum == 0 && majorityPositive);
-            float total = 0;
-            float count = 0;
-            for (int e = 0; e < experts; e++)
-            {
-                float trimmed = Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
-                if (positive ? trimmed > 0 : trimmed < 0)
-                {
-                    total += trimmed;
-                    count++;
-                }
-            }
-
-            if (mean) total /= Math.Max(count, 1);
-            merged[j] = (total * lambda) + baseValues[j];
+            float sum = TrimmedSum(chunk, j, thresholds);
+            merged[j] = MergeScalar(chunk, j, thresholds, sum > 0 || (sum == 0 && majorityPositive), mean, lambda);
         }
+    }
+
+    /// <summary>
+    /// Global trim: the merge pass stands in for the majority-sign pass. Every entry is merged as if the majority were
+    /// +1, the elected signs are counted, and the few entries whose value the majority changes (γ = 0 with trimmed
+    /// entries of both signs, i.e. exact cancellation) are recorded with their value for a majority of −1.
+    /// </summary>
+    DeferredLastPass? IElementwiseMergeMethod.BeginDeferredLastPass(long maxPatches) =>
+        Trim == TiesTrimScope.Global && _globalThresholds is not null ? new DeferredMajoritySign(this, maxPatches) : null;
+
+    /// <summary>Σ_i trimmed τ_i for the vector of entries at <paramref name="j"/>; <paramref name="anyKept"/>: lanes where some trimmed τ_i ≠ 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<float> TrimmedSum(in ElementwiseChunk chunk, int j, float[] thresholds, out Vector<int> anyKept)
+    {
+        var sum = Vector<float>.Zero;
+        anyKept = Vector<int>.Zero;
+        for (int e = 0; e < chunk.ExpertCount; e++)
+        {
+            var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+            sum += trimmed;
+            anyKept |= ~Vector.Equals(trimmed, Vector<float>.Zero);
+        }
+
+        return sum;
+    }
+
+    private static float TrimmedSum(in ElementwiseChunk chunk, int j, float[] thresholds)
+    {
+        float sum = 0;
+        for (int e = 0; e < chunk.ExpertCount; e++) sum += Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
+        return sum;
+    }
+
+    /// <summary>θ0 + λ·(combined trimmed entries agreeing with the elected sign) for the vector of entries at <paramref name="j"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<float> MergeVector(in ElementwiseChunk chunk, int j, float[] thresholds, Vector<int> electedPositive, bool mean, float lambda)
+    {
+        var total = Vector<float>.Zero;
+        var count = Vector<float>.Zero;
+        for (int e = 0; e < chunk.ExpertCount; e++)
+        {
+            var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+            var agrees = Vector.ConditionalSelect(electedPositive,
+                Vector.GreaterThan(trimmed, Vector<float>.Zero), Vector.LessThan(trimmed, Vector<float>.Zero));
+            total += Vector.ConditionalSelect(agrees, trimmed, Vector<float>.Zero);
+            if (mean) count += Vector.ConditionalSelect(agrees, Vector<float>.One, Vector<float>.Zero);
+        }
+
+        if (mean) total /= Vector.Max(count, Vector<float>.One);
+        return total * lambda + new Vector<float>(chunk.Base.Slice(j));
+    }
+
+    private static float MergeScalar(in ElementwiseChunk chunk, int j, float[] thresholds, bool positive, bool mean, float lambda)
+    {
+        float total = 0;
+        float count = 0;
+        for (int e = 0; e < chunk.ExpertCount; e++)
+        {
+            float trimmed = Trimmed(chunk.TaskVector(e)[j], thresholds[e]);
+            if (positive ? trimmed > 0 : trimmed < 0)
+            {
+                total += trimmed;
+                count++;
+            }
+        }
+
+        if (mean) total /= Math.Max(count, 1);
+        return (total * lambda) + chunk.Base[j];
     }
 
     /// <summary>τ where |τ| ≥ t, else 0 (+0: a zero that never agrees with either sign).</summary>
@@ -349,6 +392,93 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
             }
 
             Balance += balance;
+        }
+    }
+
+    /// <summary>The merge pass standing in for the majority-sign pass (<see cref="IElementwiseMergeMethod.BeginDeferredLastPass"/>).</summary>
+    private sealed class DeferredMajoritySign(TiesMerge owner, long maxPatches) : DeferredLastPass
+    {
+        private long _recorded;
+        private int _overflowed;
+
+        public TiesMerge Owner { get; } = owner;
+
+        public override bool Overflowed => Volatile.Read(ref _overflowed) != 0;
+
+        public override IDeferredChunkMerger CreateWorker() => new DeferredSignMerger(this);
+
+        /// <summary>Room for one more record, or false (and overflowed) once <c>maxPatches</c> are taken.</summary>
+        public bool Reserve()
+        {
+            if (Interlocked.Increment(ref _recorded) <= maxPatches) return true;
+            Volatile.Write(ref _overflowed, 1);
+            return false;
+        }
+
+        public override IEnumerable<(int Tensor, long Index, float Value)> Patches(IEnumerable<IDeferredChunkMerger> workers)
+        {
+            if (Overflowed) throw new InvalidOperationException("TIES: too many entries depended on the majority sign; the merge must be run again.");
+            if (!Owner._finishedMajority) throw new InvalidOperationException("TIES: the majority-sign pass is not finished.");
+            // The output holds the values for a majority of +1; only a majority of −1 changes the recorded entries.
+            if (Owner._globalMajoritySign > 0) return [];
+            return workers.Cast<DeferredSignMerger>().SelectMany(w => w.Records).Select(r => (r.Tensor, r.Index, r.Negative));
+        }
+    }
+
+    /// <summary>One thread of <see cref="DeferredMajoritySign"/>: merges chunks, counts elected signs, records sign-dependent entries.</summary>
+    private sealed class DeferredSignMerger(DeferredMajoritySign shared) : IDeferredChunkMerger
+    {
+        public long Balance { get; private set; }
+
+        public List<(int Tensor, long Index, float Negative)> Records { get; } = [];
+
+        public void Accumulate(in ElementwiseChunk chunk) =>
+            throw new InvalidOperationException("TIES: a deferred majority-sign pass gathers its statistics while merging.");
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void MergeChunk(in ElementwiseChunk chunk, Span<float> merged, int tensor, long start)
+        {
+            var owner = shared.Owner;
+            var thresholds = owner._globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run.");
+            int n = chunk.Length;
+            bool mean = owner.MergeFunction == TiesMergeFunction.Mean;
+            float lambda = (float)owner.Lambda;
+            int width = Vector<float>.Count;
+            var lanes = Vector<int>.Zero; // at most n / width per lane: no overflow for a chunk
+            int j = 0;
+            for (; j + width <= n; j += width)
+            {
+                var sum = TrimmedSum(chunk, j, thresholds, out var anyKept);
+                var zero = Vector.Equals(sum, Vector<float>.Zero);
+                var positive = Vector.GreaterThan(sum, Vector<float>.Zero);
+                // Comparison masks are −1 where true: negative minus positive is +1 per γ = +1, −1 per γ = −1.
+                lanes += Vector.LessThan(sum, Vector<float>.Zero) - positive;
+                MergeVector(chunk, j, thresholds, positive | zero, mean, lambda).CopyTo(merged.Slice(j));
+                var dependent = zero & anyKept;
+                if (dependent == Vector<int>.Zero) continue;
+                var negative = MergeVector(chunk, j, thresholds, positive, mean, lambda);
+                for (int lane = 0; lane < width; lane++)
+                    if (dependent[lane] != 0) Record(tensor, start + j + lane, negative[lane]);
+            }
+
+            long balance = 0;
+            for (int lane = 0; lane < Vector<int>.Count; lane++) balance += lanes[lane];
+            for (; j < n; j++)
+            {
+                float sum = TrimmedSum(chunk, j, thresholds);
+                balance += sum > 0 ? 1 : sum < 0 ? -1 : 0;
+                merged[j] = MergeScalar(chunk, j, thresholds, sum >= 0, mean, lambda);
+                if (sum != 0) continue;
+                float negative = MergeScalar(chunk, j, thresholds, false, mean, lambda);
+                if (BitConverter.SingleToInt32Bits(negative) != BitConverter.SingleToInt32Bits(merged[j])) Record(tensor, start + j, negative);
+            }
+
+            Balance += balance;
+        }
+
+        private void Record(int tensor, long index, float negative)
+        {
+            if (shared.Reserve()) Records.Add((tensor, index, negative));
         }
     }
 }

@@ -239,6 +239,87 @@ public sealed class StreamingMergeDriverTests
         }
     }
 
+    /// <summary>
+    /// θ0 and τ_i on a grid of multiples of 1/4 (exact in float32), so θ_i − θ0 = τ_i exactly and many trimmed task vectors
+    /// cancel exactly (γ = 0 with kept entries of both signs): their merged value depends on the model-wide majority sign.
+    /// τ ∈ {lowest .. 3}/4: lowest −4 makes the majority −1, lowest −3 makes it +1 (symmetric, then counted).
+    /// </summary>
+    private static (string Base, string[] Experts, Dictionary<string, Tensor> BaseTensors, List<Dictionary<string, Tensor>> ExpertTensors)
+        WriteCancellingModels(TempDirectory dir, int lowest, int seed)
+    {
+        var g = new Generator((ulong)seed);
+        var shapes = new Dictionary<string, long[]> { ["w"] = [300, 257], ["b"] = [257], ["v"] = [33] };
+        var baseTensors = shapes.ToDictionary(kv => kv.Key, kv => randint(-64, 64, kv.Value, generator: g).to_type(ScalarType.Float32) / 8);
+        var experts = Enumerable.Range(0, 4).Select(_ => baseTensors.ToDictionary(kv => kv.Key,
+            kv => kv.Value + (randint(lowest, 4, kv.Value.shape, generator: g).to_type(ScalarType.Float32) / 4))).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
+        for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
+        return (dir.File("base.safetensors"), [.. Enumerable.Range(0, 4).Select(i => dir.File($"e{i}.safetensors"))], baseTensors, experts);
+    }
+
+    /// <summary>(Σ γ over the model, number of entries with γ = 0 whose trimmed τ_i are not all 0), from the thresholds.</summary>
+    private static (long Balance, long Dependent) MajorityStatistics(Dictionary<string, Tensor> baseTensors, List<Dictionary<string, Tensor>> experts,
+        IReadOnlyList<float> thresholds)
+    {
+        long balance = 0, dependent = 0;
+        foreach (var name in baseTensors.Keys)
+        {
+            using var scope = NewDisposeScope();
+            var trimmed = stack(experts.Select((e, i) => { var tau = e[name] - baseTensors[name]; return tau * tau.abs().ge(thresholds[i]); }).ToArray());
+            var sum = trimmed.sum(dim: 0);
+            balance += (long)sum.sign().sum().item<float>();
+            dependent += (sum.eq(0) & trimmed.ne(0).any(dim: 0)).sum().item<long>();
+        }
+        return (balance, dependent);
+    }
+
+    [TestMethod]
+    [DataRow(-4, "keep=0.5", -1)]
+    [DataRow(-4, "keep=0.5;merge-func=mean", -1)]
+    [DataRow(-3, "keep=0.5", 1)]
+    [DataRow(-4, "keep=0.3;lambda=1", -1)]
+    public void MajoritySignFoldedIntoTheMergeIsPatchedExactly(int lowest, string parameters, int expectedMajority)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteCancellingModels(dir, lowest, seed: 11);
+        var values = MergeParameters.Parse(parameters.Split(';', StringSplitOptions.RemoveEmptyEntries));
+        var reference = (TiesMerge)MergeMethodRegistry.Default.Create("ties", values);
+        var inMemory = new InMemoryMergeDriver().Merge(reference, baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());
+
+        // The data does what the test needs: many entries depend on the majority sign, and the majority is the expected one.
+        var (balance, dependent) = MajorityStatistics(baseTensors, expertTensors, reference.GlobalThresholds!);
+        Assert.AreEqual(expectedMajority, balance >= 0 ? 1 : -1, $"balance {balance}");
+        Assert.IsGreaterThan(1000L, dependent);
+
+        // Deferred (patched) for 1 and 3 threads, to a sharded bf16 output (patches into finished shards), and with too
+        // small a patch budget (the driver falls back to the majority pass and merges again).
+        var runs = new (string Name, StreamingMergeDriver Driver, StreamingMergeOptions Options, int Passes)[]
+        {
+            ("1 thread", new StreamingMergeDriver { WorkerCount = 1 }, new StreamingMergeOptions(), 3),
+            ("3 threads", new StreamingMergeDriver { WorkerCount = 3 }, new StreamingMergeOptions(), 3),
+            ("sharded bf16", new StreamingMergeDriver(), new StreamingMergeOptions { MaxShardBytes = 1000, OutputDType = SafeTensorsDType.BF16 }, 3),
+            ("overflow", new StreamingMergeDriver { MaxDeferredPatches = 10 }, new StreamingMergeOptions(), 5),
+        };
+        foreach (var (runName, driver, options, passes) in runs)
+        {
+            string path = dir.File(runName.Replace(' ', '-') + (options.MaxShardBytes is null ? ".safetensors" : ""));
+            var report = driver.Merge(MergeMethodRegistry.Default.Create("ties", values), basePath, experts, path, options);
+            Assert.AreEqual(passes, report.Passes, runName);
+            using var output = Checkpoint.Open(report.OutputPath);
+            if (options.MaxShardBytes is not null) Assert.IsGreaterThan(1, output.Files.Count);
+            foreach (string name in baseTensors.Keys)
+            {
+                using var streamed = output.ReadTensor(name);
+                // A bf16 output is read back as float32: the in-memory result rounded to bf16 the same way.
+                using var expected = options.OutputDType is null ? inMemory.Merged[name].alias()
+                    : inMemory.Merged[name].to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
+                CollectionAssert.AreEqual(expected.bytes.ToArray(), streamed.bytes.ToArray(), $"{parameters} {runName} {name}");
+            }
+        }
+
+        Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial", SearchOption.AllDirectories).Length, "no temporary file is left");
+    }
+
     [TestMethod]
     [DataRow(0L, float.NaN)]
     [DataRow(1_048_577L, float.PositiveInfinity)] // in the second 4 MiB piece
