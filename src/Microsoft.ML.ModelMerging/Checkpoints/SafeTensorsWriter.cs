@@ -11,7 +11,7 @@ public sealed class SafeTensorsWriter : IDisposable
 {
     private readonly IReadOnlyList<TensorSpec> _plan;
     private readonly long _dataStart;
-    private FileStream? _stream;
+    private UnbufferedFileWriter? _file;
     private int _next;
     private bool _finished;
     private bool _committed;
@@ -34,11 +34,11 @@ public sealed class SafeTensorsWriter : IDisposable
         byte[] header = SafeTensorsHeader.Serialize(plan, metadata);
         _dataStart = 8 + header.Length;
         TotalBytes = _dataStart + plan.Sum(t => t.ByteLength);
-        _stream = new FileStream(TemporaryPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+        _file = new UnbufferedFileWriter(TemporaryPath);
         Span<byte> prefix = stackalloc byte[8];
         BitConverter.TryWriteBytes(prefix, (ulong)header.Length);
-        _stream.Write(prefix);
-        _stream.Write(header);
+        _file.Write(prefix);
+        _file.Write(header);
     }
 
     /// <summary>The next tensor of the plan that <see cref="Write(torch.Tensor)"/> expects, or null when all are written.</summary>
@@ -54,7 +54,7 @@ public sealed class SafeTensorsWriter : IDisposable
         var stored = tensor.device_type == DeviceType.CPU ? tensor : tensor.cpu();
         if (stored.dtype != spec.DType.ToScalarType()) stored = stored.to_type(spec.DType.ToScalarType());
         stored = stored.contiguous();
-        TensorBytes.Visit(stored, span => Stream().Write(span));
+        TensorBytes.Visit(stored, span => Output().Write(span));
         _next++;
     }
 
@@ -64,7 +64,7 @@ public sealed class SafeTensorsWriter : IDisposable
         var spec = Next ?? throw new InvalidOperationException($"{TargetPath}: all {_plan.Count} planned tensors are already written.");
         if (bytes.Length != spec.ByteLength)
             throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' needs {spec.ByteLength} bytes, got {bytes.Length}.");
-        Stream().Write(bytes);
+        Output().Write(bytes);
         _next++;
     }
 
@@ -88,26 +88,23 @@ public sealed class SafeTensorsWriter : IDisposable
             if (offset < 0 || offset + size > _plan[index].ByteLength)
                 throw new ArgumentOutOfRangeException(nameof(byteOffsets), offset, $"{TargetPath}: patch outside tensor '{name}'.");
 
-        var stream = _stream ?? new FileStream(TemporaryPath, FileMode.Open, FileAccess.Write, FileShare.None);
-        try
+        if (_file is not null)
         {
-            long position = stream.Position;
-            for (int k = 0; k < byteOffsets.Count; k++)
-            {
-                stream.Position = start + byteOffsets[k];
-                stream.Write(elements.Slice(k * size, size));
-            }
+            for (int k = 0; k < byteOffsets.Count; k++) _file.Patch(start + byteOffsets[k], elements.Slice(k * size, size));
+            return;
+        }
 
-            stream.Position = position;
-            if (_stream is null) stream.Flush(flushToDisk: true);
-        }
-        finally
+        using var stream = new FileStream(TemporaryPath, FileMode.Open, FileAccess.Write, FileShare.None);
+        for (int k = 0; k < byteOffsets.Count; k++)
         {
-            if (_stream is null) stream.Dispose();
+            stream.Position = start + byteOffsets[k];
+            stream.Write(elements.Slice(k * size, size));
         }
+
+        stream.Flush(flushToDisk: true);
     }
 
-    private FileStream Stream() => _stream ?? throw new ObjectDisposedException(TargetPath);
+    private UnbufferedFileWriter Output() => _file ?? throw new ObjectDisposedException(TargetPath);
 
     /// <summary>Flushes the temporary file to disk after checking every planned tensor was written. Does not rename.</summary>
     public void Finish()
@@ -115,9 +112,9 @@ public sealed class SafeTensorsWriter : IDisposable
         if (_finished) return;
         if (_next != _plan.Count)
             throw new InvalidOperationException($"{TargetPath}: {_plan.Count - _next} planned tensors were not written (next: '{_plan[_next].Name}').");
-        _stream!.Flush(flushToDisk: true);
-        _stream.Dispose();
-        _stream = null;
+        _file!.Complete();
+        _file.Dispose();
+        _file = null;
         _finished = true;
     }
 
@@ -139,8 +136,8 @@ public sealed class SafeTensorsWriter : IDisposable
     /// <summary>Abandons an incomplete write: the temporary file is deleted and the target is untouched.</summary>
     public void Dispose()
     {
-        _stream?.Dispose();
-        _stream = null;
+        _file?.Dispose();
+        _file = null;
         if (!_committed && File.Exists(TemporaryPath)) File.Delete(TemporaryPath);
     }
 
