@@ -93,6 +93,7 @@ public sealed class CheckpointWriter : IDisposable
 
     public void Write(torch.Tensor tensor) => Current().Write(tensor);
     public void WriteBytes(ReadOnlySpan<byte> bytes) => Current().WriteBytes(bytes);
+    public void WriteFloats(IReadOnlyList<ReadOnlyMemory<float>> parts) => Current().WriteFloats(parts);
 
     /// <summary>
     /// Overwrites single entries of a tensor already written (before <see cref="Complete"/>): <paramref name="values"/>
@@ -106,11 +107,9 @@ public sealed class CheckpointWriter : IDisposable
         if (shard.Specs is null) throw new ArgumentException($"{OutputPath}: no tensor '{name}' is planned.");
         var writer = shard.Writer ?? throw new InvalidOperationException($"{OutputPath}: tensor '{name}' is not written yet, cannot patch it.");
         var dtype = shard.Specs.First(t => string.Equals(t.Name, name, StringComparison.Ordinal)).DType;
-        using var scope = torch.NewDisposeScope();
-        var stored = torch.tensor(values);
-        if (stored.dtype != dtype.ToScalarType()) stored = stored.to_type(dtype.ToScalarType());
-        var bytes = stored.contiguous().bytes.ToArray();
         int size = dtype.ElementSize();
+        var bytes = new byte[values.Length * size];
+        FloatEncoding.Encode(values, dtype, bytes);
         writer.Patch(name, [.. indices.Select(i => i * size)], bytes);
     }
 

@@ -58,6 +58,42 @@ public sealed class SafeTensorsWriter : IDisposable
         _next++;
     }
 
+    /// <summary>
+    /// Writes the next planned tensor, a floating-point one, from float32 values given in consecutive pieces, stored as
+    /// its planned dtype exactly as <see cref="Write(torch.Tensor)"/> would store them (without TorchSharp).
+    /// </summary>
+    public void WriteFloats(IReadOnlyList<ReadOnlyMemory<float>> parts)
+    {
+        var spec = Next ?? throw new InvalidOperationException($"{TargetPath}: all {_plan.Count} planned tensors are already written.");
+        long count = parts.Sum(p => (long)p.Length);
+        long expected = TensorEntry.ShapeElementCount(spec.Shape);
+        if (count != expected) throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' has {expected} entries, got {count} values.");
+        if (!FloatEncoding.CanEncode(spec.DType)) throw new ArgumentException($"{TargetPath}: tensor '{spec.Name}' is stored as {spec.DType}, not a float type.");
+        int size = spec.DType.ElementSize();
+        byte[]? encoded = spec.DType == SafeTensorsDType.F32 ? null : new byte[EncodeBlock * size];
+        foreach (var part in parts)
+        {
+            var values = part.Span;
+            if (encoded is null)
+            {
+                Output().Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+                continue;
+            }
+
+            for (int start = 0; start < values.Length; start += EncodeBlock)
+            {
+                var block = values.Slice(start, Math.Min(EncodeBlock, values.Length - start));
+                var bytes = encoded.AsSpan(0, block.Length * size);
+                FloatEncoding.Encode(block, spec.DType, bytes);
+                Output().Write(bytes);
+            }
+        }
+
+        _next++;
+    }
+
+    private const int EncodeBlock = 1 << 16;
+
     /// <summary>Writes the next planned tensor from bytes already in its stored form.</summary>
     public void WriteBytes(ReadOnlySpan<byte> bytes)
     {

@@ -45,16 +45,15 @@ internal sealed class ElementwiseChunkReader
 
     /// <summary>
     /// Runs <paramref name="action"/> on every chunk of tensor <paramref name="name"/>, on all workers; the chunk's slice
-    /// of <paramref name="output"/> (float32, the tensor's element count, contiguous) is passed along when given, with the
-    /// index of the chunk's first entry.
+    /// of <paramref name="output"/> (the tensor's element count) is passed along when given, with the index of the
+    /// chunk's first entry.
     /// </summary>
-    public void ForEachChunk(string name, Tensor? output, ChunkAction action)
+    public void ForEachChunk(string name, FloatSegments? output, ChunkAction action)
     {
         long count = _base.GetEntry(name).ElementCount;
         long chunks = (count + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements;
         long next = -1;
         int nonFinite = 0;
-        using var flatOutput = output?.view(-1);
 
         void Work(int worker)
         {
@@ -71,7 +70,7 @@ internal sealed class ElementwiseChunkReader
                 }
 
                 var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count);
-                action(chunk, flatOutput is null ? Span<float>.Empty : OutputSlice(flatOutput, start, length), worker, start);
+                action(chunk, output is null ? Span<float>.Empty : output.Slice(start, length), worker, start);
             }
         }
 
@@ -88,15 +87,7 @@ internal sealed class ElementwiseChunkReader
         if (nonFinite != 0) ReportNonFinite(name);
     }
 
-    /// <summary>A span over entries [start, start + length) of a flat float32 tensor (spans reach 2 GiB at most).</summary>
-    private static Span<float> OutputSlice(Tensor flat, long start, int length)
-    {
-        using var part = flat.narrow(0, start, length);
-        return MemoryMarshal.Cast<byte, float>(part.bytes);
-    }
-
-    private static bool IsConvertible(SafeTensorsDType dtype) =>
-        dtype is SafeTensorsDType.F32 or SafeTensorsDType.F16 or SafeTensorsDType.BF16 or SafeTensorsDType.F64;
+    private static bool IsConvertible(SafeTensorsDType dtype) => FloatEncoding.CanEncode(dtype);
 
     /// <summary>
     /// A chunk held a NaN or ±∞: the same checks as the tensor path, on whole tensors and in the same order (base, then
@@ -163,21 +154,7 @@ internal sealed class ElementwiseChunkReader
             {
                 var raw = _raw.AsSpan(0, destination.Length * size);
                 checkpoint.ReadBytes(name, start * size, raw);
-                switch (dtype)
-                {
-                    case SafeTensorsDType.F16:
-                        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(raw), destination);
-                        break;
-                    case SafeTensorsDType.BF16:
-                        var bits = MemoryMarshal.Cast<byte, ushort>(raw);
-                        var wide = MemoryMarshal.Cast<float, uint>(destination);
-                        for (int i = 0; i < bits.Length; i++) wide[i] = (uint)bits[i] << 16;
-                        break;
-                    default:
-                        var doubles = MemoryMarshal.Cast<byte, double>(raw);
-                        for (int i = 0; i < doubles.Length; i++) destination[i] = (float)doubles[i];
-                        break;
-                }
+                FloatEncoding.Decode(raw, dtype, destination);
             }
 
             return TensorReadAhead.AllFinite(destination);

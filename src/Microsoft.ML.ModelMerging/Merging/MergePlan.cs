@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Merging;
@@ -142,7 +143,7 @@ public sealed class MergePlan
                     index);
             }
 
-            if (!is_floating_point(actual.DType))
+            if (!ScalarTypes.IsFloatingPoint(actual.DType))
             {
                 throw new MergeInputException($"Tensor '{name}': {who} has dtype {actual.DType} but the base model's is {expected.DType}.", name, index);
             }

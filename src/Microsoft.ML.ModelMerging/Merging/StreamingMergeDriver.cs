@@ -119,7 +119,7 @@ public sealed class StreamingMergeDriver
                 var workers = deferred is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => deferred.CreateWorker()).ToArray();
 
                 // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
-                using var outputBuffers = elementwise is null ? null
+                var outputBuffers = elementwise is null ? null
                     : new OutputBufferRing(merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max());
                 using var writes = new OrderedBackgroundWrites();
                 int index = 0;
@@ -136,7 +136,7 @@ public sealed class StreamingMergeDriver
                     if (elementwise is not null)
                     {
                         // The buffer lent now was last written two tensors ago; that write is over (one write in flight at most).
-                        var output = outputBuffers!.Lend(entry.Shape);
+                        var output = outputBuffers!.Lend(entry.ElementCount);
                         if (workers is not null)
                         {
                             if (deferred!.Overflowed) return false;
@@ -150,7 +150,7 @@ public sealed class StreamingMergeDriver
                                 (in ElementwiseChunk chunk, Span<float> values, int _, long _) => elementwise.MergeChunk(chunk, values)));
                         }
 
-                        writes.Enqueue(() => writer.Write(output));
+                        writes.Enqueue(() => writer.WriteFloats(output.Parts()));
                         continue;
                     }
 

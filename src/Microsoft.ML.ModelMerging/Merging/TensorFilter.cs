@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using System.Text.RegularExpressions;
 using TorchSharp;
 
@@ -56,7 +57,7 @@ public sealed class TensorFilter
     public string? ExclusionReason(string name, torch.ScalarType dtype)
     {
         ArgumentNullException.ThrowIfNull(name);
-        if (!torch.is_floating_point(dtype))
+        if (!ScalarTypes.IsFloatingPoint(dtype))
         {
             return $"dtype {dtype} is not floating";
         }
