@@ -34,7 +34,8 @@ internal static class StreamingMergeBenchmark
         Log($"inputs: base + {expertCount} experts of {checkpointBytes / (double)(1L << 30):F3} GiB ({plan.Count} tensors) in {inputs} (ready in {generation.Elapsed.TotalSeconds:F0} s)");
         if (arguments.Has("prepare-only")) return 0;
 
-        // 2. Hot page cache: read every input once so every measured run starts from the same state.
+        // 2. Hot page cache: read every input once so every measured run starts from the same state, and no run pays for
+        // writing back what an earlier step left dirty (freshly generated inputs, the previous run's output).
         var warm = Stopwatch.StartNew();
         var buffer = new byte[16 << 20];
         foreach (string path in expertPaths.Prepend(basePath))
@@ -64,6 +65,7 @@ internal static class StreamingMergeBenchmark
                 var arguments2 = row == "floor"
                     ? new List<string> { benchmarkDll, "io-floor", "--out", output, basePath }.Concat(expertPaths)
                     : new List<string> { mlmergeDll, "merge", "--method", row, "--base", basePath }.Concat(expertArgs).Concat(["--out", output]);
+                SyncDisks();
                 var measurement = ProcessMeasurement.Run("dotnet", arguments2);
                 File.Delete(output);
                 if (measurement.ExitCode != 0)
@@ -104,6 +106,13 @@ internal static class StreamingMergeBenchmark
         }
 
         return 0;
+    }
+
+    private static void SyncDisks()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false });
+        sync?.WaitForExit();
     }
 
     private static double Median(IEnumerable<double> values)

@@ -87,6 +87,8 @@ public sealed class DareMerge : MergeMethodBase
 
     protected override void CompletePass(int pass) => Then.FinishPass(pass);
 
+    public override bool NeedsPass(int pass) => Then.NeedsPass(pass);
+
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         using var dropped = Drop(input);

@@ -46,12 +46,13 @@ internal sealed class ElementwiseChunkReader
     /// <summary>
     /// Runs <paramref name="action"/> on every chunk of tensor <paramref name="name"/>, on all workers; the chunk's slice
     /// of <paramref name="output"/> (the tensor's element count) is passed along when given, with the index of the
-    /// chunk's first entry.
+    /// chunk's first entry. Values are checked to be finite when <paramref name="checkFinite"/> (a pass after the first
+    /// reads the same bytes again and skips the check). <paramref name="chunkIndices"/> limits the work to those chunks.
     /// </summary>
-    public void ForEachChunk(string name, FloatSegments? output, ChunkAction action)
+    public void ForEachChunk(string name, FloatSegments? output, ChunkAction action, bool checkFinite = true, IReadOnlyList<long>? chunkIndices = null)
     {
         long count = _base.GetEntry(name).ElementCount;
-        long chunks = (count + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements;
+        long chunks = chunkIndices?.Count ?? (count + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements;
         long next = -1;
         int nonFinite = 0;
 
@@ -61,9 +62,9 @@ internal sealed class ElementwiseChunkReader
             long index;
             while (Volatile.Read(ref nonFinite) == 0 && (index = Interlocked.Increment(ref next)) < chunks)
             {
-                long start = index * ElementwiseTensors.ChunkElements;
+                long start = (chunkIndices is null ? index : chunkIndices[(int)index]) * ElementwiseTensors.ChunkElements;
                 int length = (int)Math.Min(ElementwiseTensors.ChunkElements, count - start);
-                if (!buffers.Load(this, name, start, length, out var baseValues))
+                if (!buffers.Load(this, name, start, length, checkFinite, out var baseValues))
                 {
                     Volatile.Write(ref nonFinite, 1);
                     return;
@@ -74,7 +75,9 @@ internal sealed class ElementwiseChunkReader
             }
         }
 
-        var helpers = Enumerable.Range(1, _workers.Length - 1).Select(w => Task.Run(() => Work(w))).ToArray();
+        // Threads of their own: on a busy (or small) thread pool a queued helper would start late and leave its share to the others.
+        var helpers = Enumerable.Range(1, _workers.Length - 1)
+            .Select(w => Task.Factory.StartNew(() => Work(w), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)).ToArray();
         try
         {
             Work(0);
@@ -115,18 +118,18 @@ internal sealed class ElementwiseChunkReader
 
         /// <summary>θ0 of the chunk in <see cref="Base"/> and τ in <see cref="TaskVectors"/>; false when a value is not finite.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public bool Load(ElementwiseChunkReader reader, string name, long start, int length, out ReadOnlySpan<float> baseValues)
+        public bool Load(ElementwiseChunkReader reader, string name, long start, int length, bool checkFinite, out ReadOnlySpan<float> baseValues)
         {
             baseValues = default;
             var theta0 = Base.AsSpan(0, length);
-            if (!Read(reader._base, name, start, theta0)) return false;
+            if (!Read(reader._base, name, start, theta0, checkFinite)) return false;
             baseValues = theta0;
             for (int e = 0; e < reader._experts.Count; e++)
             {
                 var row = TaskVectors.AsSpan(e * length, length);
                 if (reader._experts[e].Contains(name))
                 {
-                    if (!Read(reader._experts[e], name, start, row)) return false;
+                    if (!Read(reader._experts[e], name, start, row, checkFinite)) return false;
                     TensorPrimitives.Subtract(row, theta0, row);
                 }
                 else
@@ -142,7 +145,7 @@ internal sealed class ElementwiseChunkReader
 
         /// <summary>Entries [start, start + destination.Length) as float32 (exact for half types, rounded to nearest for float64).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private bool Read(Checkpoint checkpoint, string name, long start, Span<float> destination)
+        private bool Read(Checkpoint checkpoint, string name, long start, Span<float> destination, bool checkFinite)
         {
             var dtype = checkpoint.GetEntry(name).DType;
             int size = dtype.ElementSize();
@@ -157,7 +160,7 @@ internal sealed class ElementwiseChunkReader
                 FloatEncoding.Decode(raw, dtype, destination);
             }
 
-            return TensorReadAhead.AllFinite(destination);
+            return !checkFinite || TensorReadAhead.AllFinite(destination);
         }
     }
 }

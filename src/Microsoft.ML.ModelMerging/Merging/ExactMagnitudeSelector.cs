@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -248,17 +249,37 @@ public sealed class ExactMagnitudeSelector : IDisposable
     }
 
     /// <summary>counts[low 16 bits of |v|]++ for the values whose high 16 bits are <paramref name="bucket"/>.</summary>
+    /// <remarks>Few values fall in the bucket: whole vectors are compared at once and only those with a hit are counted lane by lane.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CountLowInBucket(ReadOnlySpan<uint> bits, uint bucket, long[] counts)
     {
-        foreach (uint b in bits)
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
         {
-            uint magnitude = b & MagnitudeMask;
-            if (magnitude >> 16 == bucket)
+            var magnitude = new Vector<uint>(MagnitudeMask);
+            var target = new Vector<uint>(bucket);
+            var vectors = MemoryMarshal.Cast<uint, Vector<uint>>(bits);
+            foreach (var v in vectors)
             {
-                counts[magnitude & (BucketCount - 1)]++;
+                if (Vector.EqualsAny(Vector.ShiftRightLogical(v & magnitude, 16), target)) CountLowInBucketScalar(v, bucket, counts);
             }
+
+            i = vectors.Length * Vector<uint>.Count;
         }
+
+        for (; i < bits.Length; i++) CountLowInBucketScalar(bits[i], bucket, counts);
+    }
+
+    private static void CountLowInBucketScalar(Vector<uint> lanes, uint bucket, long[] counts)
+    {
+        for (int lane = 0; lane < Vector<uint>.Count; lane++) CountLowInBucketScalar(lanes[lane], bucket, counts);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CountLowInBucketScalar(uint bits, uint bucket, long[] counts)
+    {
+        uint magnitude = bits & MagnitudeMask;
+        if (magnitude >> 16 == bucket) counts[magnitude & (BucketCount - 1)]++;
     }
 
     /// <summary>

@@ -10,6 +10,13 @@ internal interface IElementwiseMergeMethod : IMergeMethod
     /// <summary>False when this instance is not elementwise (e.g. TIES with a per-tensor trim): use the tensor path.</summary>
     bool IsElementwise { get; }
 
+    /// <summary>
+    /// When pass <paramref name="pass"/> looks at a sample of the model: about how many chunks the streaming driver
+    /// feeds it, spread evenly over all merged tensors, instead of every chunk (a driver holding the tensors in memory
+    /// may feed everything). Null: every chunk.
+    /// </summary>
+    int? SampledChunks(int pass) => null;
+
     /// <summary>A fresh accumulator for statistics pass <paramref name="pass"/>, one per thread.</summary>
     IChunkAccumulator CreateAccumulator(int pass);
 

@@ -32,6 +32,12 @@ public interface IMergeMethod
     /// <summary>Feeds one tensor to statistics pass <paramref name="pass"/>.</summary>
     void AccumulateStatistics(int pass, MergeTensorInput input);
 
+    /// <summary>
+    /// False when what the earlier passes found makes pass <paramref name="pass"/> unnecessary: the driver then calls
+    /// <see cref="FinishPass"/> for it without feeding any tensor (and reads nothing).
+    /// </summary>
+    bool NeedsPass(int pass) => true;
+
     /// <summary>Closes statistics pass <paramref name="pass"/> once every merged tensor was fed to it.</summary>
     void FinishPass(int pass);
 

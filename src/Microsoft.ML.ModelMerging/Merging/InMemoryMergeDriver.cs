@@ -43,7 +43,7 @@ public sealed class InMemoryMergeDriver
         method.Begin(experts.Count);
         for (int pass = 0; pass < method.StatisticsPassCount; pass++)
         {
-            foreach (string name in mergedNames)
+            foreach (string name in method.NeedsPass(pass) ? mergedNames : [])
             {
                 using var scope = NewDisposeScope();
                 using var input = BuildInput(name, baseModel, experts, expertWeights, expertNames);

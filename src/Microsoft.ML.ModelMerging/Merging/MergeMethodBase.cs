@@ -15,6 +15,8 @@ public abstract class MergeMethodBase : IMergeMethod
 
     public virtual bool ProducesTaskSpecificWeights => false;
 
+    public virtual bool NeedsPass(int pass) => true;
+
     /// <summary>The expert count given to <see cref="Begin"/>.</summary>
     protected int ExpertCount => _expertCount > 0
         ? _expertCount

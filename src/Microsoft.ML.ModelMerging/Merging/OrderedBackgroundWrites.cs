@@ -28,7 +28,9 @@ internal sealed class OrderedBackgroundWrites : IDisposable
         }
 
         _pendingOwned = owned;
-        _pending = Task.Run(write);
+        // A thread of its own, not the thread pool's: the merge keeps every pool thread busy, and a write queued behind
+        // them would start only when the next tensor is merged, so writing and merging would take turns.
+        _pending = Task.Factory.StartNew(write, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     /// <summary>Waits for the write in flight and disposes what it owned; rethrows its error.</summary>

@@ -72,9 +72,18 @@ public sealed class StreamingMergeDriver
             var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate && !method.ProducesTaskSpecificWeights
                 && merged.All(chunks.CanRead) ? candidate : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
+            bool inputsChecked = false; // every value was seen finite by an earlier pass of the elementwise path
 
+            int reads = 0; // full reads of every input: statistics passes that ran on every chunk, and merges
             void StatisticsPass(int pass)
             {
+                if (!method.NeedsPass(pass))
+                {
+                    method.FinishPass(pass);
+                    return;
+                }
+
+                var sample = elementwise?.SampledChunks(pass) is int sampled ? SampleChunks(baseCheckpoint, merged, sampled) : null;
                 var accumulators = elementwise is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise.CreateAccumulator(pass)).ToArray();
                 if (elementwise is null) reader.Start(merged);
                 for (int i = 0; i < merged.Count; i++)
@@ -83,8 +92,10 @@ public sealed class StreamingMergeDriver
                     options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
                     if (accumulators is not null)
                     {
+                        IReadOnlyList<long>? sampledChunks = null;
+                        if (sample is not null && !sample.TryGetValue(merged[i], out sampledChunks)) continue;
                         NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
-                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk)));
+                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk), !inputsChecked, sampledChunks));
                         continue;
                     }
 
@@ -94,6 +105,12 @@ public sealed class StreamingMergeDriver
                 }
 
                 foreach (var accumulator in accumulators ?? []) elementwise!.AddAccumulated(pass, accumulator);
+                if (sample is null)
+                {
+                    reads++;
+                    inputsChecked |= accumulators is not null;
+                }
+
                 method.FinishPass(pass);
             }
 
@@ -110,7 +127,6 @@ public sealed class StreamingMergeDriver
 
             // False when a deferred last pass overflowed: nothing is left behind, and the caller runs the pass and merges again.
             string written = outputPath;
-            int reads = deferred is null ? passes + 1 : passes;
             bool WriteOutput(DeferredLastPass? deferred)
             {
                 using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
@@ -142,12 +158,12 @@ public sealed class StreamingMergeDriver
                             if (deferred!.Overflowed) return false;
                             int tensor = tensorIndex[entry.Name];
                             NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
-                                (in ElementwiseChunk chunk, Span<float> values, int worker, long start) => workers[worker].MergeChunk(chunk, values, tensor, start)));
+                                (in ElementwiseChunk chunk, Span<float> values, int worker, long start) => workers[worker].MergeChunk(chunk, values, tensor, start), !inputsChecked));
                         }
                         else
                         {
                             NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
-                                (in ElementwiseChunk chunk, Span<float> values, int _, long _) => elementwise.MergeChunk(chunk, values)));
+                                (in ElementwiseChunk chunk, Span<float> values, int _, long _) => elementwise.MergeChunk(chunk, values), !inputsChecked));
                         }
 
                         writes.Enqueue(() => writer.WriteFloats(output.Parts()));
@@ -189,12 +205,14 @@ public sealed class StreamingMergeDriver
                 return true;
             }
 
+            reads++;
             if (!WriteOutput(deferred))
             {
-                // Too many entries depended on the last pass to keep them in memory: run it, then merge again.
+                // Too many entries depended on the last pass to keep them in memory: run it, then merge again (the
+                // abandoned merge read everything up to the overflow; it is counted whole).
                 StatisticsPass(passes - 1);
                 WriteOutput(null);
-                reads = passes + 2; // the abandoned merge read everything up to the overflow (counted whole)
+                reads++;
             }
 
             return new StreamingMergeReport(written, merged, copied, reads, plan.Sum(p => p.ByteLength));
@@ -203,6 +221,29 @@ public sealed class StreamingMergeDriver
         {
             foreach (var e in experts) e.Dispose();
         }
+    }
+
+    /// <summary>
+    /// About <paramref name="count"/> chunks spread evenly over all merged tensors (as if laid end to end), as chunk
+    /// indices per tensor; null when that is every chunk.
+    /// </summary>
+    private static Dictionary<string, IReadOnlyList<long>>? SampleChunks(Checkpoint baseCheckpoint, IReadOnlyList<string> merged, int count)
+    {
+        var chunkCounts = merged.Select(name => (baseCheckpoint.GetEntry(name).ElementCount + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements).ToArray();
+        long total = chunkCounts.Sum();
+        if (count >= total) return null;
+        var sample = new Dictionary<string, IReadOnlyList<long>>(StringComparer.Ordinal);
+        int tensor = 0;
+        long first = 0; // global index of the current tensor's chunk 0
+        for (int k = 0; k < count; k++)
+        {
+            long global = (long)((k + 0.5) * total / count);
+            while (global >= first + chunkCounts[tensor]) first += chunkCounts[tensor++];
+            if (!sample.TryGetValue(merged[tensor], out var list)) sample[merged[tensor]] = list = new List<long>();
+            ((List<long>)list).Add(global - first);
+        }
+
+        return sample;
     }
 
     /// <summary>

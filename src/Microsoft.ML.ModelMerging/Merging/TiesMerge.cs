@@ -10,8 +10,10 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <remarks>
 /// <list type="number">
 /// <item>Trim: each task keeps the entries with |τ_i| ≥ its threshold (<see cref="MagnitudePruning"/>'s rule with
-/// fraction <see cref="Keep"/>), over the whole model (<see cref="TiesTrimScope.Global"/>, exact, found in two
-/// statistics passes) or per tensor (<see cref="TiesTrimScope.PerTensor"/>).</item>
+/// fraction <see cref="Keep"/>), over the whole model (<see cref="TiesTrimScope.Global"/>, exact: a sample of the
+/// model brackets each threshold and one full pass pins it (<see cref="SampledMagnitudeSelector"/>); should the
+/// bracket miss, two counting passes find it (<see cref="ExactMagnitudeSelector"/>)) or per tensor
+/// (<see cref="TiesTrimScope.PerTensor"/>).</item>
 /// <item>Elect: γ = sign(Σ_i trimmed τ_i) per entry. Entries where γ = 0 take the majority sign sign(Σ γ), where
 /// Σ γ runs over the same scope as the trim: every entry of every merged tensor for global (a third statistics pass,
 /// as FusionBench's flattened model vector; the streaming driver folds it into the merge and patches the entries it
@@ -26,10 +28,14 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     public const double DefaultLambda = 0.3;
     public const double DefaultKeep = 0.2;
 
-    private const int CoarseThresholdPass = 0;
-    private const int FineThresholdPass = 1;
-    private const int MajoritySignPass = 2;
+    private const int SamplePass = 0;
+    private const int BracketPass = 1;
+    private const int CoarseThresholdPass = 2;
+    private const int FineThresholdPass = 3;
+    private const int MajoritySignPass = 4;
 
+
+    private SampledMagnitudeSelector? _sampled;
     private ExactMagnitudeSelector? _selector;
     private float[]? _globalThresholds;
     private long _globalSignBalance;
@@ -75,7 +81,10 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
     public override string Name => Descriptor.Name;
 
-    public override int StatisticsPassCount => Trim == TiesTrimScope.Global ? 3 : 0;
+    public override int StatisticsPassCount => Trim == TiesTrimScope.Global ? 5 : 0;
+
+    /// <summary>The counting passes run only for thresholds the sampled bracket did not pin.</summary>
+    public override bool NeedsPass(int pass) => pass is not (CoarseThresholdPass or FineThresholdPass) || _globalThresholds is null;
 
     public double Lambda { get; }
 
@@ -84,6 +93,12 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     public TiesTrimScope Trim { get; }
 
     public TiesMergeFunction MergeFunction { get; }
+
+    /// <summary>Chunks the streaming driver samples to bracket the global thresholds (64: 2^21 values per task).</summary>
+    internal int SampledChunkCount { get; init; } = 64;
+
+    /// <summary>Most |τ| values kept inside the brackets, over all tasks (2^24: 64 MiB); past that the counting passes run.</summary>
+    internal long MaxBracketValues { get; init; } = 1 << 24;
 
     /// <summary>Each task's global trim threshold, once the statistics passes are done (global trim only).</summary>
     public IReadOnlyList<float>? GlobalThresholds => _globalThresholds;
@@ -98,6 +113,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     {
         _selector?.Dispose();
         _selector = Trim == TiesTrimScope.Global ? new ExactMagnitudeSelector(expertCount) : null;
+        _sampled = Trim == TiesTrimScope.Global ? new SampledMagnitudeSelector(expertCount, Keep, maxWindowValues: MaxBracketValues) : null;
         _globalThresholds = null;
         _globalSignBalance = 0;
         _globalMajoritySign = 1;
@@ -115,17 +131,27 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         self.AddAccumulated(pass, accumulator);
     }
 
+    int? IElementwiseMergeMethod.SampledChunks(int pass) => pass == SamplePass ? SampledChunkCount : null;
+
     IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) => pass switch
     {
+        SamplePass => new MagnitudeSample(_sampled!.CreateSamplePartial()),
+        BracketPass => new MagnitudeBracket(_sampled!.CreateWindowPartial()),
         CoarseThresholdPass or FineThresholdPass => new MagnitudeCounts(_selector!.CreatePartial(), pass == FineThresholdPass),
         MajoritySignPass => new SignBalanceCounter(_globalThresholds!),
-        _ => throw new ArgumentOutOfRangeException(nameof(pass), pass, "TIES has three statistics passes."),
+        _ => throw new ArgumentOutOfRangeException(nameof(pass), pass, "TIES has five statistics passes."),
     };
 
     void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator)
     {
         switch (accumulator)
         {
+            case MagnitudeSample sample when pass == SamplePass:
+                _sampled!.AddSample(sample.Partial);
+                break;
+            case MagnitudeBracket bracket when pass == BracketPass:
+                _sampled!.AddWindow(bracket.Partial);
+                break;
             case MagnitudeCounts counts when pass is CoarseThresholdPass or FineThresholdPass:
                 _selector!.AddCounts(counts.Selector);
                 break;
@@ -144,10 +170,18 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     {
         switch (pass)
         {
-            case CoarseThresholdPass:
+            case SamplePass:
+                _sampled!.FinishSample();
+                break;
+            case BracketPass:
+                var found = _sampled!.FinishWindow(count => MagnitudePruning.ThresholdRank(count, Keep));
+                _sampled = null;
+                if (found.All(t => t is not null)) _globalThresholds = [.. found.Select(t => t!.Value)];
+                break;
+            case CoarseThresholdPass when _globalThresholds is null:
                 _selector!.FinishCoarse([.. _selector.Counts.Select(count => MagnitudePruning.ThresholdRank(count, Keep))]);
                 break;
-            case FineThresholdPass:
+            case FineThresholdPass when _globalThresholds is null:
                 _globalThresholds = [.. _selector!.FinishFine()];
                 _selector.Dispose();
                 _selector = null;
@@ -345,7 +379,29 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         return positive.item<long>() - negative.item<long>();
     }
 
-    /// <summary>Pass 1 or 2 of the exact global thresholds on one thread: |τ_i| counted per task.</summary>
+    /// <summary>The sample pass on one thread: |τ_i| of the sampled chunks, per task.</summary>
+    private sealed class MagnitudeSample(SampledMagnitudeSelector.SamplePartial partial) : IChunkAccumulator
+    {
+        public SampledMagnitudeSelector.SamplePartial Partial { get; } = partial;
+
+        public void Accumulate(in ElementwiseChunk chunk)
+        {
+            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+        }
+    }
+
+    /// <summary>The full pass of the sampled bracket on one thread: per task, |τ_i| above it counted, inside it kept.</summary>
+    private sealed class MagnitudeBracket(SampledMagnitudeSelector.WindowPartial partial) : IChunkAccumulator
+    {
+        public SampledMagnitudeSelector.WindowPartial Partial { get; } = partial;
+
+        public void Accumulate(in ElementwiseChunk chunk)
+        {
+            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+        }
+    }
+
+    /// <summary>The counting passes of the exact global thresholds on one thread (the fallback): |τ_i| counted per task.</summary>
     private sealed class MagnitudeCounts(ExactMagnitudeSelector selector, bool fine) : IChunkAccumulator
     {
         public ExactMagnitudeSelector Selector { get; } = selector;

@@ -203,10 +203,10 @@ public sealed class InMemoryMergeDriverTests
 
         ties.Begin(2);
         Assert.AreEqual(
-            "Merge method 'ties' needs 3 statistics pass(es) before merging; 0 finished.",
+            "Merge method 'ties' needs 5 statistics pass(es) before merging; 0 finished.",
             Assert.ThrowsExactly<InvalidOperationException>(() => ties.MergeTensor(input)).Message);
         Assert.AreEqual(
-            "Merge method 'ties': statistics pass 1 was not expected now (0 of 3 pass(es) finished).",
+            "Merge method 'ties': statistics pass 1 was not expected now (0 of 5 pass(es) finished).",
             Assert.ThrowsExactly<InvalidOperationException>(() => ties.AccumulateStatistics(1, input)).Message);
 
         ties.Begin(3);

@@ -240,6 +240,43 @@ public sealed class StreamingMergeDriverTests
     }
 
     /// <summary>
+    /// TIES's global thresholds from a sample of 8 chunks (of 46) and one full pass: the thresholds equal a full sort of
+    /// every |τ_i|, the output equals the in-memory merge bit for bit, and the inputs are read twice. With no room for
+    /// the bracketed values the counting passes run instead (4 reads) and give the same bytes.
+    /// </summary>
+    [TestMethod]
+    public void SampledBracketGivesTheExactThresholdsInTwoReads()
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteLargeModels(dir);
+        const double keep = 0.2;
+        var expected = expertTensors.Select(e =>
+        {
+            var magnitudes = baseTensors.Keys.SelectMany(name => { using var tau = e[name] - baseTensors[name]; return tau.abs().flatten().data<float>().ToArray(); })
+                .OrderByDescending(v => v).ToArray();
+            return magnitudes[MagnitudePruning.ThresholdRank(magnitudes.Length, keep) - 1];
+        }).ToArray();
+        var inMemory = new InMemoryMergeDriver().Merge(new TiesMerge(keep: keep), baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());
+
+        foreach (var (run, method, reads) in new[]
+                 {
+                     ("bracketed", new TiesMerge(keep: keep) { SampledChunkCount = 8 }, 2),
+                     ("counted", new TiesMerge(keep: keep) { SampledChunkCount = 8, MaxBracketValues = 10 }, 4),
+                 })
+        {
+            var report = new StreamingMergeDriver().Merge(method, basePath, experts, dir.File($"{run}.safetensors"));
+            Assert.AreEqual(reads, report.Passes, run);
+            CollectionAssert.AreEqual(expected, method.GlobalThresholds!.ToArray(), run);
+            using var output = Checkpoint.Open(report.OutputPath);
+            foreach (string name in baseTensors.Keys)
+            {
+                using var streamed = output.ReadTensor(name);
+                CollectionAssert.AreEqual(inMemory.Merged[name].bytes.ToArray(), streamed.bytes.ToArray(), $"{run} {name}");
+            }
+        }
+    }
+
+    /// <summary>
     /// θ0 and τ_i on a grid of multiples of 1/4 (exact in float32), so θ_i − θ0 = τ_i exactly and many trimmed task vectors
     /// cancel exactly (γ = 0 with kept entries of both signs): their merged value depends on the model-wide majority sign.
     /// τ ∈ {lowest .. 3}/4: lowest −4 makes the majority −1, lowest −3 makes it +1 (symmetric, then counted).

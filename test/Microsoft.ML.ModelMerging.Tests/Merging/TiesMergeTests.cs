@@ -70,7 +70,7 @@ public sealed class TiesMergeTests
         Assert.AreEqual(0.2, method.Keep);
         Assert.AreEqual(TiesTrimScope.Global, method.Trim);
         Assert.AreEqual(TiesMergeFunction.Sum, method.MergeFunction);
-        Assert.AreEqual(3, method.StatisticsPassCount);
+        Assert.AreEqual(5, method.StatisticsPassCount);
         Assert.AreEqual(0, new TiesMerge(trim: TiesTrimScope.PerTensor).StatisticsPassCount);
     }
 
