@@ -224,10 +224,10 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         int j = 0;
         for (; j + width <= n; j += width)
         {
-            var sum = TrimmedSum(chunk, j, thresholds, out _);
-            var zero = Vector.Equals(sum, Vector<float>.Zero);
-            var electedPositive = majorityPositive ? Vector.GreaterThan(sum, Vector<float>.Zero) | zero : Vector.GreaterThan(sum, Vector<float>.Zero);
-            MergeVector(chunk, j, thresholds, electedPositive, mean, lambda).CopyTo(merged.Slice(j));
+            var parts = TrimmedParts.Of(chunk, j, thresholds, mean);
+            var positive = Vector.GreaterThan(parts.Sum, Vector<float>.Zero);
+            var electedPositive = majorityPositive ? positive | Vector.Equals(parts.Sum, Vector<float>.Zero) : positive;
+            parts.Merged(electedPositive, mean, lambda, chunk.Base.Slice(j)).CopyTo(merged.Slice(j));
         }
 
         for (; j < n; j++)
@@ -245,20 +245,48 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     DeferredLastPass? IElementwiseMergeMethod.BeginDeferredLastPass(long maxPatches) =>
         Trim == TiesTrimScope.Global && _globalThresholds is not null ? new DeferredMajoritySign(this, maxPatches) : null;
 
-    /// <summary>Σ_i trimmed τ_i for the vector of entries at <paramref name="j"/>; <paramref name="anyKept"/>: lanes where some trimmed τ_i ≠ 0.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<float> TrimmedSum(in ElementwiseChunk chunk, int j, float[] thresholds, out Vector<int> anyKept)
+    /// <summary>
+    /// What the merge needs of the trimmed τ_i at a vector of entries, from one pass over the experts: their sum (for
+    /// the elected sign), the sums of the positive and of the negative ones (the agreeing entries for either sign), and
+    /// for the mean their counts. Sums run over the experts in order, as a sum of the agreeing entries alone would.
+    /// </summary>
+    private readonly struct TrimmedParts
     {
-        var sum = Vector<float>.Zero;
-        anyKept = Vector<int>.Zero;
-        for (int e = 0; e < chunk.ExpertCount; e++)
+        public Vector<float> Sum { get; private init; }
+        public Vector<float> Positive { get; private init; }
+        public Vector<float> Negative { get; private init; }
+        private Vector<float> PositiveCount { get; init; }
+        private Vector<float> NegativeCount { get; init; }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TrimmedParts Of(in ElementwiseChunk chunk, int j, float[] thresholds, bool mean)
         {
-            var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
-            sum += trimmed;
-            anyKept |= ~Vector.Equals(trimmed, Vector<float>.Zero);
+            Vector<float> sum = Vector<float>.Zero, positive = Vector<float>.Zero, negative = Vector<float>.Zero;
+            Vector<float> positiveCount = Vector<float>.Zero, negativeCount = Vector<float>.Zero;
+            for (int e = 0; e < chunk.ExpertCount; e++)
+            {
+                var trimmed = Trimmed(new Vector<float>(chunk.TaskVector(e).Slice(j)), thresholds[e]);
+                sum += trimmed;
+                var isPositive = Vector.GreaterThan(trimmed, Vector<float>.Zero);
+                var isNegative = Vector.LessThan(trimmed, Vector<float>.Zero);
+                positive += Vector.ConditionalSelect(isPositive, trimmed, Vector<float>.Zero);
+                negative += Vector.ConditionalSelect(isNegative, trimmed, Vector<float>.Zero);
+                if (!mean) continue;
+                positiveCount += Vector.ConditionalSelect(isPositive, Vector<float>.One, Vector<float>.Zero);
+                negativeCount += Vector.ConditionalSelect(isNegative, Vector<float>.One, Vector<float>.Zero);
+            }
+
+            return new TrimmedParts { Sum = sum, Positive = positive, Negative = negative, PositiveCount = positiveCount, NegativeCount = negativeCount };
         }
 
-        return sum;
+        /// <summary>θ0 + λ·(the agreeing entries combined) where lanes of <paramref name="electedPositive"/> are +1, else −1.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector<float> Merged(Vector<int> electedPositive, bool mean, float lambda, ReadOnlySpan<float> baseValues)
+        {
+            var total = Vector.ConditionalSelect(electedPositive, Positive, Negative);
+            if (mean) total /= Vector.Max(Vector.ConditionalSelect(electedPositive, PositiveCount, NegativeCount), Vector<float>.One);
+            return total * lambda + new Vector<float>(baseValues);
+        }
     }
 
     private static float TrimmedSum(in ElementwiseChunk chunk, int j, float[] thresholds)
@@ -504,15 +532,17 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
             int j = 0;
             for (; j + width <= n; j += width)
             {
-                var sum = TrimmedSum(chunk, j, thresholds, out var anyKept);
-                var zero = Vector.Equals(sum, Vector<float>.Zero);
-                var positive = Vector.GreaterThan(sum, Vector<float>.Zero);
+                var parts = TrimmedParts.Of(chunk, j, thresholds, mean);
+                var zero = Vector.Equals(parts.Sum, Vector<float>.Zero);
+                var positive = Vector.GreaterThan(parts.Sum, Vector<float>.Zero);
                 // Comparison masks are −1 where true: negative minus positive is +1 per γ = +1, −1 per γ = −1.
-                lanes += Vector.LessThan(sum, Vector<float>.Zero) - positive;
-                MergeVector(chunk, j, thresholds, positive | zero, mean, lambda).CopyTo(merged.Slice(j));
-                var dependent = zero & anyKept;
+                lanes += Vector.LessThan(parts.Sum, Vector<float>.Zero) - positive;
+                var baseValues = chunk.Base.Slice(j);
+                parts.Merged(positive | zero, mean, lambda, baseValues).CopyTo(merged.Slice(j));
+                // Kept entries of both signs that cancel exactly: the value depends on the majority.
+                var dependent = zero & ~Vector.Equals(parts.Positive, Vector<float>.Zero) & ~Vector.Equals(parts.Negative, Vector<float>.Zero);
                 if (dependent == Vector<int>.Zero) continue;
-                var negative = MergeVector(chunk, j, thresholds, positive, mean, lambda);
+                var negative = parts.Merged(positive, mean, lambda, baseValues);
                 for (int lane = 0; lane < width; lane++)
                     if (dependent[lane] != 0) Record(tensor, start + j + lane, negative[lane]);
             }
