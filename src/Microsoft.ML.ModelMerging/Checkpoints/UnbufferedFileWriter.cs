@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
@@ -8,22 +10,32 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// FILE_FLAG_NO_BUFFERING on Windows). A merged checkpoint is written once and not read back by this process, so
 /// copying it into the page cache only costs CPU (on a virtual machine, fresh cache pages can cost more than the
 /// disk write itself: <c>docs/benchmarks.md</c>) and evicts the inputs a merge reads several times.
-/// Bytes go through an aligned staging buffer and leave it in whole blocks; <see cref="Complete"/> writes the last
-/// partial block padded and cuts the file back to its length. Where unbuffered I/O is refused (tmpfs, another
-/// platform, a device with larger blocks), the same writer falls back to ordinary writes.
 /// </summary>
+/// <remarks>
+/// Bytes are copied into aligned staging buffers; a full buffer goes to the disk on a thread of its own while the
+/// caller fills the next, so the caller waits for the disk only when every buffer is in flight.
+/// <see cref="Complete"/> writes the last partial block padded and cuts the file back to its length. Where unbuffered
+/// I/O is refused (tmpfs, another platform, a device with larger blocks), the same writer falls back to ordinary writes.
+/// </remarks>
 internal sealed class UnbufferedFileWriter : IDisposable
 {
     /// <summary>Offsets, lengths and the buffer address of unbuffered writes are multiples of this (any device's logical block up to 4 KiB).</summary>
     private const int Alignment = 4096;
     private const int DefaultStagingBytes = 8 << 20;
+    private const int StagingBufferCount = 3;
 
     private readonly SafeFileHandle _handle;
-    private readonly byte[] _stagingArray;
-    private readonly int _stagingStart;
+    private readonly byte[][] _arrays;
+    private readonly int[] _starts;
     private readonly int _stagingBytes;
+    private readonly BlockingCollection<(int Buffer, long Offset, int Count)> _pending = new();
+    private readonly BlockingCollection<int> _free = new();
+    private readonly Thread _io;
+    private ExceptionDispatchInfo? _ioError;
+    private int _inFlight;
+    private int _current;
     private int _staged;
-    private long _flushed;
+    private long _submitted;
     private bool _completed;
 
     /// <summary>Creates <paramref name="path"/> (which must not exist).</summary>
@@ -40,21 +52,30 @@ internal sealed class UnbufferedFileWriter : IDisposable
             windowsNoBuffering ? WindowsNoBuffering : FileOptions.None);
         IsUnbuffered = windowsNoBuffering || (unbuffered && TrySetLinuxDirect(_handle, on: true));
 
-        // A pinned array, so its address can be aligned without unsafe code and stays put while the OS reads it.
-        _stagingArray = GC.AllocateUninitializedArray<byte>(stagingBytes + Alignment, pinned: true);
-        long address = Marshal.UnsafeAddrOfPinnedArrayElement(_stagingArray, 0).ToInt64();
-        _stagingStart = (int)((Alignment - (address % Alignment)) % Alignment);
+        // Pinned arrays, so their addresses can be aligned without unsafe code and stay put while the OS reads them.
+        _arrays = new byte[StagingBufferCount][];
+        _starts = new int[StagingBufferCount];
+        for (int i = 0; i < StagingBufferCount; i++)
+        {
+            _arrays[i] = GC.AllocateUninitializedArray<byte>(stagingBytes + Alignment, pinned: true);
+            long address = Marshal.UnsafeAddrOfPinnedArrayElement(_arrays[i], 0).ToInt64();
+            _starts[i] = (int)((Alignment - (address % Alignment)) % Alignment);
+            if (i > 0) _free.Add(i);
+        }
+
+        _io = new Thread(WriteSubmitted) { IsBackground = true, Name = "mlmerge output writer" };
+        _io.Start();
     }
 
     public string Path { get; }
 
-    /// <summary>Whether writes currently bypass the page cache.</summary>
+    /// <summary>Whether writes bypass the page cache (false after a fallback).</summary>
     public bool IsUnbuffered { get; private set; }
 
-    /// <summary>Bytes written so far (staged or on disk).</summary>
-    public long Length => _flushed + _staged;
+    /// <summary>Bytes written so far (staged, in flight or on disk).</summary>
+    public long Length => _submitted + _staged;
 
-    private Span<byte> Staging => _stagingArray.AsSpan(_stagingStart, _stagingBytes);
+    private Span<byte> Buffer(int index) => _arrays[index].AsSpan(_starts[index], _stagingBytes);
 
     public void Write(ReadOnlySpan<byte> bytes)
     {
@@ -62,34 +83,35 @@ internal sealed class UnbufferedFileWriter : IDisposable
         while (!bytes.IsEmpty)
         {
             int take = Math.Min(bytes.Length, _stagingBytes - _staged);
-            bytes[..take].CopyTo(Staging[_staged..]);
+            bytes[..take].CopyTo(Buffer(_current)[_staged..]);
             _staged += take;
             bytes = bytes[take..];
-            if (_staged == _stagingBytes) FlushStaging(_stagingBytes);
+            if (_staged == _stagingBytes) Submit(_stagingBytes);
         }
     }
 
     /// <summary>
     /// Overwrites bytes already written at <paramref name="offset"/>: in the staging buffer if they are still there,
-    /// otherwise on disk through the page cache (blocks already on disk are never written unbuffered again, so the two
-    /// paths never overlap).
+    /// otherwise on disk through the page cache once the writes in flight are done (blocks already on disk are never
+    /// written unbuffered again, so the two paths never overlap).
     /// </summary>
     public void Patch(long offset, ReadOnlySpan<byte> bytes)
     {
         if (offset < 0 || offset + bytes.Length > Length)
             throw new ArgumentOutOfRangeException(nameof(offset), offset, $"{Path}: bytes [{offset}, {offset + bytes.Length}) were not written yet ({Length} written).");
-        int onDisk = (int)Math.Clamp(_flushed - offset, 0, bytes.Length);
+        int onDisk = (int)Math.Clamp(_submitted - offset, 0, bytes.Length);
         if (onDisk > 0)
         {
+            WaitForWrites();
             using var buffered = File.OpenHandle(Path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
             RandomAccess.Write(buffered, bytes[..onDisk], offset);
             RandomAccess.FlushToDisk(buffered);
         }
 
-        if (onDisk < bytes.Length) bytes[onDisk..].CopyTo(Staging[(int)(offset + onDisk - _flushed)..]);
+        if (onDisk < bytes.Length) bytes[onDisk..].CopyTo(Buffer(_current)[(int)(offset + onDisk - _submitted)..]);
     }
 
-    /// <summary>Writes what is staged, sets the file's exact length and flushes it to disk.</summary>
+    /// <summary>Writes what is staged, waits for the disk, sets the file's exact length and flushes it.</summary>
     public void Complete()
     {
         if (_completed) return;
@@ -98,42 +120,80 @@ internal sealed class UnbufferedFileWriter : IDisposable
         {
             // An unbuffered write must end on a block boundary: pad it, then cut the file back.
             int padded = IsUnbuffered ? (_staged + Alignment - 1) / Alignment * Alignment : _staged;
-            Staging[_staged..padded].Clear();
-            FlushStaging(padded);
+            Buffer(_current)[_staged..padded].Clear();
+            Submit(padded);
         }
 
+        WaitForWrites();
         if (RandomAccess.GetLength(_handle) != length) RandomAccess.SetLength(_handle, length);
         RandomAccess.FlushToDisk(_handle);
         _completed = true;
     }
 
-    public void Dispose() => _handle.Dispose();
-
-    /// <summary>Writes the first <paramref name="count"/> staged bytes at the end of the file and keeps what lies past them.</summary>
-    private void FlushStaging(int count)
+    public void Dispose()
     {
-        var data = Staging[..count];
-        try
-        {
-            RandomAccess.Write(_handle, data, _flushed);
-        }
-        catch (IOException) when (IsUnbuffered && _flushed == 0)
-        {
-            // Refused on the first write (a device whose blocks are larger than 4 KiB): write through the cache instead.
-            FallBackToBuffered();
-            RandomAccess.Write(_handle, data, _flushed);
-        }
-
-        int written = Math.Min(count, _staged);
-        _flushed += written;
-        Staging[written.._staged].CopyTo(Staging);
-        _staged -= written;
+        if (_pending.IsAddingCompleted) return;
+        _pending.CompleteAdding();
+        _io.Join();
+        _handle.Dispose();
+        _pending.Dispose();
+        _free.Dispose();
     }
 
-    private void FallBackToBuffered()
+    /// <summary>Hands the current buffer's first <paramref name="count"/> bytes to the writing thread and takes a free buffer.</summary>
+    private void Submit(int count)
     {
-        if (OperatingSystem.IsLinux() && TrySetLinuxDirect(_handle, on: false)) IsUnbuffered = false;
-        else throw new IOException($"{Path}: the device refused an unbuffered write and it cannot be switched off.");
+        _ioError?.Throw();
+        Interlocked.Increment(ref _inFlight);
+        _pending.Add((_current, _submitted, count));
+        _submitted += Math.Min(count, _staged);
+        _staged = 0;
+        _current = _free.Take();
+        _ioError?.Throw();
+    }
+
+    private void WaitForWrites()
+    {
+        SpinWait spin = default;
+        while (Volatile.Read(ref _inFlight) > 0 && _ioError is null) spin.SpinOnce(sleep1Threshold: 10);
+        _ioError?.Throw();
+    }
+
+    /// <summary>The writing thread: buffers in order, each back to the free list once on disk.</summary>
+    private void WriteSubmitted()
+    {
+        foreach (var (buffer, offset, count) in _pending.GetConsumingEnumerable())
+        {
+            try
+            {
+                if (_ioError is null) WriteAt(Buffer(buffer)[..count], offset);
+            }
+            catch (Exception e)
+            {
+                _ioError = ExceptionDispatchInfo.Capture(e);
+            }
+            finally
+            {
+                _free.Add(buffer);
+                Interlocked.Decrement(ref _inFlight);
+            }
+        }
+    }
+
+    private void WriteAt(ReadOnlySpan<byte> data, long offset)
+    {
+        try
+        {
+            RandomAccess.Write(_handle, data, offset);
+        }
+        catch (IOException) when (IsUnbuffered && offset == 0)
+        {
+            // Refused on the first write (a device whose blocks are larger than 4 KiB): write through the cache instead.
+            if (!OperatingSystem.IsLinux() || !TrySetLinuxDirect(_handle, on: false))
+                throw new IOException($"{Path}: the device refused an unbuffered write and it cannot be switched off.");
+            IsUnbuffered = false;
+            RandomAccess.Write(_handle, data, offset);
+        }
     }
 
     private const FileOptions WindowsNoBuffering = (FileOptions)0x20000000;
