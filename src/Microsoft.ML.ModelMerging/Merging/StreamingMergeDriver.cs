@@ -72,7 +72,9 @@ public sealed class StreamingMergeDriver
             var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate && !method.ProducesTaskSpecificWeights
                 && merged.All(chunks.CanRead) ? candidate : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
-            bool inputsChecked = false; // every value was seen finite by an earlier pass of the elementwise path
+            // The elementwise path checks that every value is finite once, in the merge: statistics of a non-finite
+            // input are harmless garbage, and the merge fails before anything is renamed into place.
+            bool inputsChecked = false;
 
             int reads = 0; // full reads of every input: statistics passes that ran on every chunk, and merges
             void StatisticsPass(int pass)
@@ -95,7 +97,7 @@ public sealed class StreamingMergeDriver
                         IReadOnlyList<long>? sampledChunks = null;
                         if (sample is not null && !sample.TryGetValue(merged[i], out sampledChunks)) continue;
                         NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
-                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk), !inputsChecked, sampledChunks));
+                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk), checkFinite: false, sampledChunks));
                         continue;
                     }
 
@@ -105,11 +107,7 @@ public sealed class StreamingMergeDriver
                 }
 
                 foreach (var accumulator in accumulators ?? []) elementwise!.AddAccumulated(pass, accumulator);
-                if (sample is null)
-                {
-                    reads++;
-                    inputsChecked |= accumulators is not null;
-                }
+                if (sample is null) reads++;
 
                 method.FinishPass(pass);
             }
@@ -188,6 +186,7 @@ public sealed class StreamingMergeDriver
                 }
 
                 writes.Drain();
+                inputsChecked = true;
                 if (workers is not null)
                 {
                     if (deferred!.Overflowed) return false;
