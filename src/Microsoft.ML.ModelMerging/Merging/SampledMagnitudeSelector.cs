@@ -163,6 +163,7 @@ internal sealed class SampledMagnitudeSelector
     {
         public List<uint>[] Values { get; } = [.. Enumerable.Range(0, owner.SeriesCount).Select(_ => new List<uint>())];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Add(int series, ReadOnlySpan<float> values)
         {
             var list = Values[series];

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Numerics.Tensors;
+using System.Numerics;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -36,11 +36,23 @@ public sealed class TaskArithmeticMerge : MergeMethodBase, IElementwiseMergeMeth
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
     {
-        merged = merged[..chunk.Length];
-        chunk.TaskVector(0).CopyTo(merged);
-        for (int e = 1; e < chunk.ExpertCount; e++) TensorPrimitives.Add(merged, chunk.TaskVector(e), merged);
-        TensorPrimitives.Multiply(merged, (float)Lambda, merged);
-        TensorPrimitives.Add(merged, chunk.Base, merged);
+        int n = chunk.Length;
+        float lambda = (float)Lambda;
+        int width = Vector<float>.Count;
+        int j = 0;
+        for (; j + width <= n; j += width)
+        {
+            var sum = new Vector<float>(chunk.TaskVector(0).Slice(j));
+            for (int e = 1; e < chunk.ExpertCount; e++) sum += new Vector<float>(chunk.TaskVector(e).Slice(j));
+            (sum * lambda + new Vector<float>(chunk.Base.Slice(j))).CopyTo(merged.Slice(j));
+        }
+
+        for (; j < n; j++)
+        {
+            float sum = chunk.TaskVector(0)[j];
+            for (int e = 1; e < chunk.ExpertCount; e++) sum += chunk.TaskVector(e)[j];
+            merged[j] = (sum * lambda) + chunk.Base[j];
+        }
     }
 
     IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) =>
