@@ -3,7 +3,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 
 // Benchmarks report figures; they are not tests. Verbs:
 //   streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--prepare-only] [--clean]
-//   io-floor --out FILE INPUT...          (the child process StreamingMergeBenchmark measures)
+//   io-floor --out FILE [--reads 1] INPUT...   (the child process StreamingMergeBenchmark measures)
 //   zoo-table ZOO [ROW...]                 weight-only methods on the zoo, λ/k chosen on validation (FusionBench table)
 //   tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]
 //                                          batched per-sample routing vs a per-sample loop, memory per step, full-run time
@@ -45,7 +45,7 @@ static List<(string Label, string Directory)> LabelledRuns(IEnumerable<string> r
 
 static int RunIoFloor(BenchmarkArguments arguments)
 {
-    IoFloor.Run(arguments.Positional, arguments.Get("out") ?? throw new ArgumentException("io-floor needs --out"));
+    IoFloor.Run(arguments.Positional, arguments.Get("out") ?? throw new ArgumentException("io-floor needs --out"), (int)arguments.GetNumber("reads", 1));
     return 0;
 }
 
