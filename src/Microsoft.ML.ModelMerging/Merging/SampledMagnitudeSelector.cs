@@ -16,18 +16,26 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// Magnitudes are compared as IEEE-754 bit patterns with the sign cleared (for finite floats they order like the
 /// values). The bracket is the sample's order statistics at the wanted fraction ± <see cref="MarginDeviations"/>
 /// binomial standard deviations, so it holds about 2·5·√(p(1−p)/m) of all values for a sample of m values: for
-/// 2^21 sampled values and p = 0.2, 0.28%.
+/// 2^21 sampled values and p = 0.2, 0.28%. A bracket spanning at most <see cref="DefaultMaxCountedPatterns"/> bit patterns (the
+/// usual case: its width in value depends on the sample, not on the model's size) is counted pattern by pattern, in
+/// memory independent of the model; a wider one keeps its values, within <c>maxWindowValues</c>.
 /// </remarks>
 internal sealed class SampledMagnitudeSelector
 {
     private const uint MagnitudeMask = 0x7FFF_FFFF;
     private const double MarginDeviations = 5;
 
+    /// <summary>Brackets spanning at most this many float32 bit patterns are counted per pattern (2 MiB of counts per series and thread).</summary>
+    internal const uint DefaultMaxCountedPatterns = 1 << 18;
+
+    private readonly uint _maxCountedPatterns;
+
     private readonly double _fractionFromTop;
     private readonly List<uint>[] _sample;
     private readonly long[] _counts;
     private readonly long[] _above;
     private readonly List<uint>[] _window;
+    private readonly long[]?[] _patternCounts;
     private readonly int[] _overflowed;
     private long _windowRoom;
     private uint[]? _low;
@@ -36,8 +44,11 @@ internal sealed class SampledMagnitudeSelector
     /// <param name="fractionFromTop">About which fraction of each series lies at or above the wanted magnitude (TIES: its keep fraction).</param>
     /// <param name="maxSampleValues">Sample values kept per series (more are ignored).</param>
     /// <param name="maxWindowValues">Values kept between the bounds over all series; past that a series is unresolved.</param>
-    public SampledMagnitudeSelector(int seriesCount, double fractionFromTop, int maxSampleValues = 1 << 22, long maxWindowValues = 1 << 24)
+    /// <param name="maxCountedPatterns">Brackets spanning at most this many bit patterns are counted per pattern instead.</param>
+    public SampledMagnitudeSelector(int seriesCount, double fractionFromTop, int maxSampleValues = 1 << 22, long maxWindowValues = 1 << 24,
+        uint maxCountedPatterns = DefaultMaxCountedPatterns)
     {
+        _maxCountedPatterns = maxCountedPatterns;
         ArgumentOutOfRangeException.ThrowIfLessThan(seriesCount, 1);
         SeriesCount = seriesCount;
         _fractionFromTop = Math.Clamp(fractionFromTop, 0, 1);
@@ -47,6 +58,7 @@ internal sealed class SampledMagnitudeSelector
         _counts = new long[seriesCount];
         _above = new long[seriesCount];
         _window = [.. Enumerable.Range(0, seriesCount).Select(_ => new List<uint>())];
+        _patternCounts = new long[]?[seriesCount];
         _overflowed = new int[seriesCount];
     }
 
@@ -85,6 +97,7 @@ internal sealed class SampledMagnitudeSelector
             // Past either end of the sample the bracket is open on that side (everything above, or below, is kept).
             _high[s] = upper < 1 || upper > m ? uint.MaxValue : LargestAt(values, upper);
             _low[s] = lower < 1 || lower > m ? 0 : LargestAt(values, lower);
+            if (_high[s] - _low[s] < _maxCountedPatterns) _patternCounts[s] = new long[_high[s] - _low[s] + 1];
             _sample[s] = [];
         });
     }
@@ -115,13 +128,23 @@ internal sealed class SampledMagnitudeSelector
     /// <summary>Full pass, one per thread: counts every value, those above the bracket, and keeps those inside it.</summary>
     public WindowPartial CreateWindowPartial() => new(this, _low ?? throw new InvalidOperationException("The sample phase is not finished."), _high!);
 
+    /// <summary>Whether series <paramref name="series"/>'s bracket is counted per bit pattern (rather than its values kept).</summary>
+    internal bool IsCounted(int series) => _patternCounts[series] is not null;
+
     public void AddWindow(WindowPartial partial)
     {
         for (int s = 0; s < SeriesCount; s++)
         {
             _counts[s] += partial.Counts[s];
             _above[s] += partial.Above[s];
-            if (_overflowed[s] == 0) _window[s].AddRange(partial.Window[s]);
+            if (_patternCounts[s] is { } totals && partial.PatternCounts[s] is { } counts)
+            {
+                for (int i = 0; i < totals.Length; i++) totals[i] += counts[i];
+            }
+            else if (_overflowed[s] == 0)
+            {
+                _window[s].AddRange(partial.Window[s]);
+            }
         }
     }
 
@@ -142,7 +165,22 @@ internal sealed class SampledMagnitudeSelector
             }
 
             long inWindow = rank - _above[s];
-            if (_overflowed[s] != 0 || inWindow < 1 || inWindow > _window[s].Count) return;
+            if (inWindow < 1) return;
+            if (_patternCounts[s] is { } counts)
+            {
+                // From the top pattern down until the wanted rank is reached (null if the bracket holds fewer values).
+                for (int i = counts.Length - 1; i >= 0; i--)
+                {
+                    inWindow -= counts[i];
+                    if (inWindow > 0) continue;
+                    result[s] = BitConverter.UInt32BitsToSingle(_low![s] + (uint)i);
+                    return;
+                }
+
+                return;
+            }
+
+            if (_overflowed[s] != 0 || inWindow > _window[s].Count) return;
             result[s] = BitConverter.UInt32BitsToSingle(LargestAt(CollectionsMarshal.AsSpan(_window[s]), inWindow));
         });
 
@@ -179,6 +217,9 @@ internal sealed class SampledMagnitudeSelector
         public long[] Counts { get; } = new long[owner.SeriesCount];
         public long[] Above { get; } = new long[owner.SeriesCount];
         public List<uint>[] Window { get; } = [.. Enumerable.Range(0, owner.SeriesCount).Select(_ => new List<uint>())];
+        /// <summary>Per counted series, how many values had each bit pattern of the bracket (index = pattern − low).</summary>
+        public long[]?[] PatternCounts { get; } = [.. Enumerable.Range(0, owner.SeriesCount)
+            .Select(s => owner.IsCounted(s) ? new long[high[s] - low[s] + 1] : null)];
 
         /// <summary>Counts the values of <paramref name="values"/> above the bracket and keeps those inside it (vectorised: few are inside).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -221,7 +262,15 @@ internal sealed class SampledMagnitudeSelector
 
             Counts[series] += bits.Length;
             Above[series] += above;
-            if (hits > 0 && owner.Reserve(series, hits)) Window[series].AddRange(_hits.AsSpan(0, hits));
+            if (hits == 0) return;
+            if (PatternCounts[series] is { } counts)
+            {
+                foreach (uint magnitude in _hits.AsSpan(0, hits)) counts[magnitude - lo]++;
+            }
+            else if (owner.Reserve(series, hits))
+            {
+                Window[series].AddRange(_hits.AsSpan(0, hits));
+            }
         }
     }
 }

@@ -100,6 +100,12 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     /// <summary>Most |τ| values kept inside the brackets, over all tasks (2^24: 64 MiB); past that the counting passes run.</summary>
     internal long MaxBracketValues { get; init; } = 1 << 24;
 
+    /// <summary>Brackets spanning at most this many float32 bit patterns are counted per pattern rather than kept.</summary>
+    internal uint MaxCountedBracketPatterns { get; init; } = SampledMagnitudeSelector.DefaultMaxCountedPatterns;
+
+    /// <summary>How the global thresholds were found (for tests and diagnostics): from the sampled bracket, or by the counting passes.</summary>
+    internal string? ThresholdRoute { get; private set; }
+
     /// <summary>Each task's global trim threshold, once the statistics passes are done (global trim only).</summary>
     public IReadOnlyList<float>? GlobalThresholds => _globalThresholds;
 
@@ -113,8 +119,9 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     {
         _selector?.Dispose();
         _selector = Trim == TiesTrimScope.Global ? new ExactMagnitudeSelector(expertCount) : null;
-        _sampled = Trim == TiesTrimScope.Global ? new SampledMagnitudeSelector(expertCount, Keep, maxWindowValues: MaxBracketValues) : null;
+        _sampled = Trim == TiesTrimScope.Global ? new SampledMagnitudeSelector(expertCount, Keep, maxWindowValues: MaxBracketValues, maxCountedPatterns: MaxCountedBracketPatterns) : null;
         _globalThresholds = null;
+        ThresholdRoute = null;
         _globalSignBalance = 0;
         _globalMajoritySign = 1;
         _finishedMajority = false;
@@ -175,8 +182,11 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
                 break;
             case BracketPass:
                 var found = _sampled!.FinishWindow(count => MagnitudePruning.ThresholdRank(count, Keep));
+                var counted = Enumerable.Range(0, found.Length).Select(_sampled.IsCounted).ToArray();
                 _sampled = null;
                 if (found.All(t => t is not null)) _globalThresholds = [.. found.Select(t => t!.Value)];
+                ThresholdRoute = _globalThresholds is null ? "counting passes"
+                    : counted.All(c => c) ? "bracket counted per bit pattern" : counted.Any(c => c) ? "bracket counted or kept" : "bracket values kept";
                 break;
             case CoarseThresholdPass when _globalThresholds is null:
                 _selector!.FinishCoarse([.. _selector.Counts.Select(count => MagnitudePruning.ThresholdRank(count, Keep))]);

@@ -25,7 +25,7 @@ public sealed class SampledMagnitudeSelectorTests
     public void FindsTheExactMagnitudeFromASample(double keep)
     {
         var series = Series(3, 100_000);
-        var selector = new SampledMagnitudeSelector(2, keep);
+        var selector = new SampledMagnitudeSelector(2, keep, maxCountedPatterns: 0); // values kept, whatever the bracket's width
         var sample = selector.CreateSamplePartial();
         for (int s = 0; s < 2; s++) sample.Add(s, series[s].AsSpan(0, 5_000)); // a twentieth, as the driver's sample would be
         selector.AddSample(sample);
@@ -46,6 +46,39 @@ public sealed class SampledMagnitudeSelectorTests
             Assert.IsNotNull(found[s], $"series {s}, keep {keep}: the bracket should hold rank {rank}");
             Assert.AreEqual(LargestByFullSort(series[s], rank), found[s]!.Value, $"series {s}, keep {keep}");
         }
+    }
+
+    /// <summary>
+    /// Gaussian task vectors (as fine-tuning gives) bracket narrowly: the bracket is counted per bit pattern, and the
+    /// rank found there equals a full sort, also with many values repeated exactly at the threshold.
+    /// </summary>
+    [TestMethod]
+    [DataRow(0.2)]
+    [DataRow(0.05)]
+    public void ANarrowBracketIsCountedPerBitPatternAndExact(double keep)
+    {
+        var random = new Random(8);
+        float Gaussian() => (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()) * 0.01);
+        var series = new[] { Enumerable.Range(0, 400_000).Select(_ => Gaussian()).ToArray(), Enumerable.Range(0, 400_000).Select(_ => Gaussian()).ToArray() };
+        long rank = MagnitudePruning.ThresholdRank(400_000, keep);
+        // Series 1: a thousand copies of the exact threshold value, so the wanted rank falls inside a run of ties.
+        float tied = series[1].Select(Math.Abs).OrderByDescending(v => v).ElementAt((int)rank - 1);
+        for (int i = 0; i < 1_000; i++) series[1][i * 397] = i % 2 == 0 ? tied : -tied;
+
+        var selector = new SampledMagnitudeSelector(2, keep);
+        var sample = selector.CreateSamplePartial();
+        for (int s = 0; s < 2; s++) sample.Add(s, series[s]); // a large sample brackets narrowly
+        selector.AddSample(sample);
+        selector.FinishSample();
+        Assert.IsTrue(selector.IsCounted(0) && selector.IsCounted(1), "both brackets are narrow enough to count");
+        var partials = new[] { selector.CreateWindowPartial(), selector.CreateWindowPartial() };
+        for (int s = 0; s < 2; s++)
+            for (int start = 0, k = 0; start < series[s].Length; start += 32_768, k++)
+                partials[k % 2].Add(s, series[s].AsSpan(start, Math.Min(32_768, series[s].Length - start)));
+        foreach (var partial in partials) selector.AddWindow(partial);
+
+        var found = selector.FinishWindow(count => MagnitudePruning.ThresholdRank(count, keep));
+        for (int s = 0; s < 2; s++) Assert.AreEqual(LargestByFullSort(series[s], rank), found[s], $"series {s}");
     }
 
     [TestMethod]
@@ -71,7 +104,7 @@ public sealed class SampledMagnitudeSelectorTests
     public void TooManyValuesInsideTheBracketLeaveItUnresolved()
     {
         var series = Series(5, 20_000);
-        var selector = new SampledMagnitudeSelector(2, 0.2, maxWindowValues: 50);
+        var selector = new SampledMagnitudeSelector(2, 0.2, maxWindowValues: 50, maxCountedPatterns: 0);
         var sample = selector.CreateSamplePartial();
         for (int s = 0; s < 2; s++) sample.Add(s, series[s].AsSpan(0, 500));
         selector.AddSample(sample);

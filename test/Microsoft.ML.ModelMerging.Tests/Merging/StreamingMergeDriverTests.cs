@@ -240,9 +240,10 @@ public sealed class StreamingMergeDriverTests
     }
 
     /// <summary>
-    /// TIES's global thresholds from a sample of 8 chunks (of 46) and one full pass: the thresholds equal a full sort of
-    /// every |τ_i|, the output equals the in-memory merge bit for bit, and the inputs are read twice. With no room for
-    /// the bracketed values the counting passes run instead (4 reads) and give the same bytes.
+    /// TIES's global thresholds from a sample of 30 or 8 chunks (of 46) and one full pass, the bracket counted per bit pattern
+    /// or its values kept: the thresholds equal a full sort of every |τ_i|, the output equals the in-memory merge bit for
+    /// bit, and the inputs are read twice. With no room for the bracketed values the counting passes run instead (4 reads)
+    /// and give the same bytes.
     /// </summary>
     [TestMethod]
     public void SampledBracketGivesTheExactThresholdsInTwoReads()
@@ -260,12 +261,14 @@ public sealed class StreamingMergeDriverTests
 
         foreach (var (run, method, reads) in new[]
                  {
-                     ("bracketed", new TiesMerge(keep: keep) { SampledChunkCount = 8 }, 2),
-                     ("counted", new TiesMerge(keep: keep) { SampledChunkCount = 8, MaxBracketValues = 10 }, 4),
+                     ("bracket counted per bit pattern", new TiesMerge(keep: keep) { SampledChunkCount = 30 }, 2),
+                     ("bracket values kept", new TiesMerge(keep: keep) { SampledChunkCount = 8, MaxCountedBracketPatterns = 0 }, 2),
+                     ("counting passes", new TiesMerge(keep: keep) { SampledChunkCount = 8, MaxCountedBracketPatterns = 0, MaxBracketValues = 10 }, 4),
                  })
         {
-            var report = new StreamingMergeDriver().Merge(method, basePath, experts, dir.File($"{run}.safetensors"));
+            var report = new StreamingMergeDriver().Merge(method, basePath, experts, dir.File($"{run.Replace(' ', '-')}.safetensors"));
             Assert.AreEqual(reads, report.Passes, run);
+            Assert.AreEqual(run, method.ThresholdRoute);
             CollectionAssert.AreEqual(expected, method.GlobalThresholds!.ToArray(), run);
             using var output = Checkpoint.Open(report.OutputPath);
             foreach (string name in baseTensors.Keys)
