@@ -46,27 +46,40 @@ internal sealed class ElementwiseChunkReader
     /// <summary>
     /// Runs <paramref name="action"/> on every chunk of tensor <paramref name="name"/>, on all workers; the chunk's slice
     /// of <paramref name="output"/> (the tensor's element count) is passed along when given, with the index of the
-    /// chunk's first entry. Values are checked to be finite when <paramref name="checkFinite"/> (a pass after the first
-    /// reads the same bytes again and skips the check). <paramref name="chunkIndices"/> limits the work to those chunks.
+    /// chunk's first entry. Values are checked to be finite when <paramref name="checkFinite"/>.
     /// </summary>
-    public void ForEachChunk(string name, FloatSegments? output, ChunkAction action, bool checkFinite = true, IReadOnlyList<long>? chunkIndices = null)
+    public void ForEachChunk(string name, FloatSegments? output, ChunkAction action, bool checkFinite = true)
     {
         long count = _base.GetEntry(name).ElementCount;
-        long chunks = chunkIndices?.Count ?? (count + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements;
+        long chunks = (count + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements;
+        Run(chunks, index => (name, index * ElementwiseTensors.ChunkElements, count), output, action, checkFinite);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> on the given chunks (tensor name, chunk index), of any tensors, on all workers (a
+    /// sample spread over the model, where most tensors give one chunk or none).
+    /// </summary>
+    public void ForEachChunk(IReadOnlyList<(string Name, long Chunk)> chunks, ChunkAction action, bool checkFinite = true) =>
+        Run(chunks.Count, index => (chunks[(int)index].Name, chunks[(int)index].Chunk * ElementwiseTensors.ChunkElements,
+            _base.GetEntry(chunks[(int)index].Name).ElementCount), output: null, action, checkFinite);
+
+    /// <summary>The workers take items 0 .. <paramref name="items"/> − 1 in turn; <paramref name="locate"/> gives each item's tensor, first entry and the tensor's length.</summary>
+    private void Run(long items, Func<long, (string Name, long Start, long Count)> locate, FloatSegments? output, ChunkAction action, bool checkFinite)
+    {
         long next = -1;
-        int nonFinite = 0;
+        string? nonFinite = null;
 
         void Work(int worker)
         {
             var buffers = _workers[worker];
             long index;
-            while (Volatile.Read(ref nonFinite) == 0 && (index = Interlocked.Increment(ref next)) < chunks)
+            while (Volatile.Read(ref nonFinite) is null && (index = Interlocked.Increment(ref next)) < items)
             {
-                long start = (chunkIndices is null ? index : chunkIndices[(int)index]) * ElementwiseTensors.ChunkElements;
+                var (name, start, count) = locate(index);
                 int length = (int)Math.Min(ElementwiseTensors.ChunkElements, count - start);
                 if (!buffers.Load(this, name, start, length, checkFinite, out var baseValues))
                 {
-                    Volatile.Write(ref nonFinite, 1);
+                    Interlocked.CompareExchange(ref nonFinite, name, null);
                     return;
                 }
 
@@ -76,7 +89,7 @@ internal sealed class ElementwiseChunkReader
         }
 
         // Threads of their own: on a busy (or small) thread pool a queued helper would start late and leave its share to the others.
-        var helpers = Enumerable.Range(1, _workers.Length - 1)
+        var helpers = Enumerable.Range(1, (int)Math.Min(_workers.Length, items) - 1)
             .Select(w => Task.Factory.StartNew(() => Work(w), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)).ToArray();
         try
         {
@@ -87,7 +100,7 @@ internal sealed class ElementwiseChunkReader
             Task.WaitAll(helpers);
         }
 
-        if (nonFinite != 0) ReportNonFinite(name);
+        if (nonFinite is not null) ReportNonFinite(nonFinite);
     }
 
     private static bool IsConvertible(SafeTensorsDType dtype) => FloatEncoding.CanEncode(dtype);

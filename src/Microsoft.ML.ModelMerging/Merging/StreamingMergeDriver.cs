@@ -87,23 +87,31 @@ public sealed class StreamingMergeDriver
 
                 var sample = elementwise?.SampledChunks(pass) is int sampled ? SampleChunks(baseCheckpoint, merged, sampled) : null;
                 var accumulators = elementwise is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise.CreateAccumulator(pass)).ToArray();
-                if (elementwise is null) reader.Start(merged);
-                for (int i = 0; i < merged.Count; i++)
+                if (sample is not null)
                 {
+                    // A sample: a chunk here and there, read on all workers at once rather than tensor by tensor.
                     cancellation.ThrowIfCancellationRequested();
-                    options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
-                    if (accumulators is not null)
+                    options.Progress?.Report(new StreamingMergeProgress("statistics (sample)", pass, passes + 1, 0, merged.Count, merged[0]));
+                    chunks.ForEachChunk(sample, (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators![worker].Accumulate(chunk), checkFinite: false);
+                }
+                else
+                {
+                    if (elementwise is null) reader.Start(merged);
+                    for (int i = 0; i < merged.Count; i++)
                     {
-                        IReadOnlyList<long>? sampledChunks = null;
-                        if (sample is not null && !sample.TryGetValue(merged[i], out sampledChunks)) continue;
-                        NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
-                            (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk), checkFinite: false, sampledChunks));
-                        continue;
-                    }
+                        cancellation.ThrowIfCancellationRequested();
+                        options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
+                        if (accumulators is not null)
+                        {
+                            NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
+                                (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators[worker].Accumulate(chunk), checkFinite: false));
+                            continue;
+                        }
 
-                    using var scope = NewDisposeScope();
-                    using var input = Next(reader, baseCheckpoint);
-                    method.AccumulateStatistics(pass, input);
+                        using var scope = NewDisposeScope();
+                        using var input = Next(reader, baseCheckpoint);
+                        method.AccumulateStatistics(pass, input);
+                    }
                 }
 
                 foreach (var accumulator in accumulators ?? []) elementwise!.AddAccumulated(pass, accumulator);
@@ -223,23 +231,22 @@ public sealed class StreamingMergeDriver
     }
 
     /// <summary>
-    /// About <paramref name="count"/> chunks spread evenly over all merged tensors (as if laid end to end), as chunk
-    /// indices per tensor; null when that is every chunk.
+    /// About <paramref name="count"/> chunks spread evenly over all merged tensors (as if laid end to end), as (tensor,
+    /// chunk index) pairs; null when that is every chunk.
     /// </summary>
-    private static Dictionary<string, IReadOnlyList<long>>? SampleChunks(Checkpoint baseCheckpoint, IReadOnlyList<string> merged, int count)
+    private static List<(string Name, long Chunk)>? SampleChunks(Checkpoint baseCheckpoint, IReadOnlyList<string> merged, int count)
     {
         var chunkCounts = merged.Select(name => (baseCheckpoint.GetEntry(name).ElementCount + ElementwiseTensors.ChunkElements - 1) / ElementwiseTensors.ChunkElements).ToArray();
         long total = chunkCounts.Sum();
         if (count >= total) return null;
-        var sample = new Dictionary<string, IReadOnlyList<long>>(StringComparer.Ordinal);
+        var sample = new List<(string Name, long Chunk)>(count);
         int tensor = 0;
         long first = 0; // global index of the current tensor's chunk 0
         for (int k = 0; k < count; k++)
         {
             long global = (long)((k + 0.5) * total / count);
             while (global >= first + chunkCounts[tensor]) first += chunkCounts[tensor++];
-            if (!sample.TryGetValue(merged[tensor], out var list)) sample[merged[tensor]] = list = new List<long>();
-            ((List<long>)list).Add(global - first);
+            sample.Add((merged[tensor], global - first));
         }
 
         return sample;
