@@ -89,7 +89,7 @@ internal sealed class ElementwiseChunkReader
         }
 
         // Threads of their own: on a busy (or small) thread pool a queued helper would start late and leave its share to the others.
-        var helpers = Enumerable.Range(1, (int)Math.Min(_workers.Length, items) - 1)
+        var helpers = Enumerable.Range(1, (int)Math.Clamp(items, 1, _workers.Length) - 1)
             .Select(w => Task.Factory.StartNew(() => Work(w), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)).ToArray();
         try
         {

@@ -15,7 +15,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// bracket miss, two counting passes find it (<see cref="ExactMagnitudeSelector"/>)) or per tensor
 /// (<see cref="TiesTrimScope.PerTensor"/>).</item>
 /// <item>Elect: γ = sign(Σ_i trimmed τ_i) per entry. Entries where γ = 0 take the majority sign sign(Σ γ), where
-/// Σ γ runs over the same scope as the trim: every entry of every merged tensor for global (a third statistics pass,
+/// Σ γ runs over the same scope as the trim: every entry of every merged tensor for global (a statistics pass of its own,
 /// as FusionBench's flattened model vector; the streaming driver folds it into the merge and patches the entries it
 /// decides afterwards), the entries of the tensor for per-tensor. A majority of exactly 0 counts
 /// as +1.</item>

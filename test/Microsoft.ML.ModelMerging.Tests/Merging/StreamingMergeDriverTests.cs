@@ -374,6 +374,32 @@ public sealed class StreamingMergeDriverTests
         AssertRejected(dir, basePath, experts, $"Tensor 'big': expert 1 ('{experts[1]}') contains 1 NaN or infinite value(s).");
     }
 
+    /// <summary>A tensor with no entries (shape [0, 4]) merges to an empty tensor on every path, beside ordinary ones.</summary>
+    [TestMethod]
+    [DataRow("task-arithmetic")]
+    [DataRow("ties")]
+    public void TensorWithoutEntriesMerges(string method)
+    {
+        using var dir = new TempDirectory();
+        var g = new Generator(9);
+        var baseTensors = new Dictionary<string, Tensor> { ["empty"] = zeros(0, 4), ["w"] = randn(70, 1000, generator: g) };
+        var expertTensors = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value + (0.01 * randn(kv.Value.shape, generator: g)))).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
+        for (int i = 0; i < 2; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), expertTensors[i]);
+        var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());
+
+        // Two samples: the default (every chunk, as the model is small) and one chunk of the three.
+        foreach (var candidate in new IMergeMethod[] { MergeMethodRegistry.Default.Create(method), new TiesMerge { SampledChunkCount = 1 } }.Take(method == "ties" ? 2 : 1))
+        {
+            var report = new StreamingMergeDriver().Merge(candidate, dir.File("base.safetensors"), [dir.File("e0.safetensors"), dir.File("e1.safetensors")], dir.File("out.safetensors"));
+            CollectionAssert.Contains(report.MergedTensors.ToList(), "empty");
+            using var output = Checkpoint.Open(report.OutputPath);
+            CollectionAssert.AreEqual(new long[] { 0, 4 }, output.GetEntry("empty").Shape);
+            using var streamed = output.ReadTensor("w");
+            CollectionAssert.AreEqual(inMemory.Merged["w"].bytes.ToArray(), streamed.bytes.ToArray(), method);
+        }
+    }
+
     [TestMethod]
     public void CancelledMergeLeavesNoFile()
     {
