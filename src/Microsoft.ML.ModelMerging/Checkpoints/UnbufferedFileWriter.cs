@@ -143,20 +143,23 @@ internal sealed class UnbufferedFileWriter : IDisposable
     /// <summary>Hands the current buffer's first <paramref name="count"/> bytes to the writing thread and takes a free buffer.</summary>
     private void Submit(int count)
     {
-        _ioError?.Throw();
+        ThrowIfWriteFailed();
         Interlocked.Increment(ref _inFlight);
         _pending.Add((_current, _submitted, count));
         _submitted += Math.Min(count, _staged);
         _staged = 0;
         _current = _free.Take();
-        _ioError?.Throw();
+        ThrowIfWriteFailed();
     }
+
+    /// <summary>Rethrows, on the caller's thread, the error of a write that failed on the writing thread.</summary>
+    private void ThrowIfWriteFailed() => Volatile.Read(ref _ioError)?.Throw();
 
     private void WaitForWrites()
     {
         SpinWait spin = default;
-        while (Volatile.Read(ref _inFlight) > 0 && _ioError is null) spin.SpinOnce(sleep1Threshold: 10);
-        _ioError?.Throw();
+        while (Volatile.Read(ref _inFlight) > 0 && Volatile.Read(ref _ioError) is null) spin.SpinOnce(sleep1Threshold: 10);
+        ThrowIfWriteFailed();
     }
 
     /// <summary>The writing thread: buffers in order, each back to the free list once on disk.</summary>
@@ -166,11 +169,11 @@ internal sealed class UnbufferedFileWriter : IDisposable
         {
             try
             {
-                if (_ioError is null) WriteAt(Buffer(buffer)[..count], offset);
+                if (Volatile.Read(ref _ioError) is null) WriteAt(Buffer(buffer)[..count], offset);
             }
             catch (Exception e)
             {
-                _ioError = ExceptionDispatchInfo.Capture(e);
+                Volatile.Write(ref _ioError, ExceptionDispatchInfo.Capture(e));
             }
             finally
             {
