@@ -251,13 +251,17 @@ public sealed class StreamingMergeDriverTests
         using var dir = new TempDirectory();
         var (basePath, experts, baseTensors, expertTensors) = WriteLargeModels(dir);
         const double keep = 0.2;
-        var expected = expertTensors.Select(e =>
+        double[] weights = [0.5, 1.5]; // expert weights scale τ before it is sampled, bracketed and counted
+        var expected = expertTensors.Select((e, i) =>
         {
-            var magnitudes = baseTensors.Keys.SelectMany(name => { using var tau = e[name] - baseTensors[name]; return tau.abs().flatten().data<float>().ToArray(); })
-                .OrderByDescending(v => v).ToArray();
+            var magnitudes = baseTensors.Keys.SelectMany(name =>
+            {
+                using var tau = (e[name] - baseTensors[name]) * weights[i];
+                return tau.abs().flatten().data<float>().ToArray();
+            }).OrderByDescending(v => v).ToArray();
             return magnitudes[MagnitudePruning.ThresholdRank(magnitudes.Length, keep) - 1];
         }).ToArray();
-        var inMemory = new InMemoryMergeDriver().Merge(new TiesMerge(keep: keep), baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());
+        var inMemory = new InMemoryMergeDriver().Merge(new TiesMerge(keep: keep), baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList(), weights);
 
         foreach (var (run, method, reads) in new[]
                  {
@@ -266,7 +270,8 @@ public sealed class StreamingMergeDriverTests
                      ("counting passes", new TiesMerge(keep: keep) { SampledChunkCount = 8, MaxCountedBracketPatterns = 0, MaxBracketValues = 10 }, 4),
                  })
         {
-            var report = new StreamingMergeDriver().Merge(method, basePath, experts, dir.File($"{run.Replace(' ', '-')}.safetensors"));
+            var report = new StreamingMergeDriver().Merge(method, basePath, experts, dir.File($"{run.Replace(' ', '-')}.safetensors"),
+                new StreamingMergeOptions { ExpertWeights = weights });
             Assert.AreEqual(reads, report.Passes, run);
             Assert.AreEqual(run, method.ThresholdRoute);
             CollectionAssert.AreEqual(expected, method.GlobalThresholds!.ToArray(), run);
