@@ -126,7 +126,7 @@ public sealed class SafeTensorsWriter : IDisposable
 
         if (_file is not null)
         {
-            for (int k = 0; k < byteOffsets.Count; k++) _file.Patch(start + byteOffsets[k], elements.Slice(k * size, size));
+            _file.Patch([.. byteOffsets.Select(offset => start + offset)], elements);
             return;
         }
 

@@ -91,24 +91,50 @@ internal sealed class UnbufferedFileWriter : IDisposable
     }
 
     /// <summary>
-    /// Overwrites bytes already written at <paramref name="offset"/>: in the staging buffer if they are still there,
-    /// otherwise on disk through the page cache once the writes in flight are done (blocks already on disk are never
-    /// written unbuffered again, so the two paths never overlap).
+    /// Overwrites bytes already written: element k of <paramref name="elements"/> (all of one size) goes to
+    /// <paramref name="offsets"/>[k]. Bytes still staged are changed in place; bytes on disk go through the page cache on
+    /// a second handle, once the writes in flight are done, with one flush for the lot (blocks already on disk are
+    /// never written unbuffered again, so the two paths never overlap).
     /// </summary>
-    public void Patch(long offset, ReadOnlySpan<byte> bytes)
+    public void Patch(IReadOnlyList<long> offsets, ReadOnlySpan<byte> elements)
     {
-        if (offset < 0 || offset + bytes.Length > Length)
-            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"{Path}: bytes [{offset}, {offset + bytes.Length}) were not written yet ({Length} written).");
-        int onDisk = (int)Math.Clamp(_submitted - offset, 0, bytes.Length);
-        if (onDisk > 0)
+        if (offsets.Count == 0) return;
+        if (elements.Length % offsets.Count != 0) throw new ArgumentException($"{elements.Length} byte(s) for {offsets.Count} element(s).");
+        int size = elements.Length / offsets.Count;
+        foreach (long offset in offsets)
         {
-            WaitForWrites();
-            using var buffered = File.OpenHandle(Path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
-            RandomAccess.Write(buffered, bytes[..onDisk], offset);
-            RandomAccess.FlushToDisk(buffered);
+            if (offset < 0 || offset + size > Length)
+                throw new ArgumentOutOfRangeException(nameof(offsets), offset, $"{Path}: bytes [{offset}, {offset + size}) were not written yet ({Length} written).");
         }
 
-        if (onDisk < bytes.Length) bytes[onDisk..].CopyTo(Buffer(_current)[(int)(offset + onDisk - _submitted)..]);
+        SafeFileHandle? buffered = null;
+        try
+        {
+            for (int k = 0; k < offsets.Count; k++)
+            {
+                long offset = offsets[k];
+                var bytes = elements.Slice(k * size, size);
+                int onDisk = (int)Math.Clamp(_submitted - offset, 0, size);
+                if (onDisk > 0)
+                {
+                    if (buffered is null)
+                    {
+                        WaitForWrites();
+                        buffered = File.OpenHandle(Path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+                    }
+
+                    RandomAccess.Write(buffered, bytes[..onDisk], offset);
+                }
+
+                if (onDisk < size) bytes[onDisk..].CopyTo(Buffer(_current)[(int)(offset + onDisk - _submitted)..]);
+            }
+
+            if (buffered is not null) RandomAccess.FlushToDisk(buffered);
+        }
+        finally
+        {
+            buffered?.Dispose();
+        }
     }
 
     /// <summary>Writes what is staged, waits for the disk, sets the file's exact length and flushes it.</summary>

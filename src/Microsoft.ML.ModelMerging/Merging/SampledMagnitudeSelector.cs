@@ -7,7 +7,8 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <summary>
 /// Exact r-th largest |v| of several series (one per expert) in a single full pass, Floyd–Rivest style: a small sample
 /// of the values brackets the wanted magnitude between two bounds; the full pass then counts the values above the
-/// upper bound and keeps only those between the bounds, and the wanted one is picked among them. When the bracket
+/// upper bound and, between the bounds, counts them per bit pattern or keeps them, and the wanted one is found among
+/// them. When the bracket
 /// misses (an unrepresentative sample) or holds more values than memory allows, the series is reported unresolved and
 /// the caller falls back to <see cref="ExactMagnitudeSelector"/>'s two counting passes. The answer never depends on
 /// the sample, only whether it is found in one pass.
@@ -29,7 +30,6 @@ internal sealed class SampledMagnitudeSelector
     internal const uint DefaultMaxCountedPatterns = 1 << 18;
 
     private readonly uint _maxCountedPatterns;
-
     private readonly double _fractionFromTop;
     private readonly List<uint>[] _sample;
     private readonly long[] _counts;
@@ -48,9 +48,9 @@ internal sealed class SampledMagnitudeSelector
     public SampledMagnitudeSelector(int seriesCount, double fractionFromTop, int maxSampleValues = 1 << 22, long maxWindowValues = 1 << 24,
         uint maxCountedPatterns = DefaultMaxCountedPatterns)
     {
-        _maxCountedPatterns = maxCountedPatterns;
         ArgumentOutOfRangeException.ThrowIfLessThan(seriesCount, 1);
         SeriesCount = seriesCount;
+        _maxCountedPatterns = maxCountedPatterns;
         _fractionFromTop = Math.Clamp(fractionFromTop, 0, 1);
         MaxSampleValues = maxSampleValues;
         _windowRoom = maxWindowValues;

@@ -45,14 +45,12 @@ public sealed class UnbufferedFileWriterTests
         {
             writer.Write(data);
             // 30,000 bytes with an 8 KiB staging buffer: [0, 24576) are on disk, the rest staged.
-            foreach (long offset in new long[] { 10, 24_570, 29_990 })
-            {
-                var patch = Enumerable.Repeat((byte)0xEE, 8).ToArray();
-                writer.Patch(offset, patch);
-                patch.CopyTo(data, offset);
-            }
+            long[] offsets = [10, 24_570, 29_990, 100];
+            var patch = Enumerable.Range(0, 8 * offsets.Length).Select(i => (byte)(0xE0 + i)).ToArray();
+            writer.Patch(offsets, patch);
+            for (int k = 0; k < offsets.Length; k++) patch.AsSpan(k * 8, 8).CopyTo(data.AsSpan((int)offsets[k]));
 
-            var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => writer.Patch(29_995, new byte[8]));
+            var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => writer.Patch([29_995], new byte[8]));
             StringAssert.Contains(error.Message, "were not written yet (30000 written)");
             writer.Complete();
         }
