@@ -26,7 +26,7 @@ internal sealed class SampledMagnitudeSelector
     private const uint MagnitudeMask = 0x7FFF_FFFF;
     private const double MarginDeviations = 5;
 
-    /// <summary>Brackets spanning at most this many float32 bit patterns are counted per pattern (2 MiB of counts per series and thread).</summary>
+    /// <summary>Brackets spanning at most this many float32 bit patterns are counted per pattern (2 MiB of counts per series, shared by the threads).</summary>
     internal const uint DefaultMaxCountedPatterns = 1 << 18;
 
     private readonly uint _maxCountedPatterns;
@@ -137,14 +137,8 @@ internal sealed class SampledMagnitudeSelector
         {
             _counts[s] += partial.Counts[s];
             _above[s] += partial.Above[s];
-            if (_patternCounts[s] is { } totals && partial.PatternCounts[s] is { } counts)
-            {
-                for (int i = 0; i < totals.Length; i++) totals[i] += counts[i];
-            }
-            else if (_overflowed[s] == 0)
-            {
-                _window[s].AddRange(partial.Window[s]);
-            }
+            // Counted brackets were counted into the shared counts already.
+            if (_patternCounts[s] is null && _overflowed[s] == 0) _window[s].AddRange(partial.Window[s]);
         }
     }
 
@@ -217,9 +211,6 @@ internal sealed class SampledMagnitudeSelector
         public long[] Counts { get; } = new long[owner.SeriesCount];
         public long[] Above { get; } = new long[owner.SeriesCount];
         public List<uint>[] Window { get; } = [.. Enumerable.Range(0, owner.SeriesCount).Select(_ => new List<uint>())];
-        /// <summary>Per counted series, how many values had each bit pattern of the bracket (index = pattern − low).</summary>
-        public long[]?[] PatternCounts { get; } = [.. Enumerable.Range(0, owner.SeriesCount)
-            .Select(s => owner.IsCounted(s) ? new long[high[s] - low[s] + 1] : null)];
 
         /// <summary>Counts the values of <paramref name="values"/> above the bracket and keeps those inside it (vectorised: few are inside).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -263,9 +254,10 @@ internal sealed class SampledMagnitudeSelector
             Counts[series] += bits.Length;
             Above[series] += above;
             if (hits == 0) return;
-            if (PatternCounts[series] is { } counts)
+            if (owner._patternCounts[series] is { } counts)
             {
-                foreach (uint magnitude in _hits.AsSpan(0, hits)) counts[magnitude - lo]++;
+                // Shared by every thread (few values fall inside, so contention is rare): memory does not grow with the cores.
+                foreach (uint magnitude in _hits.AsSpan(0, hits)) Interlocked.Increment(ref counts[magnitude - lo]);
             }
             else if (owner.Reserve(series, hits))
             {
