@@ -13,8 +13,8 @@ internal static class ElementwiseTensors
     /// <summary>Entries per chunk: θ0 and four experts' τ stay within a core's L2 cache.</summary>
     internal const int ChunkElements = 1 << 15;
 
-    /// <summary>Span access is limited to 2 GiB, so larger tensors are taken in segments of this many entries.</summary>
-    private const long SegmentElements = 1L << 28;
+    /// <summary>Span access is limited to 2 GiB, so larger tensors are taken in segments (the output buffers' own size).</summary>
+    private const long SegmentElements = FloatSegments.SegmentElements;
 
     private delegate void ChunkVisitor(in ElementwiseChunk chunk, Span<float> output);
 
