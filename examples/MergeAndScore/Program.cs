@@ -15,6 +15,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.MLNet;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using SkiaSharp;
 
@@ -31,7 +32,7 @@ Directory.CreateDirectory(output);
 // Small models: one TorchSharp thread is the fastest and leaves a shared machine alone.
 TorchSharp.torch.set_num_threads(1);
 var clock = Stopwatch.StartNew();
-using var experts = ExpertSet.Load(zoo);
+using var experts = ExpertPool.Load(zoo);
 List<ImageFile> images = Images(experts, imagesDirectory, first: 0, perTask: 3, sizes: [28, 64, 100]);
 bool adaptive = AdaptiveMergeEvaluator.Handles(setting.Method);
 // Adaptive methods learn from unlabeled images of every task; the others need none (Fit only reads the schema).
@@ -113,7 +114,7 @@ static string FindZoo()
 {
     for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
     {
-        if (File.Exists(Path.Combine(dir.FullName, "zoo", ZooManifest.FileName)))
+        if (File.Exists(Path.Combine(dir.FullName, "zoo", PoolManifest.FileName)))
         {
             return Path.Combine(dir.FullName, "zoo");
         }
@@ -124,7 +125,7 @@ static string FindZoo()
 
 // The images of the folder (task folders, then files, ordinal); test-split images first..first+perTask of every task are
 // written first when there are none, cycling through the given sizes.
-static List<ImageFile> Images(ExpertSet experts, string root, int first, int perTask, int[] sizes)
+static List<ImageFile> Images(ExpertPool experts, string root, int first, int perTask, int[] sizes)
 {
     if (!Directory.Exists(root) || Directory.GetFiles(root, "*.png", SearchOption.AllDirectories).Length == 0)
     {

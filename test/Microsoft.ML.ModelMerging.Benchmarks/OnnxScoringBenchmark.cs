@@ -6,6 +6,7 @@ using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.OnnxRuntime;
 using static TorchSharp.torch;
@@ -42,7 +43,7 @@ internal static class OnnxScoringBenchmark
 
     private static int Measure(string zoo, int imageCount, int threads, int rounds, int[] batchSizes)
     {
-        using var experts = ExpertSet.Load(zoo);
+        using var experts = ExpertPool.Load(zoo);
         VisionTransformerConfig config = experts.Config;
         using MergeResult merged = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create("task-arithmetic"),
             experts.Pretrained, experts.Experts, expertNames: experts.TaskNames);
@@ -229,7 +230,7 @@ internal static class OnnxScoringBenchmark
         public string[] Values { get; set; } = [];
     }
 
-    private static (double Transform, double Engine) MlNetImagesPerSecond(ExpertSet experts, float[] pixels, int size, int count, int rounds)
+    private static (double Transform, double Engine) MlNetImagesPerSecond(ExpertPool experts, float[] pixels, int size, int count, int rounds)
     {
         var ml = new MLContext(seed: 1);
         var schema = SchemaDefinition.Create(typeof(PixelRow));

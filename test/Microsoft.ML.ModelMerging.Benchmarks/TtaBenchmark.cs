@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -33,7 +34,7 @@ internal static class TtaBenchmark
     {
         set_num_threads(threads);
         var inv = CultureInfo.InvariantCulture;
-        using var experts = ExpertSet.Load(zoo);
+        using var experts = ExpertPool.Load(zoo);
         var tasks = experts.Tasks.Select(t => new AdaptationTask(t.Name, experts.LoadData(t.Name).Test.ToTensor(), experts.Head(t.Name))).ToList();
         try
         {
@@ -111,7 +112,7 @@ internal static class TtaBenchmark
     public static int Table(string zoo, IReadOnlyList<(string Label, string Directory)> runs)
     {
         set_num_threads(1);
-        using var experts = ExpertSet.Load(zoo);
+        using var experts = ExpertPool.Load(zoo);
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(experts.TaskNames, individual);
         table.Add("Individual", new TaskAccuracies(individual));
@@ -152,7 +153,7 @@ internal static class TtaBenchmark
     {
         set_num_threads(1);
         var inv = CultureInfo.InvariantCulture;
-        using var experts = ExpertSet.Load(zoo);
+        using var experts = ExpertPool.Load(zoo);
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(experts.TaskNames, individual);
         table.Add("Individual", new TaskAccuracies(individual));
@@ -260,7 +261,7 @@ internal static class TtaBenchmark
     }
 
     /// <summary>The same routers in a model that routes every sample on its own (for routers trained with batch reduction).</summary>
-    private static WeightEnsemblingMoE PerSampleTwin(WeightEnsemblingMoE trained, ExpertSet experts)
+    private static WeightEnsemblingMoE PerSampleTwin(WeightEnsemblingMoE trained, ExpertPool experts)
     {
         var twin = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, trained.Options with { BatchReduce = false });
         using var noGrad = no_grad();

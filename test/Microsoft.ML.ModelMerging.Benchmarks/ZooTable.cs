@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Experiments;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Benchmarks;
@@ -23,7 +24,7 @@ internal static class ZooTable
 
     public static int Run(string zoo, IReadOnlyCollection<string>? rows)
     {
-        using var experts = ExpertSet.Load(zoo);
+        using var experts = ExpertPool.Load(zoo);
         var tasks = experts.TaskNames;
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(tasks, individual);

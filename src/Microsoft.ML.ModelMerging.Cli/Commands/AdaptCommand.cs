@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
@@ -59,7 +60,7 @@ internal static class AdaptCommand
             };
             options.Validate();
             string directory = parse.GetValue(output)!;
-            using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
             int previousThreads = TorchSharp.torch.get_num_threads();
             TorchSharp.torch.set_num_threads(parse.GetValue(threads));
             AdaptationJobResult result;

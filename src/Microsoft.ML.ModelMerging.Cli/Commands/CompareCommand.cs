@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Experiments;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
@@ -29,7 +30,7 @@ internal static class CompareCommand
         command.SetAction((parse, cancellation) =>
         {
             var writer = parse.InvocationConfiguration.Output;
-            using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
             int steps = parse.GetValue(ttaSteps);
             if (steps <= 0) throw new ArgumentException($"--tta-steps must be positive (got {steps}).");
             var searches = MergeMethodSearch.For(

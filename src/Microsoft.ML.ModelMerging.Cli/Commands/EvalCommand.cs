@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
@@ -20,7 +21,7 @@ internal static class EvalCommand
         var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };
         command.SetAction(parse =>
         {
-            using var experts = ExpertSet.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
             string path = parse.GetValue(model)!;
             var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
             TaskAccuracies accuracies;

@@ -89,7 +89,7 @@ internal static class ExportOnnxCommand
             if (headSpecs.Length == 0 && zooPath is not null)
             {
                 // Every head of the zoo, in its task order.
-                headSpecs = Zoo.ZooManifest.Read(zooPath).Tasks.Select(t => $"{t.Name}={Path.Combine(zooPath, t.Head)}").ToArray();
+                headSpecs = Pools.PoolManifest.Read(zooPath).Tasks.Select(t => $"{t.Name}={Path.Combine(zooPath, t.Head)}").ToArray();
                 zooPath = null;
             }
 

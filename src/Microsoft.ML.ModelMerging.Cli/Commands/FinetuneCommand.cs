@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Training;
 using Microsoft.ML.ModelMerging.Zoo;
 
@@ -10,40 +12,78 @@ namespace Microsoft.ML.ModelMerging.Cli.Commands;
 using Command = System.CommandLine.Command;
 
 /// <summary>
-/// <c>mlmerge finetune</c>: makes an expert for a user's task: a linear probe on all training images (a user wants the best
-/// head, not the zoo's deliberately weak few-shot one), then fine-tuning with the head frozen.
+/// <c>mlmerge finetune</c>: makes an expert for a user's task with the zoo's recipe: a linear probe on all training images
+/// (a user wants the best head, not the zoo's deliberately weak few-shot one), then fine-tuning with the head frozen.
+/// With <c>--add-to</c> the task joins a pool that every other verb reads.
 /// </summary>
 internal static class FinetuneCommand
 {
     public static Command Create()
     {
-        var baseModel = new Option<string>("--base") { Description = "Pre-trained backbone checkpoint.", Required = true };
-        var task = new Option<string>("--task") { Description = "A benchmark task name, or an image folder with one sub-folder per class.", Required = true };
-        var output = new Option<string>("--out") { Description = "Output directory: expert.safetensors and head.safetensors.", Required = true };
-        var epochs = new Option<int?>("--epochs") { Description = "Fine-tuning epochs (default: the zoo recipe's)." };
+        var recipe = new ZooRecipe();
+        var baseModel = new Option<string?>("--base") { Description = "Pre-trained backbone checkpoint (required unless --add-to names an existing pool, whose base is used)." };
+        var task = new Option<string>("--task") { Description = "An image folder with one sub-folder per class, or a benchmark task name.", Required = true };
+        var addTo = new Option<string?>("--add-to") { Description = "Pool directory to register the task in (created from --base when missing): pool.json, experts/, heads/." };
+        var name = new Option<string?>("--name") { Description = "The task's name in the pool (default: the folder's name)." };
+        var output = new Option<string?>("--out") { Description = "Without a pool: output directory for expert.safetensors and head.safetensors." };
+        var epochs = new Option<int?>("--epochs") { Description = $"Fine-tuning epochs (default: the zoo recipe's {recipe.FineTuning.Epochs})." };
         var seed = new Option<int>("--seed") { Description = "Seed of the splits and of training.", DefaultValueFactory = _ => 0 };
-        var command = new Command("finetune", "Fine-tune an expert for one task from a pre-trained backbone.") { baseModel, task, output, epochs, seed };
+        var command = new Command("finetune",
+            "Fine-tune an expert for one task from a pre-trained backbone, with the zoo's recipe: a linear-probe head " +
+            $"({recipe.LinearProbe.Epochs} epochs, lr {Format(recipe.LinearProbe.LearningRate)}) on all training images of the frozen backbone, then " +
+            $"{recipe.FineTuning.Epochs} epochs of full fine-tuning (AdamW, lr {Format(recipe.FineTuning.LearningRate)}, weight decay {Format(recipe.FineTuning.WeightDecay)}, " +
+            $"cosine schedule) with the head frozen. Image folders are split per class, seeded: {Format(ImageFolderTask.ValidationFraction)} validation, " +
+            $"{Format(ImageFolderTask.TestFraction)} test, the rest train.")
+        {
+            baseModel, task, addTo, name, output, epochs, seed,
+        };
         command.SetAction((parse, cancellation) =>
         {
             var writer = parse.InvocationConfiguration.Output;
-            var recipe = new ZooRecipe();
-            using var backbone = ModelCheckpoints.LoadBackbone(parse.GetValue(baseModel)!);
-            var splits = UserTask.Load(parse.GetValue(task)!, backbone.Config.ImageSize, backbone.Config.Channels, parse.GetValue(seed));
+            string? pool = parse.GetValue(addTo), directory = parse.GetValue(output);
+            if ((pool is null) == (directory is null))
+            {
+                throw new ArgumentException("Give exactly one of --add-to <pool directory> and --out <directory>.");
+            }
+
             var fineTuning = parse.GetValue(epochs) is int e ? recipe.FineTuning with { Epochs = e } : recipe.FineTuning;
+            var phases = new SynchronousProgress<string>(phase => writer.WriteLine($"[{DateTime.Now:HH:mm:ss}] {phase}"));
+            if (pool is not null)
+            {
+                var options = new PoolFineTuningOptions
+                {
+                    Task = parse.GetValue(task)!, Name = parse.GetValue(name), Base = parse.GetValue(baseModel), Seed = parse.GetValue(seed), FineTuning = fineTuning,
+                };
+                var added = ConsoleProgress.Run<TrainingProgress, PoolFineTuningResult>(writer, "fine-tuning",
+                    p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
+                    progress => PoolFineTuning.AddTask(pool, options, phases, progress, cancellation));
+                var t = added.Task;
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{t.Name}: {t.Train} train / {t.Validation} validation / {t.Test} test images, {t.ClassNames.Count} classes"));
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"test accuracy: linear probe on the pre-trained model {100 * t.PretrainedLinearProbe.Test:F1}%, expert {100 * t.Individual.Test:F1}% ({added.Seconds:F0} s)"));
+                writer.WriteLine($"{(added.CreatedPool ? "created the pool" : "added to the pool")} {Path.GetFullPath(pool)}: {t.Expert}, {t.Head}; measurements in {added.ReportPath}");
+                return Task.FromResult(0);
+            }
+
+            string basePath = parse.GetValue(baseModel) ?? throw new ArgumentException("--base is required with --out.");
+            using var backbone = ModelCheckpoints.LoadBackbone(basePath);
+            var splits = ImageFolderTask.Load(parse.GetValue(task)!, backbone.Config.ImageSize, backbone.Config.Channels, parse.GetValue(seed));
             using var result = ConsoleProgress.Run<TrainingProgress, ExpertTrainingResult>(writer, "fine-tuning",
                 p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
-                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation));
-            string directory = parse.GetValue(output)!;
-            Directory.CreateDirectory(directory);
-            ModelCheckpoints.SaveHead(Path.Combine(directory, "head.safetensors"), result.Head);
-            ModelCheckpoints.SaveBackbone(Path.Combine(directory, "expert.safetensors"), backbone.Config, result.Backbone);
+                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation, phases));
+            Directory.CreateDirectory(directory!);
+            ModelCheckpoints.SaveHead(Path.Combine(directory!, "head.safetensors"), result.Head);
+            ModelCheckpoints.SaveBackbone(Path.Combine(directory!, "expert.safetensors"), backbone.Config, result.Backbone);
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{splits.Train.Name}: {splits.Train.Count} train / {splits.Validation.Count} validation / {splits.Test.Count} test images, {splits.ClassNames.Count} classes"));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"test accuracy: linear probe on the pre-trained model {100 * result.LinearProbe.Test:F1}%, expert {100 * result.Expert.Test:F1}%"));
-            writer.WriteLine($"wrote {Path.Combine(directory, "expert.safetensors")} and {Path.Combine(directory, "head.safetensors")}");
+            writer.WriteLine($"wrote {Path.Combine(directory!, "expert.safetensors")} and {Path.Combine(directory!, "head.safetensors")}");
             return Task.FromResult(0);
         });
         return command;
     }
+
+    private static string Format(double value) => value.ToString("G", CultureInfo.InvariantCulture);
 }

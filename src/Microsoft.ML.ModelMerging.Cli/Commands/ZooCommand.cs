@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
@@ -25,7 +26,7 @@ internal static class ZooCommand
             var writer = parse.InvocationConfiguration.Output;
             var chosen = parse.GetValue(tasks) is { Length: > 0 } names ? names.Select(BenchmarkTasks.Get).ToList() : null;
             var clock = Stopwatch.StartNew();
-            var manifest = ConsoleProgress.Run<ZooBuildProgress, ZooManifest>(writer, "zoo",
+            var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
                 progress => new ZooBuilder(new ZooRecipe()).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));

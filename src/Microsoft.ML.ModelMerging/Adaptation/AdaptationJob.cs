@@ -5,6 +5,7 @@ using Microsoft.ML.ModelMerging.DataMerging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -24,7 +25,7 @@ public sealed record AdaptationJobProgress(string Stage, long Done, long Total, 
 public sealed record AdaptationJobResult(AdaptationManifest Manifest, int StartStep, bool AlreadyComplete);
 
 /// <summary>
-/// Runs one data-dependent method on a zoo (<see cref="ExpertSet"/>) into an output directory, resumably: WEMoE,
+/// Runs one data-dependent method on a zoo (<see cref="ExpertPool"/>) into an output directory, resumably: WEMoE,
 /// E-WEMoE and AdaMerging adapt on the unlabeled test images of every task (the test-time adaptation protocol);
 /// Fisher merging and RegMean read labeled training examples. The directory holds <see cref="AdaptationManifest"/>
 /// and the result; load it with <see cref="AdaptedModel.Load"/>.
@@ -48,8 +49,8 @@ public static class AdaptationJob
     /// <summary>Metadata key naming the method in the result files.</summary>
     public const string MethodMetadataKey = "mlmerge.adaptation_method";
 
-    /// <summary>Metadata key holding the zoo recipe hash in the result files.</summary>
-    public const string ZooMetadataKey = "mlmerge.zoo_recipe_hash";
+    /// <summary>Metadata key holding the pool identity in the result files.</summary>
+    public const string PoolMetadataKey = "mlmerge.pool_identity";
 
     /// <param name="experts">The zoo (or some of its tasks); every task's data is loaded from <paramref name="sources"/>.</param>
     /// <param name="options">Method and settings.</param>
@@ -58,7 +59,7 @@ public static class AdaptationJob
     /// <param name="progress">Called synchronously.</param>
     /// <param name="cancellationToken">Checked before every step or example; a cancelled run keeps its last checkpoint.</param>
     /// <exception cref="InvalidOperationException">The directory holds a run with other settings.</exception>
-    public static AdaptationJobResult Run(ExpertSet experts, AdaptationJobOptions options, string outputDirectory, BenchmarkSources? sources = null,
+    public static AdaptationJobResult Run(ExpertPool experts, AdaptationJobOptions options, string outputDirectory, BenchmarkSources? sources = null,
         IProgress<AdaptationJobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(experts);
@@ -91,7 +92,7 @@ public static class AdaptationJob
         return new AdaptationJobResult(finished, start, AlreadyComplete: false);
     }
 
-    private static (int Start, AdaptationOutcome Outcome) Adapt(ExpertSet experts, AdaptationJobOptions options, string directory,
+    private static (int Start, AdaptationOutcome Outcome) Adapt(ExpertPool experts, AdaptationJobOptions options, string directory,
         BenchmarkSources? sources, IProgress<AdaptationJobProgress>? progress, CancellationToken cancellationToken)
     {
         string checkpoint = Path.Combine(directory, CheckpointFileName);
@@ -186,7 +187,7 @@ public static class AdaptationJob
         };
     }
 
-    private static (int Start, AdaptationOutcome Outcome) MergeWithData(ExpertSet experts, AdaptationJobOptions options, string directory,
+    private static (int Start, AdaptationOutcome Outcome) MergeWithData(ExpertPool experts, AdaptationJobOptions options, string directory,
         BenchmarkSources? sources, IProgress<AdaptationJobProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
@@ -232,9 +233,9 @@ public static class AdaptationJob
         }
     }
 
-    private static Dictionary<string, string> ResultMetadata(ExpertSet experts, AdaptationJobOptions options) => new(StringComparer.Ordinal)
+    private static Dictionary<string, string> ResultMetadata(ExpertPool experts, AdaptationJobOptions options) => new(StringComparer.Ordinal)
     {
         [MethodMetadataKey] = options.Method.Name(),
-        [ZooMetadataKey] = experts.Manifest.RecipeHash,
+        [PoolMetadataKey] = experts.Manifest.Identity,
     };
 }

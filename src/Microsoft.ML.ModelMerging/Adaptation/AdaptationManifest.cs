@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
@@ -41,7 +42,7 @@ public sealed record AdaptationManifest
     public required IReadOnlyList<string> Tasks { get; init; }
 
     /// <summary>Recipe hash of the zoo the experts and heads came from; loading checks it.</summary>
-    public required string ZooRecipeHash { get; init; }
+    public required string PoolIdentity { get; init; }
 
     /// <summary>Full path of the zoo directory at run time (informative).</summary>
     public required string Zoo { get; init; }
@@ -59,7 +60,7 @@ public sealed record AdaptationManifest
     public AdaptationMethod ParsedMethod => AdaptationMethods.Parse(Method);
 
     /// <summary>The manifest of a run of <paramref name="options"/> on <paramref name="experts"/>, before it starts.</summary>
-    public static AdaptationManifest For(ExpertSet experts, AdaptationJobOptions options)
+    public static AdaptationManifest For(ExpertPool experts, AdaptationJobOptions options)
     {
         ArgumentNullException.ThrowIfNull(experts);
         ArgumentNullException.ThrowIfNull(options);
@@ -68,7 +69,7 @@ public sealed record AdaptationManifest
             Method = options.Method.Name(),
             Settings = options.Settings(),
             Tasks = experts.TaskNames,
-            ZooRecipeHash = experts.Manifest.RecipeHash,
+            PoolIdentity = experts.Manifest.Identity,
             Zoo = Path.GetFullPath(experts.Directory),
             Data = options.Method.IsTestTimeAdaptation()
                 ? "unlabeled test split of every task"
@@ -82,7 +83,7 @@ public sealed record AdaptationManifest
     {
         ArgumentNullException.ThrowIfNull(other);
         return Method == other.Method
-            && ZooRecipeHash == other.ZooRecipeHash
+            && PoolIdentity == other.PoolIdentity
             && Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)
             && Settings.Count == other.Settings.Count
             && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out double value) && value.Equals(kv.Value));
@@ -90,7 +91,7 @@ public sealed record AdaptationManifest
 
     /// <summary>One line naming the run's identity, for messages.</summary>
     public string Describe() =>
-        $"{Method} on [{string.Join(", ", Tasks)}] (zoo {ZooRecipeHash}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"))}";
+        $"{Method} on [{string.Join(", ", Tasks)}] (pool {PoolIdentity}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"))}";
 
     private static readonly JsonSerializerOptions Options = new()
     {

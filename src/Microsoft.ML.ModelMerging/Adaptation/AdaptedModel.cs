@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -8,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
 /// The result of an <see cref="AdaptationJob"/> loaded for inference: a features function of images, to use with each
-/// task's own head (e.g. <see cref="TaskAccuracy.Evaluate(ExpertSet, Func{Tensor, Tensor}, EvaluationSplit, Data.BenchmarkSources?)"/>).
+/// task's own head (e.g. <see cref="TaskAccuracy.Evaluate(ExpertPool, Func{Tensor, Tensor}, EvaluationSplit, Data.BenchmarkSources?)"/>).
 /// AdaMerging, Fisher and RegMean give one merged backbone; WEMoE and E-WEMoE are rebuilt from the zoo's pre-trained
 /// model and experts with the saved routers, and route every sample on its own.
 /// </summary>
@@ -46,15 +47,15 @@ public sealed class AdaptedModel : IDisposable
     /// </summary>
     /// <exception cref="InvalidOperationException">The run has not finished.</exception>
     /// <exception cref="InvalidDataException">The zoo, or the result files, do not match the run.</exception>
-    public static AdaptedModel Load(string directory, ExpertSet experts)
+    public static AdaptedModel Load(string directory, ExpertPool experts)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(experts);
         var manifest = AdaptationManifest.Read(directory);
-        if (manifest.ZooRecipeHash != experts.Manifest.RecipeHash)
+        if (manifest.PoolIdentity != experts.Manifest.Identity)
         {
             throw new InvalidDataException(
-                $"{directory} was made from zoo recipe {manifest.ZooRecipeHash}; the zoo at {experts.Directory} has recipe {experts.Manifest.RecipeHash}.");
+                $"{directory} was made from pool {manifest.PoolIdentity}; the pool at {experts.Directory} is {experts.Manifest.Identity}.");
         }
 
         if (manifest.Result is null)
@@ -72,7 +73,7 @@ public sealed class AdaptedModel : IDisposable
         }
 
         bool sameTasks = experts.TaskNames.SequenceEqual(manifest.Tasks, StringComparer.Ordinal);
-        using var own = sameTasks ? null : ExpertSet.Load(experts.Directory, manifest.Tasks);
+        using var own = sameTasks ? null : ExpertPool.Load(experts.Directory, manifest.Tasks);
         var set = own ?? experts;
         var routers = WeightEnsemblingRouterFile.Open(Path.Combine(directory, AdaptationJob.RoutersFileName));
         if (routers.Tasks is { } recorded && !recorded.SequenceEqual(manifest.Tasks, StringComparer.Ordinal))

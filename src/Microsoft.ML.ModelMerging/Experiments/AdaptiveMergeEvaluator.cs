@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -15,12 +16,12 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// </summary>
 public sealed class AdaptiveMergeEvaluator : IDisposable
 {
-    private readonly ExpertSet _experts;
+    private readonly ExpertPool _experts;
     private readonly BenchmarkSources? _sources;
     private readonly Dictionary<string, TaskSplits> _data = new(StringComparer.Ordinal);
     private UnlabeledImages? _testImages;
 
-    public AdaptiveMergeEvaluator(ExpertSet experts, BenchmarkSources? sources = null)
+    public AdaptiveMergeEvaluator(ExpertPool experts, BenchmarkSources? sources = null)
     {
         _experts = experts;
         _sources = sources;

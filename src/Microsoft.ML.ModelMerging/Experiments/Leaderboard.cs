@@ -156,7 +156,7 @@ public sealed class Leaderboard
         text.AppendLine("## Test accuracy per task");
         text.AppendLine();
         var table = new AccuracyTable(Tasks, Individual);
-        table.Add("Individual", new Zoo.TaskAccuracies(Individual));
+        table.Add("Individual", new Pools.TaskAccuracies(Individual));
         foreach (var e in Entries) table.Add(e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
         text.Append(table.ToMarkdown());
         foreach (var chart in chartFiles)

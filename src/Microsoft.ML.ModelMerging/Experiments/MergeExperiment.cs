@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.OnnxRuntime;
 using static TorchSharp.torch;
@@ -73,10 +74,10 @@ public sealed record MergeExperimentProgress(string Method, int MethodIndex, int
 /// </summary>
 public sealed class MergeExperiment
 {
-    private readonly ExpertSet _experts;
+    private readonly ExpertPool _experts;
     private readonly BenchmarkSources? _sources;
 
-    public MergeExperiment(ExpertSet experts, MergeExperimentOptions? options = null, BenchmarkSources? sources = null)
+    public MergeExperiment(ExpertPool experts, MergeExperimentOptions? options = null, BenchmarkSources? sources = null)
     {
         _experts = experts;
         _sources = sources;

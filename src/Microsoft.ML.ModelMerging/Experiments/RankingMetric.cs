@@ -21,7 +21,7 @@ public static class RankingMetrics
         _ => throw new ArgumentException($"Unknown metric '{text}': expected average, normalized or worst."),
     };
 
-    public static double Score(this RankingMetric metric, Zoo.TaskAccuracies accuracies, IReadOnlyDictionary<string, double> individual) => metric switch
+    public static double Score(this RankingMetric metric, Pools.TaskAccuracies accuracies, IReadOnlyDictionary<string, double> individual) => metric switch
     {
         RankingMetric.Average => accuracies.Average,
         RankingMetric.Normalized => accuracies.NormalizedAverage(individual),

@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -19,11 +20,11 @@ public sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies
 /// </summary>
 public sealed class StaticMergeEvaluator
 {
-    private readonly ExpertSet _experts;
+    private readonly ExpertPool _experts;
     private readonly BenchmarkSources? _sources;
     private readonly Dictionary<string, TaskSplits> _data = new(StringComparer.Ordinal);
 
-    public StaticMergeEvaluator(ExpertSet experts, BenchmarkSources? sources = null)
+    public StaticMergeEvaluator(ExpertPool experts, BenchmarkSources? sources = null)
     {
         _experts = experts;
         _sources = sources;

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.MLNet;
@@ -29,7 +30,7 @@ public interface IMergeStrategy
 /// <summary>What a strategy is given.</summary>
 public sealed class MergeStrategyContext
 {
-    public MergeStrategyContext(ExpertSet experts, IReadOnlyList<string> tasks, VitOnnxExportOptions exportOptions,
+    public MergeStrategyContext(ExpertPool experts, IReadOnlyList<string> tasks, VitOnnxExportOptions exportOptions,
         UnlabeledImages? images = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(experts);
@@ -56,7 +57,7 @@ public sealed class MergeStrategyContext
     }
 
     /// <summary>The pre-trained model, every expert and every head. Merging uses all its experts.</summary>
-    public ExpertSet Experts { get; }
+    public ExpertPool Experts { get; }
 
     /// <summary>The tasks whose heads the exported model must have (all of the set's, or the one asked for).</summary>
     public IReadOnlyList<string> Tasks { get; }

@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.MLNet;
@@ -21,7 +22,7 @@ public static class MergeExpertsCatalog
     ///     .Append(ml.Transforms.MergeExperts(experts, new MergeExpertsOptions { Method = "ties" }));
     /// </code>
     /// </example>
-    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertSet experts, MergeExpertsOptions? options = null)
+    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertPool experts, MergeExpertsOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentNullException.ThrowIfNull(experts);
@@ -36,7 +37,7 @@ public static class MergeExpertsCatalog
     /// <param name="experts">The expert set the comparison ran on.</param>
     /// <param name="setting">The entry's <see cref="Experiments.LeaderboardEntry.Setting"/> (or <see cref="Experiments.Leaderboard.ReadBestSetting"/>).</param>
     /// <param name="options">Input column, tasks, model path...; its method, parameters and strategy are ignored (not changed): the setting's are used.</param>
-    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertSet experts, Experiments.MergeCandidate setting,
+    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertPool experts, Experiments.MergeCandidate setting,
         MergeExpertsOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(setting);

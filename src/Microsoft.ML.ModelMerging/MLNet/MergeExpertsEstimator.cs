@@ -4,6 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.Transforms;
 using static TorchSharp.torch;
@@ -12,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.MLNet;
 
 /// <summary>
 /// Merges an expert set when fitted, exports the merged model to ONNX and returns a <see cref="MergeExpertsTransformer"/>
-/// that scores with ML.NET's own <c>OnnxTransformer</c> (see <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Zoo.ExpertSet, MergeExpertsOptions)"/>).
+/// that scores with ML.NET's own <c>OnnxTransformer</c> (see <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Pools.ExpertPool, MergeExpertsOptions)"/>).
 /// <para>
 /// Output columns, per task: the score vector (<see cref="MergeExpertsOptions.ScoreColumnName"/>, a vector of
 /// <see cref="float"/> of the class count) and the predicted class name (<see cref="MergeExpertsOptions.PredictedLabelColumnName"/>,
@@ -25,7 +26,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
     private const int LabelHashBits = 30;
 
     private readonly TransformsCatalog _catalog;
-    private readonly ExpertSet _experts;
+    private readonly ExpertPool _experts;
     private readonly string? _modelPath;
     private readonly string? _taskColumn;
     private readonly OnnxScoreKind _scores;
@@ -33,7 +34,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
     private readonly int? _gpuDeviceId;
     private readonly bool _fallbackToCpu;
 
-    internal MergeExpertsEstimator(TransformsCatalog catalog, ExpertSet experts, MergeExpertsOptions options)
+    internal MergeExpertsEstimator(TransformsCatalog catalog, ExpertPool experts, MergeExpertsOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         _catalog = catalog;

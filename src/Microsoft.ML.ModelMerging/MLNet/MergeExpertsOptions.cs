@@ -15,7 +15,7 @@ public enum PixelRange
 }
 
 /// <summary>
-/// Options of <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Zoo.ExpertSet, MergeExpertsOptions)"/>: how to merge (a weight-only <see cref="Method"/> with its
+/// Options of <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Pools.ExpertPool, MergeExpertsOptions)"/>: how to merge (a weight-only <see cref="Method"/> with its
 /// <see cref="Parameters"/>, or any <see cref="Strategy"/>), which column holds the pixels and what they look like,
 /// which tasks to predict, and where the ONNX model goes.
 /// </summary>

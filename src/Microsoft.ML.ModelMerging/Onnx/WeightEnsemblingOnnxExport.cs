@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Onnx;
@@ -26,10 +27,10 @@ public static class WeightEnsemblingOnnxExport
         ArgumentException.ThrowIfNullOrWhiteSpace(outputPath);
         options ??= new VitOnnxExportOptions();
         var file = WeightEnsemblingRouterFile.Open(routers);
-        var manifest = ZooManifest.Read(zoo);
+        var manifest = PoolManifest.Read(zoo);
         IReadOnlyList<string> expertTasks = file.ExpertTasks(manifest.Tasks.Select(t => t.Name).ToList(), tasks);
 
-        using var experts = ExpertSet.Load(zoo, expertTasks);
+        using var experts = ExpertPool.Load(zoo, expertTasks);
         using var model = file.CreateModel(experts);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (key, value) in file.Metadata)

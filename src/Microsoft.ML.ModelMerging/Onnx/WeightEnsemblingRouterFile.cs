@@ -3,6 +3,7 @@ using System.Text.Json;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Onnx;
@@ -152,7 +153,7 @@ public sealed class WeightEnsemblingRouterFile
     /// set's task order, which must be the routers' order when recorded) and loads the routers into it.
     /// </summary>
     /// <exception cref="ArgumentException">The zoo does not match the routers (config, tasks or expert count).</exception>
-    public WeightEnsemblingMoE CreateModel(ExpertSet experts)
+    public WeightEnsemblingMoE CreateModel(ExpertPool experts)
     {
         ArgumentNullException.ThrowIfNull(experts);
         if (Config is not null && Config.ToJson() != experts.Config.ToJson())

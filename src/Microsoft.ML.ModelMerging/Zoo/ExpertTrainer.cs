@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
@@ -6,8 +7,6 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Zoo;
 
-/// <summary>Accuracy of one model on one task's validation and test splits.</summary>
-public sealed record SplitAccuracy(double Validation, double Test);
 
 /// <summary>What making an expert produced: the fine-tuned backbone weights, its frozen head, and accuracies before and after.</summary>
 public sealed class ExpertTrainingResult : IDisposable
@@ -30,6 +29,9 @@ public sealed class ExpertTrainingResult : IDisposable
 /// </summary>
 public static class ExpertTrainer
 {
+    /// <summary>Names of the phases <see cref="Train"/> reports.</summary>
+    public const string ProbePhase = "linear probe", FineTuningPhase = "fine-tuning", EvaluationPhase = "evaluation";
+
     public static ClassificationHead TrainLinearProbe(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained,
         ImageDataset train, TrainingOptions options, long seed, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
@@ -55,14 +57,18 @@ public static class ExpertTrainer
     }
 
     /// <param name="probeShots">Images per class the head is fitted on; 0 = the whole training split.</param>
+    /// <param name="phases">Told when each phase starts: <see cref="ProbePhase"/>, <see cref="FineTuningPhase"/>, <see cref="EvaluationPhase"/>.</param>
     public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
         int probeShots, TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null)
     {
+        phases?.Report(ProbePhase);
         var head = TrainLinearProbe(config, pretrained, Shots(task.Train, probeShots, (int)seed), linearProbe, seed, progress, cancellation);
         try
         {
+            phases?.Report(EvaluationPhase);
             var probe = Evaluate(config, pretrained, head, task);
+            phases?.Report(FineTuningPhase);
             using var model = VisionTransformer.FromState(config, pretrained);
             using (var images = task.Train.ToTensor())
             using (var labels = task.Train.LabelsToTensor())
@@ -71,6 +77,7 @@ public static class ExpertTrainer
                     fineTuning with { Seed = seed }, progress, cancellation);
             }
             var weights = model.State().ToDictionary(kv => kv.Key, kv => kv.Value.clone(), StringComparer.Ordinal);
+            phases?.Report(EvaluationPhase);
             return new ExpertTrainingResult { Backbone = weights, Head = head, LinearProbe = probe, Expert = Evaluate(config, weights, head, task) };
         }
         catch

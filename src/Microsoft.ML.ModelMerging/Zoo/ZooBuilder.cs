@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Pools;
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
@@ -30,7 +31,7 @@ public sealed class ZooBuilder
     public ZooRecipe Recipe { get; }
     public BenchmarkSources Sources { get; }
 
-    public ZooManifest Build(string directory, IReadOnlyList<BenchmarkTask>? tasks = null, IProgress<ZooBuildProgress>? progress = null,
+    public PoolManifest Build(string directory, IReadOnlyList<BenchmarkTask>? tasks = null, IProgress<ZooBuildProgress>? progress = null,
         CancellationToken cancellation = default)
     {
         tasks ??= BenchmarkTasks.All;
@@ -40,11 +41,11 @@ public sealed class ZooBuilder
         int stages = 1 + tasks.Count;
         manual_seed(Recipe.Seed);
 
-        var pretraining = Pretrain(Path.Combine(directory, ZooManifest.PretrainedFileName), config,
+        var pretraining = Pretrain(Path.Combine(directory, PoolManifest.PretrainedFileName), config,
             p => progress?.Report(new ZooBuildProgress("pre-training on the glyph corpus", 0, stages, p)), cancellation);
-        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(directory, ZooManifest.PretrainedFileName));
+        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(directory, PoolManifest.PretrainedFileName));
 
-        var zooTasks = new List<ZooTask>();
+        var zooTasks = new List<PoolTask>();
         for (int i = 0; i < tasks.Count; i++)
         {
             var task = tasks[i];
@@ -53,12 +54,12 @@ public sealed class ZooBuilder
                 p => progress?.Report(new ZooBuildProgress($"expert {task.Name}", i + 1, stages, p)), cancellation));
         }
 
-        var manifest = new ZooManifest
+        var manifest = new PoolManifest
         {
             RecipeHash = Recipe.Hash,
             Recipe = JsonDocument.Parse(Recipe.ToJson()).RootElement,
             Model = JsonDocument.Parse(config.ToJson()).RootElement,
-            Pretrained = ZooManifest.PretrainedFileName,
+            Pretrained = PoolManifest.PretrainedFileName,
             Pretraining = pretraining,
             Tasks = zooTasks,
         };
@@ -66,10 +67,10 @@ public sealed class ZooBuilder
         return manifest;
     }
 
-    private ZooPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
+    private PoolPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
     {
         var corpus = PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed);
-        if (TryReadStamp(path, Recipe.PretrainingHash, out var stamp)) return JsonSerializer.Deserialize<ZooPretraining>(stamp)!;
+        if (TryReadStamp(path, Recipe.PretrainingHash, out var stamp)) return JsonSerializer.Deserialize<PoolPretraining>(stamp)!;
 
         using var model = VisionTransformer.Create(config, Recipe.Seed);
         using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, Recipe.Seed);
@@ -80,7 +81,7 @@ public sealed class ZooBuilder
                 Recipe.Pretraining with { Seed = Recipe.Seed }, new SynchronousProgress<TrainingProgress>(report), cancellation);
         }
         double accuracy = ExpertTrainer.Accuracy(config, model.Weights, head, corpus.Validation);
-        var result = new ZooPretraining
+        var result = new PoolPretraining
         {
             Corpus = PretrainingCorpus.Name, Classes = corpus.ClassNames.Count, Train = corpus.Train.Count,
             Fingerprint = corpus.Train.Fingerprint, ValidationAccuracy = Math.Round(accuracy, 4),
@@ -90,7 +91,7 @@ public sealed class ZooBuilder
         return result;
     }
 
-    private ZooTask MakeExpert(string directory, BenchmarkTask task, IReadOnlyDictionary<string, Tensor> pretrained, int seed,
+    private PoolTask MakeExpert(string directory, BenchmarkTask task, IReadOnlyDictionary<string, Tensor> pretrained, int seed,
         Action<TrainingProgress> report, CancellationToken cancellation)
     {
         var splits = task.Load(Sources, Recipe.Seed);
@@ -113,7 +114,7 @@ public sealed class ZooBuilder
             ModelCheckpoints.SaveBackbone(Path.Combine(directory, expertPath), Recipe.Model, result.Backbone,
                 new Dictionary<string, string>(Stamp(Recipe.Hash, accuracy)) { ["mlmerge.task"] = task.Name });
         }
-        return new ZooTask
+        return new PoolTask
         {
             Name = task.Name, Source = task.Source, ClassNames = task.ClassNames,
             Train = splits.Train.Count, Validation = splits.Validation.Count, Test = splits.Test.Count,

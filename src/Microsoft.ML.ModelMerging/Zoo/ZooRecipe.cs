@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Pools;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;

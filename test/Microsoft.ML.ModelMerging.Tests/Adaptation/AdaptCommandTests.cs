@@ -7,6 +7,7 @@ using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -47,13 +48,13 @@ public sealed class AdaptCommandTests
         (exit, text, error) = CliRunner.Run("eval", "--model", output, "--zoo", zoo, "--task", TwoTasks[0]);
         Assert.AreEqual(0, exit, error);
 
-        using var experts = ExpertSet.Load(zoo, TwoTasks);
+        using var experts = ExpertPool.Load(zoo, TwoTasks);
         var splits = TwoTasks.Select(t => experts.LoadData(t)).ToList();
         var tasks = TwoTasks.Select((t, i) => new AdaptationTask(t, splits[i].Test.ToTensor(), experts.Head(t))).ToList();
         using var moe = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions { RouterDepth = 1, Seed = 4 });
         TestTimeAdaptation.Run(moe, tasks, new TestTimeAdaptationOptions { LearningRate = 0.01, Steps = 3, BatchSizePerTask = 4, Seed = 4 });
 
-        using (var oneTask = ExpertSet.Load(zoo, [TwoTasks[0]]))
+        using (var oneTask = ExpertPool.Load(zoo, [TwoTasks[0]]))
         using (var loaded = AdaptedModel.Load(output, oneTask))
         {
             foreach (var (name, parameter) in moe.RouterParameters)
@@ -91,7 +92,7 @@ public sealed class AdaptCommandTests
         Assert.AreEqual(Path.Combine(output, AdaptationJob.RoutersFileName), routers.Path);
         CollectionAssert.AreEqual(runOrder, routers.Tasks!.ToArray());
 
-        using (var zooOrder = ExpertSet.Load(zoo, TwoTasks))
+        using (var zooOrder = ExpertPool.Load(zoo, TwoTasks))
         {
             var wrongOrder = Assert.ThrowsExactly<ArgumentException>(() => routers.CreateModel(zooOrder));
             StringAssert.Contains(wrongOrder.Message, $"the routers weigh the experts of tasks [{runOrder[0]}, {runOrder[1]}] in this order");
@@ -103,7 +104,7 @@ public sealed class AdaptCommandTests
         StringAssert.Contains(error, "in this order");
 
         // Routers whose recorded order contradicts the run's manifest are refused by eval.
-        using (var experts = ExpertSet.Load(zoo, runOrder))
+        using (var experts = ExpertPool.Load(zoo, runOrder))
         using (var loaded = AdaptedModel.Load(output, experts))
         {
             loaded.WeightEnsembling!.SaveRouters(routers.Path, WeightEnsemblingRouterFile.TaskMetadata(TwoTasks));
@@ -125,7 +126,7 @@ public sealed class AdaptCommandTests
              "--checkpoint-every", "2", "--out", output];
 
         // Stopped after step 3; the checkpoint of step 2 is the last complete one.
-        using (var experts = ExpertSet.Load(zoo, ["optical-digits"]))
+        using (var experts = ExpertPool.Load(zoo, ["optical-digits"]))
         using (var cancellation = new CancellationTokenSource())
         {
             var options = new AdaptationJobOptions { Method = AdaptationMethod.AdaMergingLayerWise, Steps = 4, BatchSizePerTask = 4, LearningRate = 0.001, CheckpointEvery = 2 };
@@ -191,7 +192,7 @@ public sealed class AdaptCommandTests
         StringAssert.Contains(text, $"{method} on 2 tasks: 6 training examples per task");
 
         using var scope = NewDisposeScope();
-        using var experts = ExpertSet.Load(zoo, TwoTasks);
+        using var experts = ExpertPool.Load(zoo, TwoTasks);
         var examples = TwoTasks.Select(t =>
         {
             var train = ExpertExamples.Sample(experts.LoadData(t).Train, 6, seed: 2);

@@ -6,6 +6,7 @@ using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Tests.Experiments;
@@ -31,7 +32,7 @@ public sealed class MergeExperimentTests
     public void EntriesAreRankedAndTheirNumbersMatchAnIndependentEvaluation()
     {
         const RankingMetric metric = RankingMetric.Worst;
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, TwoTasks);
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         var leaderboard = new MergeExperiment(experts, Short(metric)).Run();
 
         Assert.IsTrue(leaderboard.Complete);
@@ -70,7 +71,7 @@ public sealed class MergeExperimentTests
     [TestMethod]
     public void BudgetStopsStartingNewCandidates()
     {
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, TwoTasks);
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         var nothing = new MergeExperiment(experts, Short() with { TimeBudget = TimeSpan.Zero }).Run();
         Assert.IsFalse(nothing.Complete);
         Assert.IsEmpty(nothing.Entries);
@@ -89,7 +90,7 @@ public sealed class MergeExperimentTests
     public void CancellationLeavesAValidPartialLeaderboard()
     {
         using var dir = new TempDirectory();
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, TwoTasks);
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         using var cancel = new CancellationTokenSource();
         var progress = new SynchronousProgress<MergeExperimentProgress>(p => { if (p.Finished?.Method == "simple-average") cancel.Cancel(); });
         var leaderboard = new MergeExperiment(experts, Short() with { MeasureOnnx = false }).Run(progress, cancel.Token);
@@ -143,7 +144,7 @@ public sealed class MergeExperimentTests
     [TestMethod]
     public void AdaptiveMethodsRankBesideStaticOnesAndTheirNumbersMatchTheSameAdaptation()
     {
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, TwoTasks);
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         int threads = TorchSharp.torch.get_num_threads();
         TorchSharp.torch.set_num_threads(1);
         try
@@ -163,7 +164,7 @@ public sealed class MergeExperimentTests
         public string Label { get; set; } = "";
     }
 
-    private static void AdaptiveRunsMatchMergeExperts(ExpertSet experts)
+    private static void AdaptiveRunsMatchMergeExperts(ExpertPool experts)
     {
         var options = new MergeExperimentOptions
         {

@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.Transforms.Image;
 using SkiaSharp;
@@ -17,7 +18,7 @@ public sealed class ImagePipelineTests
 {
     private static readonly string[] Tasks = ["mnist", "fashion-mnist", "glyph-symbols"];
 
-    private static ExpertSet s_experts = null!;
+    private static ExpertPool s_experts = null!;
     private static int s_threads;
 
     [ClassInitialize]
@@ -25,7 +26,7 @@ public sealed class ImagePipelineTests
     {
         s_threads = TorchSharp.torch.get_num_threads();
         TorchSharp.torch.set_num_threads(1);
-        s_experts = ExpertSet.Load(CommittedZoo.Directory);
+        s_experts = ExpertPool.Load(CommittedZoo.Directory);
     }
 
     [ClassCleanup]

@@ -4,6 +4,7 @@ using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static Microsoft.ML.ModelMerging.Tests.MLNet.MlNetTestData;
 
@@ -16,7 +17,7 @@ namespace Microsoft.ML.ModelMerging.Tests.MLNet;
 [TestClass]
 public sealed class MergeExpertsEstimatorTests
 {
-    private static ExpertSet s_experts = null!;
+    private static ExpertPool s_experts = null!;
     private static float[][] s_images = null!;
     private static int s_threads;
 
@@ -26,7 +27,7 @@ public sealed class MergeExpertsEstimatorTests
         // One TorchSharp thread: on a shared machine OpenMP's spinning threads slow small merges down by an order of magnitude.
         s_threads = TorchSharp.torch.get_num_threads();
         TorchSharp.torch.set_num_threads(1);
-        s_experts = ExpertSet.Load(CommittedZoo.Directory);
+        s_experts = ExpertPool.Load(CommittedZoo.Directory);
         // Real test images of two tasks, in [0, 1].
         s_images = Images(s_experts.LoadData("mnist").Test, 12).Concat(Images(s_experts.LoadData("fashion-mnist").Test, 12)).ToArray();
     }
@@ -254,7 +255,7 @@ public sealed class MergeExpertsEstimatorTests
         double accuracy = predicted.Where((label, i) => label == test.ClassNames[test.Labels.Span[i]]).Count() / (double)test.Count;
 
         using var merged = Merge(s_experts, "task-arithmetic");
-        using var single = ExpertSet.Load(CommittedZoo.Directory, [task]);
+        using var single = ExpertPool.Load(CommittedZoo.Directory, [task]);
         TaskAccuracies reference = TaskAccuracy.Evaluate(single, s_experts.Config, merged.Merged, EvaluationSplit.Test);
         Assert.AreEqual(reference.PerTask[task], accuracy);
         Assert.IsGreaterThan(0.5, accuracy, "the merged model is far better than chance on a task it merged");

@@ -2,6 +2,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -63,7 +64,7 @@ internal static class MlNetTestData
     }
 
     /// <summary>The same in-memory merge the estimator's weight-only strategy runs.</summary>
-    public static MergeResult Merge(ExpertSet experts, string method, params string[] parameters) =>
+    public static MergeResult Merge(ExpertPool experts, string method, params string[] parameters) =>
         new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method, MergeParameters.Parse(parameters)),
             experts.Pretrained, experts.Experts, expertNames: experts.TaskNames);
 

@@ -79,7 +79,7 @@ public sealed class ExportOnnxCommandTests
         using var dir = new TempDirectory();
         string zoo = Zoo.CommittedZoo.Directory;
         string onnx = dir.File("model.onnx");
-        var manifest = ModelMerging.Zoo.ZooManifest.Read(zoo);
+        var manifest = ModelMerging.Pools.PoolManifest.Read(zoo);
 
         var (exit, output, error) = Run("export-onnx", "--model", Path.Combine(zoo, "pretrained.safetensors"), "--zoo", zoo, "--out", onnx, "--scores", "logits");
 

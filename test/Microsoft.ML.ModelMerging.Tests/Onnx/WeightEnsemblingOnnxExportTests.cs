@@ -4,6 +4,7 @@ using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -27,7 +28,7 @@ public sealed class WeightEnsemblingOnnxExportTests
     public static void ClassCleanup() => SingleTorchThread.Exit();
 
     /// <summary>A WEMoE model over three of the zoo's experts (not in zoo order) with routers moved off their initialisation.</summary>
-    private static WeightEnsemblingMoE TrainedModel(ExpertSet experts, WeightEnsemblingOptions options)
+    private static WeightEnsemblingMoE TrainedModel(ExpertPool experts, WeightEnsemblingOptions options)
     {
         var model = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, options);
         var generator = new Generator(17);
@@ -40,7 +41,7 @@ public sealed class WeightEnsemblingOnnxExportTests
         return model;
     }
 
-    private static void AssertMatches(string onnx, WeightEnsemblingMoE model, ExpertSet experts, int batch)
+    private static void AssertMatches(string onnx, WeightEnsemblingMoE model, ExpertPool experts, int batch)
     {
         using var scope = NewDisposeScope();
         Tensor pixels = ModelTestData.Images(experts.Config, batch, seed: 60 + batch).reshape(batch, -1);
@@ -61,7 +62,7 @@ public sealed class WeightEnsemblingOnnxExportTests
     {
         using var dir = new TempDirectory();
         string zoo = CommittedZoo.Directory;
-        using var experts = ExpertSet.Load(zoo, Tasks);
+        using var experts = ExpertPool.Load(zoo, Tasks);
         using var model = TrainedModel(experts, new WeightEnsemblingOptions());
         model.SaveRouters(dir.File("adapt/" + WeightEnsemblingRouterFile.FileName), WeightEnsemblingRouterFile.TaskMetadata(Tasks));
         string onnx = dir.File("wemoe.onnx");
@@ -102,7 +103,7 @@ public sealed class WeightEnsemblingOnnxExportTests
     {
         using var dir = new TempDirectory();
         string zoo = CommittedZoo.Directory;
-        using var experts = ExpertSet.Load(zoo, Tasks);
+        using var experts = ExpertPool.Load(zoo, Tasks);
         var options = WeightEnsemblingOptions.Efficient() with { RouterDepth = 1 };
         using var model = TrainedModel(experts, options);
         var tasks = Tasks.Select((t, i) => new AdaptationTask(t, ModelTestData.Images(experts.Config, 8, seed: 70 + i), experts.Head(t))).ToList();
@@ -137,7 +138,7 @@ public sealed class WeightEnsemblingOnnxExportTests
     {
         using var dir = new TempDirectory();
         string zoo = CommittedZoo.Directory;
-        using var experts = ExpertSet.Load(zoo, Tasks);
+        using var experts = ExpertPool.Load(zoo, Tasks);
         using var model = TrainedModel(experts, new WeightEnsemblingOptions { RouterDepth = 0 });
         string unnamed = dir.File("unnamed.safetensors"), named = dir.File("named.safetensors");
         model.SaveRouters(unnamed);
@@ -162,7 +163,7 @@ public sealed class WeightEnsemblingOnnxExportTests
         Assert.ThrowsExactly<ArgumentException>(() => WeightEnsemblingRouterFile.Open(unnamed).ExpertTasks([], ["mnist"]));
 
         // A model built from the zoo's experts in another order is refused.
-        using var reordered = ExpertSet.Load(zoo, ["mnist", "optical-digits", "glyph-letters"]);
+        using var reordered = ExpertPool.Load(zoo, ["mnist", "optical-digits", "glyph-letters"]);
         Assert.ThrowsExactly<ArgumentException>(() => file.CreateModel(reordered));
     }
 
@@ -172,7 +173,7 @@ public sealed class WeightEnsemblingOnnxExportTests
         using var dir = new TempDirectory();
         string zoo = CommittedZoo.Directory;
         string routers;
-        using (var experts = ExpertSet.Load(zoo, Tasks))
+        using (var experts = ExpertPool.Load(zoo, Tasks))
         {
             using var model = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions { RouterDepth = 0 });
             routers = dir.File("routers.safetensors");
@@ -215,7 +216,7 @@ public sealed class WeightEnsemblingOnnxExportTests
         string routers = dir.File("routers.safetensors");
         model.SaveRouters(routers, WeightEnsemblingRouterFile.TaskMetadata(Tasks));
 
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, Tasks);
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, Tasks);
         var error = Assert.ThrowsExactly<ArgumentException>(() => WeightEnsemblingRouterFile.Open(routers).CreateModel(experts));
         StringAssert.Contains(error.Message, "the routers were trained for the model");
     }

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Tests.Zoo;
@@ -13,7 +14,7 @@ internal static class CommittedZoo
             string root = BenchmarkSources.FindRepositoryRoot(AppContext.BaseDirectory)
                 ?? throw new InvalidOperationException("tests run outside the repository");
             string zoo = Path.Combine(root, "zoo");
-            Assert.IsTrue(File.Exists(Path.Combine(zoo, ZooManifest.FileName)), $"the committed zoo is missing at {zoo}");
+            Assert.IsTrue(File.Exists(Path.Combine(zoo, PoolManifest.FileName)), $"the committed zoo is missing at {zoo}");
             return zoo;
         }
     }

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -10,12 +11,12 @@ public sealed class CommittedZooTests
     [TestMethod]
     public void ManifestDescribesEveryArtifact()
     {
-        var manifest = ZooManifest.Read(CommittedZoo.Directory);
+        var manifest = PoolManifest.Read(CommittedZoo.Directory);
         Assert.IsGreaterThanOrEqualTo(6, manifest.Tasks.Count);
         Assert.IsGreaterThanOrEqualTo(3, manifest.Tasks.Select(t => t.Source).Distinct().Count(), "tasks from at least three sources");
         Assert.AreEqual(new ZooRecipe().Hash, manifest.RecipeHash, "the committed zoo was built by the current recipe");
         long bytes = 0;
-        foreach (var file in new[] { manifest.Pretrained }.Concat(manifest.Tasks.SelectMany(t => new[] { t.Expert, t.Head })))
+        foreach (var file in new[] { manifest.Pretrained! }.Concat(manifest.Tasks.SelectMany(t => new[] { t.Expert, t.Head })))
         {
             var path = Path.Combine(CommittedZoo.Directory, file);
             Assert.IsTrue(File.Exists(path), path);
@@ -32,7 +33,7 @@ public sealed class CommittedZooTests
     [DataRow("glyph-letters")]
     public void EvaluationReproducesTheManifestAccuracies(string task)
     {
-        using var experts = ExpertSet.Load(CommittedZoo.Directory, new[] { task });
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, new[] { task });
         var recorded = experts.Manifest.Task(task);
         var expert = TaskAccuracy.Evaluate(experts, experts.Config, experts.Expert(task), EvaluationSplit.Test);
         var probe = TaskAccuracy.Evaluate(experts, experts.Config, experts.Pretrained, EvaluationSplit.Validation);
@@ -46,14 +47,14 @@ public sealed class CommittedZooTests
         using var dir = new TempDirectory();
         foreach (var file in Directory.GetFiles(CommittedZoo.Directory, "*", SearchOption.AllDirectories))
             File.Copy(file, dir.File(Path.GetRelativePath(CommittedZoo.Directory, file)));
-        var manifest = ZooManifest.Read(dir.Path);
+        var manifest = PoolManifest.Read(dir.Path);
         var tampered = manifest with
         {
             Tasks = manifest.Tasks.Select(t => t.Name == "mnist"
                 ? t with { Fingerprints = new Dictionary<string, string>(t.Fingerprints) { ["test"] = new string('0', 64) } } : t).ToList(),
         };
         tampered.Write(dir.Path);
-        using var experts = ExpertSet.Load(dir.Path, new[] { "mnist" });
+        using var experts = ExpertPool.Load(dir.Path, new[] { "mnist" });
         var error = Assert.ThrowsExactly<InvalidDataException>(() => experts.LoadData("mnist"));
         StringAssert.Contains(error.Message, "Task 'mnist' test split differs from the one the zoo was built on");
     }

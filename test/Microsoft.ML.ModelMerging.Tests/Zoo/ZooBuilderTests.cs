@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Training;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Tests.Zoo;
@@ -53,9 +54,9 @@ public sealed class ZooBuilderTests
         using var cancel = new CancellationTokenSource();
         var progress = new SynchronousProgress<ZooBuildProgress>(p => { if (p.StageIndex == 1 && p.Training is { Step: 2 }) cancel.Cancel(); });
         Assert.ThrowsExactly<OperationCanceledException>(() => new ZooBuilder(Tiny).Build(dir.Path, new[] { BenchmarkTasks.OpticalDigits }, progress, cancel.Token));
-        Assert.IsTrue(File.Exists(dir.File(ZooManifest.PretrainedFileName)), "the finished pre-training stage is kept");
+        Assert.IsTrue(File.Exists(dir.File(PoolManifest.PretrainedFileName)), "the finished pre-training stage is kept");
         Assert.IsFalse(File.Exists(dir.File("experts/optical-digits.safetensors")));
-        Assert.IsFalse(File.Exists(dir.File(ZooManifest.FileName)));
+        Assert.IsFalse(File.Exists(dir.File(PoolManifest.FileName)));
         Assert.AreEqual(0, Directory.GetFiles(dir.Path, "*.partial", SearchOption.AllDirectories).Length);
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 using SkiaSharp;
 using static TorchSharp.torch;
@@ -18,7 +19,7 @@ public sealed class ZooCommandsTests
             "--task", "fashion-mnist", "--split", "val");
         Assert.AreEqual(0, exit, error);
 
-        using var experts = ExpertSet.Load(zoo, new[] { "fashion-mnist" });
+        using var experts = ExpertPool.Load(zoo, new[] { "fashion-mnist" });
         var data = experts.LoadData("fashion-mnist").Validation;
         using var images = data.ToTensor();
         using var scope = NewDisposeScope();
@@ -75,7 +76,7 @@ public sealed class ZooCommandsTests
         using var expert = ModelCheckpoints.LoadBackbone(dir.File("expert/expert.safetensors"));
         using var head = ModelCheckpoints.LoadHead(dir.File("expert/head.safetensors"));
         CollectionAssert.AreEqual(new[] { "bar", "ring" }, head.ClassNames.ToArray());
-        var splits = UserTask.Load(dir.File("shapes"), 28, 1);
+        var splits = ImageFolderTask.Load(dir.File("shapes"), 28, 1);
         double accuracy = ExpertTrainer.Accuracy(expert.Config, expert.Weights, head, splits.Test);
         Assert.IsGreaterThanOrEqualTo(0.8, accuracy, $"test accuracy {accuracy}");
     }

@@ -3,7 +3,7 @@ using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.ModelMerging.Zoo;
+namespace Microsoft.ML.ModelMerging.Pools;
 
 /// <summary>Which split to evaluate on: validation chooses hyperparameters, test is for reporting.</summary>
 public enum EvaluationSplit
@@ -36,7 +36,7 @@ public static class TaskAccuracy
     public static ImageDataset Pick(TaskSplits splits, EvaluationSplit split) => split == EvaluationSplit.Test ? splits.Test : splits.Validation;
 
     /// <summary>Accuracy of <paramref name="features"/> + each task's head on each task's split.</summary>
-    public static TaskAccuracies Evaluate(ExpertSet experts, Func<Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null)
+    public static TaskAccuracies Evaluate(ExpertPool experts, Func<Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null)
     {
         var perTask = new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var task in experts.Tasks)
@@ -50,7 +50,7 @@ public static class TaskAccuracy
         return new TaskAccuracies(perTask);
     }
 
-    public static TaskAccuracies Evaluate(ExpertSet experts, VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights,
+    public static TaskAccuracies Evaluate(ExpertPool experts, VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights,
         EvaluationSplit split, BenchmarkSources? sources = null) =>
         Evaluate(experts, x => VisionTransformer.Forward(config, weights, x), split, sources);
 }

@@ -1,0 +1,114 @@
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Pools;
+
+/// <summary>
+/// An expert pool: a pre-trained model (optional), fine-tuned experts, their heads and each task's data, as a pool
+/// directory holds them (<see cref="PoolManifest"/>): the input of every merge algorithm. The committed zoo is one pool, a
+/// user's folder made by <c>mlmerge finetune --add-to</c> another; both behave the same. Tensors are loaded on demand and
+/// owned by the pool.
+/// </summary>
+public sealed class ExpertPool : IDisposable
+{
+    private readonly Dictionary<string, LoadedBackbone> _experts = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ClassificationHead> _heads = new(StringComparer.Ordinal);
+    private LoadedBackbone? _pretrained;
+
+    private ExpertPool(string directory, PoolManifest manifest, IReadOnlyList<PoolTask> tasks)
+    {
+        Directory = directory;
+        Manifest = manifest;
+        Tasks = tasks;
+    }
+
+    public string Directory { get; }
+    public PoolManifest Manifest { get; }
+    /// <summary>The tasks in this set (all of the zoo's, or the ones asked for), in manifest order.</summary>
+    public IReadOnlyList<PoolTask> Tasks { get; }
+    public IReadOnlyList<string> TaskNames => Tasks.Select(t => t.Name).ToList();
+    public VisionTransformerConfig Config => Manifest.ModelConfig;
+
+    /// <summary>Opens a pool directory, optionally restricted to some tasks (in the order given).</summary>
+    /// <exception cref="ArgumentException">A task is not in the pool, or the pool has no task.</exception>
+    public static ExpertPool Load(string directory, IEnumerable<string>? tasks = null)
+    {
+        var manifest = PoolManifest.Read(directory);
+        var chosen = tasks?.ToList() is { Count: > 0 } names ? names.Select(manifest.Task).ToList() : manifest.Tasks.ToList();
+        if (chosen.Count == 0)
+            throw new ArgumentException($"The pool at {directory} has no task yet: add one with `mlmerge finetune --add-to {directory}`.");
+        return new ExpertPool(directory, manifest, chosen);
+    }
+
+    /// <summary>True when the pool has a shared pre-trained base (task vectors are taken against it).</summary>
+    public bool HasPretrained => Manifest.Pretrained is not null;
+
+    /// <exception cref="InvalidOperationException">The pool has no pre-trained base.</exception>
+    public IReadOnlyDictionary<string, Tensor> Pretrained =>
+        (_pretrained ??= ModelCheckpoints.LoadBackbone(Path.Combine(Directory, Manifest.Pretrained
+            ?? throw new InvalidOperationException($"The pool at {Directory} has no pre-trained base: task vectors cannot be formed.")))).Weights;
+
+    public IReadOnlyDictionary<string, Tensor> Expert(string task)
+    {
+        if (!_experts.TryGetValue(task, out var expert))
+            _experts[task] = expert = ModelCheckpoints.LoadBackbone(Path.Combine(Directory, Manifest.Task(task).Expert));
+        return expert.Weights;
+    }
+
+    public ClassificationHead Head(string task)
+    {
+        if (!_heads.TryGetValue(task, out var head))
+            _heads[task] = head = ModelCheckpoints.LoadHead(Path.Combine(Directory, Manifest.Task(task).Head));
+        return head;
+    }
+
+    public IReadOnlyList<IReadOnlyDictionary<string, Tensor>> Experts => Tasks.Select(t => Expert(t.Name)).ToList();
+
+    /// <summary>
+    /// The task's fixed splits, rebuilt from the package data or read from its image folder, and checked against the
+    /// fingerprints recorded in the manifest.
+    /// </summary>
+    public TaskSplits LoadData(string task, BenchmarkSources? sources = null)
+    {
+        var zooTask = Manifest.Task(task);
+        var splits = LoadSplits(zooTask, sources);
+        foreach (var (split, data) in new[] { ("train", splits.Train), ("validation", splits.Validation), ("test", splits.Test) })
+            if (zooTask.Fingerprints.TryGetValue(split, out var expected) && expected != data.Fingerprint)
+                throw new InvalidDataException(
+                    $"Task '{task}' {split} split differs from the one the zoo was built on (fingerprint {data.Fingerprint[..12]}…, zoo {expected[..12]}…): " +
+                    (zooTask.Data?.Kind == TaskDataSource.ImageFolderKind
+                        ? $"the images in {ImageFolderPath(zooTask.Data)} changed since the expert was trained. Restore them, or train the expert again with `mlmerge finetune --add-to`."
+                        : "the installed data or font packages changed. Rebuild the zoo with `mlmerge zoo build`."));
+        return splits;
+    }
+
+    private TaskSplits LoadSplits(PoolTask task, BenchmarkSources? sources)
+    {
+        var data = task.Data;
+        switch (data?.Kind)
+        {
+            case null:
+                return BenchmarkTasks.Get(task.Name).Load(sources, Manifest.RecipeSeed);
+            case TaskDataSource.BenchmarkKind:
+                return BenchmarkTasks.Get(data.Name ?? task.Name).Load(sources, data.Seed);
+            case TaskDataSource.ImageFolderKind:
+                var config = Config;
+                return ImageFolderTask.Load(ImageFolderPath(data), config.ImageSize, config.Channels, data.Seed, data.ValidationFraction, data.TestFraction, task.Name);
+            default:
+                throw new InvalidDataException(
+                    $"Task '{task.Name}' of the pool at {Directory} has data of kind '{data.Kind}'; expected {TaskDataSource.BenchmarkKind} or {TaskDataSource.ImageFolderKind}.");
+        }
+    }
+
+    /// <summary>The image folder of a task, resolved against the pool directory when relative.</summary>
+    public string ImageFolderPath(TaskDataSource data) =>
+        Path.GetFullPath(data.Path ?? throw new InvalidDataException($"An image-folder task of the pool at {Directory} names no path."), Path.GetFullPath(Directory));
+
+    public void Dispose()
+    {
+        _pretrained?.Dispose();
+        foreach (var e in _experts.Values) e.Dispose();
+        foreach (var h in _heads.Values) h.Dispose();
+    }
+}

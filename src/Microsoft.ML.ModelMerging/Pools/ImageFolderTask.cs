@@ -1,0 +1,36 @@
+using Microsoft.ML.ModelMerging.Data;
+
+namespace Microsoft.ML.ModelMerging.Pools;
+
+/// <summary>A user's task as an image folder (one sub-folder per class), split into train / validation / test the way benchmark tasks are.</summary>
+public static class ImageFolderTask
+{
+    /// <summary>Default fractions of each class held out for validation and test (stratified, seeded).</summary>
+    public const double ValidationFraction = 0.15, TestFraction = 0.15;
+
+    /// <summary>A benchmark task by name, or an image folder split with the default fractions.</summary>
+    public static TaskSplits Load(string nameOrFolder, int imageSize, int channels, int seed = 0, BenchmarkSources? sources = null) =>
+        Directory.Exists(nameOrFolder)
+            ? Load(nameOrFolder, imageSize, channels, seed, ValidationFraction, TestFraction)
+            : BenchmarkTasks.Get(nameOrFolder).Load(sources, seed);
+
+    /// <summary>
+    /// Reads <paramref name="folder"/> at the model's image size and colour mode and splits it per class: at least one image
+    /// of every class in validation and in test, the rest for training.
+    /// </summary>
+    /// <exception cref="ArgumentException">The fractions are out of range, or the folder has too few images to split.</exception>
+    public static TaskSplits Load(string folder, int imageSize, int channels, int seed, double validationFraction, double testFraction, string? name = null)
+    {
+        if (!(validationFraction > 0 && testFraction > 0 && validationFraction + testFraction < 1))
+            throw new ArgumentException($"Validation and test fractions must be positive and sum to less than 1 (got {validationFraction} and {testFraction}).");
+        var all = ImageFolderReader.Read(folder, imageSize, imageSize, channels == 3 ? ImageColorMode.Rgb : ImageColorMode.Grayscale,
+            name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder))));
+        int test = Math.Max(all.ClassCount, (int)Math.Round(all.Count * testFraction));
+        int validation = Math.Max(all.ClassCount, (int)Math.Round(all.Count * validationFraction));
+        int train = all.Count - test - validation;
+        if (train < all.ClassCount)
+            throw new ArgumentException($"{folder}: {all.Count} images are too few to split into train/validation/test for {all.ClassCount} classes.");
+        var parts = StratifiedSampler.Split(all.Labels.Span, all.ClassCount, new[] { train, validation, test }, seed);
+        return new TaskSplits(all.Select(parts[0], all.Name + "/train"), all.Select(parts[1], all.Name + "/validation"), all.Select(parts[2], all.Name + "/test"));
+    }
+}

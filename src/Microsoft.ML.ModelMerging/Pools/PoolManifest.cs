@@ -1,0 +1,189 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Training;
+
+namespace Microsoft.ML.ModelMerging.Pools;
+
+/// <summary>
+/// Where a task's images come from: a built-in benchmark task (<see cref="Kind"/> <c>benchmark</c>, rebuilt from the
+/// package data) or a user's image folder with one sub-folder per class (<c>image-folder</c>), split seeded and stratified.
+/// </summary>
+public sealed record TaskDataSource
+{
+    public const string BenchmarkKind = "benchmark";
+    public const string ImageFolderKind = "image-folder";
+
+    /// <summary><c>benchmark</c> or <c>image-folder</c>.</summary>
+    public required string Kind { get; init; }
+
+    /// <summary>The benchmark task's name (<c>benchmark</c>); null means the pool task's own name.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>The image folder (<c>image-folder</c>): relative to the pool directory, or absolute.</summary>
+    public string? Path { get; init; }
+
+    /// <summary>Seed of the split.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Image folders: fraction of each class held out for validation.</summary>
+    public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
+
+    /// <summary>Image folders: fraction of each class held out for test.</summary>
+    public double TestFraction { get; init; } = ImageFolderTask.TestFraction;
+}
+
+/// <summary>How a pool task's expert was made (what <c>mlmerge finetune</c> ran); null for experts brought from elsewhere.</summary>
+public sealed record ExpertRecipe
+{
+    /// <summary><c>full</c>: every backbone weight fine-tuned with the head frozen.</summary>
+    public string Mode { get; init; } = "full";
+
+    public int Seed { get; init; }
+
+    /// <summary>Images per class the linear-probe head was fitted on; 0 = the whole training split.</summary>
+    public int ProbeShots { get; init; }
+
+    public required TrainingOptions LinearProbe { get; init; }
+
+    public required TrainingOptions FineTuning { get; init; }
+}
+
+/// <summary>One task of a pool: where its data comes from, its fixed splits, its expert and head, and their measured accuracies.</summary>
+public sealed record PoolTask
+{
+    public required string Name { get; init; }
+    /// <summary>A human-readable description of where the images come from (package, folder).</summary>
+    public required string Source { get; init; }
+    /// <summary>How to load the task's images; null = the built-in benchmark task of this name with the zoo recipe's seed.</summary>
+    public TaskDataSource? Data { get; init; }
+    public required IReadOnlyList<string> ClassNames { get; init; }
+    public required int Train { get; init; }
+    public required int Validation { get; init; }
+    public required int Test { get; init; }
+    /// <summary>SHA-256 of each split's pixels and labels: a rebuilt data set that differs is noticed.</summary>
+    public required IReadOnlyDictionary<string, string> Fingerprints { get; init; }
+    /// <summary>The expert checkpoint, relative to the pool directory.</summary>
+    public required string Expert { get; init; }
+    /// <summary>The classification head checkpoint, relative to the pool directory.</summary>
+    public required string Head { get; init; }
+    /// <summary>A linear probe on the pre-trained features (what the task gains from fine-tuning).</summary>
+    public required SplitAccuracy PretrainedLinearProbe { get; init; }
+    /// <summary>The expert with its head: the reference every merge is normalised by.</summary>
+    public required SplitAccuracy Individual { get; init; }
+    /// <summary>How the expert was trained, when this project trained it.</summary>
+    public ExpertRecipe? Training { get; init; }
+}
+
+/// <summary>The zoo's pre-training stage as built: corpus, classes, size, fingerprint, accuracy of its own head on held-out glyphs.</summary>
+public sealed record PoolPretraining
+{
+    public required string Corpus { get; init; }
+    public required int Classes { get; init; }
+    public required int Train { get; init; }
+    public required string Fingerprint { get; init; }
+    public required double ValidationAccuracy { get; init; }
+}
+
+/// <summary>
+/// <c>pool.json</c>, the manifest of an expert pool: the model config, the pre-trained base (optional: the experts of a
+/// non-local pool need not share one), and per task its data, expert, head and measured accuracies. The committed zoo is
+/// one pool (with its build recipe); <c>mlmerge finetune --add-to</c> makes and extends others. Paths are relative to the
+/// pool directory. Deterministic content (no timings), so a rebuild that reproduces a pool reproduces this file too.
+/// </summary>
+public sealed record PoolManifest
+{
+    public const string FileName = "pool.json";
+    /// <summary>The manifest name of pools written before pools had their own name; read, never written.</summary>
+    public const string LegacyFileName = "zoo.json";
+    public const string PretrainedFileName = "pretrained.safetensors";
+
+    public int Format { get; init; } = 2;
+    /// <summary>The zoo recipe's hash (pools built by <c>mlmerge zoo build</c>); null for other pools.</summary>
+    public string? RecipeHash { get; init; }
+    /// <summary>The zoo build recipe; null for other pools.</summary>
+    public JsonElement? Recipe { get; init; }
+    /// <summary>The Vision Transformer config every checkpoint of the pool has.</summary>
+    public required JsonElement Model { get; init; }
+    /// <summary>The pre-trained base checkpoint, relative to the pool directory; null for a pool without a shared base.</summary>
+    public string? Pretrained { get; init; }
+    public PoolPretraining? Pretraining { get; init; }
+    public required IReadOnlyList<PoolTask> Tasks { get; init; }
+
+    [JsonIgnore]
+    public VisionTransformerConfig ModelConfig => VisionTransformerConfig.FromJson(Model.GetRawText());
+
+    /// <summary>
+    /// What results made from this pool (adaptation runs) are tied to: the recipe hash of a built zoo, else a hash of the
+    /// model config and the base's path. Adding a task keeps it, so earlier runs on other tasks stay loadable; changed
+    /// checkpoints are caught where results are loaded.
+    /// </summary>
+    [JsonIgnore]
+    public string Identity => RecipeHash ?? Convert.ToHexStringLower(
+        SHA256.HashData(Encoding.UTF8.GetBytes(Model.GetRawText() + "\n" + (Pretrained ?? ""))))[..16];
+
+    /// <summary>The seed of the zoo recipe, used by benchmark tasks without their own <see cref="TaskDataSource"/>; 0 otherwise.</summary>
+    [JsonIgnore]
+    public int RecipeSeed => Recipe is { ValueKind: JsonValueKind.Object } recipe && recipe.TryGetProperty("seed", out var seed) ? seed.GetInt32() : 0;
+
+    public PoolTask Task(string name) => Tasks.FirstOrDefault(t => t.Name == name)
+        ?? throw new ArgumentException(
+            $"The pool has no task '{name}'; it has {(Tasks.Count == 0 ? "none" : string.Join(", ", Tasks.Select(t => t.Name)))}.");
+
+    /// <summary>The manifest with <paramref name="task"/> appended, or replacing the task of the same name in place.</summary>
+    public PoolManifest WithTask(PoolTask task) => this with
+    {
+        Tasks = Tasks.Any(t => t.Name == task.Name) ? [.. Tasks.Select(t => t.Name == task.Name ? task : t)] : [.. Tasks, task],
+    };
+
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        // Optional parts (a zoo's recipe, a user task's data source) are left out rather than written as null.
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Options);
+
+    /// <summary>The manifest path of a pool directory (<c>pool.json</c>, or a legacy <c>zoo.json</c>), or the file given.</summary>
+    public static string PathOf(string pool)
+    {
+        if (!Directory.Exists(pool)) return pool;
+        string path = Path.Combine(pool, FileName);
+        string legacy = Path.Combine(pool, LegacyFileName);
+        return !File.Exists(path) && File.Exists(legacy) ? legacy : path;
+    }
+
+    /// <summary>True when <paramref name="pool"/> is a directory holding a pool manifest.</summary>
+    public static bool Exists(string pool) => Directory.Exists(pool) && File.Exists(PathOf(pool));
+
+    public static PoolManifest Read(string pool)
+    {
+        string path = PathOf(pool);
+        if (!File.Exists(path))
+            throw new FileNotFoundException(
+                $"No {FileName} at {path}: is this a pool directory? Pools are made by `mlmerge zoo build` or `mlmerge finetune --add-to <dir>`.", path);
+        try
+        {
+            return JsonSerializer.Deserialize<PoolManifest>(File.ReadAllText(path), Options)
+                ?? throw new ArgumentException($"{path}: empty manifest.");
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"{path}: not a valid pool manifest: {e.Message}");
+        }
+    }
+
+    /// <summary>Writes <c>pool.json</c> atomically (a temporary file renamed into place).</summary>
+    public void Write(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        string temp = path + ".partial";
+        File.WriteAllText(temp, ToJson() + "\n");
+        File.Move(temp, path, overwrite: true);
+    }
+}

@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.Training;
+
+namespace Microsoft.ML.ModelMerging.Zoo;
+
+/// <summary>What <see cref="PoolFineTuning.AddTask"/> does: which task, and the recipe (the zoo's by default).</summary>
+public sealed record PoolFineTuningOptions
+{
+    /// <summary>An image folder (one sub-folder per class) or a built-in benchmark task name.</summary>
+    public required string Task { get; init; }
+
+    /// <summary>The task's name in the pool; default: the folder's name (or the benchmark task's).</summary>
+    public string? Name { get; init; }
+
+    /// <summary>The pre-trained checkpoint; required when the pool does not exist yet, else it must be the pool's base.</summary>
+    public string? Base { get; init; }
+
+    /// <summary>Seed of the split and of training.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Images per class the linear probe is fitted on; 0 (default) = the whole training split, the best head a user can get.</summary>
+    public int ProbeShots { get; init; }
+
+    /// <summary>The linear probe's training; default: the zoo recipe's.</summary>
+    public TrainingOptions LinearProbe { get; init; } = new ZooRecipe().LinearProbe;
+
+    /// <summary>Fine-tuning of the backbone with the head frozen; default: the zoo recipe's (8 epochs, lr 3e-4, AdamW, cosine).</summary>
+    public TrainingOptions FineTuning { get; init; } = new ZooRecipe().FineTuning;
+
+    /// <summary>Image folders: fraction of each class held out for validation [0.15].</summary>
+    public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
+
+    /// <summary>Image folders: fraction of each class held out for test [0.15].</summary>
+    public double TestFraction { get; init; } = ImageFolderTask.TestFraction;
+}
+
+/// <summary>What <see cref="PoolFineTuning.AddTask"/> measured and wrote.</summary>
+public sealed record PoolFineTuningResult(PoolTask Task, bool CreatedPool, double Seconds, string ReportPath);
+
+/// <summary>
+/// <c>mlmerge finetune --add-to</c>: fine-tunes an expert for a user's task and registers the task in a pool (created from
+/// the base when missing), so every pool verb (<c>eval</c>, <c>adapt</c>, <c>compare</c>, <c>MergeExperts</c>) treats it
+/// like a built-in task. The manifest is written last, atomically: an interrupted run leaves the pool as it was.
+/// </summary>
+public static class PoolFineTuning
+{
+    private static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
+
+    public static PoolFineTuningResult AddTask(string poolDirectory, PoolFineTuningOptions options, IProgress<string>? phases = null,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, BenchmarkSources? sources = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(poolDirectory);
+        ArgumentNullException.ThrowIfNull(options);
+        var clock = Stopwatch.StartNew();
+        bool isFolder = Directory.Exists(options.Task);
+        string name = options.Name ?? (isFolder ? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.Task))) : options.Task);
+        if (!TaskName.IsMatch(name))
+        {
+            throw new ArgumentException($"Task name '{name}' is not usable: use letters, digits, '.', '_' or '-' (at most 64), or give one with --name.");
+        }
+
+        bool created = !PoolManifest.Exists(poolDirectory);
+        PoolManifest manifest = created ? NewManifest(poolDirectory, options) : PoolManifest.Read(poolDirectory);
+        string basePath = BasePath(poolDirectory, manifest, options);
+        using var backbone = ModelCheckpoints.LoadBackbone(basePath);
+        var config = backbone.Config;
+
+        phases?.Report("loading the images");
+        var data = isFolder
+            ? new TaskDataSource
+            {
+                Kind = TaskDataSource.ImageFolderKind,
+                Path = StoredFolderPath(poolDirectory, options.Task),
+                Seed = options.Seed,
+                ValidationFraction = options.ValidationFraction,
+                TestFraction = options.TestFraction,
+            }
+            : new TaskDataSource { Kind = TaskDataSource.BenchmarkKind, Name = BenchmarkTasks.Get(options.Task).Name, Seed = options.Seed };
+        var splits = isFolder
+            ? ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name)
+            : BenchmarkTasks.Get(options.Task).Load(sources, options.Seed);
+
+        using var result = ExpertTrainer.Train(config, backbone.Weights, splits, options.ProbeShots, options.LinearProbe, options.FineTuning, options.Seed,
+            progress, cancellation, phases);
+        cancellation.ThrowIfCancellationRequested();
+
+        Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
+        Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
+        string expert = $"experts/{name}.safetensors", head = $"heads/{name}.safetensors";
+        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert), config, result.Backbone);
+        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head), result.Head);
+        var task = new PoolTask
+        {
+            Name = name,
+            Source = isFolder ? $"image folder {Path.GetFullPath(options.Task)}" : $"benchmark task {data.Name}",
+            Data = data,
+            ClassNames = splits.ClassNames,
+            Train = splits.Train.Count,
+            Validation = splits.Validation.Count,
+            Test = splits.Test.Count,
+            Fingerprints = new SortedDictionary<string, string>(StringComparer.Ordinal)
+            {
+                ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
+            },
+            Expert = expert,
+            Head = head,
+            PretrainedLinearProbe = Round(result.LinearProbe),
+            Individual = Round(result.Expert),
+            Training = new ExpertRecipe
+            {
+                Seed = options.Seed, ProbeShots = options.ProbeShots, LinearProbe = options.LinearProbe, FineTuning = options.FineTuning,
+            },
+        };
+
+        // What was measured, with the time it took, beside the expert (the manifest stays free of timings).
+        string report = Path.Combine(poolDirectory, "experts", name + ".json");
+        File.WriteAllText(report + ".partial", JsonSerializer.Serialize(new
+        {
+            task = name,
+            images = new { train = task.Train, validation = task.Validation, test = task.Test },
+            classes = task.ClassNames,
+            linear_probe_on_pretrained = new { validation = result.LinearProbe.Validation, test = result.LinearProbe.Test },
+            expert = new { validation = result.Expert.Validation, test = result.Expert.Test },
+            seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
+            recipe = task.Training,
+        }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.Move(report + ".partial", report, overwrite: true);
+
+        manifest.WithTask(task).Write(poolDirectory);
+        return new PoolFineTuningResult(task, created, clock.Elapsed.TotalSeconds, report);
+    }
+
+    private static PoolManifest NewManifest(string poolDirectory, PoolFineTuningOptions options)
+    {
+        string baseCheckpoint = options.Base
+            ?? throw new ArgumentException($"{poolDirectory} is not a pool yet: give --base <pre-trained checkpoint> to create it.");
+        Directory.CreateDirectory(poolDirectory);
+        // The pool keeps its own copy of the base, in the project's layout with the config in the metadata.
+        using var backbone = ModelCheckpoints.LoadBackbone(baseCheckpoint);
+        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, PoolManifest.PretrainedFileName), backbone.Config, backbone.Weights);
+        var manifest = new PoolManifest
+        {
+            Model = JsonDocument.Parse(backbone.Config.ToJson()).RootElement.Clone(),
+            Pretrained = PoolManifest.PretrainedFileName,
+            Tasks = [],
+        };
+        manifest.Write(poolDirectory);
+        return manifest;
+    }
+
+    private static string BasePath(string poolDirectory, PoolManifest manifest, PoolFineTuningOptions options)
+    {
+        string poolBase = Path.Combine(poolDirectory, manifest.Pretrained
+            ?? throw new InvalidOperationException($"The pool at {poolDirectory} has no pre-trained base to fine-tune from."));
+        if (options.Base is { } given && !SameWeights(given, poolBase))
+        {
+            throw new ArgumentException($"--base {given} is not the base of the pool at {poolDirectory} ({poolBase}); experts of one pool share their base.");
+        }
+
+        return poolBase;
+    }
+
+    private static bool SameWeights(string a, string b)
+    {
+        using var left = ModelCheckpoints.LoadBackbone(a);
+        using var right = ModelCheckpoints.LoadBackbone(b);
+        return left.Weights.Count == right.Weights.Count && left.Weights.All(kv =>
+            right.Weights.TryGetValue(kv.Key, out var other) && kv.Value.shape.SequenceEqual(other.shape) && kv.Value.eq(other).all().item<bool>());
+    }
+
+    // Relative to the pool when the folder sits inside it or next to it, so pool and data can move together.
+    private static string StoredFolderPath(string poolDirectory, string folder)
+    {
+        string full = Path.GetFullPath(folder);
+        string relative = Path.GetRelativePath(Path.GetFullPath(poolDirectory), full);
+        return Path.IsPathRooted(relative) ? full : relative.Replace('\\', '/');
+    }
+
+    private static SplitAccuracy Round(SplitAccuracy accuracy) =>
+        new(Math.Round(accuracy.Validation, 4), Math.Round(accuracy.Test, 4));
+}
