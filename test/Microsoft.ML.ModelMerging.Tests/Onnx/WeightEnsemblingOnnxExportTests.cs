@@ -193,7 +193,7 @@ public sealed class WeightEnsemblingOnnxExportTests
             (["export-onnx", "--wemoe-routers", dir.File("empty"), "--zoo", zoo, "--out", onnx], "no routers.safetensors"),
             (["export-onnx", "--wemoe-routers", dir.File("missing"), "--zoo", zoo, "--out", onnx], "No router file or directory"),
             (["export-onnx", "--wemoe-routers", routers, "--zoo", zoo, "--out", onnx, "--task", "mnist"], "in this order"),
-            (["export-onnx", "--wemoe-routers", routers, "--zoo", dir.File("empty"), "--out", onnx], "zoo.json"),
+            (["export-onnx", "--wemoe-routers", routers, "--zoo", dir.File("empty"), "--out", onnx], "pool.json"),
         ];
         foreach (var (args, message) in cases)
         {

@@ -43,7 +43,7 @@ public sealed class ZooCommandsTests
     {
         var (exit, _, error) = CliRunner.Run("eval", "--model", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"), "--zoo", CommittedZoo.Directory, "--task", "cifar");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "The zoo has no task 'cifar'");
+        StringAssert.Contains(error, "The pool has no task 'cifar'");
     }
 
     /// <summary>Two classes of shapes drawn by the test: an expert made by `finetune` must beat chance clearly.</summary>
