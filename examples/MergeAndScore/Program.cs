@@ -13,6 +13,7 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Pools;
@@ -34,7 +35,7 @@ TorchSharp.torch.set_num_threads(1);
 var clock = Stopwatch.StartNew();
 using var experts = ExpertPool.Load(zoo);
 List<ImageFile> images = Images(experts, imagesDirectory, first: 0, perTask: 3, sizes: [28, 64, 100]);
-bool adaptive = AdaptiveMergeEvaluator.Handles(setting.Method);
+bool adaptive = MergeAlgorithmRegistry.Default.Get(setting.Method).Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
 // Adaptive methods learn from unlabeled images of every task; the others need none (Fit only reads the schema).
 List<ImageFile> fitImages = adaptive ? Images(experts, unlabeledDirectory, first: 3, perTask: 64, sizes: [28]) : images;
 Console.WriteLine($"{experts.TaskNames.Count} experts from {zoo}; {images.Count} images in {imagesDirectory}; method {setting}");
@@ -62,7 +63,7 @@ using (var model = pipeline.Fit(ml.Data.LoadFromEnumerable(fitImages)))
     ml.Model.Save(model, null, zip);
 }
 
-Console.WriteLine($"merged with {merge.Strategy}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
+Console.WriteLine($"merged with {setting}, saved {zip} ({new FileInfo(zip).Length / 1024} KiB) in {clock.Elapsed.TotalSeconds:F1} s");
 
 // 2. An application: a fresh MLContext loads the zip and scores one image at a time.
 var app = new MLContext();

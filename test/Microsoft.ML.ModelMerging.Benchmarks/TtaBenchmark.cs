@@ -116,7 +116,7 @@ internal static class TtaBenchmark
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(experts.TaskNames, individual);
         table.Add("Individual", new TaskAccuracies(individual));
-        var evaluator = new StaticMergeEvaluator(experts);
+        using var evaluator = new CandidateEvaluator(experts);
         foreach (var (row, grid) in ZooTable.Grids.Where(g => StaticRows.Contains(g.Row)))
         {
             var (best, _) = evaluator.SelectOnValidation(grid);

@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Algorithms;
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Experiments;
@@ -30,7 +31,7 @@ internal static class ZooTable
         var table = new AccuracyTable(tasks, individual);
         table.Add("Pre-trained (linear probe)", new TaskAccuracies(experts.Tasks.ToDictionary(t => t.Name, t => t.PretrainedLinearProbe.Test)));
         table.Add("Individual", new TaskAccuracies(individual));
-        var evaluator = new StaticMergeEvaluator(experts);
+        using var evaluator = new CandidateEvaluator(experts);
         foreach (var (row, grid) in Grids)
         {
             if (rows is { Count: > 0 } && !rows.Contains(row, StringComparer.OrdinalIgnoreCase)) continue;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -35,7 +36,7 @@ internal static class CompareCommand
             if (steps <= 0) throw new ArgumentException($"--tta-steps must be positive (got {steps}).");
             var searches = MergeMethodSearch.For(
                 parse.GetValue(methods) is { } list ? list.Split(',', StringSplitOptions.RemoveEmptyEntries) : MergeMethodSearch.Defaults.Select(d => d.Method), steps);
-            if (searches.Any(s => AdaptiveMergeEvaluator.Handles(s.Method)))
+            if (searches.Any(s => MergeAlgorithmRegistry.Default.Get(s.Method).Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)))
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"adaptive methods adapt for {steps} steps on the unlabeled test images{(steps < 1000 ? " (shortened from the protocol's 1000: --tta-steps 1000)" : "")}"));
             var options = new MergeExperimentOptions
@@ -45,10 +46,20 @@ internal static class CompareCommand
                 Metric = RankingMetrics.Parse(parse.GetValue(metric)!),
                 MeasureOnnx = !parse.GetValue(noOnnx),
             };
+            // The output directory exists from the start and holds the leaderboard of the methods finished so far.
+            string directory = parse.GetValue(output)!;
+            Directory.CreateDirectory(directory);
             var leaderboard = ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
-                p => ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}", p.Candidate, p.CandidateCount),
+                p =>
+                {
+                    if (p.Partial is { } partial) partial.WriteAll(directory);
+                    string stage = p.Inner is { } inner ? $" · {inner.Stage}" : "";
+                    return p.Inner is { Total: > 0 } step
+                        ? ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
+                        : ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
+                },
                 progress => new MergeExperiment(experts, options).Run(progress, cancellation));
-            var files = leaderboard.WriteAll(parse.GetValue(output)!);
+            var files = leaderboard.WriteAll(directory);
             writer.Write(leaderboard.ToText());
             writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
             writer.WriteLine($"files: {string.Join(", ", files.Select(Path.GetFileName))}");

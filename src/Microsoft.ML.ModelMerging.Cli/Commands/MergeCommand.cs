@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
 
@@ -51,7 +52,9 @@ internal static class MergeCommand
             var writer = parse.InvocationConfiguration.Output;
             if (parse.GetValue(list))
             {
-                writer.WriteLine(MergeMethodRegistry.Default.Describe());
+                writer.WriteLine(MergeAlgorithmRegistry.Default.Describe());
+                writer.WriteLine();
+                writer.WriteLine("merge streams the methods that need nothing but the weights; run the others with `mlmerge adapt --zoo <pool> --method <name>`.");
                 return Task.FromResult(0);
             }
             MergeJob job;
@@ -88,6 +91,10 @@ internal static class MergeCommand
                     MaxShardBytes = parse.GetValue(shardSize) is { } s ? CheckpointWriter.ParseSize(s) : null,
                     AllowMissing = parse.GetValue(allowMissing),
                 };
+                if (MergeAlgorithmRegistry.Default.TryGet(job.Method, out var algorithm) && algorithm is not WeightOnlyAlgorithm)
+                    throw new ArgumentException(
+                        $"--method {algorithm.Name} needs {MergeAlgorithmRegistry.NeedsText(algorithm.Needs)}, which a checkpoint merge does not have: " +
+                        $"run it on a pool with `mlmerge adapt --zoo <pool> --method {algorithm.Name}`.");
             }
             var report = ConsoleProgress.Run<StreamingMergeProgress, StreamingMergeReport>(
                 parse.InvocationConfiguration.Output, "merging",

@@ -6,7 +6,6 @@ using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 

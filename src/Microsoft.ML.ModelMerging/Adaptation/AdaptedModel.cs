@@ -2,7 +2,6 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;

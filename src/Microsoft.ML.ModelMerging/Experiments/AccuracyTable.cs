@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Experiments;
 

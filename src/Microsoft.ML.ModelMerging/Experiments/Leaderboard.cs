@@ -2,12 +2,15 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Algorithms;
 
 namespace Microsoft.ML.ModelMerging.Experiments;
 
 /// <summary>
 /// The ranked result of a merge experiment. Entries are ranked by the metric on the validation split (the split the
-/// choice is made on); test figures are reported beside them. A partial leaderboard (budget spent, cancelled) is valid.
+/// choice is made on); test figures are reported beside them. Methods that need the task at inference (one model per task)
+/// are ranked apart, after the task-agnostic ones: they answer an easier question. A partial leaderboard (budget spent,
+/// cancelled) is valid.
 /// </summary>
 public sealed class Leaderboard
 {
@@ -17,8 +20,8 @@ public sealed class Leaderboard
         Tasks = tasks;
         Individual = individual;
         Metric = metric;
-        // Stable order: by score, then by method name, so equal scores rank the same way every run.
-        Entries = entries.OrderByDescending(e => e.ValidationScore).ThenBy(e => e.Method, StringComparer.Ordinal).ToList();
+        // Stable order: task-agnostic first, then by score, then by method name, so equal scores rank the same way every run.
+        Entries = entries.OrderBy(e => e.NeedsTaskAtInference).ThenByDescending(e => e.ValidationScore).ThenBy(e => e.Method, StringComparer.Ordinal).ToList();
         Complete = complete;
         Skipped = skipped;
     }
@@ -31,7 +34,11 @@ public sealed class Leaderboard
     public bool Complete { get; }
     /// <summary>Methods that were not started (budget or cancellation).</summary>
     public IReadOnlyList<string> Skipped { get; }
+    /// <summary>The best task-agnostic entry (or the best of all when every method needs the task at inference).</summary>
     public LeaderboardEntry? Best => Entries.Count > 0 ? Entries[0] : null;
+
+    /// <summary>The rank of entry <paramref name="index"/> within its group (task-agnostic, or task known at inference).</summary>
+    public int RankOf(int index) => 1 + Entries.Take(index).Count(e => e.NeedsTaskAtInference == Entries[index].NeedsTaskAtInference);
 
     private static string F(double v, string format = "F4") => v.ToString(format, CultureInfo.InvariantCulture);
     private static string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
@@ -40,19 +47,19 @@ public sealed class Leaderboard
     {
         var text = new StringBuilder();
         text.AppendLine("rank,method,candidate,validation_" + Metric.ToString().ToLowerInvariant() + ",test_average,test_normalized,test_worst," +
-            string.Join(",", Tasks.Select(t => "test_" + t)) + ",merge_seconds,parameters,model_bytes,latency_ms,candidates_tried");
+            string.Join(",", Tasks.Select(t => "test_" + t)) + ",merge_seconds,search_seconds,parameters,model_bytes,latency_ms,candidates_tried,needs_task_at_inference");
         for (int i = 0; i < Entries.Count; i++)
         {
             var e = Entries[i];
             text.AppendLine(string.Join(",", new[]
             {
-                (i + 1).ToString(CultureInfo.InvariantCulture), Csv(e.Method), Csv(e.Candidate), F(e.ValidationScore), F(e.TestAverage),
+                RankOf(i).ToString(CultureInfo.InvariantCulture), Csv(e.Method), Csv(e.Candidate), F(e.ValidationScore), F(e.TestAverage),
                 F(e.TestNormalized), F(e.TestWorst),
             }.Concat(Tasks.Select(t => F(e.Test.PerTask[t]))).Concat(new[]
             {
-                F(e.MergeSeconds, "F2"), e.ParameterCount.ToString(CultureInfo.InvariantCulture),
+                F(e.MergeSeconds, "F2"), F(e.SearchSeconds, "F2"), e.ParameterCount.ToString(CultureInfo.InvariantCulture),
                 e.ModelBytes?.ToString(CultureInfo.InvariantCulture) ?? "", e.LatencyMilliseconds is { } l ? F(l, "F3") : "",
-                e.CandidatesTried.ToString(CultureInfo.InvariantCulture),
+                e.CandidatesTried.ToString(CultureInfo.InvariantCulture), e.NeedsTaskAtInference ? "true" : "false",
             })));
         }
         return text.ToString();
@@ -76,7 +83,8 @@ public sealed class Leaderboard
         individual = Individual,
         entries = Entries.Select((e, i) => new
         {
-            rank = i + 1,
+            rank = RankOf(i),
+            needs_task_at_inference = e.NeedsTaskAtInference,
             method = e.Method,
             candidate = e.Candidate,
             setting = e.Setting is { } setting ? new { method = setting.Method, parameters = setting.Parameters } : null,
@@ -86,6 +94,7 @@ public sealed class Leaderboard
             test_normalized = e.TestNormalized,
             test_worst = e.TestWorst,
             merge_seconds = e.MergeSeconds,
+            search_seconds = e.SearchSeconds,
             parameters = e.ParameterCount,
             model_bytes = e.ModelBytes,
             latency_ms = e.LatencyMilliseconds,
@@ -127,8 +136,10 @@ public sealed class Leaderboard
         for (int i = 0; i < Entries.Count; i++)
         {
             var e = Entries[i];
+            if (e.NeedsTaskAtInference && (i == 0 || !Entries[i - 1].NeedsTaskAtInference))
+                text.AppendLine("   needs the task at inference (one model per task), ranked apart:");
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"{i + 1,2} {e.Method,-18} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
+                $"{RankOf(i),2} {e.Method,-18} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
         }
         if (!Complete) text.AppendLine($"stopped early; not run: {string.Join(", ", Skipped)}");
         return text.ToString();
@@ -144,20 +155,27 @@ public sealed class Leaderboard
             $"Ranked by **{Metric.ToString().ToLowerInvariant()}** accuracy on the validation split (where each method's hyperparameters were chosen); the test split is reported.");
         if (!Complete) text.AppendLine().AppendLine($"The experiment stopped early (time budget or cancellation); not run: {string.Join(", ", Skipped)}.");
         text.AppendLine();
-        text.AppendLine("| rank | method | setting | validation | test avg | test norm. | worst task | parameters | ONNX size | latency (ms/image) | merge time (s) |");
-        text.AppendLine("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (int i = 0; i < Entries.Count; i++)
         {
             var e = Entries[i];
+            if (i == 0 || e.NeedsTaskAtInference != Entries[i - 1].NeedsTaskAtInference)
+            {
+                if (e.NeedsTaskAtInference)
+                    text.AppendLine().AppendLine("Methods that need the task of each input at inference (one model per task) answer an easier question, so they are ranked apart:").AppendLine();
+                text.AppendLine("| rank | method | setting | validation | test avg | test norm. | worst task | parameters | ONNX size | latency (ms/image) | merge time (s) | search time (s) |");
+                text.AppendLine("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            }
+
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"| {i + 1} | {e.Method} | `{e.Candidate}` | {Pct(e.ValidationScore)} | {Pct(e.TestAverage)} | {Pct(e.TestNormalized)} | {Pct(e.TestWorst)} | {e.ParameterCount:N0} | {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") + " MB" : "-")} | {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-")} | {F(e.MergeSeconds, "F1")} |");
+                $"| {RankOf(i)} | {e.Method}{(e.NeedsTaskAtInference ? " †" : "")} | `{e.Candidate}` | {Pct(e.ValidationScore)} | {Pct(e.TestAverage)} | {Pct(e.TestNormalized)} | {Pct(e.TestWorst)} | {e.ParameterCount:N0} | {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") + " MB" : "-")} | {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-")} | {F(e.MergeSeconds, "F1")} | {F(e.SearchSeconds, "F1")} |");
         }
         text.AppendLine();
         text.AppendLine("## Test accuracy per task");
         text.AppendLine();
         var table = new AccuracyTable(Tasks, Individual);
         table.Add("Individual", new Pools.TaskAccuracies(Individual));
-        foreach (var e in Entries) table.Add(e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
+        foreach (var e in Entries) table.Add(e.NeedsTaskAtInference ? e.Method + " †" : e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
+        if (Entries.Any(e => e.NeedsTaskAtInference)) text.AppendLine().AppendLine("† needs the task of each input at inference.");
         text.Append(table.ToMarkdown());
         foreach (var chart in chartFiles)
             text.AppendLine().AppendLine($"![{Path.GetFileNameWithoutExtension(chart)}]({Path.GetFileName(chart)})");

@@ -1,5 +1,5 @@
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Experiments;
 
@@ -19,8 +19,12 @@ public sealed record LeaderboardEntry
     public required double TestAverage { get; init; }
     public required double TestNormalized { get; init; }
     public required double TestWorst { get; init; }
-    /// <summary>Seconds spent merging / adapting and evaluating every setting of this method.</summary>
+    /// <summary>Seconds the merge (or adaptation) of the chosen setting took, evaluation not included.</summary>
     public required double MergeSeconds { get; init; }
+    /// <summary>Seconds spent on this method in all: every setting merged and evaluated, then the chosen one measured.</summary>
+    public double SearchSeconds { get; init; }
+    /// <summary>True when the model is one per task (TALL masks, EMR): ranked apart from the task-agnostic methods.</summary>
+    public bool NeedsTaskAtInference { get; init; }
     public required long ParameterCount { get; init; }
     /// <summary>Size of the exported ONNX model; null when the method has no exporter yet.</summary>
     public long? ModelBytes { get; init; }

@@ -1,8 +1,9 @@
 using System.Diagnostics;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Data;
-using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.MultiTask;
+using Microsoft.ML.ModelMerging.Runtime;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.OnnxRuntime;
 using static TorchSharp.torch;
 
@@ -11,8 +12,6 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// <summary>The settings one merge method is tried with; the best on validation represents the method on the leaderboard.</summary>
 public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandidate> Candidates)
 {
-    private static readonly double[] Lambdas = { 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 };
-
     /// <summary>
     /// Test-time adaptation steps of the comparison's adaptive methods: shortened from the 1000 of the full protocol so that a
     /// comparison of every method fits in minutes; <see cref="Adaptive"/> takes any count.
@@ -20,37 +19,37 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
     public const int DefaultAdaptationSteps = 200;
 
     /// <summary>
-    /// The methods trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, the method's defaults
-    /// otherwise. The flagship WEMoE comes first, so a tight time budget still reaches it.
+    /// The search of one registered algorithm: every combination of its declared search grid, or its defaults; adaptive
+    /// algorithms run <paramref name="adaptationSteps"/> steps.
     /// </summary>
-    public static IReadOnlyList<MergeMethodSearch> Adaptive(int steps = DefaultAdaptationSteps)
+    public static MergeMethodSearch Of(IMergeAlgorithm algorithm, int adaptationSteps = DefaultAdaptationSteps)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
-        string text = steps.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return new[] { "wemoe", "adamerging-layer", "e-wemoe", "adamerging-task" }
-            .Select(m => new MergeMethodSearch(m, new[] { new MergeCandidate(m, new Dictionary<string, string> { ["steps"] = text }) }))
-            .ToList();
+        ArgumentNullException.ThrowIfNull(algorithm);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(adaptationSteps);
+        if (algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages))
+        {
+            string steps = adaptationSteps.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return new(algorithm.Name, [new MergeCandidate(algorithm.Name, new Dictionary<string, string> { ["steps"] = steps })]);
+        }
+
+        return new(algorithm.Name, MergeCandidate.Grid(algorithm.Name, algorithm.SearchGrid));
     }
 
-    /// <summary>Every weight-only method with a small grid over its main hyperparameters.</summary>
-    public static IReadOnlyList<MergeMethodSearch> WeightOnly { get; } = new[]
-    {
-        new MergeMethodSearch("simple-average", new[] { new MergeCandidate("simple-average") }),
-        new MergeMethodSearch("task-arithmetic", MergeCandidate.Grid("task-arithmetic", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
-        new MergeMethodSearch("ties", MergeCandidate.Grid("ties", new Dictionary<string, double[]> { ["lambda"] = Lambdas, ["keep"] = new[] { 0.1, 0.2 } })),
-        new MergeMethodSearch("dare", MergeCandidate.Grid("dare", new Dictionary<string, double[]> { ["lambda"] = Lambdas, ["drop-rate"] = new[] { 0.5 } })),
-        new MergeMethodSearch("tall-masks", MergeCandidate.Grid("tall-masks", new Dictionary<string, double[]> { ["lambda"] = new[] { 0.3, 0.5, 1.0 }, ["tall-lambda"] = new[] { 0.2, 0.4, 0.6 } })),
-        new MergeMethodSearch("consensus", MergeCandidate.Grid("consensus", new Dictionary<string, double[]> { ["lambda"] = Lambdas })),
-        new MergeMethodSearch("emr", new[] { new MergeCandidate("emr") }),
-    };
+    /// <summary>The algorithms trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, defaults otherwise.</summary>
+    public static IReadOnlyList<MergeMethodSearch> Adaptive(int steps = DefaultAdaptationSteps) =>
+        [.. MergeAlgorithmRegistry.Default.Algorithms.Where(a => a.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)).Select(a => Of(a, steps))];
 
-    /// <summary>Every method: the weight-only ones with a small grid over their main hyperparameters, then the adaptive ones.</summary>
-    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = WeightOnly.Concat(Adaptive()).ToList();
+    /// <summary>Every weight-only method with its declared grid.</summary>
+    public static IReadOnlyList<MergeMethodSearch> WeightOnly { get; } =
+        [.. MergeAlgorithmRegistry.Default.Algorithms.Where(a => a is WeightOnlyAlgorithm).Select(a => Of(a))];
 
-    /// <summary>The default searches of the named methods, in the order given; adaptive ones run <paramref name="adaptationSteps"/> steps.</summary>
-    public static IReadOnlyList<MergeMethodSearch> For(IEnumerable<string> methods, int adaptationSteps = DefaultAdaptationSteps) => methods.Select(m =>
-        WeightOnly.Concat(Adaptive(adaptationSteps)).FirstOrDefault(d => d.Method.Equals(m.Trim(), StringComparison.OrdinalIgnoreCase))
-        ?? throw new ArgumentException($"No comparison search for method '{m}'; available: {string.Join(", ", Defaults.Select(d => d.Method))}.")).ToList();
+    /// <summary>Every registered algorithm, in registry order.</summary>
+    public static IReadOnlyList<MergeMethodSearch> Defaults { get; } = For(MergeAlgorithmRegistry.Default.Algorithms.Select(a => a.Name));
+
+    /// <summary>The searches of the named algorithms, in the order given; adaptive ones run <paramref name="adaptationSteps"/> steps.</summary>
+    /// <exception cref="ArgumentException">An unknown algorithm.</exception>
+    public static IReadOnlyList<MergeMethodSearch> For(IEnumerable<string> methods, int adaptationSteps = DefaultAdaptationSteps, MergeAlgorithmRegistry? registry = null) =>
+        [.. methods.Select(m => Of((registry ?? MergeAlgorithmRegistry.Default).Get(m.Trim()), adaptationSteps))];
 }
 
 public sealed record MergeExperimentOptions
@@ -64,23 +63,36 @@ public sealed record MergeExperimentOptions
     public int LatencyRuns { get; init; } = 30;
 }
 
-/// <summary>Where an experiment is, reported before each candidate and after each method.</summary>
-public sealed record MergeExperimentProgress(string Method, int MethodIndex, int MethodCount, int Candidate, int CandidateCount, LeaderboardEntry? Finished);
+/// <summary>
+/// Where an experiment is: reported before each candidate, during long candidates (<see cref="Inner"/>: adaptation steps,
+/// data passes), and after each method with the finished entry and the leaderboard so far.
+/// </summary>
+public sealed record MergeExperimentProgress(string Method, int MethodIndex, int MethodCount, int Candidate, int CandidateCount, LeaderboardEntry? Finished)
+{
+    /// <summary>Progress inside the running candidate, when the algorithm reports it.</summary>
+    public AlgorithmProgress? Inner { get; init; }
+
+    /// <summary>The leaderboard of the methods finished so far (with <see cref="Finished"/>).</summary>
+    public Leaderboard? Partial { get; init; }
+}
 
 /// <summary>
 /// AutoML for model merging: tries each method's settings on the validation split, keeps the best per method, measures it on
-/// the test split (plus time, size and ONNX latency) and ranks the methods. A time budget or a cancellation stops it between
-/// candidates and still returns a valid, partial leaderboard.
+/// the test split (plus merge time, size and ONNX latency) and ranks the methods, the task-agnostic ones apart from those
+/// that need the task at inference. A time budget or a cancellation stops it between candidates and still returns a valid,
+/// partial leaderboard.
 /// </summary>
 public sealed class MergeExperiment
 {
     private readonly ExpertPool _experts;
     private readonly BenchmarkSources? _sources;
+    private readonly MergeAlgorithmRegistry _registry;
 
-    public MergeExperiment(ExpertPool experts, MergeExperimentOptions? options = null, BenchmarkSources? sources = null)
+    public MergeExperiment(ExpertPool experts, MergeExperimentOptions? options = null, BenchmarkSources? sources = null, MergeAlgorithmRegistry? registry = null)
     {
         _experts = experts;
         _sources = sources;
+        _registry = registry ?? MergeAlgorithmRegistry.Default;
         Options = options ?? new MergeExperimentOptions();
         if (Options.Searches.Count == 0) throw new ArgumentException("The experiment has no method to try.");
     }
@@ -92,22 +104,25 @@ public sealed class MergeExperiment
         var clock = Stopwatch.StartNew();
         var individual = _experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Validation);
         var individualTest = _experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
-        var evaluator = new StaticMergeEvaluator(_experts, _sources);
-        using var adaptive = new AdaptiveMergeEvaluator(_experts, _sources);
+        using var evaluator = new CandidateEvaluator(_experts, _sources, _registry);
         var entries = new List<LeaderboardEntry>();
         var skipped = new List<string>();
         bool stopped = false;
         for (int m = 0; m < Options.Searches.Count; m++)
         {
             var search = Options.Searches[m];
-            if (stopped)
+            var algorithm = _registry.Get(search.Method);
+            if (stopped || (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !_experts.HasPretrained))
             {
                 skipped.Add(search.Method);
                 continue;
             }
             var methodClock = Stopwatch.StartNew();
             var tried = new List<EvaluatedCandidate>();
-            var adaptedModels = new Dictionary<EvaluatedCandidate, (byte[]? Onnx, long Parameters)>();
+            // A method with one setting is measured on both splits in the same run (adaptation is too costly to repeat).
+            bool single = search.Candidates.Count == 1;
+            byte[][]? singleOnnx = null;
+            long singleParameters = 0;
             for (int c = 0; c < search.Candidates.Count; c++)
             {
                 if (cancellation.IsCancellationRequested || (Options.TimeBudget is { } budget && clock.Elapsed >= budget))
@@ -115,18 +130,21 @@ public sealed class MergeExperiment
                     stopped = true;
                     break;
                 }
-                progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, c, search.Candidates.Count, null));
+                var report = new MergeExperimentProgress(search.Method, m, Options.Searches.Count, c, search.Candidates.Count, null);
+                progress?.Report(report);
+                var inner = progress is null ? null : new SynchronousProgress<AlgorithmProgress>(p => progress.Report(report with { Inner = p }));
                 try
                 {
-                    if (AdaptiveMergeEvaluator.Handles(search.Candidates[c].Method))
+                    var (model, seconds) = evaluator.Run(search.Candidates[c], inner, cancellation);
+                    using (model)
                     {
-                        var (result, onnx, parameters) = adaptive.Evaluate(search.Candidates[c], Options.MeasureOnnx, cancellation);
-                        tried.Add(result);
-                        adaptedModels[result] = (onnx, parameters);
-                    }
-                    else
-                    {
-                        tried.Add(evaluator.EvaluateValidation(search.Candidates[c]));
+                        tried.Add(new EvaluatedCandidate(search.Candidates[c], evaluator.Accuracy(model, EvaluationSplit.Validation),
+                            single ? evaluator.Accuracy(model, EvaluationSplit.Test) : null, seconds));
+                        if (single)
+                        {
+                            singleParameters = model.ParameterCount;
+                            if (Options.MeasureOnnx) singleOnnx = Export(model);
+                        }
                     }
                 }
                 catch (OperationCanceledException)
@@ -142,8 +160,28 @@ public sealed class MergeExperiment
             }
             // Ties go to the first setting listed, so the choice is deterministic.
             var best = tried.Aggregate((a, b) => Options.Metric.Score(b.Validation, individual) > Options.Metric.Score(a.Validation, individual) ? b : a);
-            // The test split is measured once, for the chosen setting (adaptive candidates measured it already).
-            var bestTest = best.Test ?? evaluator.Evaluate(best.Candidate).Test!;
+            byte[][]? onnx = singleOnnx;
+            long parameters;
+            double mergeSeconds = best.MergeSeconds;
+            TaskAccuracies bestTest;
+            if (best.Test is { } measured)
+            {
+                bestTest = measured;
+                parameters = singleParameters;
+            }
+            else
+            {
+                // The test split is measured once, for the chosen setting.
+                var (model, seconds) = evaluator.Run(best.Candidate);
+                using (model)
+                {
+                    mergeSeconds = seconds;
+                    bestTest = evaluator.Accuracy(model, EvaluationSplit.Test);
+                    parameters = model.ParameterCount;
+                    if (Options.MeasureOnnx && !stopped) onnx = Export(model);
+                }
+            }
+            bool needsTask = algorithm.Needs.HasFlag(AlgorithmNeeds.TaskAtInference);
             var entry = new LeaderboardEntry
             {
                 Method = search.Method,
@@ -154,45 +192,41 @@ public sealed class MergeExperiment
                 TestAverage = bestTest.Average,
                 TestNormalized = bestTest.NormalizedAverage(individualTest),
                 TestWorst = bestTest.Worst,
-                MergeSeconds = methodClock.Elapsed.TotalSeconds,
-                // An upscaled model (WEMoE) holds its task vectors and routers too.
-                ParameterCount = adaptedModels.TryGetValue(best, out var adapted)
-                    ? adapted.Parameters
-                    : _experts.Pretrained.Values.Sum(t => t.numel()) + _experts.Tasks.Sum(t => _experts.Head(t.Name).Parameters.Sum(p => p.numel())),
+                MergeSeconds = mergeSeconds,
+                SearchSeconds = methodClock.Elapsed.TotalSeconds,
+                ParameterCount = parameters,
+                NeedsTaskAtInference = needsTask,
                 Setting = best.Candidate,
                 Note = string.Join("; ", new[]
                 {
                     tried.Count < search.Candidates.Count ? $"stopped after {tried.Count} of {search.Candidates.Count} settings" : "",
-                    adaptedModels.ContainsKey(best) ? "adapted on the unlabeled test images" : "",
+                    algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages) ? "adapted on the unlabeled test images" : "",
+                    algorithm.Needs.HasFlag(AlgorithmNeeds.LabeledData) ? "reads labeled training examples" : "",
+                    needsTask ? "needs the task at inference: one model per task" : "",
                 }.Where(n => n.Length > 0)),
             };
-            if (Options.MeasureOnnx && !stopped)
+            if (Options.MeasureOnnx && !stopped && onnx is not null)
             {
-                entry = adaptedModels.TryGetValue(best, out var model) && model.Onnx is not null
-                    ? MeasureOnnx(entry, model.Onnx, "")
-                    : MeasureOnnx(entry, evaluator, best.Candidate);
+                entry = MeasureOnnx(entry, onnx);
             }
             entries.Add(entry);
-            progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, search.Candidates.Count, search.Candidates.Count, entry));
+            progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, search.Candidates.Count, search.Candidates.Count, entry)
+            {
+                Partial = new Leaderboard(_experts.TaskNames, individualTest, Options.Metric, entries, complete: false,
+                    [.. skipped, .. Options.Searches.Skip(m + 1).Select(x => x.Method)]),
+            });
         }
         return new Leaderboard(_experts.TaskNames, individualTest, Options.Metric, entries, complete: skipped.Count == 0 && !stopped, skipped);
     }
 
-    /// <summary>Exports the chosen model (task-agnostic weights, every task's head) and times ONNX Runtime on one image.</summary>
-    private LeaderboardEntry MeasureOnnx(LeaderboardEntry entry, StaticMergeEvaluator evaluator, MergeCandidate candidate)
-    {
-        using var merged = evaluator.Merge(candidate);
-        var heads = _experts.Tasks.Select(t => new OnnxTaskHead(t.Name, _experts.Head(t.Name))).ToList();
-        byte[] model = new DenseVitOnnxExporter(_experts.Config, merged.Merged, heads).Export();
-        return MeasureOnnx(entry, model,
-            merged.HasTaskSpecificWeights ? "ONNX holds the task-agnostic weights; per-task masks are applied in TorchSharp" : "");
-    }
+    /// <summary>Every part of the model as ONNX (one per task for a task-conditioned model).</summary>
+    private static byte[][] Export(MultiTaskModel model) => [.. model.Parts.Select(p => p.Exporter.Export())];
 
-    /// <summary>The size of <paramref name="model"/> and the median ONNX Runtime latency of one image.</summary>
-    private LeaderboardEntry MeasureOnnx(LeaderboardEntry entry, byte[] model, string note)
+    /// <summary>The size of the exported models and the median ONNX Runtime latency of one image on the first.</summary>
+    private LeaderboardEntry MeasureOnnx(LeaderboardEntry entry, byte[][] models)
     {
         using var options = new SessionOptions { IntraOpNumThreads = 1 };
-        using var session = new InferenceSession(model, options);
+        using var session = new InferenceSession(models[0], options);
         int inputSize = _experts.Config.Channels * _experts.Config.ImageSize * _experts.Config.ImageSize;
         var input = new float[inputSize];
         using var value = OrtValue.CreateTensorValueFromMemory(input, new long[] { 1, inputSize });
@@ -209,9 +243,9 @@ public sealed class MergeExperiment
         Array.Sort(times);
         return entry with
         {
-            ModelBytes = model.LongLength,
+            ModelBytes = models.Sum(m => m.LongLength),
             LatencyMilliseconds = times[times.Length / 2],
-            Note = string.Join("; ", new[] { entry.Note, note }.Where(n => n.Length > 0)),
+            Note = string.Join("; ", new[] { entry.Note, models.Length > 1 ? $"{models.Length} ONNX models, one per task" : "" }.Where(n => n.Length > 0)),
         };
     }
 }

@@ -1,5 +1,4 @@
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.MLNet;
 
@@ -13,7 +12,7 @@ public static class MergeExpertsCatalog
     /// </summary>
     /// <param name="catalog">The transforms catalog of the <see cref="MLContext"/> the pipeline belongs to.</param>
     /// <param name="experts">The pre-trained model, the experts and their heads. Must stay alive until <c>Fit</c> returns.</param>
-    /// <param name="options">Strategy, input column, tasks and model file; defaults: task arithmetic (λ = 0.3) on column <c>pixels</c> of 0..255 values, every task.</param>
+    /// <param name="options">Method, input column, tasks and model file; defaults: task arithmetic (λ = 0.3) on column <c>pixels</c> of 0..255 values, every task.</param>
     /// <example>
     /// <code>
     /// var pipeline = ml.Transforms.ResizeImages("image", 28, 28, "image")
@@ -36,8 +35,8 @@ public static class MergeExpertsCatalog
     /// <param name="catalog">The transforms catalog of the <see cref="MLContext"/> the pipeline belongs to.</param>
     /// <param name="experts">The expert set the comparison ran on.</param>
     /// <param name="setting">The entry's <see cref="Experiments.LeaderboardEntry.Setting"/> (or <see cref="Experiments.Leaderboard.ReadBestSetting"/>).</param>
-    /// <param name="options">Input column, tasks, model path...; its method, parameters and strategy are ignored (not changed): the setting's are used.</param>
-    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertPool experts, Experiments.MergeCandidate setting,
+    /// <param name="options">Input column, tasks, model path...; its method, parameters and algorithm are ignored (not changed): the setting's are used.</param>
+    public static MergeExpertsEstimator MergeExperts(this TransformsCatalog catalog, ExpertPool experts, Algorithms.MergeCandidate setting,
         MergeExpertsOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(setting);

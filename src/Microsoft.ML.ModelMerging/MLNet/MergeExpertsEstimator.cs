@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Data;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.MultiTask;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.Transforms;
 using static TorchSharp.torch;
 
@@ -47,13 +48,19 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             throw new ArgumentException($"MergeExperts: task '{chosen}' is not in the expert set ({string.Join(", ", experts.TaskNames)}).", nameof(options));
         }
 
-        Strategy = options.CreateStrategy();
-        if (Strategy is TestTimeAdaptationStrategy && options.TaskColumnName is null)
+        (Algorithm, Parameters) = options.CreateAlgorithm();
+        // Checked here rather than after Fit has read every image.
+        Parameters.Resolve(Algorithm.Name, Algorithm.Parameters);
+        if (NeedsImages && options.TaskColumnName is null)
         {
-            // Checked here rather than after Fit has read every image.
             throw new ArgumentException(
-                $"MergeExperts: {Strategy.Name} minimises each task head's entropy on that task's images, so it must know every row's task: " +
+                $"MergeExperts: {Algorithm.Name} minimises each task head's entropy on that task's images, so it must know every row's task: " +
                 $"set TaskColumnName to a text column holding one of {string.Join(", ", experts.TaskNames)}.", nameof(options));
+        }
+
+        if (Algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !experts.HasPretrained)
+        {
+            throw new ArgumentException($"MergeExperts: {Algorithm.Name} forms task vectors against a pre-trained base, and the pool at {experts.Directory} has none.", nameof(options));
         }
 
         InputColumnName = options.InputColumnName;
@@ -85,8 +92,14 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         }
     }
 
-    /// <summary>The strategy <c>Fit</c> runs.</summary>
-    public IMergeStrategy Strategy { get; }
+    /// <summary>The merge algorithm <c>Fit</c> runs.</summary>
+    public IMergeAlgorithm Algorithm { get; }
+
+    /// <summary>The parameters it runs with (absent ones take their defaults).</summary>
+    public MergeParameters Parameters { get; }
+
+    /// <summary>True when the algorithm adapts on the unlabeled images of the data given to <c>Fit</c>.</summary>
+    private bool NeedsImages => Algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
 
     public string InputColumnName { get; }
 
@@ -119,7 +132,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             throw WrongInputType($"{kind} of {column.ItemType}{(column.IsKey ? " keys" : "")}");
         }
 
-        if (_taskColumn is not null && Strategy.RequiresUnlabeledImages)
+        if (_taskColumn is not null && NeedsImages)
         {
             if (Find(inputSchema, _taskColumn) is not { } taskColumn)
             {
@@ -173,18 +186,18 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         try
         {
             var parts = new List<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)>();
-            using (UnlabeledImages? images = Strategy.RequiresUnlabeledImages ? ReadImages(input, layout) : null)
+            using (UnlabeledImages? images = NeedsImages ? ReadImages(input, layout) : null)
             {
-                var context = new MergeStrategyContext(_experts, Outputs.Select(o => o.Task).ToArray(), ExportOptions(), images);
-                using MergedModel merged = Strategy.Merge(context);
-                var served = merged.Tasks.Order(StringComparer.Ordinal).ToArray();
-                if (!served.SequenceEqual(context.Tasks.Order(StringComparer.Ordinal), StringComparer.Ordinal))
+                var served = Outputs.Select(o => o.Task).ToArray();
+                var context = new AlgorithmContext { Tasks = served, ExportOptions = ExportOptions(), Images = images };
+                using MultiTaskModel merged = Algorithm.Run(_experts, Parameters, context);
+                if (!merged.Tasks.Order(StringComparer.Ordinal).SequenceEqual(served.Order(StringComparer.Ordinal), StringComparer.Ordinal))
                 {
                     throw new InvalidOperationException(
-                        $"Merge strategy '{Strategy.Name}' returned models for tasks [{string.Join(", ", served)}] instead of [{string.Join(", ", context.Tasks)}].");
+                        $"Merge algorithm '{Algorithm.Name}' returned models for tasks [{string.Join(", ", merged.Tasks)}] instead of [{string.Join(", ", served)}].");
                 }
 
-                foreach (MergedModelPart part in merged.Parts)
+                foreach (MultiTaskModelPart part in merged.Parts)
                 {
                     string path = PathFor(part, merged.Parts.Count);
                     OnnxGraphBuilder graph = part.Exporter.BuildGraph();
@@ -302,7 +315,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
 
     private void CheckTaskColumn(DataViewSchema schema)
     {
-        if (_taskColumn is null || !Strategy.RequiresUnlabeledImages)
+        if (_taskColumn is null || !NeedsImages)
         {
             return;
         }
@@ -354,16 +367,16 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         WeightPrecision = _precision,
         Scores = _scores,
         IncludeFeatures = false,
-        Description = $"Merged by Microsoft.ML.ModelMerging ({Strategy.Name}) for ML.NET's OnnxTransformer.",
+        Description = $"Merged by Microsoft.ML.ModelMerging ({Algorithm.Name}) for ML.NET's OnnxTransformer.",
         Metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            [StreamingMergeDriver.MethodMetadataKey] = Strategy.Name,
+            [StreamingMergeDriver.MethodMetadataKey] = Algorithm.Name,
             [StreamingMergeDriver.ParametersMetadataKey] = JsonSerializer.Serialize(new SortedDictionary<string, string>(
-                Strategy.Settings.ToDictionary(p => p.Key, p => p.Value), StringComparer.Ordinal)),
+                Parameters.Values.ToDictionary(p => p.Key.ToLowerInvariant(), p => p.Value), StringComparer.Ordinal)),
         },
     };
 
-    private string PathFor(MergedModelPart part, int partCount)
+    private string PathFor(MultiTaskModelPart part, int partCount)
     {
         string suffix = partCount == 1 ? "" : "." + string.Join("+", part.Tasks);
         if (_modelPath is null)
@@ -473,7 +486,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         long count = pixels.Count / layout.ModelValues;
         if (count == 0)
         {
-            throw new InvalidOperationException($"MergeExperts: strategy '{Strategy.Name}' learns from unlabeled images, but the data given to Fit has no rows.");
+            throw new InvalidOperationException($"MergeExperts: {Algorithm.Name} learns from unlabeled images, but the data given to Fit has no rows.");
         }
 
         long[] shape = [count, layout.Channels, layout.ImageSize, layout.ImageSize];

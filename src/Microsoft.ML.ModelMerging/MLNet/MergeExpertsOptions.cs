@@ -1,4 +1,4 @@
-using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Onnx;
 
@@ -15,15 +15,11 @@ public enum PixelRange
 }
 
 /// <summary>
-/// Options of <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Pools.ExpertPool, MergeExpertsOptions)"/>: how to merge (a weight-only <see cref="Method"/> with its
-/// <see cref="Parameters"/>, or any <see cref="Strategy"/>), which column holds the pixels and what they look like,
+/// Options of <see cref="MergeExpertsCatalog.MergeExperts(TransformsCatalog, Pools.ExpertPool, MergeExpertsOptions)"/>: how to merge (a registered <see cref="Method"/> with its
+/// <see cref="Parameters"/>, or any <see cref="Algorithm"/>), which column holds the pixels and what they look like,
 /// which tasks to predict, and where the ONNX model goes.
 /// </summary>
-/// <remarks>
-/// The class is open so that strategies with options of their own (e.g. WEMoE's test-time adaptation) can derive from it
-/// and override <see cref="CreateStrategy"/>.
-/// </remarks>
-public class MergeExpertsOptions
+public sealed class MergeExpertsOptions
 {
     /// <summary>Default <see cref="InputColumnName"/>.</summary>
     public const string DefaultInputColumnName = "pixels";
@@ -35,20 +31,20 @@ public class MergeExpertsOptions
     public const string DefaultPredictedLabelColumnName = "PredictedLabel";
 
     /// <summary>
-    /// A weight-only merge method of <see cref="MergeMethodRegistry.Default"/> (<c>mlmerge merge --list</c>), or a method
-    /// trained by test-time adaptation on the unlabeled images of <c>Fit</c> (<c>wemoe</c>, <c>e-wemoe</c>,
-    /// <c>adamerging-task</c>, <c>adamerging-layer</c>; see <see cref="TestTimeAdaptationStrategy"/>, which needs
-    /// <see cref="TaskColumnName"/>). Ignored when <see cref="Strategy"/> is set.
+    /// Any algorithm of <see cref="MergeAlgorithmRegistry.Default"/> (<c>mlmerge merge --list</c>): a weight-only method, a
+    /// data-based one (<c>fisher</c>, <c>regmean</c>, which read the pool's labeled training examples), or one trained by
+    /// test-time adaptation on the unlabeled images of <c>Fit</c> (<c>wemoe</c>, <c>e-wemoe</c>, <c>adamerging-task</c>,
+    /// <c>adamerging-layer</c>, which need <see cref="TaskColumnName"/>). Ignored when <see cref="Algorithm"/> is set.
     /// </summary>
     public string Method { get; set; } = "task-arithmetic";
 
-    /// <summary>Parameters of <see cref="Method"/> by name (e.g. <c>lambda</c> → <c>0.3</c>); absent ones take their defaults.</summary>
+    /// <summary>Parameters of the method by name (e.g. <c>lambda</c> → <c>0.3</c>, <c>steps</c> → <c>200</c>); absent ones take their defaults.</summary>
     public IDictionary<string, string> Parameters => _parameters;
 
     private Dictionary<string, string> _parameters = new(StringComparer.OrdinalIgnoreCase);
 
-    /// <summary>Any merge strategy; when set, <see cref="Method"/> and <see cref="Parameters"/> are ignored.</summary>
-    public IMergeStrategy? Strategy { get; set; }
+    /// <summary>An algorithm of one's own (see the README's recipe); when set, <see cref="Method"/> is ignored, <see cref="Parameters"/> still apply.</summary>
+    public IMergeAlgorithm? Algorithm { get; set; }
 
     /// <summary>
     /// The input column: a known-size vector of <see cref="float"/> holding each image's pixels channel-major
@@ -100,31 +96,20 @@ public class MergeExpertsOptions
     /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: fall back to the CPU when the GPU cannot be used.</summary>
     public bool FallbackToCpu { get; set; }
 
-    /// <summary>A copy of these options that runs <paramref name="setting"/>'s method with its parameters (and no <see cref="Strategy"/>).</summary>
-    public MergeExpertsOptions WithSetting(Experiments.MergeCandidate setting)
+    /// <summary>A copy of these options that runs <paramref name="setting"/>'s method with its parameters (and no <see cref="Algorithm"/>).</summary>
+    public MergeExpertsOptions WithSetting(MergeCandidate setting)
     {
         ArgumentNullException.ThrowIfNull(setting);
         var copy = (MergeExpertsOptions)MemberwiseClone();
-        copy.Strategy = null;
+        copy.Algorithm = null;
         copy.Method = setting.Method;
         // MemberwiseClone shares the dictionary: give the copy its own.
         copy._parameters = new Dictionary<string, string>(setting.Parameters, StringComparer.OrdinalIgnoreCase);
         return copy;
     }
 
-    /// <summary>The strategy this estimator runs: <see cref="Strategy"/>, or the weight-only <see cref="Method"/> with <see cref="Parameters"/>.</summary>
-    public virtual IMergeStrategy CreateStrategy()
-    {
-        if (Strategy is not null)
-        {
-            return Strategy;
-        }
-
-        if (!MergeMethodRegistry.Default.TryGet(Method, out _) && AdaptationMethods.All.Contains(Method.Trim(), StringComparer.OrdinalIgnoreCase))
-        {
-            return TestTimeAdaptationStrategy.Create(Method, Parameters);
-        }
-
-        return new WeightMergeStrategy(Method, new MergeParameters(Parameters));
-    }
+    /// <summary>The algorithm this estimator runs (<see cref="Algorithm"/>, or <see cref="Method"/> from the registry) and its parameters.</summary>
+    /// <exception cref="ArgumentException">Unknown method.</exception>
+    public (IMergeAlgorithm Algorithm, MergeParameters Parameters) CreateAlgorithm() =>
+        (Algorithm ?? MergeAlgorithmRegistry.Default.Get(Method), new MergeParameters(Parameters));
 }

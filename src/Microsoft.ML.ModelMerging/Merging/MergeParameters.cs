@@ -2,7 +2,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>
 /// Merge parameters as text (<c>name=value</c> from a command line, or string values of a JSON config), checked
-/// against a method's declared parameters by <see cref="Resolve"/>.
+/// against a method's declared parameters by <see cref="Resolve(MergeMethodDescriptor)"/>.
 /// </summary>
 public sealed class MergeParameters
 {
@@ -54,22 +54,56 @@ public sealed class MergeParameters
     public ResolvedMergeParameters Resolve(MergeMethodDescriptor method)
     {
         ArgumentNullException.ThrowIfNull(method);
-        foreach (string name in _values.Keys)
+        return Resolve(method.Name, method.Parameters);
+    }
+
+    /// <summary>
+    /// Checks every value against <paramref name="parameters"/> and fills in defaults. Names match case-insensitively and
+    /// with '_' and '-' alike (<c>router_depth</c> is <c>router-depth</c>).
+    /// </summary>
+    public ResolvedMergeParameters Resolve(string methodName, IReadOnlyList<MergeParameterSpec> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(methodName);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var given = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, value) in _values)
         {
-            if (!method.Parameters.Any(spec => string.Equals(spec.Name, name, StringComparison.OrdinalIgnoreCase)))
+            var spec = parameters.FirstOrDefault(spec => SameName(spec.Name, name));
+            if (spec is null)
             {
-                string known = method.Parameters.Count == 0 ? "it takes none" : "known: " + string.Join(", ", method.Parameters.Select(spec => spec.Name));
-                throw new ArgumentException($"Unknown parameter '{name}' for merge method '{method.Name}' ({known}).");
+                string known = parameters.Count == 0 ? "it takes none" : "known: " + string.Join(", ", parameters.Select(spec => spec.Name));
+                throw new ArgumentException($"Unknown parameter '{name}' for merge method '{methodName}' ({known}).");
+            }
+
+            if (!given.TryAdd(spec.Name, value))
+            {
+                throw new ArgumentException($"Parameter '{spec.Name}' of merge method '{methodName}' is given twice.");
             }
         }
 
         var resolved = new Dictionary<string, object>(StringComparer.OrdinalIgnoreCase);
-        foreach (var spec in method.Parameters)
+        foreach (var spec in parameters)
         {
-            string text = _values.TryGetValue(spec.Name, out string? given) ? given : spec.DefaultValue;
-            resolved[spec.Name] = spec.Parse(method.Name, text);
+            string text = given.TryGetValue(spec.Name, out string? value) ? value : spec.DefaultValue;
+            resolved[spec.Name] = spec.Parse(methodName, text);
         }
 
-        return new ResolvedMergeParameters(method.Name, resolved);
+        return new ResolvedMergeParameters(methodName, resolved);
     }
+
+    /// <summary>Every declared parameter with the text of its value: the one given, or the default.</summary>
+    public SortedDictionary<string, string> WithDefaults(IReadOnlyList<MergeParameterSpec> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var all = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var spec in parameters)
+        {
+            all[spec.Name] = _values.FirstOrDefault(kv => SameName(spec.Name, kv.Key)).Value?.Trim() ?? spec.DefaultValue;
+        }
+
+        return all;
+    }
+
+    private static bool SameName(string a, string b) =>
+        string.Equals(a.Replace('_', '-'), b.Trim().Replace('_', '-'), StringComparison.OrdinalIgnoreCase);
 }

@@ -217,7 +217,7 @@ public class DenseVitOnnxExporter
     /// <para>
     /// then the activation (<see cref="VitOnnxEmitter.Activation"/>) and fc2 the same way. Store T as float16
     /// (<see cref="VitOnnxEmitter.AddTensor"/> does when the options ask) to stay under the 2 GiB protobuf limit.
-    /// <see cref="WeightEnsemblingOnnxExporter"/> is the complete WEMoE implementation.
+    /// WEMoE's own exporter (Adaptation/WeightEnsemblingOnnxExporter) is the complete implementation.
     /// </para>
     /// </summary>
     protected virtual string EmitMlp(VitOnnxEmitter emitter, int block, string mlpInput)

@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Algorithms;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Experiments;

@@ -1,3 +1,6 @@
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.MultiTask;
 using Microsoft.ML.Data;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Data;
@@ -167,9 +170,9 @@ public sealed class MergeExpertsEstimatorTests
     public void MissingOrWrongInputColumnFailsBeforeAnyWork()
     {
         var ml = new MLContext(seed: 1);
-        var counting = new CountingStrategy();
+        var counting = new CountingAlgorithm();
         using var dir = new TempDirectory();
-        var estimator = ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { Strategy = counting, ModelPath = dir.File("model.onnx") });
+        var estimator = ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { Algorithm = counting, ModelPath = dir.File("model.onnx") });
 
         SchemaShape Shape(string name, DataViewType type) => new([SchemaShapeColumns.Of(ml.Transforms, name, type)]);
         DataViewSchema Schema(string name, DataViewType type)
@@ -341,10 +344,10 @@ public sealed class MergeExpertsEstimatorTests
         Assert.AreEqual(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.String, session.OutputMetadata["label_mnist"].ElementDataType);
     }
 
-    /// <summary>Task arithmetic that counts its merges and asks for the unlabeled images.</summary>
-    private sealed class CountingStrategy : IMergeStrategy
+    /// <summary>An algorithm of a user's own: task arithmetic that counts its merges and may ask for the unlabeled images.</summary>
+    private sealed class CountingAlgorithm : IMergeAlgorithm
     {
-        private readonly WeightMergeStrategy _inner = WeightMergeStrategy.TaskArithmetic();
+        private readonly IMergeAlgorithm _inner = MergeAlgorithmRegistry.Default.Get("task-arithmetic");
 
         public int Merges { get; private set; }
 
@@ -358,9 +361,15 @@ public sealed class MergeExpertsEstimatorTests
 
         public string Name => "counting";
 
-        public IReadOnlyDictionary<string, string> Settings => _inner.Settings;
+        public string Summary => "task arithmetic, counted";
 
-        public MergedModel Merge(MergeStrategyContext context)
+        public AlgorithmNeeds Needs => _inner.Needs | (RequiresUnlabeledImages ? AlgorithmNeeds.UnlabeledImages : AlgorithmNeeds.None);
+
+        public IReadOnlyList<MergeParameterSpec> Parameters => _inner.Parameters;
+
+        public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid => _inner.SearchGrid;
+
+        public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
         {
             Merges++;
             if (context.Images is { } images)
@@ -374,7 +383,7 @@ public sealed class MergeExpertsEstimatorTests
                 }
             }
 
-            return _inner.Merge(context);
+            return _inner.Run(pool, parameters, context);
         }
     }
 
@@ -384,8 +393,8 @@ public sealed class MergeExpertsEstimatorTests
         var ml = new MLContext(seed: 1);
         float[][] rgb = s_images.Select(p => p.Select(v => v * 255).Concat(p.Select(v => v * 255)).Concat(p.Select(v => v * 255)).ToArray()).ToArray();
         string[] tasks = s_images.Select((_, i) => i < 12 ? "mnist" : "fashion-mnist").ToArray();
-        var strategy = new CountingStrategy { RequiresUnlabeledImages = true };
-        var options = new MergeExpertsOptions { Strategy = strategy, TaskColumnName = "task" };
+        var strategy = new CountingAlgorithm { RequiresUnlabeledImages = true };
+        var options = new MergeExpertsOptions { Algorithm = strategy, TaskColumnName = "task" };
         using (ml.Transforms.MergeExperts(s_experts, options).Fit(Rows(ml, rgb, tasks: tasks)))
         {
         }

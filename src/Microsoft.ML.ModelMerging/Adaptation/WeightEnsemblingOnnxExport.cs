@@ -1,7 +1,7 @@
+using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
-namespace Microsoft.ML.ModelMerging.Onnx;
+namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>Router-file-to-ONNX export of a WEMoE / E-WEMoE model (what <c>mlmerge export-onnx --wemoe-routers</c> runs).</summary>
 public static class WeightEnsemblingOnnxExport

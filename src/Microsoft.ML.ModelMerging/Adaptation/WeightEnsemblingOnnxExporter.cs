@@ -1,10 +1,11 @@
+using Microsoft.ML.ModelMerging.Onnx;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.ModelMerging.Onnx;
+namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
 /// Exports a <see cref="WeightEnsemblingMoE"/> (WEMoE or E-WEMoE, routers trained or not) and one classification head

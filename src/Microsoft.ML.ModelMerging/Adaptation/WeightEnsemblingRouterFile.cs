@@ -1,12 +1,12 @@
+using Microsoft.ML.ModelMerging.Onnx;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
-namespace Microsoft.ML.ModelMerging.Onnx;
+namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
 /// Trained WEMoE routers on disk, as <see cref="WeightEnsemblingMoE.SaveRouters"/> or a test-time adaptation checkpoint

@@ -1,9 +1,9 @@
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.ModelMerging.MLNet;
+namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>
-/// Unlabeled images handed to a strategy that adapts at test time: float32 [N, C, H, W] in [0, 1], in the model's
+/// Unlabeled images handed to an algorithm that adapts at test time: float32 [N, C, H, W] in [0, 1], in the model's
 /// channel count and size (the input column's values after the same scaling and channel averaging the exported model
 /// applies). Owns its tensors.
 /// </summary>
@@ -26,7 +26,7 @@ public sealed class UnlabeledImages : IDisposable
 
     /// <summary>
     /// The images of each task, in row order, when the data named each row's task
-    /// (<see cref="MergeExpertsOptions.TaskColumnName"/>); empty otherwise. Tasks without rows are absent.
+    /// (ML.NET: MergeExpertsOptions.TaskColumnName); empty otherwise. Tasks without rows are absent.
     /// </summary>
     public IReadOnlyDictionary<string, Tensor> ByTask { get; }
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Microsoft.ML.ModelMerging.Experiments;
+namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>One merge method with one setting of its parameters, e.g. <c>ties keep=0.2 lambda=0.4</c>.</summary>
 public sealed record MergeCandidate(string Method, IReadOnlyDictionary<string, string> Parameters)
@@ -16,6 +16,15 @@ public sealed record MergeCandidate(string Method, IReadOnlyDictionary<string, s
         IEnumerable<Dictionary<string, string>> combos = new[] { new Dictionary<string, string>() };
         foreach (var (name, options) in values)
             combos = combos.SelectMany(c => options.Select(v => new Dictionary<string, string>(c) { [name] = v.ToString("R", CultureInfo.InvariantCulture) }));
+        return combos.Select(c => new MergeCandidate(method, c)).ToList();
+    }
+
+    /// <summary>Every combination of the given values as the text a user would type; one candidate of defaults when empty.</summary>
+    public static IReadOnlyList<MergeCandidate> Grid(string method, IReadOnlyDictionary<string, IReadOnlyList<string>> values)
+    {
+        IEnumerable<Dictionary<string, string>> combos = new[] { new Dictionary<string, string>() };
+        foreach (var (name, options) in values)
+            combos = combos.SelectMany(c => options.Select(v => new Dictionary<string, string>(c) { [name] = v }));
         return combos.Select(c => new MergeCandidate(method, c)).ToList();
     }
 }

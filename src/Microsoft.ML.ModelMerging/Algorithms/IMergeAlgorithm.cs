@@ -1,0 +1,51 @@
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.MultiTask;
+using Microsoft.ML.ModelMerging.Pools;
+
+namespace Microsoft.ML.ModelMerging.Algorithms;
+
+/// <summary>What an algorithm needs besides the experts; callers check these before any work starts.</summary>
+[Flags]
+public enum AlgorithmNeeds
+{
+    None = 0,
+
+    /// <summary>A pre-trained base shared by the experts (task vectors are taken against it).</summary>
+    PretrainedBase = 1,
+
+    /// <summary>Labeled training examples of every task (Fisher, RegMean).</summary>
+    LabeledData = 2,
+
+    /// <summary>Unlabeled images of every task, each row's task known (test-time adaptation).</summary>
+    UnlabeledImages = 4,
+
+    /// <summary>The task of each input at inference: the result has one model per task (TALL masks, consensus, EMR).</summary>
+    TaskAtInference = 8,
+}
+
+/// <summary>
+/// A merge algorithm: FusionBench's <c>method.Run(pool)</c>. Declares its parameters (type, range, default), the values a
+/// comparison searches, and what it needs; <see cref="Run"/> turns an expert pool into a <see cref="MultiTaskModel"/>.
+/// Every caller (<c>mlmerge merge --list</c>, <c>adapt</c>, <c>compare</c>, <c>MergeExperts</c>) finds algorithms through
+/// <see cref="MergeAlgorithmRegistry"/> and never switches on their names.
+/// </summary>
+public interface IMergeAlgorithm
+{
+    /// <summary>The registry name, e.g. <c>ties</c> or <c>wemoe</c>.</summary>
+    string Name { get; }
+
+    /// <summary>One line: what the algorithm computes.</summary>
+    string Summary { get; }
+
+    AlgorithmNeeds Needs { get; }
+
+    /// <summary>Declared parameters; <see cref="MergeParameters.Resolve(string, IReadOnlyList{MergeParameterSpec})"/> checks values against them.</summary>
+    IReadOnlyList<MergeParameterSpec> Parameters { get; }
+
+    /// <summary>The values <c>compare</c> tries per parameter (every combination); parameters not listed keep their defaults.</summary>
+    IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; }
+
+    /// <summary>Merges the pool's experts (all of them) into a model serving <see cref="AlgorithmContext.Tasks"/>.</summary>
+    /// <exception cref="ArgumentException">A parameter is unknown or out of range, or the pool lacks what <see cref="Needs"/> says.</exception>
+    MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context);
+}

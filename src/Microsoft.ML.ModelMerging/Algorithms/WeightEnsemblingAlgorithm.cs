@@ -1,0 +1,68 @@
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.MultiTask;
+using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
+
+namespace Microsoft.ML.ModelMerging.Algorithms;
+
+/// <summary>
+/// WEMoE (and E-WEMoE): every tensor merged by task arithmetic except each block's MLP, which becomes W0 + Σ r_i(x)·τ_i with
+/// routers trained by test-time adaptation and routing per sample. The result is the upscaled model (one part).
+/// </summary>
+public sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
+{
+    private readonly bool _efficient;
+
+    private WeightEnsemblingAlgorithm(bool efficient)
+        : base(
+            efficient ? "e-wemoe" : "wemoe",
+            efficient
+                ? "E-WEMoE: WEMoE with MLP task vectors pruned per tensor and one router shared by every block."
+                : "WEMoE: task arithmetic outside the MLPs; each MLP is W0 + Σ r_i(x)·τ_i with per-sample routers trained by test-time adaptation.",
+            TestTimeAdaptationOptions.ForWeightEnsembling().LearningRate,
+            [
+                MergeParameterSpec.Number("lambda", WeightEnsemblingOptions.DefaultLambda, "task-arithmetic λ of the non-MLP tensors and the routers' initial output"),
+                MergeParameterSpec.Integer("router-depth", WeightEnsemblingOptions.DefaultRouterDepth, "router layers: 0, 1 or 2", 0, 2),
+                MergeParameterSpec.Choice("batch-reduce", "false", "route on the batch mean of the routing weights (FusionBench's granularity)", "false", "true"),
+                .. efficient
+                    ? [MergeParameterSpec.Number("keep", WeightEnsemblingOptions.DefaultEfficientKeep, "fraction of every MLP task-vector tensor kept", 0, 1, minimumInclusive: false)]
+                    : Array.Empty<MergeParameterSpec>(),
+            ])
+    {
+        _efficient = efficient;
+    }
+
+    public static WeightEnsemblingAlgorithm Dense { get; } = new(efficient: false);
+
+    public static WeightEnsemblingAlgorithm Efficient { get; } = new(efficient: true);
+
+    /// <summary>The WEMoE construction of <paramref name="parameters"/> (resolved against this algorithm).</summary>
+    public WeightEnsemblingOptions Options(ResolvedMergeParameters parameters)
+    {
+        var options = _efficient ? WeightEnsemblingOptions.Efficient(parameters.GetNumber("keep")) : new WeightEnsemblingOptions();
+        return options with
+        {
+            Lambda = parameters.GetNumber("lambda"),
+            RouterDepth = (int)parameters.GetInteger("router-depth"),
+            BatchReduce = parameters.GetChoice("batch-reduce") == "true",
+            Seed = parameters.GetInteger("seed"),
+        };
+    }
+
+    protected override MultiTaskModel Adapt(ExpertPool pool, ResolvedMergeParameters parameters, IReadOnlyList<AdaptationTask> tasks,
+        IReadOnlyList<OnnxTaskHead> heads, VitOnnxExportOptions exportOptions, Action<IAdaptableModel> adapt)
+    {
+        var moe = WeightEnsemblingMoE.Create(pool.Config, pool.Pretrained, pool.Experts, Options(parameters));
+        try
+        {
+            adapt(moe);
+            return new MultiTaskModel([new MultiTaskModelPart(new WeightEnsemblingOnnxExporter(moe, heads, exportOptions))], [moe]);
+        }
+        catch
+        {
+            moe.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.MultiTask;
+using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Algorithms;
+
+/// <summary>
+/// A weight-only merge method of <see cref="MergeMethodRegistry"/> (task arithmetic, TIES, DARE, ...) run in memory over the
+/// pool (<see cref="InMemoryMergeDriver"/>; <c>mlmerge merge</c> streams the same method from disk). Methods whose weights
+/// depend on the task (TALL masks, EMR) give one model per task: the task's own materialised weights.
+/// </summary>
+public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
+{
+    private readonly MergeMethodDescriptor _method;
+
+    /// <param name="method">The registry entry of the method.</param>
+    /// <param name="searchGrid">Values a comparison tries, by parameter name.</param>
+    public WeightOnlyAlgorithm(MergeMethodDescriptor method, Dictionary<string, IReadOnlyList<string>>? searchGrid = null)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        _method = method;
+        SearchGrid = searchGrid ?? [];
+        foreach (var (name, values) in SearchGrid)
+        {
+            // A typo in a grid fails at registration, not in the middle of a comparison.
+            foreach (string value in values) new MergeParameters([new(name, value)]).Resolve(method);
+        }
+
+        Needs = AlgorithmNeeds.PretrainedBase | (method.Create().ProducesTaskSpecificWeights ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
+    }
+
+    public string Name => _method.Name;
+
+    public string Summary => _method.Summary;
+
+    public AlgorithmNeeds Needs { get; }
+
+    public IReadOnlyList<MergeParameterSpec> Parameters => _method.Parameters;
+
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; }
+
+    /// <summary>The merge method's registry entry (what <c>mlmerge merge</c> streams).</summary>
+    public MergeMethodDescriptor Method => _method;
+
+    public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(context);
+        IMergeMethod method = _method.Create(parameters);
+        context.Cancellation.ThrowIfCancellationRequested();
+        context.Progress?.Report(new AlgorithmProgress("merging", 0, 1));
+        MergeResult result = new InMemoryMergeDriver().Merge(method, pool.Pretrained, pool.Experts, expertNames: pool.TaskNames);
+        var owned = new List<IDisposable> { result };
+        try
+        {
+            var tasks = context.Tasks ?? pool.TaskNames;
+            var parts = new List<MultiTaskModelPart>();
+            if (!result.HasTaskSpecificWeights)
+            {
+                var heads = tasks.Select(t => new OnnxTaskHead(t, pool.Head(t))).ToArray();
+                parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, result.Merged, heads, context.ExportOptions)));
+            }
+            else
+            {
+                foreach (string task in tasks)
+                {
+                    context.Cancellation.ThrowIfCancellationRequested();
+                    Dictionary<string, Tensor> weights = result.MaterializeTask(pool.TaskNames.ToList().IndexOf(task));
+                    owned.Add(new OwnedTensors(weights.Values));
+                    parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, weights, [new OnnxTaskHead(task, pool.Head(task))], context.ExportOptions)));
+                }
+            }
+
+            context.Progress?.Report(new AlgorithmProgress("merging", 1, 1));
+            return new MultiTaskModel(parts, owned);
+        }
+        catch
+        {
+            foreach (IDisposable disposable in owned) disposable.Dispose();
+            throw;
+        }
+    }
+}
