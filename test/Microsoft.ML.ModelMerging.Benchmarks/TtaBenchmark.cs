@@ -1,3 +1,5 @@
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Algorithms;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -77,9 +79,9 @@ internal static class TtaBenchmark
                 string directory = Path.Combine(Path.GetTempPath(), "mlmerge-tta-benchmark-" + Guid.NewGuid().ToString("N"));
                 try
                 {
-                    var job = new AdaptationJobOptions { Method = AdaptationMethod.WeightEnsembling, Steps = fullRunSteps, CheckpointEvery = 100 };
                     var clock = Stopwatch.StartNew();
-                    var result = AdaptationJob.Run(experts, job, directory);
+                    var result = AdaptationJob.Run(experts, "wemoe", MergeParameters.Parse($"steps={fullRunSteps}"), directory,
+                        new AdaptationJobCheckpoints { Every = 100, Interval = null });
                     Console.WriteLine(string.Create(inv,
                         $"Full WEMoE run, {fullRunSteps} steps (checkpoint every 100): {result.Manifest.Result!.Seconds:F0} s adapting, {clock.Elapsed.TotalSeconds:F0} s with data loading and saving " +
                         $"({1000 * result.Manifest.Result.Seconds / fullRunSteps:F0} ms per step), final loss {result.Manifest.Result.FinalLoss:F3}."));
@@ -280,8 +282,7 @@ internal static class TtaBenchmark
     }
 
     private static string Describe(AdaptationManifest manifest) =>
-        string.Join(" ", manifest.Settings.Where(kv => kv.Key is not ("seed" or "batch_size_per_task"))
-            .Select(kv => $"{kv.Key}={kv.Value.ToString("R", CultureInfo.InvariantCulture)}"));
+        string.Join(" ", manifest.Settings.Where(kv => kv.Key is not ("seed" or "batch")).Select(kv => $"{kv.Key}={kv.Value}"));
 
     private static double Seconds(Action action)
     {

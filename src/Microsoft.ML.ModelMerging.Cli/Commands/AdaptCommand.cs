@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Pools;
-using Microsoft.ML.ModelMerging.Zoo;
 
 namespace Microsoft.ML.ModelMerging.Cli.Commands;
 
@@ -10,32 +10,41 @@ namespace Microsoft.ML.ModelMerging.Cli.Commands;
 using Command = System.CommandLine.Command;
 
 /// <summary>
-/// <c>mlmerge adapt</c>: WEMoE, E-WEMoE and AdaMerging by test-time adaptation on the zoo's unlabeled test images, or
-/// Fisher / RegMean on labeled training examples, into a resumable output directory that <c>mlmerge eval</c> reads.
+/// <c>mlmerge adapt</c>: any registered algorithm that learns from data, on a pool: test-time adaptation on the unlabeled
+/// test images (WEMoE, E-WEMoE, AdaMerging) or labeled training examples (Fisher, RegMean), into a resumable output
+/// directory that <c>mlmerge eval</c> and <c>export-onnx</c> read. Options are shorthands for the algorithm's parameters.
 /// </summary>
 internal static class AdaptCommand
 {
     public static Command Create()
     {
-        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (pre-trained model, experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
-        var method = new Option<string>("--method") { Description = string.Join(" | ", AdaptationMethods.All), Required = true };
-        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
-        var steps = new Option<int>("--steps") { Description = "Test-time adaptation steps.", DefaultValueFactory = _ => TestTimeAdaptationOptions.DefaultSteps };
-        var learningRate = new Option<double?>("--lr") { Description = "Adam learning rate (default: WEMoE 1e-4, AdaMerging 1e-3)." };
-        var batch = new Option<int>("--batch") { Description = "Unlabeled test images per task per step.", DefaultValueFactory = _ => TestTimeAdaptationOptions.DefaultBatchSizePerTask };
-        var routerLayers = new Option<int>("--router-layers") { Description = "WEMoE router depth: 0, 1 or 2.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultRouterDepth };
-        var keep = new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultEfficientKeep };
-        var batchReduce = new Option<bool>("--batch-reduce") { Description = "WEMoE: route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample, in training and in eval." };
-        var lambda = new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient.", DefaultValueFactory = _ => WeightEnsemblingOptions.DefaultLambda };
-        var examples = new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task.", DefaultValueFactory = _ => DataMerging.FisherMergeOptions.DefaultExamplesPerTask };
-        var seed = new Option<int>("--seed") { Description = "Seed of router initialisation and batch order (or of the training examples).", DefaultValueFactory = _ => 0 };
-        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps (0: only at the end).", DefaultValueFactory = _ => 100 };
+        var dataMethods = MergeAlgorithmRegistry.Default.Algorithms
+            .Where(a => (a.Needs & (AlgorithmNeeds.UnlabeledImages | AlgorithmNeeds.LabeledData)) != 0).Select(a => a.Name);
+        var zoo = new Option<string>("--zoo") { Description = "Pool directory (zoo or your own: pre-trained model, experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
+        var method = new Option<string>("--method") { Description = string.Join(" | ", dataMethods) + " (parameters: mlmerge merge --list)", Required = true };
+        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the pool's)." };
+        // Shorthands for parameters, passed only when given, so each method keeps its own defaults.
+        var shorthands = new (Option Option, string Parameter)[]
+        {
+            (new Option<int>("--steps") { Description = "Test-time adaptation steps [1000]." }, "steps"),
+            (new Option<double>("--lr") { Description = "Adam learning rate [WEMoE 1e-4, AdaMerging 1e-3]." }, "learning-rate"),
+            (new Option<int>("--batch") { Description = "Unlabeled test images per task per step [16]." }, "batch"),
+            (new Option<int>("--router-layers") { Description = "WEMoE router depth: 0, 1 or 2 [2]." }, "router-depth"),
+            (new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept [0.1]." }, "keep"),
+            (new Option<bool>("--batch-reduce") { Description = "WEMoE: route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample." }, "batch-reduce"),
+            (new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient [0.3]." }, "lambda"),
+            (new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task [256]." }, "examples"),
+            (new Option<int>("--seed") { Description = "Seed of router initialisation and batch order (or of the training examples) [0]." }, "seed"),
+        };
+        var parameters = new Option<string[]>("--param") { Description = "Any parameter of the method as name=value (see mlmerge merge --list)." };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps (0: only at the end); one is also written every 30 s.", DefaultValueFactory = _ => 100 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads; 1 is fastest for the zoo's small models on a shared machine.", DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--out") { Description = "Output directory; running again with the same settings resumes it.", Required = true };
-        var command = new Command("adapt", "Adapt a merged model to the zoo's tasks: test-time adaptation (WEMoE, E-WEMoE, AdaMerging) or Fisher / RegMean merging.")
+        var command = new Command("adapt", "Run a merge algorithm that learns from data on a pool: test-time adaptation (WEMoE, E-WEMoE, AdaMerging) or Fisher / RegMean merging.")
         {
-            zoo, method, tasks, steps, learningRate, batch, routerLayers, keep, batchReduce, lambda, examples, seed, checkpointEvery, threads, output,
+            zoo, method, tasks, parameters, checkpointEvery, threads, output,
         };
+        foreach (var (option, _) in shorthands) command.Options.Add(option);
         command.SetAction((parse, cancellation) =>
         {
             var writer = parse.InvocationConfiguration.Output;
@@ -44,31 +53,45 @@ internal static class AdaptCommand
                 throw new ArgumentException($"--threads must be positive (got {count}).");
             }
 
-            var options = new AdaptationJobOptions
+            if (parse.GetValue(checkpointEvery) is var every and < 0)
             {
-                Method = AdaptationMethods.Parse(parse.GetValue(method)!),
-                Steps = parse.GetValue(steps),
-                LearningRate = parse.GetValue(learningRate),
-                BatchSizePerTask = parse.GetValue(batch),
-                RouterDepth = parse.GetValue(routerLayers),
-                Keep = parse.GetValue(keep),
-                BatchReduce = parse.GetValue(batchReduce),
-                Lambda = parse.GetValue(lambda),
-                ExamplesPerTask = parse.GetValue(examples),
-                Seed = parse.GetValue(seed),
-                CheckpointEvery = parse.GetValue(checkpointEvery),
-            };
-            options.Validate();
+                throw new ArgumentException($"--checkpoint-every must be non-negative (got {every}).");
+            }
+
+            var algorithm = MergeAlgorithmRegistry.Default.Get(parse.GetValue(method)!);
+            var values = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (name, value) in MergeParameters.Parse(parse.GetValue(parameters) ?? []).Values) values[name] = value;
+            foreach (var (option, parameter) in shorthands)
+            {
+                if (parse.GetResult(option) is not { Implicit: false } given) continue;
+                if (!algorithm.Parameters.Any(p => p.Name == parameter))
+                {
+                    throw new ArgumentException($"{option.Name} does not apply to {algorithm.Name} (its parameters: {string.Join(", ", algorithm.Parameters.Select(p => p.Name))}).");
+                }
+
+                object? value = given.GetValueOrDefault<object>();
+                values[parameter] = value switch
+                {
+                    bool flag => flag ? "true" : "false",
+                    IFormattable number => number.ToString(null, CultureInfo.InvariantCulture),
+                    _ => value?.ToString() ?? "",
+                };
+            }
+
+            var settings = new MergeParameters(values);
             string directory = parse.GetValue(output)!;
-            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            // The pool and the settings are checked before the output directory is touched.
+            using var pool = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            settings.Resolve(algorithm.Name, algorithm.Parameters);
             int previousThreads = TorchSharp.torch.get_num_threads();
             TorchSharp.torch.set_num_threads(parse.GetValue(threads));
             AdaptationJobResult result;
             try
             {
-                result = ConsoleProgress.Run<AdaptationJobProgress, AdaptationJobResult>(writer, options.Method.Name(),
+                result = ConsoleProgress.Run<AdaptationJobProgress, AdaptationJobResult>(writer, algorithm.Name,
                     p => (p.Stage, p.Done, p.Total),
-                    progress => AdaptationJob.Run(experts, options, directory, null, progress, cancellation));
+                    progress => AdaptationJob.Run(pool, algorithm.Name, settings, directory, new AdaptationJobCheckpoints { Every = parse.GetValue(checkpointEvery) },
+                        null, progress, cancellation));
             }
             finally
             {
@@ -78,8 +101,9 @@ internal static class AdaptCommand
             var manifest = result.Manifest;
             var outcome = manifest.Result!;
             var inv = CultureInfo.InvariantCulture;
-            string what = !options.Method.IsTestTimeAdaptation()
-                ? $"{options.ExamplesPerTask} training examples per task"
+            bool adapts = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
+            string what = !adapts
+                ? $"{manifest.Data}"
                 : result.StartStep > 0
                     ? $"{outcome.CompletedSteps} steps (resumed at step {result.StartStep})"
                     : $"{outcome.CompletedSteps} steps";

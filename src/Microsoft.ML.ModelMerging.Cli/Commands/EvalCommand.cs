@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Onnx;
 
@@ -69,7 +70,7 @@ internal static class ExportOnnxCommand
                 throw new ArgumentException($"{modelPath} holds an `mlmerge adapt` run that has not finished: run the same command again to complete it, then export.");
             }
 
-            if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, AdaptationJob.RoutersFileName)))
+            if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, WeightEnsemblingOnnxExporter.RoutersFileName)))
             {
                 routersPath = modelPath;
                 modelPath = null;
@@ -81,9 +82,9 @@ internal static class ExportOnnxCommand
                     parse.GetValue(output), options, parse.GetValue(fp16TaskVectors));
             }
 
-            if (modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, AdaptationJob.ModelFileName)))
+            if (modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, Onnx.DenseVitOnnxExporter.WeightsFileName)))
             {
-                modelPath = Path.Combine(modelPath, AdaptationJob.ModelFileName);
+                modelPath = Path.Combine(modelPath, Onnx.DenseVitOnnxExporter.WeightsFileName);
             }
 
             if (headSpecs.Length == 0 && zooPath is not null)

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
-/// <c>losses.csv</c> of an <see cref="AdaptationJob"/>: one row per step with the cumulative wall time, the learning
+/// <c>losses.csv</c> of an the resumable adapt job: one row per step with the cumulative wall time, the learning
 /// rate, the loss and every task's mean entropy. Opening it for a run resumed at step s keeps the rows up to s (the
 /// rows of steps after the checkpoint are redone) and continues the time from there. Rows are flushed with every
 /// checkpoint.

@@ -54,6 +54,7 @@ public static class TestTimeAdaptation
         int start = options.ResumeFrom is null ? 0 : AdaptationCheckpoint.Restore(options.ResumeFrom, model, optimizer, options, tasks);
         var samplers = tasks.Select((t, i) => new TaskBatchSampler(t.Images.shape[0], options.BatchSizePerTask, options.Seed, i)).ToArray();
         var losses = new List<double>();
+        var sinceCheckpoint = System.Diagnostics.Stopwatch.StartNew();
 
         // Heads are frozen for the run; the adapted parameters must track gradients. Both are restored afterwards.
         var requiresGrad = tasks.SelectMany(t => t.Head.Parameters).Concat(adapted.Values)
@@ -80,10 +81,13 @@ public static class TestTimeAdaptation
 
                 int completed = step + 1;
                 bool checkpoint = options.CheckpointPath is not null
-                    && (completed == options.Steps || (options.CheckpointEvery > 0 && completed % options.CheckpointEvery == 0));
+                    && (completed == options.Steps
+                        || (options.CheckpointEvery > 0 && completed % options.CheckpointEvery == 0)
+                        || (options.CheckpointInterval is { } interval && sinceCheckpoint.Elapsed >= interval));
                 if (checkpoint)
                 {
                     AdaptationCheckpoint.Save(options.CheckpointPath!, model, optimizer, completed, loss, options, tasks);
+                    sinceCheckpoint.Restart();
                 }
 
                 progress?.Report(new AdaptationProgress(completed, options.Steps, loss, entropies, learningRate, checkpoint));

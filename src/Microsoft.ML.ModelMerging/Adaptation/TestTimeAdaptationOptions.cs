@@ -54,6 +54,12 @@ public sealed record TestTimeAdaptationOptions
     public int CheckpointEvery { get; init; }
 
     /// <summary>
+    /// Also write a checkpoint once this much time has passed since the last one (or since the start), so a run killed
+    /// between step checkpoints loses at most this much work; null = by steps only. Needs <see cref="CheckpointPath"/>.
+    /// </summary>
+    public TimeSpan? CheckpointInterval { get; init; }
+
+    /// <summary>
     /// A checkpoint to continue from (often the same file as <see cref="CheckpointPath"/>). The run then continues at
     /// the checkpoint's step with its parameters and Adam moments, and ends exactly where an uninterrupted run would.
     /// </summary>

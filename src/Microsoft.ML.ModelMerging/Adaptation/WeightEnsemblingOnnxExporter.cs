@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Onnx;
 using System.Globalization;
 using System.Runtime.CompilerServices;
@@ -83,6 +84,36 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
                 throw new ArgumentException($"The model has no router tensor '{name}' (its routers are {string.Join(", ", model.RouterParameters.Keys)}).", nameof(model));
             }
         }
+    }
+
+    /// <summary>The routers, with the experts' task order.</summary>
+    public const string RoutersFileName = "routers.safetensors";
+
+    /// <summary>The merged non-MLP tensors the routers were trained with (checked when the model is rebuilt from its pool).</summary>
+    public const string MergedFileName = "merged.safetensors";
+
+    /// <summary>
+    /// Saves the routers (<see cref="RoutersFileName"/>, output i weighing expert i of the recorded task order) and the
+    /// merged non-MLP tensors (<see cref="MergedFileName"/>); the pre-trained MLPs and the experts stay in the pool.
+    /// </summary>
+    public override IReadOnlyList<string> SaveWeights(string directory, IReadOnlyDictionary<string, string> metadata)
+    {
+        var routerMetadata = new Dictionary<string, string>(metadata, StringComparer.Ordinal);
+        // Output i of a router weighs expert i: the task order travels with the routers.
+        if (Options.Metadata?.TryGetValue(WeightEnsemblingRouterFile.TasksMetadataKey, out string? tasks) == true)
+        {
+            routerMetadata[WeightEnsemblingRouterFile.TasksMetadataKey] = tasks;
+        }
+
+        _model.SaveRouters(Path.Combine(directory, RoutersFileName), routerMetadata);
+        var merged = new Dictionary<string, string>(metadata, StringComparer.Ordinal) { [VisionTransformerConfig.MetadataKey] = Config.ToJson() };
+        using (var scope = NewDisposeScope())
+        {
+            SafeTensorsWriter.Save(Path.Combine(directory, MergedFileName),
+                _model.MergedWeights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu(), StringComparer.Ordinal), merged);
+        }
+
+        return [RoutersFileName, MergedFileName];
     }
 
     /// <summary>How the MLP task vectors are stored (float16: a <c>Cast</c> to float32 follows in the graph).</summary>

@@ -14,7 +14,8 @@ public sealed record AlgorithmProgress(string Stage, long Done, long Total, Adap
 /// <param name="Path">The checkpoint file.</param>
 /// <param name="Every">Write it every this many steps (and after the last); 0 = only after the last.</param>
 /// <param name="Resume">Continue from the checkpoint when it exists.</param>
-public sealed record AdaptationCheckpointing(string Path, int Every, bool Resume);
+/// <param name="Interval">Also write one when this much time has passed since the last; null = by steps only.</param>
+public sealed record AdaptationCheckpointing(string Path, int Every, bool Resume, TimeSpan? Interval = null);
 
 /// <summary>Everything an <see cref="IMergeAlgorithm.Run"/> call is given besides the pool and the parameters.</summary>
 public sealed record AlgorithmContext

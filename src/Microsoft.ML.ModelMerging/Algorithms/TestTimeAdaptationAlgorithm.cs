@@ -52,6 +52,7 @@ public abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
             Seed = resolved.GetInteger("seed"),
             CheckpointPath = context.Checkpointing?.Path,
             CheckpointEvery = context.Checkpointing?.Every ?? 0,
+            CheckpointInterval = context.Checkpointing?.Interval,
             ResumeFrom = context.Checkpointing is { Resume: true } c && File.Exists(c.Path) ? c.Path : null,
         };
         var (tasks, loaded) = PoolData.AdaptationTasks(pool, context, Name);

@@ -103,6 +103,20 @@ public class DenseVitOnnxExporter
     public virtual long ParameterCount =>
         Weights.Values.Sum(t => t.numel()) + Heads.Sum(h => h.Head.Parameters.Sum(p => p.numel()));
 
+    /// <summary>The file a dense backbone is saved under by <see cref="SaveWeights"/>.</summary>
+    public const string WeightsFileName = "model.safetensors";
+
+    /// <summary>
+    /// Saves what this model needs besides the pool it came from into <paramref name="directory"/> (a dense backbone:
+    /// <see cref="WeightsFileName"/> with its config) and returns the files written, relative to the directory. A derived
+    /// model saves its own parts (WEMoE: routers and the merged non-MLP tensors).
+    /// </summary>
+    public virtual IReadOnlyList<string> SaveWeights(string directory, IReadOnlyDictionary<string, string> metadata)
+    {
+        ModelCheckpoints.SaveBackbone(Path.Combine(directory, WeightsFileName), Config, Weights, metadata);
+        return [WeightsFileName];
+    }
+
     /// <summary>Written as <c>mlmerge.model_kind</c>; a derived exporter names its own kind.</summary>
     protected virtual string ModelKind => "dense_vit";
 

@@ -1,3 +1,5 @@
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Algorithms;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Microsoft.ML.ModelMerging.Adaptation;
@@ -41,7 +43,9 @@ public sealed class AdaptCommandTests
         StringAssert.Contains(text, "wemoe on 2 tasks: 3 steps");
         var manifest = AdaptationManifest.Read(output);
         CollectionAssert.AreEqual(TwoTasks, manifest.Tasks.ToArray());
-        Assert.AreEqual(1, manifest.Settings["router_depth"]);
+        Assert.AreEqual("1", manifest.Settings["router-depth"]);
+        Assert.AreEqual("0.01", manifest.Settings["learning-rate"]);
+        Assert.AreEqual("0.3", manifest.Settings["lambda"], "defaults are recorded too");
         CollectionAssert.AreEquivalent(new[] { "routers.safetensors", "merged.safetensors", "checkpoint.safetensors", "losses.csv" }, manifest.Result!.Files.ToArray());
 
         // Evaluated on one task: the adapted model is still rebuilt with both experts, in the run's order.
@@ -89,7 +93,7 @@ public sealed class AdaptCommandTests
             "--steps", "1", "--batch", "2", "--router-layers", "0", "--out", output);
         Assert.AreEqual(0, exit, error);
         var routers = WeightEnsemblingRouterFile.Open(output);
-        Assert.AreEqual(Path.Combine(output, AdaptationJob.RoutersFileName), routers.Path);
+        Assert.AreEqual(Path.Combine(output, WeightEnsemblingOnnxExporter.RoutersFileName), routers.Path);
         CollectionAssert.AreEqual(runOrder, routers.Tasks!.ToArray());
 
         using (var zooOrder = ExpertPool.Load(zoo, TwoTasks))
@@ -129,7 +133,7 @@ public sealed class AdaptCommandTests
         using (var experts = ExpertPool.Load(zoo, ["optical-digits"]))
         using (var cancellation = new CancellationTokenSource())
         {
-            var options = new AdaptationJobOptions { Method = AdaptationMethod.AdaMergingLayerWise, Steps = 4, BatchSizePerTask = 4, LearningRate = 0.001, CheckpointEvery = 2 };
+            var parameters = MergeParameters.Parse("steps=4", "batch=4", "learning-rate=0.001");
             var progress = new SynchronousProgress<AdaptationJobProgress>(p =>
             {
                 if (p.Stage == "adapting" && p.Done == 3)
@@ -137,7 +141,8 @@ public sealed class AdaptCommandTests
                     cancellation.Cancel();
                 }
             });
-            Assert.ThrowsExactly<OperationCanceledException>(() => AdaptationJob.Run(experts, options, interrupted, progress: progress, cancellationToken: cancellation.Token));
+            Assert.ThrowsExactly<OperationCanceledException>(() => AdaptationJob.Run(experts, "adamerging-layer", parameters, interrupted,
+                new AdaptationJobCheckpoints { Every = 2, Interval = null }, progress: progress, cancellationToken: cancellation.Token));
         }
 
         Assert.AreEqual(2, AdaptationCheckpoint.ReadCompletedSteps(Path.Combine(interrupted, AdaptationJob.CheckpointFileName)));
@@ -152,8 +157,8 @@ public sealed class AdaptCommandTests
         Assert.AreEqual(0, exit, error);
 
         using (var scope = NewDisposeScope())
-        using (var resumed = ModelCheckpoints.LoadBackbone(Path.Combine(interrupted, AdaptationJob.ModelFileName)))
-        using (var straight = ModelCheckpoints.LoadBackbone(Path.Combine(uninterrupted, AdaptationJob.ModelFileName)))
+        using (var resumed = ModelCheckpoints.LoadBackbone(Path.Combine(interrupted, DenseVitOnnxExporter.WeightsFileName)))
+        using (var straight = ModelCheckpoints.LoadBackbone(Path.Combine(uninterrupted, DenseVitOnnxExporter.WeightsFileName)))
         {
             foreach (var (name, tensor) in straight.Weights)
             {
@@ -189,7 +194,7 @@ public sealed class AdaptCommandTests
         var (exit, text, error) = CliRunner.Run("adapt", "--zoo", zoo, "--method", method, "--task", TwoTasks[0], "--task", TwoTasks[1],
             "--examples", "6", "--seed", "2", "--out", output);
         Assert.AreEqual(0, exit, error);
-        StringAssert.Contains(text, $"{method} on 2 tasks: 6 training examples per task");
+        StringAssert.Contains(text, $"{method} on 2 tasks: 6 labeled training examples per task (stratified, seed 2)");
 
         using var scope = NewDisposeScope();
         using var experts = ExpertPool.Load(zoo, TwoTasks);
@@ -200,7 +205,7 @@ public sealed class AdaptCommandTests
             return new ExpertExamples(t, experts.Expert(t), train.ToTensor()) { Head = experts.Head(t), Labels = train.LabelsToTensor() };
         }).ToList();
         var expected = method == "fisher" ? FisherMerge.Merge(experts.Config, examples) : RegMeanMerge.Merge(experts.Config, examples);
-        using var written = ModelCheckpoints.LoadBackbone(Path.Combine(output, AdaptationJob.ModelFileName));
+        using var written = ModelCheckpoints.LoadBackbone(Path.Combine(output, DenseVitOnnxExporter.WeightsFileName));
         Assert.AreEqual(method, written.Metadata[AdaptationJob.MethodMetadataKey]);
         foreach (var (name, tensor) in expected)
         {
@@ -208,7 +213,7 @@ public sealed class AdaptCommandTests
         }
 
         var (_, fromDirectory, _) = CliRunner.Run("eval", "--model", output, "--zoo", zoo, "--task", TwoTasks[0], "--split", "val");
-        var (_, fromFile, _) = CliRunner.Run("eval", "--model", Path.Combine(output, AdaptationJob.ModelFileName), "--zoo", zoo, "--task", TwoTasks[0], "--split", "val");
+        var (_, fromFile, _) = CliRunner.Run("eval", "--model", Path.Combine(output, DenseVitOnnxExporter.WeightsFileName), "--zoo", zoo, "--task", TwoTasks[0], "--split", "val");
         StringAssert.Contains(fromDirectory, TwoTasks[0]);
         Assert.AreEqual(fromFile, fromDirectory);
     }
@@ -218,11 +223,19 @@ public sealed class AdaptCommandTests
     {
         var (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "ties", "--out", "unused");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "Unknown adaptation method 'ties': expected one of wemoe, e-wemoe, adamerging-task, adamerging-layer, fisher, regmean");
+        StringAssert.Contains(error, "ties needs no data: merge with `mlmerge merge --method ties`");
 
-        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "e-wemoe", "--keep", "0", "--router-layers", "3", "--out", "unused");
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "magic", "--out", "unused");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "the router depth must be 0, 1 or 2 (got 3); Keep must be in (0, 1] (got 0)");
+        StringAssert.Contains(error, "Unknown merge method 'magic' (known: simple-average");
+
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "e-wemoe", "--router-layers", "3", "--out", "unused");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "Parameter 'router-depth' of merge method 'e-wemoe' must be integer in [0, 2]; got '3'");
+
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "fisher", "--router-layers", "1", "--out", "unused");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "--router-layers does not apply to fisher (its parameters: examples, epsilon, seed)");
         Assert.IsFalse(Directory.Exists("unused"));
     }
 

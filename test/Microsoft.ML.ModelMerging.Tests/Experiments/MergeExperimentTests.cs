@@ -107,6 +107,24 @@ public sealed class MergeExperimentTests
     }
 
     [TestMethod]
+    public void ProgressCarriesThePartialLeaderboardAndTheStepsInsideAdaptiveMethods()
+    {
+        using var experts = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
+        var reports = new List<MergeExperimentProgress>();
+        var options = new MergeExperimentOptions { Searches = MergeMethodSearch.For(["simple-average", "adamerging-task"], adaptationSteps: 2), MeasureOnnx = false };
+        var leaderboard = new MergeExperiment(experts, options).Run(new SynchronousProgress<MergeExperimentProgress>(reports.Add));
+        var partials = reports.Where(r => r.Partial is not null).ToList();
+        Assert.HasCount(2, partials);
+        Assert.HasCount(1, partials[0].Partial!.Entries);
+        Assert.IsFalse(partials[0].Partial!.Complete);
+        CollectionAssert.AreEqual(new[] { "adamerging-task" }, partials[0].Partial!.Skipped.ToArray(), "not yet run");
+        Assert.HasCount(2, partials[1].Partial!.Entries);
+        var steps = reports.Where(r => r.Inner is { Stage: "adapting" }).Select(r => r.Inner!.Done).ToList();
+        CollectionAssert.AreEqual(new long[] { 1, 2 }, steps, "every adaptation step is reported");
+        Assert.IsTrue(leaderboard.Complete);
+    }
+
+    [TestMethod]
     public void CompareCommandWritesFilesThatParse()
     {
         using var dir = new TempDirectory();
@@ -124,6 +142,16 @@ public sealed class MergeExperimentTests
         var entries = json.RootElement.GetProperty("entries").EnumerateArray().ToList();
         Assert.HasCount(2, entries);
         Assert.AreEqual(csv[1].Split(',')[1], entries[0].GetProperty("method").GetString(), "CSV and JSON agree on the ranking");
+        // EMR needs the task at inference: ranked apart, after the task-agnostic methods, whatever its score.
+        Assert.AreEqual("simple-average", entries[0].GetProperty("method").GetString());
+        Assert.IsFalse(entries[0].GetProperty("needs_task_at_inference").GetBoolean());
+        Assert.AreEqual("emr", entries[1].GetProperty("method").GetString());
+        Assert.IsTrue(entries[1].GetProperty("needs_task_at_inference").GetBoolean());
+        Assert.AreEqual(1, entries[1].GetProperty("rank").GetInt32(), "first of its own group");
+        StringAssert.EndsWith(csv[2], ",true");
+        StringAssert.Contains(File.ReadAllText(dir.File("report.md")), "ranked apart");
+        foreach (var entry in entries)
+            Assert.IsLessThanOrEqualTo(entry.GetProperty("search_seconds").GetDouble(), entry.GetProperty("merge_seconds").GetDouble(), "the merge alone is part of the search");
         foreach (var png in new[] { "accuracy-per-task.png", "accuracy-vs-size.png", "accuracy-vs-latency.png" })
         {
             var bytes = File.ReadAllBytes(dir.File(png));
@@ -226,7 +254,7 @@ public sealed class MergeExperimentTests
         using var dir = new TempDirectory();
         var (exit, _, error) = CliRunner.Run("compare", "--zoo", CommittedZoo.Directory, "--methods", "magic", "--out", dir.Path);
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "No comparison search for method 'magic'");
+        StringAssert.Contains(error, "Unknown merge method 'magic' (known: simple-average");
         (exit, _, error) = CliRunner.Run("compare", "--zoo", CommittedZoo.Directory, "--time-budget", "soon", "--out", dir.Path);
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "Cannot read duration 'soon'");

@@ -453,7 +453,7 @@ public sealed class MergeExpertsEstimatorTests
     }
 
     [TestMethod]
-    public void AdaptingStrategiesNeedTheTaskOfEveryRowAndLabeledMethodsAreRefused()
+    public void AdaptingAlgorithmsNeedTheTaskOfEveryRowAndParametersAreChecked()
     {
         var ml = new MLContext(seed: 1);
         var noTasks = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "adamerging-layer")));
@@ -465,10 +465,11 @@ public sealed class MergeExpertsEstimatorTests
             options.Parameters["router_depth"] = "1";
             ml.Transforms.MergeExperts(s_experts, options);
         });
-        StringAssert.Contains(notApplicable.Message, "'router_depth' does not apply to adamerging-task");
+        StringAssert.Contains(notApplicable.Message, "Unknown parameter 'router_depth' for merge method 'adamerging-task' (known: steps, learning-rate, batch, lambda, seed)");
 
-        var fisher = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "fisher")));
-        StringAssert.Contains(fisher.Message, "labeled training examples");
+        // Fisher reads the pool's own labeled training examples: no task column needed.
+        var fisher = ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "fisher"));
+        Assert.AreEqual(AlgorithmNeeds.LabeledData, fisher.Algorithm.Needs);
 
         var unknown = Assert.ThrowsExactly<ArgumentException>(() =>
         {
@@ -476,6 +477,6 @@ public sealed class MergeExpertsEstimatorTests
             options.Parameters["stepz"] = "3";
             ml.Transforms.MergeExperts(s_experts, options);
         });
-        StringAssert.Contains(unknown.Message, "Unknown setting 'stepz'");
+        StringAssert.Contains(unknown.Message, "Unknown parameter 'stepz' for merge method 'wemoe'");
     }
 }

@@ -1,10 +1,11 @@
+using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.ModelMerging.Adaptation;
+namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>
 /// The result of an <see cref="AdaptationJob"/> loaded for inference: a features function of images, to use with each
@@ -65,16 +66,17 @@ public sealed class AdaptedModel : IDisposable
             throw new InvalidOperationException($"The run in {directory} has not finished{steps}; run the same `mlmerge adapt` command again to complete it.");
         }
 
-        if (!manifest.ParsedMethod.IsWeightEnsembling())
+        // What the result is follows from the files the model saved, not from the method's name.
+        if (!manifest.Result.Files.Contains(WeightEnsemblingOnnxExporter.RoutersFileName, StringComparer.Ordinal))
         {
-            var backbone = ModelCheckpoints.LoadBackbone(Path.Combine(directory, AdaptationJob.ModelFileName));
+            var backbone = ModelCheckpoints.LoadBackbone(Path.Combine(directory, DenseVitOnnxExporter.WeightsFileName));
             return new AdaptedModel(manifest, backbone.Config, backbone, null);
         }
 
         bool sameTasks = experts.TaskNames.SequenceEqual(manifest.Tasks, StringComparer.Ordinal);
         using var own = sameTasks ? null : ExpertPool.Load(experts.Directory, manifest.Tasks);
         var set = own ?? experts;
-        var routers = WeightEnsemblingRouterFile.Open(Path.Combine(directory, AdaptationJob.RoutersFileName));
+        var routers = WeightEnsemblingRouterFile.Open(Path.Combine(directory, WeightEnsemblingOnnxExporter.RoutersFileName));
         if (routers.Tasks is { } recorded && !recorded.SequenceEqual(manifest.Tasks, StringComparer.Ordinal))
         {
             throw new InvalidDataException(
@@ -85,7 +87,7 @@ public sealed class AdaptedModel : IDisposable
         var moe = routers.CreateModel(set);
         try
         {
-            CheckMergedWeights(Path.Combine(directory, AdaptationJob.MergedFileName), moe, set.Directory);
+            CheckMergedWeights(Path.Combine(directory, WeightEnsemblingOnnxExporter.MergedFileName), moe, set.Directory);
             return new AdaptedModel(manifest, set.Config, null, moe);
         }
         catch

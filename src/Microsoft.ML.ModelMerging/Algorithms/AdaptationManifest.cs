@@ -1,8 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Pools;
 
-namespace Microsoft.ML.ModelMerging.Adaptation;
+namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>What a finished (or interrupted) <see cref="AdaptationJob"/> recorded: completed steps, loss, time and result files.</summary>
 public sealed record AdaptationOutcome
@@ -22,28 +23,28 @@ public sealed record AdaptationOutcome
 
 /// <summary>
 /// <c>adaptation.json</c> in the output directory of <see cref="AdaptationJob"/>: the method, the settings that decide
-/// the result, the tasks (in expert order), the zoo they came from (recipe hash), and once finished the outcome.
+/// the result, the tasks (in expert order), the pool they came from, and once finished the outcome.
 /// Written before any work starts, so re-running the same command knows what the directory holds.
 /// </summary>
 public sealed record AdaptationManifest
 {
     public const string FileName = "adaptation.json";
 
-    public int Format { get; init; } = 1;
+    public int Format { get; init; } = 2;
 
-    /// <summary>Command-line name of the method (<see cref="AdaptationMethods.Name"/>).</summary>
+    /// <summary>Registry name of the algorithm (<see cref="IMergeAlgorithm.Name"/>).</summary>
     public required string Method { get; init; }
 
-    /// <summary>The settings that apply to the method (<see cref="AdaptationJobOptions.Settings"/>).</summary>
-    public required IReadOnlyDictionary<string, double> Settings { get; init; }
+    /// <summary>Every declared parameter of the algorithm with the value used (given or default), as text.</summary>
+    public required IReadOnlyDictionary<string, string> Settings { get; init; }
 
     /// <summary>Task names in expert order: the order of the routers' outputs and of AdaMerging's coefficients.</summary>
     public required IReadOnlyList<string> Tasks { get; init; }
 
-    /// <summary>Recipe hash of the zoo the experts and heads came from; loading checks it.</summary>
+    /// <summary>Identity of the pool the experts and heads came from (<see cref="PoolManifest.Identity"/>); loading checks it.</summary>
     public required string PoolIdentity { get; init; }
 
-    /// <summary>Full path of the zoo directory at run time (informative).</summary>
+    /// <summary>Full path of the pool directory at run time (informative).</summary>
     public required string Zoo { get; init; }
 
     /// <summary>Which data the method read: the unlabeled test split (TTA) or labeled training examples.</summary>
@@ -55,25 +56,24 @@ public sealed record AdaptationManifest
     /// <summary>Null until the run has finished.</summary>
     public AdaptationOutcome? Result { get; init; }
 
-    [JsonIgnore]
-    public AdaptationMethod ParsedMethod => AdaptationMethods.Parse(Method);
-
-    /// <summary>The manifest of a run of <paramref name="options"/> on <paramref name="experts"/>, before it starts.</summary>
-    public static AdaptationManifest For(ExpertPool experts, AdaptationJobOptions options)
+    /// <summary>The manifest of a run of <paramref name="algorithm"/> on <paramref name="pool"/>, before it starts.</summary>
+    public static AdaptationManifest For(ExpertPool pool, IMergeAlgorithm algorithm, MergeParameters parameters, int checkpointEvery)
     {
-        ArgumentNullException.ThrowIfNull(experts);
-        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(algorithm);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var settings = parameters.WithDefaults(algorithm.Parameters);
         return new AdaptationManifest
         {
-            Method = options.Method.Name(),
-            Settings = options.Settings(),
-            Tasks = experts.TaskNames,
-            PoolIdentity = experts.Manifest.Identity,
-            Zoo = Path.GetFullPath(experts.Directory),
-            Data = options.Method.IsTestTimeAdaptation()
+            Method = algorithm.Name,
+            Settings = settings,
+            Tasks = pool.TaskNames,
+            PoolIdentity = pool.Manifest.Identity,
+            Zoo = Path.GetFullPath(pool.Directory),
+            Data = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)
                 ? "unlabeled test split of every task"
-                : $"{options.ExamplesPerTask} labeled training examples per task (stratified, seed {options.Seed})",
-            CheckpointEvery = options.Method.IsTestTimeAdaptation() ? options.CheckpointEvery : 0,
+                : $"{(settings.TryGetValue("examples", out var n) ? n : "some")} labeled training examples per task (stratified, seed {(settings.TryGetValue("seed", out var seed) ? seed : "0")})",
+            CheckpointEvery = checkpointEvery,
         };
     }
 
@@ -85,12 +85,12 @@ public sealed record AdaptationManifest
             && PoolIdentity == other.PoolIdentity
             && Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)
             && Settings.Count == other.Settings.Count
-            && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out double value) && value.Equals(kv.Value));
+            && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out string? value) && value == kv.Value);
     }
 
     /// <summary>One line naming the run's identity, for messages.</summary>
     public string Describe() =>
-        $"{Method} on [{string.Join(", ", Tasks)}] (pool {PoolIdentity}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"))}";
+        $"{Method} on [{string.Join(", ", Tasks)}] (pool {PoolIdentity}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value}"))}";
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -118,7 +118,6 @@ public sealed record AdaptationManifest
         {
             var manifest = JsonSerializer.Deserialize<AdaptationManifest>(File.ReadAllText(path), Options)
                 ?? throw new InvalidDataException($"{path}: empty manifest.");
-            _ = manifest.ParsedMethod;
             return manifest;
         }
         catch (Exception e) when (e is JsonException or ArgumentException)

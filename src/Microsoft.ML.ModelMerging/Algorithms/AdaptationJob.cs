@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.Runtime;
+
+namespace Microsoft.ML.ModelMerging.Algorithms;
+
+/// <summary>Reported while an <see cref="AdaptationJob"/> runs.</summary>
+/// <param name="Stage">What is being done, e.g. <c>adapting</c> or <c>Fisher of mnist (1/7)</c>.</param>
+/// <param name="Done">Units of the stage done (steps, examples).</param>
+/// <param name="Total">Units of the stage.</param>
+/// <param name="Loss">The loss of the step just done (test-time adaptation only).</param>
+public sealed record AdaptationJobProgress(string Stage, long Done, long Total, double? Loss);
+
+/// <summary>What <see cref="AdaptationJob.Run"/> did.</summary>
+/// <param name="Manifest">The finished manifest (with its <see cref="AdaptationManifest.Result"/>).</param>
+/// <param name="StartStep">Steps already done when this call started (a resumed run continues from there).</param>
+/// <param name="AlreadyComplete">True when the directory already held the finished result and nothing ran.</param>
+public sealed record AdaptationJobResult(AdaptationManifest Manifest, int StartStep, bool AlreadyComplete);
+
+/// <summary>How an <see cref="AdaptationJob"/> checkpoints (not part of the run's identity).</summary>
+public sealed record AdaptationJobCheckpoints
+{
+    /// <summary>Write a resumable checkpoint every this many steps (and after the last); 0 = only after the last [100].</summary>
+    public int Every { get; init; } = 100;
+
+    /// <summary>Also write one when this much time has passed since the last [30 s]; null = by steps only.</summary>
+    public TimeSpan? Interval { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>
+/// <c>mlmerge adapt</c>: runs one data-dependent algorithm of the registry (test-time adaptation: WEMoE, E-WEMoE,
+/// AdaMerging; labeled data: Fisher, RegMean) on a pool into an output directory, resumably. The directory holds
+/// <see cref="AdaptationManifest"/> and the result as the model saves itself (<see cref="DenseVitOnnxExporter.SaveWeights"/>:
+/// a merged backbone, or WEMoE's routers and merged non-MLP tensors); load it with <see cref="AdaptedModel.Load"/>.
+/// </summary>
+/// <remarks>
+/// Test-time adaptation also leaves <c>checkpoint.safetensors</c> (adapted parameters and Adam state) and <c>losses.csv</c>
+/// (step, cumulative seconds, learning rate, loss, per-task entropy). Running again with the same settings continues from
+/// the checkpoint, or returns at once when the result is complete; other settings are refused.
+/// </remarks>
+public static class AdaptationJob
+{
+    public const string CheckpointFileName = "checkpoint.safetensors";
+    public const string LossesFileName = "losses.csv";
+
+    /// <summary>Metadata key naming the method in the result files.</summary>
+    public const string MethodMetadataKey = "mlmerge.adaptation_method";
+
+    /// <summary>Metadata key holding the pool identity in the result files.</summary>
+    public const string PoolMetadataKey = "mlmerge.pool_identity";
+
+    /// <param name="pool">The pool (or some of its tasks); every task's data is loaded from <paramref name="sources"/>.</param>
+    /// <param name="method">A registered algorithm that needs data (<see cref="AlgorithmNeeds.UnlabeledImages"/> or <see cref="AlgorithmNeeds.LabeledData"/>).</param>
+    /// <param name="parameters">Its parameters; absent ones take their defaults.</param>
+    /// <param name="outputDirectory">Created when missing; a directory of another run is refused.</param>
+    /// <param name="checkpoints">How often test-time adaptation checkpoints (default: every 100 steps and every 30 s).</param>
+    /// <param name="sources">Where the benchmark data lives (default: <see cref="BenchmarkSources.Default"/>).</param>
+    /// <param name="progress">Called synchronously.</param>
+    /// <param name="cancellationToken">Checked before every step or example; a cancelled run keeps its last checkpoint.</param>
+    /// <param name="registry">Where to find <paramref name="method"/> (default: <see cref="MergeAlgorithmRegistry.Default"/>).</param>
+    /// <exception cref="ArgumentException">Unknown method or parameter, or a method that needs no data (use <c>merge</c>).</exception>
+    /// <exception cref="InvalidOperationException">The directory holds a run with other settings.</exception>
+    public static AdaptationJobResult Run(ExpertPool pool, string method, MergeParameters parameters, string outputDirectory,
+        AdaptationJobCheckpoints? checkpoints = null, BenchmarkSources? sources = null, IProgress<AdaptationJobProgress>? progress = null,
+        CancellationToken cancellationToken = default, MergeAlgorithmRegistry? registry = null)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(outputDirectory);
+        var algorithm = (registry ?? MergeAlgorithmRegistry.Default).Get(method);
+        if ((algorithm.Needs & (AlgorithmNeeds.UnlabeledImages | AlgorithmNeeds.LabeledData)) == 0)
+        {
+            throw new ArgumentException($"{algorithm.Name} needs no data: merge with `mlmerge merge --method {algorithm.Name}` (or MergeExperts).");
+        }
+
+        if (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
+        {
+            throw new ArgumentException($"{algorithm.Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        }
+
+        parameters.Resolve(algorithm.Name, algorithm.Parameters);
+        checkpoints ??= new AdaptationJobCheckpoints();
+        bool adapts = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
+        var manifest = AdaptationManifest.For(pool, algorithm, parameters, adapts ? checkpoints.Every : 0);
+        Directory.CreateDirectory(outputDirectory);
+        if (AdaptationManifest.Exists(outputDirectory))
+        {
+            var existing = AdaptationManifest.Read(outputDirectory);
+            if (!existing.IsSameRunAs(manifest))
+            {
+                throw new InvalidOperationException(
+                    $"{outputDirectory} holds another run ({existing.Describe()}); this one is {manifest.Describe()}. Choose another output directory.");
+            }
+
+            if (existing.Result is { } done && done.Files.All(f => File.Exists(Path.Combine(outputDirectory, f))))
+            {
+                return new AdaptationJobResult(existing, done.CompletedSteps, AlreadyComplete: true);
+            }
+        }
+
+        manifest.Write(outputDirectory);
+        string checkpoint = Path.Combine(outputDirectory, CheckpointFileName);
+        int start = adapts && File.Exists(checkpoint) ? AdaptationCheckpoint.ReadCompletedSteps(checkpoint) : 0;
+        var clock = Stopwatch.StartNew();
+        using var log = adapts ? new AdaptationLossLog(Path.Combine(outputDirectory, LossesFileName), pool.TaskNames, start) : null;
+        var context = new AlgorithmContext
+        {
+            Sources = sources,
+            Cancellation = cancellationToken,
+            Checkpointing = adapts ? new AdaptationCheckpointing(checkpoint, checkpoints.Every, Resume: true, checkpoints.Interval) : null,
+            Progress = new SynchronousProgress<AlgorithmProgress>(p =>
+            {
+                if (p.Step is { } step) log?.Append(step, log.PreviousSeconds + clock.Elapsed.TotalSeconds);
+                progress?.Report(new AdaptationJobProgress(p.Stage, p.Done, p.Total, p.Loss));
+            }),
+        };
+        using var model = algorithm.Run(pool, parameters, context);
+        if (model.Parts.Count != 1)
+        {
+            throw new InvalidOperationException($"{algorithm.Name} returned one model per task; an adaptation directory holds one model.");
+        }
+
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [MethodMetadataKey] = algorithm.Name,
+            [PoolMetadataKey] = pool.Manifest.Identity,
+        };
+        var files = model.Parts[0].Exporter.SaveWeights(outputDirectory, metadata).ToList();
+        if (adapts) files.AddRange([CheckpointFileName, LossesFileName]);
+        var outcome = new AdaptationOutcome
+        {
+            CompletedSteps = adapts && algorithm.Parameters.Any(p => p.Name == "steps")
+                ? (int)parameters.Resolve(algorithm.Name, algorithm.Parameters).GetInteger("steps")
+                : 0,
+            FinalLoss = log?.LastLoss,
+            Seconds = (log?.PreviousSeconds ?? 0) + clock.Elapsed.TotalSeconds,
+            Files = files,
+        };
+        var finished = manifest with { Result = outcome };
+        finished.Write(outputDirectory);
+        return new AdaptationJobResult(finished, start, AlreadyComplete: false);
+    }
+}

@@ -1,0 +1,85 @@
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.Merging;
+
+namespace Microsoft.ML.ModelMerging.Tests.Algorithms;
+
+[TestClass]
+public sealed class MergeAlgorithmRegistryTests
+{
+    [TestMethod]
+    public void EveryMethodIsRegisteredOnceWithWhatItNeeds()
+    {
+        var registry = MergeAlgorithmRegistry.Default;
+        CollectionAssert.AreEquivalent(
+            new[] { "simple-average", "task-arithmetic", "ties", "dare", "tall-masks", "consensus", "emr", "wemoe", "e-wemoe", "adamerging-task", "adamerging-layer", "fisher", "regmean" },
+            registry.Algorithms.Select(a => a.Name).ToArray());
+        // Every weight-only method of the streaming registry is reachable through the algorithm registry.
+        foreach (var method in MergeMethodRegistry.Default.Methods) Assert.IsInstanceOfType<WeightOnlyAlgorithm>(registry.Get(method.Name));
+        Assert.AreEqual(AlgorithmNeeds.PretrainedBase | AlgorithmNeeds.UnlabeledImages, registry.Get("WEMOE").Needs);
+        Assert.AreEqual(AlgorithmNeeds.LabeledData, registry.Get("fisher").Needs, "Fisher averages the experts themselves: no base");
+        Assert.AreEqual(AlgorithmNeeds.PretrainedBase | AlgorithmNeeds.TaskAtInference, registry.Get("tall-masks").Needs);
+        Assert.AreEqual(AlgorithmNeeds.PretrainedBase, registry.Get("ties").Needs);
+        var error = Assert.ThrowsExactly<ArgumentException>(() => registry.Get("wemoe2"));
+        StringAssert.Contains(error.Message, "Unknown merge method 'wemoe2' (known: simple-average, task-arithmetic");
+        Assert.ThrowsExactly<ArgumentException>(() => registry.With(registry.Get("ties")));
+    }
+
+    [TestMethod]
+    public void ParametersAreDeclaredPerMethodWithTheirDefaults()
+    {
+        var registry = MergeAlgorithmRegistry.Default;
+        var wemoe = registry.Get("wemoe");
+        var settings = MergeParameters.Parse("router_depth=1").WithDefaults(wemoe.Parameters);
+        CollectionAssert.AreEquivalent(new[] { "steps", "learning-rate", "batch", "lambda", "router-depth", "batch-reduce", "seed" }, settings.Keys.ToArray());
+        Assert.AreEqual("1", settings["router-depth"], "'_' and '-' name the same parameter");
+        Assert.AreEqual("0.0001", settings["learning-rate"]);
+        Assert.AreEqual("1000", settings["steps"]);
+        var resolved = MergeParameters.Parse("router-depth=1", "batch-reduce=true").Resolve(wemoe.Name, wemoe.Parameters);
+        var options = ((WeightEnsemblingAlgorithm)wemoe).Options(resolved);
+        Assert.AreEqual(1, options.RouterDepth);
+        Assert.IsTrue(options.BatchReduce);
+
+        var efficient = registry.Get("e-wemoe");
+        var keep = ((WeightEnsemblingAlgorithm)efficient).Options(MergeParameters.Parse("keep=0.2").Resolve(efficient.Name, efficient.Parameters));
+        Assert.AreEqual(WeightEnsemblingOptions.Efficient(0.2), keep);
+
+        Assert.AreEqual("0.001", MergeParameters.Empty.WithDefaults(registry.Get("adamerging-layer").Parameters)["learning-rate"]);
+        var notForAda = Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("keep=0.5").Resolve("adamerging-layer", registry.Get("adamerging-layer").Parameters));
+        StringAssert.Contains(notForAda.Message, "Unknown parameter 'keep' for merge method 'adamerging-layer'");
+        CollectionAssert.AreEquivalent(new[] { "examples", "epsilon", "seed" }, registry.Get("fisher").Parameters.Select(p => p.Name).ToArray());
+        Assert.AreEqual("0.95", MergeParameters.Empty.WithDefaults(registry.Get("regmean").Parameters)["alpha"]);
+
+        var bad = Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("steps=0").Resolve(wemoe.Name, wemoe.Parameters));
+        StringAssert.Contains(bad.Message, "steps");
+        Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("router-depth=3").Resolve(wemoe.Name, wemoe.Parameters));
+        Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("learning-rate=-1").Resolve(wemoe.Name, wemoe.Parameters));
+    }
+
+    [TestMethod]
+    public void SearchGridsParseAndCoverTheMainHyperparameters()
+    {
+        foreach (var algorithm in MergeAlgorithmRegistry.Default.Algorithms)
+        {
+            foreach (var (name, values) in algorithm.SearchGrid)
+                foreach (string value in values)
+                    MergeParameters.Parse($"{name}={value}").Resolve(algorithm.Name, algorithm.Parameters);
+        }
+
+        Assert.HasCount(10, MergeAlgorithmRegistry.Default.Get("task-arithmetic").SearchGrid["lambda"]);
+        Assert.HasCount(20, MergeCandidate.Grid("ties", MergeAlgorithmRegistry.Default.Get("ties").SearchGrid));
+        Assert.HasCount(0, MergeAlgorithmRegistry.Default.Get("wemoe").SearchGrid);
+    }
+
+    [TestMethod]
+    public void ListDescribesEveryAlgorithmWithItsNeeds()
+    {
+        string list = MergeAlgorithmRegistry.Default.Describe();
+        StringAssert.Contains(list, "wemoe: WEMoE");
+        StringAssert.Contains(list, "[needs a pre-trained base, unlabeled images per task]");
+        StringAssert.Contains(list, "router-depth = 2");
+        StringAssert.Contains(list, "fisher: Fisher merging");
+        StringAssert.Contains(list, "[needs labeled training examples]");
+        StringAssert.Contains(list, "[needs a pre-trained base, the task at inference]");
+    }
+}
