@@ -110,6 +110,7 @@ public sealed class Checkpoint : IDisposable
                     if (!file.Contains(name))
                         throw new CheckpointFormatException(file.FilePath, name, $"listed in {Path.GetFileName(indexPath)} but missing from this shard.");
                 }
+                CheckShardSet(indexPath, document.RootElement, files.Values);
                 foreach (var file in files.Values)
                 foreach (var entry in file.Tensors)
                     if (!expected.TryGetValue(entry.Name, out var shard) || Path.Combine(directory, shard) != file.FilePath)
@@ -127,6 +128,25 @@ public sealed class Checkpoint : IDisposable
                 foreach (var item in indexMetadata.EnumerateObject())
                     metadata[item.Name] = item.Value.ValueKind == JsonValueKind.String ? item.Value.GetString()! : item.Value.GetRawText();
             return new Checkpoint(indexPath, files, metadata);
+        }
+    }
+
+    /// <summary>
+    /// Every shard must come from the same write as its index (<see cref="CheckpointWriter.ShardSetMetadataKey"/>): a
+    /// shard left by an older or interrupted write under a name the index lists is refused, not silently mixed in.
+    /// Checkpoints written elsewhere carry the key in neither place and pass.
+    /// </summary>
+    private static void CheckShardSet(string indexPath, JsonElement index, IEnumerable<SafeTensorsFile> shards)
+    {
+        string? expected = index.TryGetProperty("metadata", out var m) && m.ValueKind == JsonValueKind.Object &&
+            m.TryGetProperty(CheckpointWriter.ShardSetMetadataKey, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        foreach (var shard in shards)
+        {
+            string? actual = shard.Metadata.TryGetValue(CheckpointWriter.ShardSetMetadataKey, out var a) ? a : null;
+            if (!string.Equals(expected, actual, StringComparison.Ordinal))
+                throw new CheckpointFormatException(shard.FilePath, null,
+                    $"shard belongs to write '{actual ?? "(none)"}' but {Path.GetFileName(indexPath)} to write '{expected ?? "(none)"}': " +
+                    "the shards of different writes are mixed (an interrupted or concurrent write?).");
         }
     }
 
