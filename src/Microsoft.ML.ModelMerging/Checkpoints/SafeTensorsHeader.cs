@@ -168,7 +168,7 @@ public sealed class SafeTensorsHeader
             }
             if (nonZero > long.MaxValue / dim)
                 throw new CheckpointFormatException(path, name,
-                    $"shape [{string.Join(", ", shape)}] of {dtype.ToHeaderName()} needs more than 2^63 bytes (counting non-zero dimensions).");
+                    $"shape [{string.Join(", ", shape)}] of {dtype.ToHeaderName()}: byte count overflows 64 bits (zero dimensions aside, as libtorch counts).");
             nonZero *= dim;
         }
         return empty ? 0 : nonZero;

@@ -71,7 +71,7 @@ public sealed class StrictHeaderTests
         // 0 elements, so the byte count is 0 and the offsets agree, but libtorch would abort computing its strides.
         var error = Reject("""{"w":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}}""", 0);
         Assert.AreEqual("w", error.TensorName);
-        StringAssert.Contains(error.Message, "more than 2^63 bytes");
+        StringAssert.Contains(error.Message, "byte count overflows 64 bits");
     }
 
     [TestMethod]
@@ -81,14 +81,14 @@ public sealed class StrictHeaderTests
     [DataRow("-0")]
     [DataRow("9223372036854775808")]
     public void ShapeEntriesArePlainNonNegativeIntegers(string dim) =>
-        StringAssert.Contains(Reject($$"""{"w":{"dtype":"U8","shape":[{{dim}}],"data_offsets":[0,1]}}""", 1).Message, "shape entry 0");
+        StringAssert.Contains(Reject("{\"w\":{\"dtype\":\"U8\",\"shape\":[" + dim + "],\"data_offsets\":[0,1]}}", 1).Message, "shape entry 0");
 
     [TestMethod]
     [DataRow("[0,-4]")]
     [DataRow("[0,4.0]")]
     [DataRow("[0,18446744073709551616]")]
     public void OffsetsArePlainNonNegativeIntegers(string offsets) =>
-        StringAssert.Contains(Reject($$"""{"w":{"dtype":"F32","shape":[1],"data_offsets":{{offsets}}}}""", 4).Message, "data_offsets");
+        StringAssert.Contains(Reject("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":" + offsets + "}}", 4).Message, "data_offsets");
 
     [TestMethod]
     public void DeepNestingIsAFormatError() =>
