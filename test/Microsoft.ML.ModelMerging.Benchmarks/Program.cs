@@ -11,7 +11,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
-//   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR]
+//   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
 {
@@ -59,7 +59,8 @@ static int RunFuzz(BenchmarkArguments arguments)
 {
     string work = arguments.Get("work") ?? Path.Combine(Path.GetTempPath(), "mlmerge-fuzz-" + Environment.ProcessId);
     var report = Microsoft.ML.ModelMerging.Benchmarks.Fuzzing.SafeTensorsFuzzer.Run(
-        (int)arguments.GetNumber("files", 100_000), (int)arguments.GetNumber("seed", 1), work, log: Console.Out);
+        (int)arguments.GetNumber("files", 100_000), (int)arguments.GetNumber("seed", 1), work, log: Console.Out,
+        trace: arguments.Has("trace") ? Console.Error : null);
     Console.Write(report.Describe());
     if (arguments.Get("work") is null) Directory.Delete(work, recursive: true);
     return report.Defects.Count == 0 ? 0 : 1;
@@ -73,7 +74,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
-    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");
     return 2;
 }
 

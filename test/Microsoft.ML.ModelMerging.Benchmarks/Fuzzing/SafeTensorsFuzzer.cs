@@ -36,7 +36,8 @@ public sealed class FuzzReport
 /// </summary>
 public static class SafeTensorsFuzzer
 {
-    public static FuzzReport Run(int files, int seed, string workDirectory, TimeSpan? perFileLimit = null, TextWriter? log = null)
+    /// <param name="trace">Receives each file's number and mutation before it is read, so a crash of the process names its file.</param>
+    public static FuzzReport Run(int files, int seed, string workDirectory, TimeSpan? perFileLimit = null, TextWriter? log = null, TextWriter? trace = null)
     {
         var limit = perFileLimit ?? TimeSpan.FromSeconds(10);
         var report = new FuzzReport();
@@ -48,6 +49,8 @@ public static class SafeTensorsFuzzer
             int fileSeed = HashCode.Combine(seed, i) & int.MaxValue;
             var (bytes, mutation) = new SafeTensorsMutator(fileSeed).Next();
             File.WriteAllBytes(path, bytes);
+            trace?.WriteLine(FormattableString.Invariant($"file {i} seed {fileSeed}: {mutation}"));
+            trace?.Flush();
             var expected = ReferenceSafeTensorsParser.Parse(bytes);
             var read = Task.Run(() => Check(path, bytes, expected));
             string label = mutation.Split('+')[0];

@@ -75,10 +75,11 @@ public sealed class SafeTensorsMutator(int seed)
                 for (int i = 0, n = _random.Next(1, 4); i < n && file.Length > 0; i++) file[_random.Next(file.Length)] ^= (byte)(1 << _random.Next(8));
                 return file;
             case "truncate":
-                return file[.._random.Next(file.Length)];
+                return file.Length == 0 ? file : file[.._random.Next(file.Length)];
             case "extend":
                 return [.. file, .. new byte[_random.Next(1, 9)]];
-            default: // length-prefix
+            default: // length-prefix (a file already cut below 8 bytes has none)
+                if (file.Length < 8) return file;
                 ulong length = BitConverter.ToUInt64(file);
                 ulong[] choices = [length + 1, length - 1, 0, ulong.MaxValue, 100_000_001, (ulong)_random.Next(0, file.Length)];
                 BitConverter.GetBytes(choices[_random.Next(choices.Length)]).CopyTo(file, 0);
@@ -103,7 +104,7 @@ public sealed class SafeTensorsMutator(int seed)
                 return Utf8(ReplaceFirst(text, "\"dtype\":\"", $"\"dtype\":\"{names[_random.Next(names.Length)]}", skipValue: true));
             case "duplicate-key":
                 int entry = text.IndexOf("\"layer.", StringComparison.Ordinal);
-                if (entry < 0) return Utf8(text.Insert(1, "\"__metadata__\":{},\"__metadata__\":{},"));
+                if (entry < 0) return Utf8(text.Insert(Math.Min(1, text.Length), "\"__metadata__\":{},\"__metadata__\":{},"));
                 int close = text.IndexOf("}", entry, StringComparison.Ordinal);
                 return Utf8(text.Insert(close + 1, "," + text[entry..(close + 1)]));
             case "duplicate-field":
@@ -116,7 +117,8 @@ public sealed class SafeTensorsMutator(int seed)
                 return Utf8(ReplaceNumberAfter(text, _random.Next(2) == 0 ? "shape\":[" : "data_offsets\":[", "-" + _random.Next(0, 100)));
             case "invalid-utf8":
                 byte[][] bad = [[0xFF], [0xC3, 0x28], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xC0, 0xAF], [0xE2, 0x82], [0xEF, 0xBB, 0xBF]];
-                int position = QuotedPosition(text);
+                int position = Encoding.UTF8.GetByteCount(text.AsSpan(0, QuotedPosition(text)));
+                if (Encoding.UTF8.GetByteCount(text) != header.Length) position = Math.Min(position, header.Length); // already not UTF-8
                 return [.. header[..position], .. bad[_random.Next(bad.Length)], .. header[position..]];
             case "lone-surrogate":
                 string[] escapes = ["\\ud800", "\\udfff", "\\ud83dx", "\\ude00\\ud83d", "\\uD800\\u0041"];
@@ -124,10 +126,10 @@ public sealed class SafeTensorsMutator(int seed)
             case "deep-nesting":
                 int depth = _random.Next(2) == 0 ? _random.Next(60, 70) : _random.Next(1, 5000);
                 string nested = new string('[', depth) + new string(']', depth);
-                return Utf8(_random.Next(2) == 0 ? text.Insert(1, $"\"deep\":{nested},") : ReplaceFirst(text, "\"shape\":", "\"shape\":" + nested + ",\"x\":", skipValue: false));
+                return Utf8(_random.Next(2) == 0 ? text.Insert(Math.Min(1, text.Length), $"\"deep\":{nested},") : ReplaceFirst(text, "\"shape\":", "\"shape\":" + nested + ",\"x\":", skipValue: false));
             case "metadata":
                 string[] values = ["{\"k\":1}", "{\"k\":null}", "[]", "\"s\"", "{\"k\":\"a\",\"k\":\"b\"}", "{\"k\":{\"n\":\"v\"}}", "{}"];
-                return Utf8(text.Insert(1, $"\"__metadata__\":{values[_random.Next(values.Length)]},"));
+                return Utf8(text.Insert(Math.Min(1, text.Length), $"\"__metadata__\":{values[_random.Next(values.Length)]},"));
             default: // splice: a random slice of the header moved elsewhere
                 if (text.Length < 4) return Utf8(text);
                 int from = _random.Next(text.Length - 1), length = _random.Next(1, Math.Min(16, text.Length - from));
@@ -147,12 +149,11 @@ public sealed class SafeTensorsMutator(int seed)
 
     private static byte[] Utf8(string text) => Encoding.UTF8.GetBytes(text);
 
-    /// <summary>A position just inside some string of the header (or 1 when there is none).</summary>
+    /// <summary>A character index just inside some string of the header (0 when there is none).</summary>
     private int QuotedPosition(string text)
     {
         var quotes = Enumerable.Range(0, text.Length).Where(i => text[i] == '"').ToList();
-        int index = quotes.Count == 0 ? 0 : quotes[_random.Next(quotes.Count)] + 1;
-        return Math.Min(Encoding.UTF8.GetByteCount(text.AsSpan(0, Math.Min(index, text.Length))), Encoding.UTF8.GetByteCount(text));
+        return quotes.Count == 0 ? 0 : quotes[_random.Next(quotes.Count)] + 1;
     }
 
     /// <summary>Replaces one number right after an occurrence of <paramref name="marker"/> (or after the comma that follows it).</summary>
