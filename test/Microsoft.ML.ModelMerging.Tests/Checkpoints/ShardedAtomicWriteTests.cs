@@ -101,4 +101,15 @@ public sealed class ShardedAtomicWriteTests
         CollectionAssert.AreEqual(new[] { "model.safetensors" }, Directory.GetFiles(dir.Path).Select(Path.GetFileName).ToArray());
         Assert.AreEqual(3f, ValueIn(dir.Path));
     }
+
+    [TestMethod]
+    public void IndexWithALoneSurrogateIsAFormatError()
+    {
+        using var dir = new TempDirectory();
+        Write(dir.Path, 1f);
+        string index = dir.File(Checkpoint.IndexFileName);
+        File.WriteAllText(index, File.ReadAllText(index).Replace("\"layers.0.weight\"", "\"layers.0.weight\\ud800\""));
+        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => Checkpoint.Open(dir.Path).Dispose());
+        StringAssert.StartsWith(error.Message, index);
+    }
 }
