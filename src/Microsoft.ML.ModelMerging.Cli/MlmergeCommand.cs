@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Help;
+using System.Runtime.InteropServices;
 using Microsoft.ML.ModelMerging.Cli.Commands;
 
 namespace Microsoft.ML.ModelMerging.Cli;
@@ -37,16 +38,51 @@ public static class MlmergeCommand
             return 1;
         }
 
+        // SIGINT (Ctrl+C) and SIGTERM cancel the running command through its token, so temporary files are removed on the
+        // way out; a second signal is left to its default action and ends the process at once.
+        config.ProcessTerminationTimeout = null;
+        using var cancellation = new CancellationTokenSource();
+        PosixSignal? received = null;
+        void Cancel(PosixSignalContext context)
+        {
+            if (received is not null) return;
+            received = context.Signal;
+            context.Cancel = true;
+            cancellation.Cancel();
+        }
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
         try
         {
-            return parse.Invoke(config);
+            return parse.InvokeAsync(config, cancellation.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (received is { } signal)
+        {
+            config.Error.WriteLine($"error: cancelled by {signal}; nothing was written under the output name and temporary files were removed.");
+            return SignalExitCode(signal);
         }
         catch (Exception e) when (IsUserError(e))
         {
             // Bad input is reported as one clear line, not a stack trace.
-            config.Error.WriteLine($"error: {e.Message}");
+            config.Error.WriteLine($"error: {UserMessage(e)}");
             return 1;
         }
+    }
+
+    /// <summary>The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM).</summary>
+    private static int SignalExitCode(PosixSignal signal) => signal == PosixSignal.SIGINT ? 130 : 143;
+
+    /// <summary>
+    /// The message without .NET's " (Parameter 'x')" suffix and "Actual value was" line, which name a C# parameter rather
+    /// than anything the user typed; the message itself names the option, tensor or file.
+    /// </summary>
+    internal static string UserMessage(Exception e)
+    {
+        if (e is not ArgumentException { ParamName: { } name } argument) return e.Message;
+        string message = argument.Message;
+        int actual = message.IndexOf(Environment.NewLine + "Actual value was", StringComparison.Ordinal);
+        if (actual >= 0) message = message[..actual];
+        return message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal);
     }
 
     private static bool IsUserError(Exception e) =>

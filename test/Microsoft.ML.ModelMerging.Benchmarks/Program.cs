@@ -11,6 +11,8 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
+//   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
+//                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
 {
     "streaming-merge" => StreamingMergeBenchmark.Run(BenchmarkArguments.Parse(args[1..])),
@@ -20,6 +22,7 @@ return args.FirstOrDefault() switch
     "tta-diagnose" when args.Length >= 2 => RunTtaDiagnose(args[1], BenchmarkArguments.Parse(args[2..])),
     "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
+    "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
 
@@ -52,6 +55,17 @@ static int RunIoFloor(BenchmarkArguments arguments)
 static int RunOnnxScoring(string zoo, BenchmarkArguments arguments) => OnnxScoringBenchmark.Run(zoo,
     images: (int)arguments.GetNumber("images", 1024), threads: (int)arguments.GetNumber("threads", 1), rounds: (int)arguments.GetNumber("rounds", 5));
 
+static int RunFuzz(BenchmarkArguments arguments)
+{
+    string work = arguments.Get("work") ?? Path.Combine(Path.GetTempPath(), "mlmerge-fuzz-" + Environment.ProcessId);
+    var report = Microsoft.ML.ModelMerging.Benchmarks.Fuzzing.SafeTensorsFuzzer.Run(
+        (int)arguments.GetNumber("files", 100_000), (int)arguments.GetNumber("seed", 1), work, log: Console.Out,
+        trace: arguments.Has("trace") ? Console.Error : null);
+    Console.Write(report.Describe());
+    if (arguments.Get("work") is null) Directory.Delete(work, recursive: true);
+    return report.Defects.Count == 0 ? 0 : 1;
+}
+
 static int Usage()
 {
     Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--prepare-only] [--clean]");
@@ -60,6 +74,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");
     return 2;
 }
 

@@ -96,10 +96,16 @@ internal static class MergeCommand
                         $"--method {algorithm.Name} needs {MergeAlgorithmRegistry.NeedsText(algorithm.Needs)}, which a checkpoint merge does not have: " +
                         $"run it on a pool with `mlmerge adapt --zoo <pool> --method {algorithm.Name}`.");
             }
+            // --out in a directory that does not exist: the directory is created (the library writer does) and the
+            // summary says so, so a typo in the path is visible rather than silent.
+            string outputDirectory = job.Output.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+                ? Path.GetDirectoryName(Path.GetFullPath(job.Output))! : Path.GetFullPath(job.Output);
+            bool createsDirectory = !Directory.Exists(outputDirectory);
             var report = ConsoleProgress.Run<StreamingMergeProgress, StreamingMergeReport>(
                 parse.InvocationConfiguration.Output, "merging",
                 p => ($"{p.Phase} pass {p.Pass + 1}/{p.PassCount}", p.Tensor + 1, p.TensorCount),
                 progress => job.Run(progress, cancellation));
+            if (createsDirectory) writer.WriteLine($"created directory {outputDirectory}");
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{job.Method}: {report.MergedTensors.Count} tensors merged, {report.CopiedTensors.Count} copied from the base, {report.Passes} pass(es) → {report.OutputPath}"));
             return Task.FromResult(0);

@@ -70,10 +70,14 @@ public sealed class Checkpoint : IDisposable
     private static Checkpoint OpenIndex(string indexPath)
     {
         string directory = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+        byte[] bytes = File.ReadAllBytes(indexPath);
+        // As for headers: System.Text.Json checks UTF-8 and surrogates only when a string is decoded.
+        if (!System.Text.Unicode.Utf8.IsValid(bytes))
+            throw new CheckpointFormatException(indexPath, null, "index is not valid UTF-8.");
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            document = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
@@ -87,12 +91,14 @@ public sealed class Checkpoint : IDisposable
             var expected = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var item in weightMap.EnumerateObject())
             {
+                string tensor = JsonText.Name(item, indexPath, null);
                 if (item.Value.ValueKind != JsonValueKind.String)
-                    throw new CheckpointFormatException(indexPath, item.Name, "weight_map values must be shard file names.");
-                string shard = item.Value.GetString()!;
+                    throw new CheckpointFormatException(indexPath, tensor, "weight_map values must be shard file names.");
+                string shard = JsonText.String(item.Value, indexPath, tensor, "the shard name");
                 if (shard.Contains('/') || shard.Contains('\\') || shard.Contains(".."))
                     throw new CheckpointFormatException(indexPath, item.Name, $"shard name '{shard}' must be a file name in the index's folder.");
-                expected[item.Name] = shard;
+                if (!expected.TryAdd(tensor, shard))
+                    throw new CheckpointFormatException(indexPath, tensor, "appears twice in weight_map.");
             }
             var files = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
             try
@@ -110,6 +116,7 @@ public sealed class Checkpoint : IDisposable
                     if (!file.Contains(name))
                         throw new CheckpointFormatException(file.FilePath, name, $"listed in {Path.GetFileName(indexPath)} but missing from this shard.");
                 }
+                CheckShardSet(indexPath, document.RootElement, files.Values);
                 foreach (var file in files.Values)
                 foreach (var entry in file.Tensors)
                     if (!expected.TryGetValue(entry.Name, out var shard) || Path.Combine(directory, shard) != file.FilePath)
@@ -125,8 +132,32 @@ public sealed class Checkpoint : IDisposable
                 foreach (var (k, v) in files.Values.First().Metadata) metadata[k] = v;
             if (document.RootElement.TryGetProperty("metadata", out var indexMetadata) && indexMetadata.ValueKind == JsonValueKind.Object)
                 foreach (var item in indexMetadata.EnumerateObject())
-                    metadata[item.Name] = item.Value.ValueKind == JsonValueKind.String ? item.Value.GetString()! : item.Value.GetRawText();
+                {
+                    string key = JsonText.Name(item, indexPath, null);
+                    metadata[key] = item.Value.ValueKind == JsonValueKind.String
+                        ? JsonText.String(item.Value, indexPath, null, $"metadata entry '{key}'") : item.Value.GetRawText();
+                }
             return new Checkpoint(indexPath, files, metadata);
+        }
+    }
+
+    /// <summary>
+    /// Every shard must come from the same write as its index (<see cref="CheckpointWriter.ShardSetMetadataKey"/>): a
+    /// shard left by an older or interrupted write under a name the index lists is refused, not silently mixed in.
+    /// Checkpoints written elsewhere carry the key in neither place and pass.
+    /// </summary>
+    private static void CheckShardSet(string indexPath, JsonElement index, IEnumerable<SafeTensorsFile> shards)
+    {
+        string? expected = index.TryGetProperty("metadata", out var m) && m.ValueKind == JsonValueKind.Object &&
+            m.TryGetProperty(CheckpointWriter.ShardSetMetadataKey, out var v) && v.ValueKind == JsonValueKind.String
+                ? JsonText.String(v, indexPath, null, CheckpointWriter.ShardSetMetadataKey) : null;
+        foreach (var shard in shards)
+        {
+            string? actual = shard.Metadata.TryGetValue(CheckpointWriter.ShardSetMetadataKey, out var a) ? a : null;
+            if (!string.Equals(expected, actual, StringComparison.Ordinal))
+                throw new CheckpointFormatException(shard.FilePath, null,
+                    $"shard belongs to write '{actual ?? "(none)"}' but {Path.GetFileName(indexPath)} to write '{expected ?? "(none)"}': " +
+                    "the shards of different writes are mixed (an interrupted or concurrent write?).");
         }
     }
 

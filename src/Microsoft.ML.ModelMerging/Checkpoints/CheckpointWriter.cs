@@ -14,6 +14,9 @@ public sealed class CheckpointWriter : IDisposable
     private readonly List<(SafeTensorsWriter? Writer, List<TensorSpec> Specs, string Path)> _shards = new();
     private readonly IReadOnlyDictionary<string, string>? _metadata;
     private readonly string? _indexPath;
+    private readonly string _directory;
+    private readonly bool _sharded;
+    private string? _indexTemporary;
     private int _current;
     private bool _completed;
 
@@ -21,28 +24,47 @@ public sealed class CheckpointWriter : IDisposable
     public string OutputPath { get; }
     public IReadOnlyList<string> ShardPaths => _shards.Select(s => s.Path).ToList();
 
+    /// <summary>
+    /// Metadata key tying the shards of one write to its index: each shard and the index carry the same random value, and
+    /// <see cref="Checkpoint"/> refuses a shard whose value differs from its index's.
+    /// </summary>
+    public const string ShardSetMetadataKey = "mlmerge.shard_set";
+
     /// <param name="path">A <c>.safetensors</c> file path, or a directory (then <c>model.safetensors</c> or shards go inside).</param>
     /// <param name="maxShardBytes">Split into shards of at most this many data bytes (a single larger tensor gets a shard of its own); null = one file.</param>
     public CheckpointWriter(string path, IReadOnlyList<TensorSpec> plan, IReadOnlyDictionary<string, string>? metadata = null, long? maxShardBytes = null)
     {
         if (maxShardBytes is <= 0) throw new ArgumentException($"Shard size must be positive, got {maxShardBytes}.");
-        _metadata = metadata;
         bool toFile = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
-        string directory = toFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : Path.GetFullPath(path);
+        _directory = toFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : Path.GetFullPath(path);
         string stem = toFile ? Path.GetFileNameWithoutExtension(path) : "model";
         var groups = SplitIntoShards(plan, maxShardBytes);
         if (groups.Count <= 1)
         {
-            string file = toFile ? Path.GetFullPath(path) : Path.Combine(directory, "model.safetensors");
+            _metadata = metadata;
+            string file = toFile ? Path.GetFullPath(path) : Path.Combine(_directory, "model.safetensors");
             _shards.Add((null, groups.Count == 0 ? new List<TensorSpec>() : groups[0], file));
             OutputPath = file;
+            // Only a directory output replaces an older sharded checkpoint (its index would hide model.safetensors).
+            _indexPath = toFile ? null : Path.Combine(_directory, Checkpoint.IndexFileName);
+            _sharded = false;
         }
         else
         {
+            // New shards get names no earlier write used, so the old index and its shards stay whole until the new index
+            // replaces it in one rename: a failure at any point leaves either the old checkpoint or the new one.
+            string set = Guid.NewGuid().ToString("N")[..12];
+            _metadata = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>(), StringComparer.Ordinal)
+            {
+                [ShardSetMetadataKey] = set,
+            };
             for (int i = 0; i < groups.Count; i++)
-                _shards.Add((null, groups[i], Path.Combine(directory, $"{stem}-{i + 1:D5}-of-{groups.Count:D5}.safetensors")));
-            _indexPath = Path.Combine(directory, toFile ? $"{stem}.safetensors.index.json" : Checkpoint.IndexFileName);
+                _shards.Add((null, groups[i], Path.Combine(_directory, $"{stem}-{i + 1:D5}-of-{groups.Count:D5}-{set}.safetensors")));
+            _indexPath = Path.Combine(_directory, toFile ? $"{stem}.safetensors.index.json" : Checkpoint.IndexFileName);
             OutputPath = _indexPath;
+            _sharded = true;
+            TemporaryFiles.RemoveStale(_directory, stem + "-");
+            TemporaryFiles.RemoveStale(_directory, Path.GetFileName(_indexPath) + ".");
         }
         Open(0);
     }
@@ -113,7 +135,11 @@ public sealed class CheckpointWriter : IDisposable
         writer.Patch(name, [.. indices.Select(i => i * size)], bytes);
     }
 
-    /// <summary>Finishes every shard, renames them into place, then writes the index (itself atomically).</summary>
+    /// <summary>
+    /// Finishes every shard, then makes the new checkpoint visible at once: shards are renamed to their (new, unique)
+    /// names, the index is renamed over the old one, and only then are the old index's shards removed. A single-file
+    /// output written into a directory also removes an older sharded checkpoint there, whose index would otherwise hide it.
+    /// </summary>
     public void Complete()
     {
         var last = Current();
@@ -121,18 +147,47 @@ public sealed class CheckpointWriter : IDisposable
         foreach (var shard in _shards)
             if (shard.Writer is null)
                 throw new InvalidOperationException($"{OutputPath}: shard {shard.Path} was never written.");
-        if (_indexPath is not null)
+        var previous = _indexPath is null ? new List<string>() : ListedShards(_indexPath);
+        if (_sharded)
         {
-            string temp = _indexPath + ".partial";
-            File.WriteAllBytes(temp, IndexJson());
+            _indexTemporary = TemporaryFiles.For(_indexPath!);
+            File.WriteAllBytes(_indexTemporary, IndexJson());
             foreach (var shard in _shards) shard.Writer!.Commit();
-            File.Move(temp, _indexPath, overwrite: true);
+            File.Move(_indexTemporary, _indexPath!, overwrite: true);
         }
         else
         {
             _shards[0].Writer!.Commit();
+            if (previous.Count > 0) File.Delete(_indexPath!);
         }
         _completed = true;
+        var ours = _shards.Select(s => s.Path).ToHashSet(StringComparer.Ordinal);
+        foreach (string old in previous)
+            if (!ours.Contains(old)) File.Delete(old);
+    }
+
+    /// <summary>The existing shard files an index names (none when there is no readable index).</summary>
+    internal static List<string> ListedShards(string indexPath)
+    {
+        if (!File.Exists(indexPath)) return new List<string>();
+        string directory = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            if (!document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object) return new List<string>();
+            return map.EnumerateObject()
+                .Where(p => p.Value.ValueKind == JsonValueKind.String)
+                .Select(p => p.Value.GetString()!)
+                .Where(name => name == Path.GetFileName(name) && name.EndsWith(".safetensors", StringComparison.Ordinal))
+                .Distinct(StringComparer.Ordinal)
+                .Select(name => Path.Combine(directory, name))
+                .Where(File.Exists)
+                .ToList();
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            return new List<string>();
+        }
     }
 
     private byte[] IndexJson()
@@ -156,10 +211,15 @@ public sealed class CheckpointWriter : IDisposable
         return buffer.ToArray();
     }
 
+    /// <summary>Abandons an incomplete write: every temporary file and every shard already renamed is deleted.</summary>
     public void Dispose()
     {
         foreach (var shard in _shards) shard.Writer?.Dispose();
-        if (!_completed && _indexPath is not null && File.Exists(_indexPath + ".partial")) File.Delete(_indexPath + ".partial");
+        if (_completed) return;
+        if (_indexTemporary is not null && File.Exists(_indexTemporary)) File.Delete(_indexTemporary);
+        if (_sharded)
+            foreach (var shard in _shards)
+                if (File.Exists(shard.Path)) File.Delete(shard.Path);
     }
 
     /// <summary>Parses sizes such as <c>5GB</c>, <c>500MB</c>, <c>64KiB</c> or a plain byte count.</summary>

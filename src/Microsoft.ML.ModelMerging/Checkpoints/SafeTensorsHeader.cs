@@ -55,6 +55,10 @@ public sealed class SafeTensorsHeader
 
     internal static SafeTensorsHeader Parse(string path, byte[] json, long dataStart, long dataLength)
     {
+        // System.Text.Json checks UTF-8 only when a string is decoded, and then throws InvalidOperationException:
+        // validate the whole header first so every malformed file fails the same documented way.
+        if (!System.Text.Unicode.Utf8.IsValid(json))
+            throw new CheckpointFormatException(path, null, "header is not valid UTF-8.");
         JsonDocument document;
         try
         {
@@ -73,12 +77,13 @@ public sealed class SafeTensorsHeader
             var seen = new HashSet<string>(StringComparer.Ordinal);
             foreach (var property in document.RootElement.EnumerateObject())
             {
-                if (!seen.Add(property.Name))
-                    throw new CheckpointFormatException(path, property.Name, "appears twice in the header.");
-                if (property.Name == "__metadata__")
+                string name = JsonText.Name(property, path, null);
+                if (!seen.Add(name))
+                    throw new CheckpointFormatException(path, name, "appears twice in the header.");
+                if (name == "__metadata__")
                     ReadMetadata(path, property.Value, metadata);
                 else
-                    tensors.Add(ReadEntry(path, property.Name, property.Value));
+                    tensors.Add(ReadEntry(path, name, property.Value));
             }
             CheckLayout(path, tensors, dataLength);
             tensors.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
@@ -92,50 +97,47 @@ public sealed class SafeTensorsHeader
             throw new CheckpointFormatException(path, null, "__metadata__ must be an object of string values.");
         foreach (var item in value.EnumerateObject())
         {
+            string key = JsonText.Name(item, path, null);
             if (item.Value.ValueKind != JsonValueKind.String)
-                throw new CheckpointFormatException(path, null, $"__metadata__ entry '{item.Name}' must be a string.");
-            metadata[item.Name] = item.Value.GetString()!;
+                throw new CheckpointFormatException(path, null, $"__metadata__ entry '{key}' must be a string.");
+            if (!metadata.TryAdd(key, JsonText.String(item.Value, path, null, $"__metadata__ entry '{key}'")))
+                throw new CheckpointFormatException(path, null, $"__metadata__ entry '{key}' appears twice.");
         }
     }
+
+    private static readonly string[] EntryFields = ["dtype", "shape", "data_offsets"];
 
     private static TensorEntry ReadEntry(string path, string name, JsonElement value)
     {
         if (value.ValueKind != JsonValueKind.Object)
             throw new CheckpointFormatException(path, name, "header entry must be an object with dtype, shape and data_offsets.");
-        if (!value.TryGetProperty("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
+        // Strict like the safetensors crate: a field given twice is ambiguous; an unknown one is a misspelling or another format.
+        var fields = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        foreach (var field in value.EnumerateObject())
+        {
+            string fieldName = JsonText.Name(field, path, name);
+            if (!EntryFields.Contains(fieldName, StringComparer.Ordinal))
+                throw new CheckpointFormatException(path, name, $"unknown field '{fieldName}' (expected dtype, shape and data_offsets).");
+            if (!fields.TryAdd(fieldName, field.Value))
+                throw new CheckpointFormatException(path, name, $"field '{fieldName}' appears twice.");
+        }
+        if (!fields.TryGetValue("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
             throw new CheckpointFormatException(path, name, "missing string field 'dtype'.");
-        string dtypeText = dtypeElement.GetString()!;
+        string dtypeText = JsonText.String(dtypeElement, path, name, "dtype");
         if (!SafeTensorsDTypes.TryParseHeaderName(dtypeText, out var dtype))
             throw new CheckpointFormatException(path, name, $"unknown dtype '{dtypeText}' (expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL).");
-        if (!value.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
+        if (!fields.TryGetValue("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
             throw new CheckpointFormatException(path, name, "missing array field 'shape'.");
         var shape = new long[shapeElement.GetArrayLength()];
         int i = 0;
-        long elements = 1;
         foreach (var d in shapeElement.EnumerateArray())
         {
-            if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0)
-                throw new CheckpointFormatException(path, name, $"shape entry {i} must be a non-negative integer.");
+            if (!JsonText.TryNonNegativeInteger(d, out long dim))
+                throw new CheckpointFormatException(path, name, $"shape entry {i} must be a non-negative integer below 2^63.");
             shape[i++] = dim;
-            try
-            {
-                elements = checked(elements * dim);
-            }
-            catch (OverflowException)
-            {
-                throw new CheckpointFormatException(path, name, $"shape [{string.Join(", ", shape.Take(i))}...] has an element count that overflows 64 bits.");
-            }
         }
-        long expectedBytes;
-        try
-        {
-            expectedBytes = checked(elements * dtype.ElementSize());
-        }
-        catch (OverflowException)
-        {
-            throw new CheckpointFormatException(path, name, $"shape [{string.Join(", ", shape)}] × {dtype.ElementSize()} bytes overflows 64 bits.");
-        }
-        if (!value.TryGetProperty("data_offsets", out var offsetsElement) || offsetsElement.ValueKind != JsonValueKind.Array ||
+        long expectedBytes = ByteCount(path, name, shape, dtype);
+        if (!fields.TryGetValue("data_offsets", out var offsetsElement) || offsetsElement.ValueKind != JsonValueKind.Array ||
             offsetsElement.GetArrayLength() != 2)
             throw new CheckpointFormatException(path, name, "missing field 'data_offsets' = [begin, end].");
         long begin = ReadOffset(path, name, offsetsElement[0]);
@@ -148,10 +150,34 @@ public sealed class SafeTensorsHeader
         return new TensorEntry(name, dtype, shape, begin, end - begin) { File = path };
     }
 
+    /// <summary>
+    /// The tensor's byte count. The product of the non-zero dimensions times the element size must fit in 63 bits even
+    /// when a zero dimension makes the tensor empty: libtorch computes strides from those dimensions and aborts the
+    /// process when they overflow.
+    /// </summary>
+    private static long ByteCount(string path, string name, long[] shape, SafeTensorsDType dtype)
+    {
+        long nonZero = dtype.ElementSize();
+        bool empty = false;
+        foreach (long dim in shape)
+        {
+            if (dim == 0)
+            {
+                empty = true;
+                continue;
+            }
+            if (nonZero > long.MaxValue / dim)
+                throw new CheckpointFormatException(path, name,
+                    $"shape [{string.Join(", ", shape)}] of {dtype.ToHeaderName()}: byte count overflows 64 bits (zero dimensions aside, as libtorch counts).");
+            nonZero *= dim;
+        }
+        return empty ? 0 : nonZero;
+    }
+
     private static long ReadOffset(string path, string name, JsonElement e)
     {
-        if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt64(out long v) || v < 0)
-            throw new CheckpointFormatException(path, name, "data_offsets must be non-negative integers.");
+        if (!JsonText.TryNonNegativeInteger(e, out long v))
+            throw new CheckpointFormatException(path, name, "data_offsets must be non-negative integers below 2^63.");
         return v;
     }
 

@@ -30,7 +30,9 @@ public sealed class SafeTensorsWriter : IDisposable
         TargetPath = Path.GetFullPath(path);
         string directory = Path.GetDirectoryName(TargetPath)!;
         Directory.CreateDirectory(directory);
-        TemporaryPath = Path.Combine(directory, $".{Path.GetFileName(TargetPath)}.{Guid.NewGuid():N}.partial");
+        // A run killed earlier (kill -9, power loss) left its temporary file behind: remove it if its process is gone.
+        TemporaryFiles.RemoveStale(directory, Path.GetFileName(TargetPath) + ".");
+        TemporaryPath = TemporaryFiles.For(TargetPath);
         byte[] header = SafeTensorsHeader.Serialize(plan, metadata);
         _dataStart = 8 + header.Length;
         TotalBytes = _dataStart + plan.Sum(t => t.ByteLength);

@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// k tasks select, dropping "selfish" (one task) and "catastrophic" (no task) weights:
 /// θ = θ0 + λ·(1[Σ_t m_t ≥ k] ⊙ τ_MTL), τ_MTL = Σ_i τ_i, m_t = |τ_t| ≥ λ_t·|τ_MTL − τ_t|.
 /// </summary>
-/// <remarks>k = 0 is task arithmetic; k greater than the number of tasks gives θ0.</remarks>
+/// <remarks>k = 0 is task arithmetic; k greater than the number of tasks is refused (it would silently return θ0).</remarks>
 public sealed class ConsensusMerge : MergeMethodBase
 {
     public const double DefaultLambda = 0.3;
@@ -48,7 +48,13 @@ public sealed class ConsensusMerge : MergeMethodBase
     /// <summary>k.</summary>
     public int MinTasks { get; }
 
-    protected override void OnBegin(int expertCount) => TallMasksMerge.EnsureTallLambdaCount(Name, TallLambdas, expertCount);
+    protected override void OnBegin(int expertCount)
+    {
+        TallMasksMerge.EnsureTallLambdaCount(Name, TallLambdas, expertCount);
+        if (MinTasks > expertCount)
+            throw new ArgumentException(
+                $"consensus: min-tasks {MinTasks} is more than the {expertCount} expert(s): no weight could be kept and the output would be the base model.");
+    }
 
     protected override MergedTensor Merge(MergeTensorInput input)
     {

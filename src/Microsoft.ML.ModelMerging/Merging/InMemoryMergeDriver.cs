@@ -65,6 +65,7 @@ public sealed class InMemoryMergeDriver
                 var baseTensor = baseModel[name];
                 merged[name] = result.Merged.to_type(baseTensor.dtype, copy: true).DetachFromDisposeScope();
                 result.Merged.Dispose();
+                NonFiniteOutput.Check(merged[name], Checkpoints.SafeTensorsDTypes.FromScalarType(baseTensor.dtype), name);
                 if (result.TaskSpecific is { } parts)
                 {
                     parts.DetachFromDisposeScope();

@@ -61,6 +61,7 @@ public sealed class StreamingMergeDriver
         try
         {
             foreach (var path in expertPaths) experts.Add(Checkpoint.Open(path));
+            OutputOverlap.EnsureDistinct(outputPath, experts.Prepend(baseCheckpoint).SelectMany(InputFiles));
             var mergePlan = Plan(baseCheckpoint, experts, options);
             var merged = mergePlan.MergedTensorNames;
             var copied = mergePlan.CopiedTensorNames;
@@ -129,6 +130,7 @@ public sealed class StreamingMergeDriver
             var plan = OutputPlan(baseCheckpoint, options.OutputDType, method.ProducesTaskSpecificWeights ? merged : null, experts.Count);
             var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
+            var storedAs = plan.ToDictionary(p => p.Name, p => p.DType, StringComparer.Ordinal);
             var tensorIndex = merged.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
 
             // False when a deferred last pass overflowed: nothing is left behind, and the caller runs the pass and merges again.
@@ -172,7 +174,12 @@ public sealed class StreamingMergeDriver
                                 (in ElementwiseChunk chunk, Span<float> values, int _, long _) => elementwise.MergeChunk(chunk, values), !inputsChecked));
                         }
 
-                        writes.Enqueue(() => writer.WriteFloats(output.Parts()));
+                        string merging = entry.Name;
+                        writes.Enqueue(() =>
+                        {
+                            NonFiniteOutput.Check(output.Parts(), storedAs[merging], merging);
+                            writer.WriteFloats(output.Parts());
+                        });
                         continue;
                     }
 
@@ -188,6 +195,7 @@ public sealed class StreamingMergeDriver
                     string name = entry.Name;
                     writes.Enqueue(() =>
                     {
+                        NonFiniteOutput.Check(result.Merged, storedAs[name], name);
                         writer.Write(result.Merged);
                         if (method.ProducesTaskSpecificWeights) WriteTaskSpecific(writer, method, name, result);
                     }, owned: result);
@@ -204,6 +212,8 @@ public sealed class StreamingMergeDriver
                     foreach (var group in deferred.Patches(workers).GroupBy(p => p.Tensor))
                     {
                         var patches = group.OrderBy(p => p.Index).ToArray();
+                        string patched = merged[group.Key];
+                        NonFiniteOutput.Check([.. patches.Select(p => p.Index)], [.. patches.Select(p => p.Value)], storedAs[patched], patched);
                         writer.Patch(merged[group.Key], [.. patches.Select(p => p.Index)], [.. patches.Select(p => p.Value)]);
                     }
                 }
@@ -229,6 +239,10 @@ public sealed class StreamingMergeDriver
             foreach (var e in experts) e.Dispose();
         }
     }
+
+    /// <summary>Every file a checkpoint is read from: its shards, and its index when it was opened through one.</summary>
+    private static IEnumerable<string> InputFiles(Checkpoint checkpoint) =>
+        File.Exists(checkpoint.Source) ? checkpoint.Files.Append(checkpoint.Source) : checkpoint.Files;
 
     /// <summary>
     /// About <paramref name="count"/> chunks spread evenly over all merged tensors (as if laid end to end), as (tensor,

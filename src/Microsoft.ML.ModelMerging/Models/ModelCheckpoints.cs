@@ -68,6 +68,7 @@ public static class ModelCheckpoints
                 if (VisionTransformerNames.IsIgnoredWhenLoading(entry.Name) || !entry.DType.IsFloatingPoint()) continue;
                 // The caller owns what is loaded (through Dispose), not whatever dispose scope happens to be active.
                 weights[entry.Name] = checkpoint.ReadTensor(entry.Name).DetachFromDisposeScope();
+                EnsureFinite(entry, weights[entry.Name]);
             }
             var report = StateLoadReport.Compare(config, weights.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.shape)));
             report.ThrowIfIncomplete(checkpoint.Source);
@@ -101,28 +102,65 @@ public static class ModelCheckpoints
             $"no model config: neither metadata '{VisionTransformerConfig.MetadataKey}' nor a config.json next to the checkpoint.");
     }
 
-    public static void SaveHead(string path, ClassificationHead head, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>Metadata key of the task a head classifies for (written by <see cref="SaveHead"/> when the task is known).</summary>
+    public const string HeadTaskMetadataKey = "mlmerge.task";
+
+    /// <summary>Writes a head with its kind and class names, and the task it belongs to when <paramref name="task"/> is given.</summary>
+    public static void SaveHead(string path, ClassificationHead head, IReadOnlyDictionary<string, string>? metadata = null, string? task = null)
     {
         var all = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>(), StringComparer.Ordinal);
         foreach (var (k, v) in head.ToMetadata()) all[k] = v;
+        if (task is not null) all[HeadTaskMetadataKey] = task;
         using var scope = NewDisposeScope();
         var cpu = head.ToTensors().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu(), StringComparer.Ordinal);
         SafeTensorsWriter.Save(path, cpu, all);
     }
 
-    public static ClassificationHead LoadHead(string path)
+    /// <summary>
+    /// Loads a head. With <paramref name="expectedTask"/>, a head recorded for another task is refused (heads saved
+    /// without a task pass); with <paramref name="expectedClassNames"/>, a head whose classes differ is refused, so a
+    /// swapped or wrong head fails here instead of scoring nonsense.
+    /// </summary>
+    public static ClassificationHead LoadHead(string path, string? expectedTask = null, IReadOnlyList<string>? expectedClassNames = null)
     {
         using var checkpoint = Checkpoint.Open(path);
+        if (expectedTask is not null && checkpoint.Metadata.TryGetValue(HeadTaskMetadataKey, out var recorded) &&
+            !string.Equals(recorded, expectedTask, StringComparison.Ordinal))
+            throw new CheckpointFormatException(checkpoint.Source, null, $"this head was trained for task '{recorded}', not '{expectedTask}'.");
         var tensors = checkpoint.ReadAll();
         try
         {
+            foreach (var (name, tensor) in tensors) EnsureFinite(checkpoint.GetEntry(name), tensor);
             var head = ClassificationHead.FromTensors(tensors, checkpoint.Metadata);
             foreach (var parameter in head.Parameters) parameter.DetachFromDisposeScope();
+            if (expectedClassNames is not null && !head.ClassNames.SequenceEqual(expectedClassNames, StringComparer.Ordinal))
+            {
+                head.Dispose();
+                throw new CheckpointFormatException(checkpoint.Source, null,
+                    $"head has {head.ClassCount} classes [{string.Join(", ", head.ClassNames)}] but task '{expectedTask ?? "?"}' has " +
+                    $"{expectedClassNames.Count} [{string.Join(", ", expectedClassNames)}].");
+            }
             return head;
         }
         finally
         {
             foreach (var t in tensors.Values) t.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Weights holding NaN or ±∞ give meaningless outputs (an evaluation reports chance accuracy without a word): refuse
+    /// them where they are loaded, naming the file and the tensor.
+    /// </summary>
+    private static void EnsureFinite(TensorEntry entry, Tensor tensor)
+    {
+        if (!tensor.is_floating_point()) return;
+        using var scope = NewDisposeScope();
+        var finite = isfinite(tensor);
+        if (finite.all().item<bool>()) return;
+        long bad = (~finite).sum().item<long>();
+        long first = (~finite).flatten().nonzero()[0, 0].item<long>();
+        throw new CheckpointFormatException(entry.File, entry.Name,
+            $"holds {bad} non-finite value(s) (NaN or ±∞; first at entry {first}): the model cannot be used.");
     }
 }

@@ -55,7 +55,7 @@ public static class VitOnnxExport
             // Heads first: they are small, and a bad head fails before the backbone is read.
             foreach (HeadCheckpoint head in heads)
             {
-                ClassificationHead classifier = LoadHead(head.Path);
+                ClassificationHead classifier = LoadHead(head.Path, head.Task);
                 try
                 {
                     loaded.Add(new OnnxTaskHead(head.Task, classifier));
@@ -96,11 +96,11 @@ public static class VitOnnxExport
         }
     }
 
-    private static ClassificationHead LoadHead(string path)
+    private static ClassificationHead LoadHead(string path, string task)
     {
         try
         {
-            return ModelCheckpoints.LoadHead(path);
+            return ModelCheckpoints.LoadHead(path, expectedTask: task);
         }
         catch (Exception e) when (e is InvalidDataException or KeyNotFoundException)
         {

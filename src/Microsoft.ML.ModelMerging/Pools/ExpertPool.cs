@@ -59,7 +59,7 @@ public sealed class ExpertPool : IDisposable
     public ClassificationHead Head(string task)
     {
         if (!_heads.TryGetValue(task, out var head))
-            _heads[task] = head = ModelCheckpoints.LoadHead(Path.Combine(Directory, Manifest.Task(task).Head));
+            _heads[task] = head = ModelCheckpoints.LoadHead(Path.Combine(Directory, Manifest.Task(task).Head), task, Manifest.Task(task).ClassNames);
         return head;
     }
 

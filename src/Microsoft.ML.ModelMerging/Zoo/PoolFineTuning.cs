@@ -94,7 +94,7 @@ public static class PoolFineTuning
         Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
         string expert = $"experts/{name}.safetensors", head = $"heads/{name}.safetensors";
         ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert), config, result.Backbone);
-        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head), result.Head);
+        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head), result.Head, task: name);
         var task = new PoolTask
         {
             Name = name,

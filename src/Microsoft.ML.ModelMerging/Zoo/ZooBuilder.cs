@@ -109,7 +109,7 @@ public sealed class ZooBuilder
                 new SynchronousProgress<TrainingProgress>(report), cancellation);
             (probe, individual) = (Round(result.LinearProbe), Round(result.Expert));
             var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
-            ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, new Dictionary<string, string> { ["mlmerge.task"] = task.Name });
+            ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, task: task.Name);
             // The expert is written last: its stamp is what marks the task as done.
             ModelCheckpoints.SaveBackbone(Path.Combine(directory, expertPath), Recipe.Model, result.Backbone,
                 new Dictionary<string, string>(Stamp(Recipe.Hash, accuracy)) { ["mlmerge.task"] = task.Name });
