@@ -56,7 +56,7 @@ public sealed class ConsensusMerge : MergeMethodBase
         var stacked = input.StackTaskVectors();
         var multiTask = stacked.sum(dim: 0);
         var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(dim: 0);
-        var consensus = multiTask.mul(votes.ge(MinTasks));
-        return new MergedTensor(input.Base.add(consensus.mul(Lambda)).MoveToOuterDisposeScope());
+        var consensus = multiTask.mul(OwnedScalar.With(MinTasks, votes.ge));
+        return new MergedTensor(input.Base.add(OwnedScalar.With(Lambda, consensus.mul)).MoveToOuterDisposeScope());
     }
 }

@@ -83,7 +83,7 @@ internal sealed class ElementwiseChunkReader
                     return;
                 }
 
-                var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count);
+                var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count, name, start);
                 action(chunk, output is null ? Span<float>.Empty : output.Slice(start, length), worker, start);
             }
         }

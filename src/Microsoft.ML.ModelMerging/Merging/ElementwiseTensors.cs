@@ -18,16 +18,23 @@ internal static class ElementwiseTensors
 
     private delegate void ChunkVisitor(in ElementwiseChunk chunk, Span<float> output);
 
+    /// <summary>Merges one chunk into its slice of the output.</summary>
+    internal delegate void ChunkMerger(in ElementwiseChunk chunk, Span<float> merged);
+
     public static void Accumulate(IChunkAccumulator accumulator, MergeTensorInput input) =>
         ForEachChunk(input, output: null, (in ElementwiseChunk chunk, Span<float> _) => accumulator.Accumulate(chunk));
 
     /// <summary>The merged weights, a new float32 tensor of the base's shape.</summary>
-    public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input)
+    public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input) =>
+        Merge(input, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));
+
+    /// <summary>The merged weights computed chunk by chunk by <paramref name="mergeChunk"/>, a new float32 tensor of the base's shape.</summary>
+    public static Tensor Merge(MergeTensorInput input, ChunkMerger mergeChunk)
     {
         var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
         try
         {
-            ForEachChunk(input, merged, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));
+            ForEachChunk(input, merged, (in ElementwiseChunk chunk, Span<float> output) => mergeChunk(chunk, output));
             return merged;
         }
         catch
@@ -61,7 +68,7 @@ internal static class ElementwiseTensors
                 MemoryMarshal.Cast<byte, float>(baseSegment.bytes).Slice(start, length).CopyTo(baseValues);
                 for (int e = 0; e < experts; e++)
                     MemoryMarshal.Cast<byte, float>(rowSegments[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts);
+                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, segment + start);
                 var outputSpan = outputSegment is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputSegment.bytes).Slice(start, length);
                 visit(chunk, outputSpan);
             }

@@ -74,10 +74,10 @@ public sealed class EmrMerge : MergeMethodBase
     private static (Tensor Unified, Tensor Masks) Unify(Tensor stacked)
     {
         var elected = stacked.sum(dim: 0).sign();
-        var agreeing = stacked.mul(elected).gt(0);
+        var agreeing = OwnedScalar.With(0, stacked.mul(elected).gt);
         var largestAgreeing = stacked.abs().mul(agreeing).amax([0L]);
         var unified = elected.mul(largestAgreeing);
-        var masks = stacked.mul(unified).gt(0);
+        var masks = OwnedScalar.With(0, stacked.mul(unified).gt);
         return (unified, masks);
     }
 

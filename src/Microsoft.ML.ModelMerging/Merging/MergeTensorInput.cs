@@ -116,7 +116,7 @@ public sealed class MergeTensorInput : IDisposable
         {
             var taskVector = experts[i].to_type(ScalarType.Float32).sub(base32);
             double weight = expertWeights?[i] ?? 1.0;
-            taskVectors[i] = weight == 1.0 ? taskVector : taskVector.mul(weight);
+            taskVectors[i] = weight == 1.0 ? taskVector : OwnedScalar.With(weight, taskVector.mul);
         }
 
         base32.DetachFromDisposeScope();
@@ -142,7 +142,7 @@ public sealed class MergeTensorInput : IDisposable
             double weight = expertWeights?[i] ?? 1.0;
             if (weight != 1.0)
             {
-                row.mul_(weight);
+                OwnedScalar.With(weight, row.mul_); // in place: returns the row itself
             }
         }
     }

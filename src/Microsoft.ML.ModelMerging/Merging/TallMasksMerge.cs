@@ -91,7 +91,7 @@ public sealed class TallMasksMerge : MergeMethodBase
         var stacked = input.StackTaskVectors();
         var multiTask = stacked.sum(dim: 0);
         var masks = TaskMasks(input, stacked, multiTask, TallLambdas).unbind(0);
-        var merged = input.Base.add(multiTask.mul(Lambda));
+        var merged = input.Base.add(OwnedScalar.With(Lambda, multiTask.mul));
         var taskSpecific = new TaskSpecificTensor(multiTask, masks, [.. Enumerable.Repeat(1.0, input.ExpertCount)]);
         var result = new MergedTensor(merged, taskSpecific);
         scope.MoveToOuter([merged, multiTask, .. masks]);

@@ -110,6 +110,52 @@ public sealed class DareMergeTests
         }
     }
 
+    /// <summary>
+    /// The abort seen at CLIP size (issue 18): a temporary TorchSharp <c>Scalar</c> (implicit conversion of p or 1/(1−p))
+    /// is finalised by the GC while the native op that reads it still runs, so libtorch reads a freed scalar ("Unknown
+    /// scalar type", or a double free). Several threads drop small task vectors while another one forces collections:
+    /// every result must equal the single-threaded one, and nothing may throw.
+    /// </summary>
+    [TestMethod]
+    public void DropIsSafeAndDeterministicOnSeveralThreadsUnderGarbageCollection()
+    {
+        var dare = new DareMerge(0.3, seed: 4, new TaskArithmeticMerge());
+        var values = Enumerable.Range(0, 7).Select(i => (float)((i % 13) - 6) / 8).ToArray();
+        double[] expected;
+        using (var taskVector = torch.tensor(values))
+        using (var dropped = dare.DropAndRescale(taskVector, 1, "blocks.0.weight"))
+        {
+            expected = ReferenceModel.ToDoubles(dropped);
+        }
+
+        using var stop = new CancellationTokenSource();
+        var collector = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+            }
+        }, TaskCreationOptions.LongRunning);
+        try
+        {
+            Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
+            {
+                for (int repetition = 0; repetition < 20_000; repetition++)
+                {
+                    using var scope = NewDisposeScope();
+                    var taskVector = torch.tensor(values);
+                    var dropped = dare.DropAndRescale(taskVector, 1, "blocks.0.weight");
+                    CollectionAssert.AreEqual(expected, ReferenceModel.ToDoubles(dropped), $"repetition {repetition}");
+                }
+            });
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Wait();
+        }
+    }
+
     /// <summary>The model with every task vector replaced by its DARE drop (p = 0.5 keeps the grid exact).</summary>
     private static ReferenceTensor[] Dropped(ReferenceTensor[] model, double dropRate, long seed)
     {
