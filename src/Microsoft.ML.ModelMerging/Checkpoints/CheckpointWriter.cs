@@ -177,7 +177,7 @@ public sealed class CheckpointWriter : IDisposable
         {
             if (!t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase)) continue;
             // Hugging Face reads a lowercase final b ("5Gb") as bits; refuse it rather than guess.
-            if (suffix.Length > 1 && t[^1] == 'b')
+            if (suffix.Length == 2 && t[^1] == 'b')
                 throw new ArgumentException($"Cannot read size '{text}': write {suffix} for bytes (a lowercase b means bits to Hugging Face).");
             string number = t[..^suffix.Length].Trim();
             if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value > 0 && double.IsFinite(value)

@@ -68,7 +68,7 @@ internal static class ElementwiseTensors
                 MemoryMarshal.Cast<byte, float>(baseSegment.bytes).Slice(start, length).CopyTo(baseValues);
                 for (int e = 0; e < experts; e++)
                     MemoryMarshal.Cast<byte, float>(rowSegments[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, segment + start);
+                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, segment + start, input.LackingExperts);
                 var outputSpan = outputSegment is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputSegment.bytes).Slice(start, length);
                 visit(chunk, outputSpan);
             }

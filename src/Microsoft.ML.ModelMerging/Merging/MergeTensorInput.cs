@@ -65,6 +65,12 @@ public sealed class MergeTensorInput : IDisposable
     public int ExpertCount => TaskVectors.Count;
 
     /// <summary>
+    /// Per expert, true when it lacks this tensor (allowed with allow-missing): its task vector is zero here, and methods
+    /// leave these entries out of that task's statistics. Null: every expert holds the tensor.
+    /// </summary>
+    internal bool[]? LackingExperts { get; init; }
+
+    /// <summary>
     /// Builds the input from raw weights: converts floating tensors to float32, checks shapes and that every value
     /// is finite, and computes τ_i = w_i·(θ_i − θ0). Errors name the tensor and the expert.
     /// </summary>
@@ -153,7 +159,7 @@ public sealed class MergeTensorInput : IDisposable
     /// The caller keeps owning <paramref name="baseTensor"/> and <paramref name="stacked"/> and must not change them
     /// while the input is used.
     /// </summary>
-    internal static MergeTensorInput FromStackedTaskVectors(string name, Tensor baseTensor, Tensor stacked)
+    internal static MergeTensorInput FromStackedTaskVectors(string name, Tensor baseTensor, Tensor stacked, bool[]? lackingExperts = null)
     {
         var rows = stacked.unbind(0);
         foreach (var row in rows)
@@ -161,12 +167,12 @@ public sealed class MergeTensorInput : IDisposable
             row.DetachFromDisposeScope();
         }
 
-        return new MergeTensorInput(name, baseTensor, rows, ownsBase: false, ownsTaskVectors: true) { _stacked = stacked };
+        return new MergeTensorInput(name, baseTensor, rows, ownsBase: false, ownsTaskVectors: true) { _stacked = stacked, LackingExperts = lackingExperts };
     }
 
     /// <summary>The same tensor with other task vectors (which this new input owns), e.g. after DARE's random drop.</summary>
     internal MergeTensorInput WithOwnedTaskVectors(IReadOnlyList<Tensor> taskVectors) =>
-        new(Name, Base, taskVectors, ownsBase: false, ownsTaskVectors: true);
+        new(Name, Base, taskVectors, ownsBase: false, ownsTaskVectors: true) { LackingExperts = LackingExperts };
 
     /// <summary>τ stacked along a new leading expert dimension: shape [experts, ...]. Callers only read it (and dispose it).</summary>
     internal Tensor StackTaskVectors() => _stacked is { } stacked ? stacked.alias() : torch.stack(TaskVectors, 0);

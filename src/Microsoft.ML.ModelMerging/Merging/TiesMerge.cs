@@ -217,7 +217,8 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         {
             using var selector = new ExactMagnitudeSelector(input.ExpertCount);
             ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: false), input);
-            selector.FinishCoarse([.. Enumerable.Repeat(rank, input.ExpertCount)]);
+            // An expert lacking the tensor (allow-missing) has no entry here: no threshold, its τ = 0 keeps nothing.
+            selector.FinishCoarse([.. Enumerable.Range(0, input.ExpertCount).Select(e => input.LackingExperts?[e] == true ? 0 : rank)]);
             ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: true), input);
             thresholds = [.. selector.FinishFine()];
         }
@@ -372,7 +373,8 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
         public void Accumulate(in ElementwiseChunk chunk)
         {
-            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+            for (int e = 0; e < chunk.ExpertCount; e++)
+                if (!chunk.Lacks(e)) Partial.Add(e, chunk.TaskVector(e));
         }
     }
 
@@ -383,7 +385,8 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
         public void Accumulate(in ElementwiseChunk chunk)
         {
-            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+            for (int e = 0; e < chunk.ExpertCount; e++)
+                if (!chunk.Lacks(e)) Partial.Add(e, chunk.TaskVector(e));
         }
     }
 
@@ -396,6 +399,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         {
             for (int e = 0; e < chunk.ExpertCount; e++)
             {
+                if (chunk.Lacks(e)) continue; // not part of task e's vector
                 if (fine) Selector.AccumulateFine(e, chunk.TaskVector(e));
                 else Selector.AccumulateCoarse(e, chunk.TaskVector(e));
             }
