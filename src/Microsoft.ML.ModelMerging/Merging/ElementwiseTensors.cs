@@ -16,6 +16,12 @@ internal static class ElementwiseTensors
     /// <summary>Span access is limited to 2 GiB, so larger tensors are taken in segments (the output buffers' own size).</summary>
     private const long SegmentElements = FloatSegments.SegmentElements;
 
+    [ThreadStatic]
+    private static float[]? t_baseValues;
+
+    [ThreadStatic]
+    private static float[]? t_taskVectors;
+
     private delegate void ChunkVisitor(in ElementwiseChunk chunk, Span<float> output);
 
     /// <summary>Merges one chunk into its slice of the output.</summary>
@@ -54,8 +60,9 @@ internal static class ElementwiseTensors
         var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
         var flatOutput = output?.view(-1);
         long count = flatBase.shape[0];
-        var baseValues = new float[Math.Min(ChunkElements, Math.Max(count, 1))];
-        var taskVectors = new float[experts * baseValues.Length];
+        // Reused per thread: a tensor-at-a-time merge calls this several times per tensor (no large-object garbage each time).
+        var baseValues = t_baseValues ??= new float[ChunkElements];
+        var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
         for (long segment = 0; segment < count; segment += SegmentElements)
         {
             long segmentLength = Math.Min(SegmentElements, count - segment);

@@ -177,6 +177,26 @@ public sealed class MergeTensorInput : IDisposable
     /// <summary>τ stacked along a new leading expert dimension: shape [experts, ...]. Callers only read it (and dispose it).</summary>
     internal Tensor StackTaskVectors() => _stacked is { } stacked ? stacked.alias() : torch.stack(TaskVectors, 0);
 
+    /// <summary>Entries per slice of <see cref="ForEachSlice"/>: [experts, 2^18] float32 temporaries are 8 MiB for 8 experts.</summary>
+    internal const long SliceElements = 1 << 18;
+
+    /// <summary>
+    /// Calls <paramref name="visit"/> with consecutive slices of the flattened tensor: (first entry, length, τ stacked as
+    /// [experts, length]). Methods computed with tensor ops take a tensor slice by slice so their temporaries stay a few
+    /// slices big, whatever the tensor's size.
+    /// </summary>
+    internal void ForEachSlice(Tensor stacked, Action<long, long, Tensor> visit)
+    {
+        long count = Base.numel();
+        using var rows = stacked.reshape(ExpertCount, count);
+        for (long start = 0; start < count; start += SliceElements)
+        {
+            long length = Math.Min(SliceElements, count - start);
+            using var scope = NewDisposeScope();
+            visit(start, length, rows.narrow(1, start, length));
+        }
+    }
+
     /// <summary>One value per expert ([experts]) reshaped to broadcast against stacked task vectors: [experts, 1, ...].</summary>
     internal Tensor PerExpert(Tensor values) =>
         values.reshape([ExpertCount, .. Enumerable.Repeat(1L, (int)Base.dim())]);
