@@ -2,7 +2,7 @@ using System.Globalization;
 using Microsoft.ML.ModelMerging.Benchmarks;
 
 // Benchmarks report figures; they are not tests. Verbs:
-//   streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--prepare-only] [--clean]
+//   streaming-merge [--expert-gib 1 | --shape clip-vit-b32] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties,dare:then=ties] [--prepare-only] [--clean]
 //   io-floor --out FILE [--reads 1] INPUT...   (the child process StreamingMergeBenchmark measures)
 //   zoo-table ZOO [ROW...]                 weight-only methods on the zoo, λ/k chosen on validation (FusionBench table)
 //   tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]
@@ -68,7 +68,7 @@ static int RunFuzz(BenchmarkArguments arguments)
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties] [--prepare-only] [--clean]");
+    Console.Error.WriteLine("usage: Microsoft.ML.ModelMerging.Benchmarks streaming-merge [--expert-gib 1 | --shape clip-vit-b32] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties,dare:then=ties] [--prepare-only] [--clean]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-table ZOO [ROW...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta ZOO [--rounds 5] [--steps-per-round 3] [--full-steps 1000]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");

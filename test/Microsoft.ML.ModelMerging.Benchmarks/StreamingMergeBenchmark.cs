@@ -20,11 +20,13 @@ internal static class StreamingMergeBenchmark
         int repeat = (int)arguments.GetNumber("repeat", 1);
         string[] methods = (arguments.Get("methods") ?? "task-arithmetic,ties").Split(',', StringSplitOptions.RemoveEmptyEntries);
         string work = Path.GetFullPath(arguments.Get("work") ?? Path.Combine(Path.GetTempPath(), "mlmerge-streaming-benchmark"));
-        string inputs = Path.Combine(work, string.Create(Invariant, $"{expertGiB}gib-{expertCount}experts"));
+        bool clip = arguments.Get("shape") == "clip-vit-b32";
+        string inputs = Path.Combine(work, clip ? $"clip-vit-b32-{expertCount}experts" : string.Create(Invariant, $"{expertGiB}gib-{expertCount}experts"));
         Directory.CreateDirectory(inputs);
 
         // 1. Inputs: tensors of 4096×1024 float32 (16 MiB) and their biases, at least G GiB per checkpoint.
-        var plan = RandomCheckpoints.Plan((long)(expertGiB * (1L << 30)));
+        // Or --shape clip-vit-b32: the tensors of Hugging Face's CLIP ViT-B/32 vision tower.
+        var plan = clip ? RandomCheckpoints.ClipVitB32Plan() : RandomCheckpoints.Plan((long)(expertGiB * (1L << 30)));
         string basePath = Path.Combine(inputs, "base.safetensors");
         var expertPaths = Enumerable.Range(0, expertCount).Select(i => Path.Combine(inputs, $"expert{i}.safetensors")).ToList();
         var generation = Stopwatch.StartNew();
@@ -65,7 +67,7 @@ internal static class StreamingMergeBenchmark
             {
                 var arguments2 = row.StartsWith("floor", StringComparison.Ordinal)
                     ? new List<string> { benchmarkDll, "io-floor", "--reads", row == "floor" ? "1" : "2", "--out", output, basePath }.Concat(expertPaths)
-                    : new List<string> { mlmergeDll, "merge", "--method", row, "--base", basePath }.Concat(expertArgs).Concat(["--out", output]);
+                    : new List<string> { mlmergeDll, "merge" }.Concat(MethodArguments(row)).Concat(["--base", basePath]).Concat(expertArgs).Concat(["--out", output]);
                 SyncDisks();
                 var measurement = ProcessMeasurement.Run("dotnet", arguments2);
                 File.Delete(output);
@@ -87,14 +89,15 @@ internal static class StreamingMergeBenchmark
             $"{expertCount} experts + base of {checkpointBytes / (double)(1L << 30):F3} GiB each, float32; {repeat} round(s), medians; load average before: {loadBefore}"));
         table.AppendLine();
         double floorTwoReads = Median(runs["floor-2-reads"].Select(m => m.Seconds));
-        table.AppendLine("| run | wall s | ratio to floor | ratio to floor with 2 reads | peak RSS MiB | user s | system s |");
-        table.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        double? taskArithmetic = runs.TryGetValue("task-arithmetic", out var ta) ? Median(ta.Select(m => m.Seconds)) : null;
+        table.AppendLine("| run | wall s | ratio to floor | ratio to floor with 2 reads | ratio to task arithmetic | peak RSS MiB | user s | system s |");
+        table.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (string row in rows)
         {
             var list = runs[row];
             double wall = Median(list.Select(m => m.Seconds));
             table.AppendLine(string.Create(Invariant,
-                $"| {(row == "floor" ? "I/O floor" : row == "floor-2-reads" ? "I/O floor, inputs read twice" : row)} | {wall:F2} | {wall / floor:F2} | {wall / floorTwoReads:F2} | {list.Max(m => m.PeakRssMiB):F0} | {Median(list.Select(m => m.UserSeconds)):F2} | {Median(list.Select(m => m.SystemSeconds)):F2} |"));
+                $"| {(row == "floor" ? "I/O floor" : row == "floor-2-reads" ? "I/O floor, inputs read twice" : row)} | {wall:F2} | {wall / floor:F2} | {wall / floorTwoReads:F2} | {(taskArithmetic is { } t ? (wall / t).ToString("F2", Invariant) : "")} | {list.Max(m => m.PeakRssMiB):F0} | {Median(list.Select(m => m.UserSeconds)):F2} | {Median(list.Select(m => m.SystemSeconds)):F2} |"));
         }
 
         Console.WriteLine();
@@ -108,6 +111,19 @@ internal static class StreamingMergeBenchmark
         }
 
         return 0;
+    }
+
+    /// <summary>A row of <c>--methods</c>: a method name, optionally with parameters, e.g. <c>dare:then=ties:trim=per-tensor</c>.</summary>
+    private static IEnumerable<string> MethodArguments(string row)
+    {
+        var parts = row.Split(':');
+        yield return "--method";
+        yield return parts[0];
+        foreach (string parameter in parts.Skip(1))
+        {
+            yield return "--param";
+            yield return parameter;
+        }
     }
 
     private static void SyncDisks()

@@ -222,16 +222,30 @@ public sealed class CheckpointWriter : IDisposable
                 if (File.Exists(shard.Path)) File.Delete(shard.Path);
     }
 
-    /// <summary>Parses sizes such as <c>5GB</c>, <c>500MB</c>, <c>64KiB</c> or a plain byte count.</summary>
+    /// <summary>Parses sizes as Hugging Face does: <c>5GB</c> = 5·10^9 bytes, <c>500MB</c> = 5·10^8, <c>64KiB</c> = 64·2^10, or a plain byte count.</summary>
     public static long ParseSize(string text)
     {
-        string t = text.Trim().ToUpperInvariant().Replace("IB", "B");
-        (string suffix, long factor)[] units = { ("TB", 1L << 40), ("GB", 1L << 30), ("MB", 1L << 20), ("KB", 1L << 10), ("B", 1) };
+        ArgumentNullException.ThrowIfNull(text);
+        string t = text.Trim();
+        // Hugging Face's units (transformers' convert_file_size_to_int): KB/MB/GB/TB are powers of 10, KiB/MiB/GiB/TiB powers of 2.
+        (string Suffix, long Factor)[] units =
+        [
+            ("TiB", 1L << 40), ("GiB", 1L << 30), ("MiB", 1L << 20), ("KiB", 1L << 10),
+            ("TB", 1_000_000_000_000L), ("GB", 1_000_000_000L), ("MB", 1_000_000L), ("KB", 1_000L), ("B", 1),
+        ];
         foreach (var (suffix, factor) in units)
-            if (t.EndsWith(suffix, StringComparison.Ordinal) &&
-                double.TryParse(t[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value > 0)
+        {
+            if (!t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase)) continue;
+            // Hugging Face reads a lowercase final b ("5Gb") as bits; refuse it rather than guess.
+            if (suffix.Length == 2 && t[^1] == 'b')
+                throw new ArgumentException($"Cannot read size '{text}': write {suffix} for bytes (a lowercase b means bits to Hugging Face).");
+            string number = t[..^suffix.Length].Trim();
+            if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value > 0 && double.IsFinite(value)
+                && value * factor >= 1 && value * factor < long.MaxValue)
                 return (long)(value * factor);
+            break;
+        }
         if (long.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out long bytes) && bytes > 0) return bytes;
-        throw new ArgumentException($"Cannot read size '{text}': expected e.g. 5GB, 500MB or a byte count.");
+        throw new ArgumentException($"Cannot read size '{text}': expected e.g. 5GB (10^9 bytes), 500MiB (2^20 bytes) or a byte count.");
     }
 }

@@ -1,4 +1,5 @@
-using static TorchSharp.torch;
+using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -8,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// θ = θ0 + λ·(1[Σ_t m_t ≥ k] ⊙ τ_MTL), τ_MTL = Σ_i τ_i, m_t = |τ_t| ≥ λ_t·|τ_MTL − τ_t|.
 /// </summary>
 /// <remarks>k = 0 is task arithmetic; k greater than the number of tasks is refused (it would silently return θ0).</remarks>
-public sealed class ConsensusMerge : MergeMethodBase
+public sealed class ConsensusMerge : MergeMethodBase, IElementwiseMergeMethod
 {
     public const double DefaultLambda = 0.3;
     public const int DefaultMinTasks = 2;
@@ -56,13 +57,57 @@ public sealed class ConsensusMerge : MergeMethodBase
                 $"consensus: min-tasks {MinTasks} is more than the {expertCount} expert(s): no weight could be kept and the output would be the base model.");
     }
 
-    protected override MergedTensor Merge(MergeTensorInput input)
+    bool IElementwiseMergeMethod.IsElementwise => true;
+
+    protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
+
+    /// <summary>
+    /// Per entry: τ_MTL = Σ τ_t (expert order), votes = #{t : |τ_t| ≥ λ_t·|τ_MTL − τ_t|} (float32, as the TALL masks),
+    /// θ = θ0 + λ·τ_MTL where votes ≥ k, else θ0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
     {
-        using var scope = NewDisposeScope();
-        var stacked = input.StackTaskVectors();
-        var multiTask = stacked.sum(dim: 0);
-        var votes = TallMasksMerge.TaskMasks(input, stacked, multiTask, TallLambdas).sum(dim: 0);
-        var consensus = multiTask.mul(votes.ge(MinTasks));
-        return new MergedTensor(input.Base.add(consensus.mul(Lambda)).MoveToOuterDisposeScope());
+        int n = chunk.Length, experts = chunk.ExpertCount;
+        float lambda = (float)Lambda;
+        Span<float> tall = stackalloc float[experts];
+        for (int e = 0; e < experts; e++) tall[e] = (float)(TallLambdas.Count == 1 ? TallLambdas[0] : TallLambdas[e]);
+        int width = Vector<float>.Count;
+        var minTasks = new Vector<int>(MinTasks);
+        int j = 0;
+        for (; j + width <= n; j += width)
+        {
+            var multiTask = new Vector<float>(chunk.TaskVector(0).Slice(j));
+            for (int e = 1; e < experts; e++) multiTask += new Vector<float>(chunk.TaskVector(e).Slice(j));
+            var votes = Vector<int>.Zero;
+            for (int e = 0; e < experts; e++)
+            {
+                var tau = new Vector<float>(chunk.TaskVector(e).Slice(j));
+                votes -= Vector.GreaterThanOrEqual(Vector.Abs(tau), Vector.Abs(multiTask - tau) * tall[e]); // true is −1
+            }
+
+            var kept = Vector.ConditionalSelect(Vector.AsVectorSingle(Vector.GreaterThanOrEqual(votes, minTasks)), multiTask, Vector<float>.Zero);
+            (kept * lambda + new Vector<float>(chunk.Base.Slice(j))).CopyTo(merged.Slice(j));
+        }
+
+        for (; j < n; j++)
+        {
+            float multiTask = chunk.TaskVector(0)[j];
+            for (int e = 1; e < experts; e++) multiTask += chunk.TaskVector(e)[j];
+            int votes = 0;
+            for (int e = 0; e < experts; e++)
+            {
+                float tau = chunk.TaskVector(e)[j];
+                if (Math.Abs(tau) >= Math.Abs(multiTask - tau) * tall[e]) votes++;
+            }
+
+            merged[j] = ((votes >= MinTasks ? multiTask : 0f) * lambda) + chunk.Base[j];
+        }
     }
+
+    IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) =>
+        throw new InvalidOperationException("Consensus merging has no statistics pass.");
+
+    void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator) =>
+        throw new InvalidOperationException("Consensus merging has no statistics pass.");
 }

@@ -7,15 +7,31 @@ namespace Microsoft.ML.ModelMerging.Merging;
 internal readonly ref struct ElementwiseChunk
 {
     private readonly ReadOnlySpan<float> _taskVectors;
+    private readonly bool[]? _lacking;
 
-    public ElementwiseChunk(ReadOnlySpan<float> baseValues, ReadOnlySpan<float> taskVectors, int expertCount)
+    public ElementwiseChunk(ReadOnlySpan<float> baseValues, ReadOnlySpan<float> taskVectors, int expertCount, string tensorName = "", long start = 0, bool[]? lacking = null)
     {
         if (expertCount < 1 || taskVectors.Length != baseValues.Length * expertCount)
             throw new ArgumentException($"{taskVectors.Length} task vector value(s) for {expertCount} expert(s) of {baseValues.Length} entries.");
         Base = baseValues;
         _taskVectors = taskVectors;
         ExpertCount = expertCount;
+        TensorName = tensorName;
+        Start = start;
+        _lacking = lacking;
     }
+
+    /// <summary>
+    /// True when expert <paramref name="expert"/> lacks the tensor (allowed with allow-missing): its τ is +0 here, and its
+    /// entries must not enter the task's statistics (they are not part of that task's vector).
+    /// </summary>
+    public bool Lacks(int expert) => _lacking is not null && _lacking[expert];
+
+    /// <summary>The tensor the entries belong to (methods whose value at an entry depends on where it is, e.g. DARE's masks).</summary>
+    public string TensorName { get; }
+
+    /// <summary>Index of the chunk's first entry in the flattened tensor.</summary>
+    public long Start { get; }
 
     public ReadOnlySpan<float> Base { get; }
 
@@ -24,4 +40,7 @@ internal readonly ref struct ElementwiseChunk
     public int Length => Base.Length;
 
     public ReadOnlySpan<float> TaskVector(int expert) => _taskVectors.Slice(expert * Base.Length, Base.Length);
+
+    /// <summary>The same entries with other task vectors (laid out the same way).</summary>
+    public ElementwiseChunk WithTaskVectors(ReadOnlySpan<float> taskVectors) => new(Base, taskVectors, ExpertCount, TensorName, Start, _lacking);
 }

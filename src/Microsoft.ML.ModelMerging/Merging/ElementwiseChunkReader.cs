@@ -83,7 +83,7 @@ internal sealed class ElementwiseChunkReader
                     return;
                 }
 
-                var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count);
+                var chunk = new ElementwiseChunk(baseValues, buffers.TaskVectors.AsSpan(0, _experts.Count * length), _experts.Count, name, start, Lacking(name));
                 action(chunk, output is null ? Span<float>.Empty : output.Slice(start, length), worker, start);
             }
         }
@@ -102,6 +102,12 @@ internal sealed class ElementwiseChunkReader
 
         if (nonFinite is not null) ReportNonFinite(nonFinite);
     }
+
+    /// <summary>Which experts lack <paramref name="name"/> (null: none), computed once per tensor.</summary>
+    private bool[]? Lacking(string name) => _lacking.GetOrAdd(name, n =>
+        _experts.Any(e => !e.Contains(n)) ? [.. _experts.Select(e => !e.Contains(n))] : null);
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool[]?> _lacking = new(StringComparer.Ordinal);
 
     private static bool IsConvertible(SafeTensorsDType dtype) => FloatEncoding.CanEncode(dtype);
 

@@ -16,18 +16,31 @@ internal static class ElementwiseTensors
     /// <summary>Span access is limited to 2 GiB, so larger tensors are taken in segments (the output buffers' own size).</summary>
     private const long SegmentElements = FloatSegments.SegmentElements;
 
+    [ThreadStatic]
+    private static float[]? t_baseValues;
+
+    [ThreadStatic]
+    private static float[]? t_taskVectors;
+
     private delegate void ChunkVisitor(in ElementwiseChunk chunk, Span<float> output);
+
+    /// <summary>Merges one chunk into its slice of the output.</summary>
+    internal delegate void ChunkMerger(in ElementwiseChunk chunk, Span<float> merged);
 
     public static void Accumulate(IChunkAccumulator accumulator, MergeTensorInput input) =>
         ForEachChunk(input, output: null, (in ElementwiseChunk chunk, Span<float> _) => accumulator.Accumulate(chunk));
 
     /// <summary>The merged weights, a new float32 tensor of the base's shape.</summary>
-    public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input)
+    public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input) =>
+        Merge(input, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));
+
+    /// <summary>The merged weights computed chunk by chunk by <paramref name="mergeChunk"/>, a new float32 tensor of the base's shape.</summary>
+    public static Tensor Merge(MergeTensorInput input, ChunkMerger mergeChunk)
     {
         var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
         try
         {
-            ForEachChunk(input, merged, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));
+            ForEachChunk(input, merged, (in ElementwiseChunk chunk, Span<float> output) => mergeChunk(chunk, output));
             return merged;
         }
         catch
@@ -47,8 +60,9 @@ internal static class ElementwiseTensors
         var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
         var flatOutput = output?.view(-1);
         long count = flatBase.shape[0];
-        var baseValues = new float[Math.Min(ChunkElements, Math.Max(count, 1))];
-        var taskVectors = new float[experts * baseValues.Length];
+        // Reused per thread: a tensor-at-a-time merge calls this several times per tensor (no large-object garbage each time).
+        var baseValues = t_baseValues ??= new float[ChunkElements];
+        var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
         for (long segment = 0; segment < count; segment += SegmentElements)
         {
             long segmentLength = Math.Min(SegmentElements, count - segment);
@@ -61,7 +75,7 @@ internal static class ElementwiseTensors
                 MemoryMarshal.Cast<byte, float>(baseSegment.bytes).Slice(start, length).CopyTo(baseValues);
                 for (int e = 0; e < experts; e++)
                     MemoryMarshal.Cast<byte, float>(rowSegments[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts);
+                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, segment + start, input.LackingExperts);
                 var outputSpan = outputSegment is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputSegment.bytes).Slice(start, length);
                 visit(chunk, outputSpan);
             }

@@ -45,15 +45,18 @@ public sealed class EmrMerge : MergeMethodBase
     {
         using var scope = NewDisposeScope();
         var stacked = input.StackTaskVectors();
-        var (unified, masks) = Unify(stacked);
         int experts = input.ExpertCount;
-        var taskMagnitudes = PerExpertSum(stacked.abs(), experts);
-        var maskedUnified = PerExpertSum(unified.abs().unsqueeze(0).mul(masks), experts);
-        for (int i = 0; i < experts; i++)
+        input.ForEachSlice(stacked, (_, _, slice) =>
         {
-            _taskMagnitudes[i] += taskMagnitudes[i];
-            _maskedUnifiedMagnitudes[i] += maskedUnified[i];
-        }
+            var (unified, masks) = Unify(slice);
+            var taskMagnitudes = PerExpertSum(slice.abs(), experts);
+            var maskedUnified = PerExpertSum(unified.abs().unsqueeze(0).mul(masks), experts);
+            for (int i = 0; i < experts; i++)
+            {
+                _taskMagnitudes[i] += taskMagnitudes[i];
+                _maskedUnifiedMagnitudes[i] += maskedUnified[i];
+            }
+        });
     }
 
     protected override void CompletePass(int pass) =>
@@ -62,7 +65,21 @@ public sealed class EmrMerge : MergeMethodBase
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         using var scope = NewDisposeScope();
-        var (unified, masks) = Unify(input.StackTaskVectors());
+        var stacked = input.StackTaskVectors();
+        var unified = empty(input.Base.shape, dtype: ScalarType.Float32);
+        var masks = empty([input.ExpertCount, .. input.Base.shape], dtype: ScalarType.Bool);
+        using (var flatUnified = unified.view(-1))
+        using (var flatMasks = masks.view(input.ExpertCount, -1))
+        {
+            // Slice by slice: no [experts, ...]-sized float temporaries.
+            input.ForEachSlice(stacked, (start, length, slice) =>
+            {
+                var (sliceUnified, sliceMasks) = Unify(slice);
+                flatUnified.narrow(0, start, length).copy_(sliceUnified);
+                flatMasks.narrow(1, start, length).copy_(sliceMasks);
+            });
+        }
+
         var taskMasks = masks.unbind(0);
         var merged = input.Base.add(unified);
         var result = new MergedTensor(merged, new TaskSpecificTensor(unified, taskMasks, _scales!));
@@ -74,10 +91,10 @@ public sealed class EmrMerge : MergeMethodBase
     private static (Tensor Unified, Tensor Masks) Unify(Tensor stacked)
     {
         var elected = stacked.sum(dim: 0).sign();
-        var agreeing = stacked.mul(elected).gt(0);
+        var agreeing = OwnedScalar.With(0, stacked.mul(elected).gt);
         var largestAgreeing = stacked.abs().mul(agreeing).amax([0L]);
         var unified = elected.mul(largestAgreeing);
-        var masks = stacked.mul(unified).gt(0);
+        var masks = OwnedScalar.With(0, stacked.mul(unified).gt);
         return (unified, masks);
     }
 

@@ -30,7 +30,9 @@ public sealed record MergeJob
     {
         registry ??= MergeMethodRegistry.Default;
         if (Experts.Count == 0) throw new ArgumentException("A merge needs at least one expert.");
-        var method = registry.Create(Method, new MergeParameters(Parameters));
+        var descriptor = registry.Get(Method);
+        var resolved = new MergeParameters(Parameters).Resolve(descriptor);
+        var method = descriptor.Create(new MergeParameters(Parameters));
         var weights = Experts.All(e => e.Weight == 1.0) ? null : Experts.Select(e => e.Weight).ToList();
         var driver = new StreamingMergeDriver(new TensorFilter(Exclude));
         return driver.Merge(method, Base, Experts.Select(e => e.Path).ToList(), Output, new StreamingMergeOptions
@@ -39,7 +41,7 @@ public sealed record MergeJob
             MaxShardBytes = MaxShardBytes,
             AllowMissing = AllowMissing,
             ExpertWeights = weights,
-            RecordedParameters = Parameters,
+            RecordedParameters = resolved.ToText(), // every parameter, defaults included
             Progress = progress,
         }, cancellation);
     }

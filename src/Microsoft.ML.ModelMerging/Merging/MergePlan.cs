@@ -35,8 +35,9 @@ public sealed class MergePlan
     /// <param name="filter">Which tensors are merged (default <see cref="TensorFilter.Default"/>).</param>
     /// <param name="expertWeights">Optional w_i per expert.</param>
     /// <param name="expertNames">Names (or file paths) used in messages, one per expert.</param>
-    /// <param name="allowMissing">Let an expert lack merged tensors (its task vector is zero there) and hold tensors the
-    /// base lacks (ignored), instead of rejecting it.</param>
+    /// <param name="allowMissing">Let an expert lack merged tensors (its task vector is zero there, and those entries count in
+    /// no statistic of that task) and hold tensors the base lacks (ignored), instead of rejecting it. Tensors no expert
+    /// holds are copied from the base.</param>
     /// <exception cref="MergeInputException">A tensor does not fit; the message names it and the expert.</exception>
     /// <exception cref="ArgumentException">Wrong number of experts, weights or names, or a non-finite weight.</exception>
     public static MergePlan Create(
@@ -53,7 +54,10 @@ public sealed class MergePlan
         CheckExpertArguments(experts.Count, expertWeights, expertNames);
 
         var names = baseModel.Keys.Order(StringComparer.Ordinal).ToArray();
-        var merged = names.Where(name => filter.ShouldMerge(name, baseModel[name].DType)).ToArray();
+        // With allowMissing, a tensor no expert holds (e.g. the text tower of a CLIPModel base merged with CLIPVisionModel
+        // experts) is copied from the base: merging it would give θ0 anyway, and it must not weigh in any statistic.
+        var merged = names.Where(name => filter.ShouldMerge(name, baseModel[name].DType)
+            && (!allowMissing || experts.Any(expert => expert.ContainsKey(name)))).ToArray();
         var copied = names.Except(merged, StringComparer.Ordinal).ToArray();
         for (int i = 0; i < experts.Count; i++)
         {

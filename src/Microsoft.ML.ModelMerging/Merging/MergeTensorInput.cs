@@ -65,6 +65,12 @@ public sealed class MergeTensorInput : IDisposable
     public int ExpertCount => TaskVectors.Count;
 
     /// <summary>
+    /// Per expert, true when it lacks this tensor (allowed with allow-missing): its task vector is zero here, and methods
+    /// leave these entries out of that task's statistics. Null: every expert holds the tensor.
+    /// </summary>
+    internal bool[]? LackingExperts { get; init; }
+
+    /// <summary>
     /// Builds the input from raw weights: converts floating tensors to float32, checks shapes and that every value
     /// is finite, and computes τ_i = w_i·(θ_i − θ0). Errors name the tensor and the expert.
     /// </summary>
@@ -116,7 +122,7 @@ public sealed class MergeTensorInput : IDisposable
         {
             var taskVector = experts[i].to_type(ScalarType.Float32).sub(base32);
             double weight = expertWeights?[i] ?? 1.0;
-            taskVectors[i] = weight == 1.0 ? taskVector : taskVector.mul(weight);
+            taskVectors[i] = weight == 1.0 ? taskVector : OwnedScalar.With(weight, taskVector.mul);
         }
 
         base32.DetachFromDisposeScope();
@@ -142,7 +148,7 @@ public sealed class MergeTensorInput : IDisposable
             double weight = expertWeights?[i] ?? 1.0;
             if (weight != 1.0)
             {
-                row.mul_(weight);
+                OwnedScalar.With(weight, row.mul_); // in place: returns the row itself
             }
         }
     }
@@ -153,7 +159,7 @@ public sealed class MergeTensorInput : IDisposable
     /// The caller keeps owning <paramref name="baseTensor"/> and <paramref name="stacked"/> and must not change them
     /// while the input is used.
     /// </summary>
-    internal static MergeTensorInput FromStackedTaskVectors(string name, Tensor baseTensor, Tensor stacked)
+    internal static MergeTensorInput FromStackedTaskVectors(string name, Tensor baseTensor, Tensor stacked, bool[]? lackingExperts = null)
     {
         var rows = stacked.unbind(0);
         foreach (var row in rows)
@@ -161,15 +167,35 @@ public sealed class MergeTensorInput : IDisposable
             row.DetachFromDisposeScope();
         }
 
-        return new MergeTensorInput(name, baseTensor, rows, ownsBase: false, ownsTaskVectors: true) { _stacked = stacked };
+        return new MergeTensorInput(name, baseTensor, rows, ownsBase: false, ownsTaskVectors: true) { _stacked = stacked, LackingExperts = lackingExperts };
     }
 
     /// <summary>The same tensor with other task vectors (which this new input owns), e.g. after DARE's random drop.</summary>
     internal MergeTensorInput WithOwnedTaskVectors(IReadOnlyList<Tensor> taskVectors) =>
-        new(Name, Base, taskVectors, ownsBase: false, ownsTaskVectors: true);
+        new(Name, Base, taskVectors, ownsBase: false, ownsTaskVectors: true) { LackingExperts = LackingExperts };
 
     /// <summary>τ stacked along a new leading expert dimension: shape [experts, ...]. Callers only read it (and dispose it).</summary>
     internal Tensor StackTaskVectors() => _stacked is { } stacked ? stacked.alias() : torch.stack(TaskVectors, 0);
+
+    /// <summary>Entries per slice of <see cref="ForEachSlice"/>: [experts, 2^18] float32 temporaries are 8 MiB for 8 experts.</summary>
+    internal const long SliceElements = 1 << 18;
+
+    /// <summary>
+    /// Calls <paramref name="visit"/> with consecutive slices of the flattened tensor: (first entry, length, τ stacked as
+    /// [experts, length]). Methods computed with tensor ops take a tensor slice by slice so their temporaries stay a few
+    /// slices big, whatever the tensor's size.
+    /// </summary>
+    internal void ForEachSlice(Tensor stacked, Action<long, long, Tensor> visit)
+    {
+        long count = Base.numel();
+        using var rows = stacked.reshape(ExpertCount, count);
+        for (long start = 0; start < count; start += SliceElements)
+        {
+            long length = Math.Min(SliceElements, count - start);
+            using var scope = NewDisposeScope();
+            visit(start, length, rows.narrow(1, start, length));
+        }
+    }
 
     /// <summary>One value per expert ([experts]) reshaped to broadcast against stacked task vectors: [experts, 1, ...].</summary>
     internal Tensor PerExpert(Tensor values) =>

@@ -22,6 +22,18 @@ public sealed class ResolvedMergeParameters
     /// <summary>One number (for every expert) or one per expert.</summary>
     public IReadOnlyList<double> GetNumberPerExpert(string name) => Get<double[]>(name);
 
+    /// <summary>Every parameter's value, given or default, as invariant text (what a merge's provenance records).</summary>
+    public IReadOnlyDictionary<string, string> ToText() => _values.ToDictionary(
+        kv => kv.Key,
+        kv => kv.Value switch
+        {
+            double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            long l => l.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            double[] values => string.Join(",", values.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))),
+            var other => Convert.ToString(other, System.Globalization.CultureInfo.InvariantCulture) ?? "",
+        },
+        StringComparer.Ordinal);
+
     private T Get<T>(string name) =>
         _values.TryGetValue(name, out object? value) && value is T typed
             ? typed

@@ -1,9 +1,10 @@
-using static TorchSharp.torch;
+using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>Simple average: θ = mean_i θ_i, computed as θ0 + mean_i τ_i (so per-expert weights scale each τ_i).</summary>
-public sealed class SimpleAverageMerge : MergeMethodBase
+public sealed class SimpleAverageMerge : MergeMethodBase, IElementwiseMergeMethod
 {
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "simple-average",
@@ -13,11 +14,36 @@ public sealed class SimpleAverageMerge : MergeMethodBase
 
     public override string Name => Descriptor.Name;
 
-    protected override MergedTensor Merge(MergeTensorInput input)
+    bool IElementwiseMergeMethod.IsElementwise => true;
+
+    protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
+
+    /// <summary>θ0 + (Σ τ_i)/n per entry: τ summed in expert order, divided by the expert count, then added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
     {
-        using var stacked = input.StackTaskVectors();
-        var merged = stacked.mean([0L]);
-        merged.add_(input.Base); // mean + θ0 = θ0 + mean exactly; in place, so one tensor-sized allocation per tensor
-        return new MergedTensor(merged);
+        int n = chunk.Length;
+        float count = chunk.ExpertCount;
+        int width = Vector<float>.Count;
+        int j = 0;
+        for (; j + width <= n; j += width)
+        {
+            var sum = new Vector<float>(chunk.TaskVector(0).Slice(j));
+            for (int e = 1; e < chunk.ExpertCount; e++) sum += new Vector<float>(chunk.TaskVector(e).Slice(j));
+            (sum / count + new Vector<float>(chunk.Base.Slice(j))).CopyTo(merged.Slice(j));
+        }
+
+        for (; j < n; j++)
+        {
+            float sum = chunk.TaskVector(0)[j];
+            for (int e = 1; e < chunk.ExpertCount; e++) sum += chunk.TaskVector(e)[j];
+            merged[j] = (sum / count) + chunk.Base[j];
+        }
     }
+
+    IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) =>
+        throw new InvalidOperationException("Simple average has no statistics pass.");
+
+    void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator) =>
+        throw new InvalidOperationException("Simple average has no statistics pass.");
 }

@@ -17,12 +17,16 @@ public sealed record StreamingMergeOptions
     public bool AllowMissing { get; init; }
     /// <summary>w_i scaling each expert's task vector; null = 1 each.</summary>
     public IReadOnlyList<double>? ExpertWeights { get; init; }
-    /// <summary>Parameters recorded in the output's metadata (as given, for provenance).</summary>
+    /// <summary>Parameters recorded in the output's metadata for provenance: every parameter the method used, defaults included (see <see cref="MergeJob"/>).</summary>
     public IReadOnlyDictionary<string, string>? RecordedParameters { get; init; }
     public IProgress<StreamingMergeProgress>? Progress { get; init; }
 }
 
-/// <summary>Where a streaming merge is: pass 0..n-1 gather statistics, the last pass writes.</summary>
+/// <summary>
+/// Where a streaming merge is. <c>Pass</c> counts full reads of the inputs as the report's <c>Passes</c> does (a sampling
+/// phase reads no pass of its own and carries the number of the next one); <c>PassCount</c> is the number of reads
+/// expected from what is known so far (a method may find a pass unnecessary), and at the merge it is the final count.
+/// </summary>
 public sealed record StreamingMergeProgress(string Phase, int Pass, int PassCount, int Tensor, int TensorCount, string TensorName);
 
 /// <summary>What a streaming merge did; <c>Passes</c> counts the reads of every input (statistics passes and the merge).</summary>
@@ -78,6 +82,11 @@ public sealed class StreamingMergeDriver
             bool inputsChecked = false;
 
             int reads = 0; // full reads of every input: statistics passes that ran on every chunk, and merges
+            bool deferLast = elementwise is not null && passes > 0;
+            bool IsSample(int pass) => elementwise?.SampledChunks(pass) is int sampled && SampleChunks(baseCheckpoint, merged, sampled) is not null;
+            // Reads expected from pass `from` on, from what the method knows now, plus the merge (the count progress reports).
+            int ExpectedReads(int from, bool lastDeferred) => reads + 1 + Enumerable.Range(from, Math.Max(0, passes - from))
+                .Count(p => !(lastDeferred && p == passes - 1) && !IsSample(p) && method.NeedsPass(p));
             void StatisticsPass(int pass)
             {
                 if (!method.NeedsPass(pass))
@@ -92,16 +101,17 @@ public sealed class StreamingMergeDriver
                 {
                     // A sample: a chunk here and there, read on all workers at once rather than tensor by tensor.
                     cancellation.ThrowIfCancellationRequested();
-                    options.Progress?.Report(new StreamingMergeProgress("statistics (sample)", pass, passes + 1, 0, merged.Count, merged[0]));
+                    options.Progress?.Report(new StreamingMergeProgress("statistics (sample)", reads, ExpectedReads(pass, deferLast), 0, merged.Count, merged[0]));
                     chunks.ForEachChunk(sample, (in ElementwiseChunk chunk, Span<float> _, int worker, long _) => accumulators![worker].Accumulate(chunk), checkFinite: false);
                 }
                 else
                 {
                     if (elementwise is null) reader.Start(merged);
+                    int expected = ExpectedReads(pass, deferLast && pass < passes - 1);
                     for (int i = 0; i < merged.Count; i++)
                     {
                         cancellation.ThrowIfCancellationRequested();
-                        options.Progress?.Report(new StreamingMergeProgress("statistics", pass, passes + 1, i, merged.Count, merged[i]));
+                        options.Progress?.Report(new StreamingMergeProgress("statistics", reads, expected, i, merged.Count, merged[i]));
                         if (accumulators is not null)
                         {
                             NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(merged[i], null,
@@ -122,13 +132,12 @@ public sealed class StreamingMergeDriver
             }
 
             // An elementwise method may fold its last statistics pass into the merge (one read of every input less).
-            bool deferLast = elementwise is not null && passes > 0;
             for (int pass = 0; pass < (deferLast ? passes - 1 : passes); pass++) StatisticsPass(pass);
             var deferred = deferLast ? elementwise!.BeginDeferredLastPass(MaxDeferredPatches) : null;
             if (deferLast && deferred is null) StatisticsPass(passes - 1);
 
             var plan = OutputPlan(baseCheckpoint, options.OutputDType, method.ProducesTaskSpecificWeights ? merged : null, experts.Count);
-            var metadata = OutputMetadata(baseCheckpoint, experts, method, options);
+            var metadata = OutputMetadata(baseCheckpoint, experts, method, options, basePath);
             var mergedSet = merged.ToHashSet(StringComparer.Ordinal);
             var storedAs = plan.ToDictionary(p => p.Name, p => p.DType, StringComparer.Ordinal);
             var tensorIndex = merged.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
@@ -137,6 +146,8 @@ public sealed class StreamingMergeDriver
             string written = outputPath;
             bool WriteOutput(DeferredLastPass? deferred)
             {
+                int mergeRead = reads - 1; // counted before the call
+                int expectedReads = reads;
                 using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
                 written = writer.OutputPath;
                 if (elementwise is null) reader.Start(merged);
@@ -150,7 +161,7 @@ public sealed class StreamingMergeDriver
                 foreach (var entry in baseCheckpoint.Tensors)
                 {
                     cancellation.ThrowIfCancellationRequested();
-                    options.Progress?.Report(new StreamingMergeProgress("merge", passes, passes + 1, index++, baseCheckpoint.Tensors.Count, entry.Name));
+                    options.Progress?.Report(new StreamingMergeProgress("merge", mergeRead, expectedReads, index++, baseCheckpoint.Tensors.Count, entry.Name));
                     if (!mergedSet.Contains(entry.Name))
                     {
                         writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
@@ -228,10 +239,11 @@ public sealed class StreamingMergeDriver
                 // Too many entries depended on the last pass to keep them in memory: run it, then merge again (the
                 // abandoned merge read everything up to the overflow; it is counted whole).
                 StatisticsPass(passes - 1);
-                WriteOutput(null);
                 reads++;
+                WriteOutput(null);
             }
 
+            CopyModelConfigFiles(basePath, outputPath);
             return new StreamingMergeReport(written, merged, copied, reads, plan.Sum(p => p.ByteLength));
         }
         finally
@@ -353,17 +365,50 @@ public sealed class StreamingMergeDriver
         writer.Write(scales);
     }
 
-    private Dictionary<string, string> OutputMetadata(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IMergeMethod method, StreamingMergeOptions options)
+    /// <summary>Hugging Face files describing the model, carried from the base to the output so it loads and exports as the base does.</summary>
+    public static IReadOnlyList<string> ModelConfigFileNames { get; } = ["config.json", "preprocessor_config.json"];
+
+    /// <summary>Where a checkpoint's Hugging Face files sit: the directory itself, or the directory holding the file.</summary>
+    private static string ModelDirectory(string checkpointPath) =>
+        Directory.Exists(checkpointPath) ? Path.GetFullPath(checkpointPath) : Path.GetDirectoryName(Path.GetFullPath(checkpointPath))!;
+
+    /// <summary>
+    /// Copies the base's <c>config.json</c> and <c>preprocessor_config.json</c> next to the output (into a sharded output's
+    /// directory). A file already there is left alone: the model config is in the output's metadata anyway.
+    /// </summary>
+    private static void CopyModelConfigFiles(string basePath, string outputPath)
     {
-        // Keep the base's own metadata (e.g. the model config that makes a checkpoint self-describing), then add provenance.
-        var metadata = new Dictionary<string, string>(baseCheckpoint.Metadata, StringComparer.Ordinal);
-        metadata.Remove("total_size");
+        string from = ModelDirectory(basePath);
+        string to = Directory.Exists(outputPath) ? Path.GetFullPath(outputPath) : Path.GetDirectoryName(Path.GetFullPath(outputPath))!;
+        if (string.Equals(from, to, StringComparison.Ordinal)) return;
+        foreach (string name in ModelConfigFileNames)
+        {
+            string source = Path.Combine(from, name), destination = Path.Combine(to, name);
+            if (File.Exists(source) && !File.Exists(destination)) File.Copy(source, destination);
+        }
+    }
+
+    /// <summary>Metadata of the base that describes the base itself (its accuracy, the recipe that made it, its task), not a merge of it.</summary>
+    private static bool DescribesTheBaseOnly(string key) =>
+        key == "total_size" || (key.StartsWith("mlmerge.", StringComparison.Ordinal) && key != Models.VisionTransformerConfig.MetadataKey);
+
+    private Dictionary<string, string> OutputMetadata(Checkpoint baseCheckpoint, IReadOnlyList<Checkpoint> experts, IMergeMethod method,
+        StreamingMergeOptions options, string basePath)
+    {
+        // Keep the base's own metadata that still holds for the merge (e.g. the model config that makes a checkpoint
+        // self-describing), not what describes the base alone (its accuracy, its zoo recipe, an earlier merge's provenance).
+        var metadata = baseCheckpoint.Metadata.Where(kv => !DescribesTheBaseOnly(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        if (!metadata.ContainsKey(Models.VisionTransformerConfig.MetadataKey) && HuggingFaceModelConfig(basePath) is { } config)
+            metadata[Models.VisionTransformerConfig.MetadataKey] = config;
         metadata[MethodMetadataKey] = method.Name;
         var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
         if (options.RecordedParameters is not null) foreach (var (k, v) in options.RecordedParameters) parameters[k] = v;
-        if (options.ExpertWeights is not null)
-            parameters["expert_weights"] = string.Join(",", options.ExpertWeights.Select(x => x.ToString("R", CultureInfo.InvariantCulture)));
-        if (Filter.ExcludePatterns.Count > 0) parameters["exclude"] = string.Join(" ", Filter.ExcludePatterns);
+        // The driver's settings, defaults included: a merge is reproduced from the metadata alone.
+        parameters["expert_weights"] = string.Join(",", (options.ExpertWeights ?? [.. experts.Select(_ => 1.0)]).Select(x => x.ToString("R", CultureInfo.InvariantCulture)));
+        parameters["exclude"] = string.Join(" ", Filter.ExcludePatterns);
+        parameters["allow_missing"] = options.AllowMissing ? "true" : "false";
+        parameters["dtype"] = options.OutputDType?.ToString() ?? "base";
+        parameters["shard_size"] = options.MaxShardBytes?.ToString(CultureInfo.InvariantCulture) ?? "none";
         metadata[ParametersMetadataKey] = JsonSerializer.Serialize(parameters);
         var inputs = new List<Dictionary<string, string>> { Fingerprint("base", baseCheckpoint) };
         inputs.AddRange(experts.Select((e, i) => Fingerprint($"expert {i}", e)));
@@ -371,14 +416,37 @@ public sealed class StreamingMergeDriver
         return metadata;
     }
 
+    /// <summary>The model config (our JSON) from a Hugging Face <c>config.json</c> next to the base, or null when there is none or it is no CLIP vision config.</summary>
+    private static string? HuggingFaceModelConfig(string basePath)
+    {
+        string directory = ModelDirectory(basePath);
+        string config = Path.Combine(directory, "config.json"), preprocessor = Path.Combine(directory, "preprocessor_config.json");
+        if (!File.Exists(config)) return null;
+        try
+        {
+            return Models.VisionTransformerConfig.FromHuggingFaceConfig(File.ReadAllText(config),
+                preprocessorConfigJson: File.Exists(preprocessor) ? File.ReadAllText(preprocessor) : null).ToJson();
+        }
+        catch (Exception e) when (e is FormatException or JsonException or ArgumentException or KeyNotFoundException or InvalidOperationException)
+        {
+            return null; // another kind of model: the copied files still describe it
+        }
+    }
+
+    /// <summary>Bytes read from each tensor's data (at its start, middle and end) for the content fingerprint.</summary>
+    private const int FingerprintWindowBytes = 4096;
+
     /// <summary>
-    /// A cheap, stable identity of an input: SHA-256 over its headers (names, dtypes, shapes, offsets, metadata) and file
-    /// sizes. Hashing every byte would cost as much as the merge itself for large models.
+    /// A stable identity of an input, cheap for any size: SHA-256 over its headers (names, dtypes, shapes, offsets,
+    /// metadata) and file sizes, and SHA-256 over those plus three windows of every tensor's values (start, middle, end;
+    /// 4 KiB each). Two fine-tuned experts differ in nearly every value, so they differ there; hashing every byte would
+    /// cost as much as the merge itself.
     /// </summary>
     private static Dictionary<string, string> Fingerprint(string role, Checkpoint checkpoint)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var prefix = new byte[8];
+        long bytes = 0;
         foreach (var file in checkpoint.Files.Order(StringComparer.Ordinal))
         {
             using var stream = File.OpenRead(file);
@@ -388,12 +456,31 @@ public sealed class StreamingMergeDriver
             sha.AppendData(prefix);
             sha.AppendData(header);
             sha.AppendData(BitConverter.GetBytes(stream.Length));
+            bytes += stream.Length;
         }
+
+        var headerHash = sha.GetHashAndReset();
+        sha.AppendData(headerHash);
+        var window = new byte[FingerprintWindowBytes];
+        foreach (var entry in checkpoint.Tensors)
+        {
+            long length = entry.ByteLength;
+            foreach (long start in new[] { 0, (length / 2) - (FingerprintWindowBytes / 2), length - FingerprintWindowBytes }.Select(x => Math.Clamp(x, 0, Math.Max(0, length - FingerprintWindowBytes))).Distinct())
+            {
+                var part = window.AsSpan(0, (int)Math.Min(FingerprintWindowBytes, length - start));
+                checkpoint.ReadBytes(entry.Name, start, part);
+                sha.AppendData(part);
+            }
+        }
+
         return new Dictionary<string, string>
         {
             ["role"] = role,
-            ["path"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpoint.Source)),
-            ["header_sha256"] = Convert.ToHexStringLower(sha.GetHashAndReset()),
+            ["path"] = Path.GetFullPath(checkpoint.Source),
+            ["bytes"] = bytes.ToString(CultureInfo.InvariantCulture),
+            ["header_sha256"] = Convert.ToHexStringLower(headerHash),
+            ["content_sha256"] = Convert.ToHexStringLower(sha.GetHashAndReset()),
+            ["content_sha256_scope"] = "headers, file sizes, and 3 windows of 4 KiB of every tensor's data (start, middle, end)",
         };
     }
 }

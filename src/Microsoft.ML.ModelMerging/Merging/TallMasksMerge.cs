@@ -56,7 +56,9 @@ public sealed class TallMasksMerge : MergeMethodBase
             ? Enumerable.Repeat((float)tallLambdas[0], input.ExpertCount).ToArray()
             : tallLambdas.Select(value => (float)value).ToArray();
         var othersMagnitude = multiTask.unsqueeze(0).sub(stacked).abs();
-        return stacked.abs().ge(othersMagnitude.mul(input.PerExpert(tensor(perTask, device: stacked.device))));
+        using var lambdas = tensor(perTask, device: stacked.device);
+        using var perExpert = lambdas.reshape([input.ExpertCount, .. Enumerable.Repeat(1L, (int)stacked.dim() - 1)]);
+        return stacked.abs().ge(othersMagnitude.mul(perExpert));
     }
 
     internal static IReadOnlyList<double> ValidateTallLambdas(IReadOnlyList<double>? tallLambdas)
@@ -90,8 +92,17 @@ public sealed class TallMasksMerge : MergeMethodBase
         using var scope = NewDisposeScope();
         var stacked = input.StackTaskVectors();
         var multiTask = stacked.sum(dim: 0);
-        var masks = TaskMasks(input, stacked, multiTask, TallLambdas).unbind(0);
-        var merged = input.Base.add(multiTask.mul(Lambda));
+        // The masks slice by slice: no [experts, ...]-sized float temporaries.
+        var allMasks = empty([input.ExpertCount, .. input.Base.shape], dtype: ScalarType.Bool);
+        using (var flatMasks = allMasks.view(input.ExpertCount, -1))
+        using (var flatMultiTask = multiTask.view(-1))
+        {
+            input.ForEachSlice(stacked, (start, length, slice) =>
+                flatMasks.narrow(1, start, length).copy_(TaskMasks(input, slice, flatMultiTask.narrow(0, start, length), TallLambdas)));
+        }
+
+        var masks = allMasks.unbind(0);
+        var merged = input.Base.add(OwnedScalar.With(Lambda, multiTask.mul));
         var taskSpecific = new TaskSpecificTensor(multiTask, masks, [.. Enumerable.Repeat(1.0, input.ExpertCount)]);
         var result = new MergedTensor(merged, taskSpecific);
         scope.MoveToOuter([merged, multiTask, .. masks]);

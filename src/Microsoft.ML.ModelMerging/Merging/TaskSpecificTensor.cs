@@ -48,7 +48,7 @@ public sealed class TaskSpecificTensor : IDisposable
         var taskVector = SharedTaskVector.mul(Masks[task]);
         if (Scales[task] != 1.0)
         {
-            taskVector = taskVector.mul(Scales[task]);
+            taskVector = OwnedScalar.With(Scales[task], taskVector.mul);
         }
 
         return baseTensor.to_type(ScalarType.Float32).add(taskVector).MoveToOuterDisposeScope();

@@ -64,7 +64,8 @@ internal sealed class TensorReadAhead : IDisposable
         }
 
         StartNext();
-        return MergeTensorInput.FromStackedTaskVectors(slot.Name, slot.Base!, slot.Stacked!);
+        var lacking = _experts.Any(e => !e.Contains(slot.Name)) ? _experts.Select(e => !e.Contains(slot.Name)).ToArray() : null;
+        return MergeTensorInput.FromStackedTaskVectors(slot.Name, slot.Base!, slot.Stacked!, lacking);
     }
 
     private void StartNext()

@@ -207,14 +207,29 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     {
         if (Trim == TiesTrimScope.Global) return new MergedTensor(ElementwiseTensors.Merge(this, input));
 
-        // Per-tensor trim: thresholds and the majority sign are the tensor's own, so the tensor is processed whole.
-        using var scope = NewDisposeScope();
-        using var stacked = input.StackTaskVectors();
-        using var rows = stacked.reshape(input.ExpertCount, -1);
-        using var flatBase = input.Base.reshape(-1);
-        using var thresholds = MagnitudePruning.RowThresholds(stacked, Keep).unsqueeze(1);
-        var whole = MergeSlice(rows, flatBase, thresholds);
-        return new MergedTensor(whole.view(input.Base.shape).MoveToOuterDisposeScope());
+        // Per-tensor trim: thresholds and the majority sign are the tensor's own. Two counting passes over the tensor pin
+        // each task's exact threshold (no sorted copy), one counts the elected signs, one merges: the chunk kernels of
+        // the global trim, with no tensor-sized temporary but the output.
+        long count = input.Base.numel();
+        var thresholds = new float[input.ExpertCount];
+        long rank = MagnitudePruning.ThresholdRank(count, Keep);
+        if (rank > 0)
+        {
+            using var selector = new ExactMagnitudeSelector(input.ExpertCount);
+            ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: false), input);
+            // An expert lacking the tensor (allow-missing) has no entry here: no threshold, its τ = 0 keeps nothing.
+            selector.FinishCoarse([.. Enumerable.Range(0, input.ExpertCount).Select(e => input.LackingExperts?[e] == true ? 0 : rank)]);
+            ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: true), input);
+            thresholds = [.. selector.FinishFine()];
+        }
+
+        var balance = new SignBalanceCounter(thresholds);
+        ElementwiseTensors.Accumulate(balance, input);
+        bool majorityPositive = balance.Balance >= 0;
+        bool mean = MergeFunction == TiesMergeFunction.Mean;
+        float lambda = (float)Lambda;
+        return new MergedTensor(ElementwiseTensors.Merge(input,
+            (in ElementwiseChunk chunk, Span<float> merged) => MergeChunk(chunk, merged, thresholds, majorityPositive, mean, lambda)));
     }
 
     /// <summary>
@@ -223,13 +238,15 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     /// temporaries.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged)
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged) =>
+        MergeChunk(chunk, merged, _globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run."),
+            _globalMajoritySign > 0, MergeFunction == TiesMergeFunction.Mean, (float)Lambda); // λ: the float32 scalar a float32 tensor op would use
+
+    /// <summary>The merged entries of a chunk for given per-task thresholds and majority sign.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MergeChunk(in ElementwiseChunk chunk, Span<float> merged, float[] thresholds, bool majorityPositive, bool mean, float lambda)
     {
-        var thresholds = _globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run.");
         int n = chunk.Length;
-        bool mean = MergeFunction == TiesMergeFunction.Mean;
-        float lambda = (float)Lambda; // the float32 scalar a float32 tensor op would use
-        bool majorityPositive = _globalMajoritySign > 0;
         int width = Vector<float>.Count;
         int j = 0;
         for (; j + width <= n; j += width)
@@ -349,74 +366,6 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
     private static float Trimmed(float value, float threshold) => Math.Abs(value) >= threshold ? value : 0;
 
-    /// <summary>
-    /// θ0 + λ·merged for a whole tensor with per-tensor trim: task vectors as [experts, n], θ0 as [n], thresholds as
-    /// [experts, 1]. Elected zeros take the majority of the signs elected in this tensor.
-    /// </summary>
-    private Tensor MergeSlice(Tensor rows, Tensor baseSlice, Tensor thresholds)
-    {
-        using var scope = NewDisposeScope();
-        var trimmed = Trimmed(rows, thresholds);
-        var elected = ElectedSigns(trimmed);
-        float majority = SignBalance(elected) >= 0 ? 1 : -1;
-        using (var zero = elected.eq(0))
-        {
-            elected.masked_fill_(zero, majority);
-        }
-
-        // τ·γ > 0 with γ = ±1 (exact, τ finite) is "τ > 0 where γ = +1, τ < 0 where γ = −1".
-        Tensor agreeing;
-        using (var positive = trimmed.gt(0))
-        using (var negative = trimmed.lt(0))
-        using (var electedPositive = elected.gt(0))
-        {
-            agreeing = where(electedPositive, positive, negative);
-        }
-
-        trimmed.mul_(agreeing); // the agreeing entries of the trimmed task vectors
-        var merged = trimmed.sum(dim: 0);
-        if (MergeFunction == TiesMergeFunction.Mean)
-        {
-            using var agreeingCount = agreeing.sum(dim: 0);
-            using var atLeastOne = agreeingCount.clamp_min(1);
-            merged = merged.div(atLeastOne);
-        }
-
-        merged.mul_(Lambda);
-        merged.add_(baseSlice); // λ·merged + θ0 = θ0 + λ·merged exactly
-        return merged.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// The trimmed task vectors [experts, n]: entries with |τ_i| below task i's threshold set to 0. |τ| ≥ t (t ≥ 0, τ
-    /// finite) is τ ≥ t or τ ≤ −t: boolean masks instead of a float |τ|.
-    /// </summary>
-    private static Tensor Trimmed(Tensor rows, Tensor thresholds)
-    {
-        using var negativeThresholds = thresholds.neg();
-        using var atOrAbove = rows.ge(thresholds);
-        using var atOrBelow = rows.le(negativeThresholds);
-        atOrAbove.logical_or_(atOrBelow);
-        return rows.mul(atOrAbove);
-    }
-
-    /// <summary>γ = sign(Σ_i trimmed τ_i).</summary>
-    private static Tensor ElectedSigns(Tensor trimmed)
-    {
-        using var sum = trimmed.sum(dim: 0);
-        return sum.sign();
-    }
-
-    /// <summary>(number of +1) − (number of −1), exact as an integer count.</summary>
-    private static long SignBalance(Tensor signs)
-    {
-        using var isPositive = signs.gt(0);
-        using var isNegative = signs.lt(0);
-        using var positive = isPositive.sum();
-        using var negative = isNegative.sum();
-        return positive.item<long>() - negative.item<long>();
-    }
-
     /// <summary>The sample pass on one thread: |τ_i| of the sampled chunks, per task.</summary>
     private sealed class MagnitudeSample(SampledMagnitudeSelector.SamplePartial partial) : IChunkAccumulator
     {
@@ -424,7 +373,8 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
         public void Accumulate(in ElementwiseChunk chunk)
         {
-            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+            for (int e = 0; e < chunk.ExpertCount; e++)
+                if (!chunk.Lacks(e)) Partial.Add(e, chunk.TaskVector(e));
         }
     }
 
@@ -435,7 +385,8 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
         public void Accumulate(in ElementwiseChunk chunk)
         {
-            for (int e = 0; e < chunk.ExpertCount; e++) Partial.Add(e, chunk.TaskVector(e));
+            for (int e = 0; e < chunk.ExpertCount; e++)
+                if (!chunk.Lacks(e)) Partial.Add(e, chunk.TaskVector(e));
         }
     }
 
@@ -448,6 +399,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         {
             for (int e = 0; e < chunk.ExpertCount; e++)
             {
+                if (chunk.Lacks(e)) continue; // not part of task e's vector
                 if (fine) Selector.AccumulateFine(e, chunk.TaskVector(e));
                 else Selector.AccumulateCoarse(e, chunk.TaskVector(e));
             }

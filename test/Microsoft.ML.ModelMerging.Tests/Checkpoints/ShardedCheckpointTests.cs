@@ -87,9 +87,32 @@ public sealed class ShardedCheckpointTests
     [TestMethod]
     public void SizesParse()
     {
-        Assert.AreEqual(5L << 30, CheckpointWriter.ParseSize("5GB"));
+        Assert.AreEqual(5_000_000_000L, CheckpointWriter.ParseSize("5GB"));
         Assert.AreEqual(500L << 20, CheckpointWriter.ParseSize("500MiB"));
         Assert.AreEqual(1234L, CheckpointWriter.ParseSize("1234"));
         Assert.ThrowsExactly<ArgumentException>(() => CheckpointWriter.ParseSize("lots"));
     }
+
+    /// <summary>Hugging Face's units (transformers' convert_file_size_to_int): KB, MB, GB are powers of 10, KiB, MiB, GiB powers of 2.</summary>
+    [TestMethod]
+    [DataRow("100MB", 100_000_000L)]
+    [DataRow("100MiB", 104_857_600L)]
+    [DataRow("100mib", 104_857_600L)]
+    [DataRow("1KB", 1_000L)]
+    [DataRow("1KiB", 1_024L)]
+    [DataRow("2GB", 2_000_000_000L)]
+    [DataRow("2GiB", 2_147_483_648L)]
+    [DataRow("1TB", 1_000_000_000_000L)]
+    [DataRow("1.5MB", 1_500_000L)]
+    [DataRow(" 7B ", 7L)]
+    public void SizesFollowHuggingFaceUnits(string text, long bytes) => Assert.AreEqual(bytes, CheckpointWriter.ParseSize(text));
+
+    [TestMethod]
+    [DataRow("100Mb")]
+    [DataRow("5gb")]
+    [DataRow("0MB")]
+    [DataRow("-1GB")]
+    [DataRow("MB")]
+    public void AmbiguousOrEmptySizesAreRefused(string text) =>
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => CheckpointWriter.ParseSize(text)).Message, $"'{text}'");
 }

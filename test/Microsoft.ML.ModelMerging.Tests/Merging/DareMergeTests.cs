@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -108,6 +109,100 @@ public sealed class DareMergeTests
         {
             ReferenceModel.AssertClose(values, result.Merged[name], 1e-6, name);
         }
+    }
+
+    /// <summary>
+    /// The abort seen at CLIP size (issue 18): a temporary TorchSharp <c>Scalar</c> (implicit conversion of p or 1/(1−p))
+    /// is finalised by the GC while the native op that reads it still runs, so libtorch reads a freed scalar ("Unknown
+    /// scalar type", or a double free). Several threads drop small task vectors while another one forces collections:
+    /// every result must equal the single-threaded one, and nothing may throw.
+    /// </summary>
+    [TestMethod]
+    public void DropIsSafeAndDeterministicOnSeveralThreadsUnderGarbageCollection()
+    {
+        var dare = new DareMerge(0.3, seed: 4, new TaskArithmeticMerge());
+        var values = Enumerable.Range(0, 7).Select(i => (float)((i % 13) - 6) / 8).ToArray();
+        double[] expected;
+        using (var taskVector = torch.tensor(values))
+        using (var dropped = dare.DropAndRescale(taskVector, 1, "blocks.0.weight"))
+        {
+            expected = ReferenceModel.ToDoubles(dropped);
+        }
+
+        using var stop = new CancellationTokenSource();
+        var collector = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+            }
+        }, TaskCreationOptions.LongRunning);
+        try
+        {
+            Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
+            {
+                for (int repetition = 0; repetition < 20_000; repetition++)
+                {
+                    using var scope = NewDisposeScope();
+                    var taskVector = torch.tensor(values);
+                    var dropped = dare.DropAndRescale(taskVector, 1, "blocks.0.weight");
+                    CollectionAssert.AreEqual(expected, ReferenceModel.ToDoubles(dropped), $"repetition {repetition}");
+                }
+            });
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Wait();
+        }
+    }
+
+    /// <summary>τ̃ entry by entry from <see cref="DareMerge.Keeps"/>: kept entries τ/(1−p) in float32, dropped ones 0, past 2^15-entry chunk edges.</summary>
+    [TestMethod]
+    public void DropFollowsTheMaskOfEveryEntry()
+    {
+        var dare = new DareMerge(0.3, seed: 12, new TaskArithmeticMerge());
+        var values = Enumerable.Range(0, 70_001).Select(i => (float)(((i * 7) % 23) - 11) / 16).ToArray();
+        using var taskVector = torch.tensor(values).reshape(70_001, 1);
+        using var dropped = dare.DropAndRescale(taskVector, 3, "layers.2.weight");
+        var actual = dropped.data<float>().ToArray();
+        for (int i = 0; i < values.Length; i++)
+        {
+            float expected = dare.Keeps(3, "layers.2.weight", i) ? values[i] / (float)(1 - 0.3) : 0f;
+            Assert.AreEqual(expected, actual[i], $"entry {i}");
+        }
+    }
+
+    /// <summary>Seeded determinism: the same bytes on 1 or 3 worker threads, and as the in-memory driver gives.</summary>
+    [TestMethod]
+    [DataRow("then=task-arithmetic")]
+    [DataRow("then=ties")]
+    [DataRow("then=ties;trim=per-tensor")]
+    public void SameBytesOnAnyNumberOfThreads(string parameters)
+    {
+        using var dir = new TempDirectory();
+        using var scope = NewDisposeScope();
+        var g = new Generator(8);
+        var baseModel = new Dictionary<string, Tensor> { ["a.weight"] = randn(new long[] { 300, 257 }, generator: g), ["b.bias"] = randn(new long[] { 999 }, generator: g) };
+        var experts = Enumerable.Range(0, 3).Select(_ => baseModel.ToDictionary(kv => kv.Key, kv => kv.Value + randn(kv.Value.shape, generator: g) * 0.1)).ToList();
+        SafeTensorsWriter.Save(dir.File("base.safetensors"), baseModel);
+        var paths = experts.Select((e, i) => { SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), e); return dir.File($"e{i}.safetensors"); }).ToArray();
+        var values = MergeParameters.Parse(["seed=4", .. parameters.Split(';')]);
+        byte[] Run(int workers)
+        {
+            var report = new StreamingMergeDriver { WorkerCount = workers }.Merge(MergeMethodRegistry.Default.Create("dare", values),
+                dir.File("base.safetensors"), paths, dir.File($"out{workers}.safetensors"));
+            using var output = Checkpoint.Open(report.OutputPath);
+            return [.. baseModel.Keys.Order(StringComparer.Ordinal).SelectMany(name => output.ReadBytes(name))];
+        }
+
+        var one = Run(1);
+        CollectionAssert.AreEqual(one, Run(3));
+        using var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create("dare", values), baseModel,
+            experts.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());
+        var memoryBytes = baseModel.Keys.Order(StringComparer.Ordinal)
+            .SelectMany(name => inMemory.Merged[name].data<float>().ToArray().SelectMany(BitConverter.GetBytes)).ToArray();
+        CollectionAssert.AreEqual(one, memoryBytes);
     }
 
     /// <summary>The model with every task vector replaced by its DARE drop (p = 0.5 keeps the grid exact).</summary>

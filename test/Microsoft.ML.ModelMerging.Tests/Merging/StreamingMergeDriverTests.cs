@@ -129,6 +129,81 @@ public sealed class StreamingMergeDriverTests
         Assert.IsTrue(File.Exists(report.OutputPath));
     }
 
+    /// <summary>
+    /// FusionBench's layout (issue 18): a CLIPModel base holds a text tower that the CLIPVisionModel experts lack. With
+    /// allow-missing those tensors are copied from the base and enter no statistic, so the merge equals, bit for bit, the
+    /// merge with them excluded by name, for every method (TIES's model-wide trim would otherwise count their zeros).
+    /// </summary>
+    [TestMethod]
+    [DataRow("ties", "keep=0.2")]
+    [DataRow("ties", "keep=0.3;trim=per-tensor")]
+    [DataRow("dare", "drop-rate=0.3;seed=3;then=ties;keep=0.25")]
+    [DataRow("task-arithmetic", "")]
+    [DataRow("tall-masks", "")]
+    public void TensorsNoExpertHoldsAreLeftOutOfStatistics(string method, string parameters)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, _) = WriteModels(dir);
+        var g = new Generator(5);
+        var withText = new Dictionary<string, Tensor>(baseTensors)
+        {
+            ["text_model.encoder.weight"] = randn(new long[] { 48, 48 }, generator: g), // 2304 entries, more than the vision part
+            ["text_model.embeddings.weight"] = randn(new long[] { 40, 8 }, generator: g),
+        };
+        string clipBase = dir.File("clip-base.safetensors");
+        SafeTensorsWriter.Save(clipBase, withText, new Dictionary<string, string> { ["mlmerge.vit_config"] = "{}" });
+        var values = MergeParameters.Parse(parameters.Split(';', StringSplitOptions.RemoveEmptyEntries));
+
+        var missing = new StreamingMergeDriver().Merge(MergeMethodRegistry.Default.Create(method, values), clipBase, experts,
+            dir.File("missing.safetensors"), new StreamingMergeOptions { AllowMissing = true });
+        var excluded = new StreamingMergeDriver(new TensorFilter(["^text_model\\."])).Merge(MergeMethodRegistry.Default.Create(method, values),
+            clipBase, experts, dir.File("excluded.safetensors"));
+
+        CollectionAssert.AreEquivalent(excluded.MergedTensors.ToList(), missing.MergedTensors.ToList());
+        using var a = Checkpoint.Open(missing.OutputPath);
+        using var b = Checkpoint.Open(excluded.OutputPath);
+        foreach (var entry in b.Tensors)
+            CollectionAssert.AreEqual(b.ReadBytes(entry.Name), a.ReadBytes(entry.Name), entry.Name);
+        foreach (var name in withText.Keys.Where(n => n.StartsWith("text_model.", StringComparison.Ordinal)))
+        {
+            using var stored = a.ReadTensor(name);
+            CollectionAssert.AreEqual(withText[name].data<float>().ToArray(), stored.data<float>().ToArray(), $"{name} is the base's");
+        }
+    }
+
+    /// <summary>
+    /// An expert lacking one tensor: TIES's model-wide threshold of that task is the exact rank over the entries it holds,
+    /// computed here independently (all |τ| of the task sorted in float64), not over zeros standing in for the missing tensor.
+    /// </summary>
+    [TestMethod]
+    [DataRow("ties")]
+    [DataRow("dare")]
+    public void ExpertLackingATensorIsTrimmedOverItsOwnEntries(string method)
+    {
+        using var dir = new TempDirectory();
+        var (basePath, experts, baseTensors, expertTensors) = WriteModels(dir);
+        SafeTensorsWriter.Save(experts[1], expertTensors[1].Where(kv => kv.Key != "blocks.1.weight").ToDictionary());
+        var values = MergeParameters.Parse(method == "dare" ? ["keep=0.3", "then=ties", "drop-rate=0"] : ["keep=0.3"]);
+        var merge = MergeMethodRegistry.Default.Create(method, values);
+        var ties = (TiesMerge)(merge is DareMerge dare ? dare.Then : merge);
+        var report = new StreamingMergeDriver().Merge(merge, basePath, experts, dir.File("out.safetensors"), new StreamingMergeOptions { AllowMissing = true });
+
+        for (int e = 0; e < experts.Length; e++)
+        {
+            var magnitudes = report.MergedTensors
+                .Where(name => e != 1 || name != "blocks.1.weight")
+                .SelectMany(name =>
+                {
+                    using var tau = expertTensors[e][name].to_type(ScalarType.Float32) - baseTensors[name].to_type(ScalarType.Float32);
+                    return tau.reshape(-1).data<float>().ToArray().Select(v => (double)Math.Abs(v));
+                })
+                .OrderByDescending(v => v)
+                .ToArray();
+            long rank = MagnitudePruning.ThresholdRank(magnitudes.Length, 0.3);
+            Assert.AreEqual(magnitudes[rank - 1], ties.GlobalThresholds![e], 0, $"expert {e}");
+        }
+    }
+
     [TestMethod]
     public void ExtraTensorIsRejectedUnlessExcluded()
     {
