@@ -24,8 +24,15 @@ if "%VERB%"=="test" (
   dotnet test "%ROOT%Microsoft.ML.ModelMerging.sln" -c %CONFIGURATION% --no-build -nologo || exit /b 1
   exit /b 0
 )
+rem The library, then the mlmerge tool: a pointer package plus one package per platform, each published with a build of its own.
 if "%VERB%"=="pack" (
-  dotnet pack "%ROOT%Microsoft.ML.ModelMerging.sln" -c %CONFIGURATION% --no-build -o "%ROOT%artifacts\packages" || exit /b 1
+  if exist "%ROOT%artifacts\packages" rmdir /s /q "%ROOT%artifacts\packages"
+  dotnet pack "%ROOT%src\Microsoft.ML.ModelMerging\Microsoft.ML.ModelMerging.csproj" -c %CONFIGURATION% --no-build -nologo -v:minimal -o "%ROOT%artifacts\packages" || exit /b 1
+  dotnet pack "%ROOT%src\Microsoft.ML.ModelMerging.Cli\Microsoft.ML.ModelMerging.Cli.csproj" -c %CONFIGURATION% -nologo -v:minimal -o "%ROOT%artifacts\packages" || exit /b 1
+  for %%p in ("%ROOT%artifacts\packages\*.nupkg") do (
+    echo [build.cmd] %%~nxp: %%~zp bytes
+    if %%~zp GTR 250000000 (echo [build.cmd] error: %%~nxp is over nuget.org's 250 MB limit & exit /b 1)
+  )
   exit /b 0
 )
 if "%VERB%"=="demo" (

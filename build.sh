@@ -102,6 +102,24 @@ run_tests() {
 
 mlmerge() { MLMERGE_DATA="$DATA_DIR" dotnet "$ROOT/src/Microsoft.ML.ModelMerging.Cli/bin/$CONFIGURATION/net10.0/mlmerge.dll" "$@"; }
 
+# The library package, and the mlmerge tool as one small pointer package plus one package per platform (linux-x64, win-x64,
+# osx-arm64; each publishes its own platform, so the CLI is packed with a build of those). Fails on a package over
+# nuget.org's 250 MB limit.
+pack() {
+  local out="$ROOT/artifacts/packages"
+  rm -rf "$out" && mkdir -p "$out"
+  log "dotnet pack"
+  dotnet pack "$ROOT/src/Microsoft.ML.ModelMerging/Microsoft.ML.ModelMerging.csproj" -c "$CONFIGURATION" --no-build -nologo -v:minimal -o "$out"
+  dotnet pack "$ROOT/src/Microsoft.ML.ModelMerging.Cli/Microsoft.ML.ModelMerging.Cli.csproj" -c "$CONFIGURATION" -nologo -v:minimal -o "$out"
+  local too_big=0
+  for p in "$out"/*.nupkg; do
+    local mb=$(( $(stat -c %s "$p") / 1000000 ))
+    log "$(basename "$p"): $mb MB"
+    if [ "$mb" -gt 250 ]; then log "error: $(basename "$p") is over nuget.org's 250 MB limit"; too_big=1; fi
+  done
+  return $too_big
+}
+
 # The main job on the committed zoo: rank the merge strategies (validation chooses, test reports), score images with the
 # best one through ML.NET, then print where the report, charts and model are.
 run_demo() {
@@ -123,6 +141,6 @@ case "$VERB" in
   build) install_prerequisites; build ;;
   test) install_prerequisites; build; run_tests ;;
   demo) install_prerequisites; build; run_demo ;;
-  pack) install_prerequisites; build; dotnet pack "$ROOT/Microsoft.ML.ModelMerging.sln" -c "$CONFIGURATION" --no-build -o "$ROOT/artifacts/packages" ;;
+  pack) install_prerequisites; build; pack ;;
   *) echo "usage: ./build.sh [build|test|demo|pack]" >&2; exit 2 ;;
 esac

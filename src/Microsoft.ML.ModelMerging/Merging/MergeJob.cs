@@ -70,7 +70,7 @@ public sealed record MergeJob
         JsonNode? root;
         try
         {
-            root = yaml ? SimpleYaml.Parse(text) : JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            root = yaml ? YamlConfig.Parse(text) : JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
         }
         catch (Exception e) when (e is JsonException or FormatException)
         {

@@ -306,7 +306,7 @@ public sealed class MergeCommandTests
     [DataRow("bad-exclude", "merge|--method|ties|--base|{base}|{experts}|--exclude|([|--out|{out}", "error: Exclusion pattern '([' is not a valid regular expression")]
     [DataRow("unknown-option", "merge|--method|ties|--bogus|--base|{base}|{experts}|--out|{out}", "error: Unrecognized command or argument '--bogus'. (see 'mlmerge merge --help')")]
     [DataRow("config-and-options", "merge|--config|{dir}/job.yaml|--expert|{dir}/e0.safetensors|--keep|0.5", "error: --config holds the whole job: do not also pass --expert, --keep.")]
-    [DataRow("config-syntax", "merge|--config|{dir}/bad.yaml", "error: {dir}/bad.yaml: line 4: unterminated '[' (a flow sequence must close on the line it opens).")]
+    [DataRow("config-syntax", "merge|--config|{dir}/bad.yaml", "error: {dir}/bad.yaml: line 4, column 10: the '[' opened here is not closed")]
     [DataRow("config-unknown-setting", "merge|--config|{dir}/typo.yaml", "error: {dir}/typo.yaml: unknown setting 'lamda'")]
     [DataRow("config-missing", "merge|--config|{dir}/none.yaml", "none.yaml")]
     [DataRow("config-boolean", "merge|--config|{dir}/boolean.yaml", "error: {dir}/boolean.yaml: 'allow_missing' must be true or false, got 'sometimes'.")]
