@@ -21,27 +21,8 @@ internal static class ExpertModels
     }
 
     /// <summary>The tensors of the architecture, checked against the config's shapes.</summary>
-    public static Dictionary<string, Tensor> ArchitectureTensors(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> model)
-    {
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, shape) in VisionTransformerNames.Shapes(config))
-        {
-            if (!model.TryGetValue(name, out Tensor? tensor) || tensor is null)
-            {
-                throw new MergeInputException($"The pre-trained model lacks '{name}' (expected shape {NamedTensorShape.Format(shape)}).", name);
-            }
-
-            if (!tensor.shape.SequenceEqual(shape))
-            {
-                throw new MergeInputException(
-                    $"The pre-trained model's '{name}' has shape {NamedTensorShape.Format(tensor.shape)}; the config expects {NamedTensorShape.Format(shape)}.", name);
-            }
-
-            tensors[name] = tensor;
-        }
-
-        return tensors;
-    }
+    public static Dictionary<string, Tensor> ArchitectureTensors(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> model) =>
+        new ConfigWeights(config, model, "the pre-trained model", (message, name) => new MergeInputException(message, name)).All();
 
     public static Tensor Float32(Tensor tensor, Device device) => tensor.detach().to(ScalarType.Float32).to(device);
 }

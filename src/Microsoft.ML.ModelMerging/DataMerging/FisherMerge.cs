@@ -94,6 +94,8 @@ public static class FisherMerge
         }
 
         var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var expertWeights = experts.Select((e, i) => Checked(config, e, $"expert {i}")).ToList();
+        var fisherWeights = fishers.Select((f, i) => Checked(config, f, $"the Fisher of expert {i}")).ToList();
         try
         {
             using var noGrad = no_grad();
@@ -104,8 +106,8 @@ public static class FisherMerge
                 Tensor denominator = zeros(shape, ScalarType.Float64);
                 for (int i = 0; i < experts.Count; i++)
                 {
-                    Tensor theta = Require(experts[i], name, shape, $"expert {i}");
-                    Tensor weight = Require(fishers[i], name, shape, $"the Fisher of expert {i}").to(ScalarType.Float64, theta.device) + epsilon;
+                    Tensor theta = expertWeights[i].Get(name);
+                    Tensor weight = fisherWeights[i].Get(name).to(ScalarType.Float64, theta.device) + epsilon;
                     numerator = numerator.to(theta.device).add_(weight * theta.to(ScalarType.Float64));
                     denominator = denominator.to(theta.device).add_(weight);
                 }
@@ -165,9 +167,10 @@ public static class FisherMerge
 
             var leaves = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             var sums = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            var model = Checked(config, weights, "the model");
             foreach (var (name, shape) in shapes)
             {
-                Tensor value = Require(weights, name, shape, "the model");
+                Tensor value = model.Get(name);
                 leaves[name] = value.detach().to(ScalarType.Float32).clone().requires_grad_(true);
                 sums[name] = zeros(shape, ScalarType.Float64, device: value.device);
             }
@@ -213,19 +216,7 @@ public static class FisherMerge
         }
     }
 
-    internal static Tensor Require(IReadOnlyDictionary<string, Tensor> tensors, string name, long[] shape, string owner)
-    {
-        if (!tensors.TryGetValue(name, out Tensor? tensor) || tensor is null)
-        {
-            throw new MergeInputException($"{char.ToUpperInvariant(owner[0])}{owner[1..]} lacks '{name}' (expected shape {NamedTensorShape.Format(shape)}).", name);
-        }
-
-        if (!tensor.shape.SequenceEqual(shape))
-        {
-            throw new MergeInputException(
-                $"'{name}' of {owner} has shape {NamedTensorShape.Format(tensor.shape)}; the config expects {NamedTensorShape.Format(shape)}.", name);
-        }
-
-        return tensor;
-    }
+    /// <summary><paramref name="tensors"/> read through the config's shapes; a missing or misshapen one is a merge input error.</summary>
+    internal static ConfigWeights Checked(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> tensors, string owner) =>
+        new(config, tensors, owner, (message, name) => new MergeInputException(message, name));
 }

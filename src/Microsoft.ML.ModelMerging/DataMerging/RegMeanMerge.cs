@@ -182,13 +182,14 @@ public static class RegMeanMerge
 
         var linearWeights = LinearLayers(config).ToDictionary(VisionTransformerNames.Weight, prefix => prefix, StringComparer.Ordinal);
         var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var expertWeights = experts.Select((e, i) => FisherMerge.Checked(config, e, $"expert {i}")).ToList();
         try
         {
             using var noGrad = no_grad();
-            foreach (var (name, shape) in VisionTransformerNames.Shapes(config))
+            foreach (var (name, _) in VisionTransformerNames.Shapes(config))
             {
                 using var scope = NewDisposeScope();
-                var thetas = experts.Select((e, i) => FisherMerge.Require(e, name, shape, $"expert {i}").to(ScalarType.Float64)).ToList();
+                var thetas = expertWeights.Select(e => e.Get(name).to(ScalarType.Float64)).ToList();
                 Tensor result = linearWeights.TryGetValue(name, out string? prefix)
                     ? SolveLayer(prefix, thetas, grams, alpha)
                     : stack(thetas, 0).mean([0]);

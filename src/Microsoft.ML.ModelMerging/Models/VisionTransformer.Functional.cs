@@ -23,7 +23,7 @@ public sealed partial class VisionTransformer
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(images);
         config.Validate();
-        var lookup = new WeightLookup(config, weights);
+        var lookup = new ConfigWeights(config, weights);
 
         Tensor tokens = Embed(config, lookup, images, hooks);
         tokens = LayerNorm(config, lookup, VisionTransformerNames.PreLayerNorm, tokens);
@@ -37,7 +37,7 @@ public sealed partial class VisionTransformer
     }
 
     /// <summary>Normalised pixels → patch tokens with the CLS token in front, plus position embeddings [B,T,W].</summary>
-    private static Tensor Embed(VisionTransformerConfig config, WeightLookup lookup, Tensor images, ForwardHooks? hooks)
+    private static Tensor Embed(VisionTransformerConfig config, ConfigWeights lookup, Tensor images, ForwardHooks? hooks)
     {
         Tensor patchWeight = lookup.Get(VisionTransformerNames.PatchEmbedding);
         Tensor pixels = NormalizePixels(config, ToImageBatch(config, images).to(patchWeight.dtype), patchWeight.device);
@@ -83,7 +83,7 @@ public sealed partial class VisionTransformer
     }
 
     /// <summary>Pre-LN block: x + attn(ln1(x)), then + mlp(ln2(x)).</summary>
-    private static Tensor EncoderBlock(VisionTransformerConfig config, WeightLookup lookup, int block, Tensor x, ForwardHooks? hooks)
+    private static Tensor EncoderBlock(VisionTransformerConfig config, ConfigWeights lookup, int block, Tensor x, ForwardHooks? hooks)
     {
         var names = VisionTransformerNames.Layer(block);
         x = x + SelfAttention(config, lookup, names, LayerNorm(config, lookup, names.LayerNorm1, x), hooks);
@@ -103,7 +103,7 @@ public sealed partial class VisionTransformer
         return Site(hooks, ActivationSite.BlockOutput, block, x + mlpOutput);
     }
 
-    private static Tensor SelfAttention(VisionTransformerConfig config, WeightLookup lookup, EncoderLayerNames names, Tensor x, ForwardHooks? hooks)
+    private static Tensor SelfAttention(VisionTransformerConfig config, ConfigWeights lookup, EncoderLayerNames names, Tensor x, ForwardHooks? hooks)
     {
         long batch = x.shape[0], tokens = x.shape[1];
         Tensor SplitHeads(Tensor t) => t.view(batch, tokens, config.Heads, config.HeadSize).transpose(1, 2);  // [B,H,T,D]
@@ -117,7 +117,7 @@ public sealed partial class VisionTransformer
         return Linear(lookup, names.OutProj, context, hooks);
     }
 
-    private static Tensor Linear(WeightLookup lookup, string prefix, Tensor input, ForwardHooks? hooks)
+    private static Tensor Linear(ConfigWeights lookup, string prefix, Tensor input, ForwardHooks? hooks)
     {
         Tensor output = linear(input, lookup.Get(VisionTransformerNames.Weight(prefix)), lookup.Get(VisionTransformerNames.Bias(prefix)));
         if (hooks?.LinearAdapter is null)
@@ -130,7 +130,7 @@ public sealed partial class VisionTransformer
         return adapted;
     }
 
-    private static Tensor LayerNorm(VisionTransformerConfig config, WeightLookup lookup, string prefix, Tensor x) =>
+    private static Tensor LayerNorm(VisionTransformerConfig config, ConfigWeights lookup, string prefix, Tensor x) =>
         layer_norm(x, [config.Width], lookup.Get(VisionTransformerNames.Weight(prefix)), lookup.Get(VisionTransformerNames.Bias(prefix)), config.LayerNormEps);
 
     private static Tensor Site(ForwardHooks? hooks, ActivationSite site, int block, Tensor activation)
@@ -151,29 +151,6 @@ public sealed partial class VisionTransformer
         {
             throw new InvalidOperationException(
                 $"{what} has shape {NamedTensorShape.Format(actual.shape)}; expected {NamedTensorShape.Format(expected.shape)}.");
-        }
-    }
-
-    /// <summary>Reads weights by name, checking each against the shape the config implies.</summary>
-    private sealed class WeightLookup(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights)
-    {
-        private readonly Dictionary<string, long[]> _expected =
-            VisionTransformerNames.Shapes(config).ToDictionary(s => s.Name, s => s.Shape, StringComparer.Ordinal);
-
-        public Tensor Get(string name)
-        {
-            if (!weights.TryGetValue(name, out Tensor? tensor) || tensor is null)
-            {
-                throw new KeyNotFoundException($"Vision Transformer weight '{name}' is missing (expected shape {NamedTensorShape.Format(_expected[name])}).");
-            }
-
-            if (!tensor.shape.AsSpan().SequenceEqual(_expected[name]))
-            {
-                throw new ArgumentException(
-                    $"Vision Transformer weight '{name}' has shape {NamedTensorShape.Format(tensor.shape)}; the config expects {NamedTensorShape.Format(_expected[name])}.");
-            }
-
-            return tensor;
         }
     }
 }

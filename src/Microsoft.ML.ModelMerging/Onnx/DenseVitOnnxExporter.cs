@@ -39,9 +39,11 @@ public class DenseVitOnnxExporter
     /// <param name="weights">Backbone tensors by Hugging Face name, any floating dtype and device; shapes are checked.</param>
     /// <param name="heads">At least one task; task names must be distinct and every head must take <see cref="VisionTransformerConfig.FeatureDim"/> features.</param>
     /// <param name="options">Precision, score kind, outputs and extra metadata.</param>
+    /// <param name="variant">A change to the computation described for both back ends (null: the plain model).</param>
     public DenseVitOnnxExporter(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, IEnumerable<OnnxTaskHead> heads,
-        VitOnnxExportOptions? options = null)
+        VitOnnxExportOptions? options = null, IVitVariant? variant = null)
     {
+        Variant = variant;
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(heads);
@@ -90,6 +92,9 @@ public class DenseVitOnnxExporter
 
     public VitOnnxExportOptions Options { get; }
 
+    /// <summary>The variant the model computes with, in TorchSharp and in the graph; null for the plain model.</summary>
+    public IVitVariant? Variant { get; }
+
     /// <summary>The backbone tensors given to the constructor.</summary>
     protected IReadOnlyDictionary<string, Tensor> Weights { get; }
 
@@ -97,7 +102,7 @@ public class DenseVitOnnxExporter
     /// The backbone features of <paramref name="images"/> computed in TorchSharp by the model this exporter writes (the graph
     /// mirrors it), e.g. to evaluate the model before or without exporting it.
     /// </summary>
-    public virtual Tensor Features(Tensor images) => VisionTransformer.Forward(Config, Weights, images);
+    public virtual Tensor Features(Tensor images) => VisionTransformer.Forward(Config, Weights, images, Variant?.Forward);
 
     /// <summary>Entries of every weight the exported model holds: backbone and heads (a derived exporter adds its own).</summary>
     public virtual long ParameterCount =>
@@ -124,7 +129,7 @@ public class DenseVitOnnxExporter
     public OnnxGraphBuilder BuildGraph()
     {
         var builder = new OnnxGraphBuilder("vision_transformer", Opset) { DocString = Options.Description };
-        var emitter = new VitOnnxEmitter(builder, Config, Weights, Options.WeightPrecision);
+        var emitter = new VitOnnxEmitter(builder, Config, Weights, Options.WeightPrecision, Variant?.Onnx);
 
         string pixels = builder.AddInput(InputName, OnnxElementType.Float, OnnxDimension.Batch, (long)Config.Channels * Config.ImageSize * Config.ImageSize);
         string tokens;
@@ -262,7 +267,7 @@ public class DenseVitOnnxExporter
         string clsShape = g.Concat(0, [g.Shape(pixels, start: 0, end: 1), g.Constant("cls_shape", [1L, c.Width])]);
         string cls = g.Expand(emitter.Weight(VisionTransformerNames.ClassEmbedding), clsShape, "cls");
         string tokens = g.Concat(1, [cls, patches], "tokens");
-        return g.Add(tokens, emitter.Weight(VisionTransformerNames.PositionEmbedding), "embeddings");
+        return emitter.Site(ActivationSite.Embeddings, -1, g.Add(tokens, emitter.Weight(VisionTransformerNames.PositionEmbedding), "embeddings"));
     }
 
     /// <summary>Pre-LN block: x + attn(ln1(x)), then + mlp(ln2(x)).</summary>
@@ -277,8 +282,9 @@ public class DenseVitOnnxExporter
 
         using (g.Scope("mlp"))
         {
-            string mlpOutput = EmitMlp(emitter, block, emitter.LayerNorm(x, names.LayerNorm2));
-            return g.Add(x, mlpOutput, "residual");
+            string mlpInput = emitter.Site(ActivationSite.MlpInput, block, emitter.LayerNorm(x, names.LayerNorm2));
+            string mlpOutput = emitter.Hooks?.MlpOverride?.Invoke(emitter, block, mlpInput) ?? EmitMlp(emitter, block, mlpInput);
+            return emitter.Site(ActivationSite.BlockOutput, block, g.Add(x, mlpOutput, "residual"));
         }
     }
 
@@ -294,7 +300,7 @@ public class DenseVitOnnxExporter
         string v = SplitHeads(emitter.Linear(x, names.VProj), [0, 2, 1, 3]);   // [B,H,T,D]
         string scores = g.Mul(g.MatMul(q, k), g.Scalar("attention_scale", (float)(1 / Math.Sqrt(headSize))), "scores");
         string context = g.MatMul(g.Softmax(scores, axis: -1), v);              // [B,H,T,D]
-        context = g.Reshape(g.Transpose(context, [0, 2, 1, 3]), [0, 0, Config.Width], "context");
+        context = emitter.Site(ActivationSite.AttentionContext, names.Index, g.Reshape(g.Transpose(context, [0, 2, 1, 3]), [0, 0, Config.Width], "context"));
         return emitter.Linear(context, names.OutProj);
     }
 

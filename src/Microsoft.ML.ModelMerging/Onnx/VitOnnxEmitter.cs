@@ -11,21 +11,23 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// </summary>
 public sealed class VitOnnxEmitter
 {
-    private readonly IReadOnlyDictionary<string, Tensor> _weights;
-    private readonly Dictionary<string, long[]> _expectedShapes;
+    private readonly ConfigWeights _weights;
     private readonly Dictionary<string, string> _added = new(StringComparer.Ordinal);
 
     internal VitOnnxEmitter(OnnxGraphBuilder builder, VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights,
-        OnnxWeightPrecision weightPrecision)
+        OnnxWeightPrecision weightPrecision, OnnxForwardHooks? hooks = null)
     {
+        Hooks = hooks;
         Builder = builder;
         Config = config;
-        _weights = weights;
+        _weights = new ConfigWeights(config, weights);
         WeightPrecision = weightPrecision;
-        _expectedShapes = VisionTransformerNames.Shapes(config).ToDictionary(s => s.Name, s => s.Shape, StringComparer.Ordinal);
     }
 
     public OnnxGraphBuilder Builder { get; }
+
+    /// <summary>The variant's ONNX hooks, called where the TorchSharp forward calls its own; null for the plain model.</summary>
+    public OnnxForwardHooks? Hooks { get; }
 
     public VisionTransformerConfig Config { get; }
 
@@ -52,30 +54,23 @@ public sealed class VitOnnxEmitter
             return value;
         }
 
-        if (!_expectedShapes.TryGetValue(name, out long[]? expected))
-        {
-            throw new ArgumentException($"'{name}' is not a weight of this Vision Transformer config.", nameof(name));
-        }
-
-        if (!_weights.TryGetValue(name, out Tensor? tensor) || tensor is null)
-        {
-            throw new KeyNotFoundException($"Vision Transformer weight '{name}' is missing (expected shape {NamedTensorShape.Format(expected)}).");
-        }
-
-        if (!tensor.shape.AsSpan().SequenceEqual(expected))
-        {
-            throw new ArgumentException(
-                $"Vision Transformer weight '{name}' has shape {NamedTensorShape.Format(tensor.shape)}; the config expects {NamedTensorShape.Format(expected)}.");
-        }
-
+        Tensor tensor = _weights.Get(name);
         value = AddTensor(name, tensor);
         _added[name] = value;
         return value;
     }
 
     /// <summary><c>input·Wᵀ + b</c> with the backbone's <c>&lt;prefix&gt;.weight</c> [out,in] and <c>&lt;prefix&gt;.bias</c> [out], for input [..., in].</summary>
-    public string Linear(string input, string prefix) =>
-        Linear(input, Weight(VisionTransformerNames.Weight(prefix)), Weight(VisionTransformerNames.Bias(prefix)));
+    /// <remarks>As in the forward, <see cref="OnnxForwardHooks.LinearAdapter"/> sees the input and the output of every block layer.</remarks>
+    public string Linear(string input, string prefix)
+    {
+        string output = Linear(input, Weight(VisionTransformerNames.Weight(prefix)), Weight(VisionTransformerNames.Bias(prefix)));
+        return Hooks?.LinearAdapter is { } adapter ? adapter(this, prefix, input, output) : output;
+    }
+
+    /// <summary>The value after <see cref="OnnxForwardHooks.SiteTransform"/> at <paramref name="site"/> of <paramref name="block"/> (unchanged without one).</summary>
+    public string Site(ActivationSite site, int block, string value) =>
+        Hooks?.SiteTransform is { } transform ? transform(this, site, block, value) : value;
 
     /// <summary><c>input·Wᵀ (+ b)</c> for a weight value [out,in] and an optional bias value [out]; W is transposed in the graph
     /// (ONNX Runtime folds the transpose of an initializer when the session is created).</summary>
@@ -100,10 +95,13 @@ public sealed class VitOnnxEmitter
     public string LayerNorm(string x, string prefix) =>
         Builder.LayerNormalization(x, Weight(VisionTransformerNames.Weight(prefix)), Weight(VisionTransformerNames.Bias(prefix)), (float)Config.LayerNormEps);
 
-    /// <summary>The dense MLP of block <paramref name="block"/>: fc2(activation(fc1(input))), [batch, tokens, width] in and out.</summary>
+    /// <summary>
+    /// The dense MLP of block <paramref name="block"/>: fc2(activation(site(fc1(input)))), [batch, tokens, width] in and
+    /// out, with the <see cref="ActivationSite.MlpHidden"/> site on the pre-activation as in the forward.
+    /// </summary>
     public string DenseMlp(int block, string input)
     {
         EncoderLayerNames names = VisionTransformerNames.Layer(block);
-        return Linear(Activation(Linear(input, names.Fc1)), names.Fc2);
+        return Linear(Activation(Site(ActivationSite.MlpHidden, block, Linear(input, names.Fc1))), names.Fc2);
     }
 }
