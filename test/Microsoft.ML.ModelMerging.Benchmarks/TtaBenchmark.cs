@@ -129,14 +129,16 @@ internal static class TtaBenchmark
         foreach (var (label, directory) in runs)
         {
             using var adapted = AdaptedModel.Load(directory, experts);
-            var accuracies = TaskAccuracy.Evaluate(experts, adapted.Forward, EvaluationSplit.Test);
-            bool perBatch = adapted.WeightEnsembling?.Options.BatchReduce == true;
-            table.Add(perBatch ? label + ", routed per batch of 256 test images of one task" : label, accuracies, Describe(adapted.Manifest));
+            var accuracies = TaskAccuracy.Evaluate(experts, adapted.Features, EvaluationSplit.Test);
+            var moe = (adapted.Parts[0].Exporter as WeightEnsemblingOnnxExporter)?.Model;
+            bool perBatch = moe?.Options.BatchReduce == true;
+            var manifest = AdaptationManifest.Read(directory);
+            table.Add(perBatch ? label + ", routed per batch of 256 test images of one task" : label, accuracies, Describe(manifest));
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{label}: {100 * accuracies.Average:F1}% ({directory})"));
             if (perBatch)
             {
-                using var perSample = PerSampleTwin(adapted.WeightEnsembling!, experts);
-                table.Add(label + ", routed per sample", TaskAccuracy.Evaluate(experts, perSample.Forward, EvaluationSplit.Test), Describe(adapted.Manifest));
+                using var perSample = PerSampleTwin(moe!, experts);
+                table.Add(label + ", routed per sample", TaskAccuracy.Evaluate(experts, perSample.Forward, EvaluationSplit.Test), Describe(manifest));
             }
         }
 
@@ -213,7 +215,7 @@ internal static class TtaBenchmark
             entropies.Add((label, [.. experts.TaskNames.Select(name =>
             {
                 using var images = experts.LoadData(name).Test.ToTensor();
-                return MeanEntropy(x => experts.Head(name).Forward(adapted.Forward(x)), images);
+                return MeanEntropy(x => experts.Head(name).Forward(adapted.Features(x)), images);
             })]));
         }
 
@@ -230,7 +232,7 @@ internal static class TtaBenchmark
         foreach (var (label, directory) in runs)
         {
             using var adapted = AdaptedModel.Load(directory, experts);
-            if (adapted.WeightEnsembling is not { } moe)
+            if ((adapted.Parts[0].Exporter as WeightEnsemblingOnnxExporter)?.Model is not { } moe)
             {
                 continue;
             }

@@ -116,6 +116,9 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
         return [RoutersFileName, MergedFileName];
     }
 
+    /// <summary>The upscaled model this exporter reads (its routers, task vectors and merged tensors).</summary>
+    public WeightEnsemblingMoE Model => _model;
+
     /// <summary>How the MLP task vectors are stored (float16: a <c>Cast</c> to float32 follows in the graph).</summary>
     public OnnxWeightPrecision TaskVectorPrecision { get; }
 

@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.MultiTask;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
@@ -8,46 +9,24 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>
-/// The result of an <see cref="AdaptationJob"/> loaded for inference: a features function of images, to use with each
-/// task's own head (e.g. <see cref="TaskAccuracy.Evaluate(ExpertPool, Func{Tensor, Tensor}, EvaluationSplit, Data.BenchmarkSources?)"/>).
-/// AdaMerging, Fisher and RegMean give one merged backbone; WEMoE and E-WEMoE are rebuilt from the zoo's pre-trained
-/// model and experts with the saved routers, and route every sample on its own.
+/// Loads the result of an <see cref="AdaptationJob"/> as the <see cref="MultiTaskModel"/> every other consumer takes
+/// (evaluation, export, comparison): AdaMerging, Fisher and RegMean saved one merged backbone; WEMoE and E-WEMoE are rebuilt
+/// from the pool's pre-trained model and experts with the saved routers, and route every sample on its own. What the
+/// result is follows from the files the model saved, never from the method's name.
 /// </summary>
-public sealed class AdaptedModel : IDisposable
+public static class AdaptedModel
 {
-    private readonly LoadedBackbone? _backbone;
-    private readonly WeightEnsemblingMoE? _moe;
-    private bool _disposed;
-
-    private AdaptedModel(AdaptationManifest manifest, VisionTransformerConfig config, LoadedBackbone? backbone, WeightEnsemblingMoE? moe)
-    {
-        Manifest = manifest;
-        Config = config;
-        _backbone = backbone;
-        _moe = moe;
-    }
-
-    public AdaptationManifest Manifest { get; }
-
-    public VisionTransformerConfig Config { get; }
-
-    /// <summary>The upscaled model of WEMoE / E-WEMoE; null for the methods that give one backbone.</summary>
-    public WeightEnsemblingMoE? WeightEnsembling => ThrowIfDisposed(_moe);
-
-    /// <summary>The merged backbone tensors of AdaMerging, Fisher and RegMean; null for WEMoE / E-WEMoE.</summary>
-    public IReadOnlyDictionary<string, Tensor>? Weights => ThrowIfDisposed(_backbone)?.Weights;
-
     /// <summary>True when <paramref name="path"/> is a directory written by <see cref="AdaptationJob"/>.</summary>
     public static bool IsAdaptationDirectory(string path) => AdaptationManifest.Exists(path);
 
     /// <summary>
-    /// Loads an adaptation directory. <paramref name="experts"/> must come from the zoo the run used (same recipe hash);
-    /// WEMoE needs the experts of the run's tasks in the run's order, which are opened from the same zoo directory
-    /// when <paramref name="experts"/> holds other tasks.
+    /// Loads an adaptation directory with the heads of <paramref name="experts"/>' tasks. <paramref name="experts"/> must
+    /// come from the pool the run used (same identity); WEMoE needs the experts of the run's tasks in the run's order, which
+    /// are opened from the same pool directory when <paramref name="experts"/> holds other tasks.
     /// </summary>
     /// <exception cref="InvalidOperationException">The run has not finished.</exception>
-    /// <exception cref="InvalidDataException">The zoo, or the result files, do not match the run.</exception>
-    public static AdaptedModel Load(string directory, ExpertPool experts)
+    /// <exception cref="InvalidDataException">The pool, or the result files, do not match the run.</exception>
+    public static MultiTaskModel Load(string directory, ExpertPool experts)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(experts);
@@ -67,10 +46,19 @@ public sealed class AdaptedModel : IDisposable
         }
 
         // What the result is follows from the files the model saved, not from the method's name.
+        var heads = experts.TaskNames.Select(t => new OnnxTaskHead(t, experts.Head(t))).ToArray();
         if (!manifest.Result.Files.Contains(WeightEnsemblingOnnxExporter.RoutersFileName, StringComparer.Ordinal))
         {
             var backbone = ModelCheckpoints.LoadBackbone(Path.Combine(directory, DenseVitOnnxExporter.WeightsFileName));
-            return new AdaptedModel(manifest, backbone.Config, backbone, null);
+            try
+            {
+                return new MultiTaskModel([new MultiTaskModelPart(new DenseVitOnnxExporter(backbone.Config, backbone.Weights, heads))], [backbone]);
+            }
+            catch
+            {
+                backbone.Dispose();
+                throw;
+            }
         }
 
         bool sameTasks = experts.TaskNames.SequenceEqual(manifest.Tasks, StringComparer.Ordinal);
@@ -88,7 +76,8 @@ public sealed class AdaptedModel : IDisposable
         try
         {
             CheckMergedWeights(Path.Combine(directory, WeightEnsemblingOnnxExporter.MergedFileName), moe, set.Directory);
-            return new AdaptedModel(manifest, set.Config, null, moe);
+            var metadata = WeightEnsemblingRouterFile.TaskMetadata(manifest.Tasks);
+            return new MultiTaskModel([new MultiTaskModelPart(new WeightEnsemblingOnnxExporter(moe, heads, new VitOnnxExportOptions { Metadata = metadata }))], [moe]);
         }
         catch
         {
@@ -117,30 +106,5 @@ public sealed class AdaptedModel : IDisposable
                     $"'{name}' rebuilt from the zoo at {zoo} differs from the one the routers were trained with ({path}): the zoo's checkpoints changed.");
             }
         }
-    }
-
-    /// <summary>Features [B, FeatureDim] of pixels in [0,1] ([B,C,H,W] or flattened).</summary>
-    public Tensor Forward(Tensor images)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        return _moe is not null ? _moe.Forward(images) : VisionTransformer.Forward(Config, _backbone!.Weights, images);
-    }
-
-    private T ThrowIfDisposed<T>(T value)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        return value;
-    }
-
-    public void Dispose()
-    {
-        if (_disposed)
-        {
-            return;
-        }
-
-        _disposed = true;
-        _backbone?.Dispose();
-        _moe?.Dispose();
     }
 }

@@ -85,6 +85,16 @@ public sealed class MultiTaskModel : IDisposable
     /// <summary>Features [B, D] of images of <paramref name="task"/>: pixels in [0,1], [B,C,H,W] or flattened.</summary>
     public Tensor Features(string task, Tensor images) => Part(task).Exporter.Features(images);
 
+    /// <summary>Features [B, D] of a task-agnostic model (one part), for images of any of its tasks.</summary>
+    /// <exception cref="InvalidOperationException">The model needs the task at inference.</exception>
+    public Tensor Features(Tensor images)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return NeedsTaskAtInference
+            ? throw new InvalidOperationException("This model has one set of weights per task: call Features(task, images).")
+            : Parts[0].Exporter.Features(images);
+    }
+
     /// <summary>Logits [B, classes of the task] of images of <paramref name="task"/>.</summary>
     public Tensor Logits(string task, Tensor images)
     {

@@ -96,7 +96,7 @@ public class DenseVitOnnxExporter
     public IVitVariant? Variant { get; }
 
     /// <summary>The backbone tensors given to the constructor.</summary>
-    protected IReadOnlyDictionary<string, Tensor> Weights { get; }
+    public IReadOnlyDictionary<string, Tensor> Weights { get; }
 
     /// <summary>
     /// The backbone features of <paramref name="images"/> computed in TorchSharp by the model this exporter writes (the graph

@@ -63,7 +63,7 @@ public sealed class AdaptCommandTests
         {
             foreach (var (name, parameter) in moe.RouterParameters)
             {
-                Assert.IsTrue(ModelTestData.Identical(parameter.detach(), loaded.WeightEnsembling!.RouterParameters[name].detach()), name);
+                Assert.IsTrue(ModelTestData.Identical(parameter.detach(), ((WeightEnsemblingOnnxExporter)loaded.Parts[0].Exporter).Model.RouterParameters[name].detach()), name);
             }
         }
 
@@ -111,7 +111,7 @@ public sealed class AdaptCommandTests
         using (var experts = ExpertPool.Load(zoo, runOrder))
         using (var loaded = AdaptedModel.Load(output, experts))
         {
-            loaded.WeightEnsembling!.SaveRouters(routers.Path, WeightEnsemblingRouterFile.TaskMetadata(TwoTasks));
+            ((WeightEnsemblingOnnxExporter)loaded.Parts[0].Exporter).Model.SaveRouters(routers.Path, WeightEnsemblingRouterFile.TaskMetadata(TwoTasks));
         }
 
         (exit, _, error) = CliRunner.Run("eval", "--model", output, "--zoo", zoo);
