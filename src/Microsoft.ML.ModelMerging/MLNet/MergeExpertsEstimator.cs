@@ -23,9 +23,6 @@ namespace Microsoft.ML.ModelMerging.MLNet;
 /// </summary>
 public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
 {
-    /// <summary>Bits of the hash that carries the ONNX label vector to a scalar text column (collisions are checked).</summary>
-    private const int LabelHashBits = 30;
-
     private readonly TransformsCatalog _catalog;
     private readonly ExpertPool _experts;
     private readonly string? _modelPath;
@@ -179,14 +176,14 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         ArgumentNullException.ThrowIfNull(input);
         PixelInputLayout layout = CheckInput(input.Schema);
         CheckTaskColumn(input.Schema);
-        CheckRange(input);
+        PixelInputChecks.CheckRange(input, InputColumnName, InputRange);
 
         var written = new List<string>();
         ITransformer? chain = null;
         try
         {
             var parts = new List<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)>();
-            using (UnlabeledImages? images = NeedsImages ? ReadImages(input, layout) : null)
+            using (UnlabeledImages? images = NeedsImages ? UnlabeledImageReader.Read(input, InputColumnName, _taskColumn, layout, InputRange, _experts.TaskNames, Algorithm.Name) : null)
             {
                 var served = Outputs.Select(o => o.Task).ToArray();
                 var context = new AlgorithmContext { Tasks = served, ExportOptions = ExportOptions(), Images = images };
@@ -208,7 +205,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
                 }
             }
 
-            chain = BuildChain(parts).Fit(input);
+            chain = ScoringChain.Build(_catalog, parts, Outputs, InputColumnName, _gpuDeviceId, _fallbackToCpu).Fit(input);
             var outputs = Outputs;
             return new MergeExpertsTransformer(chain, InputColumnName, layout, InputRange, outputs,
                 parts.Select(p => p.Path).ToArray(), ownsModelFiles: _modelPath is null);
@@ -248,56 +245,6 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         return PixelInputLayout.ForInputValues(config, vector.Size) ?? throw new ArgumentOutOfRangeException(nameof(schema),
             $"MergeExperts: input column '{inputColumn}' holds {vector.Size} values per row; the merged model takes {PixelInputLayout.Describe(config)}. " +
             $"Resize the images to {config.ImageSize}×{config.ImageSize} before ExtractPixels.");
-    }
-
-    /// <summary>Rows looked at by <see cref="CheckRange"/>.</summary>
-    private const int RangeCheckRows = 16;
-
-    /// <summary>
-    /// Catches the likely mix-up of pixel scales on the first rows of the data: values above 1 with <see cref="PixelRange.Unit"/>,
-    /// or images that are not all black but never exceed 1 with <see cref="PixelRange.Byte"/> (ExtractPixels with
-    /// <c>scaleImage: 1f / 255</c>). An empty data view passes.
-    /// </summary>
-    private void CheckRange(IDataView input)
-    {
-        DataViewSchema.Column column = input.Schema[InputColumnName];
-        float max = 0;
-        int rows = 0;
-        using (DataViewRowCursor cursor = input.GetRowCursor([column]))
-        {
-            var getter = cursor.GetGetter<VBuffer<float>>(column);
-            VBuffer<float> values = default;
-            while (rows < RangeCheckRows && cursor.MoveNext())
-            {
-                getter(ref values);
-                foreach (float value in values.GetValues())
-                {
-                    if (!float.IsFinite(value) || value < 0)
-                    {
-                        throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
-                            $"MergeExperts: input column '{InputColumnName}' has value {value} in row {rows}; pixels must be finite and non-negative."));
-                    }
-
-                    max = Math.Max(max, value);
-                }
-
-                rows++;
-            }
-        }
-
-        if (InputRange == PixelRange.Unit && max > 1)
-        {
-            throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
-                $"MergeExperts: input column '{InputColumnName}' has values up to {max} but InputRange is Unit (0 to 1). ") +
-                "ExtractPixels gives 0..255 unless scaleImage: 1f / 255 is set: use InputRange = PixelRange.Byte.");
-        }
-
-        if (InputRange == PixelRange.Byte && max is > 0 and <= 1)
-        {
-            throw new InvalidDataException(
-                string.Create(CultureInfo.InvariantCulture, $"MergeExperts: the first {rows} row(s) of input column '{InputColumnName}' never exceed {max}, but InputRange is Byte (0 to 255). ") +
-                "For pixels scaled to 0..1 (e.g. ExtractPixels with scaleImage: 1f / 255) set InputRange = PixelRange.Unit.");
-        }
     }
 
     private static SchemaShape.Column? Find(SchemaShape shape, string name)
@@ -392,117 +339,5 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         string full = Path.GetFullPath(_modelPath);
         string stem = string.Equals(Path.GetExtension(full), ".onnx", StringComparison.OrdinalIgnoreCase) ? full[..^".onnx".Length] : full;
         return stem + suffix + ".onnx";
-    }
-
-    /// <summary>
-    /// ApplyOnnxModel per exported model, then per task: the scores [1, classes] copied to a plain vector (an identity
-    /// Expression, the one stock transform that drops the leading dimension ML.NET gives ONNX outputs), the label
-    /// vector of one string hashed to a scalar key (Hash, combine) and mapped back to the class name (MapValue), and the
-    /// ONNX columns dropped. Every piece is an ML.NET transform, so the chain saves and loads without this assembly.
-    /// </summary>
-    private IEstimator<ITransformer> BuildChain(IReadOnlyList<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)> parts)
-    {
-        IEstimator<ITransformer>? chain = null;
-        IEstimator<ITransformer> Append(IEstimator<ITransformer> next) => chain = chain is null ? next : chain.Append(next);
-
-        foreach (var (path, tasks, _) in parts)
-        {
-            var onnxOutputs = tasks.SelectMany(t => new[] { t.ScoresOutput, t.LabelOutput }).ToArray();
-            Append(_catalog.ApplyOnnxModel(onnxOutputs, [InputColumnName], path, _gpuDeviceId, _fallbackToCpu));
-        }
-
-        var temporary = new List<string>();
-        foreach (AdaptedTask task in parts.SelectMany(p => p.Tasks))
-        {
-            MergeExpertsTaskOutput output = Outputs.Single(o => o.Task == task.Task);
-            Append(_catalog.Expression(output.ScoreColumnName, "x => x", task.ScoresOutput));
-            var (hashing, keys) = LabelHash(task);
-            Append(hashing);
-            Append(_catalog.Conversion.MapValue(output.PredictedLabelColumnName,
-                keys.Select((key, i) => new KeyValuePair<uint, string>(key, task.ClassNames[i])), task.LabelOutput));
-            temporary.Add(task.ScoresOutput);
-            temporary.Add(task.LabelOutput);
-        }
-
-        return Append(_catalog.DropColumns([.. temporary]));
-    }
-
-    /// <summary>A hashing estimator for the label column whose keys are distinct over the task's class names, and those keys.</summary>
-    private (HashingEstimator Estimator, uint[] Keys) LabelHash(AdaptedTask task)
-    {
-        var names = new MLContext(seed: 0);
-        var schema = SchemaDefinition.Create(typeof(ClassNameRow));
-        schema[0].ColumnName = task.LabelOutput;
-        schema[0].ColumnType = new VectorDataViewType(TextDataViewType.Instance, 1);
-        IDataView classes = names.Data.LoadFromEnumerable(task.ClassNames.Select(n => new ClassNameRow { Name = [n] }), schema);
-        for (uint seed = 314489979; seed < 314489979 + 64; seed++)
-        {
-            var estimator = _catalog.Conversion.Hash(new HashingEstimator.ColumnOptions(task.LabelOutput, task.LabelOutput, LabelHashBits, seed, combine: true));
-            uint[] keys = estimator.Fit(classes).Transform(classes).GetColumn<uint>(task.LabelOutput).ToArray();
-            if (keys.Distinct().Count() == keys.Length)
-            {
-                return (estimator, keys);
-            }
-        }
-
-        throw new InvalidOperationException($"MergeExperts: no label hash separates the {task.ClassNames.Count} class names of task '{task.Task}'.");
-    }
-
-    /// <summary>Reads the input column (and the task column) into images in [0, 1] for a strategy that adapts at test time.</summary>
-    private UnlabeledImages ReadImages(IDataView input, PixelInputLayout layout)
-    {
-        DataViewSchema.Column pixelsColumn = input.Schema[InputColumnName];
-        DataViewSchema.Column? taskColumn = _taskColumn is null ? null : input.Schema[_taskColumn];
-        var pixels = new List<float>();
-        var tasks = new List<string>();
-        var row = new float[layout.ModelValues];
-        using (DataViewRowCursor cursor = input.GetRowCursor(taskColumn is null ? [pixelsColumn] : [pixelsColumn, taskColumn.Value]))
-        {
-            var getPixels = cursor.GetGetter<VBuffer<float>>(pixelsColumn);
-            ValueGetter<ReadOnlyMemory<char>>? getTask = taskColumn is null ? null : cursor.GetGetter<ReadOnlyMemory<char>>(taskColumn.Value);
-            VBuffer<float> values = default;
-            ReadOnlyMemory<char> task = default;
-            var dense = new float[layout.InputValues];
-            while (cursor.MoveNext())
-            {
-                getPixels(ref values);
-                values.CopyTo(dense);
-                layout.ToUnitPixels(dense, InputRange, row);
-                pixels.AddRange(row);
-                if (getTask is not null)
-                {
-                    getTask(ref task);
-                    string name = task.ToString();
-                    if (!_experts.TaskNames.Contains(name, StringComparer.Ordinal))
-                    {
-                        throw new InvalidDataException($"MergeExperts: row {cursor.Position} of task column '{_taskColumn}' names task '{name}', which is not in the expert set ({string.Join(", ", _experts.TaskNames)}).");
-                    }
-
-                    tasks.Add(name);
-                }
-            }
-        }
-
-        long count = pixels.Count / layout.ModelValues;
-        if (count == 0)
-        {
-            throw new InvalidOperationException($"MergeExperts: {Algorithm.Name} learns from unlabeled images, but the data given to Fit has no rows.");
-        }
-
-        long[] shape = [count, layout.Channels, layout.ImageSize, layout.ImageSize];
-        Tensor all = tensor(pixels.ToArray(), shape);
-        var byTask = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var group in tasks.Select((t, i) => (Task: t, Index: (long)i)).GroupBy(x => x.Task, StringComparer.Ordinal))
-        {
-            using Tensor indices = tensor(group.Select(x => x.Index).ToArray());
-            byTask[group.Key] = all.index_select(0, indices);
-        }
-
-        return new UnlabeledImages(all, byTask);
-    }
-
-    private sealed class ClassNameRow
-    {
-        public string[] Name { get; set; } = [];
     }
 }
