@@ -264,6 +264,31 @@ public sealed class MergeExpertsEstimatorTests
         Assert.IsGreaterThan(0.5, accuracy, "the merged model is far better than chance on a task it merged");
     }
 
+    /// <summary>Fisher merging through ML.NET reads the pool's labeled examples and scores like the library's own Fisher merge in TorchSharp.</summary>
+    [TestMethod]
+    public void FisherMergingScoresLikeTheFisherMergeInTorch()
+    {
+        var ml = new MLContext(seed: 1);
+        IDataView data = Rows(ml, s_images);
+        var options = UnitRange(o => o.Method = "fisher");
+        options.Parameters["examples"] = "8";
+        using MergeExpertsTransformer model = ml.Transforms.MergeExperts(s_experts, options).Fit(data);
+        IDataView scored = model.Transform(data);
+
+        using var fisher = MergeAlgorithmRegistry.Default.Get("fisher").Run(s_experts, MergeParameters.Parse("examples=8"), new AlgorithmContext());
+        var weights = fisher.Parts[0].Exporter.Weights;
+        foreach (string task in new[] { "mnist", "fashion-mnist" })
+        {
+            float[][] expected = TorchProbabilities(s_experts.Config, weights, s_experts.Head(task), s_images);
+            Assert.IsLessThanOrEqualTo(1e-4, MaxAbsDifference(scored.GetColumn<float[]>($"Score_{task}").ToArray(), expected), task);
+        }
+
+        // Not task arithmetic in disguise: the Fisher-weighted average differs from the plain one.
+        using var average = Merge(s_experts, "simple-average");
+        string fc1 = ModelMerging.Models.VisionTransformerNames.Weight(ModelMerging.Models.VisionTransformerNames.Layer(0).Fc1);
+        Assert.IsGreaterThan(1e-3, Tests.Models.ModelTestData.MaxAbsDiff(weights[fc1], average.Merged[fc1]));
+    }
+
     [TestMethod]
     public void TaskSpecificMethodsScoreEachTaskWithItsOwnModel()
     {
