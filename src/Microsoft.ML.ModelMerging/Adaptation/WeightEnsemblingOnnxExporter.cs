@@ -147,7 +147,13 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
     }
 
     /// <summary>The upscaled model's forward: per-sample routed MLPs.</summary>
-    public override Tensor Features(Tensor images) => _model.Forward(images);
+    /// <summary>
+    /// WEMoE as a variant of the ViT, described here once: the MoE's own forward hooks (per-sample merged MLPs in
+    /// TorchSharp) and the same MLPs emitted into the graph. The base exporter runs both.
+    /// </summary>
+    public override IVitVariant Variant => _variant ??= new VitVariant(_model.Hooks, new OnnxForwardHooks { MlpOverride = EmitWeightEnsemblingMlp });
+
+    private VitVariant? _variant;
 
     /// <summary>Whether the exporter writes <paramref name="key"/> itself (besides the keys of <see cref="VitOnnxModelInfo"/>).</summary>
     public static bool IsOwnMetadataKey(string key) =>
@@ -187,7 +193,7 @@ public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
         builder.SetMetadata(MlpLayoutKey, MlpLayout);
     }
 
-    protected override string EmitMlp(VitOnnxEmitter emitter, int block, string mlpInput)
+    private string EmitWeightEnsemblingMlp(VitOnnxEmitter emitter, int block, string mlpInput)
     {
         ArgumentNullException.ThrowIfNull(emitter);
         OnnxGraphBuilder g = emitter.Builder;

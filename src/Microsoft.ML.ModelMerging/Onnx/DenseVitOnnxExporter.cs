@@ -93,7 +93,7 @@ public class DenseVitOnnxExporter
     public VitOnnxExportOptions Options { get; }
 
     /// <summary>The variant the model computes with, in TorchSharp and in the graph; null for the plain model.</summary>
-    public IVitVariant? Variant { get; }
+    public virtual IVitVariant? Variant { get; }
 
     /// <summary>The backbone tensors given to the constructor.</summary>
     public IReadOnlyDictionary<string, Tensor> Weights { get; }

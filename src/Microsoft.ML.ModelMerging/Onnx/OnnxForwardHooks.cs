@@ -30,3 +30,6 @@ public interface IVitVariant
 
     OnnxForwardHooks Onnx { get; }
 }
+
+/// <summary>A variant from its two halves.</summary>
+public sealed record VitVariant(ForwardHooks Forward, OnnxForwardHooks Onnx) : IVitVariant;
