@@ -3,7 +3,6 @@ using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
 using Microsoft.ML.ModelMerging.Zoo;
-using SkiaSharp;
 
 namespace Microsoft.ML.ModelMerging.Tests.Pools;
 
@@ -22,8 +21,8 @@ public sealed class UserPoolTests
     public static void Build(TestContext _)
     {
         s_dir = new TempDirectory();
-        DrawShapes(s_dir.File("data/shapes/x"), seed: 3);
-        DrawStripes(s_dir.File("data/stripes/x"), seed: 4);
+        TestImageFolders.Shapes(s_dir.File("data/shapes"), perClass: 40, seed: 3);
+        TestImageFolders.Stripes(s_dir.File("data/stripes"), perClass: 24, seed: 4);
         s_pool = s_dir.File("pool");
         s_first = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
             "--task", s_dir.File("data/shapes"), "--add-to", s_pool, "--epochs", "2");
@@ -123,7 +122,7 @@ public sealed class UserPoolTests
         string pool = dir.File("copy");
         CopyDirectory(s_pool, pool);
         string folder = dir.File("stripes");
-        DrawStripes(dir.File("stripes/x"), seed: 9);
+        TestImageFolders.Stripes(folder, perClass: 24, seed: 9);
         var manifest = PoolManifest.Read(pool);
         var task = manifest.Task("stripes");
         manifest.WithTask(task with { Data = task.Data! with { Path = folder } }).Write(pool);
@@ -149,57 +148,6 @@ public sealed class UserPoolTests
             string target = Path.Combine(to, Path.GetRelativePath(from, file));
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             File.Copy(file, target);
-        }
-    }
-
-    private static void Save(SKBitmap bitmap, string path)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var png = bitmap.Encode(SKEncodedImageFormat.Png, 100);
-        File.WriteAllBytes(path, png.ToArray());
-    }
-
-    /// <summary>Rings and bars on black, 30 of each, at random places and sizes.</summary>
-    private static void DrawShapes(string anyFileInFolder, int seed)
-    {
-        string root = Path.GetDirectoryName(anyFileInFolder)!;
-        var random = new Random(seed);
-        for (int i = 0; i < 30; i++)
-        {
-            foreach (var shape in new[] { "ring", "bar" })
-            {
-                using var bitmap = new SKBitmap(28, 28);
-                using var canvas = new SKCanvas(bitmap);
-                canvas.Clear(SKColors.Black);
-                using var paint = new SKPaint { Color = SKColors.White, IsAntialias = true, StrokeWidth = 2 + random.Next(3), Style = SKPaintStyle.Stroke };
-                float cx = 14 + random.Next(-3, 4), cy = 14 + random.Next(-3, 4), r = 6 + random.Next(4);
-                if (shape == "ring") canvas.DrawCircle(cx, cy, r, paint);
-                else canvas.DrawRect(cx - r, cy - r / 3, 2 * r, 2 * r / 3, paint);
-                Save(bitmap, Path.Combine(root, shape, $"{i}.png"));
-            }
-        }
-    }
-
-    /// <summary>Stripe patterns in three orientations, 24 of each, with random period and phase, larger than the model's input.</summary>
-    private static void DrawStripes(string anyFileInFolder, int seed)
-    {
-        string root = Path.GetDirectoryName(anyFileInFolder)!;
-        var random = new Random(seed);
-        for (int i = 0; i < 24; i++)
-        {
-            foreach (var orientation in new[] { "horizontal", "vertical", "diagonal" })
-            {
-                using var bitmap = new SKBitmap(40, 40);
-                int period = 6 + random.Next(5), phase = random.Next(period);
-                for (int y = 0; y < 40; y++)
-                    for (int x = 0; x < 40; x++)
-                    {
-                        int coordinate = orientation switch { "horizontal" => y, "vertical" => x, _ => x + y };
-                        byte value = (coordinate + phase) % period < period / 2 ? (byte)230 : (byte)20;
-                        bitmap.SetPixel(x, y, new SKColor(value, value, value));
-                    }
-                Save(bitmap, Path.Combine(root, orientation, $"{i}.png"));
-            }
         }
     }
 }

@@ -2,7 +2,6 @@ using System.Globalization;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
-using SkiaSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Tests.Zoo;
@@ -51,22 +50,7 @@ public sealed class ZooCommandsTests
     public void FinetuneOnATwoClassImageFolderBeatsChance()
     {
         using var dir = new TempDirectory();
-        var random = new Random(3);
-        for (int i = 0; i < 40; i++)
-        {
-            foreach (var shape in new[] { "ring", "bar" })
-            {
-                using var bitmap = new SKBitmap(28, 28);
-                using var canvas = new SKCanvas(bitmap);
-                canvas.Clear(SKColors.Black);
-                using var paint = new SKPaint { Color = SKColors.White, IsAntialias = true, StrokeWidth = 2 + random.Next(3), Style = SKPaintStyle.Stroke };
-                float cx = 14 + random.Next(-3, 4), cy = 14 + random.Next(-3, 4), r = 6 + random.Next(4);
-                if (shape == "ring") canvas.DrawCircle(cx, cy, r, paint);
-                else canvas.DrawLine(cx - r, cy - r + random.Next(2 * (int)r), cx + r, cy - r + random.Next(2 * (int)r), paint);
-                using var png = bitmap.Encode(SKEncodedImageFormat.Png, 100);
-                File.WriteAllBytes(dir.File($"shapes/{shape}/{i}.png"), png.ToArray());
-            }
-        }
+        TestImageFolders.Shapes(dir.File("shapes"), perClass: 40, seed: 3);
 
         var (exit, output, error) = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
             "--task", dir.File("shapes"), "--out", dir.File("expert"), "--epochs", "3");
