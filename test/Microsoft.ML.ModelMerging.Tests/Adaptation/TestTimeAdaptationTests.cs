@@ -226,6 +226,28 @@ public sealed class TestTimeAdaptationTests
         Assert.AreEqual(6, AdaptationCheckpoint.LoadParameters(checkpoint, loaded));
     }
 
+    /// <summary>A checkpoint is also written once the interval has passed, between step checkpoints (a kill loses at most that much).</summary>
+    [TestMethod]
+    public void CheckpointsAreWrittenByTimeAsWellAsBySteps()
+    {
+        using var scope = NewDisposeScope();
+        using var data = AdaptationTestData.Create();
+        using var directory = new TempDirectory();
+        string checkpoint = directory.File("tta.safetensors");
+        using var model = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList);
+        var reports = new List<AdaptationProgress>();
+        // Steps alone would checkpoint only after step 100 (never here) and after the last; a zero interval checkpoints every step.
+        TestTimeAdaptation.Run(model, data.Tasks, ShortRun with { CheckpointPath = checkpoint, CheckpointEvery = 100, CheckpointInterval = TimeSpan.Zero },
+            new SynchronousProgress(reports.Add));
+        Assert.IsTrue(reports.All(r => r.CheckpointWritten));
+
+        reports.Clear();
+        using var byStepsOnly = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList);
+        TestTimeAdaptation.Run(byStepsOnly, data.Tasks, ShortRun with { CheckpointPath = checkpoint, CheckpointEvery = 100, CheckpointInterval = TimeSpan.FromHours(1) },
+            new SynchronousProgress(reports.Add));
+        CollectionAssert.AreEqual(reports.Select((_, i) => i == reports.Count - 1).ToArray(), reports.Select(r => r.CheckpointWritten).ToArray());
+    }
+
     [TestMethod]
     public void ResumingACheckpointOfAnotherRunOrModelIsRefused()
     {
