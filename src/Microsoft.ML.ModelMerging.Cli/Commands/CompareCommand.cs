@@ -18,7 +18,7 @@ internal static class CompareCommand
         var zoo = new Option<string>("--zoo") { Description = "Zoo directory (experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var methods = new Option<string?>("--methods") { Description = "Comma-separated methods (default: " + string.Join(",", MergeMethodSearch.Defaults.Select(d => d.Method)) + ")." };
-        var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h." };
+        var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h, or none [30m]." };
         var metric = new Option<string>("--metric") { Description = "average | normalized | worst", DefaultValueFactory = _ => "average" };
         var noOnnx = new Option<bool>("--no-onnx") { Description = "Skip the ONNX export that measures model size and latency." };
         var ttaSteps = new Option<int>("--tta-steps")
@@ -42,7 +42,7 @@ internal static class CompareCommand
             var options = new MergeExperimentOptions
             {
                 Searches = searches,
-                TimeBudget = parse.GetValue(budget) is { } b ? ParseDuration(b) : null,
+                TimeBudget = parse.GetValue(budget) is { } b ? (b.Trim() == "none" ? null : ParseDuration(b)) : MergeExperimentOptions.DefaultTimeBudget,
                 Metric = RankingMetrics.Parse(parse.GetValue(metric)!),
                 MeasureOnnx = !parse.GetValue(noOnnx),
             };

@@ -55,8 +55,11 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
 public sealed record MergeExperimentOptions
 {
     public IReadOnlyList<MergeMethodSearch> Searches { get; init; } = MergeMethodSearch.Defaults;
-    /// <summary>No new candidate starts once this much time has passed (the running one finishes).</summary>
-    public TimeSpan? TimeBudget { get; init; }
+    /// <summary>The default <see cref="TimeBudget"/>: a comparison of every method at the default adaptation steps fits in it here.</summary>
+    public static readonly TimeSpan DefaultTimeBudget = TimeSpan.FromMinutes(30);
+
+    /// <summary>No new candidate starts once this much time has passed (the running one finishes); null = no limit.</summary>
+    public TimeSpan? TimeBudget { get; init; } = DefaultTimeBudget;
     public RankingMetric Metric { get; init; } = RankingMetric.Average;
     /// <summary>Export each method's chosen model to ONNX to report its size and ONNX Runtime latency.</summary>
     public bool MeasureOnnx { get; init; } = true;

@@ -31,6 +31,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
     private readonly OnnxWeightPrecision _precision;
     private readonly int? _gpuDeviceId;
     private readonly bool _fallbackToCpu;
+    private readonly IProgress<AlgorithmProgress>? _progress;
+    private readonly CancellationToken _cancellation;
 
     internal MergeExpertsEstimator(TransformsCatalog catalog, ExpertPool experts, MergeExpertsOptions options)
     {
@@ -68,6 +70,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         _modelPath = options.ModelPath;
         _gpuDeviceId = options.GpuDeviceId;
         _fallbackToCpu = options.FallbackToCpu;
+        _progress = options.Progress;
+        _cancellation = options.Cancellation;
 
         IReadOnlyList<string> tasks = options.Task is { } task ? [task] : experts.TaskNames;
         Outputs = tasks.Select(t => new MergeExpertsTaskOutput(
@@ -186,8 +190,11 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             using (UnlabeledImages? images = NeedsImages ? UnlabeledImageReader.Read(input, InputColumnName, _taskColumn, layout, InputRange, _experts.TaskNames, Algorithm.Name) : null)
             {
                 var served = Outputs.Select(o => o.Task).ToArray();
-                var context = new AlgorithmContext { Tasks = served, ExportOptions = ExportOptions(), Images = images };
+                using var log = new MergeExpertsLog(_catalog, _progress);
+                log.Info($"{Algorithm.Name} on {_experts.TaskNames.Count} experts from {_experts.Directory}");
+                var context = new AlgorithmContext { Tasks = served, ExportOptions = ExportOptions(), Images = images, Progress = log, Cancellation = _cancellation };
                 using MultiTaskModel merged = Algorithm.Run(_experts, Parameters, context);
+                _cancellation.ThrowIfCancellationRequested();
                 if (!merged.Tasks.Order(StringComparer.Ordinal).SequenceEqual(served.Order(StringComparer.Ordinal), StringComparer.Ordinal))
                 {
                     throw new InvalidOperationException(

@@ -90,6 +90,15 @@ public sealed class MergeExpertsOptions
     /// </summary>
     public string? TaskColumnName { get; set; }
 
+    /// <summary>
+    /// Told what <c>Fit</c> is doing (merging, each adaptation step with its loss, data passes), synchronously. The same
+    /// reports go to <c>MLContext.Log</c> (stage changes and every tenth of a stage).
+    /// </summary>
+    public IProgress<AlgorithmProgress>? Progress { get; set; }
+
+    /// <summary>Cancels a running <c>Fit</c> (between adaptation steps, examples, tensors); nothing it wrote is left behind.</summary>
+    public CancellationToken Cancellation { get; set; }
+
     /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: the CUDA device of ONNX Runtime, or null for the CPU.</summary>
     public int? GpuDeviceId { get; set; }
 

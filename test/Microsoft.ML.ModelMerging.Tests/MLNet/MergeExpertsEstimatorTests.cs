@@ -264,6 +264,43 @@ public sealed class MergeExpertsEstimatorTests
         Assert.IsGreaterThan(0.5, accuracy, "the merged model is far better than chance on a task it merged");
     }
 
+    /// <summary>Long fits speak through ML.NET's own log and the Progress option, and a cancelled fit stops and leaves no model file.</summary>
+    [TestMethod]
+    public void FitReportsThroughTheMlContextLogAndCanBeCancelled()
+    {
+        using var dir = new TempDirectory();
+        var ml = new MLContext(seed: 1);
+        var logged = new List<string>();
+        ml.Log += (_, e) => { if (e.Source == "MergeExperts") lock (logged) logged.Add(e.Message); };
+        var steps = new List<long>();
+        string[] tasks = [.. Enumerable.Repeat("mnist", 12), .. Enumerable.Repeat("fashion-mnist", 12)];
+        IDataView data = Rows(ml, s_images, tasks: tasks);
+        var options = UnitRange(o =>
+        {
+            o.Method = "adamerging-task";
+            o.TaskColumnName = "task";
+            o.Progress = new ModelMerging.Runtime.SynchronousProgress<AlgorithmProgress>(p => { if (p.Stage == "adapting") steps.Add(p.Done); });
+        });
+        options.Parameters["steps"] = "4";
+        using (ml.Transforms.MergeExperts(s_experts, options).Fit(data)) { }
+        CollectionAssert.AreEqual(new long[] { 1, 2, 3, 4 }, steps);
+        Assert.IsTrue(logged.Any(m => m.Contains("Kind=Info] adamerging-task on 7 experts", StringComparison.Ordinal)), string.Join(" | ", logged));
+        Assert.IsTrue(logged.Any(m => m.Contains("Kind=Info] adapting 4/4, loss", StringComparison.Ordinal)), string.Join(" | ", logged));
+
+        using var cancellation = new CancellationTokenSource();
+        var cancelled = UnitRange(o =>
+        {
+            o.Method = "adamerging-task";
+            o.TaskColumnName = "task";
+            o.ModelPath = dir.File("cancelled.onnx");
+            o.Cancellation = cancellation.Token;
+            o.Progress = new ModelMerging.Runtime.SynchronousProgress<AlgorithmProgress>(p => { if (p.Stage == "adapting" && p.Done == 2) cancellation.Cancel(); });
+        });
+        cancelled.Parameters["steps"] = "50";
+        Assert.ThrowsExactly<OperationCanceledException>(() => ml.Transforms.MergeExperts(s_experts, cancelled).Fit(data));
+        Assert.IsEmpty(Directory.GetFiles(dir.Path), "a cancelled fit writes no model");
+    }
+
     /// <summary>Fisher merging through ML.NET reads the pool's labeled examples and scores like the library's own Fisher merge in TorchSharp.</summary>
     [TestMethod]
     public void FisherMergingScoresLikeTheFisherMergeInTorch()
