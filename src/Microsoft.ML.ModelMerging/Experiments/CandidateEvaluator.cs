@@ -49,6 +49,9 @@ public sealed class CandidateEvaluator : IDisposable
             Progress = progress,
             Cancellation = cancellation,
         };
+        // Reading the checkpoints is not the merge: the pool loads them once, before the clock starts.
+        if (_pool.HasPretrained) _ = _pool.Pretrained;
+        _ = _pool.Experts;
         var clock = Stopwatch.StartNew();
         var model = algorithm.Run(_pool, new MergeParameters(candidate.Parameters), context);
         return (model, clock.Elapsed.TotalSeconds);

@@ -175,8 +175,8 @@ public sealed class Leaderboard
         var table = new AccuracyTable(Tasks, Individual);
         table.Add("Individual", new Pools.TaskAccuracies(Individual));
         foreach (var e in Entries) table.Add(e.NeedsTaskAtInference ? e.Method + " †" : e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
-        if (Entries.Any(e => e.NeedsTaskAtInference)) text.AppendLine().AppendLine("† needs the task of each input at inference.");
         text.Append(table.ToMarkdown());
+        if (Entries.Any(e => e.NeedsTaskAtInference)) text.AppendLine().AppendLine("† needs the task of each input at inference.");
         foreach (var chart in chartFiles)
             text.AppendLine().AppendLine($"![{Path.GetFileNameWithoutExtension(chart)}]({Path.GetFileName(chart)})");
         return text.ToString();
