@@ -28,6 +28,7 @@ internal static class FinetuneCommand
         var output = new Option<string?>("--out") { Description = "Without a pool: output directory for expert.safetensors and head.safetensors." };
         var epochs = new Option<int?>("--epochs") { Description = $"Fine-tuning epochs (default: the zoo recipe's {recipe.FineTuning.Epochs})." };
         var seed = new Option<int>("--seed") { Description = "Seed of the splits and of training.", DefaultValueFactory = _ => 0 };
+        var replace = new Option<bool>("--replace") { Description = "With --add-to: replace a task of the same name already in the pool." };
         var command = new Command("finetune",
             "Fine-tune an expert for one task from a pre-trained backbone, with the zoo's recipe: a linear-probe head " +
             $"({recipe.LinearProbe.Epochs} epochs, lr {Format(recipe.LinearProbe.LearningRate)}) on all training images of the frozen backbone, then " +
@@ -35,7 +36,7 @@ internal static class FinetuneCommand
             $"cosine schedule) with the head frozen. Image folders are split per class, seeded: {Format(ImageFolderTask.ValidationFraction)} validation, " +
             $"{Format(ImageFolderTask.TestFraction)} test, the rest train.")
         {
-            baseModel, task, addTo, name, output, epochs, seed,
+            baseModel, task, addTo, name, output, epochs, seed, replace,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -53,6 +54,7 @@ internal static class FinetuneCommand
                 var options = new PoolFineTuningOptions
                 {
                     Task = parse.GetValue(task)!, Name = parse.GetValue(name), Base = parse.GetValue(baseModel), Seed = parse.GetValue(seed), FineTuning = fineTuning,
+                    Replace = parse.GetValue(replace),
                 };
                 var added = ConsoleProgress.Run<TrainingProgress, PoolFineTuningResult>(writer, "fine-tuning",
                     p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),

@@ -38,6 +38,9 @@ public sealed record PoolFineTuningOptions
 
     /// <summary>Image folders: fraction of each class held out for test [0.15].</summary>
     public double TestFraction { get; init; } = ImageFolderTask.TestFraction;
+
+    /// <summary>Replace a task of the same name already in the pool (its expert, head and entry); otherwise that is refused.</summary>
+    public bool Replace { get; init; }
 }
 
 /// <summary>What <see cref="PoolFineTuning.AddTask"/> measured and wrote.</summary>
@@ -67,6 +70,11 @@ public static class PoolFineTuning
 
         bool created = !PoolManifest.Exists(poolDirectory);
         PoolManifest manifest = created ? NewManifest(poolDirectory, options) : PoolManifest.Read(poolDirectory);
+        if (!options.Replace && manifest.Tasks.Any(t => t.Name == name))
+        {
+            throw new ArgumentException($"The pool at {poolDirectory} already has a task '{name}': choose another --name, or --replace it.");
+        }
+
         string basePath = BasePath(poolDirectory, manifest, options);
         using var backbone = ModelCheckpoints.LoadBackbone(basePath);
         var config = backbone.Config;

@@ -141,6 +141,16 @@ public sealed class UserPoolTests
         Assert.IsFalse(PoolManifest.Read(s_pool).Tasks.Any(t => t.Name == "shapes2"));
     }
 
+    [TestMethod]
+    public void AnExistingTaskIsKeptUnlessReplaced()
+    {
+        var before = File.ReadAllBytes(Path.Combine(s_pool, "experts", "shapes.safetensors"));
+        var (exit, _, error) = CliRunner.Run("finetune", "--task", s_dir.File("data/shapes"), "--add-to", s_pool, "--epochs", "1");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "already has a task 'shapes': choose another --name, or --replace it");
+        CollectionAssert.AreEqual(before, File.ReadAllBytes(Path.Combine(s_pool, "experts", "shapes.safetensors")), "nothing is lost");
+    }
+
     private static void CopyDirectory(string from, string to)
     {
         foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
