@@ -11,6 +11,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
+//   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
 //   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
@@ -23,6 +24,7 @@ return args.FirstOrDefault() switch
     "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
+    "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
     _ => Usage(),
 };
 
