@@ -10,7 +10,12 @@ internal static class ProceduralImages
     public const int Size = 32;
 
     public static ImageDataset Render(string name, IReadOnlyList<string> classNames, int imagesPerClass, int seed,
-        Action<RgbRaster, int, SeededRandom> draw)
+        Action<RgbRaster, int, SeededRandom> draw) =>
+        Render(name, classNames, imagesPerClass, seed, (raster, c, _, random) => draw(raster, c, random));
+
+    /// <summary>As above; the callback also gets the image's position k within its class.</summary>
+    public static ImageDataset Render(string name, IReadOnlyList<string> classNames, int imagesPerClass, int seed,
+        Action<RgbRaster, int, int, SeededRandom> draw)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(imagesPerClass);
         int pixels = 3 * Size * Size;
@@ -24,7 +29,7 @@ internal static class ProceduralImages
                 int index = c * imagesPerClass + k;
                 var random = new SeededRandom(seed, stream: (ulong)index * 2 + 1);
                 Array.Clear(raster.Pixels);
-                draw(raster, c, random);
+                draw(raster, c, k, random);
                 raster.CopyTo(data.AsSpan(index * pixels, pixels));
                 labels[index] = c;
             }
