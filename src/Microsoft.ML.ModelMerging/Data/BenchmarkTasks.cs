@@ -66,7 +66,7 @@ public static class BenchmarkTasks
     // benchmark: SUN397, Cars, RESISC45/EuroSAT, SVHN, GTSRB, MNIST, DTD). Three come from real scans, five are rendered.
 
     public static readonly BenchmarkTask Scenes = Procedural(
-        "scenes", "SUN397-like: beach, mountains, city, forest, desert, snowfield, night sky, sunset, meadow, room", SceneRenderer.ClassNames,
+        "scenes", "SUN397-like: beach, mountains, city, woods, desert, snowfield, night sky, sunset, meadow, room", SceneRenderer.ClassNames,
         (sources, perClass, seed, name) => SceneRenderer.Render(perClass, seed, name));
 
     public static readonly BenchmarkTask FashionPhotos = new(

@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Data;
 internal static class SceneRenderer
 {
     public static readonly IReadOnlyList<string> ClassNames =
-        ["beach", "mountains", "city", "forest", "desert", "snowfield", "night-sky", "sunset", "meadow", "room"];
+        ["beach", "mountains", "city", "woods", "desert", "snowfield", "night-sky", "sunset", "meadow", "room"];
 
     public static ImageDataset Render(int imagesPerClass, int seed, string name) =>
         ProceduralImages.Render(name, ClassNames, imagesPerClass, seed, Draw);
