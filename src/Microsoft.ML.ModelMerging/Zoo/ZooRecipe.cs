@@ -50,7 +50,7 @@ public sealed record ZooRecipe
     /// <summary>Linear probe on cached frozen features of the shots: cheap, so many epochs (one step each).</summary>
     public TrainingOptions LinearProbe { get; init; } = new() { Epochs = 200, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 };
     /// <summary>Local fine-tuning: a small learning rate for a few epochs, so experts stay near the pre-trained model.</summary>
-    public TrainingOptions FineTuning { get; init; } = new() { Epochs = 5, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 };
+    public TrainingOptions FineTuning { get; init; } = new() { Epochs = 10, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 };
 
     /// <summary>The tasks <see cref="ZooBuilder"/> makes experts for when none are named: the benchmark the corpus was chosen against.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
