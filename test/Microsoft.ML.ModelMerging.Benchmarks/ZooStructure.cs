@@ -45,13 +45,18 @@ internal static class ZooStructure
             testFeatures.Add(Features(splits.Test));
         }
 
-        using var trainX = cat(trainFeatures, 0);
-        using var testX = cat(testFeatures, 0);
+        // Standardised with the training features' mean and spread, as a logistic-regression probe on CLIP features is.
+        using var rawTrain = cat(trainFeatures, 0);
+        using var rawTest = cat(testFeatures, 0);
+        using var mean = rawTrain.mean([0], keepdim: true);
+        using var spread = rawTrain.std([0], keepdim: true) + 1e-6;
+        using var trainX = (rawTrain - mean) / spread;
+        using var testX = (rawTest - mean) / spread;
         using var trainY = cat(trainFeatures.Select((f, t) => full(f.shape[0], t, ScalarType.Int64)).ToList(), 0);
         using var testY = cat(testFeatures.Select((f, t) => full(f.shape[0], t, ScalarType.Int64)).ToList(), 0);
         using var taskHead = ClassificationHead.CreateLinear(names, config.FeatureDim, seed: 0);
         ClassifierTrainer.Train(f => taskHead.Forward(f), taskHead.Parameters.ToList(), trainX, trainY,
-            new TrainingOptions { Epochs = 200, BatchSize = 512, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 });
+            new TrainingOptions { Epochs = 300, BatchSize = 512, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 });
         double taskIdentity = ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
         foreach (var f in trainFeatures.Concat(testFeatures)) f.Dispose();
 
