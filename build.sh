@@ -124,14 +124,17 @@ pack() {
 # best one through ML.NET, then print where the report, charts and model are.
 run_demo() {
   local out="$ROOT/out/demo"
+  # The default zoo (8 RGB tasks); zoos/far (the first zoo, far fine-tuning) in a checkout where it is not built yet.
+  local zoo="${DEMO_ZOO:-$ROOT/zoos/default}"
+  if [ ! -f "$zoo/pool.json" ]; then log "zoos/default is not built: the demo runs on zoos/far"; zoo="$ROOT/zoos/far"; fi
   mkdir -p "$out"
   # 1. Rank every merge strategy on the zoo (test-time adaptation shortened to DEMO_TTA_STEPS steps; the output says so).
-  mlmerge compare --zoo "$ROOT/zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-11m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
+  mlmerge compare --zoo "$zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-11m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
   # 2. The best entry as an ML.NET pipeline: merged (or adapted) again with MergeExperts, exported to ONNX, saved as a zip,
   #    reloaded in a fresh MLContext and scoring PNG test images of every task through a PredictionEngine.
   rm -rf "$out/score"
   MLMERGE_DATA="$DATA_DIR" dotnet "$ROOT/examples/MergeAndScore/bin/$CONFIGURATION/net10.0/MergeAndScore.dll" \
-    --zoo "$ROOT/zoo" --out "$out/score" --leaderboard "$out/compare/leaderboard.json"
+    --zoo "$zoo" --out "$out/score" --leaderboard "$out/compare/leaderboard.json"
   log "report: $out/compare/report.md"
   log "charts: $(ls "$out"/compare/*.png | xargs -n1 basename | tr '\n' ' ')"
   log "best model: $(ls "$out"/score/*.onnx | xargs -n1 basename | tr '\n' ' ')(ML.NET pipeline: $out/score/merged.zip)"

@@ -1,6 +1,6 @@
 // Merges the zoo's experts inside an ML.NET pipeline and scores PNG images from disk with a PredictionEngine.
 //
-//   MLMERGE_DATA=.data dotnet run --project examples/MergeAndScore -- [--zoo zoo] [--out out/merge-and-score]
+//   MLMERGE_DATA=.data dotnet run --project examples/MergeAndScore -- [--zoo zoos/default] [--out out/merge-and-score]
 //       [--method task-arithmetic [--param name=value]... | --leaderboard out/demo/compare/leaderboard.json]
 //
 // --leaderboard builds the best entry of an `mlmerge compare` run (its method and chosen setting) instead of --method.
@@ -34,13 +34,15 @@ Directory.CreateDirectory(output);
 TorchSharp.torch.set_num_threads(1);
 var clock = Stopwatch.StartNew();
 using var experts = ExpertPool.Load(zoo);
-List<ImageFile> images = Images(experts, imagesDirectory, first: 0, perTask: 3, sizes: [28, 64, 100]);
+int side = experts.Config.ImageSize;
+bool gray = experts.Config.Channels == 1;
+List<ImageFile> images = Images(experts, imagesDirectory, first: 0, perTask: 3, sizes: [side, 64, 100]);
 bool adaptive = MergeAlgorithmRegistry.Default.Get(setting.Method).Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
 // Adaptive methods learn from unlabeled images of every task; the others need none (Fit only reads the schema).
-List<ImageFile> fitImages = adaptive ? Images(experts, unlabeledDirectory, first: 3, perTask: 64, sizes: [28]) : images;
+List<ImageFile> fitImages = adaptive ? Images(experts, unlabeledDirectory, first: 3, perTask: 64, sizes: [side]) : images;
 Console.WriteLine($"{experts.TaskNames.Count} experts from {zoo}; {images.Count} images in {imagesDirectory}; method {setting}");
 
-// 1. The pipeline: images → 28×28 grayscale pixels → merged model. Fit merges the experts and exports the ONNX model.
+// 1. The pipeline: images → pixels at the zoo's size (grayscale for a gray zoo) → merged model. Fit merges the experts and exports the ONNX model.
 var ml = new MLContext(seed: 1);
 var merge = ml.Transforms.MergeExperts(experts, setting, new MergeExpertsOptions
 {
@@ -50,8 +52,8 @@ var merge = ml.Transforms.MergeExperts(experts, setting, new MergeExpertsOptions
 });
 // Paths are relative to the output folder, so one pipeline loads both image folders.
 var pipeline = ml.Transforms.LoadImages("image", output, nameof(ImageFile.Path))
-    .Append(ml.Transforms.ResizeImages("image", 28, 28, "image"))
-    .Append(ml.Transforms.ConvertToGrayscale("image"))
+    .Append(ml.Transforms.ResizeImages("image", side, side, "image"))
+    .Append<ITransformer>(gray ? ml.Transforms.ConvertToGrayscale("image") : ml.Transforms.CopyColumns("image", "image"))
     .Append(ml.Transforms.ExtractPixels("pixels", "image"))
     .Append(merge)
     // One vector of every task's label and one of every task's scores, so a fixed prediction class fits any zoo.
@@ -111,13 +113,15 @@ string? Option(string name)
     return at >= 0 && at + 1 < args.Length ? args[at + 1] : null;
 }
 
+// zoos/default, or zoos/far in a checkout where the default zoo has not been built yet.
 static string FindZoo()
 {
     for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
     {
-        if (File.Exists(Path.Combine(dir.FullName, "zoo", PoolManifest.FileName)))
+        foreach (string name in new[] { "default", "far" })
         {
-            return Path.Combine(dir.FullName, "zoo");
+            string zoo = Path.Combine(dir.FullName, "zoos", name);
+            if (File.Exists(Path.Combine(zoo, PoolManifest.FileName))) return zoo;
         }
     }
 
@@ -136,7 +140,7 @@ static List<ImageFile> Images(ExpertPool experts, string root, int first, int pe
             Directory.CreateDirectory(Path.Combine(root, task));
             for (int i = first; i < first + perTask; i++)
             {
-                WritePng(test.Image(i), test.Width, sizes[(i - first) % sizes.Length], Path.Combine(root, task, $"{i}_{test.Labels.Span[i]}.png"));
+                WritePng(test.Image(i), test.Channels, test.Width, sizes[(i - first) % sizes.Length], Path.Combine(root, task, $"{i}_{test.Labels.Span[i]}.png"));
             }
         }
     }
@@ -162,16 +166,18 @@ static List<ImageFile> Images(ExpertPool experts, string root, int first, int pe
     return images;
 }
 
-// A grayscale image in [0, 1] as a size×size PNG (nearest-neighbour scaling).
-static void WritePng(ReadOnlySpan<float> gray, int side, int size, string path)
+// A gray or RGB (planar) image in [0, 1] as a size×size PNG (nearest-neighbour scaling).
+static void WritePng(ReadOnlySpan<float> pixels, int channels, int side, int size, string path)
 {
     using var source = new SKBitmap(side, side);
     for (int y = 0; y < side; y++)
     {
         for (int x = 0; x < side; x++)
         {
-            byte v = (byte)MathF.Round(gray[(y * side) + x] * 255);
-            source.SetPixel(x, y, new SKColor(v, v, v));
+            int plane = side * side, at = (y * side) + x;
+            int g = channels == 3 ? plane : 0;
+            source.SetPixel(x, y, new SKColor(
+                (byte)MathF.Round(pixels[at] * 255), (byte)MathF.Round(pixels[g + at] * 255), (byte)MathF.Round(pixels[2 * g + at] * 255)));
         }
     }
 

@@ -11,6 +11,10 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
+//   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
+//                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
+//                                          task arithmetic normalised, experts vs the pre-trained probe
+//   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
 //   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
@@ -23,6 +27,8 @@ return args.FirstOrDefault() switch
     "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
+    "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
+    "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
     _ => Usage(),
 };
 
@@ -45,6 +51,9 @@ static List<(string Label, string Directory)> LabelledRuns(IEnumerable<string> r
         ? (run[..split], run[(split + 1)..])
         : throw new ArgumentException($"expected LABEL=DIRECTORY (an `mlmerge adapt` output), got '{run}'");
 })];
+
+static int RunZooStructure(string zoo, BenchmarkArguments arguments) =>
+    ZooStructure.Run(zoo, lambda: arguments.GetNumber("lambda", 0.3), perTask: (int)arguments.GetNumber("per-task", 500));
 
 static int RunIoFloor(BenchmarkArguments arguments)
 {
@@ -74,6 +83,8 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-table ZOO LABEL=DIR...");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-structure ZOO [--lambda 0.3] [--per-task 500]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks task-sheet TASK OUT.png");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");
     return 2;
 }

@@ -20,7 +20,7 @@ internal static class AdaptCommand
     {
         var dataMethods = MergeAlgorithmRegistry.Default.Algorithms
             .Where(a => (a.Needs & (AlgorithmNeeds.UnlabeledImages | AlgorithmNeeds.LabeledData)) != 0).Select(a => a.Name);
-        var zoo = new Option<string>("--zoo") { Description = "Pool directory (zoo or your own: pre-trained model, experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
+        var zoo = new Option<string>("--zoo") { Description = "Pool directory (zoo or your own: pre-trained model, experts, heads, task data).", DefaultValueFactory = _ => "zoos/default" };
         var method = new Option<string>("--method") { Description = string.Join(" | ", dataMethods) + " (parameters: mlmerge merge --list)", Required = true };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the pool's)." };
         // Shorthands for parameters, passed only when given, so each method keeps its own defaults.

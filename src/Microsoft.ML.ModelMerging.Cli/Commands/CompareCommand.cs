@@ -15,7 +15,7 @@ internal static class CompareCommand
 {
     public static Command Create()
     {
-        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (experts, heads, task data).", DefaultValueFactory = _ => "zoo" };
+        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (experts, heads, task data).", DefaultValueFactory = _ => "zoos/default" };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var methods = new Option<string?>("--methods") { Description = "Comma-separated methods (default: " + string.Join(",", MergeMethodSearch.Defaults.Select(d => d.Method)) + ")." };
         var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h, or none [30m]." };

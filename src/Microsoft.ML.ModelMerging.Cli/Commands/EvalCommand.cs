@@ -16,7 +16,7 @@ internal static class EvalCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, or an `mlmerge adapt` output directory.", Required = true };
-        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoo" };
+        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoos/default" };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
         var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };

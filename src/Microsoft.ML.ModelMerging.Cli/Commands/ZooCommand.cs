@@ -15,11 +15,16 @@ internal static class ZooCommand
 {
     public static Command Create()
     {
-        var output = new Option<string>("--out") { Description = "Zoo directory.", DefaultValueFactory = _ => "zoo" };
-        var tasks = new Option<string[]>("--task") { Description = "Only these benchmark tasks (default: all)." };
-        var build = new Command("build", "Pre-train the backbone on the glyph corpus and fine-tune one expert per task. Resumes an interrupted build.")
+        var output = new Option<string>("--out") { Description = "Zoo directory.", DefaultValueFactory = _ => "zoos/default" };
+        var tasks = new Option<string[]>("--task") { Description = "Only these benchmark tasks (default: the recipe's benchmark)." };
+        var recipe = new Option<string>("--recipe")
         {
-            output, tasks,
+            Description = "default (8 RGB tasks, broad corpus, local fine-tuning), far (the first zoo: 7 gray tasks, far fine-tuning) or smoke (default shrunk to minutes).",
+            DefaultValueFactory = _ => "default",
+        };
+        var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
+        {
+            output, tasks, recipe,
         };
         build.SetAction((parse, cancellation) =>
         {
@@ -28,7 +33,7 @@ internal static class ZooCommand
             var clock = Stopwatch.StartNew();
             var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
-                progress => new ZooBuilder(new ZooRecipe()).Build(parse.GetValue(output)!, chosen, progress, cancellation));
+                progress => new ZooBuilder(ZooRecipe.Named(parse.GetValue(recipe)!)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zoo built in {clock.Elapsed.TotalMinutes:F1} min → {Path.GetFullPath(parse.GetValue(output)!)}"));
             return Task.FromResult(0);

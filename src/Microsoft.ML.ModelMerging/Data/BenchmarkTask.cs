@@ -2,7 +2,7 @@ namespace Microsoft.ML.ModelMerging.Data;
 
 /// <summary>
 /// One image classification task of the benchmark: what it is, where its images come from, and how to build its
-/// fixed splits. Every task has 28×28 grayscale images with pixels in [0, 1].
+/// fixed splits. Pixels are in [0, 1]; the default tasks are 32×32 RGB, the far zoo's 28×28 grayscale.
 /// </summary>
 public sealed class BenchmarkTask
 {

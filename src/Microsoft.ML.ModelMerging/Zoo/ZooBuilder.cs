@@ -13,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.Zoo;
 public sealed record ZooBuildProgress(string Stage, int StageIndex, int StageCount, TrainingProgress? Training);
 
 /// <summary>
-/// Builds the zoo: pre-trains the backbone on the glyph corpus, then makes one expert per benchmark task. Every artifact is
+/// Builds the zoo: pre-trains the backbone on the recipe's corpus, then makes one expert per benchmark task. Every artifact is
 /// written atomically and stamped with the recipe hash and its accuracies, so an interrupted build resumes where it stopped
 /// and the manifest is assembled from the artifacts at the end.
 /// </summary>
@@ -34,7 +34,7 @@ public sealed class ZooBuilder
     public PoolManifest Build(string directory, IReadOnlyList<BenchmarkTask>? tasks = null, IProgress<ZooBuildProgress>? progress = null,
         CancellationToken cancellation = default)
     {
-        tasks ??= BenchmarkTasks.All;
+        tasks ??= Recipe.Tasks;
         Directory.CreateDirectory(Path.Combine(directory, "experts"));
         Directory.CreateDirectory(Path.Combine(directory, "heads"));
         var config = Recipe.Model;
@@ -42,7 +42,7 @@ public sealed class ZooBuilder
         manual_seed(Recipe.Seed);
 
         var pretraining = Pretrain(Path.Combine(directory, PoolManifest.PretrainedFileName), config,
-            p => progress?.Report(new ZooBuildProgress("pre-training on the glyph corpus", 0, stages, p)), cancellation);
+            p => progress?.Report(new ZooBuildProgress($"pre-training on the {Recipe.Corpus} corpus", 0, stages, p)), cancellation);
         using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(directory, PoolManifest.PretrainedFileName));
 
         var zooTasks = new List<PoolTask>();
@@ -69,8 +69,13 @@ public sealed class ZooBuilder
 
     private PoolPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
     {
-        var corpus = PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed);
         if (TryReadStamp(path, Recipe.PretrainingHash, out var stamp)) return JsonSerializer.Deserialize<PoolPretraining>(stamp)!;
+        var corpus = Recipe.Corpus switch
+        {
+            ZooRecipe.GlyphCorpus => PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed),
+            ZooRecipe.BroadCorpus => BroadPretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed),
+            _ => throw new ArgumentException($"Unknown pre-training corpus '{Recipe.Corpus}': {ZooRecipe.BroadCorpus} or {ZooRecipe.GlyphCorpus}."),
+        };
 
         using var model = VisionTransformer.Create(config, Recipe.Seed);
         using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, Recipe.Seed);
@@ -83,7 +88,7 @@ public sealed class ZooBuilder
         double accuracy = ExpertTrainer.Accuracy(config, model.Weights, head, corpus.Validation);
         var result = new PoolPretraining
         {
-            Corpus = PretrainingCorpus.Name, Classes = corpus.ClassNames.Count, Train = corpus.Train.Count,
+            Corpus = Recipe.Corpus, Classes = corpus.ClassNames.Count, Train = corpus.Train.Count,
             Fingerprint = corpus.Train.Fingerprint, ValidationAccuracy = Math.Round(accuracy, 4),
         };
         // The corpus head is not part of the zoo: the pre-trained model is a generic backbone, like CLIP's image tower.

@@ -2,56 +2,118 @@ using Microsoft.ML.ModelMerging.Pools;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
 
 namespace Microsoft.ML.ModelMerging.Zoo;
 
 /// <summary>
-/// How the zoo is made, in one place. The pre-trained model learns generic glyph features from a vocabulary the benchmark
-/// never uses (Greek, Cyrillic, Hebrew, symbols...), so it is a fair starting point for every task, as CLIP is for the
-/// standard benchmark. Experts are then made as FusionBench's are: a head on frozen pre-trained features, kept frozen while
-/// the whole backbone is fine-tuned on the task — so heads are per task and task vectors live in the backbone.
+/// How a zoo is made, in one place. The pre-trained model learns generic features from a corpus that shares no label with
+/// the benchmark, so it is a fair starting point for every task, as CLIP is for the standard benchmark. Experts are then
+/// made as FusionBench's are: a head on frozen pre-trained features, kept frozen while the whole backbone is fine-tuned on
+/// the task — so heads are per task and task vectors live in the backbone.
 /// The head is a linear probe fitted on only <see cref="LinearProbeShots"/> images per class. CLIP's zero-shot heads are
 /// weak (about half the fine-tuned accuracy on the standard tasks) and fine-tuning moves the features to them; a probe fitted
 /// on all training images would instead do most of the work on frozen features, leave little in the task vectors, and make
 /// merging look easy (measured: the pre-trained model with full-data probes reached 96% of the experts' accuracy).
+/// <para>
+/// The default recipe (v2) is the faithful miniature: 32×32 RGB, a 6-layer backbone pre-trained on the broad corpus, and
+/// *local* fine-tuning (small learning rate, few epochs), as CLIP experts are fine-tuned at lr 1e-5. <see cref="Far"/> is the
+/// first zoo's recipe (28×28 gray, glyph corpus, fine-tuning at lr 3e-4 that moves far), kept as the stress case <c>zoos/far</c>.
+/// </para>
 /// </summary>
 public sealed record ZooRecipe
 {
+    /// <summary>The pre-training corpus of <see cref="BroadPretrainingCorpus"/> (default).</summary>
+    public const string BroadCorpus = BroadPretrainingCorpus.Name;
+
+    /// <summary>The glyph corpus of <see cref="PretrainingCorpus"/> (the far zoo's).</summary>
+    public const string GlyphCorpus = PretrainingCorpus.Name;
+
     public VisionTransformerConfig Model { get; init; } = new()
     {
-        ImageSize = 28, Channels = 1, PatchSize = 7, Width = 96, Layers = 4, Heads = 4, MlpSize = 384,
+        ImageSize = 32, Channels = 3, PatchSize = 8, Width = 96, Layers = 6, Heads = 4, MlpSize = 384,
         Activation = VisionActivation.QuickGelu,
+        Mean = VisionTransformerConfig.ClipMean, Std = VisionTransformerConfig.ClipStd,
     };
 
     public int Seed { get; init; }
-    public int PretrainingImagesPerClass { get; init; } = 200;
-    public TrainingOptions Pretraining { get; init; } = new() { Epochs = 8, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 };
+
+    /// <summary>Which corpus pre-trains the backbone: <see cref="BroadCorpus"/> or <see cref="GlyphCorpus"/>.</summary>
+    public string Corpus { get; init; } = BroadCorpus;
+
+    public int PretrainingImagesPerClass { get; init; } = 300;
+    public TrainingOptions Pretraining { get; init; } = new() { Epochs = 10, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 };
     /// <summary>Images per class the linear-probe head is fitted on (seeded, stratified choice from the training split).</summary>
-    public int LinearProbeShots { get; init; } = 2;
+    public int LinearProbeShots { get; init; } = 4;
     /// <summary>Linear probe on cached frozen features of the shots: cheap, so many epochs (one step each).</summary>
     public TrainingOptions LinearProbe { get; init; } = new() { Epochs = 200, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 };
-    public TrainingOptions FineTuning { get; init; } = new() { Epochs = 8, BatchSize = 64, LearningRate = 3e-4, WeightDecay = 0.05, MaxShift = 1 };
+    /// <summary>Local fine-tuning: a small learning rate for a few epochs, so experts stay near the pre-trained model.</summary>
+    public TrainingOptions FineTuning { get; init; } = new() { Epochs = 10, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 };
+
+    /// <summary>The tasks <see cref="ZooBuilder"/> makes experts for when none are named: the benchmark the corpus was chosen against.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<BenchmarkTask> Tasks => Corpus == GlyphCorpus ? BenchmarkTasks.Far : BenchmarkTasks.Default;
+
+    /// <summary>The first zoo's recipe (<c>zoos/far</c>): far fine-tuning of a 4-layer gray model pre-trained on glyphs.</summary>
+    public static ZooRecipe Far { get; } = new()
+    {
+        Model = new()
+        {
+            ImageSize = 28, Channels = 1, PatchSize = 7, Width = 96, Layers = 4, Heads = 4, MlpSize = 384,
+            Activation = VisionActivation.QuickGelu,
+        },
+        Corpus = GlyphCorpus,
+        PretrainingImagesPerClass = 200,
+        Pretraining = new() { Epochs = 8, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 },
+        LinearProbeShots = 2,
+        FineTuning = new() { Epochs = 8, BatchSize = 64, LearningRate = 3e-4, WeightDecay = 0.05, MaxShift = 1 },
+    };
+
+    /// <summary>The default recipe shrunk to check the whole pipeline in minutes (tiny corpus, one epoch): not a zoo to measure.</summary>
+    public static ZooRecipe Smoke { get; } = new()
+    {
+        PretrainingImagesPerClass = 8,
+        Pretraining = new() { Epochs = 1, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 },
+        LinearProbe = new() { Epochs = 20, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 },
+        FineTuning = new() { Epochs = 1, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 },
+    };
+
+    /// <summary>The recipe called <paramref name="name"/>: <c>default</c>, <c>far</c> or <c>smoke</c>.</summary>
+    public static ZooRecipe Named(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "default" => new ZooRecipe(),
+        "far" => Far,
+        "smoke" => Smoke,
+        _ => throw new ArgumentException($"Unknown zoo recipe '{name}': default, far or smoke."),
+    };
 
     public string ToJson() => JsonSerializer.Serialize(new
     {
         model = JsonDocument.Parse(Model.ToJson()).RootElement,
         seed = Seed,
+        pretraining_corpus = CorpusForJson,
         pretraining_images_per_class = PretrainingImagesPerClass,
         pretraining = Pretraining,
         linear_probe_shots = LinearProbeShots,
         linear_probe = LinearProbe,
         fine_tuning = FineTuning,
-    }, new JsonSerializerOptions { WriteIndented = false });
+    }, IgnoreNulls);
 
     private string PretrainingJson() => JsonSerializer.Serialize(new
     {
         model = JsonDocument.Parse(Model.ToJson()).RootElement,
         seed = Seed,
+        pretraining_corpus = CorpusForJson,
         pretraining_images_per_class = PretrainingImagesPerClass,
         pretraining = Pretraining,
-    });
+    }, IgnoreNulls);
+
+    // The corpus is recorded only when it is not the glyph corpus, so the far zoo's recorded hashes stay what they were.
+    private string? CorpusForJson => Corpus == GlyphCorpus ? null : Corpus;
+
+    private static readonly JsonSerializerOptions IgnoreNulls = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
 
     /// <summary>Identity of the whole recipe: an expert made by another recipe is rebuilt, not reused, on resume.</summary>
     public string Hash => HashOf(ToJson());

@@ -8,21 +8,27 @@ namespace Microsoft.ML.ModelMerging.Tests.Zoo;
 [TestClass]
 public sealed class CommittedZooTests
 {
+    /// <summary>Both committed zoos: every artifact present, small enough to commit, each expert above its pre-trained probe.</summary>
     [TestMethod]
-    public void ManifestDescribesEveryArtifact()
+    [DataRow("far")]
+    [DataRow("default")]
+    public void ManifestDescribesEveryArtifact(string name)
     {
-        var manifest = PoolManifest.Read(CommittedZoo.Directory);
-        Assert.IsGreaterThanOrEqualTo(6, manifest.Tasks.Count);
+        string directory = name == "far" ? CommittedZoo.Far : CommittedZoo.Default;
+        var manifest = PoolManifest.Read(directory);
+        var recipe = ZooRecipe.Named(name);
+        Assert.HasCount(recipe.Tasks.Count, manifest.Tasks);
+        CollectionAssert.AreEquivalent(recipe.Tasks.Select(t => t.Name).ToArray(), manifest.Tasks.Select(t => t.Name).ToArray());
         Assert.IsGreaterThanOrEqualTo(3, manifest.Tasks.Select(t => t.Source).Distinct().Count(), "tasks from at least three sources");
-        Assert.AreEqual(new ZooRecipe().Hash, manifest.RecipeHash, "the committed zoo was built by the current recipe");
+        Assert.AreEqual(recipe.Hash, manifest.RecipeHash, "the committed zoo was built by its recipe");
         long bytes = 0;
         foreach (var file in new[] { manifest.Pretrained! }.Concat(manifest.Tasks.SelectMany(t => new[] { t.Expert, t.Head })))
         {
-            var path = Path.Combine(CommittedZoo.Directory, file);
+            var path = Path.Combine(directory, file);
             Assert.IsTrue(File.Exists(path), path);
             bytes += new FileInfo(path).Length;
         }
-        Assert.IsLessThanOrEqualTo(20L << 20, bytes, "the zoo stays small enough to commit");
+        Assert.IsLessThanOrEqualTo(25L << 20, bytes, "the zoo stays small enough to commit");
         foreach (var task in manifest.Tasks)
             Assert.IsGreaterThan(task.PretrainedLinearProbe.Test, task.Individual.Test, $"{task.Name}: the expert beats the pre-trained linear probe");
     }

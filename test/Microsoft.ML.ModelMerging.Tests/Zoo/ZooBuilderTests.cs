@@ -5,6 +5,8 @@ using Microsoft.ML.ModelMerging.Training;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
 
+using Microsoft.ML.ModelMerging.Tests.Data;
+
 namespace Microsoft.ML.ModelMerging.Tests.Zoo;
 
 [TestClass]
@@ -14,6 +16,7 @@ public sealed class ZooBuilderTests
     private static ZooRecipe Tiny => new()
     {
         Model = new VisionTransformerConfig { ImageSize = 28, Channels = 1, PatchSize = 7, Width = 16, Layers = 1, Heads = 2, MlpSize = 32 },
+        Corpus = ZooRecipe.GlyphCorpus,
         PretrainingImagesPerClass = 4,
         Pretraining = new TrainingOptions { Epochs = 1, BatchSize = 64 },
         LinearProbe = new TrainingOptions { Epochs = 2, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0 },
@@ -44,6 +47,42 @@ public sealed class ZooBuilderTests
         var rebuilt = new ZooBuilder(other).Build(a.Path, tasks);
         Assert.AreNotEqual(first.RecipeHash, rebuilt.RecipeHash);
         Assert.AreNotEqual(expertTime, File.GetLastWriteTimeUtc(a.File("experts/optical-digits.safetensors")));
+    }
+
+    /// <summary>The default recipe's pipeline (broad RGB corpus, an RGB task) on a tiny model: the pool it writes is RGB 32×32.</summary>
+    [TestMethod]
+    public void DefaultRecipeBuildsAnRgbPool()
+    {
+        RealData.Fonts();
+        using var dir = new TempDirectory();
+        var recipe = new ZooRecipe
+        {
+            Model = new VisionTransformerConfig
+            {
+                ImageSize = 32, Channels = 3, PatchSize = 8, Width = 16, Layers = 1, Heads = 2, MlpSize = 32,
+                Mean = VisionTransformerConfig.ClipMean, Std = VisionTransformerConfig.ClipStd,
+            },
+            PretrainingImagesPerClass = 2,
+            Pretraining = new TrainingOptions { Epochs = 1, BatchSize = 128 },
+            LinearProbe = new TrainingOptions { Epochs = 2, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0 },
+            FineTuning = new TrainingOptions { Epochs = 1, BatchSize = 128, LearningRate = 5e-5 },
+        };
+        Assert.AreSame(BenchmarkTasks.Default, recipe.Tasks);
+        var manifest = new ZooBuilder(recipe).Build(dir.Path, [BenchmarkTasks.Textures]);
+        Assert.AreEqual(ZooRecipe.BroadCorpus, manifest.Pretraining!.Corpus);
+        Assert.AreEqual(BroadPretrainingCorpus.ClassNames.Count, manifest.Pretraining.Classes);
+        using var experts = ExpertPool.Load(dir.Path);
+        Assert.AreEqual((3, 32), (experts.Config.Channels, experts.Config.ImageSize));
+        Assert.AreEqual(BenchmarkTasks.Textures.Load().Test.Fingerprint, manifest.Task("textures").Fingerprints["test"]);
+    }
+
+    /// <summary>The far recipe is the one the first zoo was built with: its hash is unchanged by the corpus field added for v2.</summary>
+    [TestMethod]
+    public void FarRecipeKeepsTheFirstZoosHash()
+    {
+        Assert.AreEqual(PoolManifest.Read(CommittedZoo.Far).RecipeHash, ZooRecipe.Far.Hash);
+        Assert.AreNotEqual(ZooRecipe.Far.Hash, new ZooRecipe().Hash);
+        Assert.AreSame(BenchmarkTasks.Far, ZooRecipe.Far.Tasks);
     }
 
     [TestMethod]
