@@ -50,7 +50,7 @@ public sealed record PoolFineTuningResult(PoolTask Task, bool CreatedPool, doubl
 /// </summary>
 public static class PoolFineTuning
 {
-    private static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
+    internal static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
 
     public static PoolFineTuningResult AddTask(string poolDirectory, PoolFineTuningOptions options, IProgress<string>? phases = null,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, BenchmarkSources? sources = null)
@@ -175,7 +175,7 @@ public static class PoolFineTuning
     }
 
     // Relative to the pool when the folder sits inside it or next to it, so pool and data can move together.
-    private static string StoredFolderPath(string poolDirectory, string folder)
+    internal static string StoredFolderPath(string poolDirectory, string folder)
     {
         string full = Path.GetFullPath(folder);
         string relative = Path.GetRelativePath(Path.GetFullPath(poolDirectory), full);
