@@ -38,17 +38,17 @@ public sealed record ImagePreprocessing
     public static ImagePreprocessing Square(int size) => new() { ShortestEdge = size, CropSize = size };
 
     /// <summary>Reads a <c>preprocessor_config.json</c>; <paramref name="source"/> names it in errors.</summary>
-    /// <exception cref="FormatException">The file is not a CLIP-style processor config this library reproduces exactly.</exception>
+    /// <exception cref="InvalidDataException">The file is not a CLIP-style processor config this library reproduces exactly.</exception>
     public static ImagePreprocessing FromHuggingFace(string json, string source)
     {
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(json) as JsonObject ?? throw new FormatException($"{source}: expected a JSON object.");
+            root = JsonNode.Parse(json) as JsonObject ?? throw new InvalidDataException($"{source}: expected a JSON object.");
         }
         catch (System.Text.Json.JsonException e)
         {
-            throw new FormatException($"{source} is not valid JSON: {e.Message}", e);
+            throw new InvalidDataException($"{source} is not valid JSON: {e.Message}", e);
         }
 
         // `size` is {"shortest_edge": n} in current files and a bare n in older ones; `crop_size` {"height", "width"} or n.
@@ -56,26 +56,26 @@ public sealed record ImagePreprocessing
         {
             JsonObject size when size["shortest_edge"] is JsonValue v => v.GetValue<int>(),
             JsonValue v => v.GetValue<int>(),
-            null => throw new FormatException($"{source}: no 'size' (expected {{\"shortest_edge\": n}})."),
-            var other => throw new FormatException($"{source}: 'size' {other.ToJsonString()} is not a shortest-edge resize (expected {{\"shortest_edge\": n}})."),
+            null => throw new InvalidDataException($"{source}: no 'size' (expected {{\"shortest_edge\": n}})."),
+            var other => throw new InvalidDataException($"{source}: 'size' {other.ToJsonString()} is not a shortest-edge resize (expected {{\"shortest_edge\": n}})."),
         };
         int crop = root["crop_size"] switch
         {
             JsonObject size when size["height"] is JsonValue h && size["width"] is JsonValue w =>
                 h.GetValue<int>() == w.GetValue<int>() ? h.GetValue<int>()
-                    : throw new FormatException($"{source}: crop_size {size.ToJsonString()} is not square; CLIP models take square images."),
+                    : throw new InvalidDataException($"{source}: crop_size {size.ToJsonString()} is not square; CLIP models take square images."),
             JsonValue v => v.GetValue<int>(),
             null => shortest,
-            var other => throw new FormatException($"{source}: 'crop_size' {other.ToJsonString()} is not understood (expected {{\"height\": n, \"width\": n}} or n)."),
+            var other => throw new InvalidDataException($"{source}: 'crop_size' {other.ToJsonString()} is not understood (expected {{\"height\": n, \"width\": n}} or n)."),
         };
 
         foreach (var (key, expected) in new[] { ("do_resize", true), ("do_center_crop", true), ("do_rescale", true), ("do_normalize", true) })
             if (root[key] is JsonValue flag && flag.GetValue<bool>() != expected)
-                throw new FormatException($"{source}: '{key}' is {flag.GetValue<bool>().ToString().ToLowerInvariant()}; only the full CLIP preprocessing (resize, centre crop, rescale, normalize) is reproduced.");
+                throw new InvalidDataException($"{source}: '{key}' is {flag.GetValue<bool>().ToString().ToLowerInvariant()}; only the full CLIP preprocessing (resize, centre crop, rescale, normalize) is reproduced.");
         if (root["resample"] is JsonValue resample && resample.GetValue<int>() != PilBicubic)
-            throw new FormatException($"{source}: resample {resample.GetValue<int>()} is not bicubic ({PilBicubic}), the resampling ML.NET's ResizeImages reproduces.");
+            throw new InvalidDataException($"{source}: resample {resample.GetValue<int>()} is not bicubic ({PilBicubic}), the resampling ML.NET's ResizeImages reproduces.");
         if (root["rescale_factor"] is JsonValue factor && Math.Abs(factor.GetValue<double>() * 255 - 1) > 1e-6)
-            throw new FormatException($"{source}: rescale_factor {factor.GetValue<double>().ToString(CultureInfo.InvariantCulture)} is not 1/255.");
+            throw new InvalidDataException($"{source}: rescale_factor {factor.GetValue<double>().ToString(CultureInfo.InvariantCulture)} is not 1/255.");
 
         var preprocessing = new ImagePreprocessing { ShortestEdge = shortest, CropSize = crop };
         preprocessing.Validate(source);
@@ -83,16 +83,16 @@ public sealed record ImagePreprocessing
     }
 
     /// <summary>Refuses settings the ML.NET pipeline could not reproduce exactly.</summary>
-    /// <exception cref="FormatException">Sizes are not positive, or the shortest edge differs from the crop.</exception>
+    /// <exception cref="InvalidDataException">Sizes are not positive, or the shortest edge differs from the crop.</exception>
     public void Validate(string source)
     {
         if (ShortestEdge <= 0 || CropSize <= 0)
-            throw new FormatException($"{source}: image sizes must be positive (shortest_edge {ShortestEdge}, crop_size {CropSize}).");
+            throw new InvalidDataException($"{source}: image sizes must be positive (shortest_edge {ShortestEdge}, crop_size {CropSize}).");
         if (ShortestEdge != CropSize)
-            throw new FormatException(
+            throw new InvalidDataException(
                 $"{source}: shortest_edge {ShortestEdge} differs from crop_size {CropSize}; ML.NET's ResizeImages (IsoCrop) reproduces only " +
                 "a resize to the crop size followed by a centre crop, as every CLIP processor does. Resize your images beforehand, or set both to the crop size.");
         if (Resample != "bicubic" || ColorMode != "rgb")
-            throw new FormatException($"{source}: resample '{Resample}' / color mode '{ColorMode}' unsupported (expected bicubic / rgb).");
+            throw new InvalidDataException($"{source}: resample '{Resample}' / color mode '{ColorMode}' unsupported (expected bicubic / rgb).");
     }
 }

@@ -93,7 +93,7 @@ public static class PoolImport
             ? ImagePreprocessing.FromHuggingFace(File.ReadAllText(file), file)
             : File.Exists(Path.Combine(directory, "config.json")) ? ImagePreprocessing.Square(config.ImageSize) : null;
         if (preprocessing is not null && (preprocessing.CropSize != config.ImageSize || config.Channels != 3))
-            throw new FormatException(
+            throw new InvalidDataException(
                 $"{file}: crop_size {preprocessing.CropSize} (RGB) does not fit the model's input {config.ImageSize}×{config.ImageSize} with {config.Channels} channel(s).");
         return preprocessing;
     }
