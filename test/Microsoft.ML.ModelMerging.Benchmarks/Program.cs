@@ -11,6 +11,8 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]
 //                                          WEMoE's oracle-routing ceiling, MLP share of the task vectors, entropies, learned routing
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
+//   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
+//                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
 //   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
@@ -23,6 +25,7 @@ return args.FirstOrDefault() switch
     "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
+    "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
     _ => Usage(),
 };
 
@@ -54,6 +57,11 @@ static int RunIoFloor(BenchmarkArguments arguments)
 
 static int RunOnnxScoring(string zoo, BenchmarkArguments arguments) => OnnxScoringBenchmark.Run(zoo,
     images: (int)arguments.GetNumber("images", 1024), threads: (int)arguments.GetNumber("threads", 1), rounds: (int)arguments.GetNumber("rounds", 5));
+
+static int RunClipPool(BenchmarkArguments arguments) => ClipPoolBenchmark.Run(
+    arguments.Get("work") ?? Path.Combine(Path.GetTempPath(), "mlmerge-clip-pool-benchmark"),
+    experts: (int)arguments.GetNumber("experts", 8), steps: (int)arguments.GetNumber("steps", 3), threads: (int)arguments.GetNumber("threads", 2),
+    imagesPerClass: (int)arguments.GetNumber("images-per-class", 60), latencyRounds: (int)arguments.GetNumber("latency-rounds", 5));
 
 static int RunFuzz(BenchmarkArguments arguments)
 {
