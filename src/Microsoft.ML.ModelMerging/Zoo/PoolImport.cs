@@ -136,7 +136,7 @@ public static class PoolImport
 
         using var expert = ModelCheckpoints.LoadBackbone(options.Expert);
         using var ownHead = options.Probe ? null : options.Head is { } headPath
-            ? ModelCheckpoints.LoadHead(headPath, options.Task, splits.ClassNames)
+            ? UserHead(headPath, options.Task, splits.ClassNames, config)
             : ZeroShotHead(options.ClassEmbeddings!, splits.ClassNames, config);
         var head = ownHead ?? probe;
         if (head.FeatureDim != config.FeatureDim)
@@ -176,6 +176,38 @@ public static class PoolImport
         };
         manifest.WithTask(task).Write(poolDirectory);
         return task;
+    }
+
+    /// <summary>
+    /// A user's head: one this library saved (kind and class names in its metadata, checked against the task), or a plain
+    /// linear layer as PyTorch writes it (<c>weight</c> [classes, features] and <c>bias</c> [classes], or the same under
+    /// <c>head.</c>), whose classes are then the sub-folders in ordinal order.
+    /// </summary>
+    public static ClassificationHead UserHead(string path, string task, IReadOnlyList<string> classNames, VisionTransformerConfig config)
+    {
+        using (var probe = Checkpoint.Open(path))
+        {
+            if (!probe.Metadata.ContainsKey(ClassificationHead.KindMetadataKey))
+            {
+                string? weightName = new[] { ClassificationHead.WeightName, "weight" }.FirstOrDefault(probe.Contains);
+                string? biasName = new[] { ClassificationHead.BiasName, "bias" }.FirstOrDefault(probe.Contains);
+                if (weightName is null || biasName is null)
+                    throw new CheckpointFormatException(probe.Source, weightName is null ? "weight" : "bias",
+                        $"missing: a head file holds '{ClassificationHead.WeightName}' and '{ClassificationHead.BiasName}' (or 'weight' and 'bias') of a linear layer [{classNames.Count}, {config.FeatureDim}].");
+                using var scope = NewDisposeScope();
+                var weight = probe.ReadTensor(weightName);
+                var bias = probe.ReadTensor(biasName);
+                if (weight.dim() != 2 || weight.shape[0] != classNames.Count || weight.shape[1] != config.FeatureDim)
+                    throw new CheckpointFormatException(probe.Source, weightName,
+                        $"shape [{string.Join(", ", weight.shape)}], expected [{classNames.Count}, {config.FeatureDim}] ({classNames.Count} classes: {string.Join(", ", classNames)}; {config.FeatureDim} features).");
+                if (bias.dim() != 1 || bias.shape[0] != classNames.Count)
+                    throw new CheckpointFormatException(probe.Source, biasName, $"shape [{string.Join(", ", bias.shape)}], expected [{classNames.Count}].");
+                var head = ClassificationHead.Linear(classNames, weight, bias);
+                foreach (var parameter in head.Parameters) parameter.DetachFromDisposeScope();
+                return head;
+            }
+        }
+        return ModelCheckpoints.LoadHead(path, task, classNames);
     }
 
     /// <summary>A CLIP head from a class-embeddings file (<see cref="ClassEmbeddingsName"/> [classes, projection_dim], optional <see cref="LogitScaleName"/>).</summary>

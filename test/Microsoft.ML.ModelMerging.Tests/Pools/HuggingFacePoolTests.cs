@@ -56,8 +56,12 @@ public sealed class HuggingFacePoolTests
                 return WriteModel($"models/{task}", weights.ToDictionary(kv => kv.Key, kv => kv.Value + 0.02 * randn(kv.Value.shape, generator: g)));
             }).ToArray();
 
-            using var head = ClassificationHead.CreateLinear(["horizontal", "vertical"], config.FeatureDim, seed: 2);
-            ModelCheckpoints.SaveHead(s_dir.File("heads/bands.safetensors"), head);
+            // A head as PyTorch saves an nn.Linear: no metadata, classes are the sub-folders.
+            Directory.CreateDirectory(s_dir.File("heads"));
+            SafeTensorsWriter.Save(s_dir.File("heads/bands.safetensors"), new Dictionary<string, Tensor>
+            {
+                ["weight"] = randn([2, config.FeatureDim], generator: new Generator(2)), ["bias"] = randn([2], generator: new Generator(3)),
+            });
             SafeTensorsWriter.Save(s_dir.File("bright-classes.safetensors"), new Dictionary<string, Tensor>
             {
                 [PoolImport.ClassEmbeddingsName] = randn([2, config.FeatureDim], generator: new Generator(7)),
@@ -94,6 +98,13 @@ public sealed class HuggingFacePoolTests
         Assert.AreEqual(4, manifest.Task("bands").Data!.Seed);
         CollectionAssert.AreEqual(new[] { "blue", "green", "red" }, manifest.Task("colors").ClassNames.ToArray());
         Assert.AreEqual(ClassificationHeadKind.Clip, ModelCheckpoints.LoadHead(Path.Combine(s_pool, manifest.Task("bright").Head)).Kind);
+        using (var given = Checkpoint.Open(s_dir.File("heads/bands.safetensors")))
+        using (var stored = ModelCheckpoints.LoadHead(Path.Combine(s_pool, manifest.Task("bands").Head), "bands"))
+        using (var weight = given.ReadTensor("weight"))
+        {
+            Assert.IsTrue(ModelTestData.Identical(weight, stored.Weight), "the user's head is stored as given");
+            CollectionAssert.AreEqual(new[] { "horizontal", "vertical" }, stored.ClassNames.ToArray());
+        }
         foreach (var task in manifest.Tasks) Assert.AreEqual(3, task.Fingerprints.Count, task.Name);
     }
 
