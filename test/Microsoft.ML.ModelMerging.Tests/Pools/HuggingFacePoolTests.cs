@@ -194,6 +194,44 @@ public sealed class HuggingFacePoolTests
         }
     }
 
+    /// <summary>
+    /// WEMoE fitted inside an ML.NET pipeline on image files of every task (the task in a column), saved as a zip and reloaded
+    /// in a fresh MLContext: the reloaded PredictionEngine scores each file as the fitted one does, one score column per task.
+    /// </summary>
+    [TestMethod]
+    public void MergeExpertsAdaptsWemoeOnImageFilesAndTheSavedModelScoresAlike()
+    {
+        using var pool = ExpertPool.Load(s_pool);
+        var rows = Tasks.SelectMany(task => Directory.GetFiles(s_dir.File("images/" + task), "*", SearchOption.AllDirectories)
+            .Order(StringComparer.Ordinal).Take(8).Select(f => new TaskImageFile { Path = f, Task = task })).ToArray();
+        var ml = new MLContext(seed: 1);
+        var options = new MergeExpertsOptions { Method = "wemoe", TaskColumnName = nameof(TaskImageFile.Task) };
+        options.Parameters["steps"] = "2";
+        options.Parameters["batch"] = "4";
+        var pipeline = ml.Transforms.LoadImages("image", imageFolder: "", nameof(TaskImageFile.Path))
+            .Append(ml.Transforms.ResizeImages("image", 32, 32, "image"))
+            .Append(ml.Transforms.ExtractPixels("pixels", "image"))
+            .Append(ml.Transforms.MergeExperts(pool, options));
+        using var model = pipeline.Fit(ml.Data.LoadFromEnumerable(rows));
+        using var dir = new TempDirectory();
+        ml.Model.Save(model, null, dir.File("wemoe.zip"));
+
+        var fresh = new MLContext(seed: 2);
+        var reloaded = fresh.Model.Load(dir.File("wemoe.zip"), out _);
+        var before = ml.Model.CreatePredictionEngine<TaskImageFile, TaskScores>(model);
+        var after = fresh.Model.CreatePredictionEngine<TaskImageFile, TaskScores>(reloaded);
+        foreach (var row in rows.Where((_, i) => i % 4 == 0))
+        {
+            TaskScores a = before.Predict(row), b = after.Predict(row);
+            foreach (var (x, y, classes) in new[] { (a.Score_colors, b.Score_colors, 3), (a.Score_bands, b.Score_bands, 2), (a.Score_bright, b.Score_bright, 2) })
+            {
+                Assert.HasCount(classes, x, row.Path);
+                CollectionAssert.AreEqual(x, y, row.Path);
+                Assert.AreEqual(1, x.Sum(), 1e-5, "probabilities");
+            }
+        }
+    }
+
     [TestMethod]
     public void EvalReportsEveryTaskOfThePool()
     {
@@ -296,6 +334,21 @@ public sealed class HuggingFacePoolTests
     {
         public string Path { get; set; } = "";
     }
+
+    private sealed class TaskImageFile
+    {
+        public string Path { get; set; } = "";
+        public string Task { get; set; } = "";
+    }
+
+#pragma warning disable CA1707, IDE1006 // ML.NET binds output columns by property name: Score_<task>.
+    private sealed class TaskScores
+    {
+        public float[] Score_colors { get; set; } = [];
+        public float[] Score_bands { get; set; } = [];
+        public float[] Score_bright { get; set; } = [];
+    }
+#pragma warning restore CA1707, IDE1006
 
     private sealed class Scored
     {
