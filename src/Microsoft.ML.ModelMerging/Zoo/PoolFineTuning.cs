@@ -82,9 +82,11 @@ public static class PoolFineTuning
                 TestFraction = options.TestFraction,
             }
             : new TaskDataSource { Kind = TaskDataSource.BenchmarkKind, Name = BenchmarkTasks.Get(options.Task).Name, Seed = options.Seed };
-        var splits = isFolder
-            ? ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name)
-            : BenchmarkTasks.Get(options.Task).Load(sources, options.Seed);
+        // A pool made by `pool create` on a Hugging Face base reads folders as its preprocessor does, as ExpertPool.LoadData will.
+        var splits = !isFolder ? BenchmarkTasks.Get(options.Task).Load(sources, options.Seed)
+            : manifest.Preprocessing is { } preprocessing
+                ? ImageFolderTask.Load(options.Task, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, name)
+                : ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name);
 
         using var result = ExpertTrainer.Train(config, backbone.Weights, splits, options.ProbeShots, options.LinearProbe, options.FineTuning, options.Seed,
             progress, cancellation, phases);

@@ -299,6 +299,21 @@ public sealed class HuggingFacePoolTests
         foreach (string task in Tasks) StringAssert.Contains(json, $"\"{task}\"");
     }
 
+    /// <summary><c>finetune --add-to</c> a Hugging Face pool reads the folder as the pool's preprocessing says, so its data loads again unchanged.</summary>
+    [TestMethod]
+    public void FinetuneIntoAHuggingFacePoolUsesItsPreprocessing()
+    {
+        using var dir = new TempDirectory();
+        string pool = dir.File("pool");
+        Assert.AreEqual(0, CliRunner.Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool).Exit);
+        var (exit, _, error) = CliRunner.Run("finetune", "--task", s_dir.File("images/bright"), "--add-to", pool, "--epochs", "1");
+        Assert.AreEqual(0, exit, error);
+        using var experts = ExpertPool.Load(pool);
+        var test = experts.LoadData("bright").Test;
+        Assert.AreEqual(3, test.Channels);
+        Assert.AreEqual(32, test.Width);
+    }
+
     [TestMethod]
     public void ClassEmbeddingsOfTheWrongShapeAreRefusedNamingFileAndTensor()
     {
