@@ -57,7 +57,7 @@ internal static class ClipPoolBenchmark
             Log(label);
             var measurement = ProcessMeasurement.Run("dotnet", [mlmerge, .. arguments]);
             if (measurement.ExitCode != 0) Console.Error.WriteLine(measurement.Output);
-            rows.Add(string.Create(inv, $"| {label} | {measurement.Seconds:F1} | {measurement.PeakRssMiB:F0} | {(measurement.ExitCode == 0 ? "ok" : "exit " + measurement.ExitCode)} |"));
+            rows.Add(string.Create(inv, $"| {label} | {measurement.Seconds:F1} | {measurement.UserSeconds + measurement.SystemSeconds:F1} | {measurement.PeakRssMiB:F0} | {(measurement.ExitCode == 0 ? "ok" : "exit " + measurement.ExitCode)} |"));
             return measurement;
         }
 
@@ -82,8 +82,8 @@ internal static class ClipPoolBenchmark
 
         Console.WriteLine($"CLIP ViT-B/32-size pool, {experts} experts (random weights, Hugging Face layout), {Environment.ProcessorCount} cores, {DateTime.Now:yyyy-MM-dd}");
         Console.WriteLine();
-        Console.WriteLine("| step (`mlmerge`, child process) | wall s | peak RSS MiB | |");
-        Console.WriteLine("|---|---:|---:|---|");
+        Console.WriteLine("| step (`mlmerge`, child process) | wall s | CPU s (user + system) | peak RSS MiB | |");
+        Console.WriteLine("|---|---:|---:|---:|---|");
         rows.ForEach(Console.WriteLine);
         Console.WriteLine();
         Console.WriteLine(string.Create(inv,
@@ -95,6 +95,43 @@ internal static class ClipPoolBenchmark
 
         if (File.Exists(fp16) && File.Exists(dense))
             Latency(fp16, dense, latencyRounds, threads);
+        return 0;
+    }
+
+    /// <summary>
+    /// WEMoE TTA steps on a pool in this process: one warm-up step, then <paramref name="steps"/> steps each timed in wall and
+    /// process CPU time. CPU time is what other processes on a shared machine do not inflate; CPU s / threads is the wall time
+    /// the step would take with the cores to itself, if the threads kept them busy.
+    /// </summary>
+    public static int Steps(string pool, int steps, int threads)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        TorchSharp.torch.set_num_threads(threads);
+        using var experts = Pools.ExpertPool.Load(pool);
+        Log("loading the test images");
+        var tasks = experts.Tasks.Select(t => new Adaptation.AdaptationTask(t.Name, experts.LoadData(t.Name).Test.ToTensor(), experts.Head(t.Name))).ToList();
+        Log("building WEMoE");
+        using var moe = Adaptation.WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts);
+        var options = Adaptation.TestTimeAdaptationOptions.ForWeightEnsembling() with { Steps = 1 };
+        var process = Process.GetCurrentProcess();
+        var wall = new List<double>();
+        var cpu = new List<double>();
+        for (int step = 0; step <= steps; step++)
+        {
+            process.Refresh();
+            var cpuStart = process.TotalProcessorTime;
+            var clock = Stopwatch.StartNew();
+            Adaptation.TestTimeAdaptation.Run(moe, tasks, options with { Seed = step });
+            process.Refresh();
+            if (step == 0) { Log(string.Create(inv, $"warm-up step {clock.Elapsed.TotalSeconds:F1} s")); continue; }
+            wall.Add(clock.Elapsed.TotalSeconds);
+            cpu.Add((process.TotalProcessorTime - cpuStart).TotalSeconds);
+            Log(string.Create(inv, $"step {step}: {wall[^1]:F1} s wall, {cpu[^1]:F1} s CPU"));
+        }
+
+        Console.WriteLine(string.Create(inv,
+            $"WEMoE TTA step ({tasks.Count} tasks × {options.BatchSizePerTask} images, {threads} libtorch thread(s)), median of {steps} after a warm-up: {Median(wall):F1} s wall, {Median(cpu):F1} s CPU = {Median(cpu) / threads:F1} s with {threads} free core(s); peak RSS so far {process.PeakWorkingSet64 / (1 << 20):N0} MiB."));
+        foreach (var task in tasks) task.Images.Dispose();
         return 0;
     }
 

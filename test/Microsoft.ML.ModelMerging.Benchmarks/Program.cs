@@ -13,6 +13,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]   ONNX Runtime vs TorchSharp eager, dense and WEMoE; sizes
 //   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
 //                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
+//   clip-tta-steps POOL [--steps 2] [--threads 2]   WEMoE TTA steps in process: wall and CPU time per step
 //   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
@@ -26,6 +27,7 @@ return args.FirstOrDefault() switch
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
+    "clip-tta-steps" when args.Length >= 2 => ClipPoolBenchmark.Steps(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2)),
     _ => Usage(),
 };
 
