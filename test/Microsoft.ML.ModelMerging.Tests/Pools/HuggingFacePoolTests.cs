@@ -158,6 +158,22 @@ public sealed class HuggingFacePoolTests
             }
     }
 
+    /// <summary>A grayscale PNG becomes three equal RGB planes, as CLIP's processor converts it.</summary>
+    [TestMethod]
+    public void GrayscaleImagesBecomeRgb()
+    {
+        using var dir = new TempDirectory();
+        using var bitmap = new SKBitmap(new SKImageInfo(45, 37, SKColorType.Gray8));
+        using (var canvas = new SKCanvas(bitmap)) canvas.Clear(new SKColor(90, 90, 90));
+        string path = dir.File("gray.png");
+        Save(bitmap, path);
+
+        float[] pixels = PreprocessedImageReader.ReadFiles([path], ImagePreprocessing.Square(32));
+
+        Assert.HasCount(3 * 32 * 32, pixels);
+        foreach (float value in pixels) Assert.AreEqual(90 / 255f, value, 1e-6);
+    }
+
     /// <summary>
     /// The pixels and scores of the pool path (TorchSharp, on the images the pool reads) equal those of the ML.NET pipeline a
     /// user saves (LoadImages → ResizeImages → ExtractPixels → MergeExperts → ONNX, via a PredictionEngine), on PNG and JPEG
