@@ -20,6 +20,7 @@ public static class MlmergeCommand
             ExportOnnxCommand.Create(),
             AdaptCommand.Create(),
             CompareCommand.Create(),
+            PoolCommand.Create(),
         };
         return root;
     }

@@ -15,6 +15,9 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
 //   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
+//   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
+//                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
+//   clip-tta-steps POOL [--steps 2] [--threads 2]   WEMoE TTA steps in process: wall and CPU time per step
 //   fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]
 //                                          mutated safetensors files through the reader, checked against an independent parse
 return args.FirstOrDefault() switch
@@ -29,6 +32,8 @@ return args.FirstOrDefault() switch
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
+    "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
+    "clip-tta-steps" when args.Length >= 2 => ClipPoolBenchmark.Steps(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2)),
     _ => Usage(),
 };
 
@@ -63,6 +68,11 @@ static int RunIoFloor(BenchmarkArguments arguments)
 
 static int RunOnnxScoring(string zoo, BenchmarkArguments arguments) => OnnxScoringBenchmark.Run(zoo,
     images: (int)arguments.GetNumber("images", 1024), threads: (int)arguments.GetNumber("threads", 1), rounds: (int)arguments.GetNumber("rounds", 5));
+
+static int RunClipPool(BenchmarkArguments arguments) => ClipPoolBenchmark.Run(
+    arguments.Get("work") ?? Path.Combine(Path.GetTempPath(), "mlmerge-clip-pool-benchmark"),
+    experts: (int)arguments.GetNumber("experts", 8), steps: (int)arguments.GetNumber("steps", 3), threads: (int)arguments.GetNumber("threads", 2),
+    imagesPerClass: (int)arguments.GetNumber("images-per-class", 60), latencyRounds: (int)arguments.GetNumber("latency-rounds", 5));
 
 static int RunFuzz(BenchmarkArguments arguments)
 {

@@ -17,6 +17,30 @@ public static class ImageFolderReader
         ArgumentException.ThrowIfNullOrWhiteSpace(root);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(height);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(width);
+        var (files, classNames) = ListFiles(root);
+        int channels = colorMode == ImageColorMode.Rgb ? 3 : 1;
+        int size = channels * height * width;
+        var pixels = new float[(long)files.Count * size];
+        var labels = new int[files.Count];
+        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul);
+        using var target = new SKBitmap(info);
+        using var canvas = new SKCanvas(target);
+        for (int i = 0; i < files.Count; i++)
+        {
+            DrawCropped(files[i].Path, canvas, width, height);
+            ToChannels(target.GetPixelSpan(), colorMode, pixels.AsSpan(i * size, size));
+            labels[i] = files[i].Label;
+        }
+
+        return new ImageDataset(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(root)), pixels, labels, classNames, channels, height, width);
+    }
+
+    /// <summary>
+    /// The image files of <paramref name="root"/> with their labels: classes are the sub-folder names in ordinal order,
+    /// files in ordinal order within each class.
+    /// </summary>
+    internal static (List<(string Path, int Label)> Files, string[] ClassNames) ListFiles(string root)
+    {
         if (!Directory.Exists(root))
         {
             throw new DirectoryNotFoundException($"Image folder '{root}' does not exist.");
@@ -46,22 +70,7 @@ public static class ImageFolderReader
             files.AddRange(images.Select(file => (file, label)));
         }
 
-        int channels = colorMode == ImageColorMode.Rgb ? 3 : 1;
-        int size = channels * height * width;
-        var pixels = new float[(long)files.Count * size];
-        var labels = new int[files.Count];
-        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul);
-        using var target = new SKBitmap(info);
-        using var canvas = new SKCanvas(target);
-        for (int i = 0; i < files.Count; i++)
-        {
-            DrawCropped(files[i].Path, canvas, width, height);
-            ToChannels(target.GetPixelSpan(), colorMode, pixels.AsSpan(i * size, size));
-            labels[i] = files[i].Label;
-        }
-
-        string[] classNames = classFolders.Select(Path.GetFileName).ToArray()!;
-        return new ImageDataset(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(root)), pixels, labels, classNames, channels, height, width);
+        return (files, classFolders.Select(folder => Path.GetFileName(folder)).ToArray());
     }
 
     private static void DrawCropped(string path, SKCanvas canvas, int width, int height)

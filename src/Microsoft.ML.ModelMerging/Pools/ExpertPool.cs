@@ -94,6 +94,13 @@ public sealed class ExpertPool : IDisposable
                 return BenchmarkTasks.Get(data.Name ?? task.Name).Load(sources, data.Seed);
             case TaskDataSource.ImageFolderKind:
                 var config = Config;
+                if (Manifest.Preprocessing is { } preprocessing)
+                {
+                    if (preprocessing.CropSize != config.ImageSize || config.Channels != 3)
+                        throw new InvalidDataException(
+                            $"The pool at {Directory} crops images to {preprocessing.CropSize}×{preprocessing.CropSize} RGB but its model takes {config.ImageSize}×{config.ImageSize} with {config.Channels} channel(s).");
+                    return ImageFolderTask.Load(ImageFolderPath(data), preprocessing, data.Seed, data.ValidationFraction, data.TestFraction, task.Name);
+                }
                 return ImageFolderTask.Load(ImageFolderPath(data), config.ImageSize, config.Channels, data.Seed, data.ValidationFraction, data.TestFraction, task.Name);
             default:
                 throw new InvalidDataException(

@@ -21,10 +21,32 @@ public static class ImageFolderTask
     /// <exception cref="ArgumentException">The fractions are out of range, or the folder has too few images to split.</exception>
     public static TaskSplits Load(string folder, int imageSize, int channels, int seed, double validationFraction, double testFraction, string? name = null)
     {
+        CheckFractions(validationFraction, testFraction);
+        var all = ImageFolderReader.Read(folder, imageSize, imageSize, channels == 3 ? ImageColorMode.Rgb : ImageColorMode.Grayscale, name ?? FolderName(folder));
+        return Split(all, folder, seed, validationFraction, testFraction);
+    }
+
+    /// <summary>
+    /// Reads <paramref name="folder"/> as a Hugging Face processor would (<see cref="ImagePreprocessing"/>: shortest side,
+    /// centre crop, RGB) and splits it per class like <see cref="Load(string, int, int, int, double, double, string?)"/>.
+    /// </summary>
+    public static TaskSplits Load(string folder, ImagePreprocessing preprocessing, int seed, double validationFraction, double testFraction, string? name = null)
+    {
+        CheckFractions(validationFraction, testFraction);
+        var all = PreprocessedImageReader.ReadFolder(folder, preprocessing, name ?? FolderName(folder));
+        return Split(all, folder, seed, validationFraction, testFraction);
+    }
+
+    private static string FolderName(string folder) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
+
+    private static void CheckFractions(double validationFraction, double testFraction)
+    {
         if (!(validationFraction > 0 && testFraction > 0 && validationFraction + testFraction < 1))
             throw new ArgumentException($"Validation and test fractions must be positive and sum to less than 1 (got {validationFraction} and {testFraction}).");
-        var all = ImageFolderReader.Read(folder, imageSize, imageSize, channels == 3 ? ImageColorMode.Rgb : ImageColorMode.Grayscale,
-            name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder))));
+    }
+
+    private static TaskSplits Split(ImageDataset all, string folder, int seed, double validationFraction, double testFraction)
+    {
         int test = Math.Max(all.ClassCount, (int)Math.Round(all.Count * testFraction));
         int validation = Math.Max(all.ClassCount, (int)Math.Round(all.Count * validationFraction));
         int train = all.Count - test - validation;

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
 
@@ -109,6 +110,11 @@ public sealed record PoolManifest
     public required JsonElement Model { get; init; }
     /// <summary>The pre-trained base checkpoint, relative to the pool directory; null for a pool without a shared base.</summary>
     public string? Pretrained { get; init; }
+    /// <summary>
+    /// How image-folder tasks are read (a Hugging Face base's <c>preprocessor_config.json</c>: shortest side, centre crop,
+    /// RGB); null = the older reading at the model's image size and channel count.
+    /// </summary>
+    public ImagePreprocessing? Preprocessing { get; init; }
     public PoolPretraining? Pretraining { get; init; }
     public required IReadOnlyList<PoolTask> Tasks { get; init; }
 

@@ -53,7 +53,7 @@ public sealed record PoolFineTuningResult(PoolTask Task, bool CreatedPool, doubl
 /// </summary>
 public static class PoolFineTuning
 {
-    private static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
+    internal static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
 
     public static PoolFineTuningResult AddTask(string poolDirectory, PoolFineTuningOptions options, IProgress<string>? phases = null,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, BenchmarkSources? sources = null)
@@ -90,9 +90,11 @@ public static class PoolFineTuning
                 TestFraction = options.TestFraction,
             }
             : new TaskDataSource { Kind = TaskDataSource.BenchmarkKind, Name = BenchmarkTasks.Get(options.Task).Name, Seed = options.Seed };
-        var splits = isFolder
-            ? ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name)
-            : BenchmarkTasks.Get(options.Task).Load(sources, options.Seed);
+        // A pool made by `pool create` on a Hugging Face base reads folders as its preprocessor does, as ExpertPool.LoadData will.
+        var splits = !isFolder ? BenchmarkTasks.Get(options.Task).Load(sources, options.Seed)
+            : manifest.Preprocessing is { } preprocessing
+                ? ImageFolderTask.Load(options.Task, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, name)
+                : ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name);
 
         using var result = ExpertTrainer.Train(config, backbone.Weights, splits, options.ProbeShots, options.LinearProbe, options.FineTuning, options.Seed,
             progress, cancellation, phases);
@@ -183,7 +185,7 @@ public static class PoolFineTuning
     }
 
     // Relative to the pool when the folder sits inside it or next to it, so pool and data can move together.
-    private static string StoredFolderPath(string poolDirectory, string folder)
+    internal static string StoredFolderPath(string poolDirectory, string folder)
     {
         string full = Path.GetFullPath(folder);
         string relative = Path.GetRelativePath(Path.GetFullPath(poolDirectory), full);

@@ -1,0 +1,86 @@
+using System.CommandLine;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.Runtime;
+using Microsoft.ML.ModelMerging.Zoo;
+
+namespace Microsoft.ML.ModelMerging.Cli.Commands;
+
+// ML.NET declares a namespace Microsoft.ML.Command, which shadows System.CommandLine.Command inside our namespaces.
+using Command = System.CommandLine.Command;
+
+/// <summary>
+/// <c>mlmerge pool create --base &lt;checkpoint&gt; --out &lt;pool&gt;</c> and <c>mlmerge pool add --zoo &lt;pool&gt; --task &lt;name&gt;
+/// --images &lt;folder&gt; --expert &lt;checkpoint&gt; (--head &lt;file&gt; | --probe | --class-embeddings &lt;file&gt;)</c>: a pool of experts
+/// fine-tuned elsewhere (Hugging Face CLIP checkpoints included), which every pool verb then reads.
+/// </summary>
+internal static class PoolCommand
+{
+    public static Command Create() => new("pool", "Make a pool of your own experts (e.g. Hugging Face CLIP checkpoints) with each task's image folder.")
+    {
+        CreateVerb(),
+        AddVerb(),
+    };
+
+    private static Command CreateVerb()
+    {
+        var baseModel = new Option<string>("--base") { Description = "The pre-trained model: a Hugging Face model directory (model.safetensors or a sharded index, config.json, preprocessor_config.json) or a checkpoint.", Required = true };
+        var output = new Option<string>("--out") { Description = "The pool directory to create.", Required = true };
+        var copy = new Option<bool>("--copy") { Description = "Copy the base into the pool (pretrained.safetensors) instead of referring to it." };
+        var command = new Command("create", "Create an empty pool around a pre-trained model; images will be preprocessed as its preprocessor_config.json says.")
+        {
+            baseModel, output, copy,
+        };
+        command.SetAction(parse =>
+        {
+            string pool = parse.GetValue(output)!;
+            var manifest = PoolImport.Create(pool, parse.GetValue(baseModel)!, parse.GetValue(copy));
+            var config = manifest.ModelConfig;
+            string images = manifest.Preprocessing is { } p
+                ? $"images: shortest side to {p.ShortestEdge} ({p.Resample}), centre crop {p.CropSize}×{p.CropSize}, RGB"
+                : $"images: read at {config.ImageSize}×{config.ImageSize}, {config.Channels} channel(s)";
+            parse.InvocationConfiguration.Output.WriteLine($"created the pool {Path.GetFullPath(pool)}: base {manifest.Pretrained}; {images}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command AddVerb()
+    {
+        var zoo = new Option<string>("--zoo") { Description = "The pool directory.", Required = true };
+        var task = new Option<string>("--task") { Description = "The task's name in the pool.", Required = true };
+        var images = new Option<string>("--images") { Description = "The task's images: one sub-folder per class, PNG or JPEG of any size.", Required = true };
+        var expert = new Option<string>("--expert") { Description = "The fine-tuned checkpoint (file, sharded index or Hugging Face model directory).", Required = true };
+        var head = new Option<string?>("--head") { Description = "Your classification head (.safetensors with head.weight [classes, features], head.bias)." };
+        var probe = new Option<bool>("--probe") { Description = "No head: fit a linear probe on the pre-trained model's features of the training split." };
+        var embeddings = new Option<string?>("--class-embeddings")
+        {
+            Description = $"A CLIP zero-shot head: .safetensors with '{PoolImport.ClassEmbeddingsName}' [classes, projection_dim] (rows in class sub-folder order) and optional scalar '{PoolImport.LogitScaleName}'.",
+        };
+        var copy = new Option<bool>("--copy") { Description = "Copy the expert into the pool (experts/<task>.safetensors) instead of referring to it." };
+        var seed = new Option<int>("--seed") { Description = "Seed of the split (15% validation, 15% test per class) and of the linear probe.", DefaultValueFactory = _ => 0 };
+        var command = new Command("add", "Register your expert for one task: splits the images (seeded, recorded), measures the expert with its head, writes pool.json.")
+        {
+            zoo, task, images, expert, head, probe, embeddings, copy, seed,
+        };
+        command.SetAction((parse, cancellation) =>
+        {
+            var writer = parse.InvocationConfiguration.Output;
+            var phases = new SynchronousProgress<string>(phase => writer.WriteLine($"[{DateTime.Now:HH:mm:ss}] {phase}"));
+            var added = PoolImport.AddExpert(parse.GetValue(zoo)!, new PoolExpertOptions
+            {
+                Task = parse.GetValue(task)!,
+                Images = parse.GetValue(images)!,
+                Expert = parse.GetValue(expert)!,
+                Head = parse.GetValue(head),
+                Probe = parse.GetValue(probe),
+                ClassEmbeddings = parse.GetValue(embeddings),
+                Copy = parse.GetValue(copy),
+                Seed = parse.GetValue(seed),
+            }, phases, cancellation);
+            writer.WriteLine(PoolImport.Describe(added));
+            writer.WriteLine($"added to the pool {Path.GetFullPath(parse.GetValue(zoo)!)}: expert {added.Expert}, head {added.Head}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+}

@@ -1,0 +1,68 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.ModelMerging.Data;
+
+/// <summary>
+/// Reads images as <see cref="ImagePreprocessing"/> says, through the very ML.NET transforms a user's scoring pipeline
+/// has (<c>LoadImages</c> → <c>ResizeImages</c> IsoCrop → <c>ExtractPixels</c>), so the pixels the merged model is
+/// adapted and evaluated on are the pixels it is later scored on, bit for bit. Values are divided by 255 into [0, 1];
+/// mean/std are the model's (applied in its forward and in its ONNX graph).
+/// </summary>
+public static class PreprocessedImageReader
+{
+    private sealed class ImagePath
+    {
+        public string Path { get; set; } = "";
+    }
+
+    /// <summary>An image folder (one sub-folder per class, PNG or JPEG of any size) as RGB [N, 3, crop, crop].</summary>
+    public static ImageDataset ReadFolder(string root, ImagePreprocessing preprocessing, string? name = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(root);
+        ArgumentNullException.ThrowIfNull(preprocessing);
+        var (files, classNames) = ImageFolderReader.ListFiles(root);
+        float[] pixels = ReadFiles(files.Select(f => f.Path).ToList(), preprocessing);
+        int size = preprocessing.CropSize;
+        return new ImageDataset(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(root)), pixels,
+            files.Select(f => f.Label).ToArray(), classNames, channels: 3, size, size);
+    }
+
+    /// <summary>The pixels of <paramref name="paths"/>, image after image, each [3, crop, crop] in [0, 1].</summary>
+    public static float[] ReadFiles(IReadOnlyList<string> paths, ImagePreprocessing preprocessing)
+    {
+        preprocessing.Validate("image preprocessing");
+        int size = preprocessing.CropSize, perImage = 3 * size * size;
+        var ml = new MLContext(seed: 0);
+        var data = ml.Data.LoadFromEnumerable(paths.Select(p => new ImagePath { Path = Path.GetFullPath(p) }));
+        var pipeline = ml.Transforms.LoadImages("image", imageFolder: "", nameof(ImagePath.Path))
+            .Append(ml.Transforms.ResizeImages("image", size, size, "image"))
+            .Append(ml.Transforms.ExtractPixels("pixels", "image"));
+        var transformed = pipeline.Fit(data).Transform(data);
+        var column = transformed.Schema["pixels"];
+        var pixels = new float[(long)paths.Count * perImage];
+        using var cursor = transformed.GetRowCursor([column]);
+        var getter = cursor.GetGetter<VBuffer<float>>(column);
+        var row = default(VBuffer<float>);
+        for (int i = 0; i < paths.Count; i++)
+        {
+            try
+            {
+                if (!cursor.MoveNext()) throw new InvalidOperationException("fewer rows than files");
+                getter(ref row);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                throw new InvalidDataException($"Image '{paths[i]}' could not be read as a PNG or JPEG: {e.Message}", e);
+            }
+
+            if (row.Length != perImage)
+                throw new InvalidDataException($"Image '{paths[i]}' gave {row.Length} values, expected {perImage} (3×{size}×{size}).");
+            var destination = pixels.AsSpan(i * perImage, perImage);
+            int j = 0;
+            foreach (float value in row.DenseValues()) destination[j++] = value / 255f;
+        }
+
+        return pixels;
+    }
+}

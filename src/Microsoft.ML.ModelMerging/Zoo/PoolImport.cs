@@ -1,0 +1,245 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Zoo;
+
+/// <summary>What <see cref="PoolImport.AddExpert"/> registers: a user's own fine-tuned expert for one image-folder task.</summary>
+public sealed record PoolExpertOptions
+{
+    /// <summary>The task's name in the pool.</summary>
+    public required string Task { get; init; }
+
+    /// <summary>The task's images: one sub-folder per class, PNG or JPEG of any size.</summary>
+    public required string Images { get; init; }
+
+    /// <summary>The fine-tuned checkpoint (file, sharded index, or Hugging Face model directory).</summary>
+    public required string Expert { get; init; }
+
+    /// <summary>The user's head (<c>head.weight</c>, ... as <see cref="ModelCheckpoints.SaveHead"/> writes); or use <see cref="Probe"/> or <see cref="ClassEmbeddings"/>.</summary>
+    public string? Head { get; init; }
+
+    /// <summary>Fit a linear-probe head on the pre-trained model's features of the training split.</summary>
+    public bool Probe { get; init; }
+
+    /// <summary>
+    /// A CLIP zero-shot head: a .safetensors file with <c>class_embeddings</c> [classes, projection_dim] (text embeddings of
+    /// the class names, rows in the class sub-folders' ordinal order) and optionally a scalar <c>logit_scale</c> (the scale, default 100).
+    /// </summary>
+    public string? ClassEmbeddings { get; init; }
+
+    /// <summary>Copy the expert into the pool (<c>experts/&lt;task&gt;.safetensors</c>) instead of referring to it.</summary>
+    public bool Copy { get; init; }
+
+    /// <summary>Seed of the split and of the linear probe.</summary>
+    public int Seed { get; init; }
+
+    public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
+
+    public double TestFraction { get; init; } = ImageFolderTask.TestFraction;
+}
+
+/// <summary>
+/// <c>mlmerge pool create</c> / <c>pool add</c>: a pool of experts a user fine-tuned elsewhere (e.g. Hugging Face CLIP
+/// checkpoints), with each task's image folder. The base and experts are kept by reference unless copying is asked for:
+/// a CLIP ViT-B/32 is ~350 MB, so eight copied experts would add ~3 GB beside files the user keeps anyway (and a Hugging Face
+/// directory carries its <c>config.json</c> and <c>preprocessor_config.json</c> with it). Heads are small and always copied.
+/// The manifest is written last, atomically.
+/// </summary>
+public static class PoolImport
+{
+    /// <summary>The tensor of a class-embeddings file.</summary>
+    public const string ClassEmbeddingsName = "class_embeddings", LogitScaleName = "logit_scale";
+
+    /// <summary>Creates an empty pool around <paramref name="baseCheckpoint"/>; its image preprocessing comes from the base's <c>preprocessor_config.json</c>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="poolDirectory"/> is already a pool.</exception>
+    public static PoolManifest Create(string poolDirectory, string baseCheckpoint, bool copy = false)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(poolDirectory);
+        ArgumentException.ThrowIfNullOrWhiteSpace(baseCheckpoint);
+        if (PoolManifest.Exists(poolDirectory))
+            throw new ArgumentException($"{poolDirectory} is already a pool ({PoolManifest.PathOf(poolDirectory)}): add tasks with `mlmerge pool add --zoo {poolDirectory}`.");
+        // Loading checks the base is complete and finite before anything is written.
+        using var backbone = ModelCheckpoints.LoadBackbone(baseCheckpoint);
+        var preprocessing = PreprocessingOf(baseCheckpoint, backbone.Config);
+        Directory.CreateDirectory(poolDirectory);
+        string pretrained = PoolManifest.PretrainedFileName;
+        if (copy) ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, pretrained), backbone.Config, backbone.Weights);
+        else pretrained = PoolFineTuning.StoredFolderPath(poolDirectory, baseCheckpoint);
+        var manifest = new PoolManifest
+        {
+            Model = JsonDocument.Parse(backbone.Config.ToJson()).RootElement.Clone(),
+            Pretrained = pretrained,
+            Preprocessing = preprocessing,
+            Tasks = [],
+        };
+        manifest.Write(poolDirectory);
+        return manifest;
+    }
+
+    /// <summary>
+    /// The preprocessing of a Hugging Face model directory (its <c>preprocessor_config.json</c>, or CLIP's square resize and crop
+    /// at the model's image size when only <c>config.json</c> is there); null for the project's own checkpoints.
+    /// </summary>
+    public static ImagePreprocessing? PreprocessingOf(string checkpoint, VisionTransformerConfig config)
+    {
+        string directory = Directory.Exists(checkpoint) ? checkpoint : Path.GetDirectoryName(Path.GetFullPath(checkpoint))!;
+        string file = Path.Combine(directory, ImagePreprocessing.HuggingFaceFileName);
+        ImagePreprocessing? preprocessing = File.Exists(file)
+            ? ImagePreprocessing.FromHuggingFace(File.ReadAllText(file), file)
+            : File.Exists(Path.Combine(directory, "config.json")) ? ImagePreprocessing.Square(config.ImageSize) : null;
+        if (preprocessing is not null && (preprocessing.CropSize != config.ImageSize || config.Channels != 3))
+            throw new InvalidDataException(
+                $"{file}: crop_size {preprocessing.CropSize} (RGB) does not fit the model's input {config.ImageSize}×{config.ImageSize} with {config.Channels} channel(s).");
+        return preprocessing;
+    }
+
+    /// <summary>Registers a user's expert for the task in <see cref="PoolExpertOptions.Images"/>, measuring its accuracy with its head.</summary>
+    public static PoolTask AddExpert(string poolDirectory, PoolExpertOptions options, IProgress<string>? phases = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (!PoolFineTuning.TaskName.IsMatch(options.Task))
+            throw new ArgumentException($"Task name '{options.Task}' is not usable: use letters, digits, '.', '_' or '-' (at most 64).");
+        int heads = (options.Head is null ? 0 : 1) + (options.Probe ? 1 : 0) + (options.ClassEmbeddings is null ? 0 : 1);
+        if (heads != 1)
+            throw new ArgumentException("Give exactly one of --head <head.safetensors>, --probe and --class-embeddings <embeddings.safetensors>.");
+        var manifest = PoolManifest.Read(poolDirectory);
+        var config = manifest.ModelConfig;
+        var expertConfig = ModelCheckpoints.ReadConfig(options.Expert);
+        if (!expertConfig.Equals(config))
+            throw new ArgumentException($"Expert {options.Expert} has the config {expertConfig.ToJson()}, but the pool's model is {config.ToJson()}: experts of one pool share the architecture and preprocessing.");
+
+        phases?.Report("loading the images");
+        var data = new TaskDataSource
+        {
+            Kind = TaskDataSource.ImageFolderKind,
+            Path = PoolFineTuning.StoredFolderPath(poolDirectory, options.Images),
+            Seed = options.Seed,
+            ValidationFraction = options.ValidationFraction,
+            TestFraction = options.TestFraction,
+        };
+        var splits = manifest.Preprocessing is { } preprocessing
+            ? ImageFolderTask.Load(options.Images, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, options.Task)
+            : ImageFolderTask.Load(options.Images, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, options.Task);
+        cancellation.ThrowIfCancellationRequested();
+
+        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(poolDirectory, manifest.Pretrained
+            ?? throw new InvalidOperationException($"The pool at {poolDirectory} has no pre-trained base: a linear probe and task vectors need one.")));
+        phases?.Report("linear probe on the pre-trained features");
+        using var probe = ExpertTrainer.TrainLinearProbe(config, pretrained.Weights, splits.Train, new ZooRecipe().LinearProbe, options.Seed, cancellation: cancellation);
+        var probeAccuracy = ExpertTrainer.Evaluate(config, pretrained.Weights, probe, splits);
+        cancellation.ThrowIfCancellationRequested();
+
+        using var expert = ModelCheckpoints.LoadBackbone(options.Expert);
+        using var ownHead = options.Probe ? null : options.Head is { } headPath
+            ? UserHead(headPath, options.Task, splits.ClassNames, config)
+            : ZeroShotHead(options.ClassEmbeddings!, splits.ClassNames, config);
+        var head = ownHead ?? probe;
+        if (head.FeatureDim != config.FeatureDim)
+            throw new ArgumentException($"The head {options.Head} takes {head.FeatureDim} features; the model gives {config.FeatureDim}.");
+        phases?.Report("evaluation");
+        var individual = ExpertTrainer.Evaluate(config, expert.Weights, head, splits);
+
+        Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
+        string headFile = $"heads/{options.Task}.safetensors";
+        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, headFile), head, task: options.Task);
+        string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
+        if (options.Copy)
+        {
+            Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
+            expertFile = $"experts/{options.Task}.safetensors";
+            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expertFile), config, expert.Weights);
+        }
+
+        var task = new PoolTask
+        {
+            Name = options.Task,
+            Source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
+                (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}"),
+            Data = data,
+            ClassNames = splits.ClassNames,
+            Train = splits.Train.Count,
+            Validation = splits.Validation.Count,
+            Test = splits.Test.Count,
+            Fingerprints = new SortedDictionary<string, string>(StringComparer.Ordinal)
+            {
+                ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
+            },
+            Expert = expertFile,
+            Head = headFile,
+            PretrainedLinearProbe = Round(probeAccuracy),
+            Individual = Round(individual),
+        };
+        manifest.WithTask(task).Write(poolDirectory);
+        return task;
+    }
+
+    /// <summary>
+    /// A user's head: one this library saved (kind and class names in its metadata, checked against the task), or a plain
+    /// linear layer as PyTorch writes it (<c>weight</c> [classes, features] and <c>bias</c> [classes], or the same under
+    /// <c>head.</c>), whose classes are then the sub-folders in ordinal order.
+    /// </summary>
+    public static ClassificationHead UserHead(string path, string task, IReadOnlyList<string> classNames, VisionTransformerConfig config)
+    {
+        using (var probe = Checkpoint.Open(path))
+        {
+            if (!probe.Metadata.ContainsKey(ClassificationHead.KindMetadataKey))
+            {
+                string? weightName = new[] { ClassificationHead.WeightName, "weight" }.FirstOrDefault(probe.Contains);
+                string? biasName = new[] { ClassificationHead.BiasName, "bias" }.FirstOrDefault(probe.Contains);
+                if (weightName is null || biasName is null)
+                    throw new CheckpointFormatException(probe.Source, weightName is null ? "weight" : "bias",
+                        $"missing: a head file holds '{ClassificationHead.WeightName}' and '{ClassificationHead.BiasName}' (or 'weight' and 'bias') of a linear layer [{classNames.Count}, {config.FeatureDim}].");
+                using var scope = NewDisposeScope();
+                var weight = probe.ReadTensor(weightName);
+                var bias = probe.ReadTensor(biasName);
+                if (weight.dim() != 2 || weight.shape[0] != classNames.Count || weight.shape[1] != config.FeatureDim)
+                    throw new CheckpointFormatException(probe.Source, weightName,
+                        $"shape [{string.Join(", ", weight.shape)}], expected [{classNames.Count}, {config.FeatureDim}] ({classNames.Count} classes: {string.Join(", ", classNames)}; {config.FeatureDim} features).");
+                if (bias.dim() != 1 || bias.shape[0] != classNames.Count)
+                    throw new CheckpointFormatException(probe.Source, biasName, $"shape [{string.Join(", ", bias.shape)}], expected [{classNames.Count}].");
+                var head = ClassificationHead.Linear(classNames, weight, bias);
+                foreach (var parameter in head.Parameters) parameter.DetachFromDisposeScope();
+                return head;
+            }
+        }
+        return ModelCheckpoints.LoadHead(path, task, classNames);
+    }
+
+    /// <summary>A CLIP head from a class-embeddings file (<see cref="ClassEmbeddingsName"/> [classes, projection_dim], optional <see cref="LogitScaleName"/>).</summary>
+    public static ClassificationHead ZeroShotHead(string path, IReadOnlyList<string> classNames, VisionTransformerConfig config)
+    {
+        using var file = Checkpoint.Open(path);
+        if (!file.Contains(ClassEmbeddingsName))
+            throw new CheckpointFormatException(file.Source, ClassEmbeddingsName,
+                $"no tensor '{ClassEmbeddingsName}': expected the class-name text embeddings [{classNames.Count}, {config.FeatureDim}], one row per class sub-folder in ordinal order ({string.Join(", ", classNames)}).");
+        using var scope = NewDisposeScope();
+        var embeddings = file.ReadTensor(ClassEmbeddingsName);
+        if (embeddings.dim() != 2 || embeddings.shape[0] != classNames.Count || embeddings.shape[1] != config.FeatureDim)
+            throw new CheckpointFormatException(file.Source, ClassEmbeddingsName,
+                $"shape [{string.Join(", ", embeddings.shape)}], expected [{classNames.Count}, {config.FeatureDim}] ({classNames.Count} classes × the model's " +
+                (config.ProjectionDim is null ? "width: a model without visual_projection" : "projection_dim") + ").");
+        double scale = ClassificationHead.DefaultClipLogitScale;
+        if (file.Contains(LogitScaleName))
+        {
+            var stored = file.ReadTensor(LogitScaleName);
+            if (stored.numel() != 1) throw new CheckpointFormatException(file.Source, LogitScaleName, $"expected one value, got shape [{string.Join(", ", stored.shape)}].");
+            scale = stored.item<float>();
+        }
+        var head = ClassificationHead.Clip(classNames, embeddings, scale);
+        foreach (var parameter in head.Parameters) parameter.DetachFromDisposeScope();
+        return head;
+    }
+
+    private static SplitAccuracy Round(SplitAccuracy accuracy) =>
+        new(Math.Round(accuracy.Validation, 4), Math.Round(accuracy.Test, 4));
+
+    /// <summary>A one-line summary of a registered task, for the CLI.</summary>
+    public static string Describe(PoolTask task) => string.Create(CultureInfo.InvariantCulture,
+        $"{task.Name}: {task.Train} train / {task.Validation} validation / {task.Test} test images, {task.ClassNames.Count} classes; " +
+        $"test accuracy: linear probe on the pre-trained model {100 * task.PretrainedLinearProbe.Test:F1}%, expert {100 * task.Individual.Test:F1}%");
+}
