@@ -133,6 +133,11 @@ public sealed class EmrMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
         }
     }
 
+    bool ITaskSpecificElementwiseMethod.ScalesFromMerge => true;
+
+    void ITaskSpecificElementwiseMethod.AccumulateMerged(IChunkAccumulator accumulator, in ElementwiseChunk chunk, ReadOnlySpan<float> shared, ReadOnlySpan<byte> masks) =>
+        ((Accumulator)accumulator).AddMerged(chunk, shared, masks);
+
     IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) => new Accumulator(this);
 
     void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator)
@@ -156,16 +161,23 @@ public sealed class EmrMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
             if (_masks.Length < experts * n) _masks = new byte[experts * n];
             ITaskSpecificElementwiseMethod kernel = method;
             kernel.MergeChunk(chunk, _merged.AsSpan(0, n), _shared.AsSpan(0, n), _masks.AsSpan(0, experts * n));
+            AddMerged(chunk, _shared.AsSpan(0, n), _masks.AsSpan(0, experts * n));
+        }
+
+        /// <summary>The sums of a chunk already merged (the streaming driver's single read).</summary>
+        public void AddMerged(in ElementwiseChunk chunk, ReadOnlySpan<float> shared, ReadOnlySpan<byte> masks)
+        {
+            int n = chunk.Length, experts = chunk.ExpertCount;
             var sums = new double[2 * experts];
             for (int e = 0; e < experts; e++)
             {
                 var tau = chunk.TaskVector(e);
-                var mask = _masks.AsSpan(e * n, n);
+                var mask = masks.Slice(e * n, n);
                 double task = 0, masked = 0;
                 for (int j = 0; j < n; j++)
                 {
                     task += Math.Abs(tau[j]);
-                    if (mask[j] != 0) masked += Math.Abs(_shared[j]);
+                    if (mask[j] != 0) masked += Math.Abs(shared[j]);
                 }
 
                 (sums[e], sums[experts + e]) = (task, masked);

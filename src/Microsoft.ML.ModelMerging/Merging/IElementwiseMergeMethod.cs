@@ -77,4 +77,15 @@ internal interface ITaskSpecificElementwiseMethod : IElementwiseMergeMethod
 
     /// <summary>s_t per task (after the statistics passes).</summary>
     IReadOnlyList<double> TaskScales(int experts);
+
+    /// <summary>
+    /// True when the (single) statistics pass only decides the scales s_t, not the merged weights, shared task vector or
+    /// masks: the streaming driver then merges in the same read, hands every merged chunk to <see cref="AccumulateMerged"/>,
+    /// finishes the pass and overwrites the scales written so far (one read of the inputs instead of two).
+    /// </summary>
+    bool ScalesFromMerge => false;
+
+    /// <summary>Adds a chunk merged by <see cref="MergeChunk"/> (its shared task vector and masks) to an accumulator of the statistics pass.</summary>
+    void AccumulateMerged(IChunkAccumulator accumulator, in ElementwiseChunk chunk, ReadOnlySpan<float> shared, ReadOnlySpan<byte> masks) =>
+        throw new NotSupportedException();
 }

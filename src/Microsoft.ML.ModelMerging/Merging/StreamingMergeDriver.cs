@@ -87,7 +87,9 @@ public sealed class StreamingMergeDriver
             bool inputsChecked = false;
 
             int reads = 0; // full reads of every input: statistics passes that ran on every chunk, and merges
-            bool deferLast = elementwise is not null && passes > 0;
+            // EMR's pass only decides λ_t: it is gathered from the merge itself and the scales are overwritten afterwards.
+            bool scalesFromMerge = taskSpecific is { ScalesFromMerge: true } && passes == 1 && method.NeedsPass(0);
+            bool deferLast = elementwise is not null && passes > 0 && !scalesFromMerge;
             bool IsSample(int pass) => elementwise?.SampledChunks(pass) is int sampled && SampleChunks(baseCheckpoint, merged, sampled) is not null;
             // Reads expected from pass `from` on, from what the method knows now, plus the merge (the count progress reports).
             int ExpectedReads(int from, bool lastDeferred) => reads + 1 + Enumerable.Range(from, Math.Max(0, passes - from))
@@ -137,7 +139,7 @@ public sealed class StreamingMergeDriver
             }
 
             // An elementwise method may fold its last statistics pass into the merge (one read of every input less).
-            for (int pass = 0; pass < (deferLast ? passes - 1 : passes); pass++) StatisticsPass(pass);
+            for (int pass = 0; pass < (deferLast || scalesFromMerge ? passes - 1 : passes); pass++) StatisticsPass(pass);
             var deferred = deferLast ? elementwise!.BeginDeferredLastPass(MaxDeferredPatches) : null;
             if (deferLast && deferred is null) StatisticsPass(passes - 1);
 
@@ -166,7 +168,10 @@ public sealed class StreamingMergeDriver
                 var maskBuffers = taskSpecific is null ? null : new MaskBufferRing(experts.Count, largest);
                 var maskScratch = taskSpecific is null ? null
                     : Enumerable.Range(0, chunks.WorkerCount).Select(_ => new byte[experts.Count * ElementwiseTensors.ChunkElements]).ToArray();
-                var scales = taskSpecific?.TaskScales(experts.Count).Select(s => (float)s).ToArray();
+                var scaleAccumulators = scalesFromMerge ? Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise!.CreateAccumulator(passes - 1)).ToArray() : null;
+                // Placeholders when the scales come from this merge (overwritten once it is done).
+                var scales = taskSpecific is null ? null
+                    : scalesFromMerge ? [.. Enumerable.Repeat(1f, experts.Count)] : taskSpecific.TaskScales(experts.Count).Select(s => (float)s).ToArray();
                 using var writes = new OrderedBackgroundWrites();
                 int index = 0;
                 foreach (var entry in baseCheckpoint.Tensors)
@@ -190,7 +195,9 @@ public sealed class StreamingMergeDriver
                             {
                                 int n = chunk.Length;
                                 var scratch = maskScratch![worker].AsSpan(0, taskCount * n);
-                                taskSpecific.MergeChunk(chunk, values, shared.Slice(start, n), scratch);
+                                var sharedValues = shared.Slice(start, n);
+                                taskSpecific.MergeChunk(chunk, values, sharedValues, scratch);
+                                if (scaleAccumulators is not null) taskSpecific.AccumulateMerged(scaleAccumulators[worker], chunk, sharedValues, scratch);
                                 for (int e = 0; e < taskCount; e++) scratch.Slice(e * n, n).CopyTo(masks[e].AsSpan((int)start, n));
                             }, !inputsChecked));
 
@@ -252,6 +259,14 @@ public sealed class StreamingMergeDriver
 
                 writes.Drain();
                 inputsChecked = true;
+                if (scaleAccumulators is not null)
+                {
+                    foreach (var accumulator in scaleAccumulators) elementwise!.AddAccumulated(passes - 1, accumulator);
+                    method.FinishPass(passes - 1);
+                    float[] final = [.. taskSpecific!.TaskScales(experts.Count).Select(s => (float)s)];
+                    long[] entries = [.. Enumerable.Range(0, experts.Count).Select(e => (long)e)];
+                    foreach (var name in merged) writer.Patch(TaskSpecificPrefix + name + ".scales", entries, final);
+                }
                 if (workers is not null)
                 {
                     if (deferred!.Overflowed) return false;
