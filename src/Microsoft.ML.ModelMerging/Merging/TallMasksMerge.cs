@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
