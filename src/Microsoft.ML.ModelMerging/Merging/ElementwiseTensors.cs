@@ -50,6 +50,50 @@ internal static class ElementwiseTensors
         }
     }
 
+    /// <summary>
+    /// A task-specific method's merged weights, shared task vector and masks (boolean [experts, ...]) of a whole tensor,
+    /// chunk by chunk with the streaming driver's kernel (same bits), no [experts, ...]-sized float temporaries.
+    /// </summary>
+    public static MergedTensor MergeTaskSpecific(ITaskSpecificElementwiseMethod method, MergeTensorInput input)
+    {
+        int experts = input.ExpertCount;
+        using var scope = NewDisposeScope();
+        var shared = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
+        var masks = empty([experts, .. input.Base.shape], dtype: ScalarType.Bool, device: input.Base.device);
+        var flatShared = shared.view(-1);
+        var maskRows = masks.view(experts, -1).unbind(0);
+        var scratch = new byte[experts * ChunkElements];
+        var merged = Merge(input, (in ElementwiseChunk chunk, Span<float> output) =>
+        {
+            int n = chunk.Length;
+            using var sharedPart = flatShared.narrow(0, chunk.Start, n);
+            method.MergeChunk(chunk, output, MemoryMarshal.Cast<byte, float>(sharedPart.bytes), scratch.AsSpan(0, experts * n));
+            for (int e = 0; e < experts; e++)
+            {
+                using var row = maskRows[e].narrow(0, chunk.Start, n);
+                scratch.AsSpan(e * n, n).CopyTo(row.bytes);
+            }
+        });
+        var taskMasks = masks.unbind(0);
+        var result = new MergedTensor(merged, new TaskSpecificTensor(shared, taskMasks, method.TaskScales(experts)));
+        scope.MoveToOuter([merged, shared, .. taskMasks]);
+        return result;
+    }
+
+    /// <summary>A task-specific method's merged weights alone (its masks and shared task vector go to scratch).</summary>
+    public static void MergeOnly(ITaskSpecificElementwiseMethod method, in ElementwiseChunk chunk, Span<float> merged)
+    {
+        var shared = t_shared ??= new float[ChunkElements];
+        var masks = t_masks is { } reused && reused.Length >= chunk.ExpertCount * ChunkElements ? reused : t_masks = new byte[chunk.ExpertCount * ChunkElements];
+        method.MergeChunk(chunk, merged, shared.AsSpan(0, chunk.Length), masks.AsSpan(0, chunk.ExpertCount * chunk.Length));
+    }
+
+    [ThreadStatic]
+    private static float[]? t_shared;
+
+    [ThreadStatic]
+    private static byte[]? t_masks;
+
     private static void ForEachChunk(MergeTensorInput input, Tensor? output, ChunkVisitor visit)
     {
         if (input.Base.device_type != TorchSharp.DeviceType.CPU)

@@ -62,3 +62,30 @@ internal interface IChunkAccumulator
 {
     void Accumulate(in ElementwiseChunk chunk);
 }
+
+/// <summary>
+/// An elementwise method that also gives, per entry, the shared task vector and one mask bit per task (TALL masks, EMR):
+/// the streaming driver fills compact buffers chunk by chunk instead of merging whole tensors with libtorch.
+/// </summary>
+internal interface ITaskSpecificElementwiseMethod : IElementwiseMergeMethod
+{
+    /// <summary>
+    /// Writes the chunk's merged weights, shared task vector (each the chunk's length) and masks: expert after expert, the
+    /// chunk's length each, 1 where the task keeps the entry, else 0 (the bytes of a boolean tensor).
+    /// </summary>
+    void MergeChunk(in ElementwiseChunk chunk, Span<float> merged, Span<float> shared, Span<byte> masks);
+
+    /// <summary>s_t per task (after the statistics passes).</summary>
+    IReadOnlyList<double> TaskScales(int experts);
+
+    /// <summary>
+    /// True when the (single) statistics pass only decides the scales s_t, not the merged weights, shared task vector or
+    /// masks: the streaming driver then merges in the same read, hands every merged chunk to <see cref="AccumulateMerged"/>,
+    /// finishes the pass and overwrites the scales written so far (one read of the inputs instead of two).
+    /// </summary>
+    bool ScalesFromMerge => false;
+
+    /// <summary>Adds a chunk merged by <see cref="MergeChunk"/> (its shared task vector and masks) to an accumulator of the statistics pass.</summary>
+    void AccumulateMerged(IChunkAccumulator accumulator, in ElementwiseChunk chunk, ReadOnlySpan<float> shared, ReadOnlySpan<byte> masks) =>
+        throw new NotSupportedException();
+}

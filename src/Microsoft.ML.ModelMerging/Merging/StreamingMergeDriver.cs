@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
@@ -74,15 +75,21 @@ public sealed class StreamingMergeDriver
 
             method.Begin(experts.Count);
             var chunks = new ElementwiseChunkReader(baseCheckpoint, experts, options.ExpertWeights, names, WorkerCount);
-            var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate && !method.ProducesTaskSpecificWeights
+            // Task-specific methods take this path when they have chunk kernels and every mask fits a byte array.
+            var elementwise = method is IElementwiseMergeMethod { IsElementwise: true } candidate
+                && (!method.ProducesTaskSpecificWeights || (candidate is ITaskSpecificElementwiseMethod
+                    && merged.All(name => baseCheckpoint.GetEntry(name).ElementCount <= Array.MaxLength)))
                 && merged.All(chunks.CanRead) ? candidate : null;
+            var taskSpecific = method.ProducesTaskSpecificWeights ? elementwise as ITaskSpecificElementwiseMethod : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
             // The elementwise path checks that every value is finite once, in the merge: statistics of a non-finite
             // input are harmless garbage, and the merge fails before anything is renamed into place.
             bool inputsChecked = false;
 
             int reads = 0; // full reads of every input: statistics passes that ran on every chunk, and merges
-            bool deferLast = elementwise is not null && passes > 0;
+            // EMR's pass only decides λ_t: it is gathered from the merge itself and the scales are overwritten afterwards.
+            bool scalesFromMerge = taskSpecific is { ScalesFromMerge: true } && passes == 1 && method.NeedsPass(0);
+            bool deferLast = elementwise is not null && passes > 0 && !scalesFromMerge;
             bool IsSample(int pass) => elementwise?.SampledChunks(pass) is int sampled && SampleChunks(baseCheckpoint, merged, sampled) is not null;
             // Reads expected from pass `from` on, from what the method knows now, plus the merge (the count progress reports).
             int ExpectedReads(int from, bool lastDeferred) => reads + 1 + Enumerable.Range(from, Math.Max(0, passes - from))
@@ -132,7 +139,7 @@ public sealed class StreamingMergeDriver
             }
 
             // An elementwise method may fold its last statistics pass into the merge (one read of every input less).
-            for (int pass = 0; pass < (deferLast ? passes - 1 : passes); pass++) StatisticsPass(pass);
+            for (int pass = 0; pass < (deferLast || scalesFromMerge ? passes - 1 : passes); pass++) StatisticsPass(pass);
             var deferred = deferLast ? elementwise!.BeginDeferredLastPass(MaxDeferredPatches) : null;
             if (deferLast && deferred is null) StatisticsPass(passes - 1);
 
@@ -154,8 +161,17 @@ public sealed class StreamingMergeDriver
                 var workers = deferred is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => deferred.CreateWorker()).ToArray();
 
                 // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
-                var outputBuffers = elementwise is null ? null
-                    : new OutputBufferRing(merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max());
+                long largest = merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max();
+                var outputBuffers = elementwise is null ? null : new OutputBufferRing(largest);
+                // Task-specific methods also fill a shared task vector and one byte per entry per task, lent in the same turn.
+                var sharedBuffers = taskSpecific is null ? null : new OutputBufferRing(largest);
+                var maskBuffers = taskSpecific is null ? null : new MaskBufferRing(experts.Count, largest);
+                var maskScratch = taskSpecific is null ? null
+                    : Enumerable.Range(0, chunks.WorkerCount).Select(_ => new byte[experts.Count * ElementwiseTensors.ChunkElements]).ToArray();
+                var scaleAccumulators = scalesFromMerge ? Enumerable.Range(0, chunks.WorkerCount).Select(_ => elementwise!.CreateAccumulator(passes - 1)).ToArray() : null;
+                // Placeholders when the scales come from this merge (overwritten once it is done).
+                var scales = taskSpecific is null ? null
+                    : scalesFromMerge ? [.. Enumerable.Repeat(1f, experts.Count)] : taskSpecific.TaskScales(experts.Count).Select(s => (float)s).ToArray();
                 using var writes = new OrderedBackgroundWrites();
                 int index = 0;
                 foreach (var entry in baseCheckpoint.Tensors)
@@ -165,6 +181,35 @@ public sealed class StreamingMergeDriver
                     if (!mergedSet.Contains(entry.Name))
                     {
                         writes.Enqueue(() => WriteCopied(writer, baseCheckpoint, entry));
+                        continue;
+                    }
+
+                    if (taskSpecific is not null)
+                    {
+                        var output = outputBuffers!.Lend(entry.ElementCount);
+                        var shared = sharedBuffers!.Lend(entry.ElementCount);
+                        var masks = maskBuffers!.Lend();
+                        int count = (int)entry.ElementCount, taskCount = experts.Count;
+                        NamingBaseFile(baseCheckpoint, () => chunks.ForEachChunk(entry.Name, output,
+                            (in ElementwiseChunk chunk, Span<float> values, int worker, long start) =>
+                            {
+                                int n = chunk.Length;
+                                var scratch = maskScratch![worker].AsSpan(0, taskCount * n);
+                                var sharedValues = shared.Slice(start, n);
+                                taskSpecific.MergeChunk(chunk, values, sharedValues, scratch);
+                                if (scaleAccumulators is not null) taskSpecific.AccumulateMerged(scaleAccumulators[worker], chunk, sharedValues, scratch);
+                                for (int e = 0; e < taskCount; e++) scratch.Slice(e * n, n).CopyTo(masks[e].AsSpan((int)start, n));
+                            }, !inputsChecked));
+
+                        string merging = entry.Name;
+                        writes.Enqueue(() =>
+                        {
+                            NonFiniteOutput.Check(output.Parts(), storedAs[merging], merging);
+                            writer.WriteFloats(output.Parts());
+                            writer.WriteFloats(shared.Parts());
+                            foreach (var mask in masks) writer.WriteBytes(mask.AsSpan(0, count));
+                            writer.WriteBytes(MemoryMarshal.AsBytes(scales!.AsSpan()));
+                        });
                         continue;
                     }
 
@@ -214,6 +259,14 @@ public sealed class StreamingMergeDriver
 
                 writes.Drain();
                 inputsChecked = true;
+                if (scaleAccumulators is not null)
+                {
+                    foreach (var accumulator in scaleAccumulators) elementwise!.AddAccumulated(passes - 1, accumulator);
+                    method.FinishPass(passes - 1);
+                    float[] final = [.. taskSpecific!.TaskScales(experts.Count).Select(s => (float)s)];
+                    long[] entries = [.. Enumerable.Range(0, experts.Count).Select(e => (long)e)];
+                    foreach (var name in merged) writer.Patch(TaskSpecificPrefix + name + ".scales", entries, final);
+                }
                 if (workers is not null)
                 {
                     if (deferred!.Overflowed) return false;

@@ -1,4 +1,5 @@
-using static TorchSharp.torch;
+using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -12,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// The paper picks λ_t per task on validation data from {0.2, …, 0.6}; give one value or one per task. The comparison
 /// is ≥ as in the paper (the authors' code uses &gt;); λ_t·|τ_MTL − τ_t| is computed in float32.
 /// </remarks>
-public sealed class TallMasksMerge : MergeMethodBase
+public sealed class TallMasksMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
 {
     public const double DefaultLambda = 0.3;
     public const double DefaultTallLambda = 0.4;
@@ -49,18 +50,6 @@ public sealed class TallMasksMerge : MergeMethodBase
     /// <summary>λ_t: one value for every task or one per task.</summary>
     public IReadOnlyList<double> TallLambdas { get; }
 
-    /// <summary>m_t for every task, boolean [experts, ...].</summary>
-    internal static Tensor TaskMasks(MergeTensorInput input, Tensor stacked, Tensor multiTask, IReadOnlyList<double> tallLambdas)
-    {
-        var perTask = tallLambdas.Count == 1
-            ? Enumerable.Repeat((float)tallLambdas[0], input.ExpertCount).ToArray()
-            : tallLambdas.Select(value => (float)value).ToArray();
-        var othersMagnitude = multiTask.unsqueeze(0).sub(stacked).abs();
-        using var lambdas = tensor(perTask, device: stacked.device);
-        using var perExpert = lambdas.reshape([input.ExpertCount, .. Enumerable.Repeat(1L, (int)stacked.dim() - 1)]);
-        return stacked.abs().ge(othersMagnitude.mul(perExpert));
-    }
-
     internal static IReadOnlyList<double> ValidateTallLambdas(IReadOnlyList<double>? tallLambdas)
     {
         if (tallLambdas is null)
@@ -87,25 +76,57 @@ public sealed class TallMasksMerge : MergeMethodBase
 
     protected override void OnBegin(int expertCount) => EnsureTallLambdaCount(Name, TallLambdas, expertCount);
 
-    protected override MergedTensor Merge(MergeTensorInput input)
+    protected override MergedTensor Merge(MergeTensorInput input) => ElementwiseTensors.MergeTaskSpecific(this, input);
+
+    bool IElementwiseMergeMethod.IsElementwise => true;
+
+    IReadOnlyList<double> ITaskSpecificElementwiseMethod.TaskScales(int experts) => [.. Enumerable.Repeat(1.0, experts)];
+
+    void IElementwiseMergeMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged) =>
+        ElementwiseTensors.MergeOnly(this, chunk, merged);
+
+    /// <summary>
+    /// Per entry: τ_MTL = Σ τ_t (expert order, float32), m_t = |τ_t| ≥ λ_t·|τ_MTL − τ_t| (float32 product), θ = θ0 + λ·τ_MTL.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void ITaskSpecificElementwiseMethod.MergeChunk(in ElementwiseChunk chunk, Span<float> merged, Span<float> shared, Span<byte> masks)
     {
-        using var scope = NewDisposeScope();
-        var stacked = input.StackTaskVectors();
-        var multiTask = stacked.sum(dim: 0);
-        // The masks slice by slice: no [experts, ...]-sized float temporaries.
-        var allMasks = empty([input.ExpertCount, .. input.Base.shape], dtype: ScalarType.Bool);
-        using (var flatMasks = allMasks.view(input.ExpertCount, -1))
-        using (var flatMultiTask = multiTask.view(-1))
+        int n = chunk.Length, experts = chunk.ExpertCount;
+        float lambda = (float)Lambda;
+        Span<float> tall = stackalloc float[experts];
+        for (int e = 0; e < experts; e++) tall[e] = (float)(TallLambdas.Count == 1 ? TallLambdas[0] : TallLambdas[e]);
+        int width = Vector<float>.Count;
+        int j = 0;
+        for (; j + width <= n; j += width)
         {
-            input.ForEachSlice(stacked, (start, length, slice) =>
-                flatMasks.narrow(1, start, length).copy_(TaskMasks(input, slice, flatMultiTask.narrow(0, start, length), TallLambdas)));
+            var multiTask = new Vector<float>(chunk.TaskVector(0).Slice(j));
+            for (int e = 1; e < experts; e++) multiTask += new Vector<float>(chunk.TaskVector(e).Slice(j));
+            multiTask.CopyTo(shared.Slice(j));
+            ((multiTask * lambda) + new Vector<float>(chunk.Base.Slice(j))).CopyTo(merged.Slice(j));
+            for (int e = 0; e < experts; e++)
+            {
+                var tau = new Vector<float>(chunk.TaskVector(e).Slice(j));
+                MaskBytes.Store(Vector.GreaterThanOrEqual(Vector.Abs(tau), Vector.Abs(multiTask - tau) * tall[e]), masks.Slice((e * n) + j));
+            }
         }
 
-        var masks = allMasks.unbind(0);
-        var merged = input.Base.add(OwnedScalar.With(Lambda, multiTask.mul));
-        var taskSpecific = new TaskSpecificTensor(multiTask, masks, [.. Enumerable.Repeat(1.0, input.ExpertCount)]);
-        var result = new MergedTensor(merged, taskSpecific);
-        scope.MoveToOuter([merged, multiTask, .. masks]);
-        return result;
+        for (; j < n; j++)
+        {
+            float multiTask = chunk.TaskVector(0)[j];
+            for (int e = 1; e < experts; e++) multiTask += chunk.TaskVector(e)[j];
+            shared[j] = multiTask;
+            merged[j] = (multiTask * lambda) + chunk.Base[j];
+            for (int e = 0; e < experts; e++)
+            {
+                float tau = chunk.TaskVector(e)[j];
+                masks[(e * n) + j] = Math.Abs(tau) >= Math.Abs(multiTask - tau) * tall[e] ? (byte)1 : (byte)0;
+            }
+        }
     }
+
+    IChunkAccumulator IElementwiseMergeMethod.CreateAccumulator(int pass) =>
+        throw new InvalidOperationException("TALL masks have no statistics pass.");
+
+    void IElementwiseMergeMethod.AddAccumulated(int pass, IChunkAccumulator accumulator) =>
+        throw new InvalidOperationException("TALL masks have no statistics pass.");
 }
