@@ -76,6 +76,12 @@ public sealed record PoolTask
     public required SplitAccuracy Individual { get; init; }
     /// <summary>How the expert was trained, when this project trained it.</summary>
     public ExpertRecipe? Training { get; init; }
+
+    /// <summary>The fingerprints of a task's three splits, as <see cref="Fingerprints"/> records them.</summary>
+    public static SortedDictionary<string, string> FingerprintsOf(Data.TaskSplits splits) => new(StringComparer.Ordinal)
+    {
+        ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
+    };
 }
 
 /// <summary>The zoo's pre-training stage as built: corpus, classes, size, fingerprint, accuracy of its own head on held-out glyphs.</summary>

@@ -165,10 +165,7 @@ public static class PoolImport
             Train = splits.Train.Count,
             Validation = splits.Validation.Count,
             Test = splits.Test.Count,
-            Fingerprints = new SortedDictionary<string, string>(StringComparer.Ordinal)
-            {
-                ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
-            },
+            Fingerprints = PoolTask.FingerprintsOf(splits),
             Expert = expertFile,
             Head = headFile,
             PretrainedLinearProbe = Round(probeAccuracy),

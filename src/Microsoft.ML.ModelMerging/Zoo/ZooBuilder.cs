@@ -123,10 +123,7 @@ public sealed class ZooBuilder
         {
             Name = task.Name, Source = task.Source, ClassNames = task.ClassNames,
             Train = splits.Train.Count, Validation = splits.Validation.Count, Test = splits.Test.Count,
-            Fingerprints = new SortedDictionary<string, string>
-            {
-                ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
-            },
+            Fingerprints = PoolTask.FingerprintsOf(splits),
             Expert = expertPath.Replace('\\', '/'), Head = headPath.Replace('\\', '/'),
             PretrainedLinearProbe = probe, Individual = individual,
         };
