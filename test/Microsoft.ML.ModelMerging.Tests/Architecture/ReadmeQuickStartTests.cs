@@ -1,0 +1,21 @@
+using System.Text.RegularExpressions;
+
+namespace Microsoft.ML.ModelMerging.Tests.Architecture;
+
+/// <summary>The README's quick start is the example program itself, character for character, so it compiles as written.</summary>
+[TestClass]
+public sealed class ReadmeQuickStartTests
+{
+    [TestMethod]
+    public void TheReadmeShowsExactlyTheQuickStartProgram()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Microsoft.ML.ModelMerging.sln"))) directory = directory.Parent;
+        Assert.IsNotNull(directory, "the repository root is above the test binaries");
+        string readme = File.ReadAllText(Path.Combine(directory.FullName, "README.md")).Replace("\r\n", "\n");
+        string program = File.ReadAllText(Path.Combine(directory.FullName, "examples", "QuickStart", "Program.cs")).Replace("\r\n", "\n").TrimEnd('\n');
+        var block = Regex.Match(readme, @"## Quick start\n.*?```csharp\n(.*?)\n```", RegexOptions.Singleline);
+        Assert.IsTrue(block.Success, "README.md has a Quick start section with a C# block");
+        Assert.AreEqual(program, block.Groups[1].Value);
+    }
+}
