@@ -35,7 +35,7 @@ public sealed record AdaptationManifest
     /// <summary>Registry name of the algorithm (<see cref="IMergeAlgorithm.Name"/>).</summary>
     public required string Method { get; init; }
 
-    /// <summary>Every declared parameter of the algorithm with the value used (given or default), as text.</summary>
+    /// <summary>Every declared parameter of the algorithm with the value used (given or default), as canonical invariant text.</summary>
     public required IReadOnlyDictionary<string, string> Settings { get; init; }
 
     /// <summary>Task names in expert order: the order of the routers' outputs and of AdaMerging's coefficients.</summary>
@@ -62,7 +62,8 @@ public sealed record AdaptationManifest
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(algorithm);
         ArgumentNullException.ThrowIfNull(parameters);
-        var settings = parameters.WithDefaults(algorithm.Parameters);
+        // Canonical text of the resolved values: `lr 0.0001` and `learning-rate=1e-4` are the same run.
+        var settings = new SortedDictionary<string, string>(parameters.Resolve(algorithm.Name, algorithm.Parameters).ToText().ToDictionary(), StringComparer.Ordinal);
         return new AdaptationManifest
         {
             Method = algorithm.Name,

@@ -53,8 +53,9 @@ public abstract class LabeledDataAlgorithm : IMergeAlgorithm
         {
             var progress = new SynchronousProgress<DataMergeProgress>(p =>
                 context.Progress?.Report(new AlgorithmProgress($"{ProgressVerb} {p.Task} ({p.TaskIndex + 1}/{p.TaskCount})", p.Done, p.Total)));
-            var merged = Merge(pool.Config, examples, resolved, progress, context.Cancellation);
+            // Heads first: a missing or mismatched head fails before the merge makes tensors to release.
             OnnxTaskHead[] heads = [.. (context.Tasks ?? pool.TaskNames).Select(t => new OnnxTaskHead(t, pool.Head(t)))];
+            var merged = Merge(pool.Config, examples, resolved, progress, context.Cancellation);
             return MultiTaskModel.Dense(pool.Config, merged, heads, context.ExportOptions);
         }
         finally

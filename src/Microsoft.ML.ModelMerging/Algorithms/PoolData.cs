@@ -17,15 +17,23 @@ internal static class PoolData
         if (images is null)
         {
             var byTask = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            for (int t = 0; t < pool.Tasks.Count; t++)
+            try
             {
-                context.Cancellation.ThrowIfCancellationRequested();
-                string name = pool.Tasks[t].Name;
-                context.Progress?.Report(new AlgorithmProgress($"loading the test images of {name}", t, pool.Tasks.Count));
-                byTask[name] = pool.LoadData(name, context.Sources).Test.ToTensor();
-            }
+                for (int t = 0; t < pool.Tasks.Count; t++)
+                {
+                    context.Cancellation.ThrowIfCancellationRequested();
+                    string name = pool.Tasks[t].Name;
+                    context.Progress?.Report(new AlgorithmProgress($"loading the test images of {name}", t, pool.Tasks.Count));
+                    byTask[name] = pool.LoadData(name, context.Sources).Test.ToTensor();
+                }
 
-            images = loaded = new UnlabeledImages(cat(byTask.Values.ToArray(), 0), byTask);
+                images = loaded = new UnlabeledImages(cat(byTask.Values.ToArray(), 0), byTask);
+            }
+            catch
+            {
+                foreach (Tensor tensor in byTask.Values) tensor.Dispose();
+                throw;
+            }
         }
 
         if (images.ByTask.Count == 0)

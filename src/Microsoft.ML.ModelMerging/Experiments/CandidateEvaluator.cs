@@ -118,8 +118,16 @@ public sealed class CandidateEvaluator : IDisposable
     {
         if (_testImages is not null) return _testImages;
         var byTask = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string task in _pool.TaskNames) byTask[task] = Data(task).Test.ToTensor();
-        return _testImages = new UnlabeledImages(cat(byTask.Values.ToArray(), 0), byTask);
+        try
+        {
+            foreach (string task in _pool.TaskNames) byTask[task] = Data(task).Test.ToTensor();
+            return _testImages = new UnlabeledImages(cat(byTask.Values.ToArray(), 0), byTask);
+        }
+        catch
+        {
+            foreach (Tensor tensor in byTask.Values) tensor.Dispose();
+            throw;
+        }
     }
 
     public void Dispose() => _testImages?.Dispose();

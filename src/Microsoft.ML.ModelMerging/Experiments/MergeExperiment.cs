@@ -175,7 +175,21 @@ public sealed class MergeExperiment
             else
             {
                 // The test split is measured once, for the chosen setting.
-                var (model, seconds) = evaluator.Run(best.Candidate);
+                var report = new MergeExperimentProgress(search.Method, m, Options.Searches.Count, tried.Count, search.Candidates.Count, null);
+                var inner = progress is null ? null : new SynchronousProgress<AlgorithmProgress>(p => progress.Report(report with { Inner = p }));
+                MultiTaskModel model;
+                double seconds;
+                try
+                {
+                    (model, seconds) = evaluator.Run(best.Candidate, inner, cancellation);
+                }
+                catch (OperationCanceledException)
+                {
+                    stopped = true;
+                    skipped.Add(search.Method);
+                    continue;
+                }
+
                 using (model)
                 {
                     mergeSeconds = seconds;

@@ -118,6 +118,12 @@ public class DenseVitOnnxExporter
     /// </summary>
     public virtual IReadOnlyList<string> SaveWeights(string directory, IReadOnlyDictionary<string, string> metadata)
     {
+        if (Variant is not null)
+        {
+            // The backbone alone would load back as the plain model, silently without the variant.
+            throw new NotSupportedException($"A {ModelKind} model with a variant ({Variant.GetType().Name}) saves itself only through an exporter that overrides SaveWeights.");
+        }
+
         ModelCheckpoints.SaveBackbone(Path.Combine(directory, WeightsFileName), Config, Weights, metadata);
         return [WeightsFileName];
     }

@@ -25,7 +25,7 @@ public sealed class ExpertPool : IDisposable
 
     public string Directory { get; }
     public PoolManifest Manifest { get; }
-    /// <summary>The tasks in this set (all of the zoo's, or the ones asked for), in manifest order.</summary>
+    /// <summary>The tasks in this pool: all of the manifest's in its order, or the ones asked for in the order asked.</summary>
     public IReadOnlyList<PoolTask> Tasks { get; }
     public IReadOnlyList<string> TaskNames => Tasks.Select(t => t.Name).ToList();
     public VisionTransformerConfig Config => Manifest.ModelConfig;
@@ -36,6 +36,8 @@ public sealed class ExpertPool : IDisposable
     {
         var manifest = PoolManifest.Read(directory);
         var chosen = tasks?.ToList() is { Count: > 0 } names ? names.Select(manifest.Task).ToList() : manifest.Tasks.ToList();
+        if (chosen.GroupBy(t => t.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"Task '{twice.Key}' is asked for {twice.Count()} times; each expert takes part once.");
         if (chosen.Count == 0)
             throw new ArgumentException($"The pool at {directory} has no task yet: add one with `mlmerge finetune --add-to {directory}`.");
         return new ExpertPool(directory, manifest, chosen);

@@ -179,15 +179,20 @@ public sealed record PoolManifest
         if (!File.Exists(path))
             throw new FileNotFoundException(
                 $"No {FileName} at {path}: is this a pool directory? Pools are made by `mlmerge zoo build` or `mlmerge finetune --add-to <dir>`.", path);
+        PoolManifest manifest;
         try
         {
-            return JsonSerializer.Deserialize<PoolManifest>(File.ReadAllText(path), Options)
-                ?? throw new ArgumentException($"{path}: empty manifest.");
+            manifest = JsonSerializer.Deserialize<PoolManifest>(File.ReadAllText(path), Options)
+                ?? throw new InvalidDataException($"{path}: empty manifest.");
         }
         catch (JsonException e)
         {
-            throw new ArgumentException($"{path}: not a valid pool manifest: {e.Message}");
+            throw new InvalidDataException($"{path}: not a valid pool manifest: {e.Message}", e);
         }
+
+        return manifest.Format is >= 1 and <= 2
+            ? manifest
+            : throw new InvalidDataException($"{path}: pool manifest format {manifest.Format}; this version reads formats 1 and 2.");
     }
 
     /// <summary>Writes <c>pool.json</c> atomically (a temporary file renamed into place).</summary>

@@ -68,16 +68,29 @@ public static class PoolFineTuning
             throw new ArgumentException($"Task name '{name}' is not usable: use letters, digits, '.', '_' or '-' (at most 64), or give one with --name.");
         }
 
+        // Nothing is written before training succeeds: a new pool appears, or an existing one changes, only at the end.
         bool created = !PoolManifest.Exists(poolDirectory);
-        PoolManifest manifest = created ? NewManifest(poolDirectory, options) : PoolManifest.Read(poolDirectory);
-        if (!options.Replace && manifest.Tasks.Any(t => t.Name == name))
+        PoolManifest? existing = created ? null : PoolManifest.Read(poolDirectory);
+        // Task names become file names: names that differ only by case would share files on Windows and macOS.
+        if (existing?.Tasks.FirstOrDefault(t => string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)) is { } clash
+            && !(options.Replace && clash.Name == name))
         {
-            throw new ArgumentException($"The pool at {poolDirectory} already has a task '{name}': choose another --name, or --replace it.");
+            throw new ArgumentException(clash.Name == name
+                ? $"The pool at {poolDirectory} already has a task '{name}': choose another --name, or --replace it."
+                : $"The pool at {poolDirectory} has a task '{clash.Name}', which differs from '{name}' only by case: choose another --name.");
         }
 
-        string basePath = BasePath(poolDirectory, manifest, options);
+        string basePath = existing is null
+            ? options.Base ?? throw new ArgumentException($"{poolDirectory} is not a pool yet: give --base <pre-trained checkpoint> to create it.")
+            : BasePath(poolDirectory, existing, options);
         using var backbone = ModelCheckpoints.LoadBackbone(basePath);
         var config = backbone.Config;
+        var manifest = existing ?? new PoolManifest
+        {
+            Model = JsonDocument.Parse(config.ToJson()).RootElement.Clone(),
+            Pretrained = PoolManifest.PretrainedFileName,
+            Tasks = [],
+        };
 
         phases?.Report("loading the images");
         var data = isFolder
@@ -102,9 +115,17 @@ public static class PoolFineTuning
 
         Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
         Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
+        if (created)
+        {
+            // The pool keeps its own copy of the base, in the project's layout with the config in the metadata.
+            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, PoolManifest.PretrainedFileName), config, backbone.Weights);
+        }
         string expert = $"experts/{name}.safetensors", head = $"heads/{name}.safetensors";
-        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert), config, result.Backbone);
-        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head), result.Head, task: name);
+        // Written under other names first and moved in together right before the manifest, so a replaced task's old
+        // expert and head stay a pair until the new ones are complete.
+        string incoming = $".{Environment.ProcessId}.incoming";
+        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert + incoming), config, result.Backbone);
+        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head + incoming), result.Head, task: name);
         var task = new PoolTask
         {
             Name = name,
@@ -139,26 +160,10 @@ public static class PoolFineTuning
         }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         File.Move(report + ".partial", report, overwrite: true);
 
+        File.Move(Path.Combine(poolDirectory, expert + incoming), Path.Combine(poolDirectory, expert), overwrite: true);
+        File.Move(Path.Combine(poolDirectory, head + incoming), Path.Combine(poolDirectory, head), overwrite: true);
         manifest.WithTask(task).Write(poolDirectory);
         return new PoolFineTuningResult(task, created, clock.Elapsed.TotalSeconds, report);
-    }
-
-    private static PoolManifest NewManifest(string poolDirectory, PoolFineTuningOptions options)
-    {
-        string baseCheckpoint = options.Base
-            ?? throw new ArgumentException($"{poolDirectory} is not a pool yet: give --base <pre-trained checkpoint> to create it.");
-        Directory.CreateDirectory(poolDirectory);
-        // The pool keeps its own copy of the base, in the project's layout with the config in the metadata.
-        using var backbone = ModelCheckpoints.LoadBackbone(baseCheckpoint);
-        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, PoolManifest.PretrainedFileName), backbone.Config, backbone.Weights);
-        var manifest = new PoolManifest
-        {
-            Model = JsonDocument.Parse(backbone.Config.ToJson()).RootElement.Clone(),
-            Pretrained = PoolManifest.PretrainedFileName,
-            Tasks = [],
-        };
-        manifest.Write(poolDirectory);
-        return manifest;
     }
 
     private static string BasePath(string poolDirectory, PoolManifest manifest, PoolFineTuningOptions options)

@@ -108,6 +108,9 @@ public static class PoolImport
         if (heads != 1)
             throw new ArgumentException("Give exactly one of --head <head.safetensors>, --probe and --class-embeddings <embeddings.safetensors>.");
         var manifest = PoolManifest.Read(poolDirectory);
+        // Task names become file names (heads/<task>.safetensors): a name already there, in any case, is refused.
+        if (manifest.Tasks.FirstOrDefault(t => string.Equals(t.Name, options.Task, StringComparison.OrdinalIgnoreCase)) is { } clash)
+            throw new ArgumentException($"The pool at {poolDirectory} already has a task '{clash.Name}': choose another --task name.");
         var config = manifest.ModelConfig;
         var expertConfig = ModelCheckpoints.ReadConfig(options.Expert);
         if (!expertConfig.Equals(config))

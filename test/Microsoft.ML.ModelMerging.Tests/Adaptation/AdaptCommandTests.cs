@@ -218,6 +218,21 @@ public sealed class AdaptCommandTests
         Assert.AreEqual(fromFile, fromDirectory);
     }
 
+    /// <summary>A run's identity is the values of its parameters, not their spelling: the same run given another way resumes.</summary>
+    [TestMethod]
+    public void TheSameSettingsSpelledOtherwiseAreTheSameRun()
+    {
+        using var directory = new TempDirectory();
+        string output = directory.File("ada");
+        string[] common = ["adapt", "--zoo", CommittedZoo.Directory, "--method", "adamerging-task", "--task", TwoTasks[0], "--steps", "2", "--batch", "4", "--out", output];
+        var (exit, _, error) = CliRunner.Run([.. common, "--lr", "0.0001"]);
+        Assert.AreEqual(0, exit, error);
+        (exit, var text, error) = CliRunner.Run([.. common, "--param", "learning-rate=1e-4", "--param", "lambda=0.30"]);
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, "already complete");
+        Assert.AreEqual("0.0001", AdaptationManifest.Read(output).Settings["learning-rate"]);
+    }
+
     [TestMethod]
     public void BadMethodsAndSettingsAreOneLineErrors()
     {

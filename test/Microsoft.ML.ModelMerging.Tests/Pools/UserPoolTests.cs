@@ -151,6 +151,44 @@ public sealed class UserPoolTests
         CollectionAssert.AreEqual(before, File.ReadAllBytes(Path.Combine(s_pool, "experts", "shapes.safetensors")), "nothing is lost");
     }
 
+    [TestMethod]
+    public void AFailedFinetuneLeavesNoPoolBehind()
+    {
+        using var dir = new TempDirectory();
+        TestImageFolders.Shapes(dir.File("tiny"), perClass: 2, seed: 5);
+        string pool = dir.File("newpool");
+        var (exit, _, error) = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
+            "--task", dir.File("tiny"), "--add-to", pool, "--epochs", "1");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "too few to split");
+        Assert.IsFalse(PoolManifest.Exists(pool), "no pool appears when the first task fails");
+        Assert.IsFalse(Directory.Exists(pool) && Directory.EnumerateFiles(pool, "*", SearchOption.AllDirectories).Any());
+    }
+
+    [TestMethod]
+    public void NamesThatDifferOnlyByCaseAndRepeatedTasksAreRefused()
+    {
+        var (exit, _, error) = CliRunner.Run("finetune", "--task", s_dir.File("data/shapes"), "--name", "Shapes", "--add-to", s_pool, "--epochs", "1");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "has a task 'shapes', which differs from 'Shapes' only by case");
+        var twice = Assert.ThrowsExactly<ArgumentException>(() => ExpertPool.Load(s_pool, ["shapes", "shapes"]));
+        StringAssert.Contains(twice.Message, "Task 'shapes' is asked for 2 times");
+    }
+
+    [TestMethod]
+    public void ADamagedOrNewerManifestIsNamed()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("broken/pool.json"), "{ \"format\": 2, ");
+        var broken = Assert.ThrowsExactly<InvalidDataException>(() => PoolManifest.Read(dir.File("broken")));
+        StringAssert.Contains(broken.Message, "not a valid pool manifest");
+        var manifest = PoolManifest.Read(s_pool) with { Format = 3 };
+        Directory.CreateDirectory(dir.File("newer"));
+        manifest.Write(dir.File("newer"));
+        var newer = Assert.ThrowsExactly<InvalidDataException>(() => PoolManifest.Read(dir.File("newer")));
+        StringAssert.Contains(newer.Message, "pool manifest format 3; this version reads formats 1 and 2");
+    }
+
     private static void CopyDirectory(string from, string to)
     {
         foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
