@@ -117,6 +117,16 @@ public sealed class MergeExpertsOptions
         return copy;
     }
 
+    /// <summary>Runs the algorithm of <paramref name="settings"/> with exactly the parameters it sets (the others take their defaults).</summary>
+    public MergeExpertsOptions Use(AlgorithmSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        Algorithm = null;
+        Method = settings.Method;
+        _parameters = new Dictionary<string, string>(settings.ToParameters().Values, StringComparer.OrdinalIgnoreCase);
+        return this;
+    }
+
     /// <summary>The algorithm this estimator runs (<see cref="Algorithm"/>, or <see cref="Method"/> from the registry) and its parameters.</summary>
     /// <exception cref="ArgumentException">Unknown method.</exception>
     public (IMergeAlgorithm Algorithm, MergeParameters Parameters) CreateAlgorithm() =>

@@ -71,6 +71,41 @@ public sealed class MergeAlgorithmRegistryTests
         Assert.HasCount(0, MergeAlgorithmRegistry.Default.Get("wemoe").SearchGrid);
     }
 
+    /// <summary>Typed settings give the string form's parameters, only those set, and every one resolves against its algorithm.</summary>
+    [TestMethod]
+    public void TypedSettingsAreTheStringFormOfTheirAlgorithm()
+    {
+        var registry = MergeAlgorithmRegistry.Default;
+        AlgorithmSettings[] settings =
+        [
+            new TaskArithmeticSettings { Lambda = 0.4 },
+            new TiesSettings { Keep = 0.1, TrimPerTensor = true, MergeByMean = false },
+            new WeightEnsemblingSettings { Steps = 500, RouterDepth = 1, BatchReduce = true, LearningRate = 1e-4 },
+            new WeightEnsemblingSettings { Efficient = true, Keep = 0.2 },
+            new AdaMergingSettings { TaskWise = true, Steps = 10 },
+        ];
+        foreach (var typed in settings)
+        {
+            var algorithm = registry.Get(typed.Method);
+            typed.ToParameters().Resolve(algorithm.Name, algorithm.Parameters);
+        }
+
+        CollectionAssert.AreEquivalent(new[] { "keep=0.1", "trim=per-tensor", "merge-func=sum" },
+            settings[1].ToParameters().Values.Select(kv => $"{kv.Key}={kv.Value}").ToArray());
+        var wemoe = MergeParameters.Parse("steps=500", "router-depth=1", "batch-reduce=true", "learning-rate=0.0001");
+        var wemoeAlgorithm = registry.Get("wemoe");
+        CollectionAssert.AreEquivalent(
+            wemoe.Resolve("wemoe", wemoeAlgorithm.Parameters).ToText().ToArray(),
+            settings[2].ToParameters().Resolve("wemoe", wemoeAlgorithm.Parameters).ToText().ToArray());
+        Assert.AreEqual("e-wemoe", settings[3].Method);
+        Assert.AreEqual("adamerging-task", settings[4].Method);
+
+        var options = new ModelMerging.MLNet.MergeExpertsOptions().Use(settings[2]);
+        Assert.AreEqual("wemoe", options.Method);
+        Assert.AreEqual("500", options.Parameters["steps"]);
+        Assert.IsFalse(options.Parameters.ContainsKey("lambda"), "unset properties keep the declared default");
+    }
+
     [TestMethod]
     public void ListDescribesEveryAlgorithmWithItsNeeds()
     {
