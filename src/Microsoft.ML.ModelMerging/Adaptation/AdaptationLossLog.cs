@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
-/// <c>losses.csv</c> of an the resumable adapt job: one row per step with the cumulative wall time, the learning
+/// <c>losses.csv</c> of the resumable adapt job: one row per step with the cumulative wall time, the learning
 /// rate, the loss and every task's mean entropy. Opening it for a run resumed at step s keeps the rows up to s (the
 /// rows of steps after the checkpoint are redone) and continues the time from there. Rows are flushed with every
 /// checkpoint.
@@ -23,27 +23,27 @@ internal sealed class AdaptationLossLog : IDisposable
             {
                 foreach (string line in lines.Skip(1))
                 {
+                    // A row cut short by a kill (e.g. "1e-") ends what is kept, like a row past the checkpoint.
                     string[] fields = line.Split(',');
-                    if (fields.Length < 4 || !int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out int step) || step > keepThroughStep)
+                    if (fields.Length < 4 || !int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out int step) || step > keepThroughStep
+                        || !double.TryParse(fields[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
+                        || !double.TryParse(fields[3], NumberStyles.Float, CultureInfo.InvariantCulture, out double loss))
                     {
                         break;
                     }
 
                     kept.Add(line);
-                    PreviousSeconds = double.Parse(fields[1], CultureInfo.InvariantCulture);
-                    LastLoss = double.Parse(fields[3], CultureInfo.InvariantCulture);
+                    PreviousSeconds = seconds;
+                    LastLoss = loss;
                 }
             }
         }
 
-        _writer = new StreamWriter(path, append: false);
-        _writer.WriteLine(header);
-        foreach (string line in kept)
-        {
-            _writer.WriteLine(line);
-        }
-
-        _writer.Flush();
+        // The kept rows go to a new file renamed over the old one, so a kill while they are rewritten loses no history.
+        string temporary = path + ".partial";
+        File.WriteAllLines(temporary, [header, .. kept]);
+        File.Move(temporary, path, overwrite: true);
+        _writer = new StreamWriter(path, append: true);
     }
 
     /// <summary>Wall time recorded at the last kept row: the time spent by earlier invocations.</summary>
