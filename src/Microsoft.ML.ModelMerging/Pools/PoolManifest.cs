@@ -129,8 +129,9 @@ public sealed record PoolManifest
 
     /// <summary>
     /// What results made from this pool (adaptation runs) are tied to: the recipe hash of a built zoo, else a hash of the
-    /// model config and the base's path. Adding a task keeps it, so earlier runs on other tasks stay loadable; changed
-    /// checkpoints are caught where results are loaded.
+    /// model config and the base's path. Adding a task keeps it, so earlier runs on other tasks stay loadable. A WEMoE
+    /// result checks the tensors it rebuilds from the pool's checkpoints when loaded; a merged backbone (AdaMerging, Fisher,
+    /// RegMean) is saved whole and is paired with the pool's current heads, so an expert replaced after the run is not noticed.
     /// </summary>
     [JsonIgnore]
     public string Identity => RecipeHash ?? Convert.ToHexStringLower(
