@@ -39,10 +39,11 @@ internal static class ExportOnnxCommand
         {
             Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks).",
         };
+        var allHeads = new Option<bool>("--all-heads") { Description = "With --zoo: every task's head, not only those of the experts the merge recorded." };
         var fp16TaskVectors = new Option<bool>("--fp16-task-vectors", "--fp16-experts") { Description = "With a WEMoE model: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
         var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads, or a WEMoE model, as one ONNX model.")
         {
-            model, heads, output, fp16, scores, noFeatures, routers, zoo, tasks, fp16TaskVectors,
+            model, heads, output, fp16, scores, noFeatures, routers, zoo, tasks, fp16TaskVectors, allHeads,
         };
         command.SetAction(parse =>
         {
@@ -89,8 +90,12 @@ internal static class ExportOnnxCommand
 
             if (headSpecs.Length == 0 && zooPath is not null)
             {
-                // Every head of the zoo, in its task order.
-                headSpecs = Pools.PoolManifest.Read(zooPath).Tasks.Select(t => $"{t.Name}={Path.Combine(zooPath, t.Head)}").ToArray();
+                // The heads of the tasks whose experts the merge recorded (every head of the pool when it recorded none,
+                // or with --all-heads), in the pool's task order.
+                var pool = Pools.PoolManifest.Read(zooPath);
+                var inputs = modelPath is null || parse.GetValue(allHeads) ? [] : ExpertInputsOf(modelPath);
+                var chosen = pool.TasksWithExperts(zooPath, inputs) is { Count: > 0 } merged ? merged : pool.Tasks;
+                headSpecs = chosen.Select(t => $"{t.Name}={Path.Combine(zooPath, t.Head)}").ToArray();
                 zooPath = null;
             }
 
@@ -139,5 +144,11 @@ internal static class ExportOnnxCommand
         parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"exported WEMoE ({file.ExpertCount} experts, {routerKind}) with {result.Tasks.Count} task(s) ({string.Join(", ", result.Tasks)}), {result.Nodes} nodes, {result.Bytes:N0} bytes → {result.OutputPath}"));
         return 0;
+    }
+
+    private static IReadOnlyList<string> ExpertInputsOf(string checkpoint)
+    {
+        using var opened = Checkpoints.Checkpoint.Open(checkpoint);
+        return Merging.StreamingMergeDriver.ExpertInputPaths(opened.Metadata);
     }
 }

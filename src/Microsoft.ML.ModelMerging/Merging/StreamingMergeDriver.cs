@@ -45,6 +45,22 @@ public sealed class StreamingMergeDriver
     public const string MethodMetadataKey = "mlmerge.merge_method";
     public const string ParametersMetadataKey = "mlmerge.merge_parameters";
     public const string InputsMetadataKey = "mlmerge.merge_inputs";
+
+    /// <summary>The full paths of the experts a merge's output records in <see cref="InputsMetadataKey"/>; empty when it records none.</summary>
+    public static IReadOnlyList<string> ExpertInputPaths(IReadOnlyDictionary<string, string> metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        if (!metadata.TryGetValue(InputsMetadataKey, out string? json)) return [];
+        try
+        {
+            var inputs = System.Text.Json.JsonSerializer.Deserialize<List<Dictionary<string, string>>>(json) ?? [];
+            return [.. inputs.Where(i => i.TryGetValue("role", out var role) && role.StartsWith("expert", StringComparison.Ordinal) && i.ContainsKey("path")).Select(i => i["path"])];
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return [];
+        }
+    }
     /// <summary>Prefix of the extra tensors written by methods that need the task at inference (TALL masks, EMR).</summary>
     public const string TaskSpecificPrefix = "mlmerge.task_specific.";
 

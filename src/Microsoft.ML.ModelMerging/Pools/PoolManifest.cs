@@ -145,6 +145,13 @@ public sealed record PoolManifest
         ?? throw new ArgumentException(
             $"The pool has no task '{name}'; it has {(Tasks.Count == 0 ? "none" : string.Join(", ", Tasks.Select(t => t.Name)))}.");
 
+    /// <summary>The tasks whose expert checkpoint is one of <paramref name="expertPaths"/> (compared as full paths), in manifest order.</summary>
+    public IReadOnlyList<PoolTask> TasksWithExperts(string poolDirectory, IEnumerable<string> expertPaths)
+    {
+        var paths = expertPaths.Select(p => Path.GetFullPath(p)).ToHashSet(StringComparer.Ordinal);
+        return [.. Tasks.Where(t => paths.Contains(Path.GetFullPath(t.Expert, Path.GetFullPath(poolDirectory))))];
+    }
+
     /// <summary>The manifest with <paramref name="task"/> appended, or replacing the task of the same name in place.</summary>
     public PoolManifest WithTask(PoolTask task) => this with
     {

@@ -101,6 +101,26 @@ public sealed class ExportOnnxCommandTests
         StringAssert.Contains(headsError, "with --head, leave it out");
     }
 
+    /// <summary>A merge's output records its experts: export adds the heads of those tasks only, unless every head is asked for.</summary>
+    [TestMethod]
+    public void AMergedCheckpointGetsTheHeadsOfItsExpertsOnly()
+    {
+        using var dir = new TempDirectory();
+        string zoo = Zoo.CommittedZoo.Directory;
+        string merged = dir.File("merged.safetensors");
+        var (exit, _, error) = Run("merge", "--method", "task-arithmetic", "--base", Path.Combine(zoo, "pretrained.safetensors"),
+            "--expert", Path.Combine(zoo, "experts", "fashion-mnist.safetensors"), "--expert", Path.Combine(zoo, "experts", "mnist.safetensors"), "--out", merged);
+        Assert.AreEqual(0, exit, error);
+
+        (exit, var output, error) = Run("export-onnx", "--model", merged, "--zoo", zoo, "--out", dir.File("two.onnx"));
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(output, "exported 2 task(s) (mnist, fashion-mnist)", "in the pool's task order");
+
+        (exit, output, error) = Run("export-onnx", "--model", merged, "--zoo", zoo, "--all-heads", "--out", dir.File("all.onnx"));
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(output, $"exported {ModelMerging.Pools.PoolManifest.Read(zoo).Tasks.Count} task(s)");
+    }
+
     [TestMethod]
     public void Fp16AndNoFeaturesOptionsReachTheModel()
     {
