@@ -82,6 +82,27 @@ public sealed record PoolTask
     {
         ["train"] = splits.Train.Fingerprint, ["validation"] = splits.Validation.Fingerprint, ["test"] = splits.Test.Fingerprint,
     };
+
+    /// <summary>
+    /// The entry of a task whose images are <paramref name="splits"/>: class names, split sizes and fingerprints from the
+    /// splits, accuracies rounded as manifests record them.
+    /// </summary>
+    public static PoolTask FromSplits(string name, string source, TaskDataSource? data, Data.TaskSplits splits, string expert, string head,
+        SplitAccuracy pretrainedLinearProbe, SplitAccuracy individual) => new()
+    {
+        Name = name,
+        Source = source,
+        Data = data,
+        ClassNames = splits.ClassNames,
+        Train = splits.Train.Count,
+        Validation = splits.Validation.Count,
+        Test = splits.Test.Count,
+        Fingerprints = FingerprintsOf(splits),
+        Expert = expert,
+        Head = head,
+        PretrainedLinearProbe = pretrainedLinearProbe.Rounded(),
+        Individual = individual.Rounded(),
+    };
 }
 
 /// <summary>The zoo's pre-training stage as built: corpus, classes, size, fingerprint, accuracy of its own head on held-out glyphs.</summary>

@@ -126,20 +126,9 @@ public static class PoolFineTuning
         string incoming = $".{Environment.ProcessId}.incoming";
         ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert + incoming), config, result.Backbone);
         ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head + incoming), result.Head, task: name);
-        var task = new PoolTask
+        var task = PoolTask.FromSplits(name, isFolder ? $"image folder {Path.GetFullPath(options.Task)}" : $"benchmark task {data.Name}", data, splits,
+            expert, head, result.LinearProbe, result.Expert) with
         {
-            Name = name,
-            Source = isFolder ? $"image folder {Path.GetFullPath(options.Task)}" : $"benchmark task {data.Name}",
-            Data = data,
-            ClassNames = splits.ClassNames,
-            Train = splits.Train.Count,
-            Validation = splits.Validation.Count,
-            Test = splits.Test.Count,
-            Fingerprints = PoolTask.FingerprintsOf(splits),
-            Expert = expert,
-            Head = head,
-            PretrainedLinearProbe = Round(result.LinearProbe),
-            Individual = Round(result.Expert),
             Training = new ExpertRecipe
             {
                 Seed = options.Seed, ProbeShots = options.ProbeShots, LinearProbe = options.LinearProbe, FineTuning = options.FineTuning,
@@ -194,6 +183,4 @@ public static class PoolFineTuning
         return Path.IsPathRooted(relative) ? full : relative.Replace('\\', '/');
     }
 
-    private static SplitAccuracy Round(SplitAccuracy accuracy) =>
-        new(Math.Round(accuracy.Validation, 4), Math.Round(accuracy.Test, 4));
 }

@@ -158,22 +158,9 @@ public static class PoolImport
             ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expertFile), config, expert.Weights);
         }
 
-        var task = new PoolTask
-        {
-            Name = options.Task,
-            Source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
-                (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}"),
-            Data = data,
-            ClassNames = splits.ClassNames,
-            Train = splits.Train.Count,
-            Validation = splits.Validation.Count,
-            Test = splits.Test.Count,
-            Fingerprints = PoolTask.FingerprintsOf(splits),
-            Expert = expertFile,
-            Head = headFile,
-            PretrainedLinearProbe = Round(probeAccuracy),
-            Individual = Round(individual),
-        };
+        string source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
+            (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}");
+        var task = PoolTask.FromSplits(options.Task, source, data, splits, expertFile, headFile, probeAccuracy, individual);
         manifest.WithTask(task).Write(poolDirectory);
         return task;
     }
@@ -235,8 +222,6 @@ public static class PoolImport
         return head;
     }
 
-    private static SplitAccuracy Round(SplitAccuracy accuracy) =>
-        new(Math.Round(accuracy.Validation, 4), Math.Round(accuracy.Test, 4));
 
     /// <summary>A one-line summary of a registered task, for the CLI.</summary>
     public static string Describe(PoolTask task) => string.Create(CultureInfo.InvariantCulture,

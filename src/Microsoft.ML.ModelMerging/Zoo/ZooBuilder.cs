@@ -112,7 +112,7 @@ public sealed class ZooBuilder
         {
             using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbeShots, Recipe.LinearProbe, Recipe.FineTuning, seed,
                 new SynchronousProgress<TrainingProgress>(report), cancellation);
-            (probe, individual) = (Round(result.LinearProbe), Round(result.Expert));
+            (probe, individual) = (result.LinearProbe.Rounded(), result.Expert.Rounded());
             var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
             ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, task: task.Name);
             // The expert is written last: its stamp is what marks the task as done.
@@ -128,8 +128,6 @@ public sealed class ZooBuilder
             PretrainedLinearProbe = probe, Individual = individual,
         };
     }
-
-    private static SplitAccuracy Round(SplitAccuracy a) => new(Math.Round(a.Validation, 4), Math.Round(a.Test, 4));
 
     private static Dictionary<string, string> Stamp(string hash, string accuracyJson) => new()
     {
