@@ -76,6 +76,12 @@ public sealed record PoolTask
     public required SplitAccuracy Individual { get; init; }
     /// <summary>How the expert was trained, when this project trained it.</summary>
     public ExpertRecipe? Training { get; init; }
+    /// <summary>
+    /// The checkpoint the expert was fine-tuned from, relative to the pool directory, when the experts of the pool do not
+    /// all start from <see cref="PoolManifest.Pretrained"/> (a non-local pool: experts of differently seeded foundations).
+    /// Alignment matches foundations to each other and moves each expert with its foundation's permutation.
+    /// </summary>
+    public string? Foundation { get; init; }
 
     /// <summary>The fingerprints of a task's three splits, as <see cref="Fingerprints"/> records them.</summary>
     public static SortedDictionary<string, string> FingerprintsOf(Data.TaskSplits splits) => new(StringComparer.Ordinal)
@@ -115,6 +121,19 @@ public sealed record PoolPretraining
     public required double ValidationAccuracy { get; init; }
 }
 
+/// <summary>How an aligned pool was made: the pool it was aligned from, the reference task, and the method.</summary>
+public sealed record PoolAlignmentRecord
+{
+    /// <summary>The source pool's directory as given to <c>mlmerge align</c>.</summary>
+    public required string Source { get; init; }
+    /// <summary>The task whose expert (or foundation) every other one was permuted to match.</summary>
+    public required string Reference { get; init; }
+    /// <summary><c>weight-matching</c> (or <c>activation-matching</c>).</summary>
+    public required string Method { get; init; }
+    /// <summary>The seed of the random order in which permutation groups are visited.</summary>
+    public int Seed { get; init; }
+}
+
 /// <summary>
 /// <c>pool.json</c>, the manifest of an expert pool: the model config, the pre-trained base (optional: the experts of a
 /// non-local pool need not share one), and per task its data, expert, head and measured accuracies. The committed zoo is
@@ -143,6 +162,8 @@ public sealed record PoolManifest
     /// </summary>
     public ImagePreprocessing? Preprocessing { get; init; }
     public PoolPretraining? Pretraining { get; init; }
+    /// <summary>What <c>mlmerge align</c> did to make this pool from another; null for a pool that was not aligned.</summary>
+    public PoolAlignmentRecord? Alignment { get; init; }
     public required IReadOnlyList<PoolTask> Tasks { get; init; }
 
     [JsonIgnore]
@@ -154,9 +175,15 @@ public sealed record PoolManifest
     /// result checks the tensors it rebuilds from the pool's checkpoints when loaded; a merged backbone (AdaMerging, Fisher,
     /// RegMean) is saved whole and is paired with the pool's current heads, so an expert replaced after the run is not noticed.
     /// </summary>
+    /// <remarks>
+    /// An aligned pool has its own identity: its experts are permuted copies, so a result of the source pool is not its result.
+    /// </remarks>
     [JsonIgnore]
-    public string Identity => RecipeHash ?? Convert.ToHexStringLower(
-        SHA256.HashData(Encoding.UTF8.GetBytes(Model.GetRawText() + "\n" + (Pretrained ?? ""))))[..16];
+    public string Identity => Alignment is null ? UnalignedIdentity : HashOf(UnalignedIdentity + "\n" + JsonSerializer.Serialize(Alignment, Options));
+
+    private string UnalignedIdentity => RecipeHash ?? HashOf(Model.GetRawText() + "\n" + (Pretrained ?? ""));
+
+    private static string HashOf(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
 
     /// <summary>The seed of the zoo recipe, used by benchmark tasks without their own <see cref="TaskDataSource"/>; 0 otherwise.</summary>
     [JsonIgnore]
