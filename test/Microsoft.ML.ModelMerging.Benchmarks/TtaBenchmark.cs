@@ -129,7 +129,7 @@ internal static class TtaBenchmark
         foreach (var (label, directory) in runs)
         {
             using var adapted = AdaptedModel.Load(directory, experts);
-            var accuracies = TaskAccuracy.Evaluate(experts, adapted.Features, EvaluationSplit.Test);
+            var accuracies = TaskAccuracy.Evaluate(experts, (task, x) => adapted.Features(task, x), EvaluationSplit.Test);
             var moe = (adapted.Parts[0].Exporter as WeightEnsemblingOnnxExporter)?.Model;
             bool perBatch = moe?.Options.BatchReduce == true;
             var manifest = AdaptationManifest.Read(directory);

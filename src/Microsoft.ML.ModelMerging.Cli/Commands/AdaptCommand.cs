@@ -30,10 +30,12 @@ internal static class AdaptCommand
             (new Option<double>("--lr") { Description = "Adam learning rate [WEMoE 1e-4, AdaMerging 1e-3]." }, "learning-rate"),
             (new Option<int>("--batch") { Description = "Unlabeled test images per task per step [16]." }, "batch"),
             (new Option<int>("--router-layers") { Description = "WEMoE router depth: 0, 1 or 2 [2]." }, "router-depth"),
-            (new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept [0.1]." }, "keep"),
+            (new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept [0.1]; TACT: the TIES base's kept fraction [0.2]." }, "keep"),
             (new Option<bool>("--batch-reduce") { Description = "WEMoE: route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample." }, "batch-reduce"),
-            (new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient [0.3]." }, "lambda"),
-            (new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task [256]." }, "examples"),
+            (new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient / TACT base method's λ [0.3]." }, "lambda"),
+            (new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task; TACT: unlabeled images per task [256]." }, "examples"),
+            (new Option<string>("--base-method") { Description = "TACT: the weight-only merge it corrects: " + string.Join(", ", TactAlgorithm.BaseMethods) + " [simple-average]." }, "base-method"),
+            (new Option<double>("--epsilon") { Description = "TACT: ε added to the merged model's variance [1e-8]." }, "epsilon"),
             (new Option<int>("--seed") { Description = "Seed of router initialisation and batch order (or of the training examples) [0]." }, "seed"),
         };
         var parameters = new Option<string[]>("--param") { Description = "Any parameter of the method as name=value (see mlmerge merge --list)." };
@@ -101,7 +103,7 @@ internal static class AdaptCommand
             var manifest = result.Manifest;
             var outcome = manifest.Result!;
             var inv = CultureInfo.InvariantCulture;
-            bool adapts = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
+            bool adapts = AdaptationJob.RunsInSteps(algorithm);
             string what = !adapts
                 ? $"{manifest.Data}"
                 : result.StartStep > 0

@@ -29,7 +29,7 @@ internal static class EvalCommand
             if (AdaptedModel.IsAdaptationDirectory(path))
             {
                 using var adapted = AdaptedModel.Load(path, experts);
-                accuracies = TaskAccuracy.Evaluate(experts, adapted.Features, chosen);
+                accuracies = TaskAccuracy.Evaluate(experts, (task, x) => adapted.Features(task, x), chosen);
             }
             else
             {

@@ -19,7 +19,7 @@ internal static class ZooCommand
         var tasks = new Option<string[]>("--task") { Description = "Only these benchmark tasks (default: the recipe's benchmark)." };
         var recipe = new Option<string>("--recipe")
         {
-            Description = "default (8 RGB tasks, broad corpus, local fine-tuning), far (the first zoo: 7 gray tasks, far fine-tuning) or smoke (default shrunk to minutes).",
+            Description = "default (8 RGB tasks, broad corpus, local fine-tuning), far (the first zoo: 7 gray tasks, far fine-tuning), nonlocal (the default tasks, experts fine-tuned from two differently seeded backbones) or smoke (default shrunk to minutes).",
             DefaultValueFactory = _ => "default",
         };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")

@@ -53,6 +53,16 @@ public static class AdaptationJob
     /// <summary>Metadata key holding the pool identity in the result files.</summary>
     public const string PoolMetadataKey = "mlmerge.pool_identity";
 
+    /// <summary>
+    /// True for gradient-based test-time adaptation (a <c>steps</c> parameter): it checkpoints and logs losses. TACT reads
+    /// unlabeled images too, but in one pass.
+    /// </summary>
+    public static bool RunsInSteps(IMergeAlgorithm algorithm)
+    {
+        ArgumentNullException.ThrowIfNull(algorithm);
+        return algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages) && algorithm.Parameters.Any(p => p.Name == "steps");
+    }
+
     /// <param name="pool">The pool (or some of its tasks); every task's data is loaded from <paramref name="sources"/>.</param>
     /// <param name="method">A registered algorithm that needs data (<see cref="AlgorithmNeeds.UnlabeledImages"/> or <see cref="AlgorithmNeeds.LabeledData"/>).</param>
     /// <param name="parameters">Its parameters; absent ones take their defaults.</param>
@@ -84,7 +94,7 @@ public static class AdaptationJob
 
         parameters.Resolve(algorithm.Name, algorithm.Parameters);
         checkpoints ??= new AdaptationJobCheckpoints();
-        bool adapts = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
+        bool adapts = RunsInSteps(algorithm);
         var manifest = AdaptationManifest.For(pool, algorithm, parameters, adapts ? checkpoints.Every : 0);
         Directory.CreateDirectory(outputDirectory);
         if (AdaptationManifest.Exists(outputDirectory))
@@ -119,17 +129,18 @@ public static class AdaptationJob
             }),
         };
         using var model = algorithm.Run(pool, parameters, context);
-        if (model.Parts.Count != 1)
-        {
-            throw new InvalidOperationException($"{algorithm.Name} returned one model per task; an adaptation directory holds one model.");
-        }
-
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             [MethodMetadataKey] = algorithm.Name,
             [PoolMetadataKey] = pool.Manifest.Identity,
         };
-        var files = model.Parts[0].Exporter.SaveWeights(outputDirectory, metadata).ToList();
+        if (model.Parts.Count != 1 && model.Parts.Any(p => p.Exporter.GetType() == typeof(DenseVitOnnxExporter)))
+        {
+            throw new InvalidOperationException($"{algorithm.Name} returned one plain model per task; an adaptation directory holds them only when each saves under its own names.");
+        }
+
+        // A result with one model per task (TACT) saves every part; parts that share a file write the same bytes to it.
+        var files = model.Parts.SelectMany(part => part.Exporter.SaveWeights(outputDirectory, metadata)).Distinct(StringComparer.Ordinal).ToList();
         if (adapts) files.AddRange([CheckpointFileName, LossesFileName]);
         var outcome = new AdaptationOutcome
         {

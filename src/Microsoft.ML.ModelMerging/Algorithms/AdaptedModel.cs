@@ -47,6 +47,11 @@ public static class AdaptedModel
 
         // What the result is follows from the files the model saved, not from the method's name.
         var heads = experts.TaskNames.Select(t => new OnnxTaskHead(t, experts.Head(t))).ToArray();
+        if (manifest.Result.Files.Any(CorrectedVitOnnxExporter.IsCorrectionFile))
+        {
+            return LoadCorrected(directory, manifest, experts, heads);
+        }
+
         if (!manifest.Result.Files.Contains(WeightEnsemblingOnnxExporter.RoutersFileName, StringComparer.Ordinal))
         {
             var backbone = ModelCheckpoints.LoadBackbone(Path.Combine(directory, DenseVitOnnxExporter.WeightsFileName));
@@ -82,6 +87,56 @@ public static class AdaptedModel
         catch
         {
             moe.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A TACT result: per task a correction and the backbone it corrects (one shared file, or the task's own), each task
+    /// served by its own part. Tasks of <paramref name="heads"/> the run did not correct are refused by name.
+    /// </summary>
+    private static MultiTaskModel LoadCorrected(string directory, AdaptationManifest manifest, ExpertPool experts, IReadOnlyList<OnnxTaskHead> heads)
+    {
+        var uncorrected = heads.Where(h => !manifest.Result!.Files.Contains(CorrectedVitOnnxExporter.CorrectionFileName(h.Task), StringComparer.Ordinal)).ToList();
+        if (uncorrected.Count > 0)
+        {
+            throw new InvalidDataException(
+                $"{directory} holds TACT corrections for {string.Join(", ", manifest.Tasks)}; none for {string.Join(", ", uncorrected.Select(h => h.Task))}.");
+        }
+
+        var owned = new List<IDisposable>();
+        try
+        {
+            var backbones = new Dictionary<string, LoadedBackbone>(StringComparer.Ordinal);
+            var parts = new List<MultiTaskModelPart>();
+            foreach (var head in heads)
+            {
+                string path = Path.Combine(directory, CorrectedVitOnnxExporter.CorrectionFileName(head.Task));
+                string backboneFile;
+                using (var checkpoint = Checkpoint.Open(path))
+                {
+                    backboneFile = checkpoint.Metadata.TryGetValue(CorrectedVitOnnxExporter.BackboneMetadataKey, out var named)
+                        ? named
+                        : throw new InvalidDataException($"{path} does not name the backbone it corrects ({CorrectedVitOnnxExporter.BackboneMetadataKey}).");
+                }
+
+                if (!backbones.TryGetValue(backboneFile, out var backbone))
+                {
+                    backbone = ModelCheckpoints.LoadBackbone(Path.Combine(directory, backboneFile));
+                    owned.Add(backbone);
+                    backbones[backboneFile] = backbone;
+                }
+
+                var correction = ActivationCorrection.Load(path, backbone.Config);
+                owned.Add(correction);
+                parts.Add(new MultiTaskModelPart(new CorrectedVitOnnxExporter(backbone.Config, backbone.Weights, head, correction, backboneFile)));
+            }
+
+            return new MultiTaskModel(parts, owned);
+        }
+        catch
+        {
+            foreach (var disposable in owned) disposable.Dispose();
             throw;
         }
     }

@@ -5,7 +5,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>
 /// Every merge algorithm by name: the weight-only methods of <see cref="MergeMethodRegistry"/>, the data-based ones (Fisher,
-/// RegMean) and the test-time adaptation ones (AdaMerging, WEMoE, E-WEMoE). Immutable; <see cref="With"/> adds one.
+/// RegMean), the test-time adaptation ones (AdaMerging, WEMoE, E-WEMoE) and TACT's correction of a weight-only merge. Immutable; <see cref="With"/> adds one.
 /// </summary>
 public sealed class MergeAlgorithmRegistry
 {
@@ -41,6 +41,7 @@ public sealed class MergeAlgorithmRegistry
         AdaMergingAlgorithm.LayerWise,
         WeightEnsemblingAlgorithm.Efficient,
         AdaMergingAlgorithm.TaskWise,
+        TactAlgorithm.Instance,
         FisherAlgorithm.Instance,
         RegMeanAlgorithm.Instance,
     ]);

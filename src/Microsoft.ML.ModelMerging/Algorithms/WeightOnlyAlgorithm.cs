@@ -28,7 +28,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
             foreach (string value in values) new MergeParameters([new(name, value)]).Resolve(method);
         }
 
-        Needs = AlgorithmNeeds.PretrainedBase | (method.Create().ProducesTaskSpecificWeights ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
+        Needs = (method.UsesBase ? AlgorithmNeeds.PretrainedBase : AlgorithmNeeds.None) | (method.Create().ProducesTaskSpecificWeights ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
     }
 
     public string Name => _method.Name;
@@ -44,6 +44,23 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
     /// <summary>The merge method's registry entry (what <c>mlmerge merge</c> streams).</summary>
     public MergeMethodDescriptor Method => _method;
 
+    /// <summary>
+    /// The method over every expert of <paramref name="pool"/> in memory. A method that does not use the base merges a pool
+    /// without one: the first expert stands in (θ0 + mean(θ_i − θ0) is the mean of the experts).
+    /// </summary>
+    public MergeResult Merge(IMergeMethod method, ExpertPool pool)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(pool);
+        if (_method.UsesBase && !pool.HasPretrained)
+        {
+            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        }
+
+        var experts = pool.Experts;
+        return new InMemoryMergeDriver().Merge(method, pool.HasPretrained ? pool.Pretrained : experts[0], experts, expertNames: pool.TaskNames);
+    }
+
     public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
     {
         ArgumentNullException.ThrowIfNull(pool);
@@ -52,7 +69,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         IMergeMethod method = _method.Create(parameters);
         context.Cancellation.ThrowIfCancellationRequested();
         context.Progress?.Report(new AlgorithmProgress("merging", 0, 1));
-        MergeResult result = new InMemoryMergeDriver().Merge(method, pool.Pretrained, pool.Experts, expertNames: pool.TaskNames);
+        MergeResult result = Merge(method, pool);
         var owned = new List<IDisposable> { result };
         try
         {

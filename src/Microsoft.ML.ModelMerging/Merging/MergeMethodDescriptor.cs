@@ -11,7 +11,8 @@ public sealed class MergeMethodDescriptor
         string name,
         string summary,
         IReadOnlyList<MergeParameterSpec> parameters,
-        Func<ResolvedMergeParameters, IMergeMethod> factory)
+        Func<ResolvedMergeParameters, IMergeMethod> factory,
+        bool usesBase = true)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(summary);
@@ -27,7 +28,14 @@ public sealed class MergeMethodDescriptor
         Summary = summary;
         Parameters = parameters;
         _factory = factory;
+        UsesBase = usesBase;
     }
+
+    /// <summary>
+    /// False for a method whose result does not depend on the base (simple average): it merges the experts of a pool that
+    /// has none, with any expert standing in as the base of the task-vector arithmetic.
+    /// </summary>
+    public bool UsesBase { get; }
 
     public string Name { get; }
 

@@ -10,7 +10,8 @@ public sealed class SimpleAverageMerge : MergeMethodBase, IElementwiseMergeMetho
         "simple-average",
         "θ = mean of the experts' weights.",
         [],
-        _ => new SimpleAverageMerge());
+        _ => new SimpleAverageMerge(),
+        usesBase: false);
 
     public override string Name => Descriptor.Name;
 

@@ -36,7 +36,11 @@ public static class TaskAccuracy
     public static ImageDataset Pick(TaskSplits splits, EvaluationSplit split) => split == EvaluationSplit.Test ? splits.Test : splits.Validation;
 
     /// <summary>Accuracy of <paramref name="features"/> + each task's head on each task's split.</summary>
-    public static TaskAccuracies Evaluate(ExpertPool experts, Func<Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null)
+    public static TaskAccuracies Evaluate(ExpertPool experts, Func<Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null) =>
+        Evaluate(experts, (_, x) => features(x), split, sources);
+
+    /// <summary>Accuracy of features that depend on the task (a model with one set of weights per task) + each task's head.</summary>
+    public static TaskAccuracies Evaluate(ExpertPool experts, Func<string, Tensor, Tensor> features, EvaluationSplit split, BenchmarkSources? sources = null)
     {
         var perTask = new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var task in experts.Tasks)
@@ -45,7 +49,7 @@ public static class TaskAccuracy
             var head = experts.Head(task.Name);
             using var images = data.ToTensor();
             using var labels = data.LabelsToTensor();
-            perTask[task.Name] = ClassifierEvaluation.Accuracy(x => head.Forward(features(x)), images, labels);
+            perTask[task.Name] = ClassifierEvaluation.Accuracy(x => head.Forward(features(task.Name, x)), images, labels);
         }
         return new TaskAccuracies(perTask);
     }

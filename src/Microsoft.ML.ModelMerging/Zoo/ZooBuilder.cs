@@ -38,20 +38,42 @@ public sealed class ZooBuilder
         Directory.CreateDirectory(Path.Combine(directory, "experts"));
         Directory.CreateDirectory(Path.Combine(directory, "heads"));
         var config = Recipe.Model;
-        int stages = 1 + tasks.Count;
+        int stages = Recipe.Foundations + tasks.Count;
         manual_seed(Recipe.Seed);
 
-        var pretraining = Pretrain(Path.Combine(directory, PoolManifest.PretrainedFileName), config,
-            p => progress?.Report(new ZooBuildProgress($"pre-training on the {Recipe.Corpus} corpus", 0, stages, p)), cancellation);
-        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(directory, PoolManifest.PretrainedFileName));
-
-        var zooTasks = new List<PoolTask>();
-        for (int i = 0; i < tasks.Count; i++)
+        // A local zoo has one pre-trained base; a non-local one has several foundations and a base that is their mean.
+        var foundationPaths = Enumerable.Range(0, Recipe.Foundations)
+            .Select(f => Recipe.Foundations == 1 ? PoolManifest.PretrainedFileName : ZooRecipe.FoundationPath(f)).ToList();
+        if (Recipe.Foundations > 1) Directory.CreateDirectory(Path.Combine(directory, "foundations"));
+        PoolPretraining? pretraining = null;
+        for (int f = 0; f < Recipe.Foundations; f++)
         {
-            var task = tasks[i];
-            progress?.Report(new ZooBuildProgress($"expert {task.Name}", i + 1, stages, null));
-            zooTasks.Add(MakeExpert(directory, task, pretrained.Weights, Recipe.Seed + 1 + i,
-                p => progress?.Report(new ZooBuildProgress($"expert {task.Name}", i + 1, stages, p)), cancellation));
+            string stage = Recipe.Foundations == 1 ? $"pre-training on the {Recipe.Corpus} corpus" : $"pre-training foundation {f} on the {Recipe.Corpus} corpus";
+            var made = Pretrain(Path.Combine(directory, foundationPaths[f]), config, f,
+                p => progress?.Report(new ZooBuildProgress(stage, f, stages, p)), cancellation);
+            pretraining ??= made;
+        }
+
+        if (Recipe.Foundations > 1) WriteMeanOfFoundations(directory, foundationPaths);
+
+        var foundations = foundationPaths.Select(p => ModelCheckpoints.LoadBackbone(Path.Combine(directory, p))).ToList();
+        var zooTasks = new List<PoolTask>();
+        try
+        {
+            for (int i = 0; i < tasks.Count; i++)
+            {
+                var task = tasks[i];
+                int foundation = Recipe.FoundationOf(i);
+                int stage = Recipe.Foundations + i;
+                progress?.Report(new ZooBuildProgress($"expert {task.Name}", stage, stages, null));
+                var made = MakeExpert(directory, task, foundations[foundation].Weights, Recipe.Seed + 1 + i,
+                    p => progress?.Report(new ZooBuildProgress($"expert {task.Name}", stage, stages, p)), cancellation);
+                zooTasks.Add(Recipe.Foundations == 1 ? made : made with { Foundation = foundationPaths[foundation] });
+            }
+        }
+        finally
+        {
+            foreach (var loaded in foundations) loaded.Dispose();
         }
 
         var manifest = new PoolManifest
@@ -67,9 +89,33 @@ public sealed class ZooBuilder
         return manifest;
     }
 
-    private PoolPretraining Pretrain(string path, VisionTransformerConfig config, Action<TrainingProgress> report, CancellationToken cancellation)
+    /// <summary>
+    /// The base of a non-local pool: the element-wise mean of its foundations, the midpoint tact-merge merges around
+    /// (task vectors are taken from it). Recomputed on every build: it is cheap and fully determined by the foundations.
+    /// </summary>
+    private void WriteMeanOfFoundations(string directory, IReadOnlyList<string> foundationPaths)
     {
-        if (TryReadStamp(path, Recipe.PretrainingHash, out var stamp)) return JsonSerializer.Deserialize<PoolPretraining>(stamp)!;
+        using var scope = NewDisposeScope();
+        var loaded = foundationPaths.Select(p => ModelCheckpoints.LoadBackbone(Path.Combine(directory, p))).ToList();
+        try
+        {
+            var mean = loaded[0].Weights.Keys.ToDictionary(name => name,
+                name => stack(loaded.Select(l => l.Weights[name]).ToArray()).mean([0L]), StringComparer.Ordinal);
+            ModelCheckpoints.SaveBackbone(Path.Combine(directory, PoolManifest.PretrainedFileName), Recipe.Model, mean,
+                new Dictionary<string, string> { ["mlmerge.mean_of"] = string.Join(",", foundationPaths) });
+        }
+        finally
+        {
+            foreach (var l in loaded) l.Dispose();
+        }
+    }
+
+    private PoolPretraining Pretrain(string path, VisionTransformerConfig config, int foundation, Action<TrainingProgress> report,
+        CancellationToken cancellation)
+    {
+        string hash = Recipe.FoundationPretrainingHash(foundation);
+        int seed = Recipe.FoundationSeed(foundation);
+        if (TryReadStamp(path, hash, out var stamp)) return JsonSerializer.Deserialize<PoolPretraining>(stamp)!;
         var corpus = Recipe.Corpus switch
         {
             ZooRecipe.GlyphCorpus => PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed),
@@ -77,13 +123,14 @@ public sealed class ZooBuilder
             _ => throw new ArgumentException($"Unknown pre-training corpus '{Recipe.Corpus}': {ZooRecipe.BroadCorpus} or {ZooRecipe.GlyphCorpus}."),
         };
 
-        using var model = VisionTransformer.Create(config, Recipe.Seed);
-        using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, Recipe.Seed);
+        // Foundations differ in their initialisation and data order only: the corpus is the same images.
+        using var model = VisionTransformer.Create(config, seed);
+        using var head = ClassificationHead.CreateLinear(corpus.ClassNames, config.FeatureDim, seed);
         using (var images = corpus.Train.ToTensor())
         using (var labels = corpus.Train.LabelsToTensor())
         {
             ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), model.Parameters.Concat(head.Parameters).ToList(), images, labels,
-                Recipe.Pretraining with { Seed = Recipe.Seed }, new SynchronousProgress<TrainingProgress>(report), cancellation);
+                Recipe.Pretraining with { Seed = seed }, new SynchronousProgress<TrainingProgress>(report), cancellation);
         }
         double accuracy = ExpertTrainer.Accuracy(config, model.Weights, head, corpus.Validation);
         var result = new PoolPretraining
@@ -92,7 +139,7 @@ public sealed class ZooBuilder
             Fingerprint = corpus.Train.Fingerprint, ValidationAccuracy = Math.Round(accuracy, 4),
         };
         // The corpus head is not part of the zoo: the pre-trained model is a generic backbone, like CLIP's image tower.
-        ModelCheckpoints.SaveBackbone(path, model, Stamp(Recipe.PretrainingHash, JsonSerializer.Serialize(result)));
+        ModelCheckpoints.SaveBackbone(path, model, Stamp(hash, JsonSerializer.Serialize(result)));
         return result;
     }
 

@@ -52,6 +52,13 @@ public sealed record ZooRecipe
     /// <summary>Local fine-tuning: a small learning rate for a few epochs, so experts stay near the pre-trained model.</summary>
     public TrainingOptions FineTuning { get; init; } = new() { Epochs = 10, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 };
 
+    /// <summary>
+    /// How many differently seeded pre-trained backbones the experts start from: 1 (every expert from the same base, a
+    /// local zoo) or more (a non-local zoo: foundation f is pre-trained with seed <c>Seed + f</c>, task i's expert is
+    /// fine-tuned from foundation <c>i mod Foundations</c>, and the pool's base is the mean of the foundations).
+    /// </summary>
+    public int Foundations { get; init; } = 1;
+
     /// <summary>The tasks <see cref="ZooBuilder"/> makes experts for when none are named: the benchmark the corpus was chosen against.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<BenchmarkTask> Tasks => Corpus == GlyphCorpus ? BenchmarkTasks.Far : BenchmarkTasks.Default;
@@ -80,14 +87,31 @@ public sealed record ZooRecipe
         FineTuning = new() { Epochs = 1, BatchSize = 64, LearningRate = 5e-5, WeightDecay = 0.05, MaxShift = 1 },
     };
 
-    /// <summary>The recipe called <paramref name="name"/>: <c>default</c>, <c>far</c> or <c>smoke</c>.</summary>
+    /// <summary>
+    /// The non-local zoo's recipe (<c>zoos/nonlocal</c>): the default recipe's tasks and fine-tuning, but experts fine-tuned
+    /// from two pre-trained backbones that differ only in their seed, as in the non-local merging paper's VGG16 A/B setting.
+    /// Foundation 0 is the default zoo's pre-trained model (same pre-training, same seed); foundation 1 is a second one.
+    /// </summary>
+    public static ZooRecipe NonLocal { get; } = new() { Foundations = 2 };
+
+    /// <summary>The recipe called <paramref name="name"/>: <c>default</c>, <c>far</c>, <c>nonlocal</c> or <c>smoke</c>.</summary>
     public static ZooRecipe Named(string name) => name.Trim().ToLowerInvariant() switch
     {
         "default" => new ZooRecipe(),
         "far" => Far,
+        "nonlocal" => NonLocal,
         "smoke" => Smoke,
-        _ => throw new ArgumentException($"Unknown zoo recipe '{name}': default, far or smoke."),
+        _ => throw new ArgumentException($"Unknown zoo recipe '{name}': default, far, nonlocal or smoke."),
     };
+
+    /// <summary>The seed foundation <paramref name="foundation"/> is pre-trained with.</summary>
+    public int FoundationSeed(int foundation) => Seed + foundation;
+
+    /// <summary>The foundation task <paramref name="taskIndex"/>'s expert is fine-tuned from.</summary>
+    public int FoundationOf(int taskIndex) => taskIndex % Foundations;
+
+    /// <summary>Where foundation <paramref name="foundation"/> is stored in a non-local pool, relative to the pool.</summary>
+    public static string FoundationPath(int foundation) => $"foundations/foundation-{foundation}.safetensors";
 
     public string ToJson() => JsonSerializer.Serialize(new
     {
@@ -99,12 +123,13 @@ public sealed record ZooRecipe
         linear_probe_shots = LinearProbeShots,
         linear_probe = LinearProbe,
         fine_tuning = FineTuning,
+        foundations = Foundations == 1 ? (int?)null : Foundations,
     }, IgnoreNulls);
 
-    private string PretrainingJson() => JsonSerializer.Serialize(new
+    private string PretrainingJson(int seed) => JsonSerializer.Serialize(new
     {
         model = JsonDocument.Parse(Model.ToJson()).RootElement,
-        seed = Seed,
+        seed,
         pretraining_corpus = CorpusForJson,
         pretraining_images_per_class = PretrainingImagesPerClass,
         pretraining = Pretraining,
@@ -119,7 +144,13 @@ public sealed record ZooRecipe
     public string Hash => HashOf(ToJson());
 
     /// <summary>Identity of what the pre-trained model depends on: changing only the expert recipe reuses it.</summary>
-    public string PretrainingHash => HashOf(PretrainingJson());
+    public string PretrainingHash => FoundationPretrainingHash(0);
+
+    /// <summary>
+    /// Identity of foundation <paramref name="foundation"/>'s pre-training: foundation 0 of a non-local recipe is the same
+    /// model as a local recipe's pre-trained backbone, so an existing one is reused.
+    /// </summary>
+    public string FoundationPretrainingHash(int foundation) => HashOf(PretrainingJson(FoundationSeed(foundation)));
 
     private static string HashOf(string json) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..16];
 }
