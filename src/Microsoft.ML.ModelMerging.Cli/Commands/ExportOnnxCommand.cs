@@ -71,6 +71,12 @@ internal static class ExportOnnxCommand
                 throw new ArgumentException($"{modelPath} holds an `mlmerge adapt` run that has not finished: run the same command again to complete it, then export.");
             }
 
+            if (routersPath is null && modelPath is not null && AdaptationManifest.Exists(modelPath)
+                && AdaptationManifest.Read(modelPath).Result!.Files.Any(CorrectedVitOnnxExporter.IsCorrectionFile))
+            {
+                return ExportCorrected(parse, modelPath, zooPath, headSpecs, taskNames, parse.GetValue(output), options);
+            }
+
             if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, WeightEnsemblingOnnxExporter.RoutersFileName)))
             {
                 routersPath = modelPath;
@@ -119,6 +125,31 @@ internal static class ExportOnnxCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>A TACT result: one model per task (its correction), written as <c>&lt;out stem&gt;.&lt;task&gt;.onnx</c>.</summary>
+    private static int ExportCorrected(ParseResult parse, string directory, string? zoo, string[] heads, string[] tasks, string? output,
+        VitOnnxExportOptions options)
+    {
+        if (heads.Length > 0)
+        {
+            throw new ArgumentException("A TACT result takes its heads from --zoo (each task's model has its own); leave out --head.");
+        }
+
+        using var pool = Pools.ExpertPool.Load(zoo ?? throw new ArgumentException($"{directory} holds TACT corrections: give --zoo, the pool they were made from."),
+            tasks.Length > 0 ? tasks : null);
+        using var model = AdaptedModel.Load(directory, pool);
+        string path = output ?? throw new ArgumentException("--out is required.");
+        foreach (var part in model.Parts)
+        {
+            var exporter = ((CorrectedVitOnnxExporter)part.Exporter).WithOptions(options);
+            string file = model.OnnxPathFor(path, part);
+            long bytes = exporter.Save(file);
+            parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"exported {string.Join(", ", part.Tasks)} (TACT-corrected), {bytes:N0} bytes → {Path.GetFullPath(file)}"));
+        }
+
+        return 0;
     }
 
     private static int ExportWeightEnsembling(ParseResult parse, string routers, string? zoo, string? model, string[] heads, string[] tasks,

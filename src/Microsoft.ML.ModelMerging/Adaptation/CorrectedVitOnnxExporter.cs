@@ -41,6 +41,10 @@ public sealed class CorrectedVitOnnxExporter : DenseVitOnnxExporter
 
     public string Task { get; }
 
+    /// <summary>The same model and head exported with other options (precision, score kind, outputs).</summary>
+    public CorrectedVitOnnxExporter WithOptions(VitOnnxExportOptions options) =>
+        new(Config, Weights, Heads[0], Correction, BackboneFileName, options);
+
     public ActivationCorrection Correction { get; }
 
     public string BackboneFileName { get; }

@@ -203,7 +203,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
 
                 foreach (MultiTaskModelPart part in merged.Parts)
                 {
-                    string path = PathFor(part, merged.Parts.Count);
+                    string path = PathFor(merged, part);
                     OnnxGraphBuilder graph = part.Exporter.BuildGraph();
                     var (model, tasks) = MlNetOnnxAdapter.Adapt(graph, InputColumnName, layout, InputRange);
                     written.Add(path);
@@ -330,21 +330,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         },
     };
 
-    private string PathFor(MultiTaskModelPart part, int partCount)
-    {
-        string suffix = partCount == 1 ? "" : "." + string.Join("+", part.Tasks);
-        if (_modelPath is null)
-        {
-            return Path.Combine(Path.GetTempPath(), $"mlmerge-{Guid.NewGuid():N}{suffix}.onnx");
-        }
-
-        if (partCount == 1)
-        {
-            return Path.GetFullPath(_modelPath);
-        }
-
-        string full = Path.GetFullPath(_modelPath);
-        string stem = string.Equals(Path.GetExtension(full), ".onnx", StringComparison.OrdinalIgnoreCase) ? full[..^".onnx".Length] : full;
-        return stem + suffix + ".onnx";
-    }
+    /// <summary>The given model path (one file per part, see <see cref="MultiTaskModel.OnnxPathFor"/>), or temporary files.</summary>
+    private string PathFor(MultiTaskModel model, MultiTaskModelPart part) => _modelPath is null
+        ? Path.Combine(Path.GetTempPath(), Path.GetFileName(model.OnnxPathFor($"mlmerge-{Guid.NewGuid():N}.onnx", part)))
+        : model.OnnxPathFor(Path.GetFullPath(_modelPath), part);
 }

@@ -102,6 +102,19 @@ public sealed class MultiTaskModel : IDisposable
         return part.Exporter.Heads.First(h => h.Task == task).Head.Forward(part.Exporter.Features(images));
     }
 
+    /// <summary>
+    /// Where <paramref name="part"/> is written when the model is saved as ONNX at <paramref name="path"/>: the path itself
+    /// for a one-part model, else <c>&lt;stem&gt;.&lt;task&gt;.onnx</c> per part (tasks joined by <c>+</c>).
+    /// </summary>
+    public string OnnxPathFor(string path, MultiTaskModelPart part)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(part);
+        if (Parts.Count == 1) return path;
+        string stem = string.Equals(Path.GetExtension(path), ".onnx", StringComparison.OrdinalIgnoreCase) ? path[..^".onnx".Length] : path;
+        return stem + "." + string.Join("+", part.Tasks) + ".onnx";
+    }
+
     public void Dispose()
     {
         if (_disposed)
