@@ -176,7 +176,7 @@ public static class PoolAlignment
             {
                 var task = pool.Tasks[t];
                 cancellation.ThrowIfCancellationRequested();
-                progress?.Report(new($"matching {task.Name} to {reference}", t, pool.Tasks.Count));
+                progress?.Report(new(task.Name == reference ? $"writing {task.Name}, the reference" : $"matching {task.Name} to {reference}", t, pool.Tasks.Count));
                 using var expert = task.Name == reference ? null : ModelCheckpoints.LoadBackbone(SourcePath(task.Expert));
                 var (permutation, measure) = expert is null
                     ? (PermutationSet.Identity(_spec), new AlignedModel(task.Name, 0, 0, 0, true))
