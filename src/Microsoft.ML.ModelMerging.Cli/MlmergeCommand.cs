@@ -21,6 +21,7 @@ public static class MlmergeCommand
             AdaptCommand.Create(),
             CompareCommand.Create(),
             PoolCommand.Create(),
+            AlignCommand.Create(),
         };
         return root;
     }

@@ -1,0 +1,141 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Alignment;
+
+/// <summary>Settings of <see cref="WeightMatching.Match"/>.</summary>
+public sealed record WeightMatchingOptions
+{
+    /// <summary>Seed of the random order in which the groups are visited on each pass.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Passes over all groups at most; matching stops earlier when a pass improves no group.</summary>
+    public int MaxIterations { get; init; } = 100;
+}
+
+/// <summary>What weight matching found: the permutations of the other model, and the passes it took.</summary>
+/// <param name="Permutations">Apply these to the other model to bring it close to the reference.</param>
+/// <param name="Iterations">Passes over all groups, the last one included (it is the pass that found nothing to improve).</param>
+/// <param name="Converged">True when the last pass improved no group; false when <see cref="WeightMatchingOptions.MaxIterations"/> ran out.</param>
+public sealed record WeightMatchingResult(PermutationSet Permutations, int Iterations, bool Converged);
+
+/// <summary>
+/// Weight matching (Git Re-Basin, Ainsworth et al. 2023, Algorithm 1): the permutations of one model that maximise
+/// Σ ⟨W_reference, W_other permuted⟩ over every tensor, by coordinate descent. Each step fixes all groups but one and solves
+/// that group exactly as a linear assignment of the similarity of the reference's and the other model's units, summed over
+/// every tensor axis the group permutes (with the other axes of those tensors permuted by the current values of their
+/// groups). Groups are visited in a seeded random order; a step is kept only when it improves the objective, so the
+/// objective never decreases and matching stops when a whole pass improves nothing.
+/// </summary>
+public static class WeightMatching
+{
+    /// <summary>Finds permutations of <paramref name="other"/> that match it to <paramref name="reference"/>.</summary>
+    /// <exception cref="ArgumentException">A tensor of the spec is missing from either model, or its shapes differ.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled (checked before each step).</exception>
+    public static WeightMatchingResult Match(PermutationSpec spec, IReadOnlyDictionary<string, Tensor> reference, IReadOnlyDictionary<string, Tensor> other,
+        WeightMatchingOptions? options = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(other);
+        options ??= new WeightMatchingOptions();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxIterations, nameof(options.MaxIterations));
+        foreach (string name in spec.Axes.Keys)
+        {
+            if (!reference.TryGetValue(name, out var a)) throw new ArgumentException($"The reference lacks '{name}'.", nameof(reference));
+            if (!other.TryGetValue(name, out var b)) throw new ArgumentException($"The model to align lacks '{name}'.", nameof(other));
+            if (!a.shape.SequenceEqual(b.shape))
+                throw new ArgumentException($"'{name}' has shape [{string.Join(", ", b.shape)}] in the model to align but [{string.Join(", ", a.shape)}] in the reference.", nameof(other));
+        }
+
+        var values = PermutationSet.Identity(spec).Values.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        var random = new Random(options.Seed);
+        int[] order = Enumerable.Range(0, spec.Groups.Count).ToArray();
+        for (int iteration = 1; iteration <= options.MaxIterations; iteration++)
+        {
+            bool improved = false;
+            random.Shuffle(order);
+            foreach (int g in order)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                improved |= Step(spec, spec.Groups[g], reference, other, values);
+            }
+
+            if (!improved) return new(new PermutationSet(values), iteration, Converged: true);
+        }
+
+        return new(new PermutationSet(values), options.MaxIterations, Converged: false);
+    }
+
+    /// <summary>
+    /// Solves one group exactly given all others. With blocks (attention heads), the value of pairing reference block h with
+    /// other block g is the best within-block matching of each member on that pair of blocks (solved for every pair), and
+    /// the block permutation is the assignment of those values: the exact joint optimum of block order and within-block
+    /// orders, not a heuristic on block sums.
+    /// </summary>
+    private static bool Step(PermutationSpec spec, PermutationGroup group, IReadOnlyDictionary<string, Tensor> reference,
+        IReadOnlyDictionary<string, Tensor> other, Dictionary<string, int[]> values)
+    {
+        int n = spec.Sizes[group.Members[0]], blocks = group.Blocks, d = n / blocks, members = group.Members.Count;
+        var current = new PermutationSet(values);
+        double[][] similarity = group.Members.Select(m => Similarity(spec, m, reference, other, current)).ToArray();
+
+        var pairValue = new double[blocks * blocks];
+        var within = new int[members, blocks * blocks][];
+        var block = new double[d * d];
+        for (int h = 0; h < blocks; h++)
+        {
+            for (int g = 0; g < blocks; g++)
+            {
+                for (int m = 0; m < members; m++)
+                {
+                    for (int i = 0; i < d; i++)
+                        Array.Copy(similarity[m], (h * d + i) * n + g * d, block, i * d, d);
+                    int[] assignment = LinearAssignment.Maximize(block, d);
+                    within[m, h * blocks + g] = assignment;
+                    pairValue[h * blocks + g] += LinearAssignment.Value(block, d, assignment);
+                }
+            }
+        }
+
+        int[] blockOrder = blocks == 1 ? [0] : LinearAssignment.Maximize(pairValue, blocks);
+        double before = 0, after = 0;
+        var proposed = new int[members][];
+        for (int m = 0; m < members; m++)
+        {
+            proposed[m] = new int[n];
+            for (int h = 0; h < blocks; h++)
+            {
+                int[] inside = within[m, h * blocks + blockOrder[h]];
+                for (int i = 0; i < d; i++) proposed[m][h * d + i] = blockOrder[h] * d + inside[i];
+            }
+
+            before += LinearAssignment.Value(similarity[m], n, values[group.Members[m]]);
+            after += LinearAssignment.Value(similarity[m], n, proposed[m]);
+        }
+
+        // Same summation for both, so an unchanged optimum is never taken for a gain; ties keep the current value.
+        if (!(after > before + 1e-12 * Math.Max(1, Math.Abs(before)))) return false;
+        for (int m = 0; m < members; m++) values[group.Members[m]] = proposed[m];
+        return true;
+    }
+
+    /// <summary>
+    /// C[i, j] = Σ over the tensor axes <paramref name="permutation"/> acts on of ⟨reference unit i, other unit j⟩, each
+    /// tensor's other axes permuted by their current values; float64, one matrix product per tensor.
+    /// </summary>
+    private static double[] Similarity(PermutationSpec spec, string permutation, IReadOnlyDictionary<string, Tensor> reference,
+        IReadOnlyDictionary<string, Tensor> other, PermutationSet current)
+    {
+        using var scope = NewDisposeScope();
+        int n = spec.Sizes[permutation];
+        Tensor? sum = null;
+        foreach (var (name, axis) in spec.AxesOf(permutation))
+        {
+            Tensor a = reference[name].detach().to(ScalarType.Float64).transpose(0, axis).reshape(n, -1);
+            Tensor b = current.Permute(name, other[name], spec.Axes[name], exceptAxis: axis).to(ScalarType.Float64).transpose(0, axis).reshape(n, -1);
+            sum = sum is null ? a.matmul(b.t()) : sum.addmm_(a, b.t());
+        }
+
+        return sum is null ? new double[n * n] : sum.cpu().contiguous().data<double>().ToArray();
+    }
+}
