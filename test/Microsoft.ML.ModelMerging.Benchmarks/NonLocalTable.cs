@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.Alignment;
+using Microsoft.ML.ModelMerging.Experiments;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Benchmarks;
+
+/// <summary>
+/// The non-local merging table (FusionBench layout, test split): simple average, task arithmetic and TIES, each
+/// {unaligned, aligned} × {uncorrected, TACT}; λ chosen on the validation split per row. Also how far apart the experts are
+/// before and after alignment, and what alignment and TACT cost as ratios to one forward pass over the images they read.
+/// Prints Markdown for docs/benchmarks.md.
+/// </summary>
+internal static class NonLocalTable
+{
+    private static readonly string[] TaskArithmeticLambdas = ["0.3", "0.5", "0.7", "1"];
+    private static readonly string[] TiesLambdas = ["0.5", "0.8", "1"];
+
+    public static int Run(string poolDirectory, string? alignedDirectory, int examples)
+    {
+        using var pool = ExpertPool.Load(poolDirectory);
+        string aligned = alignedDirectory ?? Path.Combine(Path.GetTempPath(), $"mlmerge-aligned-{Guid.NewGuid():N}");
+        if (!PoolManifest.Exists(aligned))
+        {
+            var clock = Stopwatch.StartNew();
+            var result = PoolAlignment.Run(pool, aligned);
+            double seconds = clock.Elapsed.TotalSeconds;
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"aligned in {seconds:F1} s → {aligned}"));
+            Console.WriteLine(Distances(result));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"Alignment: {seconds:F1} s for {result.Foundations.Count + result.Experts.Count} weight matchings (weights only, no images); one forward pass of 256 images per task: {ForwardSeconds(pool, examples):F2} s."));
+        }
+
+        using var alignedPool = ExpertPool.Load(aligned);
+        var tasks = pool.TaskNames;
+        var individual = pool.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
+        var table = new AccuracyTable(tasks, individual);
+        table.Add("Individual", new TaskAccuracies(individual));
+        foreach (var (label, source) in new[] { ("unaligned", pool), ("aligned", alignedPool) })
+        {
+            using var evaluator = new CandidateEvaluator(source);
+            foreach (var (row, grid) in Rows(examples))
+            {
+                var clock = Stopwatch.StartNew();
+                var (best, all) = evaluator.SelectOnValidation(grid);
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{row}, {label}: {all.Count} candidate(s) in {clock.Elapsed.TotalSeconds:F0} s, best on validation {best.Candidate} ({100 * best.Validation.Average:F1}%), merge {best.MergeSeconds:F1} s"));
+                table.Add($"{row}, {label}", best.Test!, grid.Count > 1 ? best.Candidate.ToString() : "");
+            }
+        }
+
+        Console.WriteLine(table.ToMarkdown());
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"TACT cost: see the merge seconds above (stderr); one forward pass of {examples} images per task over every task: {ForwardSeconds(pool, examples):F2} s."));
+        return 0;
+    }
+
+    /// <summary>Rows: the base merge uncorrected and with TACT, λ searched for TA and TIES.</summary>
+    private static IEnumerable<(string Row, IReadOnlyList<MergeCandidate> Grid)> Rows(int examples)
+    {
+        string n = examples.ToString(CultureInfo.InvariantCulture);
+        yield return ("Simple average", [new MergeCandidate("simple-average")]);
+        yield return ("Simple average + TACT", [new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "simple-average", ["examples"] = n })]);
+        yield return ("Task arithmetic", [.. TaskArithmeticLambdas.Select(l => new MergeCandidate("task-arithmetic", new Dictionary<string, string> { ["lambda"] = l }))]);
+        yield return ("Task arithmetic + TACT", [.. TaskArithmeticLambdas.Select(l =>
+            new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "task-arithmetic", ["lambda"] = l, ["examples"] = n }))]);
+        yield return ("TIES", [.. TiesLambdas.Select(l => new MergeCandidate("ties", new Dictionary<string, string> { ["lambda"] = l }))]);
+        yield return ("TIES + TACT", [.. TiesLambdas.Select(l =>
+            new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "ties", ["lambda"] = l, ["examples"] = n }))]);
+    }
+
+    private static string Distances(PoolAlignmentResult result)
+    {
+        var lines = new List<string> { "| model | L2 distance to the reference, before | after | weight-matching passes |", "|---|---|---|---|" };
+        foreach (var m in result.Foundations.Concat(result.Experts))
+        {
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| {m.Name} | {m.DistanceBefore:F2} | {m.DistanceAfter:F2} | {m.Iterations} |"));
+        }
+
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    /// <summary>Seconds of one forward pass of the pre-trained (or first) backbone over <paramref name="examples"/> test images of every task.</summary>
+    private static double ForwardSeconds(ExpertPool pool, int examples)
+    {
+        var weights = pool.HasPretrained ? pool.Pretrained : pool.Expert(pool.TaskNames[0]);
+        double total = 0;
+        foreach (string task in pool.TaskNames)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            Tensor images = pool.LoadData(task).Test.ToTensor();
+            images = images.narrow(0, 0, Math.Min(examples, images.shape[0]));
+            var clock = Stopwatch.StartNew();
+            VisionTransformer.Forward(pool.Config, weights, images);
+            total += clock.Elapsed.TotalSeconds;
+        }
+
+        return total;
+    }
+}
