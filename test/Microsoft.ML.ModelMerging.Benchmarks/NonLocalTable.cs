@@ -21,28 +21,39 @@ internal static class NonLocalTable
     private static readonly string[] TaskArithmeticLambdas = ["0.3", "0.5", "0.7", "1"];
     private static readonly string[] TiesLambdas = ["0.5", "0.8", "1"];
 
-    public static int Run(string poolDirectory, string? alignedDirectory, int examples)
+    public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples)
     {
         using var pool = ExpertPool.Load(poolDirectory);
-        string aligned = alignedDirectory ?? Path.Combine(Path.GetTempPath(), $"mlmerge-aligned-{Guid.NewGuid():N}");
-        if (!PoolManifest.Exists(aligned))
+        double forward = ForwardSeconds(pool, examples);
+        var sources = new List<(string Label, string Directory)> { ("unaligned", poolDirectory) };
+        if (alignedPools.Count > 0)
         {
-            var clock = Stopwatch.StartNew();
-            var result = PoolAlignment.Run(pool, aligned);
-            double seconds = clock.Elapsed.TotalSeconds;
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"aligned in {seconds:F1} s → {aligned}"));
-            Console.WriteLine(Distances(result));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"Alignment: {seconds:F1} s for {result.Foundations.Count + result.Experts.Count} weight matchings (weights only, no images); one forward pass of 256 images per task: {ForwardSeconds(pool, examples):F2} s."));
+            sources.AddRange(alignedPools);
+        }
+        else
+        {
+            foreach (string method in new[] { PoolAlignment.Method, PoolAlignment.ActivationMethod })
+            {
+                string aligned = Path.Combine(Path.GetTempPath(), $"mlmerge-aligned-{Guid.NewGuid():N}");
+                var clock = Stopwatch.StartNew();
+                var result = PoolAlignment.Run(pool, aligned, new PoolAlignmentOptions { Method = method });
+                double seconds = clock.Elapsed.TotalSeconds;
+                Console.WriteLine($"### Alignment by {method}");
+                Console.WriteLine(Distances(result));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{seconds:F1} s for {result.Foundations.Count} foundation(s) and {result.Experts.Count} experts = {seconds / forward:F1}× one forward pass of {examples} images of every task ({forward:F2} s)."));
+                sources.Add(($"aligned ({method})", aligned));
+            }
         }
 
-        using var alignedPool = ExpertPool.Load(aligned);
         var tasks = pool.TaskNames;
         var individual = pool.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(tasks, individual);
         table.Add("Individual", new TaskAccuracies(individual));
-        foreach (var (label, source) in new[] { ("unaligned", pool), ("aligned", alignedPool) })
+        var tactSeconds = new List<double>();
+        foreach (var (label, directory) in sources)
         {
+            using var source = ExpertPool.Load(directory);
             using var evaluator = new CandidateEvaluator(source);
             foreach (var (row, grid) in Rows(examples))
             {
@@ -50,16 +61,18 @@ internal static class NonLocalTable
                 var (best, all) = evaluator.SelectOnValidation(grid);
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{row}, {label}: {all.Count} candidate(s) in {clock.Elapsed.TotalSeconds:F0} s, best on validation {best.Candidate} ({100 * best.Validation.Average:F1}%), merge {best.MergeSeconds:F1} s"));
+                if (best.Candidate.Method == "tact") tactSeconds.Add(best.MergeSeconds);
                 table.Add($"{row}, {label}", best.Test!, grid.Count > 1 ? best.Candidate.ToString() : "");
             }
         }
 
         Console.WriteLine(table.ToMarkdown());
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"TACT cost: see the merge seconds above (stderr); one forward pass of {examples} images per task over every task: {ForwardSeconds(pool, examples):F2} s."));
+            $"TACT (base merge + statistics + correction of every task): median {Median(tactSeconds):F1} s = {Median(tactSeconds) / forward:F1}× one forward pass of {examples} images of every task ({forward:F2} s)."));
         return 0;
     }
 
+    private static double Median(List<double> values) => values.Count == 0 ? double.NaN : values.Order().ElementAt(values.Count / 2);
     /// <summary>Rows: the base merge uncorrected and with TACT, λ searched for TA and TIES.</summary>
     private static IEnumerable<(string Row, IReadOnlyList<MergeCandidate> Grid)> Rows(int examples)
     {

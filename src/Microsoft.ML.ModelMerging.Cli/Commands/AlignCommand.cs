@@ -22,13 +22,19 @@ internal static class AlignCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the order in which weight matching visits the permutation groups.", DefaultValueFactory = _ => 0 };
         var maxIterations = new Option<int>("--max-iterations") { Description = "Passes of weight matching at most, per model matched.", DefaultValueFactory = _ => 100 };
         var output = new Option<string>("--out") { Description = "The aligned pool's directory (must not exist or be empty, unless --force).", Required = true };
+        var method = new Option<string>("--method")
+        {
+            Description = "weight-matching (weights only) or activation-matching (correlations of activations on the tasks' training images; better for experts of different initialisations).",
+            DefaultValueFactory = _ => PoolAlignment.Method,
+        };
+        var imagesPerTask = new Option<int>("--images-per-task") { Description = "Activation matching: training images per task.", DefaultValueFactory = _ => 64 };
         var force = new Option<bool>("--force") { Description = "Replace an --out that exists and is not empty (once the new pool is complete)." };
         var command = new Command("align",
-            "Permutation-align a pool's experts to one task's by weight matching (Git Re-Basin): the residual stream, each block's MLP " +
+            "Permutation-align a pool's experts to one task's by weight or activation matching (Git Re-Basin): the residual stream, each block's MLP " +
             "units and attention heads are reordered without changing what any expert computes. Experts of differently seeded foundations " +
             "(tasks with a foundation) move with their foundation's permutation and the base becomes the mean of the aligned foundations.")
         {
-            zoo, reference, seed, maxIterations, output, force,
+            zoo, reference, method, imagesPerTask, seed, maxIterations, output, force,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -47,6 +53,8 @@ internal static class AlignCommand
                 Seed = parse.GetValue(seed),
                 MaxIterations = iterations,
                 Force = parse.GetValue(force),
+                Method = parse.GetValue(method)!,
+                ImagesPerTask = parse.GetValue(imagesPerTask),
             }, phases, cancellation);
 
             string referenceTask = result.Manifest.Alignment!.Reference;

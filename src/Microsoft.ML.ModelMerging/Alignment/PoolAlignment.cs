@@ -19,6 +19,12 @@ public sealed record PoolAlignmentOptions
 
     /// <summary>Replace an output directory that exists and is not empty.</summary>
     public bool Force { get; init; }
+
+    /// <summary><see cref="PoolAlignment.Method"/> (weights only) or <see cref="PoolAlignment.ActivationMethod"/> (images of the pool's tasks).</summary>
+    public string Method { get; init; } = PoolAlignment.Method;
+
+    /// <summary>Activation matching: training images per task (the first of a seeded shuffle), read unlabeled.</summary>
+    public int ImagesPerTask { get; init; } = 64;
 }
 
 /// <summary>One model's distance to its reference before and after alignment, and the weight-matching passes it took.</summary>
@@ -62,8 +68,11 @@ public sealed record PoolAlignmentProgress(string Stage, int Done, int Total);
 /// </remarks>
 public static class PoolAlignment
 {
-    /// <summary>The method <see cref="PoolAlignmentRecord.Method"/> records.</summary>
+    /// <summary>Weight matching, the default <see cref="PoolAlignmentRecord.Method"/>.</summary>
     public const string Method = "weight-matching";
+
+    /// <summary>Activation matching (<see cref="ActivationMatching"/>).</summary>
+    public const string ActivationMethod = "activation-matching";
 
     /// <summary>Metadata key of aligned checkpoints: the task they were aligned to.</summary>
     public const string AlignedToMetadataKey = "mlmerge.aligned_to";
@@ -83,6 +92,9 @@ public static class PoolAlignment
         options ??= new PoolAlignmentOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxIterations, nameof(options.MaxIterations));
         string reference = options.Reference ?? pool.Tasks[0].Name;
+        if (options.Method is not (Method or ActivationMethod))
+            throw new ArgumentException($"Unknown alignment method '{options.Method}': {Method} or {ActivationMethod}.");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.ImagesPerTask, nameof(options.ImagesPerTask));
         if (!pool.TaskNames.Contains(reference, StringComparer.Ordinal))
             throw new ArgumentException($"The pool at {pool.Directory} has no task '{reference}' to align to; its tasks: {string.Join(", ", pool.TaskNames)}.");
         string target = CheckOutput(pool.Directory, output, options.Force);
@@ -91,12 +103,12 @@ public static class PoolAlignment
         Directory.CreateDirectory(temporary);
         try
         {
-            var work = new Writer(pool, reference, options, temporary, target, progress, cancellation);
+            using var work = new Writer(pool, reference, options, temporary, target, progress, cancellation);
             var result = pool.Tasks.Any(t => t.Foundation is not null) ? work.NonLocal() : work.Local();
             var manifest = pool.Manifest with
             {
                 Pretrained = result.Pretrained,
-                Alignment = new PoolAlignmentRecord { Source = pool.Directory, Reference = reference, Method = Method, Seed = options.Seed },
+                Alignment = new PoolAlignmentRecord { Source = pool.Directory, Reference = reference, Method = options.Method, Seed = options.Seed },
                 Tasks = result.Tasks,
             };
             manifest.Write(temporary);
@@ -158,8 +170,10 @@ public static class PoolAlignment
 
     /// <summary>The two ways of aligning, writing into the temporary directory.</summary>
     private sealed class Writer(ExpertPool pool, string reference, PoolAlignmentOptions options, string temporary, string target,
-        IProgress<PoolAlignmentProgress>? progress, CancellationToken cancellation)
+        IProgress<PoolAlignmentProgress>? progress, CancellationToken cancellation) : IDisposable
     {
+        public void Dispose() => _images?.Dispose();
+
         private readonly PermutationSpec _spec = VisionTransformerPermutations.Spec(pool.Config);
         private readonly string? _headFeatures = VisionTransformerPermutations.HeadFeatures(pool.Config);
         private readonly WeightMatchingOptions _matching = new() { Seed = options.Seed, MaxIterations = options.MaxIterations };
@@ -275,9 +289,39 @@ public static class PoolAlignment
             }
         }
 
+        private Tensor? _images;
+
+        /// <summary>Activation matching's images: <see cref="PoolAlignmentOptions.ImagesPerTask"/> training images of every task, loaded once.</summary>
+        private Tensor Images()
+        {
+            if (_images is not null) return _images;
+            var parts = new List<Tensor>();
+            try
+            {
+                foreach (var task in pool.Tasks)
+                {
+                    progress?.Report(new($"loading training images of {task.Name}", 0, 1));
+                    var train = pool.LoadData(task.Name).Train;
+                    using var all = train.ToTensor();
+                    using var generator = new TorchSharp.torch.Generator((ulong)options.Seed);
+                    using var order = randperm(all.shape[0], generator: generator);
+                    using var chosen = order.narrow(0, 0, Math.Min(options.ImagesPerTask, all.shape[0]));
+                    parts.Add(all.index_select(0, chosen));
+                }
+
+                return _images = cat(parts.ToArray(), 0);
+            }
+            finally
+            {
+                foreach (var part in parts) part.Dispose();
+            }
+        }
+
         private (PermutationSet, AlignedModel) Match(string name, IReadOnlyDictionary<string, Tensor> reference, IReadOnlyDictionary<string, Tensor> other)
         {
-            var result = WeightMatching.Match(_spec, reference, other, _matching, cancellation);
+            var result = options.Method == ActivationMethod
+                ? new WeightMatchingResult(ActivationMatching.Match(pool.Config, reference, other, Images(), cancellation: cancellation), 1, true)
+                : WeightMatching.Match(_spec, reference, other, _matching, cancellation);
             var aligned = result.Permutations.Apply(_spec, other);
             try
             {

@@ -78,7 +78,29 @@ public static class WeightMatching
         int n = spec.Sizes[group.Members[0]], blocks = group.Blocks, d = n / blocks, members = group.Members.Count;
         var current = new PermutationSet(values);
         double[][] similarity = group.Members.Select(m => Similarity(spec, m, reference, other, current)).ToArray();
+        int[][] proposed = SolveGroup(n, blocks, similarity);
+        double before = 0, after = 0;
+        for (int m = 0; m < members; m++)
+        {
+            before += LinearAssignment.Value(similarity[m], n, values[group.Members[m]]);
+            after += LinearAssignment.Value(similarity[m], n, proposed[m]);
+        }
 
+        // Same summation for both, so an unchanged optimum is never taken for a gain; ties keep the current value.
+        if (!(after > before + 1e-12 * Math.Max(1, Math.Abs(before)))) return false;
+        for (int m = 0; m < members; m++) values[group.Members[m]] = proposed[m];
+        return true;
+    }
+
+    /// <summary>
+    /// The exact optimum of one group given the similarity of reference unit i to other unit j for each member (row-major
+    /// n×n): with blocks, the value of pairing reference block h with other block g is the best within-block matching of
+    /// each member on that pair, and the blocks are assigned on those values. Returns, per member, the other unit each
+    /// reference unit takes.
+    /// </summary>
+    internal static int[][] SolveGroup(int n, int blocks, IReadOnlyList<double[]> similarity)
+    {
+        int d = n / blocks, members = similarity.Count;
         var pairValue = new double[blocks * blocks];
         var within = new int[members, blocks * blocks][];
         var block = new double[d * d];
@@ -98,7 +120,6 @@ public static class WeightMatching
         }
 
         int[] blockOrder = blocks == 1 ? [0] : LinearAssignment.Maximize(pairValue, blocks);
-        double before = 0, after = 0;
         var proposed = new int[members][];
         for (int m = 0; m < members; m++)
         {
@@ -108,15 +129,9 @@ public static class WeightMatching
                 int[] inside = within[m, h * blocks + blockOrder[h]];
                 for (int i = 0; i < d; i++) proposed[m][h * d + i] = blockOrder[h] * d + inside[i];
             }
-
-            before += LinearAssignment.Value(similarity[m], n, values[group.Members[m]]);
-            after += LinearAssignment.Value(similarity[m], n, proposed[m]);
         }
 
-        // Same summation for both, so an unchanged optimum is never taken for a gain; ties keep the current value.
-        if (!(after > before + 1e-12 * Math.Max(1, Math.Abs(before)))) return false;
-        for (int m = 0; m < members; m++) values[group.Members[m]] = proposed[m];
-        return true;
+        return proposed;
     }
 
     /// <summary>
