@@ -19,6 +19,9 @@ internal static class CommittedZoo
     public static string Default => Find("default", required: false)
         ?? throw new AssertInconclusiveException("zoos/default is not committed yet: build it with `mlmerge zoo build --out zoos/default`");
 
+    /// <summary><c>zoos/nonlocal</c>: the default tasks, experts fine-tuned from two differently seeded foundations (<see cref="Microsoft.ML.ModelMerging.Zoo.ZooRecipe.NonLocal"/>).</summary>
+    public static string NonLocal => Find("nonlocal", required: true)!;
+
     private static string? Find(string name, bool required)
     {
         string root = BenchmarkSources.FindRepositoryRoot(AppContext.BaseDirectory)
