@@ -11,7 +11,7 @@ using Command = System.CommandLine.Command;
 
 /// <summary>
 /// <c>mlmerge adapt</c>: any registered algorithm that learns from data, on a pool: test-time adaptation on the unlabeled
-/// test images (WEMoE, E-WEMoE, AdaMerging) or labeled training examples (Fisher, RegMean), into a resumable output
+/// test images (WEMoE, E-WEMoE, AdaMerging; TACT measures its corrections on them) or labeled training examples (Fisher, RegMean), into a resumable output
 /// directory that <c>mlmerge eval</c> and <c>export-onnx</c> read. Options are shorthands for the algorithm's parameters.
 /// </summary>
 internal static class AdaptCommand
@@ -42,7 +42,7 @@ internal static class AdaptCommand
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps (0: only at the end); one is also written every 30 s.", DefaultValueFactory = _ => 100 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads; 1 is fastest for the zoo's small models on a shared machine.", DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--out") { Description = "Output directory; running again with the same settings resumes it.", Required = true };
-        var command = new Command("adapt", "Run a merge algorithm that learns from data on a pool: test-time adaptation (WEMoE, E-WEMoE, AdaMerging) or Fisher / RegMean merging.")
+        var command = new Command("adapt", "Run a merge algorithm that learns from data on a pool: test-time adaptation (WEMoE, E-WEMoE, AdaMerging), TACT's per-task activation correction, or Fisher / RegMean merging.")
         {
             zoo, method, tasks, parameters, checkpointEvery, threads, output,
         };

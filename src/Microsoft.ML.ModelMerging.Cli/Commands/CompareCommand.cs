@@ -36,9 +36,13 @@ internal static class CompareCommand
             if (steps <= 0) throw new ArgumentException($"--tta-steps must be positive (got {steps}).");
             var searches = MergeMethodSearch.For(
                 parse.GetValue(methods) is { } list ? list.Split(',', StringSplitOptions.RemoveEmptyEntries) : MergeMethodSearch.Defaults.Select(d => d.Method), steps);
-            if (searches.Any(s => MergeAlgorithmRegistry.Default.Get(s.Method).Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)))
+            if (searches.Any(s => AdaptationJob.RunsInSteps(MergeAlgorithmRegistry.Default.Get(s.Method))))
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"adaptive methods adapt for {steps} steps on the unlabeled test images{(steps < 1000 ? " (shortened from the protocol's 1000: --tta-steps 1000)" : "")}"));
+            var onePass = searches.Select(s => MergeAlgorithmRegistry.Default.Get(s.Method))
+                .Where(a => a.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages) && !AdaptationJob.RunsInSteps(a)).Select(a => a.Name).ToList();
+            if (onePass.Count > 0)
+                writer.WriteLine($"{string.Join(", ", onePass)}: one pass over the unlabeled test images (no steps)");
             var options = new MergeExperimentOptions
             {
                 Searches = searches,

@@ -17,13 +17,16 @@ internal static class EvalCommand
     {
         var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, or an `mlmerge adapt` output directory.", Required = true };
         var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoos/default" };
-        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
+        var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's; for a TACT result, the tasks it corrected)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
         var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };
         command.SetAction(parse =>
         {
-            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
             string path = parse.GetValue(model)!;
+            // A TACT result has models for the tasks it corrected only: those, unless tasks are named.
+            var taskNames = parse.GetValue(tasks) is { Length: > 0 } named ? named
+                : AdaptedModel.IsAdaptationDirectory(path) ? AdaptedModel.DefaultTasks(path) : null;
+            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, taskNames);
             var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
             TaskAccuracies accuracies;
             if (AdaptedModel.IsAdaptationDirectory(path))

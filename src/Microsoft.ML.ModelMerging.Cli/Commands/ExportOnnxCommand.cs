@@ -37,11 +37,12 @@ internal static class ExportOnnxCommand
         };
         var tasks = new Option<string[]>("--task")
         {
-            Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks).",
+            Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks). "
+                + "With a TACT result (--model <adapt dir>): only these of its tasks (default: every task it corrected).",
         };
         var allHeads = new Option<bool>("--all-heads") { Description = "With --zoo: every task's head, not only those of the experts the merge recorded." };
         var fp16TaskVectors = new Option<bool>("--fp16-task-vectors", "--fp16-experts") { Description = "With a WEMoE model: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
-        var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads, or a WEMoE model, as one ONNX model.")
+        var command = new Command("export-onnx", "Export a Vision Transformer checkpoint and its task heads, or a WEMoE model, as one ONNX model (a TACT result: one per task, <out>.<task>.onnx).")
         {
             model, heads, output, fp16, scores, noFeatures, routers, zoo, tasks, fp16TaskVectors, allHeads,
         };
@@ -137,7 +138,7 @@ internal static class ExportOnnxCommand
         }
 
         using var pool = Pools.ExpertPool.Load(zoo ?? throw new ArgumentException($"{directory} holds TACT corrections: give --zoo, the pool they were made from."),
-            tasks.Length > 0 ? tasks : null);
+            tasks.Length > 0 ? tasks : AdaptedModel.DefaultTasks(directory));
         using var model = AdaptedModel.Load(directory, pool);
         string path = output ?? throw new ArgumentException("--out is required.");
         foreach (var part in model.Parts)

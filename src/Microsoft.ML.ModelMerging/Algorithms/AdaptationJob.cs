@@ -87,12 +87,9 @@ public static class AdaptationJob
             throw new ArgumentException($"{algorithm.Name} needs no data: merge with `mlmerge merge --method {algorithm.Name}` (or MergeExperts).");
         }
 
-        if (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
-        {
-            throw new ArgumentException($"{algorithm.Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
-        }
-
-        parameters.Resolve(algorithm.Name, algorithm.Parameters);
+        // Everything that can be refused is refused before the directory is written: a manifest of a run that cannot run
+        // would make the corrected command "another run" in the same directory.
+        algorithm.Check(pool, parameters);
         checkpoints ??= new AdaptationJobCheckpoints();
         bool adapts = RunsInSteps(algorithm);
         var manifest = AdaptationManifest.For(pool, algorithm, parameters, adapts ? checkpoints.Every : 0);

@@ -20,6 +20,17 @@ public static class AdaptedModel
     public static bool IsAdaptationDirectory(string path) => AdaptationManifest.Exists(path);
 
     /// <summary>
+    /// The tasks a result serves when none are asked for: the run's tasks for a TACT result (it has a model for each task it
+    /// corrected, and none for the pool's other tasks); null for a result that scores any task of its pool with the task's head.
+    /// </summary>
+    public static IReadOnlyList<string>? DefaultTasks(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        var manifest = AdaptationManifest.Read(directory);
+        return manifest.Result?.Files.Any(CorrectedVitOnnxExporter.IsCorrectionFile) == true ? manifest.Tasks : null;
+    }
+
+    /// <summary>
     /// Loads an adaptation directory with the heads of <paramref name="experts"/>' tasks. <paramref name="experts"/> must
     /// come from the pool the run used (same identity); WEMoE needs the experts of the run's tasks in the run's order, which
     /// are opened from the same pool directory when <paramref name="experts"/> holds other tasks.

@@ -45,6 +45,23 @@ public interface IMergeAlgorithm
     /// <summary>The values <c>compare</c> tries per parameter (every combination); parameters not listed keep their defaults.</summary>
     IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; }
 
+    /// <summary>
+    /// Checks, before any work, that <see cref="Run"/> can run with <paramref name="parameters"/> on <paramref name="pool"/>:
+    /// the parameters against their declarations, and the pool against <see cref="Needs"/>. An algorithm whose parameters
+    /// depend on one another, or whose needs depend on them (TACT's base method), checks that too.
+    /// </summary>
+    /// <exception cref="ArgumentException">A parameter is unknown or out of range, or the pool lacks what the run needs.</exception>
+    void Check(ExpertPool pool, MergeParameters parameters)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        parameters.Resolve(Name, Parameters);
+        if (Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
+        {
+            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        }
+    }
+
     /// <summary>Merges the pool's experts (all of them) into a model serving <see cref="AlgorithmContext.Tasks"/>.</summary>
     /// <exception cref="ArgumentException">A parameter is unknown or out of range, or the pool lacks what <see cref="Needs"/> says.</exception>
     MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context);

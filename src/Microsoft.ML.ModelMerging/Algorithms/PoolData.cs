@@ -40,7 +40,7 @@ internal static class PoolData
         {
             loaded?.Dispose();
             throw new InvalidOperationException(
-                $"{algorithm} minimises each task head's entropy on that task's images, so it must know every row's task: set MergeExpertsOptions.TaskColumnName " +
+                $"{algorithm} learns from each task's own unlabeled images, so it must know every row's task: set MergeExpertsOptions.TaskColumnName " +
                 $"to a text column holding one of {string.Join(", ", pool.TaskNames)}.");
         }
 

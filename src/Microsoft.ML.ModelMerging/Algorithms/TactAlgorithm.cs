@@ -45,11 +45,26 @@ public sealed class TactAlgorithm : IMergeAlgorithm
 
     public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; } = new Dictionary<string, IReadOnlyList<string>>();
 
+    /// <summary>
+    /// The parameters, and what the base method needs: a pre-trained base in the pool when it forms task vectors, and only
+    /// the λ and kept fraction it declares.
+    /// </summary>
+    public void Check(ExpertPool pool, MergeParameters parameters)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var resolved = parameters.Resolve(Name, Parameters);
+        var baseAlgorithm = (WeightOnlyAlgorithm)MergeAlgorithmRegistry.Default.Get(resolved.GetChoice("base-method"));
+        BaseParameters(baseAlgorithm, parameters, resolved);
+        ((IMergeAlgorithm)baseAlgorithm).Check(pool, MergeParameters.Empty);
+    }
+
     public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
     {
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(parameters);
         ArgumentNullException.ThrowIfNull(context);
+        Check(pool, parameters);
         var resolved = parameters.Resolve(Name, Parameters);
         var baseAlgorithm = (WeightOnlyAlgorithm)MergeAlgorithmRegistry.Default.Get(resolved.GetChoice("base-method"));
         var baseParameters = BaseParameters(baseAlgorithm, parameters, resolved);

@@ -19,14 +19,15 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
     public const int DefaultAdaptationSteps = 200;
 
     /// <summary>
-    /// The search of one registered algorithm: every combination of its declared search grid, or its defaults; adaptive
-    /// algorithms run <paramref name="adaptationSteps"/> steps.
+    /// The search of one registered algorithm: every combination of its declared search grid, or its defaults; algorithms
+    /// that adapt in steps (<see cref="AdaptationJob.RunsInSteps"/>) run <paramref name="adaptationSteps"/> steps. TACT reads
+    /// the unlabeled images too, in one pass: it has no steps to set.
     /// </summary>
     public static MergeMethodSearch Of(IMergeAlgorithm algorithm, int adaptationSteps = DefaultAdaptationSteps)
     {
         ArgumentNullException.ThrowIfNull(algorithm);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(adaptationSteps);
-        if (algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages))
+        if (AdaptationJob.RunsInSteps(algorithm))
         {
             string steps = adaptationSteps.ToString(System.Globalization.CultureInfo.InvariantCulture);
             return new(algorithm.Name, [new MergeCandidate(algorithm.Name, new Dictionary<string, string> { ["steps"] = steps })]);
@@ -35,7 +36,10 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
         return new(algorithm.Name, MergeCandidate.Grid(algorithm.Name, algorithm.SearchGrid));
     }
 
-    /// <summary>The algorithms trained by test-time adaptation, each with one setting: <paramref name="steps"/> steps, defaults otherwise.</summary>
+    /// <summary>
+    /// The algorithms that adapt on the unlabeled test images, each with one setting: <paramref name="steps"/> steps for
+    /// test-time adaptation, defaults otherwise (TACT).
+    /// </summary>
     public static IReadOnlyList<MergeMethodSearch> Adaptive(int steps = DefaultAdaptationSteps) =>
         [.. MergeAlgorithmRegistry.Default.Algorithms.Where(a => a.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)).Select(a => Of(a, steps))];
 

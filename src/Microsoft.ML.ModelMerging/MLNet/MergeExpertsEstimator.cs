@@ -53,13 +53,23 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         if (NeedsImages && options.TaskColumnName is null)
         {
             throw new ArgumentException(
-                $"MergeExperts: {Algorithm.Name} minimises each task head's entropy on that task's images, so it must know every row's task: " +
+                $"MergeExperts: {Algorithm.Name} learns from each task's own unlabeled images, so it must know every row's task: " +
                 $"set TaskColumnName to a text column holding one of {string.Join(", ", experts.TaskNames)}.", nameof(options));
         }
 
         if (Algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !experts.HasPretrained)
         {
             throw new ArgumentException($"MergeExperts: {Algorithm.Name} forms task vectors against a pre-trained base, and the pool at {experts.Directory} has none.", nameof(options));
+        }
+
+        // What the algorithm checks beyond its declared parameters (e.g. TACT: its base method's needs and parameters).
+        try
+        {
+            Algorithm.Check(experts, Parameters);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"MergeExperts: {e.Message}", nameof(options), e);
         }
 
         InputColumnName = options.InputColumnName;

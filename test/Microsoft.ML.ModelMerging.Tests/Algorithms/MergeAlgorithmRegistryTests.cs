@@ -12,7 +12,7 @@ public sealed class MergeAlgorithmRegistryTests
     {
         var registry = MergeAlgorithmRegistry.Default;
         CollectionAssert.AreEquivalent(
-            new[] { "simple-average", "task-arithmetic", "ties", "dare", "tall-masks", "consensus", "emr", "wemoe", "e-wemoe", "adamerging-task", "adamerging-layer", "fisher", "regmean" },
+            new[] { "simple-average", "task-arithmetic", "ties", "dare", "tall-masks", "consensus", "emr", "wemoe", "e-wemoe", "adamerging-task", "adamerging-layer", "tact", "fisher", "regmean" },
             registry.Algorithms.Select(a => a.Name).ToArray());
         // Every weight-only method of the streaming registry is reachable through the algorithm registry.
         foreach (var method in MergeMethodRegistry.Default.Methods) Assert.IsInstanceOfType<WeightOnlyAlgorithm>(registry.Get(method.Name));
@@ -20,6 +20,12 @@ public sealed class MergeAlgorithmRegistryTests
         Assert.AreEqual(AlgorithmNeeds.LabeledData, registry.Get("fisher").Needs, "Fisher averages the experts themselves: no base");
         Assert.AreEqual(AlgorithmNeeds.PretrainedBase | AlgorithmNeeds.TaskAtInference, registry.Get("tall-masks").Needs);
         Assert.AreEqual(AlgorithmNeeds.PretrainedBase, registry.Get("ties").Needs);
+        // TACT: images of every task and a model per task; a base only when its base method uses one (checked per run).
+        Assert.AreEqual(AlgorithmNeeds.UnlabeledImages | AlgorithmNeeds.TaskAtInference, registry.Get("tact").Needs);
+        Assert.AreSame(TactAlgorithm.Instance, registry.Get("TACT"));
+        // The mean of the experts needs no base: the first expert stands in for one.
+        Assert.IsFalse(registry.Get("simple-average").Needs.HasFlag(AlgorithmNeeds.PretrainedBase));
+        Assert.AreEqual(AlgorithmNeeds.None, registry.Get("simple-average").Needs);
         var error = Assert.ThrowsExactly<ArgumentException>(() => registry.Get("wemoe2"));
         StringAssert.Contains(error.Message, "Unknown merge method 'wemoe2' (known: simple-average, task-arithmetic");
         Assert.ThrowsExactly<ArgumentException>(() => registry.With(registry.Get("ties")));
@@ -49,6 +55,14 @@ public sealed class MergeAlgorithmRegistryTests
         StringAssert.Contains(notForAda.Message, "Unknown parameter 'keep' for merge method 'adamerging-layer'");
         CollectionAssert.AreEquivalent(new[] { "examples", "epsilon", "seed" }, registry.Get("fisher").Parameters.Select(p => p.Name).ToArray());
         Assert.AreEqual("0.95", MergeParameters.Empty.WithDefaults(registry.Get("regmean").Parameters)["alpha"]);
+        var tact = MergeParameters.Empty.WithDefaults(registry.Get("tact").Parameters);
+        CollectionAssert.AreEquivalent(new[] { "base-method", "examples", "epsilon", "seed", "lambda", "keep" }, tact.Keys.ToArray());
+        Assert.AreEqual("simple-average", tact["base-method"]);
+        Assert.AreEqual("256", tact["examples"]);
+        // Every base method TACT offers is a weight-only method of the registry.
+        foreach (string baseMethod in TactAlgorithm.BaseMethods) Assert.IsInstanceOfType<WeightOnlyAlgorithm>(registry.Get(baseMethod), baseMethod);
+        var notABase = Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("base-method=wemoe").Resolve("tact", registry.Get("tact").Parameters));
+        StringAssert.Contains(notABase.Message, "base-method");
 
         var bad = Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("steps=0").Resolve(wemoe.Name, wemoe.Parameters));
         StringAssert.Contains(bad.Message, "steps");
@@ -116,5 +130,7 @@ public sealed class MergeAlgorithmRegistryTests
         StringAssert.Contains(list, "fisher: Fisher merging");
         StringAssert.Contains(list, "[needs labeled training examples]");
         StringAssert.Contains(list, "[needs a pre-trained base, the task at inference]");
+        StringAssert.Contains(list, "tact: TACT");
+        StringAssert.Contains(list, "[needs unlabeled images per task, the task at inference]");
     }
 }
