@@ -21,7 +21,7 @@ internal static class NonLocalTable
     private static readonly string[] TaskArithmeticLambdas = ["0.3", "0.5", "0.7", "1"];
     private static readonly string[] TiesLambdas = ["0.5", "0.8", "1"];
 
-    public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples)
+    public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples, bool align = true)
     {
         using var pool = ExpertPool.Load(poolDirectory);
         double forward = ForwardSeconds(pool, examples);
@@ -30,7 +30,7 @@ internal static class NonLocalTable
         {
             sources.AddRange(alignedPools);
         }
-        else
+        else if (align)
         {
             foreach (string method in new[] { PoolAlignment.Method, PoolAlignment.ActivationMethod })
             {
