@@ -36,6 +36,7 @@ internal static class AdaptCommand
             (new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task; TACT: unlabeled images per task [256]." }, "examples"),
             (new Option<string>("--base-method") { Description = "TACT: the weight-only merge it corrects: " + string.Join(", ", TactAlgorithm.BaseMethods) + " [simple-average]." }, "base-method"),
             (new Option<double>("--epsilon") { Description = "TACT: ε added to the merged model's variance [1e-8]." }, "epsilon"),
+            (new Option<string>("--statistics") { Description = "TACT: channel (per channel over all tokens, the paper's) or token (per channel and token position) [channel]." }, "statistics"),
             (new Option<int>("--seed") { Description = "Seed of router initialisation and batch order (or of the training examples) [0]." }, "seed"),
         };
         var parameters = new Option<string[]>("--param") { Description = "Any parameter of the method as name=value (see mlmerge merge --list)." };

@@ -5,17 +5,35 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
+/// <summary>Over what a <see cref="ActivationCorrection"/> measures its statistics.</summary>
+public enum CorrectionStatistics
+{
+    /// <summary>Per channel over every image and token, as the paper's batch-norm sites do: one scale and shift per channel.</summary>
+    Channel,
+
+    /// <summary>
+    /// Per channel and token position over the images: one scale and shift per position and channel, [T,C]. The class token,
+    /// which the heads read, gets its own correction instead of one dominated by the patch tokens; on ViTs it repairs much
+    /// more of a non-local merge (docs/benchmarks.md).
+    /// </summary>
+    Token,
+}
+
 /// <summary>
 /// TACT, the non-local merging paper's task-specific activation correction: at every <see cref="ActivationSite"/> of the
 /// forward, each channel of a merged model is rescaled and shifted so that, on a task's images, it has the mean and variance
 /// the task's expert has there: y = μ_e + σ_e·(x − μ_m)/√(σ_m² + ε), stored as y = x·scale + shift. Statistics are per
-/// channel over every image and token (a batch-norm over [B,T]). One correction serves one task; it plugs into both back
+/// channel over every image and token (a batch-norm over [B,T], the paper's) or per channel and token position
+/// (<see cref="CorrectionStatistics.Token"/>). One correction serves one task; it plugs into both back
 /// ends as an <see cref="IVitVariant"/>, so the exported ONNX model applies the same affine maps (a Mul and an Add per site).
 /// </summary>
 public sealed class ActivationCorrection : IVitVariant, IDisposable
 {
     /// <summary>Metadata key of a saved correction: the task it corrects for.</summary>
     public const string TaskMetadataKey = "mlmerge.tact_task";
+
+    /// <summary>Metadata key of a saved correction: <c>channel</c> or <c>token</c> (<see cref="CorrectionStatistics"/>).</summary>
+    public const string StatisticsMetadataKey = "mlmerge.tact_statistics";
 
     /// <summary>Metadata key of a saved correction: ε of the variance.</summary>
     public const string EpsilonMetadataKey = "mlmerge.tact_epsilon";
@@ -25,11 +43,13 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
 
     private readonly Dictionary<(ActivationSite Site, int Block), (Tensor Scale, Tensor Shift)> _affine;
 
-    private ActivationCorrection(VisionTransformerConfig config, Dictionary<(ActivationSite, int), (Tensor, Tensor)> affine, double epsilon)
+    private ActivationCorrection(VisionTransformerConfig config, Dictionary<(ActivationSite, int), (Tensor, Tensor)> affine, double epsilon,
+        CorrectionStatistics statistics)
     {
         Config = config;
         _affine = affine;
         Epsilon = epsilon;
+        Statistics = statistics;
         Forward = new ForwardHooks { SiteTransform = (site, block, x) => Apply(site, block, x) };
         Onnx = new OnnxForwardHooks { SiteTransform = EmitSite };
     }
@@ -37,6 +57,11 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
     public VisionTransformerConfig Config { get; }
 
     public double Epsilon { get; }
+
+    public CorrectionStatistics Statistics { get; }
+
+    /// <summary>Scales and shifts held: two per channel per site, times the token count for <see cref="CorrectionStatistics.Token"/>.</summary>
+    public long ParameterCount => _affine.Values.Sum(a => a.Scale.numel() + a.Shift.numel());
 
     public ForwardHooks Forward { get; }
 
@@ -72,7 +97,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
     /// <param name="chunk">Images per forward of the expert pass (statistics accumulate over chunks).</param>
     public static ActivationCorrection Fit(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> expert,
         IReadOnlyDictionary<string, Tensor> merged, Tensor images, double epsilon = DefaultEpsilon, int chunk = 256,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, CorrectionStatistics statistics = CorrectionStatistics.Channel)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(expert);
@@ -88,7 +113,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
             throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, "ε must be a finite number ≥ 0.");
         }
 
-        var target = SiteStatistics(config, expert, images, chunk, cancellation);
+        var target = SiteStatistics(config, expert, images, chunk, cancellation, statistics: statistics);
         var affine = new Dictionary<(ActivationSite, int), (Tensor, Tensor)>();
         try
         {
@@ -100,7 +125,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
                 {
                     SiteTransform = (site, block, x) =>
                     {
-                        var (mean, variance) = ChannelStatistics(x);
+                        var (mean, variance) = Moments(x, statistics);
                         var (expertMean, expertVariance) = target[(site, block)];
                         Tensor scale = expertVariance.sqrt().div(variance.add(epsilon).sqrt());
                         Tensor shift = expertMean.sub(mean.mul(scale));
@@ -112,7 +137,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
                 VisionTransformer.Forward(config, merged, images, hooks);
             }
 
-            return new ActivationCorrection(config, affine, epsilon);
+            return new ActivationCorrection(config, affine, epsilon, statistics);
         }
         catch
         {
@@ -139,7 +164,8 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
     /// the CPU, accumulated over chunks; <paramref name="hooks"/> lets the model be a variant (e.g. a corrected one).
     /// </summary>
     public static Dictionary<(ActivationSite Site, int Block), (Tensor Mean, Tensor Variance)> SiteStatistics(VisionTransformerConfig config,
-        IReadOnlyDictionary<string, Tensor> weights, Tensor images, int chunk = 256, CancellationToken cancellation = default, ForwardHooks? hooks = null)
+        IReadOnlyDictionary<string, Tensor> weights, Tensor images, int chunk = 256, CancellationToken cancellation = default, ForwardHooks? hooks = null,
+        CorrectionStatistics statistics = CorrectionStatistics.Channel)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
@@ -162,7 +188,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
                         {
                             // The statistics of what the forward continues with: the variant's value at the site.
                             Tensor x = hooks?.SiteTransform is { } transform ? transform(site, block, input) : input;
-                            Tensor flat = x.reshape(-1, x.shape[^1]).to_type(ScalarType.Float64);
+                            Tensor flat = Observations(x, statistics).to_type(ScalarType.Float64);
                             Tensor sum = flat.sum(0L).cpu(), squares = flat.square().sum(0L).cpu();
                             if (sums.TryGetValue((site, block), out var seen))
                             {
@@ -182,16 +208,16 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
                 }
             }
 
-            var statistics = new Dictionary<(ActivationSite, int), (Tensor, Tensor)>();
+            var result = new Dictionary<(ActivationSite, int), (Tensor, Tensor)>();
             foreach (var (key, (sum, squares, count)) in sums)
             {
                 using var scope = NewDisposeScope();
                 Tensor mean = sum.div(count);
                 Tensor variance = squares.div(count).sub(mean.square()).clamp_min(0);
-                statistics[key] = (mean.MoveToOuterDisposeScope(), variance.MoveToOuterDisposeScope());
+                result[key] = (Shaped(mean, key, config, statistics).MoveToOuterDisposeScope(), Shaped(variance, key, config, statistics).MoveToOuterDisposeScope());
             }
 
-            return statistics;
+            return result;
         }
         finally
         {
@@ -203,10 +229,20 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
         }
     }
 
-    /// <summary>Per-channel mean and biased variance over every leading dimension, in float64 on the CPU.</summary>
-    private static (Tensor Mean, Tensor Variance) ChannelStatistics(Tensor x)
+    /// <summary>The rows statistics are taken over: every token of every image ([B·T, C]) or every image ([B, T·C]).</summary>
+    private static Tensor Observations(Tensor x, CorrectionStatistics statistics) =>
+        statistics == CorrectionStatistics.Channel ? x.reshape(-1, x.shape[^1]) : x.reshape(x.shape[0], -1);
+
+    /// <summary>A statistic of <see cref="Observations"/> in its stored shape: [C], or [T,C] per token position.</summary>
+    private static Tensor Shaped(Tensor statistic, (ActivationSite Site, int Block) site, VisionTransformerConfig config, CorrectionStatistics statistics) =>
+        statistics == CorrectionStatistics.Channel ? statistic : statistic.reshape(config.TokenCount, Width(config, site.Site));
+
+    private static long Width(VisionTransformerConfig config, ActivationSite site) => site == ActivationSite.MlpHidden ? config.MlpSize : config.Width;
+
+    /// <summary>Mean and biased variance of <paramref name="x"/> [B,T,C] in float64 on the CPU: [C], or [T,C] per position.</summary>
+    private static (Tensor Mean, Tensor Variance) Moments(Tensor x, CorrectionStatistics statistics)
     {
-        Tensor flat = x.reshape(-1, x.shape[^1]).to_type(ScalarType.Float64).cpu();
+        Tensor flat = (statistics == CorrectionStatistics.Channel ? x.reshape(-1, x.shape[^1]) : x).to_type(ScalarType.Float64).cpu();
         Tensor mean = flat.mean([0L]);
         return (mean, flat.sub(mean).square().mean([0L]));
     }
@@ -251,6 +287,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
         {
             [TaskMetadataKey] = task,
             [EpsilonMetadataKey] = Epsilon.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            [StatisticsMetadataKey] = Statistics == CorrectionStatistics.Channel ? "channel" : "token",
             [VisionTransformerConfig.MetadataKey] = Config.ToJson(),
         };
         SafeTensorsWriter.Save(path, tensors, meta);
@@ -263,23 +300,29 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(config);
         using var checkpoint = Checkpoint.Open(path);
+        var statistics = checkpoint.Metadata.TryGetValue(StatisticsMetadataKey, out var recorded) ? recorded switch
+        {
+            "channel" => CorrectionStatistics.Channel,
+            "token" => CorrectionStatistics.Token,
+            _ => throw new InvalidDataException($"{path}: {StatisticsMetadataKey} is '{recorded}'; expected channel or token."),
+        } : CorrectionStatistics.Channel;
         var affine = new Dictionary<(ActivationSite, int), (Tensor, Tensor)>();
         try
         {
             foreach (var (site, block) in Sites(config))
             {
-                long width = site == ActivationSite.MlpHidden ? config.MlpSize : config.Width;
+                long[] expected = statistics == CorrectionStatistics.Channel ? [Width(config, site)] : [config.TokenCount, Width(config, site)];
                 string prefix = TensorPrefix(site, block);
                 Tensor Read(string name)
                 {
                     if (!checkpoint.Tensors.Any(t => t.Name == name))
                         throw new InvalidDataException($"{path}: no tensor '{name}'; a TACT correction has a scale and a shift at every site.");
                     Tensor value = checkpoint.ReadTensor(name).to_type(ScalarType.Float32);
-                    if (value.dim() != 1 || value.shape[0] != width)
+                    if (!value.shape.SequenceEqual(expected))
                     {
                         string shape = string.Join(", ", value.shape);
                         value.Dispose();
-                        throw new InvalidDataException($"{path}: '{name}' has shape [{shape}]; expected [{width}].");
+                        throw new InvalidDataException($"{path}: '{name}' has shape [{shape}]; expected [{string.Join(", ", expected)}] ({(statistics == CorrectionStatistics.Channel ? "per channel" : "per token and channel")}).");
                     }
 
                     return value;
@@ -290,7 +333,7 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
 
             double epsilon = checkpoint.Metadata.TryGetValue(EpsilonMetadataKey, out var e)
                 ? double.Parse(e, System.Globalization.CultureInfo.InvariantCulture) : DefaultEpsilon;
-            return new ActivationCorrection(config, affine, epsilon);
+            return new ActivationCorrection(config, affine, epsilon, statistics);
         }
         catch
         {

@@ -61,9 +61,9 @@ public sealed class CorrectedVitOnnxExporter : DenseVitOnnxExporter
 
     protected override string ModelKind => Kind;
 
-    /// <summary>Adds the scales and shifts (one per channel per site) to the backbone and head count.</summary>
+    /// <summary>Adds the scales and shifts (per channel, or per token and channel, at every site) to the backbone and head count.</summary>
     public override long ParameterCount =>
-        base.ParameterCount + ActivationCorrection.Sites(Config).Sum(s => 2L * (s.Site == ActivationSite.MlpHidden ? Config.MlpSize : Config.Width));
+        base.ParameterCount + Correction.ParameterCount;
 
     /// <summary>Writes the backbone and the correction; tasks sharing a backbone write the same bytes to the same file name.</summary>
     public override IReadOnlyList<string> SaveWeights(string directory, IReadOnlyDictionary<string, string> metadata)

@@ -38,6 +38,7 @@ public sealed class TactAlgorithm : IMergeAlgorithm
         MergeParameterSpec.Choice("base-method", "simple-average", "the weight-only merge that is corrected", [.. BaseMethods]),
         MergeParameterSpec.Integer("examples", 256, "unlabeled images per task the statistics are measured on", 2, int.MaxValue),
         MergeParameterSpec.Number("epsilon", ActivationCorrection.DefaultEpsilon, "ε added to the merged model's variance", 0, double.MaxValue),
+        MergeParameterSpec.Choice("statistics", "channel", "per channel over all tokens (the paper's) or per channel and token position", "channel", "token"),
         MergeParameterSpec.Integer("seed", 0, "seed of the choice of images when a task has more than `examples`", 0, int.MaxValue),
         MergeParameterSpec.Number("lambda", TaskArithmeticMerge.DefaultLambda, "the base method's λ, when it has one"),
         MergeParameterSpec.Number("keep", TiesMerge.DefaultKeep, "the base method's kept fraction (TIES), when it has one", 0, 1, minimumInclusive: false),
@@ -70,6 +71,7 @@ public sealed class TactAlgorithm : IMergeAlgorithm
         var baseParameters = BaseParameters(baseAlgorithm, parameters, resolved);
         int examples = (int)resolved.GetInteger("examples");
         double epsilon = resolved.GetNumber("epsilon");
+        var statistics = resolved.GetChoice("statistics") == "token" ? CorrectionStatistics.Token : CorrectionStatistics.Channel;
         var tasks = context.Tasks ?? pool.TaskNames;
 
         var (adaptationTasks, loaded) = PoolData.AdaptationTasks(pool, context, Name);
@@ -113,7 +115,7 @@ public sealed class TactAlgorithm : IMergeAlgorithm
                 }
 
                 using var images = Choose(imagesByTask[task], examples, resolved.GetInteger("seed"));
-                var correction = ActivationCorrection.Fit(pool.Config, pool.Expert(task), weights, images, epsilon, cancellation: context.Cancellation);
+                var correction = ActivationCorrection.Fit(pool.Config, pool.Expert(task), weights, images, epsilon, cancellation: context.Cancellation, statistics: statistics);
                 owned.Add(correction);
                 string backbone = shared is not null ? CorrectedVitOnnxExporter.SharedBackboneFileName : CorrectedVitOnnxExporter.TaskBackboneFileName(task);
                 parts.Add(new MultiTaskModelPart(new CorrectedVitOnnxExporter(pool.Config, weights, new OnnxTaskHead(task, pool.Head(task)),

@@ -56,9 +56,10 @@ public sealed class MergeAlgorithmRegistryTests
         CollectionAssert.AreEquivalent(new[] { "examples", "epsilon", "seed" }, registry.Get("fisher").Parameters.Select(p => p.Name).ToArray());
         Assert.AreEqual("0.95", MergeParameters.Empty.WithDefaults(registry.Get("regmean").Parameters)["alpha"]);
         var tact = MergeParameters.Empty.WithDefaults(registry.Get("tact").Parameters);
-        CollectionAssert.AreEquivalent(new[] { "base-method", "examples", "epsilon", "seed", "lambda", "keep" }, tact.Keys.ToArray());
+        CollectionAssert.AreEquivalent(new[] { "base-method", "examples", "epsilon", "statistics", "seed", "lambda", "keep" }, tact.Keys.ToArray());
         Assert.AreEqual("simple-average", tact["base-method"]);
         Assert.AreEqual("256", tact["examples"]);
+        Assert.AreEqual("channel", tact["statistics"], "the paper's statistics unless asked");
         // Every base method TACT offers is a weight-only method of the registry.
         foreach (string baseMethod in TactAlgorithm.BaseMethods) Assert.IsInstanceOfType<WeightOnlyAlgorithm>(registry.Get(baseMethod), baseMethod);
         var notABase = Assert.ThrowsExactly<ArgumentException>(() => MergeParameters.Parse("base-method=wemoe").Resolve("tact", registry.Get("tact").Parameters));

@@ -18,18 +18,23 @@ public sealed class ActivationCorrectionTests
     /// images are the expert's. The statistics are recomputed here from the corrected forward, in float64, in chunks.
     /// </summary>
     [TestMethod]
-    public void CorrectedSitesHaveTheExpertsMeanAndVariance()
+    [DataRow(CorrectionStatistics.Channel)]
+    [DataRow(CorrectionStatistics.Token)]
+    public void CorrectedSitesHaveTheExpertsMeanAndVariance(CorrectionStatistics statistics)
     {
         using var pool = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         using var scope = NewDisposeScope();
         using var merged = new InMemoryMergeDriver().Merge(SimpleAverageMerge.Descriptor.Create(), pool.Pretrained, pool.Experts);
         string task = TwoTasks[0];
         Tensor images = pool.LoadData(task).Test.ToTensor().narrow(0, 0, 128);
-        using var correction = ActivationCorrection.Fit(pool.Config, pool.Expert(task), merged.Merged, images);
+        using var correction = ActivationCorrection.Fit(pool.Config, pool.Expert(task), merged.Merged, images, statistics: statistics);
 
-        var expert = ActivationCorrection.SiteStatistics(pool.Config, pool.Expert(task), images, chunk: 50);
-        var corrected = ActivationCorrection.SiteStatistics(pool.Config, merged.Merged, images, chunk: 50, hooks: correction.Forward);
-        var uncorrected = ActivationCorrection.SiteStatistics(pool.Config, merged.Merged, images, chunk: 50);
+        var expert = ActivationCorrection.SiteStatistics(pool.Config, pool.Expert(task), images, chunk: 50, statistics: statistics);
+        var corrected = ActivationCorrection.SiteStatistics(pool.Config, merged.Merged, images, chunk: 50, hooks: correction.Forward, statistics: statistics);
+        var uncorrected = ActivationCorrection.SiteStatistics(pool.Config, merged.Merged, images, chunk: 50, statistics: statistics);
+        long perSite = statistics == CorrectionStatistics.Token ? pool.Config.TokenCount : 1;
+        Assert.AreEqual(2 * perSite * ActivationCorrection.Sites(pool.Config).Sum(s => s.Site == ActivationSite.MlpHidden ? pool.Config.MlpSize : pool.Config.Width),
+            correction.ParameterCount);
         Assert.HasCount(ActivationCorrection.Sites(pool.Config).Count, expert);
         double largestGapBefore = 0;
         foreach (var site in ActivationCorrection.Sites(pool.Config))

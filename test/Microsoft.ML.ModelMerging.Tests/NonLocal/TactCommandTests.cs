@@ -102,7 +102,7 @@ public sealed class TactCommandTests
 
         var (exit, _, error) = CliRunner.Run(Adapt(output, "--steps", "10"));
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "--steps does not apply to tact (its parameters: base-method, examples, epsilon, seed, lambda, keep)");
+        StringAssert.Contains(error, "--steps does not apply to tact (its parameters: base-method, examples, epsilon, statistics, seed, lambda, keep)");
 
         (exit, _, error) = CliRunner.Run(Adapt(output, "--base-method", "nonsense"));
         Assert.AreEqual(1, exit);

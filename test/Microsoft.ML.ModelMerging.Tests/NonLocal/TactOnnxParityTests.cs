@@ -27,11 +27,13 @@ public sealed class TactOnnxParityTests
     public static void ClassCleanup() => SingleTorchThread.Exit();
 
     [TestMethod]
-    public void EveryTasksOnnxModelScoresLikeTheCorrectedTorchForwardAndUnlikeTheUncorrectedMerge()
+    [DataRow("channel")]
+    [DataRow("token")]
+    public void EveryTasksOnnxModelScoresLikeTheCorrectedTorchForwardAndUnlikeTheUncorrectedMerge(string statistics)
     {
         using var pool = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
         using var images = Unlabeled(pool, TwoTasks);
-        using var model = TactAlgorithm.Instance.Run(pool, Parameters("base-method=task-arithmetic"), new AlgorithmContext { Images = images });
+        using var model = TactAlgorithm.Instance.Run(pool, Parameters("base-method=task-arithmetic", $"statistics={statistics}"), new AlgorithmContext { Images = images });
         using var uncorrected = MergeAlgorithmRegistry.Default.Get("task-arithmetic").Run(pool, MergeParameters.Empty, new AlgorithmContext());
 
         Assert.HasCount(TwoTasks.Length, model.Parts, "one model per task");
