@@ -21,7 +21,8 @@ internal static class NonLocalTable
     private static readonly string[] TaskArithmeticLambdas = ["0.3", "0.5", "0.7", "1"];
     private static readonly string[] TiesLambdas = ["0.5", "0.8", "1"];
 
-    public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples, bool align = true)
+    public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples, bool align = true,
+        IReadOnlyList<string>? statistics = null, bool baselines = true)
     {
         using var pool = ExpertPool.Load(poolDirectory);
         double forward = ForwardSeconds(pool, examples);
@@ -55,7 +56,7 @@ internal static class NonLocalTable
         {
             using var source = ExpertPool.Load(directory);
             using var evaluator = new CandidateEvaluator(source);
-            foreach (var (row, grid) in Rows(examples))
+            foreach (var (row, grid) in Rows(examples, statistics ?? ["channel", "token"], baselines))
             {
                 var clock = Stopwatch.StartNew();
                 var (best, all) = evaluator.SelectOnValidation(grid);
@@ -73,18 +74,25 @@ internal static class NonLocalTable
     }
 
     private static double Median(List<double> values) => values.Count == 0 ? double.NaN : values.Order().ElementAt(values.Count / 2);
-    /// <summary>Rows: the base merge uncorrected and with TACT, λ searched for TA and TIES.</summary>
-    private static IEnumerable<(string Row, IReadOnlyList<MergeCandidate> Grid)> Rows(int examples)
+    /// <summary>Rows: each base merge uncorrected and with TACT at each granularity, λ searched for TA and TIES.</summary>
+    private static IEnumerable<(string Row, IReadOnlyList<MergeCandidate> Grid)> Rows(int examples, IReadOnlyList<string> statistics, bool baselines)
     {
         string n = examples.ToString(CultureInfo.InvariantCulture);
-        yield return ("Simple average", [new MergeCandidate("simple-average")]);
-        yield return ("Simple average + TACT", [new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "simple-average", ["examples"] = n })]);
-        yield return ("Task arithmetic", [.. TaskArithmeticLambdas.Select(l => new MergeCandidate("task-arithmetic", new Dictionary<string, string> { ["lambda"] = l }))]);
-        yield return ("Task arithmetic + TACT", [.. TaskArithmeticLambdas.Select(l =>
-            new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "task-arithmetic", ["lambda"] = l, ["examples"] = n }))]);
-        yield return ("TIES", [.. TiesLambdas.Select(l => new MergeCandidate("ties", new Dictionary<string, string> { ["lambda"] = l }))]);
-        yield return ("TIES + TACT", [.. TiesLambdas.Select(l =>
-            new MergeCandidate("tact", new Dictionary<string, string> { ["base-method"] = "ties", ["lambda"] = l, ["examples"] = n }))]);
+        foreach (var (row, method, lambdas) in new (string, string, string[]?)[] { ("Simple average", "simple-average", null), ("Task arithmetic", "task-arithmetic", TaskArithmeticLambdas), ("TIES", "ties", TiesLambdas) })
+        {
+            Dictionary<string, string> With(string? lambda, Dictionary<string, string> more)
+            {
+                if (lambda is not null) more["lambda"] = lambda;
+                return more;
+            }
+
+            if (baselines) yield return (row, [.. (lambdas ?? [null]).Select(l => new MergeCandidate(method, With(l, [])))]);
+            foreach (string granularity in statistics)
+            {
+                yield return ($"{row} + TACT ({granularity})", [.. (lambdas ?? [null]).Select(l => new MergeCandidate("tact",
+                    With(l, new() { ["base-method"] = method, ["examples"] = n, ["statistics"] = granularity })))]);
+            }
+        }
     }
 
     private static string Distances(PoolAlignmentResult result)

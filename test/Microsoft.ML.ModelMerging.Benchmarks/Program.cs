@@ -14,7 +14,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
-//   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no]
+//   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
 //                                          (no aligned pool given: aligns by weight and by activation matching, unless --align no)
 //                                          simple average / TA / TIES × {unaligned, aligned} × {uncorrected, TACT}; distances
 //   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
@@ -35,7 +35,8 @@ return args.FirstOrDefault() switch
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
-        (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no"),
+        (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
+        statistics: BenchmarkArguments.Parse(args[2..]).Get("statistics")?.Split(','), baselines: BenchmarkArguments.Parse(args[2..]).Get("baselines") != "no"),
     "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
     "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
     "clip-tta-steps" when args.Length >= 2 => ClipPoolBenchmark.Steps(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2)),
