@@ -78,7 +78,7 @@ internal static class NonLocalTable
     private static IEnumerable<(string Row, IReadOnlyList<MergeCandidate> Grid)> Rows(int examples, IReadOnlyList<string> statistics, bool baselines)
     {
         string n = examples.ToString(CultureInfo.InvariantCulture);
-        foreach (var (row, method, lambdas) in new (string, string, string[]?)[] { ("Simple average", "simple-average", null), ("Task arithmetic", "task-arithmetic", TaskArithmeticLambdas), ("TIES", "ties", TiesLambdas) })
+        foreach (var (row, method, lambdas) in new (string, string, string?[]?)[] { ("Simple average", "simple-average", null), ("Task arithmetic", "task-arithmetic", TaskArithmeticLambdas), ("TIES", "ties", TiesLambdas) })
         {
             Dictionary<string, string> With(string? lambda, Dictionary<string, string> more)
             {
@@ -86,10 +86,10 @@ internal static class NonLocalTable
                 return more;
             }
 
-            if (baselines) yield return (row, [.. (lambdas ?? [null]).Select(l => new MergeCandidate(method, With(l, [])))]);
+            if (baselines) yield return (row, [.. (lambdas ?? new string?[] { null }).Select(l => new MergeCandidate(method, With(l, [])))]);
             foreach (string granularity in statistics)
             {
-                yield return ($"{row} + TACT ({granularity})", [.. (lambdas ?? [null]).Select(l => new MergeCandidate("tact",
+                yield return ($"{row} + TACT ({granularity})", [.. (lambdas ?? new string?[] { null }).Select(l => new MergeCandidate("tact",
                     With(l, new() { ["base-method"] = method, ["examples"] = n, ["statistics"] = granularity })))]);
             }
         }
