@@ -18,8 +18,8 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// </summary>
 internal static class NonLocalTable
 {
-    private static readonly string[] TaskArithmeticLambdas = ["0.3", "0.5", "0.7", "1"];
-    private static readonly string[] TiesLambdas = ["0.5", "0.8", "1"];
+    private static readonly string[] TaskArithmeticLambdas = ["0.1", "0.2", "0.3", "0.5", "0.7", "1"];
+    private static readonly string[] TiesLambdas = ["0.3", "0.5", "0.8", "1"];
 
     public static int Run(string poolDirectory, IReadOnlyList<(string Label, string Directory)> alignedPools, int examples, bool align = true,
         IReadOnlyList<string>? statistics = null, bool baselines = true)
