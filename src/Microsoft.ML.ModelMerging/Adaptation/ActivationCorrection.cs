@@ -141,21 +141,12 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
         }
         catch
         {
-            foreach (var (scale, shift) in affine.Values)
-            {
-                scale.Dispose();
-                shift.Dispose();
-            }
-
+            DisposeAll(affine.Values);
             throw;
         }
         finally
         {
-            foreach (var (mean, variance) in target.Values)
-            {
-                mean.Dispose();
-                variance.Dispose();
-            }
+            DisposeAll(target.Values);
         }
     }
 
@@ -337,24 +328,23 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
         }
         catch
         {
-            foreach (var (scale, shift) in affine.Values)
-            {
-                scale.Dispose();
-                shift.Dispose();
-            }
-
+            DisposeAll(affine.Values);
             throw;
         }
     }
 
     public void Dispose()
     {
-        foreach (var (scale, shift) in _affine.Values)
-        {
-            scale.Dispose();
-            shift.Dispose();
-        }
-
+        DisposeAll(_affine.Values);
         _affine.Clear();
+    }
+
+    private static void DisposeAll(IEnumerable<(Tensor First, Tensor Second)> pairs)
+    {
+        foreach (var (first, second) in pairs)
+        {
+            first.Dispose();
+            second.Dispose();
+        }
     }
 }
