@@ -136,7 +136,7 @@ public static class PoolFineTuning
         cancellation.ThrowIfCancellationRequested();
 
         Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
-        Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
+        if (options.Head is null) Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
         if (created)
         {
             // The pool keeps its own copy of the base, in the project's layout with the config in the metadata.
