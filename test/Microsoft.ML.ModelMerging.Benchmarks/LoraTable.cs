@@ -52,9 +52,10 @@ internal static class LoraTable
             (FineTuningModes.Full, zoo), (FineTuningModes.Lora, Path.Combine(zoo, "lora")), (FineTuningModes.LinearizedLora, Path.Combine(zoo, "l-lora")),
         };
         var summary = new StringBuilder();
-        summary.AppendLine("| mode | trainable parameters | fine-tuning time (8 tasks) | individual avg | TA avg | TA norm. | TIES avg | TIES norm. | mean cos(τ_i, τ_j) |");
-        summary.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        summary.AppendLine("| mode | trainable parameters | fine-tuning time (8 tasks) | pre-trained probe avg | individual avg | TA avg | TA norm. | TA gain retained | TIES avg | TIES norm. | TIES gain retained | mean cos(τ_i, τ_j) |");
+        summary.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var details = new StringBuilder();
+        var curve = new Dictionary<(string Mode, double Lambda), (double Average, double Retained)>();
         foreach (var (mode, poolPath) in modes)
         {
             if (!PoolManifest.Exists(poolPath))
@@ -79,6 +80,13 @@ internal static class LoraTable
                     table.Add(row, best.Test!, best.Candidate.ToString());
                     results[row] = best.Test!;
                 }
+
+                // Task arithmetic along λ on test: how fast adding the task vectors destroys what each expert learned.
+                foreach (double lambda in CurveLambdas)
+                {
+                    var evaluated = evaluator.Evaluate(new MergeCandidate("task-arithmetic", new Dictionary<string, string> { ["lambda"] = lambda.ToString(CultureInfo.InvariantCulture) }));
+                    curve[(mode, lambda)] = (evaluated.Test!.Average, Retained(pool, evaluated.Test!));
+                }
             }
 
             var cosine = TaskVectorSimilarity.Cosine(pool);
@@ -95,9 +103,9 @@ internal static class LoraTable
             static string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
             var ind = new TaskAccuracies(individual);
             summary.AppendLine(CultureInfo.InvariantCulture,
-                $"| {mode} | {trainable:N0} | {(seconds is double s ? $"{s:F0} s" : "not measured")} | {Pct(ind.Average)} | " +
-                $"{Pct(results["Task arithmetic"].Average)} | {Pct(results["Task arithmetic"].NormalizedAverage(individual))} | " +
-                $"{Pct(results["TIES"].Average)} | {Pct(results["TIES"].NormalizedAverage(individual))} | {meanCosine:F3} |");
+                $"| {mode} | {trainable:N0} | {(seconds is double s ? $"{s:F0} s" : "not measured")} | {Pct(pool.Tasks.Average(t => t.PretrainedLinearProbe.Test))} | {Pct(ind.Average)} | " +
+                $"{Pct(results["Task arithmetic"].Average)} | {Pct(results["Task arithmetic"].NormalizedAverage(individual))} | {Pct(Retained(pool, results["Task arithmetic"]))} | " +
+                $"{Pct(results["TIES"].Average)} | {Pct(results["TIES"].NormalizedAverage(individual))} | {Pct(Retained(pool, results["TIES"]))} | {meanCosine:F3} |");
 
             details.AppendLine(CultureInfo.InvariantCulture, $"### {mode} ({poolPath})");
             details.AppendLine();
@@ -112,10 +120,26 @@ internal static class LoraTable
         }
 
         Console.WriteLine(summary.ToString());
+        var done = modes.Select(m => m.Mode).Where(m => curve.ContainsKey((m, CurveLambdas[0]))).ToList();
+        Console.WriteLine("Task arithmetic along λ (test): average accuracy / share of the fine-tuning gain retained, mean over tasks of " +
+            "(merged − pre-trained probe) / (individual − pre-trained probe):");
+        Console.WriteLine();
+        Console.WriteLine("| λ | " + string.Join(" | ", done) + " |");
+        Console.WriteLine("|---:|" + string.Concat(done.Select(_ => "---:|")));
+        foreach (double lambda in CurveLambdas)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {lambda} | ") + string.Join(" | ", done.Select(m =>
+                string.Create(CultureInfo.InvariantCulture, $"{100 * curve[(m, lambda)].Average:F1} / {100 * curve[(m, lambda)].Retained:F0}%"))) + " |");
+        Console.WriteLine();
         Console.WriteLine(details.ToString());
         if (timingSteps > 0) Console.WriteLine(StepTiming(zoo, timingSteps));
         return 0;
     }
+
+    private static readonly double[] CurveLambdas = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0];
+
+    /// <summary>Mean over tasks of (merged − pre-trained probe) / (individual − pre-trained probe), test split.</summary>
+    private static double Retained(ExpertPool pool, TaskAccuracies merged) => pool.Tasks.Average(t =>
+        (merged.PerTask[t.Name] - t.PretrainedLinearProbe.Test) / Math.Max(1e-9, t.Individual.Test - t.PretrainedLinearProbe.Test));
 
     private static IEnumerable<JsonElement> Reports(string pool, IEnumerable<string> tasks) =>
         tasks.Select(t => JsonDocument.Parse(File.ReadAllText(Path.Combine(pool, "experts", t + ".json"))).RootElement);
