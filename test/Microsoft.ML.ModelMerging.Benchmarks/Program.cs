@@ -17,6 +17,9 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
 //                                          (no aligned pool given: aligns by weight and by activation matching, unless --align no)
 //                                          simple average / TA / TIES × {unaligned, aligned} × {uncorrected, TACT}; distances
+//   lora-table ZOO [--out DIR] [--full-timing POOL] [--timing-steps 20]
+//                                          issue 15: full / LoRA / L-LoRA experts (ZOO, ZOO/lora, ZOO/l-lora): individual, trainable
+//                                          parameters, time, TA and TIES normalised per mode, task-vector cosine heatmaps
 //   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
 //   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
 //                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
@@ -37,6 +40,8 @@ return args.FirstOrDefault() switch
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
         statistics: BenchmarkArguments.Parse(args[2..]).Get("statistics")?.Split(','), baselines: BenchmarkArguments.Parse(args[2..]).Get("baselines") != "no"),
+    "lora-table" when args.Length >= 2 => LoraTable.Run(args[1], BenchmarkArguments.Parse(args[2..]).Get("out") ?? "runs/lora-table",
+        BenchmarkArguments.Parse(args[2..]).Get("full-timing"), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("timing-steps", 20)),
     "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
     "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
     "clip-tta-steps" when args.Length >= 2 => ClipPoolBenchmark.Steps(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2)),

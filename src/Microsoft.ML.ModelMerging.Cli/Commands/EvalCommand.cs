@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Adaptation;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -15,7 +16,7 @@ internal static class EvalCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, or an `mlmerge adapt` output directory.", Required = true };
+        var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, an `mlmerge adapt` output directory, or a LoRA adapter folder (PEFT layout, applied to the pool's base).", Required = true };
         var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoos/default" };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's; for a TACT result, the tasks it corrected)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
@@ -33,6 +34,20 @@ internal static class EvalCommand
             {
                 using var adapted = AdaptedModel.Load(path, experts);
                 accuracies = TaskAccuracy.Evaluate(experts, (task, x) => adapted.Features(task, x), chosen);
+            }
+            else if (PeftAdapterFolder.IsAdapter(path))
+            {
+                // A LoRA adapter: the pool's base with the adapter's ΔW added.
+                using var adapter = PeftAdapterFolder.Load(path, experts.Config);
+                var dense = adapter.Densify(experts.Pretrained);
+                try
+                {
+                    accuracies = TaskAccuracy.Evaluate(experts, experts.Config, dense, chosen);
+                }
+                finally
+                {
+                    foreach (var t in dense.Values) t.Dispose();
+                }
             }
             else
             {

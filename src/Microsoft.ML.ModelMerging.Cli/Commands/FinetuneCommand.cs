@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Runtime;
@@ -29,6 +30,23 @@ internal static class FinetuneCommand
         var epochs = new Option<int?>("--epochs") { Description = $"Fine-tuning epochs (default: the zoo recipe's {recipe.FineTuning.Epochs})." };
         var seed = new Option<int>("--seed") { Description = "Seed of the splits and of training.", DefaultValueFactory = _ => 0 };
         var replace = new Option<bool>("--replace") { Description = "With --add-to: replace a task of the same name already in the pool." };
+        var mode = new Option<string>("--mode")
+        {
+            Description = "full: every backbone weight; lora: a LoRA adapter per target layer (PEFT: ΔW = alpha/r·B·A, A Kaiming-uniform, B zero), backbone frozen; " +
+                "l-lora: each LoRA module linearised around its initialisation (all tasks share it through --lora-seed). Adapters are stored as PEFT folders.",
+            DefaultValueFactory = _ => FineTuningModes.Full,
+        };
+        mode.AcceptOnlyFromAmong([.. FineTuningModes.All]);
+        var rank = new Option<int>("--rank") { Description = "LoRA rank r.", DefaultValueFactory = _ => new LoraOptions().Rank };
+        var alpha = new Option<double>("--alpha") { Description = "LoRA alpha (scale alpha/r).", DefaultValueFactory = _ => new LoraOptions().Alpha };
+        var targets = new Option<string>("--targets")
+        {
+            Description = $"LoRA target layers by short name, comma-separated ({string.Join(", ", LoraOptions.KnownTargets)}).",
+            DefaultValueFactory = _ => string.Join(",", new LoraOptions().Targets),
+        };
+        var loraSeed = new Option<int>("--lora-seed") { Description = "Seed of the adapters' initialisation A0 (shared by every task of a pool).", DefaultValueFactory = _ => 0 };
+        var learningRate = new Option<double?>("--lr") { Description = $"Fine-tuning learning rate (default: the zoo recipe's {Format(recipe.FineTuning.LearningRate)}; LoRA usually wants more, e.g. 1e-3)." };
+        var headOption = new Option<string?>("--head") { Description = "With --add-to: an existing head checkpoint of the task, used frozen instead of fitting a linear probe (the pool refers to it)." };
         var command = new Command("finetune",
             "Fine-tune an expert for one task from a pre-trained backbone, with the zoo's recipe: a linear-probe head " +
             $"({recipe.LinearProbe.Epochs} epochs, lr {Format(recipe.LinearProbe.LearningRate)}) on all training images of the frozen backbone, then " +
@@ -36,7 +54,7 @@ internal static class FinetuneCommand
             $"cosine schedule) with the head frozen. Image folders are split per class, seeded: {Format(ImageFolderTask.ValidationFraction)} validation, " +
             $"{Format(ImageFolderTask.TestFraction)} test, the rest train.")
         {
-            baseModel, task, addTo, name, output, epochs, seed, replace,
+            baseModel, task, addTo, name, output, epochs, seed, replace, mode, rank, alpha, targets, loraSeed, learningRate, headOption,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -48,13 +66,22 @@ internal static class FinetuneCommand
             }
 
             var fineTuning = parse.GetValue(epochs) is int e ? recipe.FineTuning with { Epochs = e } : recipe.FineTuning;
+            if (parse.GetValue(learningRate) is double lr) fineTuning = fineTuning with { LearningRate = lr };
+            string chosenMode = FineTuningModes.Parse(parse.GetValue(mode)!);
+            var lora = new LoraOptions
+            {
+                Rank = parse.GetValue(rank), Alpha = parse.GetValue(alpha), Targets = LoraOptions.ParseTargets(parse.GetValue(targets)!),
+                Seed = parse.GetValue(loraSeed), Linearized = chosenMode == FineTuningModes.LinearizedLora,
+            };
+            if (chosenMode != FineTuningModes.Full) lora.Validate();
+            if (parse.GetValue(headOption) is not null && pool is null) throw new ArgumentException("--head goes with --add-to.");
             var phases = new SynchronousProgress<string>(phase => writer.WriteLine($"[{DateTime.Now:HH:mm:ss}] {phase}"));
             if (pool is not null)
             {
                 var options = new PoolFineTuningOptions
                 {
                     Task = parse.GetValue(task)!, Name = parse.GetValue(name), Base = parse.GetValue(baseModel), Seed = parse.GetValue(seed), FineTuning = fineTuning,
-                    Replace = parse.GetValue(replace),
+                    Replace = parse.GetValue(replace), Mode = chosenMode, Lora = lora, Head = parse.GetValue(headOption),
                 };
                 var added = ConsoleProgress.Run<TrainingProgress, PoolFineTuningResult>(writer, "fine-tuning",
                     p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
@@ -64,6 +91,7 @@ internal static class FinetuneCommand
                     $"{t.Name}: {t.Train} train / {t.Validation} validation / {t.Test} test images, {t.ClassNames.Count} classes"));
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"test accuracy: linear probe on the pre-trained model {100 * t.PretrainedLinearProbe.Test:F1}%, expert {100 * t.Individual.Test:F1}% ({added.Seconds:F0} s)"));
+                if (chosenMode != FineTuningModes.Full) writer.WriteLine($"mode {chosenMode}: r = {lora.Rank}, alpha = {Format(lora.Alpha)}, targets {string.Join(",", lora.Targets)}, lora seed {lora.Seed}");
                 writer.WriteLine($"{(added.CreatedPool ? "created the pool" : "added to the pool")} {Path.GetFullPath(pool)}: {t.Expert}, {t.Head}; measurements in {added.ReportPath}");
                 return Task.FromResult(0);
             }
@@ -73,15 +101,18 @@ internal static class FinetuneCommand
             var splits = ImageFolderTask.Load(parse.GetValue(task)!, backbone.Config.ImageSize, backbone.Config.Channels, parse.GetValue(seed));
             using var result = ConsoleProgress.Run<TrainingProgress, ExpertTrainingResult>(writer, "fine-tuning",
                 p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
-                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation, phases));
+                progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation, phases,
+                    chosenMode == FineTuningModes.Full ? null : lora));
             Directory.CreateDirectory(directory!);
             ModelCheckpoints.SaveHead(Path.Combine(directory!, "head.safetensors"), result.Head);
-            ModelCheckpoints.SaveBackbone(Path.Combine(directory!, "expert.safetensors"), backbone.Config, result.Backbone);
+            string expertPath = Path.Combine(directory!, result.Adapter is null ? "expert.safetensors" : "adapter");
+            if (result.Adapter is { } adapter) PeftAdapterFolder.Save(adapter, expertPath, Path.GetFullPath(basePath));
+            else ModelCheckpoints.SaveBackbone(expertPath, backbone.Config, result.Backbone);
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{splits.Train.Name}: {splits.Train.Count} train / {splits.Validation.Count} validation / {splits.Test.Count} test images, {splits.ClassNames.Count} classes"));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"test accuracy: linear probe on the pre-trained model {100 * result.LinearProbe.Test:F1}%, expert {100 * result.Expert.Test:F1}%"));
-            writer.WriteLine($"wrote {Path.Combine(directory!, "expert.safetensors")} and {Path.Combine(directory!, "head.safetensors")}");
+            writer.WriteLine($"wrote {expertPath} and {Path.Combine(directory!, "head.safetensors")}");
             return Task.FromResult(0);
         });
         return command;

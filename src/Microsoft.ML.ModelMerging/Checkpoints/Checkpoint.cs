@@ -13,6 +13,7 @@ public sealed class Checkpoint : IDisposable
 
     private readonly Dictionary<string, SafeTensorsFile> _files;
     private readonly Dictionary<string, (TensorEntry Entry, SafeTensorsFile File)> _byName;
+    private readonly ComputedTensors? _computed;
 
     /// <summary>What the user pointed at (file, index or directory), for messages.</summary>
     public string Source { get; }
@@ -38,6 +39,47 @@ public sealed class Checkpoint : IDisposable
             }
         }
         Tensors = _byName.Values.Select(v => v.Entry).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+    }
+
+    private Checkpoint(string source, Dictionary<string, SafeTensorsFile> files, ComputedTensors computed)
+    {
+        Source = source;
+        _files = files;
+        _computed = computed;
+        Metadata = computed.Underlying.Metadata;
+        _byName = new Dictionary<string, (TensorEntry, SafeTensorsFile)>(StringComparer.Ordinal);
+        Tensors = computed.Underlying.Tensors.Select(e => computed.Entries.GetValueOrDefault(e.Name) ?? e).ToList();
+    }
+
+    /// <summary>
+    /// A checkpoint that reads as <paramref name="underlying"/> except for the tensors named in <paramref name="computed"/>,
+    /// whose float32 values <paramref name="compute"/> makes when they are first read (e.g. W0 + ΔW of a LoRA adapter).
+    /// Only the last few computed tensors are kept (any thread may read), so memory stays bounded by a few tensors.
+    /// <paramref name="files"/> are the files the values come from besides the underlying checkpoint (opened here, for
+    /// <see cref="Files"/>); <paramref name="owned"/> is disposed with the checkpoint; the underlying one is not.
+    /// </summary>
+    public static Checkpoint Derived(string source, Checkpoint underlying, IEnumerable<string> files, IReadOnlyCollection<string> computed,
+        Func<string, float[]> compute, IDisposable? owned = null)
+    {
+        ArgumentNullException.ThrowIfNull(underlying);
+        ArgumentNullException.ThrowIfNull(compute);
+        var entries = new Dictionary<string, TensorEntry>(StringComparer.Ordinal);
+        foreach (string name in computed)
+        {
+            var entry = underlying.GetEntry(name);
+            entries[name] = new TensorEntry(name, SafeTensorsDType.F32, entry.Shape, 0, entry.ElementCount * sizeof(float)) { File = source };
+        }
+        var opened = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+        try
+        {
+            foreach (string file in files) opened[file] = SafeTensorsFile.Open(file);
+        }
+        catch
+        {
+            foreach (var f in opened.Values) f.Dispose();
+            throw;
+        }
+        return new Checkpoint(source, opened, new ComputedTensors(underlying, entries, compute, owned));
     }
 
     public static Checkpoint Open(string path)
@@ -161,23 +203,45 @@ public sealed class Checkpoint : IDisposable
         }
     }
 
-    public bool Contains(string name) => _byName.ContainsKey(name);
+    public bool Contains(string name) => _computed is { } c ? c.Underlying.Contains(name) : _byName.ContainsKey(name);
 
     public TensorEntry GetEntry(string name) =>
-        _byName.TryGetValue(name, out var v) ? v.Entry : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+        _computed is { } c ? c.Entries.GetValueOrDefault(name) ?? c.Underlying.GetEntry(name)
+        : _byName.TryGetValue(name, out var v) ? v.Entry : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
 
     /// <summary>Reads one tensor (float types as float32 by default). The caller owns the returned tensor.</summary>
-    public torch.Tensor ReadTensor(string name, bool asFloat32 = true) =>
-        _byName.TryGetValue(name, out var v) ? v.File.ReadTensor(name, asFloat32)
+    public torch.Tensor ReadTensor(string name, bool asFloat32 = true)
+    {
+        if (_computed is { } c)
+            return c.Entries.TryGetValue(name, out var entry) ? torch.tensor(c.Values(name), entry.Shape) : c.Underlying.ReadTensor(name, asFloat32);
+        return _byName.TryGetValue(name, out var v) ? v.File.ReadTensor(name, asFloat32)
             : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+    }
 
-    public byte[] ReadBytes(string name) =>
-        _byName.TryGetValue(name, out var v) ? v.File.ReadBytes(name)
+    public byte[] ReadBytes(string name)
+    {
+        if (_computed is { } c)
+            return c.Entries.ContainsKey(name) ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(c.Values(name).AsSpan()).ToArray() : c.Underlying.ReadBytes(name);
+        return _byName.TryGetValue(name, out var v) ? v.File.ReadBytes(name)
             : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
+    }
 
     /// <summary>Reads stored bytes of a tensor into a caller's buffer; see <see cref="SafeTensorsFile.ReadBytes(string, long, Span{byte})"/>.</summary>
     public void ReadBytes(string name, long offsetInTensor, Span<byte> destination)
     {
+        if (_computed is { } c)
+        {
+            if (!c.Entries.ContainsKey(name))
+            {
+                c.Underlying.ReadBytes(name, offsetInTensor, destination);
+                return;
+            }
+            var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(c.Values(name).AsSpan());
+            if (offsetInTensor < 0 || offsetInTensor + destination.Length > bytes.Length)
+                throw new ArgumentOutOfRangeException(nameof(offsetInTensor), $"Bytes [{offsetInTensor}, {offsetInTensor + destination.Length}) of tensor '{name}' are outside its {bytes.Length} bytes.");
+            bytes.Slice((int)offsetInTensor, destination.Length).CopyTo(destination);
+            return;
+        }
         if (!_byName.TryGetValue(name, out var v)) throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
         v.File.ReadBytes(name, offsetInTensor, destination);
     }
@@ -196,5 +260,39 @@ public sealed class Checkpoint : IDisposable
     public void Dispose()
     {
         foreach (var f in _files.Values) f.Dispose();
+        _computed?.Owned?.Dispose();
+    }
+
+    /// <summary>The computed tensors of a <see cref="Derived"/> checkpoint, the last few kept (thread-safe).</summary>
+    private sealed class ComputedTensors(Checkpoint underlying, Dictionary<string, TensorEntry> entries, Func<string, float[]> compute, IDisposable? owned)
+    {
+        private const int Capacity = 4;
+        private readonly LinkedList<(string Name, Lazy<float[]> Values)> _recent = new();
+
+        public Checkpoint Underlying { get; } = underlying;
+        public Dictionary<string, TensorEntry> Entries { get; } = entries;
+        public IDisposable? Owned { get; } = owned;
+
+        public float[] Values(string name)
+        {
+            Lazy<float[]> values;
+            lock (_recent)
+            {
+                var node = _recent.First;
+                while (node is not null && node.Value.Name != name) node = node.Next;
+                if (node is not null)
+                {
+                    _recent.Remove(node);
+                }
+                else
+                {
+                    node = new LinkedListNode<(string, Lazy<float[]>)>((name, new Lazy<float[]>(() => compute(name), LazyThreadSafetyMode.ExecutionAndPublication)));
+                    if (_recent.Count >= Capacity) _recent.RemoveLast();
+                }
+                _recent.AddFirst(node);
+                values = node.Value.Values;
+            }
+            return values.Value;
+        }
     }
 }

@@ -81,7 +81,7 @@ public sealed class StreamingMergeDriver
         var experts = new List<Checkpoint>();
         try
         {
-            foreach (var path in expertPaths) experts.Add(Checkpoint.Open(path));
+            foreach (var path in expertPaths) experts.Add(AdapterCheckpoint.OpenExpert(path, baseCheckpoint));
             OutputOverlap.EnsureDistinct(outputPath, experts.Prepend(baseCheckpoint).SelectMany(InputFiles));
             var mergePlan = Plan(baseCheckpoint, experts, options);
             var merged = mergePlan.MergedTensorNames;

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
 
@@ -51,11 +52,29 @@ public sealed class ExpertPool : IDisposable
         (_pretrained ??= ModelCheckpoints.LoadBackbone(Path.Combine(Directory, Manifest.Pretrained
             ?? throw new InvalidOperationException($"The pool at {Directory} has no pre-trained base: task vectors cannot be formed.")))).Weights;
 
+    /// <summary>
+    /// The task's expert backbone. An expert that is a LoRA adapter folder (PEFT layout) is densified against the pool's
+    /// pre-trained base, W0 + ΔW, so every algorithm treats adapter pools like pools of full experts.
+    /// </summary>
     public IReadOnlyDictionary<string, Tensor> Expert(string task)
     {
         if (!_experts.TryGetValue(task, out var expert))
-            _experts[task] = expert = ModelCheckpoints.LoadBackbone(Path.Combine(Directory, Manifest.Task(task).Expert));
+        {
+            string path = Path.Combine(Directory, Manifest.Task(task).Expert);
+            _experts[task] = expert = PeftAdapterFolder.IsAdapter(path) ? DensifiedAdapter(path) : ModelCheckpoints.LoadBackbone(path);
+        }
         return expert.Weights;
+    }
+
+    /// <summary>True when the task's expert is a LoRA adapter folder rather than a checkpoint.</summary>
+    public bool IsAdapterExpert(string task) => PeftAdapterFolder.IsAdapter(Path.Combine(Directory, Manifest.Task(task).Expert));
+
+    private LoadedBackbone DensifiedAdapter(string path)
+    {
+        if (!HasPretrained)
+            throw new InvalidOperationException($"The expert {path} is a LoRA adapter, and the pool at {Directory} has no pre-trained base to apply it to.");
+        using var adapter = PeftAdapterFolder.Load(path, Config);
+        return new LoadedBackbone(Config, adapter.Densify(Pretrained), new Dictionary<string, string>(), path);
     }
 
     public ClassificationHead Head(string task)

@@ -39,7 +39,10 @@ public sealed record TaskDataSource
 /// <summary>How a pool task's expert was made (what <c>mlmerge finetune</c> ran); null for experts brought from elsewhere.</summary>
 public sealed record ExpertRecipe
 {
-    /// <summary><c>full</c>: every backbone weight fine-tuned with the head frozen.</summary>
+    /// <summary>
+    /// <c>full</c>: every backbone weight fine-tuned with the head frozen; <c>lora</c> / <c>l-lora</c>: only a LoRA
+    /// adapter (partially linearised for <c>l-lora</c>), the backbone and head frozen.
+    /// </summary>
     public string Mode { get; init; } = "full";
 
     public int Seed { get; init; }
@@ -47,9 +50,25 @@ public sealed record ExpertRecipe
     /// <summary>Images per class the linear-probe head was fitted on; 0 = the whole training split.</summary>
     public int ProbeShots { get; init; }
 
-    public required TrainingOptions LinearProbe { get; init; }
+    /// <summary>The linear probe's training; null when an existing head was used (<see cref="Head"/>).</summary>
+    public TrainingOptions? LinearProbe { get; init; }
 
     public required TrainingOptions FineTuning { get; init; }
+
+    /// <summary>The existing head the expert was trained behind (relative to the pool), when no probe was fitted.</summary>
+    public string? Head { get; init; }
+
+    /// <summary>Adapters: the rank r.</summary>
+    public int? Rank { get; init; }
+
+    /// <summary>Adapters: lora_alpha (scale alpha/r).</summary>
+    public double? Alpha { get; init; }
+
+    /// <summary>Adapters: the target modules by short name.</summary>
+    public IReadOnlyList<string>? Targets { get; init; }
+
+    /// <summary>Adapters: the seed of the shared initialisation φ0.</summary>
+    public int? LoraSeed { get; init; }
 }
 
 /// <summary>One task of a pool: where its data comes from, its fixed splits, its expert and head, and their measured accuracies.</summary>

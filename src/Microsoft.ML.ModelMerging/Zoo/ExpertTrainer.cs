@@ -1,5 +1,7 @@
 using Microsoft.ML.ModelMerging.Pools;
+using System.Diagnostics;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
 using TorchSharp.Modules;
@@ -8,18 +10,28 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Zoo;
 
 
-/// <summary>What making an expert produced: the fine-tuned backbone weights, its frozen head, and accuracies before and after.</summary>
+/// <summary>
+/// What making an expert produced: the fine-tuned backbone weights (for an adapter, the densified W0 + ΔW), the adapter
+/// when one was trained, its frozen head, and accuracies before and after.
+/// </summary>
 public sealed class ExpertTrainingResult : IDisposable
 {
     public required Dictionary<string, Tensor> Backbone { get; init; }
     public required ClassificationHead Head { get; init; }
     public required SplitAccuracy LinearProbe { get; init; }
     public required SplitAccuracy Expert { get; init; }
+    /// <summary>The LoRA or L-LoRA adapter (modes <c>lora</c>, <c>l-lora</c>); null for full fine-tuning.</summary>
+    public LoraAdapter? Adapter { get; init; }
+    /// <summary>How many numbers fine-tuning updated.</summary>
+    public long TrainableParameters { get; init; }
+    /// <summary>Wall-clock seconds of the fine-tuning phase alone.</summary>
+    public double FineTuningSeconds { get; init; }
 
     public void Dispose()
     {
         foreach (var t in Backbone.Values) t.Dispose();
         Head.Dispose();
+        Adapter?.Dispose();
     }
 }
 
@@ -57,10 +69,11 @@ public static class ExpertTrainer
     }
 
     /// <param name="probeShots">Images per class the head is fitted on; 0 = the whole training split.</param>
+    /// <param name="lora">Null: full fine-tuning; else the LoRA or L-LoRA adapter trained instead (backbone frozen).</param>
     /// <param name="phases">Told when each phase starts: <see cref="ProbePhase"/>, <see cref="FineTuningPhase"/>, <see cref="EvaluationPhase"/>.</param>
     public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
         int probeShots, TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null, LoraOptions? lora = null)
     {
         phases?.Report(ProbePhase);
         var head = TrainLinearProbe(config, pretrained, Shots(task.Train, probeShots, (int)seed), linearProbe, seed, progress, cancellation);
@@ -68,21 +81,68 @@ public static class ExpertTrainer
         {
             phases?.Report(EvaluationPhase);
             var probe = Evaluate(config, pretrained, head, task);
-            phases?.Report(FineTuningPhase);
-            using var model = VisionTransformer.FromState(config, pretrained);
-            using (var images = task.Train.ToTensor())
-            using (var labels = task.Train.LabelsToTensor())
-            {
-                ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), model.Parameters.ToList(), images, labels,
-                    fineTuning with { Seed = seed }, progress, cancellation);
-            }
-            var weights = model.State().ToDictionary(kv => kv.Key, kv => kv.Value.clone(), StringComparer.Ordinal);
-            phases?.Report(EvaluationPhase);
-            return new ExpertTrainingResult { Backbone = weights, Head = head, LinearProbe = probe, Expert = Evaluate(config, weights, head, task) };
+            return FineTune(config, pretrained, task, head, probe, fineTuning, seed, lora, progress, cancellation, phases);
         }
         catch
         {
             head.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Fine-tunes an expert for <paramref name="task"/> behind a frozen <paramref name="head"/> (the result owns it, also on
+    /// failure): every backbone weight when <paramref name="lora"/> is null, else only a LoRA or L-LoRA adapter (the
+    /// backbone frozen). The result's backbone is the fine-tuned model (for an adapter, W0 + ΔW).
+    /// </summary>
+    /// <param name="probe">The head's accuracy on the pre-trained backbone, passed through to the result.</param>
+    public static ExpertTrainingResult FineTune(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
+        ClassificationHead head, SplitAccuracy probe, TrainingOptions fineTuning, long seed, LoraOptions? lora,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null)
+    {
+        LoraAdapter? adapter = null;
+        Dictionary<string, Tensor>? weights = null;
+        try
+        {
+            head.SetRequiresGrad(false);
+            phases?.Report(FineTuningPhase);
+            var clock = Stopwatch.StartNew();
+            long trainable;
+            using (var images = task.Train.ToTensor())
+            using (var labels = task.Train.LabelsToTensor())
+            {
+                if (lora is null)
+                {
+                    using var model = VisionTransformer.FromState(config, pretrained);
+                    var parameters = model.Parameters.ToList();
+                    trainable = parameters.Sum(p => p.numel());
+                    ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), parameters, images, labels,
+                        fineTuning with { Seed = seed }, progress, cancellation);
+                    weights = model.State().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone(), StringComparer.Ordinal);
+                }
+                else
+                {
+                    adapter = LoraAdapter.Initialize(config, lora);
+                    var hooks = adapter.Hooks;
+                    trainable = adapter.TrainableParameterCount;
+                    ClassifierTrainer.Train(x => head.Forward(VisionTransformer.Forward(config, pretrained, x, hooks)), adapter.Trainable, images, labels,
+                        fineTuning with { Seed = seed }, progress, cancellation);
+                    weights = adapter.Densify(pretrained);
+                }
+            }
+            double seconds = clock.Elapsed.TotalSeconds;
+            phases?.Report(EvaluationPhase);
+            return new ExpertTrainingResult
+            {
+                Backbone = weights, Head = head, LinearProbe = probe, Expert = Evaluate(config, weights, head, task),
+                Adapter = adapter, TrainableParameters = trainable, FineTuningSeconds = seconds,
+            };
+        }
+        catch
+        {
+            head.Dispose();
+            adapter?.Dispose();
+            if (weights is not null) foreach (var t in weights.Values) t.Dispose();
             throw;
         }
     }

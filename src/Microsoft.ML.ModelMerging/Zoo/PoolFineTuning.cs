@@ -2,7 +2,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Training;
@@ -41,6 +43,21 @@ public sealed record PoolFineTuningOptions
 
     /// <summary>Replace a task of the same name already in the pool (its expert, head and entry); otherwise that is refused.</summary>
     public bool Replace { get; init; }
+
+    /// <summary>
+    /// <c>full</c> (every backbone weight), <c>lora</c> or <c>l-lora</c> (an adapter only, stored as a PEFT folder
+    /// <c>experts/&lt;task&gt;/</c>); see <see cref="FineTuningModes"/>.
+    /// </summary>
+    public string Mode { get; init; } = FineTuningModes.Full;
+
+    /// <summary>The adapter's rank, alpha, targets and seed (modes <c>lora</c>, <c>l-lora</c>; <see cref="LoraOptions.Linearized"/> follows the mode).</summary>
+    public LoraOptions Lora { get; init; } = new();
+
+    /// <summary>
+    /// An existing head checkpoint for the task, used frozen instead of fitting a linear probe (e.g. the head the pool's full
+    /// experts were trained behind); the pool refers to it (relative path) rather than copying it.
+    /// </summary>
+    public string? Head { get; init; }
 }
 
 /// <summary>What <see cref="PoolFineTuning.AddTask"/> measured and wrote.</summary>
@@ -109,29 +126,46 @@ public static class PoolFineTuning
                 ? ImageFolderTask.Load(options.Task, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, name)
                 : ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name);
 
-        using var result = ExpertTrainer.Train(config, backbone.Weights, splits, options.ProbeShots, options.LinearProbe, options.FineTuning, options.Seed,
-            progress, cancellation, phases);
+        string mode = FineTuningModes.Parse(options.Mode);
+        var lora = mode == FineTuningModes.Full ? null : options.Lora with { Linearized = mode == FineTuningModes.LinearizedLora };
+        lora?.Validate();
+        using var result = options.Head is { } headPath
+            ? FineTuneBehind(config, backbone.Weights, splits, ModelCheckpoints.LoadHead(headPath, name, splits.ClassNames), options, lora, progress, cancellation, phases)
+            : ExpertTrainer.Train(config, backbone.Weights, splits, options.ProbeShots, options.LinearProbe, options.FineTuning, options.Seed,
+                progress, cancellation, phases, lora);
         cancellation.ThrowIfCancellationRequested();
 
         Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
-        Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
+        if (options.Head is null) Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
         if (created)
         {
             // The pool keeps its own copy of the base, in the project's layout with the config in the metadata.
             ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, PoolManifest.PretrainedFileName), config, backbone.Weights);
         }
-        string expert = $"experts/{name}.safetensors", head = $"heads/{name}.safetensors";
+        // An adapter is a PEFT folder experts/<task>/; a fully fine-tuned expert one checkpoint.
+        string expert = lora is null ? $"experts/{name}.safetensors" : $"experts/{name}";
+        string head = options.Head is { } given ? StoredFolderPath(poolDirectory, given) : $"heads/{name}.safetensors";
         // Written under other names first and moved in together right before the manifest, so a replaced task's old
         // expert and head stay a pair until the new ones are complete.
         string incoming = $".{Environment.ProcessId}.incoming";
-        ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert + incoming), config, result.Backbone);
-        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head + incoming), result.Head, task: name);
+        if (result.Adapter is { } adapter)
+        {
+            PeftAdapterFolder.Save(adapter, Path.Combine(poolDirectory, expert + incoming),
+                baseModel: StoredFolderPath(Path.Combine(poolDirectory, expert), Path.Combine(poolDirectory, manifest.Pretrained ?? PoolManifest.PretrainedFileName)));
+        }
+        else
+        {
+            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert + incoming), config, result.Backbone);
+        }
+        if (options.Head is null) ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head + incoming), result.Head, task: name);
         var task = PoolTask.FromSplits(name, isFolder ? $"image folder {Path.GetFullPath(options.Task)}" : $"benchmark task {data.Name}", data, splits,
             expert, head, result.LinearProbe, result.Expert) with
         {
             Training = new ExpertRecipe
             {
-                Seed = options.Seed, ProbeShots = options.ProbeShots, LinearProbe = options.LinearProbe, FineTuning = options.FineTuning,
+                Mode = mode, Seed = options.Seed, ProbeShots = options.Head is null ? options.ProbeShots : 0, LinearProbe = options.Head is null ? options.LinearProbe : null,
+                FineTuning = options.FineTuning, Head = options.Head is null ? null : head,
+                Rank = lora?.Rank, Alpha = lora?.Alpha, Targets = lora?.Targets, LoraSeed = lora?.Seed,
             },
         };
 
@@ -144,15 +178,45 @@ public static class PoolFineTuning
             classes = task.ClassNames,
             linear_probe_on_pretrained = new { validation = result.LinearProbe.Validation, test = result.LinearProbe.Test },
             expert = new { validation = result.Expert.Validation, test = result.Expert.Test },
+            mode,
+            trainable_parameters = result.TrainableParameters,
+            fine_tuning_seconds = Math.Round(result.FineTuningSeconds, 1),
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
             recipe = task.Training,
         }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         File.Move(report + ".partial", report, overwrite: true);
 
-        File.Move(Path.Combine(poolDirectory, expert + incoming), Path.Combine(poolDirectory, expert), overwrite: true);
-        File.Move(Path.Combine(poolDirectory, head + incoming), Path.Combine(poolDirectory, head), overwrite: true);
+        if (result.Adapter is not null)
+        {
+            string target = Path.Combine(poolDirectory, expert);
+            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+            Directory.Move(Path.Combine(poolDirectory, expert + incoming), target);
+        }
+        else
+        {
+            File.Move(Path.Combine(poolDirectory, expert + incoming), Path.Combine(poolDirectory, expert), overwrite: true);
+        }
+        if (options.Head is null) File.Move(Path.Combine(poolDirectory, head + incoming), Path.Combine(poolDirectory, head), overwrite: true);
         manifest.WithTask(task).Write(poolDirectory);
         return new PoolFineTuningResult(task, created, clock.Elapsed.TotalSeconds, report);
+    }
+
+    private static ExpertTrainingResult FineTuneBehind(VisionTransformerConfig config, IReadOnlyDictionary<string, TorchSharp.torch.Tensor> pretrained,
+        TaskSplits splits, ClassificationHead head, PoolFineTuningOptions options, LoraOptions? lora,
+        IProgress<TrainingProgress>? progress, CancellationToken cancellation, IProgress<string>? phases)
+    {
+        SplitAccuracy probe;
+        try
+        {
+            phases?.Report(ExpertTrainer.EvaluationPhase);
+            probe = ExpertTrainer.Evaluate(config, pretrained, head, splits);
+        }
+        catch
+        {
+            head.Dispose();
+            throw;
+        }
+        return ExpertTrainer.FineTune(config, pretrained, splits, head, probe, options.FineTuning, options.Seed, lora, progress, cancellation, phases);
     }
 
     private static string BasePath(string poolDirectory, PoolManifest manifest, PoolFineTuningOptions options)

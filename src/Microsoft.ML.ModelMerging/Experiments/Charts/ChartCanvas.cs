@@ -169,7 +169,7 @@ internal sealed class ChartCanvas : IDisposable
     }
 
     // The NoDependencies build of Skia has no fontconfig, so the default typeface may have no glyphs: load a font file.
-    private static SKTypeface LoadTypeface()
+    internal static SKTypeface LoadTypeface()
     {
         string[] candidates =
         [

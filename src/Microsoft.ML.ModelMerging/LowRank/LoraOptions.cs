@@ -1,0 +1,92 @@
+using System.Globalization;
+using Microsoft.ML.ModelMerging.Models;
+
+namespace Microsoft.ML.ModelMerging.LowRank;
+
+/// <summary>How an expert is fine-tuned: every backbone weight, a LoRA adapter, or a partially linearised LoRA adapter.</summary>
+public static class FineTuningModes
+{
+    /// <summary>Every backbone weight trained (the zoo's experts).</summary>
+    public const string Full = "full";
+    /// <summary>A LoRA adapter per target linear layer: ΔW = (alpha/r)·B·A.</summary>
+    public const string Lora = "lora";
+    /// <summary>Each LoRA module replaced by its first-order Taylor expansion around its initialisation (L-LoRA).</summary>
+    public const string LinearizedLora = "l-lora";
+
+    public static IReadOnlyList<string> All { get; } = [Full, Lora, LinearizedLora];
+
+    /// <summary>The mode named <paramref name="text"/> (case-insensitive), or an error listing the accepted ones.</summary>
+    public static string Parse(string text) =>
+        All.FirstOrDefault(m => string.Equals(m, text?.Trim(), StringComparison.OrdinalIgnoreCase))
+        ?? throw new ArgumentException($"Unknown fine-tuning mode '{text}': use {string.Join(", ", All)}.");
+}
+
+/// <summary>
+/// A LoRA adapter's shape and initialisation, as PEFT's <c>LoraConfig</c> has them: rank r, lora_alpha (scale alpha/r),
+/// the target modules by short name, and the seed of the shared initialisation φ0 = (A0, B0).
+/// </summary>
+public sealed record LoraOptions
+{
+    /// <summary>The short names a target may have: the linear layers of a CLIP encoder block.</summary>
+    public static IReadOnlyList<string> KnownTargets { get; } = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
+
+    public int Rank { get; init; } = 16;
+    public double Alpha { get; init; } = 32;
+    /// <summary>Short names of the target linear layers [q_proj, v_proj].</summary>
+    public IReadOnlyList<string> Targets { get; init; } = ["q_proj", "v_proj"];
+    /// <summary>Seed of A0 (Kaiming-uniform); every task of a pool shares it, so their adapters start from one φ0.</summary>
+    public int Seed { get; init; }
+    /// <summary>True for L-LoRA: the modules are linearised around φ0.</summary>
+    public bool Linearized { get; init; }
+    /// <summary>rsLoRA's scale alpha/√r instead of alpha/r (PEFT's <c>use_rslora</c>); read from adapters made elsewhere.</summary>
+    public bool UseRsLora { get; init; }
+
+    /// <summary>The factor s of ΔW = s·B·A.</summary>
+    public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
+
+    /// <summary>The mode these options train: <see cref="FineTuningModes.Lora"/> or <see cref="FineTuningModes.LinearizedLora"/>.</summary>
+    public string Mode => Linearized ? FineTuningModes.LinearizedLora : FineTuningModes.Lora;
+
+    public void Validate()
+    {
+        if (Rank <= 0) throw new ArgumentException($"The LoRA rank must be positive, got {Rank}.");
+        if (!(Alpha > 0) || double.IsInfinity(Alpha)) throw new ArgumentException($"lora_alpha must be positive and finite, got {Alpha.ToString(CultureInfo.InvariantCulture)}.");
+        if (Targets.Count == 0) throw new ArgumentException("No LoRA target modules: name at least one of " + string.Join(", ", KnownTargets) + ".");
+        foreach (var t in Targets)
+            if (!KnownTargets.Contains(t))
+                throw new ArgumentException($"Unknown LoRA target module '{t}': use {string.Join(", ", KnownTargets)}.");
+        if (Targets.Distinct(StringComparer.Ordinal).Count() != Targets.Count) throw new ArgumentException($"A LoRA target module is named twice: {string.Join(",", Targets)}.");
+    }
+
+    /// <summary>Parses a comma-separated target list such as <c>q_proj,v_proj</c>.</summary>
+    public static IReadOnlyList<string> ParseTargets(string text) =>
+        [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
+
+    /// <summary>The short name of a block linear layer's prefix (<c>vision_model.encoder.layers.3.self_attn.q_proj</c> → <c>q_proj</c>).</summary>
+    public static string ShortName(string prefix) => prefix[(prefix.LastIndexOf('.') + 1)..];
+
+    /// <summary>Every targeted layer of a model: its prefix and the shape [out, in] of its weight, in layer order.</summary>
+    public IReadOnlyList<LoraTarget> TargetsOf(VisionTransformerConfig config)
+    {
+        var targets = new List<LoraTarget>();
+        for (int layer = 0; layer < config.Layers; layer++)
+        {
+            foreach (string prefix in VisionTransformerNames.Layer(layer).Linears)
+            {
+                string shortName = ShortName(prefix);
+                if (!Targets.Contains(shortName)) continue;
+                (long outFeatures, long inFeatures) = shortName switch
+                {
+                    "fc1" => ((long)config.MlpSize, (long)config.Width),
+                    "fc2" => (config.Width, config.MlpSize),
+                    _ => (config.Width, config.Width),
+                };
+                targets.Add(new LoraTarget(prefix, inFeatures, outFeatures));
+            }
+        }
+        return targets;
+    }
+}
+
+/// <summary>One adapted linear layer: its prefix in the model and its weight's shape [<see cref="OutFeatures"/>, <see cref="InFeatures"/>].</summary>
+public sealed record LoraTarget(string Prefix, long InFeatures, long OutFeatures);

@@ -1,0 +1,237 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Models;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.LowRank;
+
+/// <summary>
+/// A LoRA adapter in the Hugging Face PEFT layout: a folder with <c>adapter_config.json</c> (peft_type LORA, r, lora_alpha,
+/// target_modules, base_model_name_or_path) and <c>adapter_model.safetensors</c> holding
+/// <c>base_model.model.&lt;layer&gt;.lora_A.weight</c> [r, in] and <c>….lora_B.weight</c> [out, r]. Two fields of our own ride
+/// along in the config: <c>linearized</c> (L-LoRA) and <c>lora_seed</c> (the seed of the shared initialisation).
+/// </summary>
+public static partial class PeftAdapterFolder
+{
+    public const string ConfigFileName = "adapter_config.json";
+    public const string WeightsFileName = "adapter_model.safetensors";
+    public const string NamePrefix = "base_model.model.";
+
+    [GeneratedRegex(@"^base_model\.model\.(vision_model\.encoder\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_0-9]+))\.lora_([AB])\.weight$", RegexOptions.CultureInvariant)]
+    private static partial Regex TensorNamePattern();
+
+    /// <summary>True when <paramref name="path"/> is a folder holding an <c>adapter_config.json</c>.</summary>
+    public static bool IsAdapter(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, ConfigFileName));
+
+    /// <summary>The tensor names of a layer's factors.</summary>
+    public static string NameOfA(string prefix) => NamePrefix + prefix + ".lora_A.weight";
+    public static string NameOfB(string prefix) => NamePrefix + prefix + ".lora_B.weight";
+
+    /// <summary>
+    /// Writes the adapter as a PEFT folder, atomically: into a temporary folder next to it, renamed into place (a folder
+    /// already there is replaced).
+    /// </summary>
+    public static void Save(LoraAdapter adapter, string directory, string? baseModel = null)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        string target = Path.GetFullPath(directory);
+        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+        string temp = TemporaryFiles.For(target);
+        Directory.CreateDirectory(temp);
+        try
+        {
+            File.WriteAllText(Path.Combine(temp, ConfigFileName), ConfigJson(adapter.Options, baseModel) + "\n");
+            using (var scope = NewDisposeScope())
+            {
+                var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                foreach (var m in adapter.Modules)
+                {
+                    tensors[NameOfA(m.Target.Prefix)] = m.A.detach().to_type(ScalarType.Float32).cpu();
+                    tensors[NameOfB(m.Target.Prefix)] = m.B.detach().to_type(ScalarType.Float32).cpu();
+                }
+                SafeTensorsWriter.Save(Path.Combine(temp, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            }
+
+            string? old = null;
+            if (Directory.Exists(target))
+            {
+                old = TemporaryFiles.For(target + ".old");
+                Directory.Move(target, old);
+            }
+            Directory.Move(temp, target);
+            if (old is not null) Directory.Delete(old, recursive: true);
+        }
+        catch
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            throw;
+        }
+    }
+
+    /// <summary>PEFT's <c>adapter_config.json</c> for these options, with <c>linearized</c> and <c>lora_seed</c> added.</summary>
+    public static string ConfigJson(LoraOptions options, string? baseModel)
+    {
+        var json = new JsonObject
+        {
+            ["peft_type"] = "LORA",
+            ["task_type"] = null,
+            ["base_model_name_or_path"] = baseModel,
+            ["r"] = options.Rank,
+            ["lora_alpha"] = options.Alpha,
+            ["target_modules"] = new JsonArray([.. options.Targets.Select(t => (JsonNode?)JsonValue.Create(t))]),
+            ["lora_dropout"] = 0.0,
+            ["bias"] = "none",
+            ["fan_in_fan_out"] = false,
+            ["use_rslora"] = options.UseRsLora,
+            ["init_lora_weights"] = true,
+            ["inference_mode"] = true,
+            ["modules_to_save"] = null,
+            ["linearized"] = options.Linearized,
+            ["lora_seed"] = options.Seed,
+        };
+        return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>Reads the options of an adapter folder's <c>adapter_config.json</c>.</summary>
+    /// <exception cref="InvalidDataException">The file is missing, not LoRA, or uses a PEFT feature this reader does not support.</exception>
+    public static LoraOptions ReadOptions(string directory)
+    {
+        string path = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{directory} is not a PEFT adapter folder: no {ConfigFileName}.", path);
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e);
+        }
+        if (root is not JsonObject config) throw new InvalidDataException($"{path}: expected a JSON object.");
+        string peftType = config["peft_type"]?.GetValue<string>() ?? "";
+        if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type is '{peftType}'; only LORA adapters are read.");
+        if (config["fan_in_fan_out"]?.GetValue<bool>() == true)
+            throw new InvalidDataException($"{path}: fan_in_fan_out = true (weights stored transposed, GPT-2's Conv1D) does not apply to a CLIP vision model.");
+        foreach (string pattern in new[] { "rank_pattern", "alpha_pattern" })
+            if (config[pattern] is JsonObject { Count: > 0 })
+                throw new InvalidDataException($"{path}: {pattern} (a rank or alpha per layer) is not supported; every module must use r and lora_alpha.");
+        if (config["use_dora"]?.GetValue<bool>() == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
+        int rank = config["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: no 'r'.");
+        double alpha = config["lora_alpha"]?.GetValue<double>() ?? rank;
+        var targets = config["target_modules"] switch
+        {
+            JsonArray array => array.Select(t => t!.GetValue<string>()).ToList(),
+            JsonValue value => throw new InvalidDataException($"{path}: target_modules is the pattern '{value}'; give the list of module names."),
+            _ => throw new InvalidDataException($"{path}: no target_modules."),
+        };
+        var options = new LoraOptions
+        {
+            Rank = rank,
+            Alpha = alpha,
+            Targets = targets,
+            Linearized = config["linearized"]?.GetValue<bool>() ?? false,
+            Seed = config["lora_seed"]?.GetValue<int>() ?? 0,
+            UseRsLora = config["use_rslora"]?.GetValue<bool>() ?? false,
+        };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{path}: {e.Message}", e);
+        }
+        return options;
+    }
+
+    /// <summary>
+    /// Loads an adapter folder for a model of <paramref name="config"/>: every target layer must have both factors with
+    /// shapes A [r, in] and B [out, r], no other tensor may be present, and every value must be finite. Errors name the
+    /// file, the tensor and what was expected.
+    /// </summary>
+    public static LoraAdapter Load(string directory, VisionTransformerConfig config)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        ArgumentNullException.ThrowIfNull(config);
+        var options = ReadOptions(directory);
+        string weights = Path.Combine(directory, WeightsFileName);
+        if (!File.Exists(weights)) throw new FileNotFoundException($"{directory}: no {WeightsFileName} beside {ConfigFileName}.", weights);
+        using var checkpoint = Checkpoint.Open(weights);
+        var expected = options.TargetsOf(config).ToDictionary(t => t.Prefix, StringComparer.Ordinal);
+        foreach (var entry in checkpoint.Tensors)
+        {
+            var match = TensorNamePattern().Match(entry.Name);
+            if (!match.Success)
+                throw new CheckpointFormatException(weights, entry.Name,
+                    $"not a LoRA factor name; expected {NamePrefix}vision_model.encoder.layers.N.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight.");
+            if (!expected.ContainsKey(match.Groups[1].Value))
+                throw new CheckpointFormatException(weights, entry.Name,
+                    $"adapts '{match.Groups[1].Value}', which is not one of the target modules {string.Join(", ", options.Targets)} of a {config.Layers}-layer model ({ConfigFileName}: target_modules).");
+        }
+
+        var modules = new List<(LoraTarget Target, Tensor A, Tensor B)>();
+        try
+        {
+            foreach (var target in expected.Values)
+            {
+                var a = ReadFactor(checkpoint, weights, NameOfA(target.Prefix), [options.Rank, target.InFeatures], options.Rank);
+                Tensor b;
+                try
+                {
+                    b = ReadFactor(checkpoint, weights, NameOfB(target.Prefix), [target.OutFeatures, options.Rank], options.Rank);
+                }
+                catch
+                {
+                    a.Dispose();
+                    throw;
+                }
+                modules.Add((target, a, b));
+            }
+
+            // The expansion point of a stored adapter is PEFT's initialisation: B0 = 0, and A0 = the stored A (an L-LoRA
+            // module's A receives no gradient when B0 = 0, so it is still A0). B is then set to the stored values.
+            using var scope = NewDisposeScope();
+            var adapter = LoraAdapter.FromInitialization(options, modules.Select(m => (m.Target, m.A, zeros_like(m.B))));
+            using (no_grad())
+            {
+                foreach (var (module, stored) in adapter.Modules.Zip(modules))
+                {
+                    module.B.copy_(stored.B);
+                }
+            }
+            return adapter;
+        }
+        finally
+        {
+            foreach (var (_, a, b) in modules)
+            {
+                a.Dispose();
+                b.Dispose();
+            }
+        }
+    }
+
+    private static Tensor ReadFactor(Checkpoint checkpoint, string file, string name, long[] shape, int rank)
+    {
+        if (!checkpoint.Contains(name))
+            throw new CheckpointFormatException(file, name, $"missing: every target module needs lora_A and lora_B (expected shape [{string.Join(", ", shape)}]).");
+        var entry = checkpoint.GetEntry(name);
+        if (!entry.DType.IsFloatingPoint())
+            throw new CheckpointFormatException(file, name, $"dtype {entry.DType}, expected a floating-point type.");
+        if (!entry.Shape.SequenceEqual(shape))
+            throw new CheckpointFormatException(file, name,
+                $"shape {entry.ShapeText}, expected [{string.Join(", ", shape)}] (r = {rank.ToString(CultureInfo.InvariantCulture)} in {ConfigFileName}).");
+        var tensor = checkpoint.ReadTensor(name).DetachFromDisposeScope();
+        using var finite = tensor.isfinite().all();
+        if (!finite.item<bool>())
+        {
+            tensor.Dispose();
+            throw new CheckpointFormatException(file, name, "holds NaN or ±∞.");
+        }
+        return tensor;
+    }
+}

@@ -1,0 +1,189 @@
+using System.Text.Json;
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.LowRank;
+using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.Tests.Zoo;
+using Microsoft.ML.ModelMerging.Zoo;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.LowRank;
+
+/// <summary>
+/// Adapters as files and as experts: the PEFT layout round trip and its checks, a LoRA pool made by <c>mlmerge finetune
+/// --mode lora</c> on two image folders, then evaluated, merged from the adapter folders by the streaming driver and
+/// merged by the algorithm registry.
+/// </summary>
+[TestClass]
+public sealed class LoraPoolTests
+{
+    private static TempDirectory s_dir = null!;
+    private static string s_pool = null!;
+    private static (int Exit, string Output, string Error) s_first, s_second;
+
+    [ClassInitialize]
+    public static void Build(TestContext _)
+    {
+        s_dir = new TempDirectory();
+        TestImageFolders.Shapes(s_dir.File("data/shapes"), perClass: 30, seed: 3);
+        TestImageFolders.Stripes(s_dir.File("data/stripes"), perClass: 20, seed: 4);
+        s_pool = s_dir.File("pool");
+        s_first = CliRunner.Run("finetune", "--mode", "lora", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
+            "--task", s_dir.File("data/shapes"), "--add-to", s_pool, "--epochs", "2", "--lr", "1e-3", "--rank", "4", "--alpha", "8", "--lora-seed", "5");
+        s_second = CliRunner.Run("finetune", "--mode", "lora", "--task", s_dir.File("data/stripes"), "--add-to", s_pool, "--epochs", "2", "--lr", "1e-3",
+            "--rank", "4", "--alpha", "8", "--lora-seed", "5", "--targets", "q_proj,v_proj,fc1");
+    }
+
+    [ClassCleanup]
+    public static void Cleanup() => s_dir.Dispose();
+
+    private static VisionTransformerConfig Config => ModelCheckpoints.ReadConfig(Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"));
+
+    private static LoraAdapter RandomAdapter(LoraOptions options, ulong seed)
+    {
+        var adapter = LoraAdapter.Initialize(Config, options);
+        using var noGrad = no_grad();
+        foreach (var m in adapter.Modules) m.B.copy_(0.1 * randn(m.B.shape, generator: new Generator(seed++)));
+        return adapter;
+    }
+
+    [TestMethod]
+    public void PeftFolderRoundTripsWithPeftsNamesAndConfig()
+    {
+        using var scope = NewDisposeScope();
+        var options = new LoraOptions { Rank = 4, Alpha = 8, Targets = ["q_proj", "fc2"], Seed = 9, Linearized = true };
+        using var adapter = RandomAdapter(options, 1);
+        string folder = s_dir.File("roundtrip/adapter");
+        PeftAdapterFolder.Save(adapter, folder, baseModel: "openai/clip-vit-base-patch32");
+        PeftAdapterFolder.Save(adapter, folder); // replaces the folder in place
+
+        using (var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, PeftAdapterFolder.ConfigFileName))))
+        {
+            var root = config.RootElement;
+            Assert.AreEqual("LORA", root.GetProperty("peft_type").GetString());
+            Assert.AreEqual(4, root.GetProperty("r").GetInt32());
+            Assert.AreEqual(8.0, root.GetProperty("lora_alpha").GetDouble());
+            CollectionAssert.AreEqual(new[] { "q_proj", "fc2" }, root.GetProperty("target_modules").EnumerateArray().Select(t => t.GetString()).ToArray());
+            Assert.IsTrue(root.GetProperty("linearized").GetBoolean());
+            Assert.AreEqual(9, root.GetProperty("lora_seed").GetInt32());
+        }
+        using (var file = Checkpoint.Open(Path.Combine(folder, PeftAdapterFolder.WeightsFileName)))
+        {
+            Assert.HasCount(2 * 2 * Config.Layers, file.Tensors);
+            Assert.IsTrue(file.Contains("base_model.model.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"));
+            Assert.IsTrue(file.Contains("base_model.model.vision_model.encoder.layers.1.mlp.fc2.lora_B.weight"));
+        }
+        Assert.IsEmpty(Directory.GetDirectories(Path.GetDirectoryName(folder)!).Where(d => d != folder), "no temporary folder is left");
+
+        using var loaded = PeftAdapterFolder.Load(folder, Config);
+        Assert.AreEqual(options, loaded.Options with { Targets = options.Targets });
+        CollectionAssert.AreEqual(options.Targets.ToArray(), loaded.Options.Targets.ToArray());
+        foreach (var m in adapter.Modules)
+        {
+            var other = loaded.Module(m.Target.Prefix)!;
+            Assert.IsTrue(m.A.eq(other.A).all().item<bool>(), m.Target.Prefix);
+            Assert.IsTrue(m.B.eq(other.B).all().item<bool>(), m.Target.Prefix);
+            Assert.IsLessThan(1e-7, (adapter.Delta(m.Target.Prefix) - loaded.Delta(m.Target.Prefix)).abs().max().item<float>());
+        }
+    }
+
+    [TestMethod]
+    public void AnAdapterWithAWrongRankInOneTensorIsRefusedNamingFileTensorAndShape()
+    {
+        using var scope = NewDisposeScope();
+        using var adapter = RandomAdapter(new LoraOptions { Rank = 4, Alpha = 8 }, 2);
+        string folder = s_dir.File("bad/adapter");
+        PeftAdapterFolder.Save(adapter, folder);
+        string weights = Path.Combine(folder, PeftAdapterFolder.WeightsFileName);
+        Dictionary<string, Tensor> tensors;
+        using (var file = Checkpoint.Open(weights)) tensors = file.ReadAll();
+        string bad = PeftAdapterFolder.NameOfA(VisionTransformerNames.Layer(1).VProj);
+        tensors[bad] = zeros(3, Config.Width);
+        SafeTensorsWriter.Save(weights, tensors);
+
+        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => PeftAdapterFolder.Load(folder, Config));
+        StringAssert.Contains(error.Message, weights);
+        StringAssert.Contains(error.Message, bad);
+        StringAssert.Contains(error.Message, $"expected [4, {Config.Width}]");
+
+        // A tensor for a module the config does not target is refused too.
+        tensors[bad] = zeros(4, Config.Width);
+        tensors[PeftAdapterFolder.NameOfA(VisionTransformerNames.Layer(0).KProj)] = zeros(4, Config.Width);
+        SafeTensorsWriter.Save(weights, tensors);
+        error = Assert.ThrowsExactly<CheckpointFormatException>(() => PeftAdapterFolder.Load(folder, Config));
+        StringAssert.Contains(error.Message, "k_proj");
+    }
+
+    [TestMethod]
+    public void FinetuneLoraAddsAdapterExpertsThatEvalScores()
+    {
+        Assert.AreEqual(0, s_first.Exit, s_first.Error);
+        Assert.AreEqual(0, s_second.Exit, s_second.Error);
+        StringAssert.Contains(s_first.Output, "mode lora: r = 4");
+        var manifest = PoolManifest.Read(s_pool);
+        var shapes = manifest.Task("shapes");
+        Assert.AreEqual("experts/shapes", shapes.Expert);
+        Assert.IsTrue(PeftAdapterFolder.IsAdapter(Path.Combine(s_pool, shapes.Expert)));
+        Assert.AreEqual(FineTuningModes.Lora, shapes.Training!.Mode);
+        Assert.AreEqual(4, shapes.Training.Rank);
+        Assert.AreEqual(8.0, shapes.Training.Alpha);
+        Assert.AreEqual(5, shapes.Training.LoraSeed);
+        CollectionAssert.AreEqual(new[] { "q_proj", "v_proj", "fc1" }, manifest.Task("stripes").Training!.Targets!.ToArray());
+        using (var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(s_pool, "experts", "shapes.json"))))
+            Assert.AreEqual(2L * Config.Layers * 2 * 4 * Config.Width, report.RootElement.GetProperty("trainable_parameters").GetInt64());
+
+        var (exit, output, error) = CliRunner.Run("eval", "--model", Path.Combine(s_pool, shapes.Expert), "--zoo", s_pool, "--task", "shapes");
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(output, (100 * shapes.Individual.Test).ToString("F1", System.Globalization.CultureInfo.InvariantCulture));
+        using var pool = ExpertPool.Load(s_pool);
+        Assert.IsGreaterThan(0.6, shapes.Individual.Test);
+        Assert.AreEqual(shapes.Individual.Test, ExpertTrainer.Accuracy(pool.Config, pool.Expert("shapes"), pool.Head("shapes"), pool.LoadData("shapes").Test), 1e-4);
+    }
+
+    [TestMethod]
+    public void StreamingMergeOfAdapterFoldersEqualsTheMergeOfTheDensifiedExperts()
+    {
+        using var scope = NewDisposeScope();
+        using var pool = ExpertPool.Load(s_pool);
+        string basePath = Path.Combine(s_pool, PoolManifest.Read(s_pool).Pretrained!);
+        var adapters = pool.Tasks.Select(t => Path.Combine(s_pool, t.Expert)).ToArray();
+        foreach (var (method, parameters) in new[] { ("task-arithmetic", new[] { "--lambda", "0.4" }), ("ties", new[] { "--lambda", "0.5", "--keep", "0.3" }) })
+        {
+            string output = s_dir.File($"merged-{method}.safetensors");
+            var args = new List<string> { "merge", "--method", method, "--base", basePath, "--out", output };
+            foreach (var a in adapters) args.AddRange(["--expert", a]);
+            args.AddRange(parameters);
+            var (exit, _, error) = CliRunner.Run([.. args]);
+            Assert.AreEqual(0, exit, error);
+
+            var algorithm = MergeMethodRegistry.Default.Create(method, MergeParameters.Parse(method == "ties" ? ["lambda=0.5", "keep=0.3"] : ["lambda=0.4"]));
+            using var reference = new InMemoryMergeDriver().Merge(algorithm, pool.Pretrained, pool.Experts, expertNames: pool.TaskNames);
+            using var streamed = Checkpoint.Open(output);
+            foreach (var (name, expected) in reference.Merged)
+            {
+                using var actual = streamed.ReadTensor(name);
+                Assert.IsLessThanOrEqualTo(1e-6, (actual - expected).abs().max().item<float>(), $"{method}: {name}");
+            }
+            string q0 = VisionTransformerNames.Weight(VisionTransformerNames.Layer(0).QProj);
+            Assert.IsGreaterThan(1e-5, (streamed.ReadTensor(q0) - pool.Pretrained[q0]).abs().max().item<float>(), "the adapters moved q_proj");
+        }
+    }
+
+    [TestMethod]
+    public void ALoraPoolRunsThroughTaskArithmeticInTheRegistry()
+    {
+        using var scope = NewDisposeScope();
+        using var pool = ExpertPool.Load(s_pool);
+        using var model = MergeAlgorithmRegistry.Default.Get("task-arithmetic").Run(pool, MergeParameters.Parse("lambda=0.5"), new AlgorithmContext());
+        var weights = model.Parts[0].Exporter.Weights;
+        string v1 = VisionTransformerNames.Weight(VisionTransformerNames.Layer(1).VProj);
+        var expected = pool.Pretrained[v1] + 0.5 * ((pool.Expert("shapes")[v1] - pool.Pretrained[v1]) + (pool.Expert("stripes")[v1] - pool.Pretrained[v1]));
+        Assert.IsLessThanOrEqualTo(1e-6, (weights[v1] - expected).abs().max().item<float>());
+        var test = pool.LoadData("shapes").Test;
+        double accuracy = ExpertTrainer.Accuracy(pool.Config, weights, pool.Head("shapes"), test);
+        Assert.IsGreaterThan(0.5, accuracy, "the merged model still separates the shapes");
+    }
+}
