@@ -78,6 +78,11 @@ internal static class ExportOnnxCommand
                 return ExportCorrected(parse, modelPath, zooPath, headSpecs, taskNames, parse.GetValue(output), options);
             }
 
+            if (routersPath is null && modelPath is not null && LowRank.PeftAdapterFolder.IsAdapter(modelPath))
+            {
+                return ExportAdapter(parse, modelPath, zooPath, headSpecs, taskNames, parse.GetValue(output), options, parse.GetValue(allHeads));
+            }
+
             if (routersPath is null && modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, WeightEnsemblingOnnxExporter.RoutersFileName)))
             {
                 routersPath = modelPath;
@@ -126,6 +131,40 @@ internal static class ExportOnnxCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// A LoRA / L-LoRA adapter folder: the pool's base with the adapter's ΔW added, exported as a dense model with the head of
+    /// the pool task whose expert the adapter is (every head with --all-heads, or the tasks given with --task).
+    /// </summary>
+    private static int ExportAdapter(ParseResult parse, string adapterPath, string? zoo, string[] heads, string[] tasks, string? output,
+        VitOnnxExportOptions options, bool allHeads)
+    {
+        if (heads.Length > 0)
+        {
+            throw new ArgumentException("An adapter is exported with the heads of --zoo, the pool whose base it adapts; leave out --head.");
+        }
+
+        var manifest = Pools.PoolManifest.Read(zoo ?? throw new ArgumentException($"{adapterPath} is a LoRA adapter: give --zoo, the pool whose base it adapts."));
+        var chosen = tasks.Length > 0 ? tasks
+            : allHeads ? [.. manifest.Tasks.Select(t => t.Name)]
+            : manifest.TasksWithExperts(zoo, [adapterPath]) is { Count: > 0 } own ? [.. own.Select(t => t.Name)]
+            : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}: name the heads with --task, or --all-heads.");
+        using var pool = Pools.ExpertPool.Load(zoo, chosen);
+        using var adapter = LowRank.PeftAdapterFolder.Load(adapterPath, pool.Config);
+        var dense = adapter.Densify(pool.Pretrained);
+        try
+        {
+            var exporter = new DenseVitOnnxExporter(pool.Config, dense, [.. chosen.Select(t => new OnnxTaskHead(t, pool.Head(t)))], options);
+            long bytes = exporter.Save(output ?? throw new ArgumentException("--out is required."));
+            parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"exported the adapter on the base of {zoo} with {chosen.Length} head(s) ({string.Join(", ", chosen)}), {bytes:N0} bytes → {Path.GetFullPath(output)}"));
+            return 0;
+        }
+        finally
+        {
+            foreach (var t in dense.Values) t.Dispose();
+        }
     }
 
     /// <summary>A TACT result: one model per task (its correction), written as <c>&lt;out stem&gt;.&lt;task&gt;.onnx</c>.</summary>
