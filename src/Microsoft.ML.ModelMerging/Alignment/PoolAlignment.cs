@@ -92,6 +92,9 @@ public static class PoolAlignment
         options ??= new PoolAlignmentOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxIterations, nameof(options.MaxIterations));
         string reference = options.Reference ?? pool.Tasks[0].Name;
+        if (pool.TaskNames.FirstOrDefault(pool.IsAdapterExpert) is { } adapted)
+            throw new ArgumentException($"The expert of task '{adapted}' in {pool.Directory} is a LoRA adapter: alignment permutes full checkpoints, " +
+                "and an adapter fine-tuned on the pool's base shares that base's units already.");
         if (options.Method is not (Method or ActivationMethod))
             throw new ArgumentException($"Unknown alignment method '{options.Method}': {Method} or {ActivationMethod}.");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.ImagesPerTask, nameof(options.ImagesPerTask));

@@ -59,6 +59,11 @@ public sealed class CommittedAdapterPoolTests
         (exit, _, error) = CliRunner.Run("export-onnx", "--model", adapter, "--out", dir.File("n.onnx"));
         Assert.AreNotEqual(0, exit);
         StringAssert.Contains(error, "is a LoRA adapter: give --zoo");
+
+        (exit, _, error) = CliRunner.Run("align", "--zoo", poolDirectory, "--out", dir.File("aligned"));
+        Assert.AreNotEqual(0, exit);
+        StringAssert.Contains(error, "is a LoRA adapter: alignment permutes full checkpoints");
+        Assert.IsFalse(Directory.Exists(dir.File("aligned")), "nothing written");
     }
 
     /// <summary>Every L-LoRA adapter keeps A = A0, the initialisation its lora seed gives: the modules share one tangent space.</summary>
