@@ -15,7 +15,11 @@ internal static class CompareCommand
 {
     public static Command Create()
     {
-        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (experts, heads, task data).", DefaultValueFactory = _ => "zoos/default" };
+        var zoo = new Option<string[]>("--zoo")
+        {
+            Description = "Zoo directory (experts, heads, task data); repeat it to rank pools of the same tasks side by side (e.g. full, LoRA and L-LoRA experts), each normalised by its own experts.",
+            DefaultValueFactory = _ => ["zoos/default"],
+        };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var methods = new Option<string?>("--methods") { Description = "Comma-separated methods (default: " + string.Join(",", MergeMethodSearch.Defaults.Select(d => d.Method)) + ")." };
         var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h, or none [30m]." };
@@ -31,7 +35,7 @@ internal static class CompareCommand
         command.SetAction((parse, cancellation) =>
         {
             var writer = parse.InvocationConfiguration.Output;
-            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, parse.GetValue(tasks));
+            string[] zoos = parse.GetValue(zoo) is { Length: > 0 } given ? given : ["zoos/default"];
             int steps = parse.GetValue(ttaSteps);
             if (steps <= 0) throw new ArgumentException($"--tta-steps must be positive (got {steps}).");
             var searches = MergeMethodSearch.For(
@@ -53,16 +57,41 @@ internal static class CompareCommand
             // The output directory exists from the start and holds the leaderboard of the methods finished so far.
             string directory = parse.GetValue(output)!;
             Directory.CreateDirectory(directory);
-            var leaderboard = ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
-                p =>
+            // Several pools: each compared on its own (partial results in a folder named after it), then ranked together.
+            var labels = PoolLabels(zoos);
+            if (zoos.Length > 1)
+            {
+                // Checked before anything runs: a side-by-side ranking needs the same tasks in every pool.
+                var chosen = parse.GetValue(tasks) is { Length: > 0 } named ? named : null;
+                var taskLists = zoos.Select(z => chosen ?? [.. PoolManifest.Read(z).Tasks.Select(t => t.Name)]).ToList();
+                for (int z = 1; z < zoos.Length; z++)
                 {
-                    if (p.Partial is { } partial) partial.WriteAll(directory);
-                    string stage = p.Inner is { } inner ? $" · {inner.Stage}" : "";
-                    return p.Inner is { Total: > 0 } step
-                        ? ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
-                        : ($"[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
-                },
-                progress => new MergeExperiment(experts, options).Run(progress, cancellation));
+                    if (!taskLists[z].SequenceEqual(taskLists[0], StringComparer.Ordinal))
+                        throw new ArgumentException($"{zoos[z]} has tasks [{string.Join(", ", taskLists[z])}] and {zoos[0]} [{string.Join(", ", taskLists[0])}]: " +
+                            "compare pools of the same tasks side by side (or choose common ones with --task).");
+                }
+            }
+
+            var boards = new List<(string Pool, Leaderboard Board)>();
+            for (int z = 0; z < zoos.Length; z++)
+            {
+                using var experts = ExpertPool.Load(zoos[z], parse.GetValue(tasks));
+                string partials = zoos.Length == 1 ? directory : Path.Combine(directory, labels[z]);
+                string prefix = zoos.Length == 1 ? "" : $"{labels[z]}: ";
+                boards.Add((labels[z], ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
+                    p =>
+                    {
+                        if (p.Partial is { } partial) partial.WriteAll(partials);
+                        string stage = p.Inner is { } inner ? $" · {inner.Stage}" : "";
+                        return p.Inner is { Total: > 0 } step
+                            ? ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
+                            : ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
+                    },
+                    progress => new MergeExperiment(experts, options).Run(progress, cancellation))));
+                if (zoos.Length > 1) boards[^1].Board.WriteAll(partials);
+            }
+
+            var leaderboard = boards.Count == 1 ? boards[0].Board : Leaderboard.Combine(boards);
             var files = leaderboard.WriteAll(directory);
             writer.Write(leaderboard.ToText());
             writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
@@ -70,6 +99,14 @@ internal static class CompareCommand
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    /// <summary>A short label per pool: its folder name, or its path relative to the first common folder when names repeat.</summary>
+    private static string[] PoolLabels(string[] zoos)
+    {
+        var names = zoos.Select(z => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(z)))).ToArray();
+        if (names.Distinct(StringComparer.Ordinal).Count() == names.Length) return names;
+        return [.. zoos.Select(z => Path.GetRelativePath(Environment.CurrentDirectory, z).Replace('\\', '/'))];
     }
 
     /// <summary>Parses 90s, 15m, 1h, 1h30m or a TimeSpan (00:15:00).</summary>

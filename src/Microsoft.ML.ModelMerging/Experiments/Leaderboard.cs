@@ -28,6 +28,14 @@ public sealed class Leaderboard
 
     public IReadOnlyList<string> Tasks { get; }
     public IReadOnlyDictionary<string, double> Individual { get; }
+
+    /// <summary>
+    /// Each pool's individual accuracies in a leaderboard over several pools (<see cref="Combine"/>): every entry is
+    /// normalised by the experts of its own pool. Empty for one pool.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, double>> IndividualByPool { get; private init; } =
+        new Dictionary<string, IReadOnlyDictionary<string, double>>(StringComparer.Ordinal);
+
     public RankingMetric Metric { get; }
     public IReadOnlyList<LeaderboardEntry> Entries { get; }
     /// <summary>False when the time budget or a cancellation stopped the experiment before every method ran.</summary>
@@ -100,6 +108,7 @@ public sealed class Leaderboard
             latency_ms = e.LatencyMilliseconds,
             candidates_tried = e.CandidatesTried,
             note = e.Note,
+            pool = e.Pool,
         }),
     }, JsonOptions);
 
@@ -126,6 +135,34 @@ public sealed class Leaderboard
         {
             throw new InvalidDataException($"{jsonPath} is not a readable leaderboard: {e.Message}", e);
         }
+    }
+
+    /// <summary>
+    /// One leaderboard over several pools of the same tasks (e.g. full, LoRA and L-LoRA experts of one zoo): every entry
+    /// keeps its scores, normalised by its own pool's experts, is named <c>method @pool</c>, and all are ranked together by
+    /// the validation metric.
+    /// </summary>
+    /// <exception cref="ArgumentException">The pools' tasks or metrics differ, or two pools have one label.</exception>
+    public static Leaderboard Combine(IReadOnlyList<(string Pool, Leaderboard Board)> boards)
+    {
+        ArgumentNullException.ThrowIfNull(boards);
+        if (boards.Count == 0) throw new ArgumentException("No leaderboard to combine.", nameof(boards));
+        var first = boards[0].Board;
+        foreach (var (pool, board) in boards)
+        {
+            if (!board.Tasks.SequenceEqual(first.Tasks, StringComparer.Ordinal))
+                throw new ArgumentException($"Pool '{pool}' has tasks [{string.Join(", ", board.Tasks)}]; '{boards[0].Pool}' has [{string.Join(", ", first.Tasks)}]: compare pools of the same tasks.");
+            if (board.Metric != first.Metric) throw new ArgumentException("The leaderboards rank by different metrics.");
+        }
+
+        if (boards.GroupBy(b => b.Pool, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"Two pools are labelled '{twice.Key}'.");
+        var entries = boards.SelectMany(b => b.Board.Entries.Select(e => e with { Method = $"{e.Method} @{b.Pool}", Pool = b.Pool }));
+        return new Leaderboard(first.Tasks, first.Individual, first.Metric, entries, boards.All(b => b.Board.Complete),
+            [.. boards.SelectMany(b => b.Board.Skipped.Select(s => $"{s} @{b.Pool}"))])
+        {
+            IndividualByPool = boards.ToDictionary(b => b.Pool, b => b.Board.Individual, StringComparer.Ordinal),
+        };
     }
 
     /// <summary>The leaderboard as a console table.</summary>
@@ -172,10 +209,19 @@ public sealed class Leaderboard
         text.AppendLine();
         text.AppendLine("## Test accuracy per task");
         text.AppendLine();
-        var table = new AccuracyTable(Tasks, Individual);
-        table.Add("Individual", new Pools.TaskAccuracies(Individual));
-        foreach (var e in Entries) table.Add(e.NeedsTaskAtInference ? e.Method + " †" : e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
-        text.Append(table.ToMarkdown());
+        // Over several pools, one table per pool: each normalised by its own experts.
+        var groups = IndividualByPool.Count == 0
+            ? [(Pool: (string?)null, Individual)]
+            : IndividualByPool.Select(kv => (Pool: (string?)kv.Key, Individual: kv.Value)).ToList();
+        foreach (var (pool, individual) in groups)
+        {
+            if (pool is not null) text.AppendLine().AppendLine($"Pool `{pool}`:").AppendLine();
+            var table = new AccuracyTable(Tasks, individual);
+            table.Add("Individual", new Pools.TaskAccuracies(individual));
+            foreach (var e in Entries.Where(e => e.Pool == pool))
+                table.Add(e.NeedsTaskAtInference ? e.Method + " †" : e.Method, e.Test, e.CandidatesTried > 1 ? e.Candidate : "");
+            text.Append(table.ToMarkdown());
+        }
         if (Entries.Any(e => e.NeedsTaskAtInference)) text.AppendLine().AppendLine("† needs the task of each input at inference.");
         foreach (var chart in chartFiles)
             text.AppendLine().AppendLine($"![{Path.GetFileNameWithoutExtension(chart)}]({Path.GetFileName(chart)})");

@@ -31,4 +31,6 @@ public sealed record LeaderboardEntry
     /// <summary>ONNX Runtime latency of one image (batch 1, median); null when not measured.</summary>
     public double? LatencyMilliseconds { get; init; }
     public string Note { get; init; } = "";
+    /// <summary>The pool the entry merged, in a leaderboard over several pools (<see cref="Leaderboard.Combine"/>); null otherwise.</summary>
+    public string? Pool { get; init; }
 }
