@@ -118,3 +118,34 @@ public sealed record AdaMergingSettings : AlgorithmSettings
     protected override IEnumerable<(string, object?)> Given() =>
         [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("seed", Seed)];
 }
+
+/// <summary>TACT: a weight-only base merge corrected per task at every site to the expert's activation statistics.</summary>
+public sealed record TactSettings : AlgorithmSettings
+{
+    /// <summary>The weight-only merge corrected (<see cref="TactAlgorithm.BaseMethods"/>); default simple average.</summary>
+    public string? BaseMethod { get; init; }
+
+    /// <summary>Unlabeled images per task the statistics are measured on.</summary>
+    public int? Examples { get; init; }
+
+    public double? Epsilon { get; init; }
+
+    /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's).</summary>
+    public bool? PerToken { get; init; }
+
+    /// <summary>The base method's λ, for a base method that has one.</summary>
+    public double? Lambda { get; init; }
+
+    /// <summary>The base method's kept fraction (TIES).</summary>
+    public double? Keep { get; init; }
+
+    public int? Seed { get; init; }
+
+    public override string Method => "tact";
+
+    protected override IEnumerable<(string, object?)> Given() =>
+    [
+        ("base-method", BaseMethod), ("examples", Examples), ("epsilon", Epsilon),
+        ("statistics", PerToken is { } token ? token ? "token" : "channel" : null), ("lambda", Lambda), ("keep", Keep), ("seed", Seed),
+    ];
+}

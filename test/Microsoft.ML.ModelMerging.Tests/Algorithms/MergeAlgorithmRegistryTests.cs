@@ -98,6 +98,7 @@ public sealed class MergeAlgorithmRegistryTests
             new WeightEnsemblingSettings { Steps = 500, RouterDepth = 1, BatchReduce = true, LearningRate = 1e-4 },
             new WeightEnsemblingSettings { Efficient = true, Keep = 0.2 },
             new AdaMergingSettings { TaskWise = true, Steps = 10 },
+            new TactSettings { BaseMethod = "ties", PerToken = true, Keep = 0.1, Examples = 64 },
         ];
         foreach (var typed in settings)
         {
@@ -114,6 +115,8 @@ public sealed class MergeAlgorithmRegistryTests
             settings[2].ToParameters().Resolve("wemoe", wemoeAlgorithm.Parameters).ToText().ToArray());
         Assert.AreEqual("e-wemoe", settings[3].Method);
         Assert.AreEqual("adamerging-task", settings[4].Method);
+        CollectionAssert.AreEquivalent(new[] { "base-method=ties", "statistics=token", "keep=0.1", "examples=64" },
+            settings[5].ToParameters().Values.Select(kv => $"{kv.Key}={kv.Value}").ToArray());
 
         var options = new ModelMerging.MLNet.MergeExpertsOptions().Use(settings[2]);
         Assert.AreEqual("wemoe", options.Method);
