@@ -169,14 +169,16 @@ public sealed class Leaderboard
     public string ToText()
     {
         var text = new StringBuilder();
-        text.AppendLine(CultureInfo.InvariantCulture, $"{"#",2} {"method",-18} {"val " + Metric.ToString().ToLowerInvariant(),12} {"test avg",9} {"test norm",9} {"worst",6} {"params",9} {"onnx MB",8} {"ms/img",7}  setting");
+        // The method column fits the longest name (a leaderboard over several pools adds " @pool").
+        int width = Math.Max(18, Entries.Select(e => e.Method.Length).DefaultIfEmpty(0).Max());
+        text.AppendLine(CultureInfo.InvariantCulture, $"{"#",2} {"method".PadRight(width)} {"val " + Metric.ToString().ToLowerInvariant(),12} {"test avg",9} {"test norm",9} {"worst",6} {"params",9} {"onnx MB",8} {"ms/img",7}  setting");
         for (int i = 0; i < Entries.Count; i++)
         {
             var e = Entries[i];
             if (e.NeedsTaskAtInference && (i == 0 || !Entries[i - 1].NeedsTaskAtInference))
                 text.AppendLine("   needs the task at inference (one model per task), ranked apart:");
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"{RankOf(i),2} {e.Method,-18} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
+                $"{RankOf(i),2} {e.Method.PadRight(width)} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
         }
         if (!Complete) text.AppendLine($"stopped early; not run: {string.Join(", ", Skipped)}");
         return text.ToString();
