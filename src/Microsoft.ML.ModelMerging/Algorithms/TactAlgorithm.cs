@@ -44,7 +44,12 @@ public sealed class TactAlgorithm : IMergeAlgorithm
         MergeParameterSpec.Number("keep", TiesMerge.DefaultKeep, "the base method's kept fraction (TIES), when it has one", 0, 1, minimumInclusive: false),
     ];
 
-    public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; } = new Dictionary<string, IReadOnlyList<string>>();
+    /// <summary>
+    /// Both granularities, on the default base (it needs no pre-trained base, so the search runs on any pool): validation
+    /// decides between the paper's per-channel maps and the per-token ones, which repair far more on ViTs.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; } =
+        new Dictionary<string, IReadOnlyList<string>> { ["statistics"] = ["channel", "token"] };
 
     /// <summary>
     /// The parameters, and what the base method needs: a pre-trained base in the pool when it forms task vectors, and only

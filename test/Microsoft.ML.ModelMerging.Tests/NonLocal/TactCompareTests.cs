@@ -25,8 +25,9 @@ public sealed class TactCompareTests
     {
         var tact = MergeMethodSearch.Of(TactAlgorithm.Instance, adaptationSteps: 5);
         Assert.AreEqual("tact", tact.Method);
-        Assert.HasCount(1, tact.Candidates);
-        Assert.IsEmpty(tact.Candidates[0].Parameters, "TACT's defaults; it has no steps");
+        CollectionAssert.AreEqual(new[] { "channel", "token" }, tact.Candidates.Select(c => c.Parameters["statistics"]).ToArray(),
+            "validation chooses the granularity");
+        Assert.IsTrue(tact.Candidates.All(c => c.Parameters.Count == 1), "nothing else set; it has no steps");
         Assert.AreEqual("5", MergeMethodSearch.Of(MergeAlgorithmRegistry.Default.Get("wemoe"), adaptationSteps: 5).Candidates.Single().Parameters["steps"]);
 
         // Every search of every registered algorithm resolves against the algorithm's declared parameters.
@@ -61,9 +62,12 @@ public sealed class TactCompareTests
         Assert.IsGreaterThan(0L, tact.GetProperty("model_bytes").GetInt64(), "each task's model exported and measured");
         StringAssert.Contains(File.ReadAllText(dir.File("report.md")), "tact †");
 
-        // Its test accuracy is the accuracy of the same run done here: TACT's defaults on the test images.
+        // Its test accuracy is the accuracy of the same run done here: the setting validation chose, on the test images.
+        var chosen = tact.GetProperty("setting").GetProperty("parameters").EnumerateObject()
+            .Select(p => KeyValuePair.Create(p.Name, p.Value.GetString()!)).ToList();
+        CollectionAssert.Contains(new[] { "channel", "token" }, chosen.Single(p => p.Key == "statistics").Value);
         using var pool = ExpertPool.Load(CommittedZoo.Directory, TwoTasks);
-        using var model = TactAlgorithm.Instance.Run(pool, MergeParameters.Empty, new AlgorithmContext());
+        using var model = TactAlgorithm.Instance.Run(pool, new MergeParameters(chosen), new AlgorithmContext());
         var test = TaskAccuracy.Evaluate(pool, (task, x) => model.Features(task, x), EvaluationSplit.Test);
         var reported = tact.GetProperty("test");
         foreach (string task in TwoTasks)
