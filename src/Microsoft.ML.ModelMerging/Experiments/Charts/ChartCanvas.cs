@@ -109,6 +109,12 @@ internal sealed class ChartCanvas : IDisposable
         using var frame = new SKPaint { Color = SKColors.Black, Style = SKPaintStyle.Stroke, StrokeWidth = 1 };
         canvas.DrawRect(area, frame);
         canvas.Flush();
+        return SavePng(bitmap, path);
+    }
+
+    /// <summary>Encodes <paramref name="bitmap"/> as PNG under a temporary name renamed into place; returns the path.</summary>
+    public static string SavePng(SKBitmap bitmap, string path)
+    {
         string temp = path + ".partial.png";
         using (var image = SKImage.FromBitmap(bitmap))
         using (var data = image.Encode(SKEncodedImageFormat.Png, 100))

@@ -52,14 +52,6 @@ public static class HeatmapChart
         using (var frame = new SKPaint { Color = SKColors.Black, Style = SKPaintStyle.Stroke, StrokeWidth = 1 })
             canvas.DrawRect(SKRect.Create(left, top, n * cell, n * cell), frame);
         canvas.Flush();
-        string temp = path + ".partial.png";
-        using (var image = SKImage.FromBitmap(bitmap))
-        using (var data = image.Encode(SKEncodedImageFormat.Png, 100))
-        using (var file = File.Create(temp))
-        {
-            data.SaveTo(file);
-        }
-        File.Move(temp, path, overwrite: true);
-        return path;
+        return ChartCanvas.SavePng(bitmap, path);
     }
 }
