@@ -95,6 +95,13 @@ run_tests() {
     local passed failed
     passed="$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters")"
     failed="$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")"
+    # Name every failed test with the first lines of its message, last, where a truncated log still shows them.
+    if [ "${failed:-0}" != "0" ]; then
+      awk '/<UnitTestResult / && /outcome="Failed"/ { match($0, /testName="[^"]*"/); name = substr($0, RSTART + 10, RLENGTH - 11);
+                 print "FAILED " name; want = 1; next }
+           want && /<Message>/ { inmsg = 1; lines = 0; sub(/.*<Message>/, "") }
+           inmsg { text = $0; done = sub(/<\/Message>.*/, "", text); if (lines++ < 6) print "  " text; if (done) { inmsg = 0; want = 0 } }' "$trx"
+    fi
     echo "${passed:-0} passed, ${failed:-0} failed"
   fi
   return $status

@@ -46,7 +46,7 @@ public static class SafeTensorsFuzzer
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < files; i++)
         {
-            int fileSeed = HashCode.Combine(seed, i) & int.MaxValue;
+            int fileSeed = FileSeed(seed, i);
             var (bytes, mutation) = new SafeTensorsMutator(fileSeed).Next();
             File.WriteAllBytes(path, bytes);
             trace?.WriteLine(FormattableString.Invariant($"file {i} seed {fileSeed}: {mutation}"));
@@ -74,6 +74,18 @@ public static class SafeTensorsFuzzer
         }
         report.Elapsed = clock.Elapsed;
         return report;
+    }
+
+    /// <summary>
+    /// The seed of file <paramref name="index"/>: a fixed mix (SplitMix64's finaliser) of the run's seed and the index, so a run
+    /// and its defects reproduce in any process (<see cref="HashCode"/> is randomised per process and must not be used here).
+    /// </summary>
+    public static int FileSeed(int seed, int index)
+    {
+        ulong z = ((ulong)(uint)seed << 32 | (uint)index) + 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return (int)((z ^ (z >> 31)) & int.MaxValue);
     }
 
     /// <summary>(accepted, defect or null).</summary>

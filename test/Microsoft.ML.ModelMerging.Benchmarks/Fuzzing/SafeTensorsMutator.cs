@@ -104,8 +104,9 @@ public sealed class SafeTensorsMutator(int seed)
                 return Utf8(ReplaceFirst(text, "\"dtype\":\"", $"\"dtype\":\"{names[_random.Next(names.Length)]}", skipValue: true));
             case "duplicate-key":
                 int entry = text.IndexOf("\"layer.", StringComparison.Ordinal);
-                if (entry < 0) return Utf8(text.Insert(Math.Min(1, text.Length), "\"__metadata__\":{},\"__metadata__\":{},"));
-                int close = text.IndexOf("}", entry, StringComparison.Ordinal);
+                int close = entry < 0 ? -1 : text.IndexOf("}", entry, StringComparison.Ordinal);
+                // No whole entry to repeat (an earlier mutation may have cut it): repeat the metadata key instead.
+                if (close < 0) return Utf8(text.Insert(Math.Min(1, text.Length), "\"__metadata__\":{},\"__metadata__\":{},"));
                 return Utf8(text.Insert(close + 1, "," + text[entry..(close + 1)]));
             case "duplicate-field":
                 string[] fields = ["\"dtype\":\"F32\",", "\"shape\":[1],", "\"data_offsets\":[0,0],", "\"extra\":1,"];
@@ -174,7 +175,7 @@ public sealed class SafeTensorsMutator(int seed)
         if (hits.Count == 0) return text;
         int at = hits[_random.Next(hits.Count)];
         int end = at + marker.Length;
-        if (skipValue) end = text.IndexOf('"', end);
+        if (skipValue && text.IndexOf('"', end) is int quote) end = quote < 0 ? text.Length : quote; // an unclosed value runs to the end
         return text[..at] + replacement + text[end..];
     }
 
