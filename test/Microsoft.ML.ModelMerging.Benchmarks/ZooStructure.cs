@@ -28,37 +28,60 @@ internal static class ZooStructure
         var names = experts.TaskNames;
         var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
 
-        // (a) Task identity from frozen pre-trained features: train on training images, score on test images.
-        Tensor Features(ImageDataset data)
+        // (a) Task identity from frozen pre-trained features: train on training images, score on test images. Probed on
+        // the final features (what a head sees) and on each block's mean MLP-input token, which is exactly what a depth-1
+        // WEMoE router reads (a linear map of the mean token), so a probe there bounds what routing can tell apart.
+        int blocks = config.Layers;
+        (Tensor Final, Tensor[] Blocks) Features(ImageDataset data)
         {
             using var images = data.Select(Enumerable.Range(0, Math.Min(perTask, data.Count)).ToArray()).ToTensor();
-            using var noGrad = no_grad();
-            return ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, experts.Pretrained, x), images);
+            var perBlock = Enumerable.Range(0, blocks).Select(_ => new List<Tensor>()).ToArray();
+            var hooks = new ForwardHooks
+            {
+                SiteTransform = (site, block, x) =>
+                {
+                    if (site == ActivationSite.MlpInput) perBlock[block].Add(x.mean([1]).detach().MoveToOuterDisposeScope());
+                    return x;
+                },
+            };
+            var final = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, experts.Pretrained, x, hooks), images);
+            var stacked = perBlock.Select(list => { var all = cat(list, 0); foreach (var t in list) t.Dispose(); return all; }).ToArray();
+            return (final, stacked);
         }
 
-        var trainFeatures = new List<Tensor>();
-        var testFeatures = new List<Tensor>();
+        var train = new List<(Tensor Final, Tensor[] Blocks)>();
+        var test = new List<(Tensor Final, Tensor[] Blocks)>();
         foreach (string name in names)
         {
             var splits = experts.LoadData(name);
-            trainFeatures.Add(Features(splits.Train));
-            testFeatures.Add(Features(splits.Test));
+            train.Add(Features(splits.Train));
+            test.Add(Features(splits.Test));
         }
 
-        // Standardised with the training features' mean and spread, as a logistic-regression probe on CLIP features is.
-        using var rawTrain = cat(trainFeatures, 0);
-        using var rawTest = cat(testFeatures, 0);
-        using var mean = rawTrain.mean([0], keepdim: true);
-        using var spread = rawTrain.std([0], keepdim: true) + 1e-6;
-        using var trainX = (rawTrain - mean) / spread;
-        using var testX = (rawTest - mean) / spread;
-        using var trainY = cat(trainFeatures.Select((f, t) => full(f.shape[0], t, ScalarType.Int64)).ToList(), 0);
-        using var testY = cat(testFeatures.Select((f, t) => full(f.shape[0], t, ScalarType.Int64)).ToList(), 0);
-        using var taskHead = ClassificationHead.CreateLinear(names, config.FeatureDim, seed: 0);
-        ClassifierTrainer.Train(f => taskHead.Forward(f), taskHead.Parameters.ToList(), trainX, trainY,
-            new TrainingOptions { Epochs = 300, BatchSize = 512, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 });
-        double taskIdentity = ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
-        foreach (var f in trainFeatures.Concat(testFeatures)) f.Dispose();
+        double Probe(Func<(Tensor Final, Tensor[] Blocks), Tensor> pick)
+        {
+            // Standardised with the training features' mean and spread, as a logistic-regression probe on CLIP features is.
+            using var rawTrain = cat(train.Select(pick).ToList(), 0);
+            using var rawTest = cat(test.Select(pick).ToList(), 0);
+            using var mean = rawTrain.mean([0], keepdim: true);
+            using var spread = rawTrain.std([0], keepdim: true) + 1e-6;
+            using var trainX = (rawTrain - mean) / spread;
+            using var testX = (rawTest - mean) / spread;
+            using var trainY = cat(train.Select((f, t) => full(pick(f).shape[0], t, ScalarType.Int64)).ToList(), 0);
+            using var testY = cat(test.Select((f, t) => full(pick(f).shape[0], t, ScalarType.Int64)).ToList(), 0);
+            using var taskHead = ClassificationHead.CreateLinear(names, (int)rawTrain.shape[1], seed: 0);
+            ClassifierTrainer.Train(f => taskHead.Forward(f), taskHead.Parameters.ToList(), trainX, trainY,
+                new TrainingOptions { Epochs = 300, BatchSize = 512, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 });
+            return ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
+        }
+
+        double taskIdentity = Probe(f => f.Final);
+        double[] blockIdentity = Enumerable.Range(0, blocks).Select(b => Probe(f => f.Blocks[b])).ToArray();
+        foreach (var (final, perBlock) in train.Concat(test))
+        {
+            final.Dispose();
+            foreach (var t in perBlock) t.Dispose();
+        }
 
         // (b) Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task.
         var oracle = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -108,6 +131,7 @@ internal static class ZooStructure
         Console.WriteLine("| structure (issue 13) | goal | measured | met |");
         Console.WriteLine("|---|---|---:|---|");
         Console.WriteLine(string.Create(inv, $"| (a) task told from pre-trained features (linear probe, {perTask} train / {perTask} test images per task) | ≥ 99% | {100 * taskIdentity:F1}% | {Check(taskIdentity >= 0.99)} |"));
+        Console.WriteLine(string.Create(inv, $"| (a′) task told from each block's mean MLP-input token of the pre-trained model (what a router reads), worst block – best block | ≥ 99% | {100 * blockIdentity.Min():F1}% – {100 * blockIdentity.Max():F1}% | {Check(blockIdentity.Min() >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (b) oracle routing of the MLP-upscaled model, normalised | ≥ 98% | {100 * oracleNormalised:F1}% | {Check(oracleNormalised >= 0.98)} |"));
         Console.WriteLine(string.Create(inv, $"| (c) task arithmetic, normalised | ≤ 85% | {100 * taNormalised:F1}% | {Check(taNormalised <= 0.85)} |"));
         Console.WriteLine(string.Create(inv, $"| (d) smallest gain of an expert over the pre-trained probe ({worstTask}) | ≫ 0 | {100 * worstGain:+0.0;-0.0} points | {Check(worstGain >= 0.1)} |"));

@@ -22,9 +22,16 @@ internal static class ZooCommand
             Description = "default (8 RGB tasks, broad corpus, local fine-tuning), far (the first zoo: 7 gray tasks, far fine-tuning), nonlocal (the default tasks, experts fine-tuned from two differently seeded backbones) or smoke (default shrunk to minutes).",
             DefaultValueFactory = _ => "default",
         };
+        // Variants of the recipe's expert fine-tuning (the pre-trained backbone is reused when only these change).
+        var epochs = new Option<int?>("--fine-tune-epochs") { Description = "Fine-tuning epochs instead of the recipe's." };
+        var learningRate = new Option<double?>("--fine-tune-lr") { Description = "Fine-tuning learning rate instead of the recipe's." };
+        var nonMlpScale = new Option<double?>("--non-mlp-lr-scale")
+        {
+            Description = "Learning rate of every tensor outside the MLPs as a multiple of the fine-tuning rate (0 = frozen) instead of the recipe's.",
+        };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
         {
-            output, tasks, recipe,
+            output, tasks, recipe, epochs, learningRate, nonMlpScale,
         };
         build.SetAction((parse, cancellation) =>
         {
@@ -33,11 +40,22 @@ internal static class ZooCommand
             var clock = Stopwatch.StartNew();
             var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
-                progress => new ZooBuilder(ZooRecipe.Named(parse.GetValue(recipe)!)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
+                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zoo built in {clock.Elapsed.TotalMinutes:F1} min → {Path.GetFullPath(parse.GetValue(output)!)}"));
             return Task.FromResult(0);
         });
         return new Command("zoo", "The project's model zoo.") { build };
+    }
+
+    private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale)
+    {
+        var recipe = ZooRecipe.Named(parse.GetValue(name)!);
+        var fineTuning = recipe.FineTuning;
+        if (parse.GetValue(epochs) is int e) fineTuning = fineTuning with { Epochs = e };
+        if (parse.GetValue(learningRate) is double lr) fineTuning = fineTuning with { LearningRate = lr };
+        if (parse.GetValue(nonMlpScale) is double scale) fineTuning = fineTuning with { NonMlpLearningRateScale = scale == 1 ? null : scale };
+        fineTuning.Validate();
+        return recipe with { FineTuning = fineTuning };
     }
 }

@@ -28,6 +28,10 @@ public static class VisionTransformerNames
 
     public static string Bias(string prefix) => prefix + ".bias";
 
+    /// <summary>Whether <paramref name="name"/> is a tensor of a block's MLP (<c>fc1</c> or <c>fc2</c>, weight or bias).</summary>
+    public static bool IsMlp(string name) =>
+        name.StartsWith("vision_model.encoder.layers.", StringComparison.Ordinal) && name.Contains(".mlp.", StringComparison.Ordinal);
+
     /// <summary>
     /// Tensors of a full CLIPModel checkpoint that are not part of the vision tower (text tower, text projection,
     /// logit scale) plus the position-id buffer: loading skips them instead of calling them unexpected.

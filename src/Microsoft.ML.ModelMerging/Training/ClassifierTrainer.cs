@@ -16,16 +16,25 @@ public static class ClassifierTrainer
     /// <param name="labels">Class indices [N] (int64).</param>
     /// <returns>Mean loss over the last epoch.</returns>
     public static double Train(Func<Tensor, Tensor> logits, IReadOnlyList<Parameter> trainable, Tensor images, Tensor labels,
+        TrainingOptions options, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default) =>
+        Train(logits, [new ParameterGroup(trainable)], images, labels, options, progress, cancellation);
+
+    /// <summary>Trains several groups of parameters, each at its own multiple of the scheduled learning rate.</summary>
+    public static double Train(Func<Tensor, Tensor> logits, IReadOnlyList<ParameterGroup> groups, Tensor images, Tensor labels,
         TrainingOptions options, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
         options.Validate();
-        if (trainable.Count == 0) throw new ArgumentException("Nothing to train: no parameters were given.");
+        groups = groups.Where(g => g.Parameters.Count > 0).ToList();
+        if (groups.Count == 0) throw new ArgumentException("Nothing to train: no parameters were given.");
+        foreach (var g in groups)
+            if (!(g.LearningRateScale > 0)) throw new ArgumentException($"A parameter group's learning-rate scale must be positive, got {g.LearningRateScale}.");
         long n = images.shape[0];
         if (labels.shape[0] != n) throw new ArgumentException($"{n} images but {labels.shape[0]} labels.");
         int batchesPerEpoch = (int)((n + options.BatchSize - 1) / options.BatchSize);
         int totalSteps = batchesPerEpoch * options.Epochs;
         var generator = new Generator(unchecked((ulong)options.Seed));
-        using var optimizer = optim.AdamW(trainable, options.LearningRate, weight_decay: options.WeightDecay);
+        using var optimizer = optim.AdamW(groups.Select(g => new AdamW.ParamGroup(g.Parameters, options.LearningRate * g.LearningRateScale,
+            weight_decay: options.WeightDecay)), options.LearningRate, weight_decay: options.WeightDecay);
         double lastEpochLoss = double.NaN;
         int step = 0;
         for (int epoch = 0; epoch < options.Epochs; epoch++)
@@ -37,7 +46,8 @@ public static class ClassifierTrainer
                 cancellation.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 double lr = options.LearningRateAt(step, totalSteps);
-                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+                int g = 0;
+                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * groups[g++].LearningRateScale;
                 var index = order.narrow(0, (long)b * options.BatchSize, Math.Min(options.BatchSize, n - (long)b * options.BatchSize));
                 var batch = images.index_select(0, index);
                 if (options.MaxShift > 0) batch = Shift(batch, options.MaxShift, generator);
@@ -65,3 +75,6 @@ public static class ClassifierTrainer
         return padded.narrow(2, maxShift - dy, h).narrow(3, maxShift - dx, w);
     }
 }
+
+/// <summary>Parameters trained together at <paramref name="LearningRateScale"/> times the scheduled learning rate.</summary>
+public sealed record ParameterGroup(IReadOnlyList<Parameter> Parameters, double LearningRateScale = 1);

@@ -12,6 +12,13 @@ public sealed record TrainingOptions
     /// <summary>Random translation of each batch by up to this many pixels (0 = none): cheap augmentation for small image sets.</summary>
     public int MaxShift { get; init; }
     public long Seed { get; init; }
+    /// <summary>
+    /// Fine-tuning of a vision transformer only: the learning rate of every tensor outside the blocks' MLPs, as a multiple
+    /// of <see cref="LearningRate"/> (null = 1, the same; 0 = frozen). Below 1 keeps attention and embeddings near the
+    /// pre-trained model, as the small learning rates of CLIP fine-tuning do, so task vectors live mostly in the MLPs.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? NonMlpLearningRateScale { get; init; }
 
     public void Validate()
     {
@@ -21,6 +28,7 @@ public sealed record TrainingOptions
         if (WeightDecay < 0) throw new ArgumentException($"WeightDecay must be non-negative, got {WeightDecay}.");
         if (WarmupFraction is < 0 or >= 1) throw new ArgumentException($"WarmupFraction must be in [0, 1), got {WarmupFraction}.");
         if (MaxShift < 0) throw new ArgumentException($"MaxShift must be non-negative, got {MaxShift}.");
+        if (NonMlpLearningRateScale is double scale && !(scale >= 0)) throw new ArgumentException($"NonMlpLearningRateScale must be non-negative, got {scale}.");
     }
 
     /// <summary>Learning rate at a step: linear warm-up, then half a cosine down to zero at the last step.</summary>

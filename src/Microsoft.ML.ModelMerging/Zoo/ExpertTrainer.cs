@@ -114,9 +114,9 @@ public static class ExpertTrainer
                 if (lora is null)
                 {
                     using var model = VisionTransformer.FromState(config, pretrained);
-                    var parameters = model.Parameters.ToList();
-                    trainable = parameters.Sum(p => p.numel());
-                    ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), parameters, images, labels,
+                    var groups = ParameterGroups(model, fineTuning.NonMlpLearningRateScale);
+                    trainable = groups.Sum(g => g.Parameters.Sum(p => p.numel()));
+                    ClassifierTrainer.Train(x => head.Forward(model.Forward(x)), groups, images, labels,
                         fineTuning with { Seed = seed }, progress, cancellation);
                     weights = model.State().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone(), StringComparer.Ordinal);
                 }
@@ -145,6 +145,24 @@ public static class ExpertTrainer
             if (weights is not null) foreach (var t in weights.Values) t.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The MLPs' tensors at the scheduled rate and every other tensor at <paramref name="nonMlpScale"/> times it (null: one
+    /// group; 0: the others are frozen and not trained at all).
+    /// </summary>
+    public static IReadOnlyList<ParameterGroup> ParameterGroups(VisionTransformer model, double? nonMlpScale)
+    {
+        if (nonMlpScale is null or 1) return [new ParameterGroup(model.Parameters.ToList())];
+        var mlp = new List<TorchSharp.Modules.Parameter>();
+        var rest = new List<TorchSharp.Modules.Parameter>();
+        foreach (var (name, parameter) in model.NamedParameters) (VisionTransformerNames.IsMlp(name) ? mlp : rest).Add(parameter);
+        if (nonMlpScale == 0)
+        {
+            foreach (var p in rest) p.requires_grad = false;
+            return [new ParameterGroup(mlp)];
+        }
+        return [new ParameterGroup(mlp), new ParameterGroup(rest, nonMlpScale.Value)];
     }
 
     public static SplitAccuracy Evaluate(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, ClassificationHead head, TaskSplits task) =>
