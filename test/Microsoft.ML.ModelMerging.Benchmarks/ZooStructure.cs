@@ -72,6 +72,13 @@ internal static class ZooStructure
             using var taskHead = ClassificationHead.CreateLinear(names, (int)rawTrain.shape[1], seed: 0);
             ClassifierTrainer.Train(f => taskHead.Forward(f), taskHead.Parameters.ToList(), trainX, trainY,
                 new TrainingOptions { Epochs = 300, BatchSize = 512, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 });
+            // Which tasks are taken for which: the confusions show where domains look alike to the backbone.
+            var predicted = ClassifierEvaluation.Predict(f => taskHead.Forward(f), testX, 256);
+            var truth = testY.data<long>().ToArray();
+            var confusions = truth.Zip(predicted).Where(p => p.First != p.Second)
+                .GroupBy(p => $"{names[(int)p.First]}→{names[(int)p.Second]}").OrderByDescending(g => g.Count()).Take(4)
+                .Select(g => $"{g.Key} {g.Count()}");
+            Console.Error.WriteLine($"  task probe: most confused {string.Join(", ", confusions)}");
             return ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
         }
 

@@ -30,6 +30,99 @@ internal static class ElementwiseTensors
     public static void Accumulate(IChunkAccumulator accumulator, MergeTensorInput input) =>
         ForEachChunk(input, output: null, (in ElementwiseChunk chunk, Span<float> _) => accumulator.Accumulate(chunk));
 
+    /// <summary>
+    /// A statistics pass over a large tensor on every core: each thread counts into its own partial from
+    /// <paramref name="createPartial"/>, and <paramref name="fold"/> adds the partials up (one at a time). For statistics
+    /// that are sums (counts), so the result does not depend on how the chunks fell to threads.
+    /// </summary>
+    public static void Accumulate<T>(MergeTensorInput input, Func<T> createPartial, Action<T> fold) where T : IChunkAccumulator
+    {
+        var gate = new object();
+        ForEachChunkInParallel(input, output: null, createPartial,
+            (T partial, in ElementwiseChunk chunk, Span<float> _) => partial.Accumulate(chunk),
+            partial => { lock (gate) fold(partial); });
+    }
+
+    /// <summary>
+    /// The merged weights from a thread-safe <paramref name="mergeChunk"/> (it writes only its own chunk's slice), computed
+    /// on every core for a large tensor: the same bits as one thread, since each chunk's values depend on that chunk alone.
+    /// </summary>
+    public static Tensor MergeInParallel(MergeTensorInput input, ChunkMerger mergeChunk)
+    {
+        var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
+        try
+        {
+            ForEachChunkInParallel<object?>(input, merged, () => null,
+                (object? _, in ElementwiseChunk chunk, Span<float> output) => mergeChunk(chunk, output), _ => { });
+            return merged;
+        }
+        catch
+        {
+            merged.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Threads a tensor-at-a-time pass may use: the processor count, at most 8 (as the streaming driver's workers).</summary>
+    internal static int ParallelWorkers { get; set; } = Math.Clamp(Environment.ProcessorCount, 1, 8);
+
+    /// <summary>Below this many entries a tensor is taken on one thread: the hand-off would cost more than it saves.</summary>
+    private const long ParallelThreshold = 8L * ChunkElements;
+
+    private delegate void PartialChunkVisitor<T>(T partial, in ElementwiseChunk chunk, Span<float> output);
+
+    /// <summary>
+    /// Visits every chunk, spread over up to <see cref="ParallelWorkers"/> threads by contiguous ranges of whole chunks. The
+    /// views of each range are made here, on the calling thread; the threads only read and write their memory.
+    /// </summary>
+    private static void ForEachChunkInParallel<T>(MergeTensorInput input, Tensor? output, Func<T> createPartial, PartialChunkVisitor<T> visit, Action<T> finish)
+    {
+        long count = input.Base.numel();
+        int workers = ParallelWorkers;
+        if (workers <= 1 || count < ParallelThreshold)
+        {
+            var partial = createPartial();
+            ForEachChunk(input, output, (in ElementwiseChunk chunk, Span<float> values) => visit(partial, chunk, values));
+            finish(partial);
+            return;
+        }
+
+        if (input.Base.device_type != TorchSharp.DeviceType.CPU)
+            throw new NotSupportedException($"Tensor '{input.Name}': elementwise merging runs on CPU tensors.");
+        using var scope = NewDisposeScope();
+        int experts = input.ExpertCount;
+        var flatBase = input.Base.contiguous().reshape(-1);
+        var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
+        var flatOutput = output?.view(-1);
+        // Ranges of whole chunks, a few per thread so a slow thread does not hold the rest up, each under a span's 2 GiB.
+        long chunks = (count + ChunkElements - 1) / ChunkElements;
+        long chunksPerRange = Math.Clamp((chunks + 4L * workers - 1) / (4L * workers), 1, SegmentElements / ChunkElements);
+        var ranges = new List<(long Start, long Length, Tensor Base, Tensor[] Rows, Tensor? Output)>();
+        for (long start = 0; start < count; start += chunksPerRange * ChunkElements)
+        {
+            long length = Math.Min(chunksPerRange * ChunkElements, count - start);
+            ranges.Add((start, length, flatBase.narrow(0, start, length), [.. flatRows.Select(r => r.narrow(0, start, length))], flatOutput?.narrow(0, start, length)));
+        }
+
+        Parallel.For(0, ranges.Count, new ParallelOptions { MaxDegreeOfParallelism = workers }, createPartial, (r, _, partial) =>
+        {
+            var range = ranges[r];
+            var baseValues = t_baseValues ??= new float[ChunkElements];
+            var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
+            for (int start = 0; start < range.Length; start += ChunkElements)
+            {
+                int length = (int)Math.Min(ChunkElements, range.Length - start);
+                MemoryMarshal.Cast<byte, float>(range.Base.bytes).Slice(start, length).CopyTo(baseValues);
+                for (int e = 0; e < experts; e++)
+                    MemoryMarshal.Cast<byte, float>(range.Rows[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
+                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, range.Start + start, input.LackingExperts);
+                var outputSpan = range.Output is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(range.Output.bytes).Slice(start, length);
+                visit(partial, chunk, outputSpan);
+            }
+            return partial;
+        }, finish);
+    }
+
     /// <summary>The merged weights, a new float32 tensor of the base's shape.</summary>
     public static Tensor Merge(IElementwiseMergeMethod method, MergeTensorInput input) =>
         Merge(input, (in ElementwiseChunk chunk, Span<float> output) => method.MergeChunk(chunk, output));

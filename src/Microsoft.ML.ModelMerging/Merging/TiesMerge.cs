@@ -215,20 +215,21 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         long rank = MagnitudePruning.ThresholdRank(count, Keep);
         if (rank > 0)
         {
+            // Every pass runs on all cores; the counts are sums, so the thresholds do not depend on the threads.
             using var selector = new ExactMagnitudeSelector(input.ExpertCount);
-            ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: false), input);
+            ElementwiseTensors.Accumulate(input, () => new MagnitudeCounts(selector.CreatePartial(), fine: false), partial => selector.AddCounts(partial.Selector));
             // An expert lacking the tensor (allow-missing) has no entry here: no threshold, its τ = 0 keeps nothing.
             selector.FinishCoarse([.. Enumerable.Range(0, input.ExpertCount).Select(e => input.LackingExperts?[e] == true ? 0 : rank)]);
-            ElementwiseTensors.Accumulate(new MagnitudeCounts(selector, fine: true), input);
+            ElementwiseTensors.Accumulate(input, () => new MagnitudeCounts(selector.CreatePartial(), fine: true), partial => selector.AddCounts(partial.Selector));
             thresholds = [.. selector.FinishFine()];
         }
 
-        var balance = new SignBalanceCounter(thresholds);
-        ElementwiseTensors.Accumulate(balance, input);
-        bool majorityPositive = balance.Balance >= 0;
+        long signBalance = 0;
+        ElementwiseTensors.Accumulate(input, () => new SignBalanceCounter(thresholds), partial => signBalance += partial.Balance);
+        bool majorityPositive = signBalance >= 0;
         bool mean = MergeFunction == TiesMergeFunction.Mean;
         float lambda = (float)Lambda;
-        return new MergedTensor(ElementwiseTensors.Merge(input,
+        return new MergedTensor(ElementwiseTensors.MergeInParallel(input,
             (in ElementwiseChunk chunk, Span<float> merged) => MergeChunk(chunk, merged, thresholds, majorityPositive, mean, lambda)));
     }
 

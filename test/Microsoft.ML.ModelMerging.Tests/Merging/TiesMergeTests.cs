@@ -63,6 +63,50 @@ public sealed class TiesMergeTests
     }
 
     [TestMethod]
+    [DataRow("sum")]
+    [DataRow("mean")]
+    public void PerTensorTrimOfALargeTensorOnEveryCoreMatchesReferenceAndOneThreadBitForBit(string mergeFunction)
+    {
+        // 600 × 1001 entries: above the size a per-tensor pass spreads over threads (ranges of whole 2^15-entry chunks, the
+        // last partial). Entries that cancel exactly (γ = 0) take the tensor's majority sign.
+        using var scope = NewDisposeScope();
+        var model = ReferenceModel.Create(seed: 13, experts: 3, new Dictionary<string, long[]> { ["big"] = [600, 1001], ["small"] = [5] });
+        var big = model.Single(t => t.Name == "big");
+        foreach (int j in new[] { (1 << 18) + 7, 600_000 })
+        {
+            big.TaskVectors[0][j] = 0.5;
+            big.TaskVectors[1][j] = -0.5;
+            big.TaskVectors[2][j] = 0;
+        }
+
+        Dictionary<string, Tensor> Run(int workers)
+        {
+            int saved = ElementwiseTensors.ParallelWorkers;
+            ElementwiseTensors.ParallelWorkers = workers;
+            try
+            {
+                using var result = new InMemoryMergeDriver().Merge(
+                    MergeMethodRegistry.Default.Create("ties", MergeParameters.Parse("trim=per-tensor", $"merge-func={mergeFunction}")),
+                    ReferenceModel.BaseModel(model), ReferenceModel.Experts(model));
+                return result.Merged.ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+            }
+            finally
+            {
+                ElementwiseTensors.ParallelWorkers = saved;
+            }
+        }
+
+        var threaded = Run(workers: 3);
+        var single = Run(workers: 1);
+        var (expected, _) = MergeReference.Ties(model, 0.3, 0.2, global: false, mean: mergeFunction == "mean");
+        foreach (var (name, values) in expected)
+        {
+            ReferenceModel.AssertClose(values, threaded[name], 1e-6, name);
+            Assert.IsTrue(threaded[name].eq(single[name]).all().item<bool>(), $"{name}: threads changed the bits");
+        }
+    }
+
+    [TestMethod]
     public void DefaultsFollowFusionBench()
     {
         var method = (TiesMerge)MergeMethodRegistry.Default.Create("ties");
