@@ -27,7 +27,7 @@ public enum CorrectionStatistics
 /// (<see cref="CorrectionStatistics.Token"/>). One correction serves one task; it plugs into both back
 /// ends as an <see cref="IVitVariant"/>, so the exported ONNX model applies the same affine maps (a Mul and an Add per site).
 /// </summary>
-public sealed class ActivationCorrection : IVitVariant, IDisposable
+internal sealed class ActivationCorrection : IVitVariant, IDisposable
 {
     /// <summary>Metadata key of a saved correction: the task it corrects for.</summary>
     public const string TaskMetadataKey = "mlmerge.tact_task";

@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// (the q/k dimensions within a head) and the v projection (the v dimensions). Unlike weight matching it needs images,
 /// and it does not depend on how far apart the weights are, which is why it aligns differently initialised models better.
 /// </summary>
-public static class ActivationMatching
+internal static class ActivationMatching
 {
     /// <summary>The permutations of <paramref name="other"/> whose units best correlate with <paramref name="reference"/>'s on <paramref name="images"/>.</summary>
     /// <param name="config">The architecture of both models.</param>

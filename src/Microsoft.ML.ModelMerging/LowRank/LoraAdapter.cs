@@ -139,7 +139,7 @@ public sealed class LoraAdapter : IDisposable
     public LoraModule? Module(string prefix) => _modules.GetValueOrDefault(prefix);
 
     /// <summary>The hooks that add every module's output to its layer's output.</summary>
-    public ForwardHooks Hooks => new() { LinearAdapter = Apply };
+    internal ForwardHooks Hooks => new() { LinearAdapter = Apply };
 
     /// <summary>
     /// The parameters fine-tuning updates: A and B of each module for LoRA; for L-LoRA the linearised module's

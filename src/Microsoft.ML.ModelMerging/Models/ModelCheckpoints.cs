@@ -45,7 +45,7 @@ public static class ModelCheckpoints
         SafeTensorsWriter.Save(path, cpu, all);
     }
 
-    public static void SaveBackbone(string path, VisionTransformer model, IReadOnlyDictionary<string, string>? metadata = null) =>
+    internal static void SaveBackbone(string path, VisionTransformer model, IReadOnlyDictionary<string, string>? metadata = null) =>
         SaveBackbone(path, model.Config, model.Weights, metadata);
 
     /// <summary>Reads the config of a checkpoint without loading its tensors.</summary>

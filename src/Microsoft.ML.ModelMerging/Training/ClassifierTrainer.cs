@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Training;
 /// Minimises cross-entropy of a classifier over a labelled image tensor, updating only the parameters it is given
 /// (so a linear probe trains the head alone and fine-tuning can keep the head frozen).
 /// </summary>
-public static class ClassifierTrainer
+internal static class ClassifierTrainer
 {
     /// <param name="logits">Maps a batch of images [B,C,H,W] to logits [B,classes]; built from functional forwards.</param>
     /// <param name="trainable">The parameters to update; every other tensor the forward reads stays as it is.</param>
