@@ -66,6 +66,7 @@ public sealed class MultiTaskModel : IDisposable
     /// <summary>True when tasks are served by different weights, so a caller must say which task an image belongs to.</summary>
     public bool NeedsTaskAtInference => Parts.Count > 1;
 
+    /// <summary>The backbone's configuration (the same for every part).</summary>
     public VisionTransformerConfig Config => Parts[0].Exporter.Config;
 
     /// <summary>Parameters held at inference: one part's backbone (or upscaled model) plus every head.</summary>
@@ -115,6 +116,7 @@ public sealed class MultiTaskModel : IDisposable
         return stem + "." + string.Join("+", part.Tasks) + ".onnx";
     }
 
+    /// <summary>Disposes the weights and exporters the model owns.</summary>
     public void Dispose()
     {
         if (_disposed)
