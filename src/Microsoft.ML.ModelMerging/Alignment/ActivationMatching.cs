@@ -19,6 +19,7 @@ internal static class ActivationMatching
     /// <param name="other">The model to permute.</param>
     /// <param name="images">Unlabeled images, [N,C,H,W] in [0,1]; every token of every image is one observation.</param>
     /// <param name="chunk">Images per forward pass (correlation sums accumulate over chunks).</param>
+    /// <param name="cancellation">Stops the matching between chunks.</param>
     public static PermutationSet Match(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> reference,
         IReadOnlyDictionary<string, Tensor> other, Tensor images, int chunk = 64, CancellationToken cancellation = default)
     {

@@ -14,6 +14,9 @@ internal static class ClassifierTrainer
     /// <param name="trainable">The parameters to update; every other tensor the forward reads stays as it is.</param>
     /// <param name="images">All training images [N,C,H,W] on the training device.</param>
     /// <param name="labels">Class indices [N] (int64).</param>
+    /// <param name="options">Epochs, batch size, learning-rate schedule, weight decay, augmentation and seed.</param>
+    /// <param name="progress">Receives a report per step; optional.</param>
+    /// <param name="cancellation">Stops the training between steps.</param>
     /// <returns>Mean loss over the last epoch.</returns>
     public static double Train(Func<Tensor, Tensor> logits, IReadOnlyList<Parameter> trainable, Tensor images, Tensor labels,
         TrainingOptions options, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
