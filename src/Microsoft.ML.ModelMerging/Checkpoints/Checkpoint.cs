@@ -86,9 +86,11 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>
     /// Opens a checkpoint for reading tensor by tensor: a <c>.safetensors</c> file, a <c>model.safetensors.index.json</c> of a
-    /// sharded checkpoint, or a directory holding either (the index wins over <c>model.safetensors</c>). Only headers are read here.
+    /// sharded checkpoint, or a directory holding one (its index, else <c>model.safetensors</c>, else its only <c>.safetensors</c>
+    /// file). Only headers are read here.
     /// </summary>
     /// <exception cref="FileNotFoundException">Nothing exists at <paramref name="path"/>, or the directory holds no checkpoint.</exception>
+    /// <exception cref="ArgumentException">The directory holds several <c>.safetensors</c> files and neither an index nor <c>model.safetensors</c>.</exception>
     /// <exception cref="CheckpointFormatException">A header or the index is malformed, or shards of different writes are mixed.</exception>
     public static Checkpoint Open(string path)
     {

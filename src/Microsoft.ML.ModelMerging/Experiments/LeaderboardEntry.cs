@@ -6,7 +6,7 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// <summary>One row of a merge experiment's leaderboard: the best setting of one method, measured on the test split.</summary>
 public sealed record LeaderboardEntry
 {
-    /// <summary>The method's registry name (with <c>@pool</c> in a leaderboard over several pools).</summary>
+    /// <summary>The method's registry name (<c>method @pool</c> in a leaderboard over several pools).</summary>
     public required string Method { get; init; }
     /// <summary>The chosen setting, e.g. <c>task-arithmetic lambda=0.3</c>.</summary>
     public required string Candidate { get; init; }

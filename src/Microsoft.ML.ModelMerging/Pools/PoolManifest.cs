@@ -47,7 +47,7 @@ public sealed record ExpertRecipe
     /// </summary>
     public string Mode { get; init; } = "full";
 
-    /// <summary>Seed of the fine-tuning (initialisation of the probe, shuffling, augmentation; LoRA's A unless <see cref="LoraSeed"/>).</summary>
+    /// <summary>Seed of the training: the probe head's initialisation, the batch order and the augmentation (a LoRA adapter's A comes from <see cref="LoraSeed"/>).</summary>
     public int Seed { get; init; }
 
     /// <summary>Images per class the linear-probe head was fitted on; 0 = the whole training split.</summary>

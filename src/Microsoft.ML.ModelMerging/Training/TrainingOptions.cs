@@ -15,7 +15,7 @@ public sealed record TrainingOptions
     public double WarmupFraction { get; init; } = 0.05;
     /// <summary>Random translation of each batch by up to this many pixels (0 = none): cheap augmentation for small image sets.</summary>
     public int MaxShift { get; init; }
-    /// <summary>Seed of the initialisation, the shuffling and the augmentation.</summary>
+    /// <summary>Seed of the batch order and of the augmentation shifts.</summary>
     public long Seed { get; init; }
 
     /// <summary>Checks every setting is in range.</summary>

@@ -39,7 +39,7 @@ public sealed record ZooRecipe
         Mean = VisionTransformerConfig.ClipMean, Std = VisionTransformerConfig.ClipStd,
     };
 
-    /// <summary>Seed of the whole build; every stage derives its own from it.</summary>
+    /// <summary>Seed of the whole build: the corpus and pre-training use it, foundation f uses Seed + f, expert i Seed + 1 + i.</summary>
     public int Seed { get; init; }
 
     /// <summary>Which corpus pre-trains the backbone: <see cref="BroadCorpus"/> or <see cref="GlyphCorpus"/>.</summary>
