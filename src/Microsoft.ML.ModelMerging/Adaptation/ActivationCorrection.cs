@@ -27,7 +27,7 @@ public enum CorrectionStatistics
 /// (<see cref="CorrectionStatistics.Token"/>). One correction serves one task; it plugs into both back
 /// ends as an <see cref="IVitVariant"/>, so the exported ONNX model applies the same affine maps (a Mul and an Add per site).
 /// </summary>
-public sealed class ActivationCorrection : IVitVariant, IDisposable
+internal sealed class ActivationCorrection : IVitVariant, IDisposable
 {
     /// <summary>Metadata key of a saved correction: the task it corrects for.</summary>
     public const string TaskMetadataKey = "mlmerge.tact_task";
@@ -95,6 +95,8 @@ public sealed class ActivationCorrection : IVitVariant, IDisposable
     /// <param name="images">Unlabeled images of the task, [N,C,H,W] in [0,1].</param>
     /// <param name="epsilon">ε added to the merged variance.</param>
     /// <param name="chunk">Images per forward of the expert pass (statistics accumulate over chunks).</param>
+    /// <param name="cancellation">Stops the fit between chunks.</param>
+    /// <param name="statistics">Statistics per channel (the paper's) or per channel and token position.</param>
     public static ActivationCorrection Fit(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> expert,
         IReadOnlyDictionary<string, Tensor> merged, Tensor images, double epsilon = DefaultEpsilon, int chunk = 256,
         CancellationToken cancellation = default, CorrectionStatistics statistics = CorrectionStatistics.Channel)

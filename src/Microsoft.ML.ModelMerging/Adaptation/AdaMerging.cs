@@ -13,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// The coefficients (<see cref="Lambdas"/>) are the only trainable tensor; train them with
 /// <see cref="TestTimeAdaptation.Run"/> and take the result from <see cref="MergedWeights"/>.
 /// </summary>
-public sealed class AdaMerging : IAdaptableModel, IDisposable
+internal sealed class AdaMerging : IAdaptableModel, IDisposable
 {
     /// <summary>Checkpoint name of <see cref="Lambdas"/>.</summary>
     public const string LambdasName = "adamerging.lambdas";

@@ -15,7 +15,7 @@ public enum AdaMergingGranularity
 }
 
 /// <summary>Settings of <see cref="AdaMerging"/> (Yang et al., ICLR 2024). Adaptation settings: <see cref="TestTimeAdaptationOptions.ForAdaMerging"/>.</summary>
-public sealed record AdaMergingOptions
+internal sealed record AdaMergingOptions
 {
     /// <summary>Checkpoint metadata key under which <see cref="ToJson"/> is stored.</summary>
     public const string MetadataKey = "mlmerge.adamerging_options";

@@ -12,7 +12,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// settings that shape the trajectory (learning rate, schedule, steps, batch size, seed, Adam constants, tasks and their
 /// image counts) and the model's own metadata. Restoring checks all of them, so a resumed run is the uninterrupted one.
 /// </summary>
-public static class AdaptationCheckpoint
+internal static class AdaptationCheckpoint
 {
     public const string StepMetadataKey = "mlmerge.tta.step";
     public const string RunMetadataKey = "mlmerge.tta.run";

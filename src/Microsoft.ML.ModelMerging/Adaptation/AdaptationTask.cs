@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// One task of a test-time adaptation run: its unlabeled images [N,C,H,W] (pixels in [0,1]) and its classification
 /// head, which stays frozen. The caller keeps owning both.
 /// </summary>
-public sealed record AdaptationTask(string Name, Tensor Images, ClassificationHead Head);
+internal sealed record AdaptationTask(string Name, Tensor Images, ClassificationHead Head);
 
 /// <summary>Reported after every adaptation step.</summary>
 /// <param name="Step">Steps completed so far, counting steps of the run being resumed.</param>
@@ -22,7 +22,7 @@ public sealed record AdaptationProgress(int Step, int TotalSteps, double Loss, I
 /// <param name="StartStep">Steps already done when the run started (0, or the resumed checkpoint's step).</param>
 /// <param name="TotalSteps">Steps completed at the end (= the options' step count).</param>
 /// <param name="Losses">The loss of every step run by this call, in order.</param>
-public sealed record AdaptationResult(int StartStep, int TotalSteps, IReadOnlyList<double> Losses)
+internal sealed record AdaptationResult(int StartStep, int TotalSteps, IReadOnlyList<double> Losses)
 {
     /// <summary>Loss of the last step run by this call, NaN when none ran.</summary>
     public double FinalLoss => Losses.Count > 0 ? Losses[^1] : double.NaN;

@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// <c>corrections-&lt;task&gt;.safetensors</c> and the backbone under <see cref="BackboneFileName"/>, a name tasks share
 /// when they share the merged backbone, so a result of a task-agnostic base merge holds one backbone and small corrections.
 /// </summary>
-public sealed class CorrectedVitOnnxExporter : DenseVitOnnxExporter
+internal sealed class CorrectedVitOnnxExporter : DenseVitOnnxExporter
 {
     /// <summary>The <c>mlmerge.model_kind</c> of a TACT-corrected model.</summary>
     public const string Kind = "tact";

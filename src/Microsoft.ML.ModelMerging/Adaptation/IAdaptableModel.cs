@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// A model whose few parameters are learned by <see cref="TestTimeAdaptation"/>: WEMoE routers, AdaMerging
 /// coefficients. Everything else the forward reads is frozen.
 /// </summary>
-public interface IAdaptableModel
+internal interface IAdaptableModel
 {
     /// <summary>
     /// The parameters adaptation trains, by a name unique within the model (the name they are checkpointed under).

@@ -9,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// a batch of unlabeled images is drawn from every task, and Adam updates the model's adapted parameters to lower
 /// Σ_tasks mean_batch H(softmax(head_t(features))). Heads and every other tensor stay frozen.
 /// </summary>
-public static class TestTimeAdaptation
+internal static class TestTimeAdaptation
 {
     /// <summary>
     /// Mean over the batch of the entropy −Σ_c p_c·log p_c of softmax(<paramref name="logits"/>) [B,C], a scalar;

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>How the learning rate changes over the steps of an adaptation run.</summary>
-public enum LearningRateSchedule
+internal enum LearningRateSchedule
 {
     /// <summary>The same rate at every step (FusionBench's default).</summary>
     Constant,
@@ -16,7 +16,7 @@ public enum LearningRateSchedule
 /// Settings of <see cref="TestTimeAdaptation.Run"/>: Adam on the summed per-task mean entropy, with optional
 /// checkpoints to resume from. Start from <see cref="ForWeightEnsembling"/> or <see cref="ForAdaMerging"/>.
 /// </summary>
-public sealed record TestTimeAdaptationOptions
+internal sealed record TestTimeAdaptationOptions
 {
     public const int DefaultSteps = 1000;
     public const int DefaultBatchSizePerTask = 16;

@@ -23,7 +23,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// <see cref="WeightEnsemblingOptions.BatchReduce"/>, or a depth-0 router (which ignores its input), one merged MLP
 /// serves the batch.
 /// </remarks>
-public sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
+internal sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
 {
     /// <summary>Checkpoint metadata key holding the number of experts.</summary>
     public const string ExpertCountMetadataKey = "mlmerge.wemoe_experts";

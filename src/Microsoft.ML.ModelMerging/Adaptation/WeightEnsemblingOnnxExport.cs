@@ -4,7 +4,7 @@ using Microsoft.ML.ModelMerging.Pools;
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>Router-file-to-ONNX export of a WEMoE / E-WEMoE model (what <c>mlmerge export-onnx --wemoe-routers</c> runs).</summary>
-public static class WeightEnsemblingOnnxExport
+internal static class WeightEnsemblingOnnxExport
 {
     /// <summary>
     /// Rebuilds the upscaled model from the zoo (pre-trained model, the experts and their heads, in the routers' expert

@@ -40,7 +40,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// </para>
 /// The exporter only reads the model: keep it alive (undisposed) while exporting.
 /// </summary>
-public sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
+internal sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
 {
     /// <summary>The <c>mlmerge.model_kind</c> of WEMoE and E-WEMoE models.</summary>
     public const string Kind = "wemoe";

@@ -9,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// the routers' initial output, the router architecture, and the E-WEMoE variants (pruned task vectors, one shared
 /// router). Test-time adaptation settings are separate (<see cref="TestTimeAdaptationOptions.ForWeightEnsembling"/>).
 /// </summary>
-public sealed record WeightEnsemblingOptions
+internal sealed record WeightEnsemblingOptions
 {
     /// <summary>Checkpoint metadata key under which <see cref="ToJson"/> is stored with saved routers.</summary>
     public const string MetadataKey = "mlmerge.wemoe_options";

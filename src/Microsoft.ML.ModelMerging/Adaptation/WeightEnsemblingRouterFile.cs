@@ -19,7 +19,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// <c>model.SaveRouters(path, WeightEnsemblingRouterFile.TaskMetadata(taskNames))</c>. Without it, the order is taken
 /// from an adaptation checkpoint's run description, else from the caller, else the zoo's task order is assumed.
 /// </remarks>
-public sealed class WeightEnsemblingRouterFile
+internal sealed class WeightEnsemblingRouterFile
 {
     /// <summary>The file looked for first when a directory is given (e.g. the output directory of an adaptation run).</summary>
     public const string FileName = "routers.safetensors";

@@ -7,7 +7,7 @@ using Microsoft.ML.ModelMerging.Pools;
 namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>AdaMerging: θ = θ0 + Σ λ_i τ_i with coefficients per task (or per task per tensor) learned by test-time adaptation.</summary>
-public sealed class AdaMergingAlgorithm : TestTimeAdaptationAlgorithm
+internal sealed class AdaMergingAlgorithm : TestTimeAdaptationAlgorithm
 {
     private readonly AdaMergingGranularity _granularity;
 

@@ -44,7 +44,9 @@ public sealed record AdaptationJobCheckpoints
 /// </remarks>
 public static class AdaptationJob
 {
+    /// <summary>File name of the resumable checkpoint of a test-time adaptation (adapted parameters and Adam state).</summary>
     public const string CheckpointFileName = "checkpoint.safetensors";
+    /// <summary>File name of the per-step log: step, cumulative seconds, learning rate, loss, per-task entropy.</summary>
     public const string LossesFileName = "losses.csv";
 
     /// <summary>Metadata key naming the method in the result files.</summary>

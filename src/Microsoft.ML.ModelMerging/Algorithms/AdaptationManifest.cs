@@ -28,8 +28,10 @@ public sealed record AdaptationOutcome
 /// </summary>
 public sealed record AdaptationManifest
 {
+    /// <summary>The manifest's file name in a result directory, <c>adaptation.json</c>.</summary>
     public const string FileName = "adaptation.json";
 
+    /// <summary>Version of the manifest's layout (2).</summary>
     public int Format { get; init; } = 2;
 
     /// <summary>Registry name of the algorithm (<see cref="IMergeAlgorithm.Name"/>).</summary>
@@ -100,6 +102,7 @@ public sealed record AdaptationManifest
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
+    /// <summary>The manifest as indented snake_case JSON (what <see cref="Write"/> stores).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Options);
 
     /// <summary>True when <paramref name="directory"/> holds an <see cref="FileName"/>.</summary>

@@ -41,5 +41,6 @@ public sealed record AlgorithmContext
     /// <summary>Called synchronously from the algorithm's thread.</summary>
     public IProgress<AlgorithmProgress>? Progress { get; init; }
 
+    /// <summary>Stops the run; algorithms check it between steps and tensors.</summary>
     public CancellationToken Cancellation { get; init; }
 }

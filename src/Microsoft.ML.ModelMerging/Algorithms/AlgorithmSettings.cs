@@ -30,16 +30,20 @@ public abstract record AlgorithmSettings
 /// <summary>Task arithmetic: θ0 + λ·Σ τ_i.</summary>
 public sealed record TaskArithmeticSettings : AlgorithmSettings
 {
+    /// <summary>λ scaling the summed task vectors (default 0.3).</summary>
     public double? Lambda { get; init; }
 
+    /// <inheritdoc/>
     public override string Method => "task-arithmetic";
 
+    /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() => [("lambda", Lambda)];
 }
 
 /// <summary>TIES: trim, elect sign, disjoint merge.</summary>
 public sealed record TiesSettings : AlgorithmSettings
 {
+    /// <summary>λ scaling the merged task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
 
     /// <summary>Fraction of each task vector's largest-magnitude entries kept.</summary>
@@ -51,8 +55,10 @@ public sealed record TiesSettings : AlgorithmSettings
     /// <summary>True: agreeing entries averaged; false: summed.</summary>
     public bool? MergeByMean { get; init; }
 
+    /// <inheritdoc/>
     public override string Method => "ties";
 
+    /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
     [
         ("lambda", Lambda), ("keep", Keep),
@@ -67,28 +73,34 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// <summary>E-WEMoE: task vectors pruned per tensor (<see cref="Keep"/>), one router shared by every block.</summary>
     public bool Efficient { get; init; }
 
+    /// <summary>Adaptation steps (default 1000).</summary>
     public int? Steps { get; init; }
 
+    /// <summary>Adam's learning rate for the routers (default 1e-4).</summary>
     public double? LearningRate { get; init; }
 
-    /// <summary>Unlabeled images per task per step.</summary>
+    /// <summary>Unlabeled images per task per step (default 16).</summary>
     public int? Batch { get; init; }
 
+    /// <summary>Task-arithmetic λ of the non-MLP tensors, also the routers' initial output (default 0.3).</summary>
     public double? Lambda { get; init; }
 
-    /// <summary>Router layers: 0, 1 or 2.</summary>
+    /// <summary>Router layers: 0, 1 or 2 (default 2).</summary>
     public int? RouterDepth { get; init; }
 
     /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample.</summary>
     public bool? BatchReduce { get; init; }
 
-    /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept.</summary>
+    /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
     public double? Keep { get; init; }
 
+    /// <summary>Seed of the router initialisation and of the batch order (default 0).</summary>
     public int? Seed { get; init; }
 
+    /// <inheritdoc/>
     public override string Method => Efficient ? "e-wemoe" : "wemoe";
 
+    /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
     [
         ("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda),
@@ -102,19 +114,25 @@ public sealed record AdaMergingSettings : AlgorithmSettings
     /// <summary>One coefficient per task instead of one per task per tensor.</summary>
     public bool TaskWise { get; init; }
 
+    /// <summary>Adaptation steps (default 1000).</summary>
     public int? Steps { get; init; }
 
+    /// <summary>Adam's learning rate for the coefficients (default 1e-3).</summary>
     public double? LearningRate { get; init; }
 
+    /// <summary>Unlabeled images per task per step (default 16).</summary>
     public int? Batch { get; init; }
 
-    /// <summary>Initial coefficient of every task vector.</summary>
+    /// <summary>Initial coefficient of every task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
 
+    /// <summary>Seed of the batch order (default 0).</summary>
     public int? Seed { get; init; }
 
+    /// <inheritdoc/>
     public override string Method => TaskWise ? "adamerging-task" : "adamerging-layer";
 
+    /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
         [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("seed", Seed)];
 }
@@ -125,9 +143,10 @@ public sealed record TactSettings : AlgorithmSettings
     /// <summary>The weight-only merge corrected (<see cref="TactAlgorithm.BaseMethods"/>); default simple average.</summary>
     public string? BaseMethod { get; init; }
 
-    /// <summary>Unlabeled images per task the statistics are measured on.</summary>
+    /// <summary>Unlabeled images per task the statistics are measured on (default 256).</summary>
     public int? Examples { get; init; }
 
+    /// <summary>ε added to the merged model's variance (default 1e-8).</summary>
     public double? Epsilon { get; init; }
 
     /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's).</summary>
@@ -139,10 +158,13 @@ public sealed record TactSettings : AlgorithmSettings
     /// <summary>The base method's kept fraction (TIES).</summary>
     public double? Keep { get; init; }
 
+    /// <summary>Seed of the choice of images when a task has more than <see cref="Examples"/> (default 0).</summary>
     public int? Seed { get; init; }
 
+    /// <inheritdoc/>
     public override string Method => "tact";
 
+    /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
     [
         ("base-method", BaseMethod), ("examples", Examples), ("epsilon", Epsilon),

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>Fisher merging: each weight averaged across experts in proportion to its diagonal Fisher information on labeled examples.</summary>
-public sealed class FisherAlgorithm : LabeledDataAlgorithm
+internal sealed class FisherAlgorithm : LabeledDataAlgorithm
 {
     private FisherAlgorithm()
         : base("fisher", "Fisher merging: every weight averaged across experts in proportion to its diagonal Fisher information on labeled training examples.",

@@ -8,6 +8,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 [Flags]
 public enum AlgorithmNeeds
 {
+    /// <summary>Nothing but the experts (simple average).</summary>
     None = 0,
 
     /// <summary>A pre-trained base shared by the experts (task vectors are taken against it).</summary>
@@ -37,6 +38,7 @@ public interface IMergeAlgorithm
     /// <summary>One line: what the algorithm computes.</summary>
     string Summary { get; }
 
+    /// <summary>What the algorithm needs besides the experts; callers check it before any work.</summary>
     AlgorithmNeeds Needs { get; }
 
     /// <summary>Declared parameters; <see cref="MergeParameters.Resolve(string, IReadOnlyList{MergeParameterSpec})"/> checks values against them.</summary>

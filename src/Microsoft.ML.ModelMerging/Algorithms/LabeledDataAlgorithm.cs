@@ -13,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// What the data-based algorithms share (Fisher, RegMean): labeled training examples sampled per task from the pool
 /// (<c>examples</c>, <c>seed</c>), one merged backbone serving every head. A subclass declares its own parameters and merges.
 /// </summary>
-public abstract class LabeledDataAlgorithm : IMergeAlgorithm
+internal abstract class LabeledDataAlgorithm : IMergeAlgorithm
 {
     protected LabeledDataAlgorithm(string name, string summary, int defaultExamples, MergeParameterSpec own, string progressVerb)
     {

@@ -13,6 +13,8 @@ public sealed class MergeAlgorithmRegistry
 
     private readonly Dictionary<string, IMergeAlgorithm> _byName = new(StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>A registry of the given algorithms, in that order; names are looked up case-insensitively.</summary>
+    /// <exception cref="ArgumentException">Two algorithms share a name.</exception>
     public MergeAlgorithmRegistry(IEnumerable<IMergeAlgorithm> algorithms)
     {
         ArgumentNullException.ThrowIfNull(algorithms);
@@ -49,6 +51,7 @@ public sealed class MergeAlgorithmRegistry
     /// <summary>In registration order.</summary>
     public IReadOnlyList<IMergeAlgorithm> Algorithms { get; }
 
+    /// <summary>Looks an algorithm up by name (trimmed, case-insensitive); false when there is none.</summary>
     public bool TryGet(string name, out IMergeAlgorithm algorithm) => _byName.TryGetValue(name.Trim(), out algorithm!);
 
     /// <exception cref="ArgumentException">No algorithm of that name.</exception>
@@ -66,6 +69,7 @@ public sealed class MergeAlgorithmRegistry
     /// <summary>The text of <c>mlmerge merge --list</c>: every algorithm with what it needs, its parameters and defaults.</summary>
     public string Describe() => string.Join(Environment.NewLine, Algorithms.Select(Describe));
 
+    /// <summary>An algorithm's <c>merge --list</c> entry: name, summary, needs, then one line per parameter with its default and accepted values.</summary>
     public static string Describe(IMergeAlgorithm algorithm)
     {
         var text = new StringBuilder();

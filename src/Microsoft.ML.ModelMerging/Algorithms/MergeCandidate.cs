@@ -5,8 +5,10 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// <summary>One merge method with one setting of its parameters, e.g. <c>ties keep=0.2 lambda=0.4</c>.</summary>
 public sealed record MergeCandidate(string Method, IReadOnlyDictionary<string, string> Parameters)
 {
+    /// <summary>A candidate of method <paramref name="method"/> with every parameter at its default.</summary>
     public MergeCandidate(string method) : this(method, new Dictionary<string, string>()) { }
 
+    /// <summary>The method, then its parameters as <c>name=value</c> in name order, e.g. <c>ties keep=0.2 lambda=0.4</c>.</summary>
     public override string ToString() =>
         Parameters.Count == 0 ? Method : Method + " " + string.Join(" ", Parameters.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}"));
 

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Algorithms;
 
 /// <summary>RegMean: each linear layer solved in closed form from the experts' input Gram matrices (off-diagonals scaled by α).</summary>
-public sealed class RegMeanAlgorithm : LabeledDataAlgorithm
+internal sealed class RegMeanAlgorithm : LabeledDataAlgorithm
 {
     private RegMeanAlgorithm()
         : base("regmean", "RegMean: every linear layer solved in closed form from the experts' input Gram matrices on training examples; other tensors averaged.",

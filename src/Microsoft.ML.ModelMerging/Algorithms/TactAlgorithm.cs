@@ -14,7 +14,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// collapse of merges of experts far apart (different foundations, even after permutation alignment) and should leave a
 /// local merge about where it was.
 /// </summary>
-public sealed class TactAlgorithm : IMergeAlgorithm
+internal sealed class TactAlgorithm : IMergeAlgorithm
 {
     /// <summary>The weight-only methods a correction can follow.</summary>
     public static IReadOnlyList<string> BaseMethods { get; } = ["simple-average", "task-arithmetic", "ties", "tall-masks", "dare", "consensus", "emr"];

@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// task (DESIGN §3), their common parameters, resumable checkpoints, and progress per step. A subclass builds the
 /// adaptable model and turns the adapted model into a <see cref="MultiTaskModel"/>.
 /// </summary>
-public abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
+internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
 {
     protected TestTimeAdaptationAlgorithm(string name, string summary, double defaultLearningRate, IEnumerable<MergeParameterSpec> own)
     {

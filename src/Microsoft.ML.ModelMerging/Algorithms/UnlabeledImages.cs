@@ -9,6 +9,10 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// </summary>
 public sealed class UnlabeledImages : IDisposable
 {
+    /// <summary>Takes ownership of the images.</summary>
+    /// <param name="all">Every image, [N, C, H, W] float32 in [0, 1].</param>
+    /// <param name="byTask">The images of each task, when rows name their task; null for none.</param>
+    /// <exception cref="ArgumentException"><paramref name="all"/> is not four-dimensional.</exception>
     public UnlabeledImages(Tensor all, IReadOnlyDictionary<string, Tensor>? byTask = null)
     {
         ArgumentNullException.ThrowIfNull(all);
@@ -30,8 +34,10 @@ public sealed class UnlabeledImages : IDisposable
     /// </summary>
     public IReadOnlyDictionary<string, Tensor> ByTask { get; }
 
+    /// <summary>Number of images (N).</summary>
     public long Count => All.shape[0];
 
+    /// <summary>Disposes every image tensor.</summary>
     public void Dispose()
     {
         All.Dispose();

@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// WEMoE (and E-WEMoE): every tensor merged by task arithmetic except each block's MLP, which becomes W0 + Σ r_i(x)·τ_i with
 /// routers trained by test-time adaptation and routing per sample. The result is the upscaled model (one part).
 /// </summary>
-public sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
+internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
 {
     private readonly bool _efficient;
 

@@ -15,6 +15,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
 {
     private readonly MergeMethodDescriptor _method;
 
+    /// <summary>Wraps a weight-only method as an algorithm; its needs follow from the method (base used, task-specific weights).</summary>
     /// <param name="method">The registry entry of the method.</param>
     /// <param name="searchGrid">Values a comparison tries, by parameter name.</param>
     public WeightOnlyAlgorithm(MergeMethodDescriptor method, Dictionary<string, IReadOnlyList<string>>? searchGrid = null)
@@ -31,14 +32,19 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         Needs = (method.UsesBase ? AlgorithmNeeds.PretrainedBase : AlgorithmNeeds.None) | (method.Create().ProducesTaskSpecificWeights ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
     }
 
+    /// <inheritdoc/>
     public string Name => _method.Name;
 
+    /// <inheritdoc/>
     public string Summary => _method.Summary;
 
+    /// <inheritdoc/>
     public AlgorithmNeeds Needs { get; }
 
+    /// <inheritdoc/>
     public IReadOnlyList<MergeParameterSpec> Parameters => _method.Parameters;
 
+    /// <inheritdoc/>
     public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; }
 
     /// <summary>The merge method's registry entry (what <c>mlmerge merge</c> streams).</summary>
@@ -61,6 +67,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         return new InMemoryMergeDriver().Merge(method, pool.HasPretrained ? pool.Pretrained : experts[0], experts, expertNames: pool.TaskNames);
     }
 
+    /// <inheritdoc/>
     public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
     {
         ArgumentNullException.ThrowIfNull(pool);

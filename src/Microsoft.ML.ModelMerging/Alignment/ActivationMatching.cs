@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// (the q/k dimensions within a head) and the v projection (the v dimensions). Unlike weight matching it needs images,
 /// and it does not depend on how far apart the weights are, which is why it aligns differently initialised models better.
 /// </summary>
-public static class ActivationMatching
+internal static class ActivationMatching
 {
     /// <summary>The permutations of <paramref name="other"/> whose units best correlate with <paramref name="reference"/>'s on <paramref name="images"/>.</summary>
     /// <param name="config">The architecture of both models.</param>
@@ -19,6 +19,7 @@ public static class ActivationMatching
     /// <param name="other">The model to permute.</param>
     /// <param name="images">Unlabeled images, [N,C,H,W] in [0,1]; every token of every image is one observation.</param>
     /// <param name="chunk">Images per forward pass (correlation sums accumulate over chunks).</param>
+    /// <param name="cancellation">Stops the matching between chunks.</param>
     public static PermutationSet Match(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> reference,
         IReadOnlyDictionary<string, Tensor> other, Tensor images, int chunk = 64, CancellationToken cancellation = default)
     {

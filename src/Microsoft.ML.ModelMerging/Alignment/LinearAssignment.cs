@@ -11,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// exact optimum the tests check against brute force) and brings a native library of about 100 MB per platform for one
 /// function of some sixty lines.
 /// </remarks>
-public static class LinearAssignment
+internal static class LinearAssignment
 {
     /// <summary>The permutation maximising Σᵢ C[i, π(i)] for a row-major n×n matrix; <c>result[i]</c> is row i's column.</summary>
     /// <exception cref="ArgumentException">The matrix is not n×n, or holds NaN or ±∞.</exception>

@@ -13,4 +13,4 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// <param name="Name">What the step is called in progress and errors.</param>
 /// <param name="Members">Names of the permutations (keys of <see cref="PermutationSpec.Sizes"/>), all of one size.</param>
 /// <param name="Blocks">How many equal blocks that size is cut into (attention heads); 1 for a plain permutation.</param>
-public sealed record PermutationGroup(string Name, IReadOnlyList<string> Members, int Blocks = 1);
+internal sealed record PermutationGroup(string Name, IReadOnlyList<string> Members, int Blocks = 1);

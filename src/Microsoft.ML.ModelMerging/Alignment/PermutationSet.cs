@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// One value for every permutation of a <see cref="PermutationSpec"/>. Convention (as <c>take</c> along an axis): the
 /// permuted tensor's entry i along a permuted axis is the original's entry <c>p[i]</c>.
 /// </summary>
-public sealed class PermutationSet
+internal sealed class PermutationSet
 {
     /// <param name="values">Each permutation by name: a rearrangement of 0 … n−1.</param>
     /// <exception cref="ArgumentException">A value is not a permutation.</exception>

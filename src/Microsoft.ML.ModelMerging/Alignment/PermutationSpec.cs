@@ -5,7 +5,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// permutation wherever it appears) leaves the function the model computes unchanged. Weight matching chooses the
 /// permutations; <see cref="PermutationSet"/> applies them.
 /// </summary>
-public sealed class PermutationSpec
+internal sealed class PermutationSpec
 {
     private readonly Dictionary<string, List<(string Tensor, int Axis)>> _axesOf;
 

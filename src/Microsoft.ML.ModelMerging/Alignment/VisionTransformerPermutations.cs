@@ -21,7 +21,7 @@ namespace Microsoft.ML.ModelMerging.Alignment;
 /// a permutation of their own.</item>
 /// </list>
 /// </remarks>
-public static class VisionTransformerPermutations
+internal static class VisionTransformerPermutations
 {
     /// <summary>The residual stream's permutation.</summary>
     public const string Residual = "residual";

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Alignment;
 
 /// <summary>How far apart two models' weights are: what alignment lowers.</summary>
-public static class WeightDistance
+internal static class WeightDistance
 {
     /// <summary>
     /// The L2 distance √(Σ ‖a − b‖²) over every tensor of <paramref name="a"/> (or only <paramref name="names"/>), in float64.

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Alignment;
 
 /// <summary>Settings of <see cref="WeightMatching.Match"/>.</summary>
-public sealed record WeightMatchingOptions
+internal sealed record WeightMatchingOptions
 {
     /// <summary>Seed of the random order in which the groups are visited on each pass.</summary>
     public int Seed { get; init; }
@@ -16,7 +16,7 @@ public sealed record WeightMatchingOptions
 /// <param name="Permutations">Apply these to the other model to bring it close to the reference.</param>
 /// <param name="Iterations">Passes over all groups, the last one included (it is the pass that found nothing to improve).</param>
 /// <param name="Converged">True when the last pass improved no group; false when <see cref="WeightMatchingOptions.MaxIterations"/> ran out.</param>
-public sealed record WeightMatchingResult(PermutationSet Permutations, int Iterations, bool Converged);
+internal sealed record WeightMatchingResult(PermutationSet Permutations, int Iterations, bool Converged);
 
 /// <summary>
 /// Weight matching (Git Re-Basin, Ainsworth et al. 2023, Algorithm 1): the permutations of one model that maximise
@@ -26,7 +26,7 @@ public sealed record WeightMatchingResult(PermutationSet Permutations, int Itera
 /// groups). Groups are visited in a seeded random order; a step is kept only when it improves the objective, so the
 /// objective never decreases and matching stops when a whole pass improves nothing.
 /// </summary>
-public static class WeightMatching
+internal static class WeightMatching
 {
     /// <summary>Finds permutations of <paramref name="other"/> that match it to <paramref name="reference"/>.</summary>
     /// <exception cref="ArgumentException">A tensor of the spec is missing from either model, or its shapes differ.</exception>

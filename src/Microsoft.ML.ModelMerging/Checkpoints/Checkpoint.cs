@@ -9,6 +9,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// </summary>
 public sealed class Checkpoint : IDisposable
 {
+    /// <summary>The Hugging Face index file name of a sharded checkpoint, <c>model.safetensors.index.json</c>.</summary>
     public const string IndexFileName = "model.safetensors.index.json";
 
     private readonly Dictionary<string, SafeTensorsFile> _files;
@@ -21,6 +22,7 @@ public sealed class Checkpoint : IDisposable
     public IReadOnlyList<TensorEntry> Tensors { get; }
     /// <summary>Metadata of the single file, or of the first shard merged with the index's <c>metadata</c> for sharded checkpoints.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
+    /// <summary>Full paths of the files the checkpoint reads (the shards, or the single file).</summary>
     public IReadOnlyList<string> Files => _files.Keys.ToList();
 
     private Checkpoint(string source, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> metadata)
@@ -82,6 +84,14 @@ public sealed class Checkpoint : IDisposable
         return new Checkpoint(source, opened, new ComputedTensors(underlying, entries, compute, owned));
     }
 
+    /// <summary>
+    /// Opens a checkpoint for reading tensor by tensor: a <c>.safetensors</c> file, a <c>model.safetensors.index.json</c> of a
+    /// sharded checkpoint, or a directory holding one (its index, else <c>model.safetensors</c>, else its only <c>.safetensors</c>
+    /// file). Only headers are read here.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">Nothing exists at <paramref name="path"/>, or the directory holds no checkpoint.</exception>
+    /// <exception cref="ArgumentException">The directory holds several <c>.safetensors</c> files and neither an index nor <c>model.safetensors</c>.</exception>
+    /// <exception cref="CheckpointFormatException">A header or the index is malformed, or shards of different writes are mixed.</exception>
     public static Checkpoint Open(string path)
     {
         if (Directory.Exists(path)) return Open(ResolveDirectory(path));
@@ -203,8 +213,11 @@ public sealed class Checkpoint : IDisposable
         }
     }
 
+    /// <summary>True when the checkpoint holds a tensor of that name.</summary>
     public bool Contains(string name) => _computed is { } c ? c.Underlying.Contains(name) : _byName.ContainsKey(name);
 
+    /// <summary>The header entry of a tensor (dtype, shape, file, offsets).</summary>
+    /// <exception cref="CheckpointFormatException">No such tensor.</exception>
     public TensorEntry GetEntry(string name) =>
         _computed is { } c ? c.Entries.GetValueOrDefault(name) ?? c.Underlying.GetEntry(name)
         : _byName.TryGetValue(name, out var v) ? v.Entry : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
@@ -218,6 +231,8 @@ public sealed class Checkpoint : IDisposable
             : throw new CheckpointFormatException(Source, name, "no such tensor in this checkpoint.");
     }
 
+    /// <summary>The tensor's bytes in their stored form (little-endian, stored dtype).</summary>
+    /// <exception cref="CheckpointFormatException">No such tensor.</exception>
     public byte[] ReadBytes(string name)
     {
         if (_computed is { } c)
@@ -254,9 +269,12 @@ public sealed class Checkpoint : IDisposable
         return all;
     }
 
+    /// <summary>Total number of elements over all tensors.</summary>
     public long ParameterCount => Tensors.Sum(t => t.ElementCount);
+    /// <summary>Total data size in bytes over all tensors, in their stored dtypes.</summary>
     public long ByteCount => Tensors.Sum(t => t.ByteLength);
 
+    /// <summary>Closes every file the checkpoint opened.</summary>
     public void Dispose()
     {
         foreach (var f in _files.Values) f.Dispose();

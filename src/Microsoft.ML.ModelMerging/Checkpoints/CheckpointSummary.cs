@@ -13,15 +13,19 @@ public sealed record CheckpointSummary(
     long ParameterCount,
     long ByteCount)
 {
+    /// <summary>The summary of an open checkpoint.</summary>
     public static CheckpointSummary Of(Checkpoint checkpoint) => new(
         checkpoint.Source, checkpoint.Files, checkpoint.Tensors, checkpoint.Metadata, checkpoint.ParameterCount, checkpoint.ByteCount);
 
+    /// <summary>Opens a checkpoint (file, index or directory, as <see cref="Checkpoint.Open"/>) and summarises it.</summary>
+    /// <exception cref="CheckpointFormatException">The checkpoint is malformed.</exception>
     public static CheckpointSummary Read(string path)
     {
         using var checkpoint = Checkpoint.Open(path);
         return Of(checkpoint);
     }
 
+    /// <summary>Indented JSON (what <c>mlmerge inspect --json</c> prints): source, files, parameter and byte counts, metadata and every tensor.</summary>
     public string ToJson()
     {
         using var buffer = new MemoryStream();
@@ -60,6 +64,7 @@ public sealed record CheckpointSummary(
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
+    /// <summary>The plain-text listing <c>mlmerge inspect</c> prints.</summary>
     public string ToText()
     {
         var text = new StringBuilder();

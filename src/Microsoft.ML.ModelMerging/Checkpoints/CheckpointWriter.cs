@@ -22,6 +22,7 @@ public sealed class CheckpointWriter : IDisposable
 
     /// <summary>The path a reader should open: the single file, or the index of a sharded checkpoint.</summary>
     public string OutputPath { get; }
+    /// <summary>Full paths of the data files being written: the single file, or every shard.</summary>
     public IReadOnlyList<string> ShardPaths => _shards.Select(s => s.Path).ToList();
 
     /// <summary>
@@ -30,7 +31,10 @@ public sealed class CheckpointWriter : IDisposable
     /// </summary>
     public const string ShardSetMetadataKey = "mlmerge.shard_set";
 
+    /// <summary>Starts a write: temporary files are created now and renamed into place by <see cref="Complete"/>.</summary>
     /// <param name="path">A <c>.safetensors</c> file path, or a directory (then <c>model.safetensors</c> or shards go inside).</param>
+    /// <param name="plan">Every tensor to write (name, dtype, shape), in the order the <c>Write</c> calls will give them.</param>
+    /// <param name="metadata">The <c>__metadata__</c> of every file written (string to string).</param>
     /// <param name="maxShardBytes">Split into shards of at most this many data bytes (a single larger tensor gets a shard of its own); null = one file.</param>
     public CheckpointWriter(string path, IReadOnlyList<TensorSpec> plan, IReadOnlyDictionary<string, string>? metadata = null, long? maxShardBytes = null)
     {
@@ -113,8 +117,11 @@ public sealed class CheckpointWriter : IDisposable
     /// <summary>The next planned tensor name, or null when everything has been written.</summary>
     public TensorSpec? Next => Current().Next;
 
+    /// <summary>Writes the next planned tensor, converting it to the planned dtype (e.g. float32 math stored as bf16).</summary>
     public void Write(torch.Tensor tensor) => Current().Write(tensor);
+    /// <summary>Writes the next planned tensor from bytes already in its stored form.</summary>
     public void WriteBytes(ReadOnlySpan<byte> bytes) => Current().WriteBytes(bytes);
+    /// <summary>Writes the next planned floating-point tensor from float32 values given in consecutive pieces, stored as <see cref="Write"/> would store them.</summary>
     public void WriteFloats(IReadOnlyList<ReadOnlyMemory<float>> parts) => Current().WriteFloats(parts);
 
     /// <summary>

@@ -5,7 +5,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// not by how their paths are spelled: <c>--out base.safetensors</c>, <c>--out ./dir/../base.safetensors</c> and a hard
 /// link to the base are all the same file.
 /// </summary>
-public static class OutputOverlap
+internal static class OutputOverlap
 {
     /// <param name="outputPath">The output as given to <see cref="CheckpointWriter"/>: a <c>.safetensors</c> file or a directory.</param>
     /// <param name="inputFiles">Every file the job reads (single files, shards and index files).</param>

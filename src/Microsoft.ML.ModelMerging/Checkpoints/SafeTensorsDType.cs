@@ -5,9 +5,38 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// <summary>Element types a safetensors file can hold. Float types are converted to float32 for math; the rest pass through.</summary>
 public enum SafeTensorsDType
 {
-    F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool,
+    /// <summary>64-bit IEEE float (<c>F64</c>).</summary>
+    F64,
+
+    /// <summary>32-bit IEEE float (<c>F32</c>), the type all merge math is done in.</summary>
+    F32,
+
+    /// <summary>16-bit IEEE half float (<c>F16</c>).</summary>
+    F16,
+
+    /// <summary>bfloat16 (<c>BF16</c>): float32's upper 16 bits.</summary>
+    BF16,
+
+    /// <summary>64-bit signed integer (<c>I64</c>).</summary>
+    I64,
+
+    /// <summary>32-bit signed integer (<c>I32</c>).</summary>
+    I32,
+
+    /// <summary>16-bit signed integer (<c>I16</c>).</summary>
+    I16,
+
+    /// <summary>8-bit signed integer (<c>I8</c>).</summary>
+    I8,
+
+    /// <summary>8-bit unsigned integer (<c>U8</c>).</summary>
+    U8,
+
+    /// <summary>Boolean, one byte per element (<c>BOOL</c>).</summary>
+    Bool,
 }
 
+/// <summary>Conversions and facts about <see cref="SafeTensorsDType"/>: element sizes, header spellings, TorchSharp types.</summary>
 public static class SafeTensorsDTypes
 {
     /// <summary>Bytes per element.</summary>
@@ -19,6 +48,7 @@ public static class SafeTensorsDTypes
         _ => 1,
     };
 
+    /// <summary>True for F64, F32, F16 and BF16: the types merged as float32 (integer and boolean tensors are copied).</summary>
     public static bool IsFloatingPoint(this SafeTensorsDType dtype) =>
         dtype is SafeTensorsDType.F64 or SafeTensorsDType.F32 or SafeTensorsDType.F16 or SafeTensorsDType.BF16;
 
@@ -29,6 +59,8 @@ public static class SafeTensorsDTypes
         _ => dtype.ToString(),
     };
 
+    /// <summary>Parses a dtype as spelled in a safetensors header (<c>F32</c>, <c>BF16</c>, <c>BOOL</c>, ...; case-sensitive).</summary>
+    /// <returns>False for a spelling safetensors does not define.</returns>
     public static bool TryParseHeaderName(string text, out SafeTensorsDType dtype)
     {
         switch (text)
@@ -56,6 +88,7 @@ public static class SafeTensorsDTypes
         _ => throw new ArgumentException($"Unknown output dtype '{text}': expected f32, f16 or bf16."),
     };
 
+    /// <summary>The TorchSharp scalar type with the same element layout (U8 is <c>Byte</c>).</summary>
     public static torch.ScalarType ToScalarType(this SafeTensorsDType dtype) => dtype switch
     {
         SafeTensorsDType.F64 => torch.ScalarType.Float64,
@@ -71,6 +104,8 @@ public static class SafeTensorsDTypes
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
+    /// <summary>The safetensors dtype of a TorchSharp scalar type.</summary>
+    /// <exception cref="NotSupportedException">The type has no safetensors spelling (complex types, for example).</exception>
     public static SafeTensorsDType FromScalarType(torch.ScalarType type) => type switch
     {
         torch.ScalarType.Float64 => SafeTensorsDType.F64,

@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// header is kept in memory, so a model larger than memory can be processed one tensor at a time; unlike a memory map,
 /// pages read once do not stay in the process's resident set.
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+internal sealed class SafeTensorsFile : IDisposable
 {
     private readonly SafeFileHandle _handle;
     private readonly Dictionary<string, TensorEntry> _byName;

@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// <c>{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}</c>, then the data section.
 /// Validation is strict so that every later read can trust offsets and sizes.
 /// </summary>
-public sealed class SafeTensorsHeader
+internal sealed class SafeTensorsHeader
 {
     /// <summary>Headers larger than this are rejected before any allocation (the reference implementation uses the same cap).</summary>
     public const long MaxHeaderBytes = 100_000_000;

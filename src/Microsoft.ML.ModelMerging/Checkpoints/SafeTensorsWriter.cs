@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// model never has to be in memory. Everything goes to a temporary file next to the target and is renamed only by
 /// <see cref="Complete"/>: an interrupted or failed write leaves no partial file under the target name.
 /// </summary>
-public sealed class SafeTensorsWriter : IDisposable
+internal sealed class SafeTensorsWriter : IDisposable
 {
     private readonly IReadOnlyList<TensorSpec> _plan;
     private readonly long _dataStart;

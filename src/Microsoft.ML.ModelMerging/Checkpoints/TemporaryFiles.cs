@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Checkpoints;
 /// interrupted run left behind. A name carries the writing process's id, <c>.{target}.{pid}.{token}.partial</c>, so a
 /// later run can tell a file a live process is still writing from one nobody holds any more.
 /// </summary>
-public static class TemporaryFiles
+internal static class TemporaryFiles
 {
     public const string Suffix = ".partial";
 

@@ -10,7 +10,7 @@ internal static class TensorBytes
 {
     private const long ChunkBytes = 1L << 30;
 
-    public delegate void SpanVisitor(Span<byte> bytes);
+    internal delegate void SpanVisitor(Span<byte> bytes);
 
     /// <summary>Calls <paramref name="visit"/> with the tensor's storage in order, chunk by chunk (reading or filling it).</summary>
     public static void Visit(torch.Tensor contiguousCpu, SpanVisitor visit)

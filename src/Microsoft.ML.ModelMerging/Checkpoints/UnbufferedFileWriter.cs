@@ -39,7 +39,9 @@ internal sealed class UnbufferedFileWriter : IDisposable
     private bool _completed;
 
     /// <summary>Creates <paramref name="path"/> (which must not exist).</summary>
+    /// <param name="path">The file to create.</param>
     /// <param name="unbuffered">False writes through the page cache, as a <see cref="FileStream"/> would.</param>
+    /// <param name="stagingBytes">Size of the aligned buffer writes are gathered in before they are submitted.</param>
     public UnbufferedFileWriter(string path, bool unbuffered = true, int stagingBytes = DefaultStagingBytes)
     {
         if (stagingBytes <= 0 || stagingBytes % Alignment != 0)

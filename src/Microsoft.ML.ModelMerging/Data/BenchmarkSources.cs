@@ -7,12 +7,16 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public sealed record BenchmarkSources
 {
+    /// <summary>The environment variable naming the data directory, <c>MLMERGE_DATA</c>.</summary>
     public const string DataDirectoryVariable = "MLMERGE_DATA";
+    /// <summary>The file that marks the repository root when the data directory is looked for above the program.</summary>
     public const string RepositoryMarker = "Microsoft.ML.ModelMerging.sln";
 
     private readonly string? mnistDigitsDirectory;
     private readonly string? opticalDigitsFile;
 
+    /// <summary>Sources under <paramref name="dataDirectory"/> (made absolute); the Debian locations keep their defaults.</summary>
+    /// <exception cref="ArgumentException">The directory is null, empty or blank.</exception>
     public BenchmarkSources(string dataDirectory)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
@@ -22,6 +26,7 @@ public sealed record BenchmarkSources
     /// <summary>The sources of this machine: <c>MLMERGE_DATA</c> when set, else <c>.data</c> of the repository this program runs from.</summary>
     public static BenchmarkSources Default => new(ResolveDataDirectory());
 
+    /// <summary>The data directory, absolute.</summary>
     public string DataDirectory { get; }
 
     /// <summary>Debian package dataset-fashion-mnist: train/t10k images/labels IDX files, gzip.</summary>

@@ -30,6 +30,7 @@ public sealed class BenchmarkTask
     /// <summary>How the images and splits are made.</summary>
     public string Description { get; }
 
+    /// <summary>Class names in label order.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
     /// <summary>The documented sizes of the splits; <see cref="Load"/> always returns exactly these.</summary>
@@ -52,6 +53,7 @@ public sealed class BenchmarkTask
         return splits;
     }
 
+    /// <summary>Name, source, class count and split sizes, for logs.</summary>
     public override string ToString() => $"{Name} ({Source}): {ClassNames.Count} classes, {Sizes}";
 
     /// <summary>Mixes the task name into the seed (FNV-1a) so tasks built with one seed draw independent samples.</summary>

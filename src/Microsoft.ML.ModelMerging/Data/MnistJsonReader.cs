@@ -8,8 +8,10 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class MnistJsonReader
 {
+    /// <summary>Side of an MNIST image, 28 pixels.</summary>
     public const int ImageSide = 28;
 
+    /// <summary>The digits 0–9, in label order.</summary>
     public static readonly IReadOnlyList<string> ClassNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
     /// <summary>All digits of the directory, grouped by digit (all 0s, then all 1s, ...).</summary>

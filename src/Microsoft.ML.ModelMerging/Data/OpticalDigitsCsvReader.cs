@@ -8,11 +8,19 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class OpticalDigitsCsvReader
 {
+    /// <summary>Side of the scanned grid, 8 cells.</summary>
     public const int GridSize = 8;
+    /// <summary>Largest cell value, 16 (scaled to 1).</summary>
     public const int MaxValue = 16;
 
+    /// <summary>The digits 0–9, in label order.</summary>
     public static readonly IReadOnlyList<string> ClassNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
+    /// <summary>Reads every digit of the file as an MNIST-like image.</summary>
+    /// <param name="path"><c>digits.csv.gz</c> (gzip or plain CSV).</param>
+    /// <param name="size">Side of the output images in pixels.</param>
+    /// <param name="margin">Black border around the upsampled digit, in pixels.</param>
+    /// <param name="name">The data set's name.</param>
     public static ImageDataset Read(string path, int size = 28, int margin = 4, string name = "optical-digits")
     {
         ArgumentOutOfRangeException.ThrowIfNegative(margin);

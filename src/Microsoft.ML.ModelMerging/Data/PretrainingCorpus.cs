@@ -8,6 +8,7 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public static class PretrainingCorpus
 {
+    /// <summary>The corpus's name, as recorded in a pool's pre-training record.</summary>
     public const string Name = "glyph-pretraining";
 
     /// <summary>One class per vocabulary character, named like "Ж U+0416".</summary>

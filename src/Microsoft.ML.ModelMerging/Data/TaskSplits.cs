@@ -6,6 +6,8 @@ namespace Microsoft.ML.ModelMerging.Data;
 /// </summary>
 public sealed class TaskSplits
 {
+    /// <summary>Groups the three parts of a task.</summary>
+    /// <exception cref="ArgumentException">The parts differ in class names or image shape.</exception>
     public TaskSplits(ImageDataset train, ImageDataset validation, ImageDataset test)
     {
         ArgumentNullException.ThrowIfNull(train);
@@ -26,15 +28,21 @@ public sealed class TaskSplits
         Test = test;
     }
 
+    /// <summary>The training part.</summary>
     public ImageDataset Train { get; }
 
+    /// <summary>The validation part, for choosing hyperparameters.</summary>
     public ImageDataset Validation { get; }
 
+    /// <summary>The test part, for reporting only.</summary>
     public ImageDataset Test { get; }
 
+    /// <summary>Class names (the same in every part).</summary>
     public IReadOnlyList<string> ClassNames => Train.ClassNames;
 
+    /// <summary>The number of images in each part.</summary>
     public SplitSizes Sizes => new(Train.Count, Validation.Count, Test.Count);
 
+    /// <summary>The parts' sizes and shape, for logs.</summary>
     public override string ToString() => $"{Train}; validation {Validation.Count}; test {Test.Count}";
 }

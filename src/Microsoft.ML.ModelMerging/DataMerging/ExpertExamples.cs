@@ -12,7 +12,7 @@ namespace Microsoft.ML.ModelMerging.DataMerging;
 /// <param name="Name">Task name (for progress and messages).</param>
 /// <param name="Expert">The expert's backbone tensors by Hugging Face CLIP name; other tensors are ignored.</param>
 /// <param name="Images">Pixels in [0,1], [N,C,H,W] or flattened [N,C·H·W].</param>
-public sealed record ExpertExamples(string Name, IReadOnlyDictionary<string, Tensor> Expert, Tensor Images)
+internal sealed record ExpertExamples(string Name, IReadOnlyDictionary<string, Tensor> Expert, Tensor Images)
 {
     /// <summary>The task's classification head (frozen; Fisher merging differentiates through it).</summary>
     public ClassificationHead? Head { get; init; }
@@ -82,4 +82,4 @@ public sealed record ExpertExamples(string Name, IReadOnlyDictionary<string, Ten
 /// <param name="TaskCount">Number of tasks.</param>
 /// <param name="Done">Examples of this task processed so far.</param>
 /// <param name="Total">Examples of this task.</param>
-public sealed record DataMergeProgress(string Task, int TaskIndex, int TaskCount, long Done, long Total);
+internal sealed record DataMergeProgress(string Task, int TaskIndex, int TaskCount, long Done, long Total);

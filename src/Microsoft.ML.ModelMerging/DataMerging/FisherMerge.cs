@@ -7,7 +7,7 @@ using static TorchSharp.torch.nn.functional;
 namespace Microsoft.ML.ModelMerging.DataMerging;
 
 /// <summary>Settings of <see cref="FisherMerge"/>.</summary>
-public sealed record FisherMergeOptions
+internal sealed record FisherMergeOptions
 {
     /// <summary>Labeled training examples per task the Fisher is estimated on (the caller draws them, see <see cref="ExpertExamples.Sample"/>).</summary>
     public const int DefaultExamplesPerTask = 256;
@@ -39,7 +39,7 @@ public sealed record FisherMergeOptions
 /// do not follow: it uses the model's own predictions instead of the labels (the "true" Fisher, per batch) and it
 /// rescales each model's Fisher by its norm by default.
 /// </remarks>
-public static class FisherMerge
+internal static class FisherMerge
 {
     /// <summary>Merges the experts of <paramref name="tasks"/> (each with its head, images and labels); returns float32 tensors the caller owns.</summary>
     /// <param name="config">Architecture of every expert.</param>

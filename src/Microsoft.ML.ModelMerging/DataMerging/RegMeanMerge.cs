@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.DataMerging;
 
 /// <summary>Settings of <see cref="RegMeanMerge"/>.</summary>
-public sealed record RegMeanMergeOptions
+internal sealed record RegMeanMergeOptions
 {
     /// <summary>Examples per task whose layer inputs make the Gram matrices (the caller draws them, see <see cref="ExpertExamples.Sample"/>).</summary>
     public const int DefaultExamplesPerTask = 256;
@@ -50,7 +50,7 @@ public sealed record RegMeanMergeOptions
 /// Each Gram matrix is averaged over the input rows (tokens × examples) and accumulated in float64; the solve is in
 /// float64. The inputs are captured from the functional forward through <see cref="ForwardHooks.LinearAdapter"/>.
 /// </remarks>
-public static class RegMeanMerge
+internal static class RegMeanMerge
 {
     /// <summary>Merges the experts of <paramref name="tasks"/> (labels and heads are not needed); float32 tensors the caller owns.</summary>
     public static Dictionary<string, Tensor> Merge(VisionTransformerConfig config, IReadOnlyList<ExpertExamples> tasks, RegMeanMergeOptions? options = null,

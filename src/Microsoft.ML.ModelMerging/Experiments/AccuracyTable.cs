@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// FusionBench's table layout: one row per method, one column per task, then the average and the normalised average
 /// (mean over tasks of accuracy / the individual expert's accuracy), as Markdown.
 /// </summary>
-public sealed class AccuracyTable
+internal sealed class AccuracyTable
 {
     private readonly List<(string Method, string Note, TaskAccuracies Accuracies)> _rows = new();
 

@@ -13,7 +13,7 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// A candidate with the accuracies it reached: on validation (used to choose) and on test (reported; null when only the
 /// validation split was measured), and how long the merge alone took (evaluation not included).
 /// </summary>
-public sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies Validation, TaskAccuracies? Test, double MergeSeconds = 0);
+internal sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies Validation, TaskAccuracies? Test, double MergeSeconds = 0);
 
 /// <summary>
 /// Runs any registered algorithm on a pool and measures the resulting <see cref="MultiTaskModel"/> on every task, each task
@@ -21,7 +21,7 @@ public sealed record EvaluatedCandidate(MergeCandidate Candidate, TaskAccuracies
 /// unlabeled test images, loaded once, as in FusionBench's protocol; data-based methods read the training split.
 /// Hyperparameters are chosen on validation; test is only reported.
 /// </summary>
-public sealed class CandidateEvaluator : IDisposable
+internal sealed class CandidateEvaluator : IDisposable
 {
     private readonly ExpertPool _pool;
     private readonly BenchmarkSources? _sources;

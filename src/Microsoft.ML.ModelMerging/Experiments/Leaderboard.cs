@@ -14,6 +14,13 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// </summary>
 public sealed class Leaderboard
 {
+    /// <summary>Ranks <paramref name="entries"/>: task-agnostic ones first, then by validation score, ties by method name.</summary>
+    /// <param name="tasks">The tasks evaluated, in column order.</param>
+    /// <param name="individual">Each task's individual expert accuracy (normalises the scores).</param>
+    /// <param name="metric">What the entries were ranked by.</param>
+    /// <param name="entries">One entry per method, in any order.</param>
+    /// <param name="complete">False when the experiment stopped before every method ran.</param>
+    /// <param name="skipped">Methods not started.</param>
     public Leaderboard(IReadOnlyList<string> tasks, IReadOnlyDictionary<string, double> individual, RankingMetric metric,
         IEnumerable<LeaderboardEntry> entries, bool complete, IReadOnlyList<string> skipped)
     {
@@ -26,7 +33,9 @@ public sealed class Leaderboard
         Skipped = skipped;
     }
 
+    /// <summary>The tasks evaluated, in column order.</summary>
     public IReadOnlyList<string> Tasks { get; }
+    /// <summary>Each task's individual expert accuracy on the validation split.</summary>
     public IReadOnlyDictionary<string, double> Individual { get; }
 
     /// <summary>
@@ -36,7 +45,9 @@ public sealed class Leaderboard
     public IReadOnlyDictionary<string, IReadOnlyDictionary<string, double>> IndividualByPool { get; private init; } =
         new Dictionary<string, IReadOnlyDictionary<string, double>>(StringComparer.Ordinal);
 
+    /// <summary>What the entries are ranked by.</summary>
     public RankingMetric Metric { get; }
+    /// <summary>The entries, ranked: task-agnostic methods first, then those needing the task at inference.</summary>
     public IReadOnlyList<LeaderboardEntry> Entries { get; }
     /// <summary>False when the time budget or a cancellation stopped the experiment before every method ran.</summary>
     public bool Complete { get; }
@@ -51,6 +62,7 @@ public sealed class Leaderboard
     private static string F(double v, string format = "F4") => v.ToString(format, CultureInfo.InvariantCulture);
     private static string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
 
+    /// <summary>The leaderboard as CSV (<c>leaderboard.csv</c>): one row per entry with rank, setting, test accuracies per task, times, size and latency.</summary>
     public string ToCsv()
     {
         var text = new StringBuilder();
@@ -82,6 +94,7 @@ public sealed class Leaderboard
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
+    /// <summary>The leaderboard as indented JSON (<c>leaderboard.json</c>), each entry with its method and chosen setting.</summary>
     public string ToJson() => JsonSerializer.Serialize(new
     {
         metric = Metric.ToString().ToLowerInvariant(),

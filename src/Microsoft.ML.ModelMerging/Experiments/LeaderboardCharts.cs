@@ -3,7 +3,7 @@ using Microsoft.ML.ModelMerging.Experiments.Charts;
 namespace Microsoft.ML.ModelMerging.Experiments;
 
 /// <summary>The comparison's PNG charts: per-task test accuracy grouped by method, and accuracy against model size and latency.</summary>
-public static class LeaderboardCharts
+internal static class LeaderboardCharts
 {
     public static IReadOnlyList<string> Write(Leaderboard leaderboard, string directory)
     {

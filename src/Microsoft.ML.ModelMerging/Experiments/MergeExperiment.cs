@@ -56,17 +56,21 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
         [.. methods.Select(m => Of((registry ?? MergeAlgorithmRegistry.Default).Get(m.Trim()), adaptationSteps))];
 }
 
+/// <summary>Settings of a <see cref="MergeExperiment"/>: which methods and grids, the time budget, the ranking metric, ONNX measurement.</summary>
 public sealed record MergeExperimentOptions
 {
+    /// <summary>The methods to try, each with its candidate settings (default: every registered algorithm with its search grid).</summary>
     public IReadOnlyList<MergeMethodSearch> Searches { get; init; } = MergeMethodSearch.Defaults;
     /// <summary>The default <see cref="TimeBudget"/>: a comparison of every method at the default adaptation steps fits in it here.</summary>
     public static readonly TimeSpan DefaultTimeBudget = TimeSpan.FromMinutes(30);
 
     /// <summary>No new candidate starts once this much time has passed (the running one finishes); null = no limit.</summary>
     public TimeSpan? TimeBudget { get; init; } = DefaultTimeBudget;
+    /// <summary>What candidates are ranked by (default: average accuracy).</summary>
     public RankingMetric Metric { get; init; } = RankingMetric.Average;
     /// <summary>Export each method's chosen model to ONNX to report its size and ONNX Runtime latency.</summary>
     public bool MeasureOnnx { get; init; } = true;
+    /// <summary>Runs of ONNX Runtime whose median is the reported latency (default 30).</summary>
     public int LatencyRuns { get; init; } = 30;
 }
 
@@ -95,6 +99,12 @@ public sealed class MergeExperiment
     private readonly BenchmarkSources? _sources;
     private readonly MergeAlgorithmRegistry _registry;
 
+    /// <summary>Prepares a comparison over <paramref name="experts"/>; nothing runs until <see cref="Run"/>.</summary>
+    /// <param name="experts">The pool whose experts are merged and whose tasks are evaluated.</param>
+    /// <param name="options">Methods, budget and metric; defaults when null.</param>
+    /// <param name="sources">Where benchmark tasks' package data is; the default locations when null.</param>
+    /// <param name="registry">Where methods are looked up; <see cref="MergeAlgorithmRegistry.Default"/> when null.</param>
+    /// <exception cref="ArgumentException">The options name no method.</exception>
     public MergeExperiment(ExpertPool experts, MergeExperimentOptions? options = null, BenchmarkSources? sources = null, MergeAlgorithmRegistry? registry = null)
     {
         _experts = experts;
@@ -104,8 +114,13 @@ public sealed class MergeExperiment
         if (Options.Searches.Count == 0) throw new ArgumentException("The experiment has no method to try.");
     }
 
+    /// <summary>The experiment's settings.</summary>
     public MergeExperimentOptions Options { get; }
 
+    /// <summary>Runs the comparison: every candidate of every method on the validation split, the best of each on the test split.</summary>
+    /// <param name="progress">Receives a report before each candidate, inside long ones, and after each method; optional.</param>
+    /// <param name="cancellation">Stops between candidates; the leaderboard returned is then partial.</param>
+    /// <returns>The ranked leaderboard (partial when the budget ran out or the run was cancelled).</returns>
     public Leaderboard Run(IProgress<MergeExperimentProgress>? progress = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();

@@ -11,8 +11,11 @@ public enum RankingMetric
     Worst,
 }
 
+/// <summary>Parsing and computing <see cref="RankingMetric"/>.</summary>
 public static class RankingMetrics
 {
+    /// <summary>Parses <c>average</c>, <c>normalized</c> (or <c>normalised</c>) or <c>worst</c>, case-insensitive; <c>avg</c>, <c>norm</c> and <c>min</c> too.</summary>
+    /// <exception cref="ArgumentException">Any other text.</exception>
     public static RankingMetric Parse(string text) => text.Trim().ToLowerInvariant() switch
     {
         "average" or "avg" => RankingMetric.Average,
@@ -21,6 +24,7 @@ public static class RankingMetrics
         _ => throw new ArgumentException($"Unknown metric '{text}': expected average, normalized or worst."),
     };
 
+    /// <summary>The metric's value for <paramref name="accuracies"/>; <paramref name="individual"/> (each task's expert accuracy) is read by <see cref="RankingMetric.Normalized"/>.</summary>
     public static double Score(this RankingMetric metric, Pools.TaskAccuracies accuracies, IReadOnlyDictionary<string, double> individual) => metric switch
     {
         RankingMetric.Average => accuracies.Average,

@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Experiments;
 /// The cosine similarity of a pool's task vectors τ_i = θ_i − θ0, each flattened over every backbone tensor: how much
 /// the experts' updates overlap (near 0: nearly orthogonal, little interference when added).
 /// </summary>
-public static class TaskVectorSimilarity
+internal static class TaskVectorSimilarity
 {
     /// <summary>The n×n matrix of cosines, in the pool's task order (float64 sums).</summary>
     public static double[,] Cosine(ExpertPool pool)

@@ -24,10 +24,15 @@ public sealed class LoraModule : IDisposable
         B0IsZero = zero.item<long>() == 0;
     }
 
+    /// <summary>The layer adapted: its name prefix and sizes.</summary>
     public LoraTarget Target { get; }
+    /// <summary>The trainable down-projection A [r, in].</summary>
     public Parameter A { get; }
+    /// <summary>The trainable up-projection B [out, r].</summary>
     public Parameter B { get; }
+    /// <summary>A's initialisation, a frozen copy.</summary>
     public Tensor A0 { get; }
+    /// <summary>B's initialisation, a frozen copy (zero with PEFT's initialisation).</summary>
     public Tensor B0 { get; }
 
     /// <summary>
@@ -36,6 +41,7 @@ public sealed class LoraModule : IDisposable
     /// </summary>
     public bool B0IsZero { get; }
 
+    /// <summary>Disposes the factors and their initial copies.</summary>
     public void Dispose()
     {
         A.Dispose();
@@ -70,11 +76,13 @@ public sealed class LoraAdapter : IDisposable
         _modules = Modules.ToDictionary(m => m.Target.Prefix, StringComparer.Ordinal);
     }
 
+    /// <summary>Rank, alpha, targets, seed and mode of the adapter.</summary>
     public LoraOptions Options { get; }
 
     /// <summary>The adapted layers, in model order.</summary>
     public IReadOnlyList<LoraModule> Modules { get; }
 
+    /// <summary>The factor s of ΔW = s·B·A (alpha/r, or alpha/√r with rsLoRA).</summary>
     public double Scale => Options.Scale;
 
     /// <summary>
@@ -139,7 +147,7 @@ public sealed class LoraAdapter : IDisposable
     public LoraModule? Module(string prefix) => _modules.GetValueOrDefault(prefix);
 
     /// <summary>The hooks that add every module's output to its layer's output.</summary>
-    public ForwardHooks Hooks => new() { LinearAdapter = Apply };
+    internal ForwardHooks Hooks => new() { LinearAdapter = Apply };
 
     /// <summary>
     /// The parameters fine-tuning updates: A and B of each module for LoRA; for L-LoRA the linearised module's
@@ -248,6 +256,7 @@ public sealed class LoraAdapter : IDisposable
         return hash & 0x7FFFFFFFFFFFFFFFUL;
     }
 
+    /// <summary>Disposes every module's tensors.</summary>
     public void Dispose()
     {
         foreach (var m in Modules) m.Dispose();

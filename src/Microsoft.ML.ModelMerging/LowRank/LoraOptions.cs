@@ -13,6 +13,7 @@ public static class FineTuningModes
     /// <summary>Each LoRA module replaced by its first-order Taylor expansion around its initialisation (L-LoRA).</summary>
     public const string LinearizedLora = "l-lora";
 
+    /// <summary>Every mode: <c>full</c>, <c>lora</c>, <c>l-lora</c>.</summary>
     public static IReadOnlyList<string> All { get; } = [Full, Lora, LinearizedLora];
 
     /// <summary>The mode named <paramref name="text"/> (case-insensitive), or an error listing the accepted ones.</summary>
@@ -30,7 +31,9 @@ public sealed record LoraOptions
     /// <summary>The short names a target may have: the linear layers of a CLIP encoder block.</summary>
     public static IReadOnlyList<string> KnownTargets { get; } = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
 
+    /// <summary>The rank r of every adapter (default 16).</summary>
     public int Rank { get; init; } = 16;
+    /// <summary>PEFT's lora_alpha; the scale is alpha/r (default 32).</summary>
     public double Alpha { get; init; } = 32;
     /// <summary>Short names of the target linear layers [q_proj, v_proj].</summary>
     public IReadOnlyList<string> Targets { get; init; } = ["q_proj", "v_proj"];
@@ -47,6 +50,8 @@ public sealed record LoraOptions
     /// <summary>The mode these options train: <see cref="FineTuningModes.Lora"/> or <see cref="FineTuningModes.LinearizedLora"/>.</summary>
     public string Mode => Linearized ? FineTuningModes.LinearizedLora : FineTuningModes.Lora;
 
+    /// <summary>Checks rank, alpha and targets.</summary>
+    /// <exception cref="ArgumentException">A non-positive rank or alpha, no target, an unknown or repeated target.</exception>
     public void Validate()
     {
         if (Rank <= 0) throw new ArgumentException($"The LoRA rank must be positive, got {Rank}.");

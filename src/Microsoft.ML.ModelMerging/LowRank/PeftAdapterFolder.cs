@@ -16,8 +16,11 @@ namespace Microsoft.ML.ModelMerging.LowRank;
 /// </summary>
 public static partial class PeftAdapterFolder
 {
+    /// <summary>The PEFT config file name, <c>adapter_config.json</c>.</summary>
     public const string ConfigFileName = "adapter_config.json";
+    /// <summary>The PEFT weights file name, <c>adapter_model.safetensors</c>.</summary>
     public const string WeightsFileName = "adapter_model.safetensors";
+    /// <summary>The prefix PEFT puts before a Hugging Face model's tensor names, <c>base_model.model.</c>.</summary>
     public const string NamePrefix = "base_model.model.";
 
     [GeneratedRegex(@"^base_model\.model\.(vision_model\.encoder\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_0-9]+))\.lora_([AB])\.weight$", RegexOptions.CultureInvariant)]
@@ -28,6 +31,7 @@ public static partial class PeftAdapterFolder
 
     /// <summary>The tensor names of a layer's factors.</summary>
     public static string NameOfA(string prefix) => NamePrefix + prefix + ".lora_A.weight";
+    /// <summary>The tensor name of a layer's B factor (see <see cref="NameOfA"/>).</summary>
     public static string NameOfB(string prefix) => NamePrefix + prefix + ".lora_B.weight";
 
     /// <summary>

@@ -112,8 +112,10 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
     /// <summary>True when the algorithm adapts on the unlabeled images of the data given to <c>Fit</c>.</summary>
     private bool NeedsImages => Algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages);
 
+    /// <summary>The column holding each row's pixels.</summary>
     public string InputColumnName { get; }
 
+    /// <summary>The range of the input pixels: 0 to 255, or 0 to 1.</summary>
     public PixelRange InputRange { get; }
 
     /// <summary>The columns the fitted transformer adds, per task.</summary>

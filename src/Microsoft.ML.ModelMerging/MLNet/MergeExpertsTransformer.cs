@@ -34,11 +34,13 @@ public sealed class MergeExpertsTransformer : ITransformer, IDisposable
     /// <summary>The ML.NET transforms this transformer runs and saves.</summary>
     public ITransformer Model => _chain;
 
+    /// <summary>The column holding each row's pixels (a float vector of <see cref="InputSize"/> values).</summary>
     public string InputColumnName { get; }
 
     /// <summary>Values per row the input column must hold.</summary>
     public int InputSize { get; }
 
+    /// <summary>The range of the input pixels: 0 to 255, or 0 to 1.</summary>
     public PixelRange InputRange { get; }
 
     /// <summary>The output columns, per task.</summary>
@@ -47,20 +49,27 @@ public sealed class MergeExpertsTransformer : ITransformer, IDisposable
     /// <summary>The ONNX models scored (one, or one per task for methods whose weights depend on the task).</summary>
     public IReadOnlyList<string> ModelPaths { get; }
 
+    /// <summary>Whether the underlying chain can map rows one at a time (as ML.NET's transforms it is made of can).</summary>
     public bool IsRowToRowMapper => _chain.IsRowToRowMapper;
 
+    /// <summary>The input schema plus one score and one predicted-label column per task.</summary>
+    /// <exception cref="ArgumentException">The input column is missing, or not a float vector of the size the model expects.</exception>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         CheckInput(inputSchema);
         return _chain.GetOutputSchema(inputSchema);
     }
 
+    /// <summary>A row-to-row mapper over the underlying chain, for prediction engines.</summary>
+    /// <exception cref="ArgumentException">The input column is missing, or not a float vector of the size the model expects.</exception>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         CheckInput(inputSchema);
         return _chain.GetRowToRowMapper(inputSchema);
     }
 
+    /// <summary>Scores every row with the merged model (lazily, as ML.NET transforms do).</summary>
+    /// <exception cref="ArgumentException">The input column is missing, or not a float vector of the size the model expects.</exception>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);

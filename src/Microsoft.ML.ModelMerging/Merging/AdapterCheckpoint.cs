@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// the weight of each adapted layer, W0 + ΔW, computed from the base tensor and the adapter's factors when the merge
 /// reads it. Only the small factors and a few dense tensors are in memory at once.
 /// </summary>
-public static class AdapterCheckpoint
+internal static class AdapterCheckpoint
 {
     /// <summary>The expert at <paramref name="path"/>: an adapter folder densified against <paramref name="baseCheckpoint"/>, or any checkpoint as is.</summary>
     public static Checkpoint OpenExpert(string path, Checkpoint baseCheckpoint) =>

@@ -11,9 +11,15 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <remarks>k = 0 is task arithmetic; k greater than the number of tasks is refused (it would silently return θ0).</remarks>
 public sealed class ConsensusMerge : MergeMethodBase, IElementwiseMergeMethod
 {
+    /// <summary>Default λ scaling the kept multi-task vector, 0.3.</summary>
     public const double DefaultLambda = 0.3;
+    /// <summary>Default k, 2: a weight is kept when the masks of at least two tasks select it.</summary>
     public const int DefaultMinTasks = 2;
 
+    /// <summary>Creates the method with its settings.</summary>
+    /// <param name="lambda">λ scaling the kept multi-task vector; finite.</param>
+    /// <param name="tallLambdas">λ_t of the TALL masks: one value for every task or one per task (default 0.4); each finite and ≥ 0.</param>
+    /// <param name="minTasks">k, at least 0; at most the number of experts (checked by <see cref="MergeMethodBase.Begin"/>).</param>
     public ConsensusMerge(double lambda = DefaultLambda, IReadOnlyList<double>? tallLambdas = null, int minTasks = DefaultMinTasks)
     {
         if (!double.IsFinite(lambda))
@@ -27,6 +33,7 @@ public sealed class ConsensusMerge : MergeMethodBase, IElementwiseMergeMethod
         MinTasks = minTasks;
     }
 
+    /// <summary>The registry entry: name <c>consensus</c>, parameters <c>lambda</c>, <c>tall-lambda</c> and <c>min-tasks</c>.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "consensus",
         "Consensus merging: task arithmetic restricted to the weights that the TALL masks of at least k tasks keep.",
@@ -40,15 +47,19 @@ public sealed class ConsensusMerge : MergeMethodBase, IElementwiseMergeMethod
             parameters.GetNumberPerExpert("tall-lambda"),
             (int)Math.Min(parameters.GetInteger("min-tasks"), int.MaxValue)));
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <summary>λ scaling the kept multi-task vector.</summary>
     public double Lambda { get; }
 
+    /// <summary>λ_t of the TALL masks: one value for every task or one per task.</summary>
     public IReadOnlyList<double> TallLambdas { get; }
 
     /// <summary>k.</summary>
     public int MinTasks { get; }
 
+    /// <inheritdoc/>
     protected override void OnBegin(int expertCount)
     {
         TallMasksMerge.EnsureTallLambdaCount(Name, TallLambdas, expertCount);
@@ -59,6 +70,7 @@ public sealed class ConsensusMerge : MergeMethodBase, IElementwiseMergeMethod
 
     bool IElementwiseMergeMethod.IsElementwise => true;
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
 
     /// <summary>

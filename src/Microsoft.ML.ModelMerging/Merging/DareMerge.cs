@@ -21,6 +21,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// </remarks>
 public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
 {
+    /// <summary>Default drop rate p, 0.5.</summary>
     public const double DefaultDropRate = 0.5;
 
     /// <summary>2^24: the resolution of the uniform draws.</summary>
@@ -32,6 +33,10 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
     [ThreadStatic]
     private static float[]? t_dropped;
 
+    /// <summary>Creates DARE in front of another merge.</summary>
+    /// <param name="dropRate">p, the probability of dropping each task-vector entry, in [0, 1).</param>
+    /// <param name="seed">Seed of the drop masks: an entry's fate depends only on (seed, expert, tensor name, entry index).</param>
+    /// <param name="then">The merge applied to the dropped, rescaled task vectors (task arithmetic or TIES in the registry).</param>
     public DareMerge(double dropRate, long seed, IMergeMethod then)
     {
         ArgumentNullException.ThrowIfNull(then);
@@ -47,6 +52,7 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
         _rescale = (float)(1 - dropRate); // τ / (1 − p) as a float32 tensor divided by a scalar computes it
     }
 
+    /// <summary>The registry entry: name <c>dare</c>, parameters <c>drop-rate</c>, <c>seed</c>, <c>then</c> and TIES's (<c>lambda</c>, <c>keep</c>, <c>trim</c>, <c>merge-func</c>).</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "dare",
         "DARE: randomly drop task-vector entries with probability p, rescale the rest by 1/(1−p), then task arithmetic or TIES.",
@@ -71,15 +77,20 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
             return new DareMerge(parameters.GetNumber("drop-rate"), parameters.GetInteger("seed"), then);
         });
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <inheritdoc/>
+    /// <remarks>The passes of <see cref="Then"/>.</remarks>
     public override int StatisticsPassCount => Then.StatisticsPassCount;
 
+    /// <inheritdoc/>
     public override bool ProducesTaskSpecificWeights => Then.ProducesTaskSpecificWeights;
 
     /// <summary>p.</summary>
     public double DropRate { get; }
 
+    /// <summary>Seed of the drop masks.</summary>
     public long Seed { get; }
 
     /// <summary>The merge applied to the dropped, rescaled task vectors.</summary>
@@ -129,8 +140,10 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
         return values.to(taskVector.dtype, taskVector.device).MoveToOuterDisposeScope();
     }
 
+    /// <inheritdoc/>
     protected override void OnBegin(int expertCount) => Then.Begin(expertCount);
 
+    /// <inheritdoc/>
     protected override void Accumulate(int pass, MergeTensorInput input)
     {
         if (ElementwiseThen is not null)
@@ -146,10 +159,13 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
         Then.AccumulateStatistics(pass, dropped);
     }
 
+    /// <inheritdoc/>
     protected override void CompletePass(int pass) => Then.FinishPass(pass);
 
+    /// <inheritdoc/>
     public override bool NeedsPass(int pass) => Then.NeedsPass(pass);
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         if (ElementwiseThen is not null) return new MergedTensor(ElementwiseTensors.Merge(this, input));

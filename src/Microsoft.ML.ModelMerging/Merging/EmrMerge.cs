@@ -21,21 +21,27 @@ public sealed class EmrMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
     private double[]? _scales;
     private readonly Dictionary<(string Tensor, long Start), double[]> _chunkSums = [];
 
+    /// <summary>The registry entry: name <c>emr</c>, no parameters.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "emr",
         "EMR-Merging: unified task vector (elected sign, largest agreeing magnitude) plus a mask and a rescaler per task (task known at inference).",
         [],
         _ => new EmrMerge());
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <inheritdoc/>
+    /// <remarks>One pass, which gathers the sums behind λ_t.</remarks>
     public override int StatisticsPassCount => 1;
 
+    /// <inheritdoc/>
     public override bool ProducesTaskSpecificWeights => true;
 
     /// <summary>λ_t per task, once the statistics pass is done.</summary>
     public IReadOnlyList<double>? TaskScales => _scales;
 
+    /// <inheritdoc/>
     protected override void OnBegin(int expertCount)
     {
         _taskMagnitudes = new double[expertCount];
@@ -44,6 +50,7 @@ public sealed class EmrMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
         _chunkSums.Clear();
     }
 
+    /// <inheritdoc/>
     protected override void Accumulate(int pass, MergeTensorInput input)
     {
         IElementwiseMergeMethod self = this;
@@ -74,6 +81,7 @@ public sealed class EmrMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
         _scales = [.. _taskMagnitudes.Zip(_maskedUnifiedMagnitudes, (task, masked) => masked > 0 ? task / masked : 1.0)];
     }
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input) => ElementwiseTensors.MergeTaskSpecific(this, input);
 
     bool IElementwiseMergeMethod.IsElementwise => true;

@@ -17,7 +17,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// low 16 bits, which pins the exact pattern. Counting reads the float32 storage in place (no temporaries), in slices
 /// of bounded length.
 /// </remarks>
-public sealed class ExactMagnitudeSelector : IDisposable
+internal sealed class ExactMagnitudeSelector : IDisposable
 {
     private const int BucketCount = 1 << 16;
     private const uint MagnitudeMask = 0x7FFF_FFFF;

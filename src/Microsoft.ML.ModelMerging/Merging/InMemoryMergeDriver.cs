@@ -9,11 +9,13 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// </summary>
 public sealed class InMemoryMergeDriver
 {
+    /// <summary>A driver that merges the tensors <paramref name="filter"/> selects (default: <see cref="TensorFilter.Default"/>).</summary>
     public InMemoryMergeDriver(TensorFilter? filter = null)
     {
         Filter = filter ?? TensorFilter.Default;
     }
 
+    /// <summary>Which tensors are merged; the others are copied from the base.</summary>
     public TensorFilter Filter { get; }
 
     /// <summary>

@@ -9,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// |v| (torch <c>kthvalue(n − m)</c>), or the smallest |v| when m = n; entries with |v| ≥ threshold are kept, so ties
 /// at the threshold are all kept.
 /// </summary>
-public static class MagnitudePruning
+internal static class MagnitudePruning
 {
     /// <summary>
     /// The 1-based rank, counted from the largest, of the magnitude used as threshold among <paramref name="count"/>

@@ -3,20 +3,27 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <summary>The models given to a merge do not fit together (missing or extra tensor, shape, dtype, NaN/Inf).</summary>
 public sealed class MergeInputException : Exception
 {
+    /// <summary>Creates the exception with the default message.</summary>
     public MergeInputException()
     {
     }
 
+    /// <summary>Creates the exception with a message.</summary>
     public MergeInputException(string message)
         : base(message)
     {
     }
 
+    /// <summary>Creates the exception with a message and the exception that caused it.</summary>
     public MergeInputException(string message, Exception innerException)
         : base(message, innerException)
     {
     }
 
+    /// <summary>Creates the exception naming the tensor and, when one is at fault, the expert.</summary>
+    /// <param name="message">What is wrong, naming the tensor and expert in words.</param>
+    /// <param name="tensorName">The tensor at fault, or null.</param>
+    /// <param name="expertIndex">The zero-based index of the expert at fault; null for the base model or none.</param>
     public MergeInputException(string message, string? tensorName, int? expertIndex = null)
         : base(message)
     {

@@ -15,16 +15,32 @@ public sealed record MergeJobExpert(string Path, double Weight = 1.0);
 /// </summary>
 public sealed record MergeJob
 {
+    /// <summary>The registry name of the merge method, e.g. <c>ties</c>.</summary>
     public required string Method { get; init; }
+    /// <summary>The method's parameters as text (<c>lambda</c> → <c>0.3</c>); missing ones take their declared defaults.</summary>
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+    /// <summary>The pre-trained base checkpoint θ0 (file, index or directory).</summary>
     public required string Base { get; init; }
+    /// <summary>The fine-tuned experts θ_i with their weights w_i, in order.</summary>
     public required IReadOnlyList<MergeJobExpert> Experts { get; init; }
+    /// <summary>The output: a <c>.safetensors</c> file, or a directory (sharded with <see cref="MaxShardBytes"/>).</summary>
     public required string Output { get; init; }
+    /// <summary>The stored dtype of floating outputs; null keeps the base's dtype.</summary>
     public SafeTensorsDType? OutputDType { get; init; }
+    /// <summary>Regular expressions of tensor names copied from the base instead of merged (besides the default exclusions: heads, <c>position_ids</c>).</summary>
     public IReadOnlyList<string> Exclude { get; init; } = Array.Empty<string>();
+    /// <summary>Maximum data bytes per shard; null writes one file.</summary>
     public long? MaxShardBytes { get; init; }
+    /// <summary>Let experts lack tensors (left unchanged there) or hold extra ones (ignored).</summary>
     public bool AllowMissing { get; init; }
 
+    /// <summary>Resolves the method and its parameters, then runs the streaming merge to <see cref="Output"/>.</summary>
+    /// <param name="progress">Receives a report per tensor and pass; optional.</param>
+    /// <param name="cancellation">Stops the merge cleanly (no output appears).</param>
+    /// <param name="registry">Where <see cref="Method"/> is looked up; <see cref="MergeMethodRegistry.Default"/> when null.</param>
+    /// <returns>What was merged, copied and written.</returns>
+    /// <exception cref="ArgumentException">An unknown method or parameter, a value out of range, or no expert.</exception>
+    /// <exception cref="MergeInputException">The inputs do not fit together (missing tensor, shape, NaN, ...).</exception>
     public StreamingMergeReport Run(IProgress<StreamingMergeProgress>? progress = null, CancellationToken cancellation = default,
         MergeMethodRegistry? registry = null)
     {

@@ -9,12 +9,19 @@ public abstract class MergeMethodBase : IMergeMethod
     private int _expertCount;
     private int _finishedPasses;
 
+    /// <inheritdoc/>
     public abstract string Name { get; }
 
+    /// <inheritdoc/>
+    /// <remarks>0 unless overridden.</remarks>
     public virtual int StatisticsPassCount => 0;
 
+    /// <inheritdoc/>
+    /// <remarks>False unless overridden.</remarks>
     public virtual bool ProducesTaskSpecificWeights => false;
 
+    /// <inheritdoc/>
+    /// <remarks>True unless overridden.</remarks>
     public virtual bool NeedsPass(int pass) => true;
 
     /// <summary>The expert count given to <see cref="Begin"/>.</summary>
@@ -22,6 +29,8 @@ public abstract class MergeMethodBase : IMergeMethod
         ? _expertCount
         : throw new InvalidOperationException($"Merge method '{Name}': Begin(expertCount) was not called.");
 
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="expertCount"/> is less than 1.</exception>
     public void Begin(int expertCount)
     {
         if (expertCount < 1)
@@ -36,6 +45,8 @@ public abstract class MergeMethodBase : IMergeMethod
         _expertCount = expertCount;
     }
 
+    /// <inheritdoc/>
+    /// <exception cref="InvalidOperationException">Called out of order (before <see cref="Begin"/>, or for a pass that is not the current one).</exception>
     public void AccumulateStatistics(int pass, MergeTensorInput input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -44,6 +55,8 @@ public abstract class MergeMethodBase : IMergeMethod
         Accumulate(pass, input);
     }
 
+    /// <inheritdoc/>
+    /// <exception cref="InvalidOperationException">Called out of order.</exception>
     public void FinishPass(int pass)
     {
         EnsurePassIsCurrent(pass);
@@ -51,6 +64,8 @@ public abstract class MergeMethodBase : IMergeMethod
         _finishedPasses++;
     }
 
+    /// <inheritdoc/>
+    /// <exception cref="InvalidOperationException">Called before <see cref="Begin"/> or before every statistics pass finished.</exception>
     public MergedTensor MergeTensor(MergeTensorInput input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -65,18 +80,22 @@ public abstract class MergeMethodBase : IMergeMethod
         return Merge(input);
     }
 
+    /// <summary>Called by <see cref="Begin"/> after its checks: validate per-expert settings and reset statistics here.</summary>
     protected virtual void OnBegin(int expertCount)
     {
     }
 
+    /// <summary>Called by <see cref="AccumulateStatistics"/> once the call order and the expert count are checked.</summary>
     protected virtual void Accumulate(int pass, MergeTensorInput input)
     {
     }
 
+    /// <summary>Called by <see cref="FinishPass"/> for the current pass.</summary>
     protected virtual void CompletePass(int pass)
     {
     }
 
+    /// <summary>Called by <see cref="MergeTensor"/> once every statistics pass is finished: the merged tensor, owned by the caller.</summary>
     protected abstract MergedTensor Merge(MergeTensorInput input);
 
     private void EnsurePassIsCurrent(int pass)

@@ -7,6 +7,13 @@ public sealed class MergeMethodDescriptor
 {
     private readonly Func<ResolvedMergeParameters, IMergeMethod> _factory;
 
+    /// <summary>Describes a method for a registry.</summary>
+    /// <param name="name">The registry name (case-insensitive when looked up), e.g. <c>ties</c>.</param>
+    /// <param name="summary">One line for <c>merge --list</c>.</param>
+    /// <param name="parameters">The declared parameters; names must be unique.</param>
+    /// <param name="factory">Creates a method from checked parameters, defaults filled in.</param>
+    /// <param name="usesBase">False when the result does not depend on the base (see <see cref="UsesBase"/>).</param>
+    /// <exception cref="ArgumentException">A blank name or a parameter declared twice.</exception>
     public MergeMethodDescriptor(
         string name,
         string summary,
@@ -37,10 +44,13 @@ public sealed class MergeMethodDescriptor
     /// </summary>
     public bool UsesBase { get; }
 
+    /// <summary>The registry name, e.g. <c>ties</c>.</summary>
     public string Name { get; }
 
+    /// <summary>One line saying what the method computes.</summary>
     public string Summary { get; }
 
+    /// <summary>The declared parameters, with kinds, defaults and ranges.</summary>
     public IReadOnlyList<MergeParameterSpec> Parameters { get; }
 
     /// <summary>Creates a fresh method instance; absent parameters take their defaults.</summary>

@@ -5,6 +5,8 @@ public sealed class MergeMethodRegistry
 {
     private readonly Dictionary<string, MergeMethodDescriptor> _byName;
 
+    /// <summary>A registry of the given methods, in that order.</summary>
+    /// <exception cref="ArgumentException">Two methods share a name (case-insensitive).</exception>
     public MergeMethodRegistry(IEnumerable<MergeMethodDescriptor> methods)
     {
         ArgumentNullException.ThrowIfNull(methods);
@@ -34,9 +36,12 @@ public sealed class MergeMethodRegistry
     /// <summary>In registration order.</summary>
     public IReadOnlyList<MergeMethodDescriptor> Methods { get; }
 
+    /// <summary>Looks a method up by name (case-insensitive); false when there is none.</summary>
     public bool TryGet(string name, out MergeMethodDescriptor method) =>
         _byName.TryGetValue(name, out method!);
 
+    /// <summary>The method of that name (case-insensitive).</summary>
+    /// <exception cref="ArgumentException">No such method; the message lists the known ones.</exception>
     public MergeMethodDescriptor Get(string name)
     {
         ArgumentNullException.ThrowIfNull(name);

@@ -18,21 +18,28 @@ public sealed class MergeParameterSpec
         Description = description;
     }
 
+    /// <summary>The parameter's name as typed after <c>--param</c>, e.g. <c>lambda</c>.</summary>
     public string Name { get; }
 
+    /// <summary>Number, integer, number per expert, or choice.</summary>
     public MergeParameterKind Kind { get; }
 
     /// <summary>The default, as the text a user would type.</summary>
     public string DefaultValue { get; }
 
+    /// <summary>One line saying what the parameter does.</summary>
     public string Description { get; }
 
+    /// <summary>Lowest accepted value of a numeric parameter (−∞ when unbounded).</summary>
     public double Minimum { get; private init; } = double.NegativeInfinity;
 
+    /// <summary>Highest accepted value of a numeric parameter (+∞ when unbounded).</summary>
     public double Maximum { get; private init; } = double.PositiveInfinity;
 
+    /// <summary>Whether <see cref="Minimum"/> itself is accepted.</summary>
     public bool MinimumInclusive { get; private init; } = true;
 
+    /// <summary>Whether <see cref="Maximum"/> itself is accepted.</summary>
     public bool MaximumInclusive { get; private init; } = true;
 
     /// <summary>The accepted words of a <see cref="MergeParameterKind.Choice"/> parameter; empty otherwise.</summary>
@@ -47,6 +54,14 @@ public sealed class MergeParameterSpec
         _ => "number" + RangeText(),
     };
 
+    /// <summary>Declares a real-valued parameter with an optional range.</summary>
+    /// <param name="name">The parameter's name.</param>
+    /// <param name="defaultValue">Its default.</param>
+    /// <param name="description">One line saying what it does.</param>
+    /// <param name="minimum">Lowest accepted value.</param>
+    /// <param name="maximum">Highest accepted value.</param>
+    /// <param name="minimumInclusive">Whether the minimum itself is accepted.</param>
+    /// <param name="maximumInclusive">Whether the maximum itself is accepted.</param>
     public static MergeParameterSpec Number(
         string name,
         double defaultValue,
@@ -63,6 +78,14 @@ public sealed class MergeParameterSpec
             MaximumInclusive = maximumInclusive,
         };
 
+    /// <summary>Declares a real-valued parameter given once for every expert or once per expert (comma-separated).</summary>
+    /// <param name="name">The parameter's name.</param>
+    /// <param name="defaultValue">Its default, for every expert.</param>
+    /// <param name="description">One line saying what it does.</param>
+    /// <param name="minimum">Lowest accepted value.</param>
+    /// <param name="maximum">Highest accepted value.</param>
+    /// <param name="minimumInclusive">Whether the minimum itself is accepted.</param>
+    /// <param name="maximumInclusive">Whether the maximum itself is accepted.</param>
     public static MergeParameterSpec NumberPerExpert(
         string name,
         double defaultValue,
@@ -79,6 +102,12 @@ public sealed class MergeParameterSpec
             MaximumInclusive = maximumInclusive,
         };
 
+    /// <summary>Declares an integer parameter with an optional range (inclusive).</summary>
+    /// <param name="name">The parameter's name.</param>
+    /// <param name="defaultValue">Its default.</param>
+    /// <param name="description">One line saying what it does.</param>
+    /// <param name="minimum">Lowest accepted value.</param>
+    /// <param name="maximum">Highest accepted value.</param>
     public static MergeParameterSpec Integer(
         string name,
         long defaultValue,
@@ -91,6 +120,12 @@ public sealed class MergeParameterSpec
             Maximum = maximum,
         };
 
+    /// <summary>Declares a parameter taking one of a fixed set of words (compared exactly).</summary>
+    /// <param name="name">The parameter's name.</param>
+    /// <param name="defaultValue">Its default; one of <paramref name="choices"/>.</param>
+    /// <param name="description">One line saying what it does.</param>
+    /// <param name="choices">The accepted words.</param>
+    /// <exception cref="ArgumentException">The default is not one of the choices.</exception>
     public static MergeParameterSpec Choice(string name, string defaultValue, string description, params string[] choices)
     {
         if (!choices.Contains(defaultValue, StringComparer.Ordinal))

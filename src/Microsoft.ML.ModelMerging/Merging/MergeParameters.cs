@@ -8,6 +8,8 @@ public sealed class MergeParameters
 {
     private readonly Dictionary<string, string> _values;
 
+    /// <summary>Parameters from name/value pairs; names are trimmed and compared case-insensitively.</summary>
+    /// <exception cref="ArgumentException">An empty name, or a name given twice.</exception>
     public MergeParameters(IEnumerable<KeyValuePair<string, string>> values)
     {
         ArgumentNullException.ThrowIfNull(values);
@@ -26,6 +28,7 @@ public sealed class MergeParameters
         }
     }
 
+    /// <summary>No parameters: every one takes its default.</summary>
     public static MergeParameters Empty { get; } = new([]);
 
     /// <summary>The raw values, by parameter name (case-insensitive).</summary>

@@ -8,7 +8,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// any driver (in memory, or streaming from checkpoint headers) rejects models that do not fit together before
 /// reading a single weight.
 /// </summary>
-public sealed class MergePlan
+internal sealed class MergePlan
 {
     private MergePlan(IReadOnlyList<string> mergedTensorNames, IReadOnlyList<string> copiedTensorNames, int expertCount)
     {

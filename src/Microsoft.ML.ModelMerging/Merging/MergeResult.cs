@@ -37,8 +37,10 @@ public sealed class MergeResult : IDisposable
     /// <summary>Names of the tensors copied from the base, sorted.</summary>
     public IReadOnlyList<string> CopiedTensorNames { get; }
 
+    /// <summary>Number of experts merged.</summary>
     public int ExpertCount { get; }
 
+    /// <summary>True when the method produced per-task masks and scales (<see cref="TaskSpecific"/>, <see cref="MaterializeTask"/>).</summary>
     public bool HasTaskSpecificWeights { get; }
 
     /// <summary>
@@ -76,6 +78,7 @@ public sealed class MergeResult : IDisposable
         return model;
     }
 
+    /// <summary>Disposes the merged tensors and the task-specific ones.</summary>
     public void Dispose()
     {
         foreach (var tensor in Merged.Values)

@@ -62,6 +62,7 @@ public sealed class MergeTensorInput : IDisposable
     /// <summary>τ_i per expert, in expert order, float32, shape of <see cref="Base"/>.</summary>
     public IReadOnlyList<Tensor> TaskVectors { get; }
 
+    /// <summary>Number of experts (task vectors).</summary>
     public int ExpertCount => TaskVectors.Count;
 
     /// <summary>
@@ -201,6 +202,7 @@ public sealed class MergeTensorInput : IDisposable
     internal Tensor PerExpert(Tensor values) =>
         values.reshape([ExpertCount, .. Enumerable.Repeat(1L, (int)Base.dim())]);
 
+    /// <summary>Disposes the tensors this input owns (those it made, e.g. task vectors computed from experts).</summary>
     public void Dispose()
     {
         foreach (var tensor in _owned)

@@ -5,6 +5,9 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <summary>What a merge method returns for one tensor; owns its tensors.</summary>
 public sealed class MergedTensor : IDisposable
 {
+    /// <summary>Wraps a method's result for one tensor, taking ownership of the tensors.</summary>
+    /// <param name="merged">The shared merged weights θ.</param>
+    /// <param name="taskSpecific">Per-task masks and scales, or null.</param>
     public MergedTensor(Tensor merged, TaskSpecificTensor? taskSpecific = null)
     {
         ArgumentNullException.ThrowIfNull(merged);
@@ -26,6 +29,7 @@ public sealed class MergedTensor : IDisposable
         return this;
     }
 
+    /// <summary>Disposes the merged tensor and the task-specific tensors.</summary>
     public void Dispose()
     {
         Merged.Dispose();

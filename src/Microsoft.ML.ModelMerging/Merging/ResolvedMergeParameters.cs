@@ -12,8 +12,10 @@ public sealed class ResolvedMergeParameters
         _values = values;
     }
 
+    /// <summary>The value of a number parameter.</summary>
     public double GetNumber(string name) => Get<double>(name);
 
+    /// <summary>The value of an integer parameter.</summary>
     public long GetInteger(string name) => Get<long>(name);
 
     /// <summary>The chosen word, spelled as declared.</summary>

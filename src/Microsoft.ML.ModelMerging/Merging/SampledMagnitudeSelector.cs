@@ -41,6 +41,7 @@ internal sealed class SampledMagnitudeSelector
     private uint[]? _low;
     private uint[]? _high;
 
+    /// <param name="seriesCount">Number of independent series (TIES: one per task).</param>
     /// <param name="fractionFromTop">About which fraction of each series lies at or above the wanted magnitude (TIES: its keep fraction).</param>
     /// <param name="maxSampleValues">Sample values kept per series (more are ignored).</param>
     /// <param name="maxWindowValues">Values kept between the bounds over all series; past that a series is unresolved.</param>

@@ -6,6 +6,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <summary>Simple average: θ = mean_i θ_i, computed as θ0 + mean_i τ_i (so per-expert weights scale each τ_i).</summary>
 public sealed class SimpleAverageMerge : MergeMethodBase, IElementwiseMergeMethod
 {
+    /// <summary>The registry entry: name <c>simple-average</c>, no parameters; it does not need a pre-trained base.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "simple-average",
         "θ = mean of the experts' weights.",
@@ -13,10 +14,12 @@ public sealed class SimpleAverageMerge : MergeMethodBase, IElementwiseMergeMetho
         _ => new SimpleAverageMerge(),
         usesBase: false);
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
     bool IElementwiseMergeMethod.IsElementwise => true;
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
 
     /// <summary>θ0 + (Σ τ_i)/n per entry: τ summed in expert order, divided by the expert count, then added.</summary>

@@ -20,6 +20,7 @@ public sealed record StreamingMergeOptions
     public IReadOnlyList<double>? ExpertWeights { get; init; }
     /// <summary>Parameters recorded in the output's metadata for provenance: every parameter the method used, defaults included (see <see cref="MergeJob"/>).</summary>
     public IReadOnlyDictionary<string, string>? RecordedParameters { get; init; }
+    /// <summary>Receives a report per tensor and phase; optional.</summary>
     public IProgress<StreamingMergeProgress>? Progress { get; init; }
 }
 
@@ -42,8 +43,11 @@ public sealed record StreamingMergeReport(string OutputPath, IReadOnlyList<strin
 /// </summary>
 public sealed class StreamingMergeDriver
 {
+    /// <summary>Metadata key of the output recording the method's name.</summary>
     public const string MethodMetadataKey = "mlmerge.merge_method";
+    /// <summary>Metadata key of the output recording every parameter the method used (JSON object), and the driver's settings.</summary>
     public const string ParametersMetadataKey = "mlmerge.merge_parameters";
+    /// <summary>Metadata key of the output recording every input: role, full path, size, header SHA-256 and content fingerprint (JSON array).</summary>
     public const string InputsMetadataKey = "mlmerge.merge_inputs";
 
     /// <summary>The full paths of the experts a merge's output records in <see cref="InputsMetadataKey"/>; empty when it records none.</summary>
@@ -64,10 +68,27 @@ public sealed class StreamingMergeDriver
     /// <summary>Prefix of the extra tensors written by methods that need the task at inference (TALL masks, EMR).</summary>
     public const string TaskSpecificPrefix = "mlmerge.task_specific.";
 
+    /// <summary>A driver that merges the tensors <paramref name="filter"/> selects (default: <see cref="TensorFilter.Default"/>).</summary>
     public StreamingMergeDriver(TensorFilter? filter = null) => Filter = filter ?? TensorFilter.Default;
 
+    /// <summary>Which tensors are merged; the others are copied from the base.</summary>
     public TensorFilter Filter { get; }
 
+    /// <summary>
+    /// Merges the expert checkpoints into the base with <paramref name="method"/>, streaming tensor by tensor, and writes
+    /// <paramref name="outputPath"/> (renamed into place when complete). The base's <c>config.json</c> and
+    /// <c>preprocessor_config.json</c> are copied next to the output.
+    /// </summary>
+    /// <param name="method">A fresh method instance (from a registry or constructed directly).</param>
+    /// <param name="basePath">θ0: a <c>.safetensors</c> file, an index or a directory.</param>
+    /// <param name="expertPaths">θ_i, in order; each may also be a PEFT adapter folder, read as the base plus its ΔW.</param>
+    /// <param name="outputPath">A <c>.safetensors</c> file or a directory; never one of the inputs.</param>
+    /// <param name="options">Output dtype, sharding, expert weights, progress; defaults when null.</param>
+    /// <param name="cancellation">Stops the merge; temporary files are removed and nothing appears at the output.</param>
+    /// <returns>The merged and copied tensors, the number of input passes and the bytes written.</returns>
+    /// <exception cref="MergeInputException">The inputs do not fit together, or a merged value is not finite once stored; the message names the tensor and expert.</exception>
+    /// <exception cref="CheckpointFormatException">An input is not a valid checkpoint.</exception>
+    /// <exception cref="OperationCanceledException">The merge was cancelled.</exception>
     public StreamingMergeReport Merge(IMergeMethod method, string basePath, IReadOnlyList<string> expertPaths, string outputPath,
         StreamingMergeOptions? options = null, CancellationToken cancellation = default)
     {

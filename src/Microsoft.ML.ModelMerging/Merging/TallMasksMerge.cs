@@ -15,9 +15,14 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// </remarks>
 public sealed class TallMasksMerge : MergeMethodBase, ITaskSpecificElementwiseMethod
 {
+    /// <summary>Default λ of the task-agnostic model θ0 + λ·τ_MTL, 0.3.</summary>
     public const double DefaultLambda = 0.3;
+    /// <summary>Default λ_t of the masks, 0.4.</summary>
     public const double DefaultTallLambda = 0.4;
 
+    /// <summary>Creates the method with its settings.</summary>
+    /// <param name="lambda">λ of the task-agnostic model θ0 + λ·τ_MTL; finite.</param>
+    /// <param name="tallLambdas">λ_t of the masks: one value for every task or one per task (default 0.4); each finite and ≥ 0.</param>
     public TallMasksMerge(double lambda = DefaultLambda, IReadOnlyList<double>? tallLambdas = null)
     {
         if (!double.IsFinite(lambda))
@@ -32,6 +37,7 @@ public sealed class TallMasksMerge : MergeMethodBase, ITaskSpecificElementwiseMe
     internal static MergeParameterSpec TallLambdaParameter { get; } = MergeParameterSpec.NumberPerExpert(
         "tall-lambda", DefaultTallLambda, "λ_t of the masks m_t = |τ_t| ≥ λ_t·|τ_MTL − τ_t|", 0);
 
+    /// <summary>The registry entry: name <c>tall-masks</c>, parameters <c>lambda</c> and <c>tall-lambda</c>.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "tall-masks",
         "TALL masks: shared τ_MTL = Σ τ_i plus a mask per task; task t's model is θ0 + m_t ⊙ τ_MTL (task known at inference).",
@@ -41,10 +47,13 @@ public sealed class TallMasksMerge : MergeMethodBase, ITaskSpecificElementwiseMe
         ],
         parameters => new TallMasksMerge(parameters.GetNumber("lambda"), parameters.GetNumberPerExpert("tall-lambda")));
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <inheritdoc/>
     public override bool ProducesTaskSpecificWeights => true;
 
+    /// <summary>λ of the task-agnostic model θ0 + λ·τ_MTL, stored as the merged weights beside the masks.</summary>
     public double Lambda { get; }
 
     /// <summary>λ_t: one value for every task or one per task.</summary>
@@ -74,8 +83,10 @@ public sealed class TallMasksMerge : MergeMethodBase, ITaskSpecificElementwiseMe
         }
     }
 
+    /// <inheritdoc/>
     protected override void OnBegin(int expertCount) => EnsureTallLambdaCount(Name, TallLambdas, expertCount);
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input) => ElementwiseTensors.MergeTaskSpecific(this, input);
 
     bool IElementwiseMergeMethod.IsElementwise => true;

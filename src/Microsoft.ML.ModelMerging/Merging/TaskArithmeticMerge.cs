@@ -6,8 +6,12 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <summary>Task arithmetic (Ilharco et al. 2023): θ = θ0 + λ Σ_i τ_i.</summary>
 public sealed class TaskArithmeticMerge : MergeMethodBase, IElementwiseMergeMethod
 {
+    /// <summary>Default λ, 0.3.</summary>
     public const double DefaultLambda = 0.3;
 
+    /// <summary>Creates task arithmetic with scaling <paramref name="lambda"/>.</summary>
+    /// <param name="lambda">λ scaling the summed task vectors; finite.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="lambda"/> is NaN or infinite.</exception>
     public TaskArithmeticMerge(double lambda = DefaultLambda)
     {
         if (!double.IsFinite(lambda))
@@ -18,18 +22,22 @@ public sealed class TaskArithmeticMerge : MergeMethodBase, IElementwiseMergeMeth
         Lambda = lambda;
     }
 
+    /// <summary>The registry entry: name <c>task-arithmetic</c>, parameter <c>lambda</c>.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "task-arithmetic",
         "θ = θ0 + λ·Σ τ_i.",
         [MergeParameterSpec.Number("lambda", DefaultLambda, "scaling λ of the summed task vectors")],
         parameters => new TaskArithmeticMerge(parameters.GetNumber("lambda")));
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <summary>λ scaling the summed task vectors.</summary>
     public double Lambda { get; }
 
     bool IElementwiseMergeMethod.IsElementwise => true;
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input) => new(ElementwiseTensors.Merge(this, input));
 
     /// <summary>θ0 + λ·Σ τ_i per entry: τ summed in expert order, then scaled, then added (no fused multiply-add).</summary>

@@ -9,6 +9,11 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// <remarks>TALL masks: τ_shared = Σ τ_i and s_t = 1. EMR-Merging: τ_shared = τ_uni and s_t = λ_t.</remarks>
 public sealed class TaskSpecificTensor : IDisposable
 {
+    /// <summary>Takes ownership of the shared task vector and the masks.</summary>
+    /// <param name="sharedTaskVector">τ_shared, float32.</param>
+    /// <param name="masks">M_t per task, boolean, same shape.</param>
+    /// <param name="scales">s_t per task, as many as masks.</param>
+    /// <exception cref="ArgumentException">Mask and scale counts differ.</exception>
     public TaskSpecificTensor(Tensor sharedTaskVector, IReadOnlyList<Tensor> masks, IReadOnlyList<double> scales)
     {
         ArgumentNullException.ThrowIfNull(sharedTaskVector);
@@ -33,6 +38,7 @@ public sealed class TaskSpecificTensor : IDisposable
     /// <summary>s_t per task.</summary>
     public IReadOnlyList<double> Scales { get; }
 
+    /// <summary>Number of tasks (masks).</summary>
     public int TaskCount => Masks.Count;
 
     /// <summary>θ_t = θ0 + s_t · (M_t ⊙ τ_shared), float32. The caller owns the result.</summary>
@@ -64,6 +70,7 @@ public sealed class TaskSpecificTensor : IDisposable
         }
     }
 
+    /// <summary>Disposes the shared task vector and the masks.</summary>
     public void Dispose()
     {
         SharedTaskVector.Dispose();

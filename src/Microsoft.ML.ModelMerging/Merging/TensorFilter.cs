@@ -39,8 +39,10 @@ public sealed class TensorFilter
     /// <summary>Classification heads are per task and never merged; position ids are integer indices.</summary>
     public static IReadOnlyList<string> DefaultExcludePatterns { get; } = [@"^head\.", "classifier", "position_ids"];
 
+    /// <summary>The filter with only <see cref="DefaultExcludePatterns"/>.</summary>
     public static TensorFilter Default { get; } = new();
 
+    /// <summary>Every exclusion pattern in effect (defaults first when included).</summary>
     public IReadOnlyList<string> ExcludePatterns { get; }
 
     /// <summary>True when <paramref name="name"/> matches an exclusion pattern, whatever its dtype.</summary>

@@ -25,7 +25,9 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// </remarks>
 public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 {
+    /// <summary>Default λ, 0.3.</summary>
     public const double DefaultLambda = 0.3;
+    /// <summary>Default fraction of each task vector kept by the trim, 0.2.</summary>
     public const double DefaultKeep = 0.2;
 
     private const int SamplePass = 0;
@@ -42,6 +44,11 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     private float _globalMajoritySign;
     private bool _finishedMajority;
 
+    /// <summary>Creates TIES with its settings.</summary>
+    /// <param name="lambda">λ scaling the merged task vector; finite.</param>
+    /// <param name="keep">Fraction of each task vector's largest-magnitude entries kept, in (0, 1].</param>
+    /// <param name="trim">Threshold over the whole model (default) or per tensor.</param>
+    /// <param name="mergeFunction">Sum (default) or mean of the agreeing entries.</param>
     public TiesMerge(
         double lambda = DefaultLambda,
         double keep = DefaultKeep,
@@ -69,6 +76,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         MergeParameterSpec.Choice("merge-func", "sum", "how agreeing entries combine", "sum", "mean"),
     ];
 
+    /// <summary>The registry entry: name <c>ties</c>, parameters <c>lambda</c>, <c>keep</c>, <c>trim</c> and <c>merge-func</c>.</summary>
     public static MergeMethodDescriptor Descriptor { get; } = new(
         "ties",
         "TIES-Merging: trim each task vector to its largest entries, elect a sign per entry, merge the agreeing entries; θ = θ0 + λ·merged.",
@@ -79,19 +87,26 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
             ParseTrim(parameters.GetChoice("trim")),
             ParseMergeFunction(parameters.GetChoice("merge-func"))));
 
+    /// <inheritdoc/>
     public override string Name => Descriptor.Name;
 
+    /// <inheritdoc/>
+    /// <remarks>Five with the global trim (sample, bracket, two counting passes run only when needed, majority sign); none per tensor.</remarks>
     public override int StatisticsPassCount => Trim == TiesTrimScope.Global ? 5 : 0;
 
     /// <summary>The counting passes run only for thresholds the sampled bracket did not pin.</summary>
     public override bool NeedsPass(int pass) => pass is not (CoarseThresholdPass or FineThresholdPass) || _globalThresholds is null;
 
+    /// <summary>λ scaling the merged task vector.</summary>
     public double Lambda { get; }
 
+    /// <summary>Fraction of each task vector's largest-magnitude entries kept by the trim.</summary>
     public double Keep { get; }
 
+    /// <summary>Whether the trim threshold is taken over the whole model or per tensor.</summary>
     public TiesTrimScope Trim { get; }
 
+    /// <summary>How agreeing entries combine: sum or mean.</summary>
     public TiesMergeFunction MergeFunction { get; }
 
     /// <summary>Chunks the streaming driver samples to bracket the global thresholds (64: 2^21 values per task).</summary>
@@ -115,6 +130,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     internal static TiesMergeFunction ParseMergeFunction(string text) =>
         text == "mean" ? TiesMergeFunction.Mean : TiesMergeFunction.Sum;
 
+    /// <inheritdoc/>
     protected override void OnBegin(int expertCount)
     {
         _selector?.Dispose();
@@ -130,6 +146,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
     bool IElementwiseMergeMethod.IsElementwise => Trim == TiesTrimScope.Global;
 
     // The in-memory path runs the streaming driver's chunk kernels over the whole tensor: one implementation, same bits.
+    /// <inheritdoc/>
     protected override void Accumulate(int pass, MergeTensorInput input)
     {
         IElementwiseMergeMethod self = this;
@@ -173,6 +190,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         }
     }
 
+    /// <inheritdoc/>
     protected override void CompletePass(int pass)
     {
         switch (pass)
@@ -203,6 +221,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         }
     }
 
+    /// <inheritdoc/>
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         if (Trim == TiesTrimScope.Global) return new MergedTensor(ElementwiseTensors.Merge(this, input));

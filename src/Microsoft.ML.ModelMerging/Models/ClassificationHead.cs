@@ -12,10 +12,15 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// </summary>
 public sealed class ClassificationHead : IDisposable
 {
+    /// <summary>Tensor name of the weight: [classes, features] for a linear head, the class embeddings [classes, projection] for a CLIP head.</summary>
     public const string WeightName = "head.weight";
+    /// <summary>Tensor name of the bias [classes] of a linear head.</summary>
     public const string BiasName = "head.bias";
+    /// <summary>Tensor name of the scalar logit scale of a CLIP head.</summary>
     public const string LogitScaleName = "head.logit_scale";
+    /// <summary>Metadata key of the head's kind (<c>linear</c> or <c>clip</c>).</summary>
     public const string KindMetadataKey = "mlmerge.head_kind";
+    /// <summary>Metadata key of the class names, a JSON array in class-index order.</summary>
     public const string ClassNamesMetadataKey = "mlmerge.class_names";
 
     /// <summary>CLIP's trained temperature, exp(4.6052) ≈ 100.</summary>
@@ -32,10 +37,13 @@ public sealed class ClassificationHead : IDisposable
         LogitScale = logitScale;
     }
 
+    /// <summary>Linear probe or CLIP zero-shot head.</summary>
     public ClassificationHeadKind Kind { get; }
 
+    /// <summary>Class names in class-index order (the order of the logits).</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
+    /// <summary>Number of classes (logits).</summary>
     public int ClassCount => ClassNames.Count;
 
     /// <summary>Feature size the head expects.</summary>
@@ -285,6 +293,7 @@ public sealed class ClassificationHead : IDisposable
         return this;
     }
 
+    /// <summary>Turns gradients on or off for every parameter of the head (frozen heads: off).</summary>
     public void SetRequiresGrad(bool requiresGrad)
     {
         foreach (Parameter parameter in Parameters)
@@ -293,6 +302,7 @@ public sealed class ClassificationHead : IDisposable
         }
     }
 
+    /// <summary>Disposes the head's parameters.</summary>
     public void Dispose()
     {
         if (_disposed)

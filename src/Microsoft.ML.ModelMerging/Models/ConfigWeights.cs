@@ -6,7 +6,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// The tensors of one model read by name, each checked against the shape its config implies: the one place a missing or
 /// misshapen weight is found (the forward, the ONNX emitter, Fisher/RegMean and the adaptable models all read through it).
 /// </summary>
-public sealed class ConfigWeights
+internal sealed class ConfigWeights
 {
     private readonly IReadOnlyDictionary<string, Tensor> _weights;
     private readonly Dictionary<string, long[]> _expected;

@@ -4,7 +4,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// Hugging Face CLIP prefixes of one transformer block, e.g. <c>vision_model.encoder.layers.3.mlp.fc1</c>; append
 /// <c>.weight</c>/<c>.bias</c> (see <see cref="VisionTransformerNames.Weight"/>) for tensor names.
 /// </summary>
-public sealed record EncoderLayerNames(int Index)
+internal sealed record EncoderLayerNames(int Index)
 {
     public string Prefix { get; } = $"vision_model.encoder.layers.{Index}";
 

@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// so merging methods change the computation without copying modules. Every hook is optional; tensors are batched.
 /// Tensors a hook creates belong to the caller's dispose scope like any other intermediate of the forward.
 /// </summary>
-public sealed record ForwardHooks
+internal sealed record ForwardHooks
 {
     /// <summary>
     /// Replaces a block's MLP: called with the block index and the MLP input (after <c>layer_norm2</c> and the

@@ -6,6 +6,11 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// <summary>A backbone read from disk: its config and its tensors by name (float32, CPU). Dispose frees the tensors.</summary>
 public sealed class LoadedBackbone : IDisposable
 {
+    /// <summary>Wraps a loaded backbone, taking ownership of <paramref name="weights"/>.</summary>
+    /// <param name="config">The backbone's configuration.</param>
+    /// <param name="weights">Its tensors by name, float32 on the CPU.</param>
+    /// <param name="metadata">The checkpoint's metadata.</param>
+    /// <param name="source">Where it was read from (for messages).</param>
     public LoadedBackbone(VisionTransformerConfig config, Dictionary<string, Tensor> weights, IReadOnlyDictionary<string, string> metadata, string source)
     {
         Config = config;
@@ -14,11 +19,16 @@ public sealed class LoadedBackbone : IDisposable
         Source = source;
     }
 
+    /// <summary>The backbone's configuration, from the checkpoint's metadata or its Hugging Face <c>config.json</c>.</summary>
     public VisionTransformerConfig Config { get; }
+    /// <summary>The tensors by name, float32 on the CPU; owned by this object.</summary>
     public Dictionary<string, Tensor> Weights { get; }
+    /// <summary>The checkpoint's <c>__metadata__</c>.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
+    /// <summary>The path it was read from.</summary>
     public string Source { get; }
 
+    /// <summary>Disposes every tensor in <see cref="Weights"/>.</summary>
     public void Dispose()
     {
         foreach (var t in Weights.Values) t.Dispose();
@@ -45,7 +55,7 @@ public static class ModelCheckpoints
         SafeTensorsWriter.Save(path, cpu, all);
     }
 
-    public static void SaveBackbone(string path, VisionTransformer model, IReadOnlyDictionary<string, string>? metadata = null) =>
+    internal static void SaveBackbone(string path, VisionTransformer model, IReadOnlyDictionary<string, string>? metadata = null) =>
         SaveBackbone(path, model.Config, model.Weights, metadata);
 
     /// <summary>Reads the config of a checkpoint without loading its tensors.</summary>

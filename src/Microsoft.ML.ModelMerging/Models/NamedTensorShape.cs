@@ -1,7 +1,7 @@
 namespace Microsoft.ML.ModelMerging.Models;
 
 /// <summary>A tensor name with the shape a model expects for it.</summary>
-public sealed record NamedTensorShape(string Name, long[] Shape)
+internal sealed record NamedTensorShape(string Name, long[] Shape)
 {
     /// <summary>Formats a shape like <c>[768, 3, 32, 32]</c> for messages.</summary>
     public static string Format(IEnumerable<long> shape) => "[" + string.Join(", ", shape) + "]";

@@ -4,7 +4,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// How a set of named tensors (a checkpoint) lines up with what a <see cref="VisionTransformerConfig"/> expects:
 /// which names match, which are missing, unexpected, or present with the wrong shape.
 /// </summary>
-public sealed class StateLoadReport
+internal sealed class StateLoadReport
 {
     /// <summary>A tensor whose name is expected but whose shape is not.</summary>
     public sealed record ShapeMismatch(string Name, long[] Expected, long[] Actual)

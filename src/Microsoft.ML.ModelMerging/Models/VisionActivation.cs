@@ -14,7 +14,7 @@ public enum VisionActivation
 }
 
 /// <summary>Spelling of <see cref="VisionActivation"/> in Hugging Face configs and our metadata, and its tensor form.</summary>
-public static class VisionActivations
+internal static class VisionActivations
 {
     /// <summary>The Hugging Face <c>hidden_act</c> spelling.</summary>
     public static string ToConfigName(this VisionActivation activation) => activation switch

@@ -4,7 +4,7 @@ using static TorchSharp.torch.nn.functional;
 
 namespace Microsoft.ML.ModelMerging.Models;
 
-public sealed partial class VisionTransformer
+internal sealed partial class VisionTransformer
 {
     /// <summary>
     /// The forward pass over an explicit dictionary of weights (HF CLIP names, see <see cref="VisionTransformerNames"/>),

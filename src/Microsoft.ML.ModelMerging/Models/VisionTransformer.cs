@@ -9,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// vision names, run by the functional <see cref="Forward(VisionTransformerConfig, IReadOnlyDictionary{string, Tensor}, Tensor, ForwardHooks?)"/>.
 /// Flat names instead of nested modules keep merging (which works name by name) and loading HF checkpoints trivial.
 /// </summary>
-public sealed partial class VisionTransformer : IDisposable
+internal sealed partial class VisionTransformer : IDisposable
 {
     private const double InitStd = 0.02;
 

@@ -42,8 +42,10 @@ public sealed record VisionTransformerConfig
     /// <summary>Hidden size of each block's MLP (intermediate size).</summary>
     public required int MlpSize { get; init; }
 
+    /// <summary>The MLP activation (default quick_gelu, CLIP's x·sigmoid(1.702x)).</summary>
     public VisionActivation Activation { get; init; } = VisionActivation.QuickGelu;
 
+    /// <summary>ε of every LayerNorm (default 1e-5).</summary>
     public double LayerNormEps { get; init; } = 1e-5;
 
     /// <summary>Output size of <c>visual_projection</c>; null = no projection, features are the post-LN CLS token.</summary>

@@ -4,7 +4,7 @@ namespace Microsoft.ML.ModelMerging.Models;
 /// Tensor names of the Vision Transformer: exactly Hugging Face CLIP's vision names, so a CLIPVisionModel or CLIPModel
 /// checkpoint loads by name.
 /// </summary>
-public static class VisionTransformerNames
+internal static class VisionTransformerNames
 {
     public const string ClassEmbedding = "vision_model.embeddings.class_embedding";
     public const string PatchEmbedding = "vision_model.embeddings.patch_embedding.weight";

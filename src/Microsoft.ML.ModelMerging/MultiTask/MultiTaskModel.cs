@@ -19,7 +19,7 @@ public sealed class MultiTaskModel : IDisposable
 
     /// <param name="parts">The parts; a task may appear in one part only.</param>
     /// <param name="owned">What the parts read (merged weights, routers, ...), disposed with this object.</param>
-    public MultiTaskModel(IReadOnlyList<MultiTaskModelPart> parts, IEnumerable<IDisposable>? owned = null)
+    internal MultiTaskModel(IReadOnlyList<MultiTaskModelPart> parts, IEnumerable<IDisposable>? owned = null)
     {
         ArgumentNullException.ThrowIfNull(parts);
         if (parts.Count == 0)
@@ -58,7 +58,7 @@ public sealed class MultiTaskModel : IDisposable
         }
     }
 
-    public IReadOnlyList<MultiTaskModelPart> Parts { get; }
+    internal IReadOnlyList<MultiTaskModelPart> Parts { get; }
 
     /// <summary>Every task served, in part order.</summary>
     public IReadOnlyList<string> Tasks => Parts.SelectMany(p => p.Tasks).ToArray();
@@ -66,6 +66,7 @@ public sealed class MultiTaskModel : IDisposable
     /// <summary>True when tasks are served by different weights, so a caller must say which task an image belongs to.</summary>
     public bool NeedsTaskAtInference => Parts.Count > 1;
 
+    /// <summary>The backbone's configuration (the same for every part).</summary>
     public VisionTransformerConfig Config => Parts[0].Exporter.Config;
 
     /// <summary>Parameters held at inference: one part's backbone (or upscaled model) plus every head.</summary>
@@ -74,7 +75,7 @@ public sealed class MultiTaskModel : IDisposable
         + Parts.SelectMany(p => p.Exporter.Heads).Sum(h => h.Head.Parameters.Sum(p => p.numel()));
 
     /// <summary>The part serving <paramref name="task"/>.</summary>
-    public MultiTaskModelPart Part(string task)
+    internal MultiTaskModelPart Part(string task)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         return _byTask.TryGetValue(task, out var part)
@@ -106,7 +107,7 @@ public sealed class MultiTaskModel : IDisposable
     /// Where <paramref name="part"/> is written when the model is saved as ONNX at <paramref name="path"/>: the path itself
     /// for a one-part model, else <c>&lt;stem&gt;.&lt;task&gt;.onnx</c> per part (tasks joined by <c>+</c>).
     /// </summary>
-    public string OnnxPathFor(string path, MultiTaskModelPart part)
+    internal string OnnxPathFor(string path, MultiTaskModelPart part)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(part);
@@ -115,6 +116,7 @@ public sealed class MultiTaskModel : IDisposable
         return stem + "." + string.Join("+", part.Tasks) + ".onnx";
     }
 
+    /// <summary>Disposes the weights and exporters the model owns.</summary>
     public void Dispose()
     {
         if (_disposed)
@@ -134,7 +136,7 @@ public sealed class MultiTaskModel : IDisposable
 /// One exportable model of a <see cref="MultiTaskModel"/>: an exporter (dense, or a variant such as WEMoE's) whose forward
 /// is the part's TorchSharp computation and whose graph is the same computation in ONNX, with exactly the heads of <see cref="Tasks"/>.
 /// </summary>
-public sealed record MultiTaskModelPart
+internal sealed record MultiTaskModelPart
 {
     public MultiTaskModelPart(DenseVitOnnxExporter exporter)
     {

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.MultiTask;
 
 /// <summary>Tensors a <see cref="MultiTaskModel"/> keeps alive for its exporters and disposes with itself.</summary>
-public sealed class OwnedTensors(IEnumerable<Tensor> tensors) : IDisposable
+internal sealed class OwnedTensors(IEnumerable<Tensor> tensors) : IDisposable
 {
     private readonly Tensor[] _tensors = tensors.ToArray();
 

@@ -26,7 +26,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// stays shared.
 /// </para>
 /// </summary>
-public class DenseVitOnnxExporter
+internal class DenseVitOnnxExporter
 {
     /// <summary>The opset of the exported models: 17, the oldest with <c>LayerNormalization</c>.</summary>
     public const int Opset = OnnxOpset.Default;

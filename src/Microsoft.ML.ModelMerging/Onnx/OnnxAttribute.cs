@@ -5,7 +5,7 @@ using Microsoft.ML.ModelMerging.Onnx.Proto;
 namespace Microsoft.ML.ModelMerging.Onnx;
 
 /// <summary>A named node attribute (<c>axis</c>, <c>perm</c>, <c>epsilon</c>, ...) of one of the scalar or list kinds ONNX defines.</summary>
-public sealed class OnnxAttribute
+internal sealed class OnnxAttribute
 {
     private readonly AttributeProto _proto;
 

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Microsoft.ML.ModelMerging.Onnx;
 
 /// <summary>One dimension of a graph input or output: a fixed size, or a symbol such as <c>batch</c> that the runtime binds per call.</summary>
-public readonly record struct OnnxDimension
+internal readonly record struct OnnxDimension
 {
     private OnnxDimension(long? size, string? symbol)
     {

@@ -1,7 +1,7 @@
 namespace Microsoft.ML.ModelMerging.Onnx;
 
 /// <summary>Element types of ONNX tensors we write; the values are ONNX's <c>TensorProto.DataType</c> numbers.</summary>
-public enum OnnxElementType
+internal enum OnnxElementType
 {
     Float = 1,
     UInt8 = 2,

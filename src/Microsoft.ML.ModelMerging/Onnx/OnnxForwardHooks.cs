@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// as the TorchSharp forward calls its hooks, so a change to the computation (an upscaled MLP, a per-site correction, a
 /// low-rank adapter) plugs into both in one <see cref="IVitVariant"/>. Values are ONNX value names.
 /// </summary>
-public sealed record OnnxForwardHooks
+internal sealed record OnnxForwardHooks
 {
     /// <summary>Replaces block <c>b</c>'s MLP: (emitter, b, MLP input after <c>layer_norm2</c> and its site) → MLP output, or null for the dense MLP.</summary>
     public Func<VitOnnxEmitter, int, string, string?>? MlpOverride { get; init; }
@@ -24,7 +24,7 @@ public sealed record OnnxForwardHooks
 /// forward runs (training, evaluation) and the ONNX hooks the exporter emits at the same places (ML.NET, ONNX Runtime).
 /// A <see cref="DenseVitOnnxExporter"/> given a variant computes and exports the varied model.
 /// </summary>
-public interface IVitVariant
+internal interface IVitVariant
 {
     ForwardHooks Forward { get; }
 
@@ -32,4 +32,4 @@ public interface IVitVariant
 }
 
 /// <summary>A variant from its two halves.</summary>
-public sealed record VitVariant(ForwardHooks Forward, OnnxForwardHooks Onnx) : IVitVariant;
+internal sealed record VitVariant(ForwardHooks Forward, OnnxForwardHooks Onnx) : IVitVariant;

@@ -22,7 +22,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// The whole model must stay under protobuf's 2 GiB message limit (ML.NET's OnnxTransformer cannot carry external data
 /// files); store big weights as float16 (<see cref="OnnxWeightPrecision.Float16"/>) to halve them.
 /// </summary>
-public sealed class OnnxGraphBuilder
+internal sealed class OnnxGraphBuilder
 {
     /// <summary>Leave room for the graph structure when checking initializer bytes against the 2 GiB limit.</summary>
     private const long MaxInitializerBytes = int.MaxValue - (64L << 20);

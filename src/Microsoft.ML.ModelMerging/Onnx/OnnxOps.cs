@@ -6,7 +6,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// where an operator changed between opsets 17 and 26 (reductions take <c>axes</c> as an input from 18), the right form
 /// is chosen from <see cref="OnnxGraphBuilder.Opset"/>.
 /// </summary>
-public static class OnnxOps
+internal static class OnnxOps
 {
     public static string Add(this OnnxGraphBuilder g, string a, string b, string? name = null) => g.Node("Add", [a, b], name: name);
 

@@ -4,7 +4,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// The ONNX operator-set versions our builder writes and the IR version stamped with each (the IR version of the ONNX
 /// release that introduced the opset). ONNX Runtime 1.31 reads opsets up to 26 and IR versions up to 13.
 /// </summary>
-public static class OnnxOpset
+internal static class OnnxOpset
 {
     /// <summary>Lowest supported opset: 17 brings <c>LayerNormalization</c>.</summary>
     public const int Minimum = 17;

@@ -9,6 +9,10 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// </summary>
 public sealed partial record OnnxTaskHead
 {
+    /// <summary>Pairs a task name with its head.</summary>
+    /// <param name="task">The task's name: letters, digits, <c>_</c>, <c>-</c> or <c>.</c>, starting with a letter or digit.</param>
+    /// <param name="head">The task's head; not owned.</param>
+    /// <exception cref="ArgumentException">The task name has other characters.</exception>
     public OnnxTaskHead(string task, ClassificationHead head)
     {
         ArgumentNullException.ThrowIfNull(task);
@@ -24,8 +28,10 @@ public sealed partial record OnnxTaskHead
         Head = head;
     }
 
+    /// <summary>The task's name; the scores output is <c>scores_&lt;task&gt;</c>.</summary>
     public string Task { get; }
 
+    /// <summary>The task's classification head (not owned).</summary>
     public ClassificationHead Head { get; }
 
     /// <summary>The name of the scores output of <paramref name="task"/>.</summary>

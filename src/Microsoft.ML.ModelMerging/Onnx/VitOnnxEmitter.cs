@@ -9,7 +9,7 @@ namespace Microsoft.ML.ModelMerging.Onnx;
 /// shape-checked) and the sub-graph emitters the dense model is made of, so a derived exporter reuses them.
 /// All value names are float32 tensors with a leading symbolic batch dimension unless stated otherwise.
 /// </summary>
-public sealed class VitOnnxEmitter
+internal sealed class VitOnnxEmitter
 {
     private readonly ConfigWeights _weights;
     private readonly Dictionary<string, string> _added = new(StringComparer.Ordinal);

@@ -25,17 +25,26 @@ public sealed record VitOnnxTask(string Name, string ScoresOutput, Classificatio
 /// </summary>
 public sealed record VitOnnxModelInfo
 {
+    /// <summary>Metadata key of <see cref="ModelKind"/>.</summary>
     public const string ModelKindKey = "mlmerge.model_kind";
+    /// <summary>Metadata key of the <see cref="VisionTransformerConfig"/> JSON.</summary>
     public const string ConfigKey = VisionTransformerConfig.MetadataKey;
+    /// <summary>Metadata key of the input name.</summary>
     public const string InputKey = "mlmerge.input";
+    /// <summary>Metadata key of the features output name.</summary>
     public const string FeaturesKey = "mlmerge.features";
+    /// <summary>Metadata key of the score kind (<c>probabilities</c> or <c>logits</c>).</summary>
     public const string ScoresKey = "mlmerge.scores";
+    /// <summary>Metadata key of the weight precision (<c>float32</c> or <c>float16</c>).</summary>
     public const string WeightPrecisionKey = "mlmerge.weight_precision";
+    /// <summary>Metadata key of the JSON array of task names, in output order.</summary>
     public const string TasksKey = "mlmerge.tasks";
     private const string TaskPrefix = "mlmerge.task.";
 
+    /// <summary>What built the model: <c>dense_vit</c>, or a derived exporter's kind (e.g. WEMoE, TACT).</summary>
     public required string ModelKind { get; init; }
 
+    /// <summary>The backbone's configuration: image size, channels, mean and std, ...</summary>
     public required VisionTransformerConfig Config { get; init; }
 
     /// <summary>Input of pixels in [0,1], float [batch, C·H·W], channel-major (ML.NET <c>ExtractPixels</c> layout).</summary>
@@ -44,12 +53,16 @@ public sealed record VitOnnxModelInfo
     /// <summary>Output of the features [batch, FeatureDim], or null when the model has none.</summary>
     public string? FeaturesName { get; init; }
 
+    /// <summary>Whether the score outputs are softmax probabilities or raw logits.</summary>
     public required OnnxScoreKind Scores { get; init; }
 
+    /// <summary>Whether the weight matrices are stored as float32 or float16.</summary>
     public required OnnxWeightPrecision WeightPrecision { get; init; }
 
+    /// <summary>The tasks, in output order.</summary>
     public required IReadOnlyList<VitOnnxTask> Tasks { get; init; }
 
+    /// <summary>The metadata key of a per-task <paramref name="field"/> (<c>output</c>, <c>head_kind</c>, <c>class_names</c>): <c>mlmerge.task.&lt;task&gt;.&lt;field&gt;</c>.</summary>
     public static string TaskKey(string task, string field) => $"{TaskPrefix}{task}.{field}";
 
     /// <summary>Whether the exporter writes <paramref name="key"/> itself (user metadata may not use it).</summary>

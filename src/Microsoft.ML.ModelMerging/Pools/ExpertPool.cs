@@ -24,11 +24,15 @@ public sealed class ExpertPool : IDisposable
         Tasks = tasks;
     }
 
+    /// <summary>The pool directory (where <c>pool.json</c> lives).</summary>
     public string Directory { get; }
+    /// <summary>The pool's manifest, <c>pool.json</c>.</summary>
     public PoolManifest Manifest { get; }
     /// <summary>The tasks in this pool: all of the manifest's in its order, or the ones asked for in the order asked.</summary>
     public IReadOnlyList<PoolTask> Tasks { get; }
+    /// <summary>The names of <see cref="Tasks"/>, in the same order.</summary>
     public IReadOnlyList<string> TaskNames => Tasks.Select(t => t.Name).ToList();
+    /// <summary>The Vision Transformer configuration every checkpoint of the pool has.</summary>
     public VisionTransformerConfig Config => Manifest.ModelConfig;
 
     /// <summary>Opens a pool directory, optionally restricted to some tasks (in the order given).</summary>
@@ -77,6 +81,8 @@ public sealed class ExpertPool : IDisposable
         return new LoadedBackbone(Config, adapter.Densify(Pretrained), new Dictionary<string, string>(), path);
     }
 
+    /// <summary>The task's classification head, loaded on first use and owned by the pool.</summary>
+    /// <exception cref="Checkpoints.CheckpointFormatException">The head file is malformed, or records another task or other class names.</exception>
     public ClassificationHead Head(string task)
     {
         if (!_heads.TryGetValue(task, out var head))
@@ -84,6 +90,7 @@ public sealed class ExpertPool : IDisposable
         return head;
     }
 
+    /// <summary>Every task's expert backbone, in task order (see <see cref="Expert"/>); loaded on first use and owned by the pool.</summary>
     public IReadOnlyList<IReadOnlyDictionary<string, Tensor>> Experts => Tasks.Select(t => Expert(t.Name)).ToList();
 
     /// <summary>
@@ -133,6 +140,7 @@ public sealed class ExpertPool : IDisposable
     public string ImageFolderPath(TaskDataSource data) =>
         Path.GetFullPath(data.Path ?? throw new InvalidDataException($"An image-folder task of the pool at {Directory} names no path."), Path.GetFullPath(Directory));
 
+    /// <summary>Disposes every backbone and head the pool loaded.</summary>
     public void Dispose()
     {
         _pretrained?.Dispose();

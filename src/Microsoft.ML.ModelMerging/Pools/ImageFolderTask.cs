@@ -3,7 +3,7 @@ using Microsoft.ML.ModelMerging.Data;
 namespace Microsoft.ML.ModelMerging.Pools;
 
 /// <summary>A user's task as an image folder (one sub-folder per class), split into train / validation / test the way benchmark tasks are.</summary>
-public static class ImageFolderTask
+internal static class ImageFolderTask
 {
     /// <summary>Default fractions of each class held out for validation and test (stratified, seeded).</summary>
     public const double ValidationFraction = 0.15, TestFraction = 0.15;

@@ -14,7 +14,9 @@ namespace Microsoft.ML.ModelMerging.Pools;
 /// </summary>
 public sealed record TaskDataSource
 {
+    /// <see cref="Kind"/> of a built-in benchmark task.
     public const string BenchmarkKind = "benchmark";
+    /// <see cref="Kind"/> of a user's image folder.
     public const string ImageFolderKind = "image-folder";
 
     /// <summary><c>benchmark</c> or <c>image-folder</c>.</summary>
@@ -45,6 +47,7 @@ public sealed record ExpertRecipe
     /// </summary>
     public string Mode { get; init; } = "full";
 
+    /// <summary>Seed of the training: the probe head's initialisation, the batch order and the augmentation (a LoRA adapter's A comes from <see cref="LoraSeed"/>).</summary>
     public int Seed { get; init; }
 
     /// <summary>Images per class the linear-probe head was fitted on; 0 = the whole training split.</summary>
@@ -53,6 +56,7 @@ public sealed record ExpertRecipe
     /// <summary>The linear probe's training; null when an existing head was used (<see cref="Head"/>).</summary>
     public TrainingOptions? LinearProbe { get; init; }
 
+    /// <summary>The fine-tuning of the backbone (or of the adapter).</summary>
     public required TrainingOptions FineTuning { get; init; }
 
     /// <summary>The existing head the expert was trained behind (relative to the pool), when no probe was fitted.</summary>
@@ -74,14 +78,19 @@ public sealed record ExpertRecipe
 /// <summary>One task of a pool: where its data comes from, its fixed splits, its expert and head, and their measured accuracies.</summary>
 public sealed record PoolTask
 {
+    /// <summary>The task's name (unique in the pool; it names the ONNX output <c>scores_&lt;task&gt;</c>).</summary>
     public required string Name { get; init; }
     /// <summary>A human-readable description of where the images come from (package, folder).</summary>
     public required string Source { get; init; }
     /// <summary>How to load the task's images; null = the built-in benchmark task of this name with the zoo recipe's seed.</summary>
     public TaskDataSource? Data { get; init; }
+    /// <summary>Class names in class-index order.</summary>
     public required IReadOnlyList<string> ClassNames { get; init; }
+    /// <summary>Number of training images.</summary>
     public required int Train { get; init; }
+    /// <summary>Number of validation images.</summary>
     public required int Validation { get; init; }
+    /// <summary>Number of test images.</summary>
     public required int Test { get; init; }
     /// <summary>SHA-256 of each split's pixels and labels: a rebuilt data set that differs is noticed.</summary>
     public required IReadOnlyDictionary<string, string> Fingerprints { get; init; }
@@ -133,10 +142,15 @@ public sealed record PoolTask
 /// <summary>The zoo's pre-training stage as built: corpus, classes, size, fingerprint, accuracy of its own head on held-out glyphs.</summary>
 public sealed record PoolPretraining
 {
+    /// <summary>The pre-training corpus's name.</summary>
     public required string Corpus { get; init; }
+    /// <summary>Number of pre-training classes.</summary>
     public required int Classes { get; init; }
+    /// <summary>Number of pre-training images.</summary>
     public required int Train { get; init; }
+    /// <summary>SHA-256 of the corpus's pixels and labels.</summary>
     public required string Fingerprint { get; init; }
+    /// <summary>Accuracy of the pre-training head on held-out images of the corpus.</summary>
     public required double ValidationAccuracy { get; init; }
 }
 
@@ -161,11 +175,14 @@ public sealed record PoolAlignmentRecord
 /// </summary>
 public sealed record PoolManifest
 {
+    /// <summary>The manifest's file name, <c>pool.json</c>.</summary>
     public const string FileName = "pool.json";
     /// <summary>The manifest name of pools written before pools had their own name; read, never written.</summary>
     public const string LegacyFileName = "zoo.json";
+    /// <summary>File name of the pre-trained base in a pool made here, <c>pretrained.safetensors</c>.</summary>
     public const string PretrainedFileName = "pretrained.safetensors";
 
+    /// <summary>Version of the manifest's layout (2; version 1 is still read).</summary>
     public int Format { get; init; } = 2;
     /// <summary>The zoo recipe's hash (pools built by <c>mlmerge zoo build</c>); null for other pools.</summary>
     public string? RecipeHash { get; init; }
@@ -180,11 +197,14 @@ public sealed record PoolManifest
     /// RGB); null = the older reading at the model's image size and channel count.
     /// </summary>
     public ImagePreprocessing? Preprocessing { get; init; }
+    /// <summary>The zoo's pre-training stage (pools built by <c>mlmerge zoo build</c>); null for other pools.</summary>
     public PoolPretraining? Pretraining { get; init; }
     /// <summary>What <c>mlmerge align</c> did to make this pool from another; null for a pool that was not aligned.</summary>
     public PoolAlignmentRecord? Alignment { get; init; }
+    /// <summary>The tasks, in order (the order of experts everywhere else).</summary>
     public required IReadOnlyList<PoolTask> Tasks { get; init; }
 
+    /// <see cref="Model"/> parsed as a <see cref="VisionTransformerConfig"/>.
     [JsonIgnore]
     public VisionTransformerConfig ModelConfig => VisionTransformerConfig.FromJson(Model.GetRawText());
 
@@ -208,6 +228,8 @@ public sealed record PoolManifest
     [JsonIgnore]
     public int RecipeSeed => Recipe is { ValueKind: JsonValueKind.Object } recipe && recipe.TryGetProperty("seed", out var seed) ? seed.GetInt32() : 0;
 
+    /// <summary>The task of that name.</summary>
+    /// <exception cref="ArgumentException">The pool has no such task; the message lists the ones it has.</exception>
     public PoolTask Task(string name) => Tasks.FirstOrDefault(t => t.Name == name)
         ?? throw new ArgumentException(
             $"The pool has no task '{name}'; it has {(Tasks.Count == 0 ? "none" : string.Join(", ", Tasks.Select(t => t.Name)))}.");
@@ -234,6 +256,7 @@ public sealed record PoolManifest
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
+    /// <summary>The manifest as indented snake_case JSON, optional parts left out (what <see cref="Write"/> stores).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Options);
 
     /// <summary>The manifest path of a pool directory (<c>pool.json</c>, or a legacy <c>zoo.json</c>), or the file given.</summary>
@@ -248,6 +271,9 @@ public sealed record PoolManifest
     /// <summary>True when <paramref name="pool"/> is a directory holding a pool manifest.</summary>
     public static bool Exists(string pool) => Directory.Exists(pool) && File.Exists(PathOf(pool));
 
+    /// <summary>Reads the manifest of a pool directory (or the manifest file given).</summary>
+    /// <exception cref="FileNotFoundException">No manifest there.</exception>
+    /// <exception cref="InvalidDataException">The file is not a valid manifest, or of a format this version does not read.</exception>
     public static PoolManifest Read(string pool)
     {
         string path = PathOf(pool);

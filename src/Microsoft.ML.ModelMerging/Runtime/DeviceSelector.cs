@@ -7,10 +7,13 @@ public enum DevicePreference
 {
     /// <summary>CUDA when TorchSharp reports it available, otherwise CPU.</summary>
     Auto,
+    /// <summary>The CPU, always available.</summary>
     Cpu,
+    /// <summary>The first CUDA device; an error when none exists.</summary>
     Cuda,
 }
 
+/// <summary>Parses and resolves <see cref="DevicePreference"/>.</summary>
 public static class DeviceSelector
 {
     /// <summary>Parses the command-line spelling <c>auto|cpu|cuda</c>.</summary>

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Training;
 
 /// <summary>Batched inference helpers: features, logits, predictions and accuracy without autograd.</summary>
-public static class ClassifierEvaluation
+internal static class ClassifierEvaluation
 {
     /// <summary>Applies <paramref name="map"/> to the images batch by batch and concatenates the results (no gradients).</summary>
     public static Tensor MapBatches(Func<Tensor, Tensor> map, Tensor images, int batchSize = 256)

@@ -8,12 +8,15 @@ namespace Microsoft.ML.ModelMerging.Training;
 /// Minimises cross-entropy of a classifier over a labelled image tensor, updating only the parameters it is given
 /// (so a linear probe trains the head alone and fine-tuning can keep the head frozen).
 /// </summary>
-public static class ClassifierTrainer
+internal static class ClassifierTrainer
 {
     /// <param name="logits">Maps a batch of images [B,C,H,W] to logits [B,classes]; built from functional forwards.</param>
     /// <param name="trainable">The parameters to update; every other tensor the forward reads stays as it is.</param>
     /// <param name="images">All training images [N,C,H,W] on the training device.</param>
     /// <param name="labels">Class indices [N] (int64).</param>
+    /// <param name="options">Epochs, batch size, learning-rate schedule, weight decay, augmentation and seed.</param>
+    /// <param name="progress">Receives a report per step; optional.</param>
+    /// <param name="cancellation">Stops the training between steps.</param>
     /// <returns>Mean loss over the last epoch.</returns>
     public static double Train(Func<Tensor, Tensor> logits, IReadOnlyList<Parameter> trainable, Tensor images, Tensor labels,
         TrainingOptions options, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default) =>
@@ -77,4 +80,4 @@ public static class ClassifierTrainer
 }
 
 /// <summary>Parameters trained together at <paramref name="LearningRateScale"/> times the scheduled learning rate.</summary>
-public sealed record ParameterGroup(IReadOnlyList<Parameter> Parameters, double LearningRateScale = 1);
+internal sealed record ParameterGroup(IReadOnlyList<Parameter> Parameters, double LearningRateScale = 1);

@@ -3,14 +3,19 @@ namespace Microsoft.ML.ModelMerging.Training;
 /// <summary>Supervised training settings: AdamW with linear warm-up then cosine decay to zero.</summary>
 public sealed record TrainingOptions
 {
+    /// <summary>Passes over the training set (default 5).</summary>
     public int Epochs { get; init; } = 5;
+    /// <summary>Examples per step (default 128).</summary>
     public int BatchSize { get; init; } = 128;
+    /// <summary>Peak learning rate of AdamW, reached after the warm-up (default 1e-3).</summary>
     public double LearningRate { get; init; } = 1e-3;
+    /// <summary>AdamW's decoupled weight decay (default 0.05).</summary>
     public double WeightDecay { get; init; } = 0.05;
     /// <summary>Fraction of the steps spent warming the learning rate up from zero.</summary>
     public double WarmupFraction { get; init; } = 0.05;
     /// <summary>Random translation of each batch by up to this many pixels (0 = none): cheap augmentation for small image sets.</summary>
     public int MaxShift { get; init; }
+    /// <summary>Seed of the batch order and of the augmentation shifts.</summary>
     public long Seed { get; init; }
     /// <summary>
     /// Fine-tuning of a vision transformer only: the learning rate of every tensor outside the blocks' MLPs, as a multiple
@@ -20,6 +25,8 @@ public sealed record TrainingOptions
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public double? NonMlpLearningRateScale { get; init; }
 
+    /// <summary>Checks every setting is in range.</summary>
+    /// <exception cref="ArgumentException">A setting is out of range; the message names it.</exception>
     public void Validate()
     {
         if (Epochs <= 0) throw new ArgumentException($"Epochs must be positive, got {Epochs}.");

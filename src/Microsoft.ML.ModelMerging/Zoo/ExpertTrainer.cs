@@ -16,9 +16,13 @@ namespace Microsoft.ML.ModelMerging.Zoo;
 /// </summary>
 public sealed class ExpertTrainingResult : IDisposable
 {
+    /// <summary>The fine-tuned backbone's tensors by name (for an adapter, W0 + ΔW); owned by the result.</summary>
     public required Dictionary<string, Tensor> Backbone { get; init; }
+    /// <summary>The frozen head the expert was trained behind; owned by the result.</summary>
     public required ClassificationHead Head { get; init; }
+    /// <summary>The head's accuracy on the pre-trained backbone (validation, test).</summary>
     public required SplitAccuracy LinearProbe { get; init; }
+    /// <summary>The head's accuracy on the fine-tuned backbone (validation, test).</summary>
     public required SplitAccuracy Expert { get; init; }
     /// <summary>The LoRA or L-LoRA adapter (modes <c>lora</c>, <c>l-lora</c>); null for full fine-tuning.</summary>
     public LoraAdapter? Adapter { get; init; }
@@ -27,6 +31,7 @@ public sealed class ExpertTrainingResult : IDisposable
     /// <summary>Wall-clock seconds of the fine-tuning phase alone.</summary>
     public double FineTuningSeconds { get; init; }
 
+    /// <summary>Disposes the backbone, the head and the adapter.</summary>
     public void Dispose()
     {
         foreach (var t in Backbone.Values) t.Dispose();
@@ -44,6 +49,14 @@ public static class ExpertTrainer
     /// <summary>Names of the phases <see cref="Train"/> reports.</summary>
     public const string ProbePhase = "linear probe", FineTuningPhase = "fine-tuning", EvaluationPhase = "evaluation";
 
+    /// <summary>Fits a linear head on the frozen pre-trained features of <paramref name="train"/>; the head is returned frozen.</summary>
+    /// <param name="config">The backbone's configuration.</param>
+    /// <param name="pretrained">The pre-trained backbone's tensors.</param>
+    /// <param name="train">The images the head is fitted on.</param>
+    /// <param name="options">The training settings (augmentation off: features are computed once).</param>
+    /// <param name="seed">Seed of the head's initialisation and the shuffling.</param>
+    /// <param name="progress">Receives a report per step; optional.</param>
+    /// <param name="cancellation">Stops the training.</param>
     public static ClassificationHead TrainLinearProbe(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained,
         ImageDataset train, TrainingOptions options, long seed, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
@@ -68,7 +81,16 @@ public static class ExpertTrainer
         return train.Select(pick, train.Name + $"/{shotsPerClass}-shot");
     }
 
+    /// <summary>The whole recipe: a linear probe on the pre-trained features, then fine-tuning behind it, measured before and after.</summary>
+    /// <param name="config">The backbone's configuration.</param>
+    /// <param name="pretrained">The pre-trained backbone's tensors.</param>
+    /// <param name="task">The task's splits: the head and expert train on the training part, accuracies are measured on the others.</param>
     /// <param name="probeShots">Images per class the head is fitted on; 0 = the whole training split.</param>
+    /// <param name="linearProbe">The probe's training settings.</param>
+    /// <param name="fineTuning">The fine-tuning's training settings.</param>
+    /// <param name="seed">Seed of every random choice.</param>
+    /// <param name="progress">Receives a report per training step; optional.</param>
+    /// <param name="cancellation">Stops the training.</param>
     /// <param name="lora">Null: full fine-tuning; else the LoRA or L-LoRA adapter trained instead (backbone frozen).</param>
     /// <param name="phases">Told when each phase starts: <see cref="ProbePhase"/>, <see cref="FineTuningPhase"/>, <see cref="EvaluationPhase"/>.</param>
     public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
@@ -95,7 +117,17 @@ public static class ExpertTrainer
     /// failure): every backbone weight when <paramref name="lora"/> is null, else only a LoRA or L-LoRA adapter (the
     /// backbone frozen). The result's backbone is the fine-tuned model (for an adapter, W0 + ΔW).
     /// </summary>
+    /// <param name="config">The backbone's configuration.</param>
+    /// <param name="pretrained">The pre-trained backbone's tensors (not changed).</param>
+    /// <param name="task">The task's splits.</param>
+    /// <param name="head">The frozen head; the result owns it.</param>
     /// <param name="probe">The head's accuracy on the pre-trained backbone, passed through to the result.</param>
+    /// <param name="fineTuning">The training settings.</param>
+    /// <param name="seed">Seed of the shuffling, the augmentation and (LoRA) the adapter's initialisation.</param>
+    /// <param name="lora">Null: full fine-tuning; else the LoRA or L-LoRA adapter trained instead.</param>
+    /// <param name="progress">Receives a report per training step; optional.</param>
+    /// <param name="cancellation">Stops the training.</param>
+    /// <param name="phases">Told when each phase starts.</param>
     public static ExpertTrainingResult FineTune(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
         ClassificationHead head, SplitAccuracy probe, TrainingOptions fineTuning, long seed, LoraOptions? lora,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null)
@@ -151,7 +183,7 @@ public static class ExpertTrainer
     /// The MLPs' tensors at the scheduled rate and every other tensor at <paramref name="nonMlpScale"/> times it (null: one
     /// group; 0: the others are frozen and not trained at all).
     /// </summary>
-    public static IReadOnlyList<ParameterGroup> ParameterGroups(VisionTransformer model, double? nonMlpScale)
+    internal static IReadOnlyList<ParameterGroup> ParameterGroups(VisionTransformer model, double? nonMlpScale)
     {
         if (nonMlpScale is null or 1) return [new ParameterGroup(model.Parameters.ToList())];
         var mlp = new List<TorchSharp.Modules.Parameter>();
@@ -165,9 +197,11 @@ public static class ExpertTrainer
         return [new ParameterGroup(mlp), new ParameterGroup(rest, nonMlpScale.Value)];
     }
 
+    /// <summary>Accuracy of <paramref name="head"/> on the backbone <paramref name="weights"/>, on the validation and test parts.</summary>
     public static SplitAccuracy Evaluate(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, ClassificationHead head, TaskSplits task) =>
         new(Accuracy(config, weights, head, task.Validation), Accuracy(config, weights, head, task.Test));
 
+    /// <summary>Accuracy of <paramref name="head"/> on the backbone <paramref name="weights"/> over <paramref name="data"/>.</summary>
     public static double Accuracy(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> weights, ClassificationHead head, ImageDataset data)
     {
         using var images = data.ToTensor();

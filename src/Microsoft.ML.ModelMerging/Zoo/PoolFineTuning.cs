@@ -72,6 +72,14 @@ public static class PoolFineTuning
 {
     internal static readonly Regex TaskName = new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", RegexOptions.CultureInvariant);
 
+    /// <summary>Fine-tunes an expert for the task <paramref name="options"/> names and adds (or, when asked, replaces) it in the pool.</summary>
+    /// <param name="poolDirectory">The pool; created from the options' base when it does not exist.</param>
+    /// <param name="options">The task, base, mode and training settings.</param>
+    /// <param name="phases">Told when each phase starts; optional.</param>
+    /// <param name="progress">Receives a report per training step; optional.</param>
+    /// <param name="cancellation">Stops the run; the pool is left as it was.</param>
+    /// <param name="sources">Where benchmark tasks' package data is; the default locations when null.</param>
+    /// <returns>The task as registered, whether the pool was created, the time taken and the path of the expert's report.</returns>
     public static PoolFineTuningResult AddTask(string poolDirectory, PoolFineTuningOptions options, IProgress<string>? phases = null,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, BenchmarkSources? sources = null)
     {

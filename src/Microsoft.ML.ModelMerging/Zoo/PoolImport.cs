@@ -38,8 +38,10 @@ public sealed record PoolExpertOptions
     /// <summary>Seed of the split and of the linear probe.</summary>
     public int Seed { get; init; }
 
+    /// <summary>Fraction of each class held out for validation (default 0.15).</summary>
     public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
 
+    /// <summary>Fraction of each class held out for test (default 0.15).</summary>
     public double TestFraction { get; init; } = ImageFolderTask.TestFraction;
 }
 

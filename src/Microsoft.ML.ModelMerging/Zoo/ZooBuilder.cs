@@ -22,15 +22,24 @@ public sealed class ZooBuilder
     private const string RecipeKey = "mlmerge.zoo_recipe";
     private const string AccuracyKey = "mlmerge.zoo_accuracy";
 
+    /// <summary>A builder for <paramref name="recipe"/>, reading the package data from <paramref name="sources"/> (the default locations when null).</summary>
     public ZooBuilder(ZooRecipe recipe, BenchmarkSources? sources = null)
     {
         Recipe = recipe;
         Sources = sources ?? BenchmarkSources.Default;
     }
 
+    /// <summary>The recipe being built.</summary>
     public ZooRecipe Recipe { get; }
+    /// <summary>Where the benchmark's package data is read from.</summary>
     public BenchmarkSources Sources { get; }
 
+    /// <summary>Builds (or resumes) the zoo in <paramref name="directory"/>: the pre-trained backbone, then one expert and head per task, then <c>pool.json</c>.</summary>
+    /// <param name="directory">The zoo directory; finished stages found there with the same recipe hash are reused.</param>
+    /// <param name="tasks">The tasks to make experts for; the recipe's when null.</param>
+    /// <param name="progress">Receives a report per stage and training step; optional.</param>
+    /// <param name="cancellation">Stops the build between steps; finished stages stay.</param>
+    /// <returns>The manifest written.</returns>
     public PoolManifest Build(string directory, IReadOnlyList<BenchmarkTask>? tasks = null, IProgress<ZooBuildProgress>? progress = null,
         CancellationToken cancellation = default)
     {

@@ -31,6 +31,7 @@ public sealed record ZooRecipe
     /// <summary>The glyph corpus of <see cref="PretrainingCorpus"/> (the far zoo's).</summary>
     public const string GlyphCorpus = PretrainingCorpus.Name;
 
+    /// <summary>The backbone's configuration (default: 32×32 RGB, patch 8, width 96, 6 layers, 4 heads, CLIP's mean and std).</summary>
     public VisionTransformerConfig Model { get; init; } = new()
     {
         ImageSize = 32, Channels = 3, PatchSize = 8, Width = 96, Layers = 6, Heads = 4, MlpSize = 384,
@@ -38,12 +39,15 @@ public sealed record ZooRecipe
         Mean = VisionTransformerConfig.ClipMean, Std = VisionTransformerConfig.ClipStd,
     };
 
+    /// <summary>Seed of the whole build: the corpus and pre-training use it, foundation f uses Seed + f, expert i Seed + 1 + i.</summary>
     public int Seed { get; init; }
 
     /// <summary>Which corpus pre-trains the backbone: <see cref="BroadCorpus"/> or <see cref="GlyphCorpus"/>.</summary>
     public string Corpus { get; init; } = BroadCorpus;
 
+    /// <summary>Pre-training images per class (default 300).</summary>
     public int PretrainingImagesPerClass { get; init; } = 300;
+    /// <summary>The pre-training's settings (default: 10 epochs, batch 128, lr 1e-3, weight decay 0.05, shifts of up to 2 pixels).</summary>
     public TrainingOptions Pretraining { get; init; } = new() { Epochs = 10, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 };
     /// <summary>Images per class the linear-probe head is fitted on (seeded, stratified choice from the training split).</summary>
     public int LinearProbeShots { get; init; } = 4;
@@ -113,6 +117,7 @@ public sealed record ZooRecipe
     /// <summary>Where foundation <paramref name="foundation"/> is stored in a non-local pool, relative to the pool.</summary>
     public static string FoundationPath(int foundation) => $"foundations/foundation-{foundation}.safetensors";
 
+    /// <summary>The recipe as JSON, the text <see cref="Hash"/> is taken of (and what <c>pool.json</c> records).</summary>
     public string ToJson() => JsonSerializer.Serialize(new
     {
         model = JsonDocument.Parse(Model.ToJson()).RootElement,

@@ -25,6 +25,10 @@ internal sealed class ChartCanvas : IDisposable
     private readonly (double Min, double Max) xRange;
     private readonly (double Min, double Max) yRange;
 
+    /// <param name="width">Image width in pixels.</param>
+    /// <param name="height">Image height in pixels.</param>
+    /// <param name="x">Data range of the horizontal axis.</param>
+    /// <param name="y">Data range of the vertical axis.</param>
     /// <param name="legendWidth">Pixels kept free right of the plot area for the legend.</param>
     public ChartCanvas(int width, int height, (double Min, double Max) x, (double Min, double Max) y, int legendWidth)
     {

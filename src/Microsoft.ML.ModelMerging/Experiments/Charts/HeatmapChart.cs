@@ -7,7 +7,7 @@ namespace Microsoft.ML.ModelMerging.Experiments.Charts;
 /// A square matrix with labelled rows and columns as a PNG heatmap, each cell annotated with its value: e.g. the cosine
 /// similarity of the task vectors of a pool. Values in [−1, 1]: white at 0, blue towards 1, red towards −1.
 /// </summary>
-public static class HeatmapChart
+internal static class HeatmapChart
 {
     /// <summary>Draws <paramref name="values"/> (n×n, labelled by <paramref name="labels"/>) and writes the PNG atomically; returns the path.</summary>
     public static string Save(string path, string title, IReadOnlyList<string> labels, double[,] values)
