@@ -31,7 +31,7 @@ internal sealed class ChartCanvas : IDisposable
         canvas = new SKCanvas(bitmap);
         canvas.Clear(SKColors.White);
         typeface = LoadTypeface();
-        font = new SKFont(typeface, 13);
+        font = new SKFont(typeface, 13) { LinearMetrics = true };
         text = new SKPaint { IsAntialias = true, Color = SKColors.Black };
         area = new SKRect(70, 45, width - 20 - legendWidth, height - 70);
         xRange = x;
@@ -46,7 +46,7 @@ internal sealed class ChartCanvas : IDisposable
 
     public void Title(string title, string xLabel, string yLabel)
     {
-        using var bold = new SKFont(typeface, 16) { Embolden = true };
+        using var bold = new SKFont(typeface, 16) { Embolden = true, LinearMetrics = true };
         canvas.DrawText(title, (area.Left + area.Right - bold.MeasureText(title)) / 2, 28, bold, text);
         canvas.DrawText(xLabel, (area.Left + area.Right - font.MeasureText(xLabel)) / 2, bitmap.Height - 18, font, text);
         canvas.Save();

@@ -19,14 +19,14 @@ public static class HeatmapChart
             throw new ArgumentException($"A {values.GetLength(0)}×{values.GetLength(1)} matrix for {n} labels.");
         const int cell = 64, top = 60, bottom = 30;
         using var typeface = ChartCanvas.LoadTypeface();
-        using var font = new SKFont(typeface, 13);
+        using var font = new SKFont(typeface, 13) { LinearMetrics = true };
         using var text = new SKPaint { IsAntialias = true, Color = SKColors.Black };
         float left = labels.Select(l => font.MeasureText(l)).DefaultIfEmpty(0).Max() + 20;
         int width = (int)left + n * cell + 30, height = top + n * cell + bottom + (int)left;
         using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
         using var canvas = new SKCanvas(bitmap);
         canvas.Clear(SKColors.White);
-        using (var bold = new SKFont(typeface, 16) { Embolden = true })
+        using (var bold = new SKFont(typeface, 16) { Embolden = true, LinearMetrics = true })
             canvas.DrawText(title, Math.Max(10, (width - bold.MeasureText(title)) / 2), 30, bold, text);
         for (int i = 0; i < n; i++)
         {
