@@ -87,10 +87,14 @@ public static class ImageFolderReader
         float scale = Math.Min((float)image.Width / width, (float)image.Height / height);
         float cropWidth = width * scale, cropHeight = height * scale;
         var source = SKRect.Create((image.Width - cropWidth) / 2, (image.Height - cropHeight) / 2, cropWidth, cropHeight);
-        // High quality filtering: mipmaps when shrinking avoid aliasing, a cubic filter when enlarging keeps edges smooth.
-        using var paint = new SKPaint { FilterQuality = SKFilterQuality.High };
+        // What SkiaSharp 2.88's FilterQuality.High did: mipmaps when shrinking avoid aliasing, a cubic (Mitchell) filter
+        // when enlarging keeps edges smooth, and an unscaled copy is not filtered at all (bilinear at a half-pixel shift).
+        var sampling = scale > 1 ? new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.Nearest)
+            : scale < 1 ? new SKSamplingOptions(SKCubicResampler.Mitchell)
+            : source.Left % 1 == 0 && source.Top % 1 == 0 ? new SKSamplingOptions(SKFilterMode.Nearest)
+            : new SKSamplingOptions(SKFilterMode.Linear);
         canvas.Clear(SKColors.Black);
-        canvas.DrawImage(image, source, SKRect.Create(width, height), paint);
+        canvas.DrawImage(image, source, SKRect.Create(width, height), sampling);
         canvas.Flush();
     }
 

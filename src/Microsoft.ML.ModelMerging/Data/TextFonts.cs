@@ -27,8 +27,9 @@ internal sealed class TextFonts : IDisposable
     /// <summary>Draws <paramref name="text"/> centred on (<paramref name="cx"/>, <paramref name="cy"/>) with its ink box <paramref name="height"/> pixels tall.</summary>
     public static void DrawCentred(SKCanvas canvas, SKTypeface typeface, string text, float cx, float cy, float height, SKPaint paint, float stretch = 1)
     {
-        using var outline = new SKPaint { Typeface = typeface, TextSize = 100 };
-        using var path = outline.GetTextPath(text, 0, 0);
+        // Aliased edging and linear metrics are what an SKPaint's font had: FreeType hints the outline for the edging.
+        using var outline = new SKFont(typeface, 100) { Edging = SKFontEdging.Alias, LinearMetrics = true };
+        using var path = outline.GetTextPath(text, new SKPoint(0, 0));
         SKRect box = path.TightBounds;
         if (box.Height <= 0) return;
         float scale = height / box.Height;

@@ -123,8 +123,9 @@ public sealed class ImagePipelineTests
     }
 
     /// <summary>
-    /// ML.NET 5.0.1's ImageAnalytics is compiled against SkiaSharp 2.88: with SkiaSharp 3 in the process (which a
-    /// dependency of this library could bring in) ExtractPixels throws MissingMethodException on SKBitmap.GetPixelSpan.
+    /// ML.NET 6.0.0's ImageAnalytics is compiled against SkiaSharp 3.119: with another major version in the process (which
+    /// a dependency of this library could bring in) ExtractPixels throws MissingMethodException on SKBitmap.GetPixelSpan,
+    /// whose signature changed between 2.88 and 3.
     /// </summary>
     [TestMethod]
     public void MlNetExtractPixelsRunsNextToThisLibrary()
@@ -141,7 +142,7 @@ public sealed class ImagePipelineTests
         Assert.AreEqual(200f, pixels[0]);
         Assert.AreEqual(100f, pixels[28 * 28]);
         Assert.AreEqual(50f, pixels[2 * 28 * 28]);
-        Assert.AreEqual(2, typeof(SKBitmap).Assembly.GetName().Version!.Major, "SkiaSharp must stay on the 2.88 line ML.NET's ImageAnalytics is built against.");
+        Assert.AreEqual(3, typeof(SKBitmap).Assembly.GetName().Version!.Major, "SkiaSharp must stay on the 3.x line ML.NET's ImageAnalytics is built against.");
     }
 
     private sealed class Pixels1

@@ -4,9 +4,7 @@ namespace Microsoft.ML.ModelMerging.Experiments.Charts;
 
 /// <summary>
 /// A PNG chart with one plot area: title, axis labels, numeric or labelled ticks, grid lines and a legend, drawn with
-/// SkiaSharp. The charting package obtainable here (ScottPlot 5.1) needs SkiaSharp 3, which breaks ML.NET 5's
-/// <c>ExtractPixels</c> in the same process, so the leaderboard's two chart kinds are drawn here on the SkiaSharp that
-/// ML.NET's ImageAnalytics ships with.
+/// SkiaSharp, the one that ML.NET's ImageAnalytics ships with.
 /// </summary>
 internal sealed class ChartCanvas : IDisposable
 {
@@ -20,6 +18,7 @@ internal sealed class ChartCanvas : IDisposable
     private readonly SKBitmap bitmap;
     private readonly SKCanvas canvas;
     private readonly SKTypeface typeface;
+    private readonly SKFont font;
     private readonly SKPaint text;
     private readonly SKRect area;
     private readonly (double Min, double Max) xRange;
@@ -36,7 +35,8 @@ internal sealed class ChartCanvas : IDisposable
         canvas = new SKCanvas(bitmap);
         canvas.Clear(SKColors.White);
         typeface = LoadTypeface();
-        text = new SKPaint { Typeface = typeface, TextSize = 13, IsAntialias = true, Color = SKColors.Black };
+        font = new SKFont(typeface, 13) { LinearMetrics = true };
+        text = new SKPaint { IsAntialias = true, Color = SKColors.Black };
         area = new SKRect(70, 45, width - 20 - legendWidth, height - 70);
         xRange = x;
         yRange = y;
@@ -50,12 +50,12 @@ internal sealed class ChartCanvas : IDisposable
 
     public void Title(string title, string xLabel, string yLabel)
     {
-        using var bold = new SKPaint { Typeface = text.Typeface, TextSize = 16, IsAntialias = true, Color = SKColors.Black, FakeBoldText = true };
-        canvas.DrawText(title, (area.Left + area.Right - bold.MeasureText(title)) / 2, 28, bold);
-        canvas.DrawText(xLabel, (area.Left + area.Right - text.MeasureText(xLabel)) / 2, bitmap.Height - 18, text);
+        using var bold = new SKFont(typeface, 16) { Embolden = true, LinearMetrics = true };
+        canvas.DrawText(title, (area.Left + area.Right - bold.MeasureText(title)) / 2, 28, bold, text);
+        canvas.DrawText(xLabel, (area.Left + area.Right - font.MeasureText(xLabel)) / 2, bitmap.Height - 18, font, text);
         canvas.Save();
         canvas.RotateDegrees(-90);
-        canvas.DrawText(yLabel, -(area.Top + area.Bottom + text.MeasureText(yLabel)) / 2, 22, text);
+        canvas.DrawText(yLabel, -(area.Top + area.Bottom + font.MeasureText(yLabel)) / 2, 22, font, text);
         canvas.Restore();
     }
 
@@ -69,8 +69,8 @@ internal sealed class ChartCanvas : IDisposable
     {
         for (int i = 0; i < positions.Count; i++)
         {
-            float width = text.MeasureText(labels[i]);
-            canvas.DrawText(labels[i], X(positions[i]) - width / 2, area.Bottom + 20, text);
+            float width = font.MeasureText(labels[i]);
+            canvas.DrawText(labels[i], X(positions[i]) - width / 2, area.Bottom + 20, font, text);
         }
     }
 
@@ -90,7 +90,7 @@ internal sealed class ChartCanvas : IDisposable
     public void Legend(IReadOnlyList<(string Label, SKColor Color)> items)
     {
         if (items.Count == 0) return;
-        float rowHeight = 18, boxWidth = items.Max(i => text.MeasureText(i.Label)) + 34, boxHeight = items.Count * rowHeight + 10;
+        float rowHeight = 18, boxWidth = items.Max(i => font.MeasureText(i.Label)) + 34, boxHeight = items.Count * rowHeight + 10;
         bool outside = bitmap.Width - area.Right - 20 >= boxWidth;
         float left = outside ? area.Right + 12 : area.Right - boxWidth - 8;
         float top = outside ? area.Top : area.Bottom - boxHeight - 8;
@@ -103,7 +103,7 @@ internal sealed class ChartCanvas : IDisposable
             float y = top + 5 + i * rowHeight;
             using var swatch = new SKPaint { Color = items[i].Color };
             canvas.DrawRect(SKRect.Create(left + 8, y + 3, 16, 11), swatch);
-            canvas.DrawText(items[i].Label, left + 30, y + 13, text);
+            canvas.DrawText(items[i].Label, left + 30, y + 13, font, text);
         }
     }
 
@@ -134,6 +134,7 @@ internal sealed class ChartCanvas : IDisposable
     public void Dispose()
     {
         text.Dispose();
+        font.Dispose();
         typeface.Dispose();
         canvas.Dispose();
         bitmap.Dispose();
@@ -168,12 +169,12 @@ internal sealed class ChartCanvas : IDisposable
             if (vertical)
             {
                 canvas.DrawLine(area.Left, Y(value), area.Right, Y(value), grid);
-                canvas.DrawText(label, area.Left - 8 - text.MeasureText(label), Y(value) + 4, text);
+                canvas.DrawText(label, area.Left - 8 - font.MeasureText(label), Y(value) + 4, font, text);
             }
             else
             {
                 canvas.DrawLine(X(value), area.Top, X(value), area.Bottom, grid);
-                canvas.DrawText(label, X(value) - text.MeasureText(label) / 2, area.Bottom + 20, text);
+                canvas.DrawText(label, X(value) - font.MeasureText(label) / 2, area.Bottom + 20, font, text);
             }
         }
     }

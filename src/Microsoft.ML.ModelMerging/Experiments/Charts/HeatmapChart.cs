@@ -19,21 +19,22 @@ internal static class HeatmapChart
             throw new ArgumentException($"A {values.GetLength(0)}×{values.GetLength(1)} matrix for {n} labels.");
         const int cell = 64, top = 60, bottom = 30;
         using var typeface = ChartCanvas.LoadTypeface();
-        using var text = new SKPaint { Typeface = typeface, TextSize = 13, IsAntialias = true, Color = SKColors.Black };
-        float left = labels.Select(l => text.MeasureText(l)).DefaultIfEmpty(0).Max() + 20;
+        using var font = new SKFont(typeface, 13) { LinearMetrics = true };
+        using var text = new SKPaint { IsAntialias = true, Color = SKColors.Black };
+        float left = labels.Select(l => font.MeasureText(l)).DefaultIfEmpty(0).Max() + 20;
         int width = (int)left + n * cell + 30, height = top + n * cell + bottom + (int)left;
         using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
         using var canvas = new SKCanvas(bitmap);
         canvas.Clear(SKColors.White);
-        using (var bold = new SKPaint { Typeface = typeface, TextSize = 16, IsAntialias = true, Color = SKColors.Black, FakeBoldText = true })
-            canvas.DrawText(title, Math.Max(10, (width - bold.MeasureText(title)) / 2), 30, bold);
+        using (var bold = new SKFont(typeface, 16) { Embolden = true, LinearMetrics = true })
+            canvas.DrawText(title, Math.Max(10, (width - bold.MeasureText(title)) / 2), 30, bold, text);
         for (int i = 0; i < n; i++)
         {
-            canvas.DrawText(labels[i], left - 10 - text.MeasureText(labels[i]), top + i * cell + cell / 2 + 5, text);
+            canvas.DrawText(labels[i], left - 10 - font.MeasureText(labels[i]), top + i * cell + cell / 2 + 5, font, text);
             canvas.Save();
             canvas.Translate(left + i * cell + cell / 2 + 5, top + n * cell + 10);
             canvas.RotateDegrees(90);
-            canvas.DrawText(labels[i], 0, 0, text);
+            canvas.DrawText(labels[i], 0, 0, font, text);
             canvas.Restore();
             for (int j = 0; j < n; j++)
             {
@@ -45,8 +46,8 @@ internal static class HeatmapChart
                 var rect = SKRect.Create(left + j * cell, top + i * cell, cell, cell);
                 canvas.DrawRect(rect, fill);
                 string label = values[i, j].ToString("F2", CultureInfo.InvariantCulture);
-                using var valueText = new SKPaint { Typeface = typeface, TextSize = 13, IsAntialias = true, Color = Math.Abs(v) > 0.6 ? SKColors.White : SKColors.Black };
-                canvas.DrawText(label, rect.MidX - valueText.MeasureText(label) / 2, rect.MidY + 5, valueText);
+                using var valueText = new SKPaint { IsAntialias = true, Color = Math.Abs(v) > 0.6 ? SKColors.White : SKColors.Black };
+                canvas.DrawText(label, rect.MidX - font.MeasureText(label) / 2, rect.MidY + 5, font, valueText);
             }
         }
         using (var frame = new SKPaint { Color = SKColors.Black, Style = SKPaintStyle.Stroke, StrokeWidth = 1 })
