@@ -50,7 +50,8 @@ internal static class FinetuneCommand
         var command = new Command("finetune",
             "Fine-tune an expert for one task from a pre-trained backbone, with the zoo's recipe: a linear-probe head " +
             $"({recipe.LinearProbe.Epochs} epochs, lr {Format(recipe.LinearProbe.LearningRate)}) on all training images of the frozen backbone, then " +
-            $"{recipe.FineTuning.Epochs} epochs of full fine-tuning (AdamW, lr {Format(recipe.FineTuning.LearningRate)}, weight decay {Format(recipe.FineTuning.WeightDecay)}, " +
+            $"{recipe.FineTuning.Epochs} epochs of full fine-tuning (AdamW, lr {Format(recipe.FineTuning.LearningRate)} for the MLPs and " +
+            $"{Format(recipe.FineTuning.LearningRate * (recipe.FineTuning.NonMlpLearningRateScale ?? 1))} for every other tensor, weight decay {Format(recipe.FineTuning.WeightDecay)}, " +
             $"cosine schedule) with the head frozen. Image folders are split per class, seeded: {Format(ImageFolderTask.ValidationFraction)} validation, " +
             $"{Format(ImageFolderTask.TestFraction)} test, the rest train.")
         {
@@ -68,6 +69,8 @@ internal static class FinetuneCommand
             var fineTuning = parse.GetValue(epochs) is int e ? recipe.FineTuning with { Epochs = e } : recipe.FineTuning;
             if (parse.GetValue(learningRate) is double lr) fineTuning = fineTuning with { LearningRate = lr };
             string chosenMode = FineTuningModes.Parse(parse.GetValue(mode)!);
+            // An adapter trains only its own matrices: the MLP / non-MLP split of full fine-tuning does not apply (nor is recorded).
+            if (chosenMode != FineTuningModes.Full) fineTuning = fineTuning with { NonMlpLearningRateScale = null };
             var lora = new LoraOptions
             {
                 Rank = parse.GetValue(rank), Alpha = parse.GetValue(alpha), Targets = LoraOptions.ParseTargets(parse.GetValue(targets)!),
