@@ -57,13 +57,13 @@ public sealed record TiesSettings : AlgorithmSettings
     /// <summary>λ scaling the merged task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
 
-    /// <summary>Fraction of each task vector's largest-magnitude entries kept.</summary>
+    /// <summary>Fraction of each task vector's largest-magnitude entries kept by the trim, in (0, 1] (default 0.2).</summary>
     public double? Keep { get; init; }
 
-    /// <summary>True: threshold per tensor (mergekit); false: over the whole model (FusionBench).</summary>
+    /// <summary>True: threshold per tensor (mergekit); false: over the whole model (FusionBench, the default).</summary>
     public bool? TrimPerTensor { get; init; }
 
-    /// <summary>True: agreeing entries averaged; false: summed.</summary>
+    /// <summary>True: agreeing entries averaged; false: summed (the default).</summary>
     public bool? MergeByMean { get; init; }
 
     /// <inheritdoc/>
@@ -185,7 +185,7 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// <summary>Router layers: 0, 1 or 2 (default 2).</summary>
     public int? RouterDepth { get; init; }
 
-    /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample.</summary>
+    /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample (default false).</summary>
     public bool? BatchReduce { get; init; }
 
     /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
@@ -246,13 +246,13 @@ public sealed record TactSettings : AlgorithmSettings
     /// <summary>ε added to the merged model's variance (default 1e-8).</summary>
     public double? Epsilon { get; init; }
 
-    /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's).</summary>
+    /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's, the default).</summary>
     public bool? PerToken { get; init; }
 
-    /// <summary>The base method's λ, for a base method that has one.</summary>
+    /// <summary>The base method's λ, for a base method that has one (default 0.3).</summary>
     public double? Lambda { get; init; }
 
-    /// <summary>The base method's kept fraction (TIES).</summary>
+    /// <summary>The base method's kept fraction (TIES), in (0, 1] (default 0.2).</summary>
     public double? Keep { get; init; }
 
     /// <summary>Seed of the choice of images when a task has more than <see cref="Examples"/> (default 0).</summary>
