@@ -22,9 +22,20 @@ public abstract record AlgorithmSettings
         {
             bool flag => flag ? "true" : "false",
             double number => MergeParameterSpec.FormatNumber(number),
+            IEnumerable<double> numbers => string.Join(",", numbers.Select(MergeParameterSpec.FormatNumber)),
             IFormattable value => value.ToString(null, CultureInfo.InvariantCulture),
             var value => value!.ToString()!,
         })));
+}
+
+/// <summary>Simple average: θ = mean of the experts' weights. It takes no parameters.</summary>
+public sealed record SimpleAverageSettings : AlgorithmSettings
+{
+    /// <inheritdoc/>
+    public override string Method => "simple-average";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() => [];
 }
 
 /// <summary>Task arithmetic: θ0 + λ·Σ τ_i.</summary>
@@ -46,13 +57,13 @@ public sealed record TiesSettings : AlgorithmSettings
     /// <summary>λ scaling the merged task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
 
-    /// <summary>Fraction of each task vector's largest-magnitude entries kept.</summary>
+    /// <summary>Fraction of each task vector's largest-magnitude entries kept by the trim, in (0, 1] (default 0.2).</summary>
     public double? Keep { get; init; }
 
-    /// <summary>True: threshold per tensor (mergekit); false: over the whole model (FusionBench).</summary>
+    /// <summary>True: threshold per tensor (mergekit); false: over the whole model (FusionBench, the default).</summary>
     public bool? TrimPerTensor { get; init; }
 
-    /// <summary>True: agreeing entries averaged; false: summed.</summary>
+    /// <summary>True: agreeing entries averaged; false: summed (the default).</summary>
     public bool? MergeByMean { get; init; }
 
     /// <inheritdoc/>
@@ -65,6 +76,92 @@ public sealed record TiesSettings : AlgorithmSettings
         ("trim", TrimPerTensor is { } perTensor ? perTensor ? "per-tensor" : "global" : null),
         ("merge-func", MergeByMean is { } mean ? mean ? "mean" : "sum" : null),
     ];
+}
+
+/// <summary>DARE: task-vector entries dropped with probability p, the rest rescaled by 1/(1−p), then task arithmetic or TIES.</summary>
+public sealed record DareSettings : AlgorithmSettings
+{
+    /// <summary>Probability p of dropping each task-vector entry, in [0, 1) (default 0.5).</summary>
+    public double? DropRate { get; init; }
+
+    /// <summary>Seed of the random drop masks (default 0).</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>True: TIES merges the dropped task vectors; false: task arithmetic (the default).</summary>
+    public bool? ThenTies { get; init; }
+
+    /// <summary>λ scaling the merged task vector (default 0.3).</summary>
+    public double? Lambda { get; init; }
+
+    /// <summary>TIES only: fraction of each task vector's largest-magnitude entries kept by the trim (default 0.2).</summary>
+    public double? Keep { get; init; }
+
+    /// <summary>TIES only. True: threshold per tensor (mergekit); false: over the whole model (FusionBench, the default).</summary>
+    public bool? TrimPerTensor { get; init; }
+
+    /// <summary>TIES only. True: agreeing entries averaged; false: summed (the default).</summary>
+    public bool? MergeByMean { get; init; }
+
+    /// <inheritdoc/>
+    public override string Method => "dare";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() =>
+    [
+        ("drop-rate", DropRate), ("seed", Seed), ("then", ThenTies is { } ties ? ties ? "ties" : "task-arithmetic" : null),
+        ("lambda", Lambda), ("keep", Keep),
+        ("trim", TrimPerTensor is { } perTensor ? perTensor ? "per-tensor" : "global" : null),
+        ("merge-func", MergeByMean is { } mean ? mean ? "mean" : "sum" : null),
+    ];
+}
+
+/// <summary>TALL masks: a shared τ_MTL = Σ τ_i plus a mask per task; task t's model is θ0 + m_t ⊙ τ_MTL (the task known at inference).</summary>
+public sealed record TallMasksSettings : AlgorithmSettings
+{
+    /// <summary>λ scaling the task-agnostic model θ0 + λ·τ_MTL (default 0.3).</summary>
+    public double? Lambda { get; init; }
+
+    /// <summary>λ_t of the masks m_t = |τ_t| ≥ λ_t·|τ_MTL − τ_t|, each ≥ 0: one value for every expert or one per expert (default 0.4).</summary>
+    public IReadOnlyList<double>? TallLambda { get; init; }
+
+    /// <inheritdoc/>
+    public override string Method => "tall-masks";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() => [("lambda", Lambda), ("tall-lambda", TallLambda)];
+}
+
+/// <summary>Consensus merging: task arithmetic restricted to the weights that the TALL masks of at least k tasks keep.</summary>
+public sealed record ConsensusSettings : AlgorithmSettings
+{
+    /// <summary>λ scaling the kept multi-task vector (default 0.3).</summary>
+    public double? Lambda { get; init; }
+
+    /// <summary>λ_t of the TALL masks, each ≥ 0: one value for every expert or one per expert (default 0.4).</summary>
+    public IReadOnlyList<double>? TallLambda { get; init; }
+
+    /// <summary>k: a weight is kept when at least k task masks select it (default 2).</summary>
+    public int? MinTasks { get; init; }
+
+    /// <inheritdoc/>
+    public override string Method => "consensus";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() =>
+        [("lambda", Lambda), ("tall-lambda", TallLambda), ("min-tasks", MinTasks)];
+}
+
+/// <summary>
+/// EMR-Merging: a unified task vector (elected sign, largest agreeing magnitude) plus a mask and a rescaler per task (the
+/// task known at inference). It takes no parameters.
+/// </summary>
+public sealed record EmrSettings : AlgorithmSettings
+{
+    /// <inheritdoc/>
+    public override string Method => "emr";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() => [];
 }
 
 /// <summary>WEMoE, or E-WEMoE with <see cref="Efficient"/>: per-sample routed MLP experts trained by test-time adaptation.</summary>
@@ -88,7 +185,7 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// <summary>Router layers: 0, 1 or 2 (default 2).</summary>
     public int? RouterDepth { get; init; }
 
-    /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample.</summary>
+    /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample (default false).</summary>
     public bool? BatchReduce { get; init; }
 
     /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
@@ -149,13 +246,13 @@ public sealed record TactSettings : AlgorithmSettings
     /// <summary>ε added to the merged model's variance (default 1e-8).</summary>
     public double? Epsilon { get; init; }
 
-    /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's).</summary>
+    /// <summary>True: statistics per channel and token position; false: per channel over every token (the paper's, the default).</summary>
     public bool? PerToken { get; init; }
 
-    /// <summary>The base method's λ, for a base method that has one.</summary>
+    /// <summary>The base method's λ, for a base method that has one (default 0.3).</summary>
     public double? Lambda { get; init; }
 
-    /// <summary>The base method's kept fraction (TIES).</summary>
+    /// <summary>The base method's kept fraction (TIES), in (0, 1] (default 0.2).</summary>
     public double? Keep { get; init; }
 
     /// <summary>Seed of the choice of images when a task has more than <see cref="Examples"/> (default 0).</summary>
@@ -170,4 +267,42 @@ public sealed record TactSettings : AlgorithmSettings
         ("base-method", BaseMethod), ("examples", Examples), ("epsilon", Epsilon),
         ("statistics", PerToken is { } token ? token ? "token" : "channel" : null), ("lambda", Lambda), ("keep", Keep), ("seed", Seed),
     ];
+}
+
+/// <summary>Fisher merging: every weight averaged across experts in proportion to its diagonal Fisher information on labeled training examples.</summary>
+public sealed record FisherSettings : AlgorithmSettings
+{
+    /// <summary>Labeled training examples per task (default 256).</summary>
+    public int? Examples { get; init; }
+
+    /// <summary>Added to every Fisher weight, &gt; 0 (default 1e-6).</summary>
+    public double? Epsilon { get; init; }
+
+    /// <summary>Seed of the choice of examples (default 0).</summary>
+    public int? Seed { get; init; }
+
+    /// <inheritdoc/>
+    public override string Method => "fisher";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() => [("examples", Examples), ("epsilon", Epsilon), ("seed", Seed)];
+}
+
+/// <summary>RegMean: every linear layer solved in closed form from the experts' input Gram matrices on labeled training examples; other tensors averaged.</summary>
+public sealed record RegMeanSettings : AlgorithmSettings
+{
+    /// <summary>Labeled training examples per task (default 256).</summary>
+    public int? Examples { get; init; }
+
+    /// <summary>Scale of the Gram matrices' off-diagonal entries, in [0, 1] (default 0.95).</summary>
+    public double? Alpha { get; init; }
+
+    /// <summary>Seed of the choice of examples (default 0).</summary>
+    public int? Seed { get; init; }
+
+    /// <inheritdoc/>
+    public override string Method => "regmean";
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(string, object?)> Given() => [("examples", Examples), ("alpha", Alpha), ("seed", Seed)];
 }

@@ -86,43 +86,98 @@ public sealed class MergeAlgorithmRegistryTests
         Assert.HasCount(0, MergeAlgorithmRegistry.Default.Get("wemoe").SearchGrid);
     }
 
-    /// <summary>Typed settings give the string form's parameters, only those set, and every one resolves against its algorithm.</summary>
+    /// <summary>
+    /// One typed settings record per registered algorithm, every declared parameter set off its default, beside the same
+    /// settings in the string form.
+    /// </summary>
+    private static readonly (AlgorithmSettings Typed, string[] Text)[] EveryAlgorithmTyped =
+    [
+        (new SimpleAverageSettings(), []),
+        (new TaskArithmeticSettings { Lambda = 0.4 }, ["lambda=0.4"]),
+        (new TiesSettings { Lambda = 0.5, Keep = 0.1, TrimPerTensor = true, MergeByMean = true },
+            ["lambda=0.5", "keep=0.1", "trim=per-tensor", "merge-func=mean"]),
+        (new DareSettings { DropRate = 0.9, Seed = 7, ThenTies = true, Lambda = 0.7, Keep = 0.3, TrimPerTensor = true, MergeByMean = true },
+            ["drop-rate=0.9", "seed=7", "then=ties", "lambda=0.7", "keep=0.3", "trim=per-tensor", "merge-func=mean"]),
+        (new TallMasksSettings { Lambda = 1, TallLambda = [0.2, 0.6] }, ["lambda=1", "tall-lambda=0.2,0.6"]),
+        (new ConsensusSettings { Lambda = 0.5, TallLambda = [0.5], MinTasks = 3 }, ["lambda=0.5", "tall-lambda=0.5", "min-tasks=3"]),
+        (new EmrSettings(), []),
+        (new WeightEnsemblingSettings { Steps = 500, LearningRate = 1e-3, Batch = 8, Lambda = 0.4, RouterDepth = 1, BatchReduce = true, Seed = 3 },
+            ["steps=500", "learning-rate=0.001", "batch=8", "lambda=0.4", "router-depth=1", "batch-reduce=true", "seed=3"]),
+        (new AdaMergingSettings { Steps = 20, LearningRate = 1e-2, Batch = 4, Lambda = 0.2, Seed = 5 },
+            ["steps=20", "learning-rate=0.01", "batch=4", "lambda=0.2", "seed=5"]),
+        (new WeightEnsemblingSettings { Efficient = true, Steps = 50, LearningRate = 1e-5, Batch = 2, Lambda = 0.6, RouterDepth = 0, BatchReduce = true, Keep = 0.2, Seed = 9 },
+            ["steps=50", "learning-rate=1e-5", "batch=2", "lambda=0.6", "router-depth=0", "batch-reduce=true", "keep=0.2", "seed=9"]),
+        (new AdaMergingSettings { TaskWise = true, Steps = 10, LearningRate = 5e-3, Batch = 32, Lambda = 0.5, Seed = 1 },
+            ["steps=10", "learning-rate=0.005", "batch=32", "lambda=0.5", "seed=1"]),
+        (new TactSettings { BaseMethod = "ties", Examples = 64, Epsilon = 1e-6, PerToken = true, Seed = 2, Lambda = 0.5, Keep = 0.1 },
+            ["base-method=ties", "examples=64", "epsilon=1e-6", "statistics=token", "seed=2", "lambda=0.5", "keep=0.1"]),
+        (new FisherSettings { Examples = 32, Epsilon = 1e-4, Seed = 1 }, ["examples=32", "epsilon=1e-4", "seed=1"]),
+        (new RegMeanSettings { Examples = 16, Alpha = 0.5, Seed = 4 }, ["examples=16", "alpha=0.5", "seed=4"]),
+    ];
+
+    /// <summary>
+    /// Typed settings give the string form's parameters, only those set, and resolve to exactly what the string form
+    /// resolves to; <c>MergeExpertsOptions.Use</c> runs the registry's algorithm with them.
+    /// </summary>
     [TestMethod]
     public void TypedSettingsAreTheStringFormOfTheirAlgorithm()
     {
         var registry = MergeAlgorithmRegistry.Default;
-        AlgorithmSettings[] settings =
-        [
-            new TaskArithmeticSettings { Lambda = 0.4 },
-            new TiesSettings { Keep = 0.1, TrimPerTensor = true, MergeByMean = false },
-            new WeightEnsemblingSettings { Steps = 500, RouterDepth = 1, BatchReduce = true, LearningRate = 1e-4 },
-            new WeightEnsemblingSettings { Efficient = true, Keep = 0.2 },
-            new AdaMergingSettings { TaskWise = true, Steps = 10 },
-            new TactSettings { BaseMethod = "ties", PerToken = true, Keep = 0.1, Examples = 64 },
-        ];
-        foreach (var typed in settings)
+        foreach (var (typed, text) in EveryAlgorithmTyped)
         {
             var algorithm = registry.Get(typed.Method);
-            typed.ToParameters().Resolve(algorithm.Name, algorithm.Parameters);
+            string[] resolved = Text(typed.ToParameters().Resolve(algorithm.Name, algorithm.Parameters));
+            CollectionAssert.AreEquivalent(Text(MergeParameters.Parse(text).Resolve(algorithm.Name, algorithm.Parameters)), resolved, typed.ToString());
+            CollectionAssert.AreEquivalent(text.Select(t => t[..t.IndexOf('=')]).ToArray(), typed.ToParameters().Values.Keys.ToArray(), typed.ToString());
+
+            // Every declared parameter is set, off its default: each has a property, and the property reaches it.
+            string[] defaults = Text(MergeParameters.Empty.Resolve(algorithm.Name, algorithm.Parameters));
+            Assert.IsEmpty(resolved.Intersect(defaults).ToArray(), $"{typed}: a parameter left at its default, or without a property");
+
+            var (used, parameters) = new ModelMerging.MLNet.MergeExpertsOptions().Use(typed).CreateAlgorithm();
+            Assert.AreSame(algorithm, used);
+            CollectionAssert.AreEquivalent(resolved, Text(parameters.Resolve(used.Name, used.Parameters)), typed.ToString());
         }
 
         CollectionAssert.AreEquivalent(new[] { "keep=0.1", "trim=per-tensor", "merge-func=sum" },
-            settings[1].ToParameters().Values.Select(kv => $"{kv.Key}={kv.Value}").ToArray());
-        var wemoe = MergeParameters.Parse("steps=500", "router-depth=1", "batch-reduce=true", "learning-rate=0.0001");
-        var wemoeAlgorithm = registry.Get("wemoe");
-        CollectionAssert.AreEquivalent(
-            wemoe.Resolve("wemoe", wemoeAlgorithm.Parameters).ToText().ToArray(),
-            settings[2].ToParameters().Resolve("wemoe", wemoeAlgorithm.Parameters).ToText().ToArray());
-        Assert.AreEqual("e-wemoe", settings[3].Method);
-        Assert.AreEqual("adamerging-task", settings[4].Method);
+            Assignments(new TiesSettings { Keep = 0.1, TrimPerTensor = true, MergeByMean = false }));
+        CollectionAssert.AreEquivalent(new[] { "then=task-arithmetic", "trim=global" }, Assignments(new DareSettings { ThenTies = false, TrimPerTensor = false }));
+        CollectionAssert.AreEquivalent(new[] { "tall-lambda=0.25" }, Assignments(new TallMasksSettings { TallLambda = [0.25] }));
         CollectionAssert.AreEquivalent(new[] { "base-method=ties", "statistics=token", "keep=0.1", "examples=64" },
-            settings[5].ToParameters().Values.Select(kv => $"{kv.Key}={kv.Value}").ToArray());
+            Assignments(new TactSettings { BaseMethod = "ties", PerToken = true, Keep = 0.1, Examples = 64 }));
+        Assert.AreEqual("e-wemoe", new WeightEnsemblingSettings { Efficient = true }.Method);
+        Assert.AreEqual("adamerging-task", new AdaMergingSettings { TaskWise = true }.Method);
 
-        var options = new ModelMerging.MLNet.MergeExpertsOptions().Use(settings[2]);
+        var options = new ModelMerging.MLNet.MergeExpertsOptions().Use(new WeightEnsemblingSettings { Steps = 500 });
         Assert.AreEqual("wemoe", options.Method);
         Assert.AreEqual("500", options.Parameters["steps"]);
         Assert.IsFalse(options.Parameters.ContainsKey("lambda"), "unset properties keep the declared default");
     }
+
+    /// <summary>Every registered algorithm has typed settings, and every typed settings record is checked above.</summary>
+    [TestMethod]
+    public void EveryRegisteredAlgorithmHasTypedSettings()
+    {
+        string[] typed = [.. EveryAlgorithmTyped.Select(entry => entry.Typed.Method)];
+        string[] untyped = [.. MergeAlgorithmRegistry.Default.Algorithms.Select(a => a.Name).Except(typed, StringComparer.OrdinalIgnoreCase)];
+        Assert.IsEmpty(untyped, "registered without typed settings: " + string.Join(", ", untyped));
+        CollectionAssert.AreEquivalent(MergeAlgorithmRegistry.Default.Algorithms.Select(a => a.Name).ToArray(), typed);
+
+        var records = typeof(AlgorithmSettings).Assembly.GetExportedTypes()
+            .Where(type => type.IsSubclassOf(typeof(AlgorithmSettings)) && !type.IsAbstract)
+            .ToArray();
+        CollectionAssert.AreEquivalent(records, EveryAlgorithmTyped.Select(entry => entry.Typed.GetType()).Distinct().ToArray());
+        foreach (var type in records)
+        {
+            // Nothing set, nothing given: every parameter takes the registry's default.
+            var unset = (AlgorithmSettings)Activator.CreateInstance(type)!;
+            Assert.IsEmpty(unset.ToParameters().Values, type.Name);
+        }
+    }
+
+    private static string[] Text(ResolvedMergeParameters parameters) => [.. parameters.ToText().Select(kv => $"{kv.Key}={kv.Value}")];
+
+    private static string[] Assignments(AlgorithmSettings settings) => [.. settings.ToParameters().Values.Select(kv => $"{kv.Key}={kv.Value}")];
 
     [TestMethod]
     public void ListDescribesEveryAlgorithmWithItsNeeds()
