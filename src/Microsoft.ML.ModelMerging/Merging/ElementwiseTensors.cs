@@ -104,23 +104,30 @@ internal static class ElementwiseTensors
             ranges.Add((start, length, flatBase.narrow(0, start, length), [.. flatRows.Select(r => r.narrow(0, start, length))], flatOutput?.narrow(0, start, length)));
         }
 
-        Parallel.For(0, ranges.Count, new ParallelOptions { MaxDegreeOfParallelism = workers }, createPartial, (r, _, partial) =>
+        // One partial per thread: thread w takes ranges w, w + workers, ... (interleaved, so the work is even), and its
+        // partial is folded once at the end.
+        int threads = Math.Min(workers, ranges.Count);
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, w =>
         {
-            var range = ranges[r];
+            var partial = createPartial();
             var baseValues = t_baseValues ??= new float[ChunkElements];
             var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
-            for (int start = 0; start < range.Length; start += ChunkElements)
+            for (int r = w; r < ranges.Count; r += threads)
             {
-                int length = (int)Math.Min(ChunkElements, range.Length - start);
-                MemoryMarshal.Cast<byte, float>(range.Base.bytes).Slice(start, length).CopyTo(baseValues);
-                for (int e = 0; e < experts; e++)
-                    MemoryMarshal.Cast<byte, float>(range.Rows[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, range.Start + start, input.LackingExperts);
-                var outputSpan = range.Output is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(range.Output.bytes).Slice(start, length);
-                visit(partial, chunk, outputSpan);
+                var range = ranges[r];
+                for (int start = 0; start < range.Length; start += ChunkElements)
+                {
+                    int length = (int)Math.Min(ChunkElements, range.Length - start);
+                    MemoryMarshal.Cast<byte, float>(range.Base.bytes).Slice(start, length).CopyTo(baseValues);
+                    for (int e = 0; e < experts; e++)
+                        MemoryMarshal.Cast<byte, float>(range.Rows[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
+                    var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, range.Start + start, input.LackingExperts);
+                    var outputSpan = range.Output is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(range.Output.bytes).Slice(start, length);
+                    visit(partial, chunk, outputSpan);
+                }
             }
-            return partial;
-        }, finish);
+            finish(partial);
+        });
     }
 
     /// <summary>The merged weights, a new float32 tensor of the base's shape.</summary>
