@@ -63,6 +63,32 @@ internal static class ElementwiseTensors
         }
     }
 
+    /// <summary>
+    /// <see cref="MergeInParallel(MergeTensorInput, ChunkMerger)"/> for a merge that also gathers something per thread:
+    /// each thread merges into its own partial from <paramref name="createPartial"/>, and <paramref name="fold"/> takes the
+    /// partials one at a time.
+    /// </summary>
+    public static Tensor MergeInParallel<T>(MergeTensorInput input, Func<T> createPartial, PartialChunkMerger<T> mergeChunk, Action<T> fold)
+    {
+        var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
+        var gate = new object();
+        try
+        {
+            ForEachChunkInParallel(input, merged, createPartial,
+                (T partial, in ElementwiseChunk chunk, Span<float> output) => mergeChunk(partial, chunk, output),
+                partial => { lock (gate) fold(partial); });
+            return merged;
+        }
+        catch
+        {
+            merged.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Merges one chunk into its slice of the output, gathering into the thread's partial.</summary>
+    internal delegate void PartialChunkMerger<in T>(T partial, in ElementwiseChunk chunk, Span<float> merged);
+
     /// <summary>Threads a tensor-at-a-time pass may use: the processor count, at most 8 (as the streaming driver's workers).</summary>
     internal static int ParallelWorkers { get; set; } = Math.Clamp(Environment.ProcessorCount, 1, 8);
 

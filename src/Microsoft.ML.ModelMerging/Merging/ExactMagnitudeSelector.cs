@@ -26,8 +26,9 @@ internal sealed class ExactMagnitudeSelector : IDisposable
     private const int InterleaveThreshold = 1 << 16;
 
     private readonly long _chunkElements;
-    private readonly long[][] _coarseCounts;
-    private readonly long[][] _fineCounts;
+    // Per series, allocated when first counted into (a partial of one pass never needs the other pass's histograms).
+    private readonly long[]?[] _coarseCounts;
+    private readonly long[]?[] _fineCounts;
     private int[]? _scratch; // allocated on first use: thread-local partials counting small chunks never need it
     private long[]? _buckets;
     private long[]? _remainingRanks;
@@ -48,14 +49,18 @@ internal sealed class ExactMagnitudeSelector : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkElements, 1);
         SeriesCount = seriesCount;
         _chunkElements = Math.Min(chunkElements, int.MaxValue);
-        _coarseCounts = [.. Enumerable.Range(0, seriesCount).Select(_ => new long[BucketCount])];
-        _fineCounts = [.. Enumerable.Range(0, seriesCount).Select(_ => new long[BucketCount])];
+        _coarseCounts = new long[seriesCount][];
+        _fineCounts = new long[seriesCount][];
     }
 
     public int SeriesCount { get; }
 
     /// <summary>How many values each series has received in pass 1.</summary>
-    public IReadOnlyList<long> Counts => [.. _coarseCounts.Select(counts => counts.Sum())];
+    public IReadOnlyList<long> Counts => [.. _coarseCounts.Select(counts => counts?.Sum() ?? 0)];
+
+    private long[] Coarse(int series) => _coarseCounts[series] ??= new long[BucketCount];
+
+    private long[] Fine(int series) => _fineCounts[series] ??= new long[BucketCount];
 
     /// <summary>Pass 1: feeds values of shape [series, ...] (the magnitude is taken, values must be finite).</summary>
     public void AccumulateCoarse(Tensor values)
@@ -65,7 +70,7 @@ internal sealed class ExactMagnitudeSelector : IDisposable
             throw new InvalidOperationException("Pass 1 of the magnitude selection is already finished.");
         }
 
-        ForEachSeries(values, (series, bits) => CountHigh(bits, _coarseCounts[series]));
+        ForEachSeries(values, (series, bits) => CountHigh(bits, Coarse(series)));
     }
 
     /// <summary>
@@ -89,7 +94,7 @@ internal sealed class ExactMagnitudeSelector : IDisposable
             }
         }
 
-        (_buckets, _remainingRanks) = LocateFromTop(_coarseCounts, ranksFromTop);
+        (_buckets, _remainingRanks) = LocateFromTop([.. Enumerable.Range(0, SeriesCount).Select(Coarse)], ranksFromTop);
     }
 
     /// <summary>Pass 2: feeds the same values again, in any order.</summary>
@@ -101,7 +106,7 @@ internal sealed class ExactMagnitudeSelector : IDisposable
         }
 
         var buckets = _buckets;
-        ForEachSeries(values, (series, bits) => CountLowInBucket(bits, (uint)buckets[series], _fineCounts[series]));
+        ForEachSeries(values, (series, bits) => CountLowInBucket(bits, (uint)buckets[series], Fine(series)));
     }
 
     /// <summary>Ends pass 2 and returns, per series, the exact wanted magnitude.</summary>
@@ -114,7 +119,7 @@ internal sealed class ExactMagnitudeSelector : IDisposable
 
         if (_thresholds is null)
         {
-            var (lows, _) = LocateFromTop(_fineCounts, _remainingRanks);
+            var (lows, _) = LocateFromTop([.. Enumerable.Range(0, SeriesCount).Select(Fine)], _remainingRanks);
             _thresholds = new float[SeriesCount];
             for (int s = 0; s < SeriesCount; s++)
             {
@@ -137,23 +142,29 @@ internal sealed class ExactMagnitudeSelector : IDisposable
         if (partial.SeriesCount != SeriesCount) throw new ArgumentException("The partial counts another number of series.", nameof(partial));
         for (int s = 0; s < SeriesCount; s++)
         {
-            for (int bucket = 0; bucket < BucketCount; bucket++)
+            if (partial._coarseCounts[s] is { } coarse)
             {
-                _coarseCounts[s][bucket] += partial._coarseCounts[s][bucket];
-                _fineCounts[s][bucket] += partial._fineCounts[s][bucket];
+                var into = Coarse(s);
+                for (int bucket = 0; bucket < BucketCount; bucket++) into[bucket] += coarse[bucket];
+            }
+
+            if (partial._fineCounts[s] is { } fine)
+            {
+                var into = Fine(s);
+                for (int bucket = 0; bucket < BucketCount; bucket++) into[bucket] += fine[bucket];
             }
         }
     }
 
     /// <summary>Pass 1 for values of one series (finite float32), e.g. a chunk of a tensor.</summary>
     internal void AccumulateCoarse(int series, ReadOnlySpan<float> values) =>
-        CountHigh(MemoryMarshal.Cast<float, uint>(values), _coarseCounts[series]);
+        CountHigh(MemoryMarshal.Cast<float, uint>(values), Coarse(series));
 
     /// <summary>Pass 2 for values of one series, after <see cref="FinishCoarse"/>.</summary>
     internal void AccumulateFine(int series, ReadOnlySpan<float> values)
     {
         var buckets = _buckets ?? throw new InvalidOperationException("Pass 2 of the magnitude selection runs after FinishCoarse.");
-        CountLowInBucket(MemoryMarshal.Cast<float, uint>(values), (uint)buckets[series], _fineCounts[series]);
+        CountLowInBucket(MemoryMarshal.Cast<float, uint>(values), (uint)buckets[series], Fine(series));
     }
 
     /// <summary>Nothing native is held any more; kept so callers can scope the selector's lifetime.</summary>

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.CompilerServices;
 using System.Numerics;
 using static TorchSharp.torch;
@@ -232,7 +233,11 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         long count = input.Base.numel();
         var thresholds = new float[input.ExpertCount];
         long rank = MagnitudePruning.ThresholdRank(count, Keep);
-        if (rank > 0)
+        if (rank > 0 && count <= SelectionBySortingLimit)
+        {
+            thresholds = ThresholdsBySorting(input, rank);
+        }
+        else if (rank > 0)
         {
             // Every pass runs on all cores; the counts are sums, so the thresholds do not depend on the threads.
             using var selector = new ExactMagnitudeSelector(input.ExpertCount);
@@ -243,13 +248,64 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
             thresholds = [.. selector.FinishFine()];
         }
 
-        long signBalance = 0;
-        ElementwiseTensors.Accumulate(input, () => new SignBalanceCounter(thresholds), partial => signBalance += partial.Balance);
-        bool majorityPositive = signBalance >= 0;
+        // The merge pass stands in for the majority-sign pass, as in the global trim: every entry is merged as if the
+        // tensor's majority were +1 while the elected signs are counted, and the entries a majority of −1 would change
+        // (exact cancellations) are recorded and patched afterwards.
         bool mean = MergeFunction == TiesMergeFunction.Mean;
         float lambda = (float)Lambda;
-        return new MergedTensor(ElementwiseTensors.MergeInParallel(input,
-            (in ElementwiseChunk chunk, Span<float> merged) => MergeChunk(chunk, merged, thresholds, majorityPositive, mean, lambda)));
+        long signBalance = 0;
+        var patches = new List<(long Index, float Negative)>();
+        var merged = ElementwiseTensors.MergeInParallel(input, () => new SignDependentEntries(),
+            (SignDependentEntries partial, in ElementwiseChunk chunk, Span<float> values) =>
+                partial.Balance += MergeAssumingPositiveMajority(chunk, values, thresholds, mean, lambda, partial.Record),
+            partial =>
+            {
+                signBalance += partial.Balance;
+                patches.AddRange(partial.Records);
+            });
+        if (signBalance < 0 && patches.Count > 0)
+        {
+            using var scope = NewDisposeScope();
+            var indices = tensor(patches.Select(p => p.Index).ToArray());
+            var values = tensor(patches.Select(p => p.Negative).ToArray());
+            merged.view(-1).index_copy_(0, indices, values);
+        }
+
+        return new MergedTensor(merged);
+    }
+
+    /// <summary>
+    /// Up to this many entries a tensor's per-task thresholds come from sorting a copy of its magnitudes: for the many
+    /// small tensors of a model (biases, norms) that is far cheaper than the two histogram passes and their 2^16 buckets.
+    /// </summary>
+    private const long SelectionBySortingLimit = 1 << 16;
+
+    /// <summary>The <paramref name="rank"/>-th largest |τ_i| of each task in a small tensor (0 for an expert lacking it).</summary>
+    private static float[] ThresholdsBySorting(MergeTensorInput input, long rank)
+    {
+        var thresholds = new float[input.ExpertCount];
+        var magnitudes = new float[input.Base.numel()];
+        for (int e = 0; e < input.ExpertCount; e++)
+        {
+            if (input.LackingExperts?[e] == true) continue; // no entry in task e's vector: no threshold, its τ = 0 keeps nothing
+            using var scope = NewDisposeScope();
+            var flat = input.TaskVectors[e].to_type(ScalarType.Float32).contiguous().reshape(-1).abs();
+            MemoryMarshal.Cast<byte, float>(flat.bytes).CopyTo(magnitudes);
+            Array.Sort(magnitudes);
+            thresholds[e] = magnitudes[^(int)rank]; // the rank-th from the top
+        }
+
+        return thresholds;
+    }
+
+    /// <summary>One thread's share of a per-tensor merge: its elected-sign balance and the sign-dependent entries it met.</summary>
+    private sealed class SignDependentEntries
+    {
+        public long Balance { get; set; }
+
+        public List<(long Index, float Negative)> Records { get; } = [];
+
+        public void Record(long index, float negative) => Records.Add((index, negative));
     }
 
     /// <summary>
@@ -461,6 +517,51 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         }
     }
 
+    /// <summary>
+    /// Merges a chunk as if the majority sign were +1 and returns the balance of its elected signs ((number of γ = +1) −
+    /// (number of γ = −1)); <paramref name="record"/> receives (index in the tensor, value for a majority of −1) of every
+    /// entry the majority decides (γ = 0 with kept entries of both signs, which cancel exactly).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static long MergeAssumingPositiveMajority(in ElementwiseChunk chunk, Span<float> merged, float[] thresholds, bool mean, float lambda, Action<long, float> record)
+    {
+        int n = chunk.Length;
+        long start = chunk.Start;
+        int width = Vector<float>.Count;
+        var lanes = Vector<int>.Zero; // at most n / width per lane: no overflow for a chunk
+        int j = 0;
+        for (; j + width <= n; j += width)
+        {
+            var parts = TrimmedParts.Of(chunk, j, thresholds, mean);
+            var zero = Vector.Equals(parts.Sum, Vector<float>.Zero);
+            var positive = Vector.GreaterThan(parts.Sum, Vector<float>.Zero);
+            // Comparison masks are −1 where true: negative minus positive is +1 per γ = +1, −1 per γ = −1.
+            lanes += Vector.LessThan(parts.Sum, Vector<float>.Zero) - positive;
+            var baseValues = chunk.Base.Slice(j);
+            parts.Merged(positive | zero, mean, lambda, baseValues).CopyTo(merged.Slice(j));
+            // Kept entries of both signs that cancel exactly: the value depends on the majority.
+            var dependent = zero & ~Vector.Equals(parts.Positive, Vector<float>.Zero) & ~Vector.Equals(parts.Negative, Vector<float>.Zero);
+            if (dependent == Vector<int>.Zero) continue;
+            var negative = parts.Merged(positive, mean, lambda, baseValues);
+            for (int lane = 0; lane < width; lane++)
+                if (dependent[lane] != 0) record(start + j + lane, negative[lane]);
+        }
+
+        long balance = 0;
+        for (int lane = 0; lane < Vector<int>.Count; lane++) balance += lanes[lane];
+        for (; j < n; j++)
+        {
+            float sum = TrimmedSum(chunk, j, thresholds);
+            balance += sum > 0 ? 1 : sum < 0 ? -1 : 0;
+            merged[j] = MergeScalar(chunk, j, thresholds, sum >= 0, mean, lambda);
+            if (sum != 0) continue;
+            float negative = MergeScalar(chunk, j, thresholds, false, mean, lambda);
+            if (BitConverter.SingleToInt32Bits(negative) != BitConverter.SingleToInt32Bits(merged[j])) record(start + j, negative);
+        }
+
+        return balance;
+    }
+
     /// <summary>The merge pass standing in for the majority-sign pass (<see cref="IElementwiseMergeMethod.BeginDeferredLastPass"/>).</summary>
     private sealed class DeferredMajoritySign(TiesMerge owner, long maxPatches) : DeferredLastPass
     {
@@ -501,47 +602,12 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         public void Accumulate(in ElementwiseChunk chunk) =>
             throw new InvalidOperationException("TIES: a deferred majority-sign pass gathers its statistics while merging.");
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void MergeChunk(in ElementwiseChunk chunk, Span<float> merged, int tensor, long start)
         {
             var owner = shared.Owner;
             var thresholds = owner._globalThresholds ?? throw new InvalidOperationException("TIES: the statistics passes have not run.");
-            int n = chunk.Length;
-            bool mean = owner.MergeFunction == TiesMergeFunction.Mean;
-            float lambda = (float)owner.Lambda;
-            int width = Vector<float>.Count;
-            var lanes = Vector<int>.Zero; // at most n / width per lane: no overflow for a chunk
-            int j = 0;
-            for (; j + width <= n; j += width)
-            {
-                var parts = TrimmedParts.Of(chunk, j, thresholds, mean);
-                var zero = Vector.Equals(parts.Sum, Vector<float>.Zero);
-                var positive = Vector.GreaterThan(parts.Sum, Vector<float>.Zero);
-                // Comparison masks are −1 where true: negative minus positive is +1 per γ = +1, −1 per γ = −1.
-                lanes += Vector.LessThan(parts.Sum, Vector<float>.Zero) - positive;
-                var baseValues = chunk.Base.Slice(j);
-                parts.Merged(positive | zero, mean, lambda, baseValues).CopyTo(merged.Slice(j));
-                // Kept entries of both signs that cancel exactly: the value depends on the majority.
-                var dependent = zero & ~Vector.Equals(parts.Positive, Vector<float>.Zero) & ~Vector.Equals(parts.Negative, Vector<float>.Zero);
-                if (dependent == Vector<int>.Zero) continue;
-                var negative = parts.Merged(positive, mean, lambda, baseValues);
-                for (int lane = 0; lane < width; lane++)
-                    if (dependent[lane] != 0) Record(tensor, start + j + lane, negative[lane]);
-            }
-
-            long balance = 0;
-            for (int lane = 0; lane < Vector<int>.Count; lane++) balance += lanes[lane];
-            for (; j < n; j++)
-            {
-                float sum = TrimmedSum(chunk, j, thresholds);
-                balance += sum > 0 ? 1 : sum < 0 ? -1 : 0;
-                merged[j] = MergeScalar(chunk, j, thresholds, sum >= 0, mean, lambda);
-                if (sum != 0) continue;
-                float negative = MergeScalar(chunk, j, thresholds, false, mean, lambda);
-                if (BitConverter.SingleToInt32Bits(negative) != BitConverter.SingleToInt32Bits(merged[j])) Record(tensor, start + j, negative);
-            }
-
-            Balance += balance;
+            Balance += MergeAssumingPositiveMajority(chunk, merged, thresholds, owner.MergeFunction == TiesMergeFunction.Mean,
+                (float)owner.Lambda, (index, negative) => Record(tensor, index, negative));
         }
 
         private void Record(int tensor, long index, float negative)
