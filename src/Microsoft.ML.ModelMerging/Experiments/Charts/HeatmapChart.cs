@@ -44,6 +44,9 @@ internal static class HeatmapChart
         plot.Axes.Bottom.TickLabelStyle.Rotation = 90;
         plot.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleLeft;
         plot.Axes.Left.SetTicks(centres, labels.Reverse().ToArray());
+        // No tick marks (a mark would read as a dash before a rotated label); the column labels start a little below the matrix.
+        plot.Axes.Bottom.MajorTickStyle.Length = plot.Axes.Left.MajorTickStyle.Length = 0;
+        plot.Axes.Bottom.TickLabelStyle.OffsetY = 6;
         plot.Axes.SetLimits(0, n, 0, n);
         plot.Grid.IsVisible = false;
         plot.Title(title);
