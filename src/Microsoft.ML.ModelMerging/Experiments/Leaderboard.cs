@@ -247,13 +247,14 @@ public sealed class Leaderboard
     public IReadOnlyList<string> WriteAll(string directory)
     {
         Directory.CreateDirectory(directory);
-        var charts = LeaderboardCharts.Write(this, directory);
+        // The figures first: a chart that cannot be drawn (no chart font installed) leaves them written.
         var files = new List<string>
         {
             WriteAtomically(Path.Combine(directory, "leaderboard.csv"), ToCsv()),
             WriteAtomically(Path.Combine(directory, "leaderboard.json"), ToJson()),
-            WriteAtomically(Path.Combine(directory, "report.md"), ToMarkdown(charts)),
         };
+        var charts = LeaderboardCharts.Write(this, directory);
+        files.Add(WriteAtomically(Path.Combine(directory, "report.md"), ToMarkdown(charts)));
         files.AddRange(charts);
         return files;
     }
