@@ -197,6 +197,37 @@ public sealed class Leaderboard
         return text.ToString();
     }
 
+    /// <summary>
+    /// Two sentences, from the figures alone, on why the first of the methods that need no task at inference wins: its margin
+    /// on validation and what it keeps of the experts; the tasks its lead over the runner-up comes from, and what it uses that
+    /// weight-only methods do not. Empty when nothing is ranked.
+    /// </summary>
+    public string WhyTheWinnerWins()
+    {
+        var ranked = Entries.Where(e => !e.NeedsTaskAtInference).ToList();
+        if (ranked.Count == 0) return "";
+        var winner = ranked[0];
+        if (ranked.Count == 1)
+            return $"**{winner.Method}** is the only method ranked; it keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";
+        var second = ranked[1];
+        string first = $"**{winner.Method}** ranks first on validation ({Pct(winner.ValidationScore)}%), {F(100 * (winner.ValidationScore - second.ValidationScore), "F1")} " +
+            $"points above {second.Method}, and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";
+        var gains = Tasks.Where(t => winner.Test.PerTask.ContainsKey(t) && second.Test.PerTask.ContainsKey(t))
+            .Select(t => (Task: t, Gain: winner.Test.PerTask[t] - second.Test.PerTask[t])).OrderByDescending(g => g.Gain).ToList();
+        var leads = gains.Where(g => g.Gain > 0).Take(2).Select(g => $"{g.Task} (+{F(100 * g.Gain, "F1")})").ToList();
+        string from = leads.Count == 0
+            ? $"It is level with {second.Method} task by task on the test split"
+            : $"Its lead over {second.Method} comes from {string.Join(" and ", leads)} on the test split";
+        string algorithm = winner.Method.Split(" @")[0];
+        var needs = Algorithms.MergeAlgorithmRegistry.Default.TryGet(algorithm, out var found) ? found.Needs : Algorithms.AlgorithmNeeds.None;
+        string uses = needs.HasFlag(Algorithms.AlgorithmNeeds.LabeledData)
+            ? "it is fitted on labeled training examples of every task, which the weight-only methods never see"
+            : needs.HasFlag(Algorithms.AlgorithmNeeds.UnlabeledImages)
+                ? "it adapts to the unlabeled test images of every task"
+                : "it uses the experts' weights alone";
+        return $"{first} {from}; {uses}.";
+    }
+
     /// <summary>report.md: the leaderboard, the per-task table (FusionBench layout) and the charts.</summary>
     public string ToMarkdown(IEnumerable<string> chartFiles)
     {
@@ -206,6 +237,7 @@ public sealed class Leaderboard
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Ranked by **{Metric.ToString().ToLowerInvariant()}** accuracy on the validation split (where each method's hyperparameters were chosen); the test split is reported.");
         if (!Complete) text.AppendLine().AppendLine($"The experiment stopped early (time budget or cancellation); not run: {string.Join(", ", Skipped)}.");
+        if (WhyTheWinnerWins() is { Length: > 0 } why) text.AppendLine().AppendLine(why);
         text.AppendLine();
         for (int i = 0; i < Entries.Count; i++)
         {

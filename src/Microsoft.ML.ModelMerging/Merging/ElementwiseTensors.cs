@@ -113,13 +113,8 @@ internal static class ElementwiseTensors
             return;
         }
 
-        if (input.Base.device_type != TorchSharp.DeviceType.CPU)
-            throw new NotSupportedException($"Tensor '{input.Name}': elementwise merging runs on CPU tensors.");
         using var scope = NewDisposeScope();
-        int experts = input.ExpertCount;
-        var flatBase = input.Base.contiguous().reshape(-1);
-        var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
-        var flatOutput = output?.view(-1);
+        var (flatBase, flatRows, flatOutput) = Flatten(input, output);
         // Ranges of whole chunks, a few per thread so a slow thread does not hold the rest up, each under a span's 2 GiB.
         long chunks = (count + ChunkElements - 1) / ChunkElements;
         long chunksPerRange = Math.Clamp((chunks + 4L * workers - 1) / (4L * workers), 1, SegmentElements / ChunkElements);
@@ -136,21 +131,11 @@ internal static class ElementwiseTensors
         Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, w =>
         {
             var partial = createPartial();
-            var baseValues = t_baseValues ??= new float[ChunkElements];
-            var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
+            ChunkVisitor visitWithPartial = (in ElementwiseChunk chunk, Span<float> values) => visit(partial, chunk, values);
             for (int r = w; r < ranges.Count; r += threads)
             {
                 var range = ranges[r];
-                for (int start = 0; start < range.Length; start += ChunkElements)
-                {
-                    int length = (int)Math.Min(ChunkElements, range.Length - start);
-                    MemoryMarshal.Cast<byte, float>(range.Base.bytes).Slice(start, length).CopyTo(baseValues);
-                    for (int e = 0; e < experts; e++)
-                        MemoryMarshal.Cast<byte, float>(range.Rows[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                    var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, range.Start + start, input.LackingExperts);
-                    var outputSpan = range.Output is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(range.Output.bytes).Slice(start, length);
-                    visit(partial, chunk, outputSpan);
-                }
+                VisitRange(input, range.Start, range.Length, range.Base, range.Rows, range.Output, visitWithPartial);
             }
             finish(partial);
         });
@@ -222,33 +207,44 @@ internal static class ElementwiseTensors
 
     private static void ForEachChunk(MergeTensorInput input, Tensor? output, ChunkVisitor visit)
     {
-        if (input.Base.device_type != TorchSharp.DeviceType.CPU)
-            throw new NotSupportedException($"Tensor '{input.Name}': elementwise merging runs on CPU tensors.");
         using var scope = NewDisposeScope();
-        int experts = input.ExpertCount;
-        var flatBase = input.Base.contiguous().reshape(-1);
-        var flatRows = input.TaskVectors.Select(t => t.contiguous().reshape(-1)).ToArray();
-        var flatOutput = output?.view(-1);
+        var (flatBase, flatRows, flatOutput) = Flatten(input, output);
         long count = flatBase.shape[0];
-        // Reused per thread: a tensor-at-a-time merge calls this several times per tensor (no large-object garbage each time).
-        var baseValues = t_baseValues ??= new float[ChunkElements];
-        var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
         for (long segment = 0; segment < count; segment += SegmentElements)
         {
-            long segmentLength = Math.Min(SegmentElements, count - segment);
-            var baseSegment = flatBase.narrow(0, segment, segmentLength);
-            var rowSegments = flatRows.Select(r => r.narrow(0, segment, segmentLength)).ToArray();
-            var outputSegment = flatOutput?.narrow(0, segment, segmentLength);
-            for (int start = 0; start < segmentLength; start += ChunkElements)
-            {
-                int length = (int)Math.Min(ChunkElements, segmentLength - start);
-                MemoryMarshal.Cast<byte, float>(baseSegment.bytes).Slice(start, length).CopyTo(baseValues);
-                for (int e = 0; e < experts; e++)
-                    MemoryMarshal.Cast<byte, float>(rowSegments[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
-                var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, segment + start, input.LackingExperts);
-                var outputSpan = outputSegment is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputSegment.bytes).Slice(start, length);
-                visit(chunk, outputSpan);
-            }
+            long length = Math.Min(SegmentElements, count - segment);
+            VisitRange(input, segment, length, flatBase.narrow(0, segment, length), [.. flatRows.Select(r => r.narrow(0, segment, length))],
+                flatOutput?.narrow(0, segment, length), visit);
+        }
+    }
+
+    /// <summary>The base, each task vector and the output as flat float32 views (CPU tensors only).</summary>
+    private static (Tensor Base, Tensor[] Rows, Tensor? Output) Flatten(MergeTensorInput input, Tensor? output)
+    {
+        if (input.Base.device_type != TorchSharp.DeviceType.CPU)
+            throw new NotSupportedException($"Tensor '{input.Name}': elementwise merging runs on CPU tensors.");
+        return (input.Base.contiguous().reshape(-1), [.. input.TaskVectors.Select(t => t.contiguous().reshape(-1))], output?.view(-1));
+    }
+
+    /// <summary>
+    /// Visits the chunks of one range (at most a span's 2 GiB) that starts at entry <paramref name="rangeStart"/> of the
+    /// tensor, copying each chunk's values into this thread's buffers (reused: a tensor-at-a-time merge calls this several
+    /// times per tensor, with no large-object garbage each time).
+    /// </summary>
+    private static void VisitRange(MergeTensorInput input, long rangeStart, long rangeLength, Tensor baseRange, Tensor[] rowRanges, Tensor? outputRange, ChunkVisitor visit)
+    {
+        int experts = input.ExpertCount;
+        var baseValues = t_baseValues ??= new float[ChunkElements];
+        var taskVectors = t_taskVectors is { } reused && reused.Length >= experts * ChunkElements ? reused : t_taskVectors = new float[experts * ChunkElements];
+        for (int start = 0; start < rangeLength; start += ChunkElements)
+        {
+            int length = (int)Math.Min(ChunkElements, rangeLength - start);
+            MemoryMarshal.Cast<byte, float>(baseRange.bytes).Slice(start, length).CopyTo(baseValues);
+            for (int e = 0; e < experts; e++)
+                MemoryMarshal.Cast<byte, float>(rowRanges[e].bytes).Slice(start, length).CopyTo(taskVectors.AsSpan(e * length, length));
+            var chunk = new ElementwiseChunk(baseValues.AsSpan(0, length), taskVectors.AsSpan(0, experts * length), experts, input.Name, rangeStart + start, input.LackingExperts);
+            var outputSpan = outputRange is null ? Span<float>.Empty : MemoryMarshal.Cast<byte, float>(outputRange.bytes).Slice(start, length);
+            visit(chunk, outputSpan);
         }
     }
 }

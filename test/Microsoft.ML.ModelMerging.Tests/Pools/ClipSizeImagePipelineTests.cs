@@ -1,5 +1,4 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
@@ -63,7 +62,7 @@ public sealed class ClipSizeImagePipelineTests
             .Append(ml.Transforms.ExtractPixels("pixels", "image"))
             .Append(ml.Transforms.MergeExperts(experts, new MergeExpertsOptions { Method = "task-arithmetic", Task = "colors" }));
         using var model = pipeline.Fit(data);
-        var engine = ml.Model.CreatePredictionEngine<ImageFile, Scored>(model);
+        var engine = ml.Model.CreatePredictionEngine<ImageFile, ScoredPixels>(model);
 
         // Independently: θ0 + 0.3 τ, the pool's own reading of the files, the TorchSharp forward.
         using var scope2 = NewDisposeScope();
@@ -81,26 +80,7 @@ public sealed class ClipSizeImagePipelineTests
         }
     }
 
-    private sealed class ImageFile
-    {
-        public string Path { get; set; } = "";
-    }
-
-    private sealed class Scored
-    {
-        [ColumnName("pixels")]
-        public float[] Pixels { get; set; } = [];
-
-        public float[] Score { get; set; } = [];
-    }
-
-    private static void WriteModel(string path, Dictionary<string, Tensor> weights)
-    {
-        Directory.CreateDirectory(path);
-        SafeTensorsWriter.Save(Path.Combine(path, "model.safetensors"), weights);
-        File.WriteAllText(Path.Combine(path, "config.json"), ConfigJson);
-        File.WriteAllText(Path.Combine(path, "preprocessor_config.json"), PreprocessorJson);
-    }
+    private static void WriteModel(string path, Dictionary<string, Tensor> weights) => HuggingFaceTestModel.Write(path, weights, ConfigJson, PreprocessorJson);
 
     /// <summary>8 photos per class, 224–400 pixels a side (landscape and portrait), a colour wash with a soft gradient and noise.</summary>
     private static void DrawPhotos(string root, string[] classes)

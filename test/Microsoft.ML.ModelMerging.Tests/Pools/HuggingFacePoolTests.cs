@@ -193,7 +193,7 @@ public sealed class HuggingFacePoolTests
             .Append(ml.Transforms.ExtractPixels("pixels", "image"))
             .Append(ml.Transforms.MergeExperts(pool, new MergeExpertsOptions { Method = "task-arithmetic", Task = "colors" }));
         using var model = pipeline.Fit(data);
-        var engine = ml.Model.CreatePredictionEngine<ImageFile, Scored>(model);
+        var engine = ml.Model.CreatePredictionEngine<ImageFile, ScoredPixels>(model);
 
         using var scope = NewDisposeScope();
         var merged = pool.Pretrained.ToDictionary(kv => kv.Key,
@@ -361,11 +361,6 @@ public sealed class HuggingFacePoolTests
         Assert.IsFalse(Directory.Exists(dir.File("pool")));
     }
 
-    private sealed class ImageFile
-    {
-        public string Path { get; set; } = "";
-    }
-
     private sealed class TaskImageFile
     {
         public string Path { get; set; } = "";
@@ -381,23 +376,8 @@ public sealed class HuggingFacePoolTests
     }
 #pragma warning restore CA1707, IDE1006
 
-    private sealed class Scored
-    {
-        [ColumnName("pixels")]
-        public float[] Pixels { get; set; } = [];
-
-        public float[] Score { get; set; } = [];
-    }
-
-    private static string WriteModel(string name, Dictionary<string, Tensor> weights)
-    {
-        string path = s_dir.File(name);
-        Directory.CreateDirectory(path);
-        SafeTensorsWriter.Save(Path.Combine(path, "model.safetensors"), weights);
-        File.WriteAllText(Path.Combine(path, "config.json"), ConfigJson);
-        File.WriteAllText(Path.Combine(path, "preprocessor_config.json"), PreprocessorJson);
-        return path;
-    }
+    private static string WriteModel(string name, Dictionary<string, Tensor> weights) =>
+        HuggingFaceTestModel.Write(s_dir.File(name), weights, ConfigJson, PreprocessorJson);
 
     private static void Save(SKBitmap bitmap, string path)
     {
