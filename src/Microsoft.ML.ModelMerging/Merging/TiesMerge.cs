@@ -237,6 +237,10 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
         {
             thresholds = ThresholdsBySorting(input, rank);
         }
+        else if (rank > 0 && ThresholdsByBracket(input, rank) is { } bracketed)
+        {
+            thresholds = bracketed;
+        }
         else if (rank > 0)
         {
             // Every pass runs on all cores; the counts are sums, so the thresholds do not depend on the threads.
@@ -297,6 +301,38 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod
 
         return thresholds;
     }
+
+    /// <summary>
+    /// A large tensor's exact per-task thresholds in one pass over its values, as the global trim finds its own: a strided
+    /// sample of each task's |τ| brackets the wanted magnitude, and one pass counts the values above the bracket and keeps
+    /// those inside it (<see cref="SampledMagnitudeSelector"/>). Null when a bracket missed (an unrepresentative sample):
+    /// the caller then runs the two counting passes. The thresholds never depend on the sample, only whether one pass finds them.
+    /// </summary>
+    private float[]? ThresholdsByBracket(MergeTensorInput input, long rank)
+    {
+        long count = input.Base.numel();
+        long stride = Math.Max(1, count / BracketSampleValues);
+        var sampled = new SampledMagnitudeSelector(input.ExpertCount, Keep, maxSampleValues: (int)BracketSampleValues + 1, maxWindowValues: MaxBracketValues,
+            maxCountedPatterns: 1 << 14); // small per-tensor pattern counts: a narrower bracket keeps its values instead
+        var sample = sampled.CreateSamplePartial();
+        for (int e = 0; e < input.ExpertCount; e++)
+        {
+            if (input.LackingExperts?[e] == true) continue;
+            using var scope = NewDisposeScope();
+            var values = input.TaskVectors[e].to_type(ScalarType.Float32).reshape(-1).slice(0, 0, count, stride).contiguous();
+            sample.Add(e, MemoryMarshal.Cast<byte, float>(values.bytes));
+        }
+
+        sampled.AddSample(sample);
+        sampled.FinishSample();
+        ElementwiseTensors.Accumulate(input, () => new MagnitudeBracket(sampled.CreateWindowPartial()), partial => sampled.AddWindow(partial.Partial));
+        // An expert lacking the tensor counted no value: rank 0, threshold 0 (its τ = 0 keeps nothing).
+        var found = sampled.FinishWindow(values => values == 0 ? 0 : rank);
+        return found.All(t => t is not null) ? [.. found.Select(t => t!.Value)] : null;
+    }
+
+    /// <summary>Values of each task's |τ| a large tensor's bracket is drawn from (a strided sample).</summary>
+    private const long BracketSampleValues = 1 << 13;
 
     /// <summary>One thread's share of a per-tensor merge: its elected-sign balance and the sign-dependent entries it met.</summary>
     private sealed class SignDependentEntries
