@@ -36,6 +36,16 @@ public sealed class ChartTests
     }
 
     [TestMethod]
+    public void TwentySeriesHaveTwentyColoursStartingWithCategory10()
+    {
+        var colours = Enumerable.Range(0, 20).Select(Chart.Color).ToList();
+        Assert.HasCount(20, colours.Distinct());
+        Assert.AreEqual(new ScottPlot.Color(31, 119, 180), colours[0], "Category10's blue first");
+        Assert.AreEqual(new ScottPlot.Color(174, 199, 232), colours[10], "then its light shade");
+        Assert.AreEqual(colours[0], Chart.Color(20), "repeating after twenty");
+    }
+
+    [TestMethod]
     public void LeaderboardChartsHaveTheirSizeBarsMarkersLabelsAndLegend()
     {
         using var dir = new TempDirectory();
