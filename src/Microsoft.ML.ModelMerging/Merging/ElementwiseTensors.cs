@@ -44,29 +44,9 @@ internal static class ElementwiseTensors
     }
 
     /// <summary>
-    /// The merged weights from a thread-safe <paramref name="mergeChunk"/> (it writes only its own chunk's slice), computed
-    /// on every core for a large tensor: the same bits as one thread, since each chunk's values depend on that chunk alone.
-    /// </summary>
-    public static Tensor MergeInParallel(MergeTensorInput input, ChunkMerger mergeChunk)
-    {
-        var merged = empty(input.Base.shape, dtype: ScalarType.Float32, device: input.Base.device);
-        try
-        {
-            ForEachChunkInParallel<object?>(input, merged, () => null,
-                (object? _, in ElementwiseChunk chunk, Span<float> output) => mergeChunk(chunk, output), _ => { });
-            return merged;
-        }
-        catch
-        {
-            merged.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>
-    /// <see cref="MergeInParallel(MergeTensorInput, ChunkMerger)"/> for a merge that also gathers something per thread:
-    /// each thread merges into its own partial from <paramref name="createPartial"/>, and <paramref name="fold"/> takes the
-    /// partials one at a time.
+    /// The merged weights, computed on every core for a large tensor: each thread merges its chunks (writing only each
+    /// chunk's own slice, so the bits are those of one thread) into its own partial from <paramref name="createPartial"/>,
+    /// and <paramref name="fold"/> takes the partials one at a time.
     /// </summary>
     public static Tensor MergeInParallel<T>(MergeTensorInput input, Func<T> createPartial, PartialChunkMerger<T> mergeChunk, Action<T> fold)
     {
