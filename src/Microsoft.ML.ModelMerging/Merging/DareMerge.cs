@@ -19,7 +19,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// temporaries, no libtorch call); with TIES's per-tensor trim the dropped task vectors of one tensor are formed, then
 /// merged.</para>
 /// </remarks>
-public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
+public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod, ITensorwiseMergeMethod
 {
     /// <summary>Default drop rate p, 0.5.</summary>
     public const double DefaultDropRate = 0.5;
@@ -101,6 +101,21 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod
         Then is IElementwiseMergeMethod { IsElementwise: true } then && !Then.ProducesTaskSpecificWeights ? then : null;
 
     bool IElementwiseMergeMethod.IsElementwise => ElementwiseThen is not null;
+
+    /// <summary>The merge applied to the dropped vectors when it merges tensor by tensor from buffers; null otherwise.</summary>
+    private ITensorwiseMergeMethod? TensorwiseThen =>
+        ElementwiseThen is null && Then is ITensorwiseMergeMethod { IsTensorwise: true } then ? then : null;
+
+    bool ITensorwiseMergeMethod.IsTensorwise => TensorwiseThen is not null;
+
+    /// <summary>Drops and rescales every task vector in the buffers, in place, then lets the next method merge them.</summary>
+    void ITensorwiseMergeMethod.MergeTensor(TensorBuffers tensor, FloatSegments output)
+    {
+        var then = TensorwiseThen ?? throw new InvalidOperationException($"DARE then {Then.Name}: the merge does not run tensor by tensor.");
+        var keys = Enumerable.Range(0, tensor.ExpertCount).Select(e => StableSeed.Derive(Seed, e, tensor.Name)).ToArray();
+        tensor.TransformTaskVectors((expert, values, start) => Drop(values, values, keys[expert], start));
+        then.MergeTensor(tensor, output);
+    }
 
     /// <summary>Whether entry <paramref name="index"/> of the flattened tensor <paramref name="tensorName"/> survives in expert <paramref name="expertIndex"/>'s task vector.</summary>
     public bool Keeps(int expertIndex, string tensorName, long index)

@@ -2,12 +2,14 @@ namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>
 /// Consecutive entries of one tensor as an elementwise method sees them: θ0 and every expert's τ_i, float32, the task
-/// vectors laid out expert after expert (<see cref="TaskVector"/>).
+/// vectors laid out expert after expert (<see cref="TaskVector"/>), or viewed in place in whole-tensor buffers
+/// (<see cref="TensorBuffers"/>: no copy into chunk buffers).
 /// </summary>
 internal readonly ref struct ElementwiseChunk
 {
     private readonly ReadOnlySpan<float> _taskVectors;
     private readonly bool[]? _lacking;
+    private readonly FloatSegments[]? _rows;
 
     public ElementwiseChunk(ReadOnlySpan<float> baseValues, ReadOnlySpan<float> taskVectors, int expertCount, string tensorName = "", long start = 0, bool[]? lacking = null)
     {
@@ -16,6 +18,19 @@ internal readonly ref struct ElementwiseChunk
         Base = baseValues;
         _taskVectors = taskVectors;
         ExpertCount = expertCount;
+        TensorName = tensorName;
+        Start = start;
+        _lacking = lacking;
+        _rows = null;
+    }
+
+    /// <summary>Entries [start, start + length) of whole-tensor buffers: θ0 and one row of τ per expert, viewed in place.</summary>
+    public ElementwiseChunk(FloatSegments baseValues, FloatSegments[] rows, long start, int length, string tensorName, bool[]? lacking)
+    {
+        Base = baseValues.Slice(start, length);
+        _taskVectors = default;
+        _rows = rows;
+        ExpertCount = rows.Length;
         TensorName = tensorName;
         Start = start;
         _lacking = lacking;
@@ -39,7 +54,8 @@ internal readonly ref struct ElementwiseChunk
 
     public int Length => Base.Length;
 
-    public ReadOnlySpan<float> TaskVector(int expert) => _taskVectors.Slice(expert * Base.Length, Base.Length);
+    public ReadOnlySpan<float> TaskVector(int expert) =>
+        _rows is null ? _taskVectors.Slice(expert * Base.Length, Base.Length) : _rows[expert].Slice(Start, Base.Length);
 
     /// <summary>The same entries with other task vectors (laid out the same way).</summary>
     public ElementwiseChunk WithTaskVectors(ReadOnlySpan<float> taskVectors) => new(Base, taskVectors, ExpertCount, TensorName, Start, _lacking);

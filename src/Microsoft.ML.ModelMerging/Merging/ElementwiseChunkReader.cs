@@ -104,7 +104,7 @@ internal sealed class ElementwiseChunkReader
     }
 
     /// <summary>Which experts lack <paramref name="name"/> (null: none), computed once per tensor.</summary>
-    private bool[]? Lacking(string name) => _lacking.GetOrAdd(name, n =>
+    internal bool[]? Lacking(string name) => _lacking.GetOrAdd(name, n =>
         _experts.Any(e => !e.Contains(n)) ? [.. _experts.Select(e => !e.Contains(n))] : null);
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool[]?> _lacking = new(StringComparer.Ordinal);

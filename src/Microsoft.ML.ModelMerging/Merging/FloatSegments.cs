@@ -47,4 +47,27 @@ internal sealed class FloatSegments
             parts.Add(_arrays[start / SegmentElements].AsMemory(0, (int)Math.Min(SegmentElements, Count - start)));
         return parts;
     }
+
+    /// <summary>The <see cref="Count"/> entries as a new float32 tensor of <paramref name="shape"/>.</summary>
+    public TorchSharp.torch.Tensor ToTensor(long[] shape)
+    {
+        var result = TorchSharp.torch.empty(shape, dtype: TorchSharp.torch.ScalarType.Float32);
+        try
+        {
+            using var flat = result.view(-1);
+            for (long start = 0; start < Count; start += SegmentElements)
+            {
+                int length = (int)Math.Min(SegmentElements, Count - start);
+                using var part = flat.narrow(0, start, length);
+                Slice(start, length).CopyTo(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(part.bytes));
+            }
+
+            return result;
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+    }
 }

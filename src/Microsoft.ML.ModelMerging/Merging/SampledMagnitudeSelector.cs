@@ -201,7 +201,14 @@ internal sealed class SampledMagnitudeSelector
         {
             var list = Values[series];
             if (list.Count >= owner.MaxSampleValues) return;
-            foreach (uint bits in MemoryMarshal.Cast<float, uint>(values)) list.Add(bits & MagnitudeMask);
+            // Appended in bulk, then the sign bits cleared in place (vectorised).
+            int from = list.Count;
+            list.AddRange(MemoryMarshal.Cast<float, uint>(values));
+            var added = CollectionsMarshal.AsSpan(list)[from..];
+            var vectors = MemoryMarshal.Cast<uint, Vector<uint>>(added);
+            var mask = new Vector<uint>(MagnitudeMask);
+            for (int v = 0; v < vectors.Length; v++) vectors[v] &= mask;
+            for (int i = vectors.Length * Vector<uint>.Count; i < added.Length; i++) added[i] &= MagnitudeMask;
         }
     }
 

@@ -118,6 +118,9 @@ public sealed class StreamingMergeDriver
                     && merged.All(name => baseCheckpoint.GetEntry(name).ElementCount <= Array.MaxLength)))
                 && merged.All(chunks.CanRead) ? candidate : null;
             var taskSpecific = method.ProducesTaskSpecificWeights ? elementwise as ITaskSpecificElementwiseMethod : null;
+            // Methods that need statistics of each tensor alone read it once into buffers and look at it there.
+            var tensorwise = elementwise is null && method is ITensorwiseMergeMethod { IsTensorwise: true } byTensor
+                && !method.ProducesTaskSpecificWeights && passes == 0 && merged.All(chunks.CanRead) ? byTensor : null;
             using var reader = new TensorReadAhead(baseCheckpoint, experts, options.ExpertWeights, names);
             // The elementwise path checks that every value is finite once, in the merge: statistics of a non-finite
             // input are harmless garbage, and the merge fails before anything is renamed into place.
@@ -194,12 +197,13 @@ public sealed class StreamingMergeDriver
                 int expectedReads = reads;
                 using var writer = new CheckpointWriter(outputPath, plan, metadata, options.MaxShardBytes);
                 written = writer.OutputPath;
-                if (elementwise is null) reader.Start(merged);
+                if (elementwise is null && tensorwise is null) reader.Start(merged);
                 var workers = deferred is null ? null : Enumerable.Range(0, chunks.WorkerCount).Select(_ => deferred.CreateWorker()).ToArray();
 
                 // Elementwise methods fill one of two output buffers, allocated once, while the other is being written.
                 long largest = merged.Select(name => baseCheckpoint.GetEntry(name).ElementCount).DefaultIfEmpty(0).Max();
-                var outputBuffers = elementwise is null ? null : new OutputBufferRing(largest);
+                var outputBuffers = elementwise is null && tensorwise is null ? null : new OutputBufferRing(largest);
+                var tensorBuffers = tensorwise is null ? null : new TensorBuffers(experts.Count, largest);
                 // Task-specific methods also fill a shared task vector and one byte per entry per task, lent in the same turn.
                 var sharedBuffers = taskSpecific is null ? null : new OutputBufferRing(largest);
                 var maskBuffers = taskSpecific is null ? null : new MaskBufferRing(experts.Count, largest);
@@ -246,6 +250,20 @@ public sealed class StreamingMergeDriver
                             writer.WriteFloats(shared.Parts());
                             foreach (var mask in masks) writer.WriteBytes(mask.AsSpan(0, count));
                             writer.WriteBytes(MemoryMarshal.AsBytes(scales!.AsSpan()));
+                        });
+                        continue;
+                    }
+
+                    if (tensorwise is not null)
+                    {
+                        var output = outputBuffers!.Lend(entry.ElementCount);
+                        NamingBaseFile(baseCheckpoint, () => tensorBuffers!.Load(chunks, entry.Name, entry.ElementCount, !inputsChecked));
+                        tensorwise.MergeTensor(tensorBuffers!, output);
+                        string merging = entry.Name;
+                        writes.Enqueue(() =>
+                        {
+                            NonFiniteOutput.Check(output.Parts(), storedAs[merging], merging);
+                            writer.WriteFloats(output.Parts());
                         });
                         continue;
                     }
