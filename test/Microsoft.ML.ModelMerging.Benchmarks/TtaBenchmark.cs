@@ -188,6 +188,7 @@ internal static class TtaBenchmark
 
             entropies.Add(($"oracle routing, λ={lambda.ToString(inv)}", entropy));
             table.Add(string.Create(inv, $"oracle routing, non-MLP task arithmetic λ={lambda}"), new TaskAccuracies(perTask));
+            CrossRouting(experts, moe, lambda);
         }
 
         Console.WriteLine(table.ToMarkdown());
@@ -262,6 +263,53 @@ internal static class TtaBenchmark
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Entropy minimisation can only route right if, for a task's images, its own expert is the one that makes the task's
+    /// head most confident. Every task's test images through every single expert's MLPs (one-hot routing, task t's head):
+    /// mean entropy and accuracy, and per task whether the lowest-entropy expert is its own.
+    /// </summary>
+    private static void CrossRouting(ExpertPool experts, WeightEnsemblingMoE moe, double lambda)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var names = experts.TaskNames;
+        int count = names.Count;
+        var entropy = new double[count, count];
+        var accuracy = new double[count, count];
+        for (int e = 0; e < count; e++)
+        {
+            using (no_grad())
+            {
+                foreach (var parameter in moe.RouterParameters.Values)
+                {
+                    parameter.zero_();
+                    parameter[e] = 1f;
+                }
+            }
+
+            for (int t = 0; t < count; t++)
+            {
+                var data = experts.LoadData(names[t]).Test;
+                using var images = data.ToTensor();
+                using var labels = data.LabelsToTensor();
+                accuracy[t, e] = Training.ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
+                entropy[t, e] = MeanEntropy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images);
+            }
+        }
+
+        Console.WriteLine(string.Create(inv, $"Cross routing at λ={lambda}: images of each task (rows) through one expert's MLPs (columns), task's own head; mean entropy / accuracy %; * = lowest entropy of the row"));
+        Console.WriteLine();
+        Console.WriteLine("| images of | " + string.Join(" | ", names) + " | lowest entropy is own |");
+        Console.WriteLine("|---|" + string.Concat(names.Select(_ => "---:|")) + "---|");
+        for (int t = 0; t < count; t++)
+        {
+            int lowest = Enumerable.Range(0, count).MinBy(e => entropy[t, e]);
+            Console.WriteLine($"| {names[t]} | " + string.Join(" | ", Enumerable.Range(0, count).Select(e =>
+                string.Create(inv, $"{entropy[t, e]:F2} / {100 * accuracy[t, e]:F0}{(e == lowest ? "*" : "")}"))) + $" | {(lowest == t ? "yes" : "no")} |");
+        }
+
+        Console.WriteLine();
     }
 
     /// <summary>The same routers in a model that routes every sample on its own (for routers trained with batch reduction).</summary>

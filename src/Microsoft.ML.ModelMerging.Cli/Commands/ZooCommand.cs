@@ -29,9 +29,13 @@ internal static class ZooCommand
         {
             Description = "Learning rate of every tensor outside the MLPs as a multiple of the fine-tuning rate (0 = frozen) instead of the recipe's.",
         };
+        var head = new Option<string?>("--head")
+        {
+            Description = "How each expert's frozen head is made from the shots instead of the recipe's: linear-probe or prototype (class prototypes, CLIP-style, calibrated scale).",
+        };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
         {
-            output, tasks, recipe, epochs, learningRate, nonMlpScale,
+            output, tasks, recipe, epochs, learningRate, nonMlpScale, head,
         };
         build.SetAction((parse, cancellation) =>
         {
@@ -40,7 +44,7 @@ internal static class ZooCommand
             var clock = Stopwatch.StartNew();
             var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
-                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
+                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale, head)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zoo built in {clock.Elapsed.TotalMinutes:F1} min → {Path.GetFullPath(parse.GetValue(output)!)}"));
             return Task.FromResult(0);
@@ -48,7 +52,7 @@ internal static class ZooCommand
         return new Command("zoo", "The project's model zoo.") { build };
     }
 
-    private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale)
+    private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale, Option<string?> head)
     {
         var recipe = ZooRecipe.Named(parse.GetValue(name)!);
         var fineTuning = recipe.FineTuning;
@@ -56,6 +60,13 @@ internal static class ZooCommand
         if (parse.GetValue(learningRate) is double lr) fineTuning = fineTuning with { LearningRate = lr };
         if (parse.GetValue(nonMlpScale) is double scale) fineTuning = fineTuning with { NonMlpLearningRateScale = scale == 1 ? null : scale };
         fineTuning.Validate();
-        return recipe with { FineTuning = fineTuning };
+        var headKind = parse.GetValue(head)?.Trim().ToLowerInvariant() switch
+        {
+            null => recipe.Head,
+            "linear-probe" => ExpertHeadKind.LinearProbe,
+            "prototype" => ExpertHeadKind.Prototype,
+            var other => throw new ArgumentException($"Unknown --head '{other}': linear-probe or prototype."),
+        };
+        return recipe with { FineTuning = fineTuning, Head = headKind };
     }
 }

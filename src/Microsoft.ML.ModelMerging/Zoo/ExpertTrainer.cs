@@ -69,6 +69,42 @@ public static class ExpertTrainer
         return head;
     }
 
+    /// <summary>
+    /// A CLIP-style head made from the shots instead of trained on them: each class's embedding is the mean of its shots'
+    /// normalised pre-trained features (a class prototype, as CLIP's zero-shot head is a class name's text embedding), and the
+    /// logit scale is the one that makes the pre-trained backbone best calibrated on <paramref name="calibration"/> (least
+    /// cross-entropy over a log grid). Unlike a linear probe trained to convergence on a few shots, whose weights grow until
+    /// every image gets a confident answer, its logits are bounded by the scale, so a model that has not learned the task
+    /// stays uncertain behind it — which is what lets test-time entropy minimisation tell a right expert from a wrong one.
+    /// </summary>
+    /// <param name="config">The backbone's configuration.</param>
+    /// <param name="pretrained">The pre-trained backbone's tensors.</param>
+    /// <param name="shots">The images the class prototypes are averaged from.</param>
+    /// <param name="calibration">Labeled images the logit scale is chosen on (a validation split).</param>
+    public static ClassificationHead PrototypeHead(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained,
+        ImageDataset shots, ImageDataset calibration)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        Tensor features = nn.functional.normalize(ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, pretrained, x), shots.ToTensor()), dim: 1);
+        Tensor labels = shots.LabelsToTensor();
+        var prototypes = zeros(shots.ClassCount, features.shape[1]).index_add_(0, labels, features, 1.0);
+        using var head = ClassificationHead.Clip(shots.ClassNames, prototypes, 1.0);
+        Tensor cosine = ClassifierEvaluation.MapBatches(x => head.Forward(VisionTransformer.Forward(config, pretrained, x)), calibration.ToTensor());
+        Tensor calibrationLabels = calibration.LabelsToTensor();
+        double bestScale = 1, bestLoss = double.PositiveInfinity;
+        for (int step = 0; step <= 60; step++)
+        {
+            double scale = Math.Pow(10, step / 20.0);  // 1 … 1000
+            double loss = nn.functional.cross_entropy(cosine * scale, calibrationLabels).item<float>();
+            if (loss < bestLoss) (bestScale, bestLoss) = (scale, loss);
+        }
+
+        var result = ClassificationHead.Clip(shots.ClassNames, prototypes, Math.Round(bestScale, 4));
+        result.SetRequiresGrad(false);
+        return result;
+    }
+
     /// <summary>A seeded, stratified choice of <paramref name="shotsPerClass"/> training images per class (all of them when 0).</summary>
     public static ImageDataset Shots(ImageDataset train, int shotsPerClass, int seed)
     {
@@ -93,12 +129,17 @@ public static class ExpertTrainer
     /// <param name="cancellation">Stops the training.</param>
     /// <param name="lora">Null: full fine-tuning; else the LoRA or L-LoRA adapter trained instead (backbone frozen).</param>
     /// <param name="phases">Told when each phase starts: <see cref="ProbePhase"/>, <see cref="FineTuningPhase"/>, <see cref="EvaluationPhase"/>.</param>
+    /// <param name="headKind">How the frozen head is made from the shots: a trained linear probe, or class prototypes.</param>
     public static ExpertTrainingResult Train(VisionTransformerConfig config, IReadOnlyDictionary<string, Tensor> pretrained, TaskSplits task,
         int probeShots, TrainingOptions linearProbe, TrainingOptions fineTuning, long seed,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null, LoraOptions? lora = null)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default, IProgress<string>? phases = null, LoraOptions? lora = null,
+        ExpertHeadKind headKind = ExpertHeadKind.LinearProbe)
     {
         phases?.Report(ProbePhase);
-        var head = TrainLinearProbe(config, pretrained, Shots(task.Train, probeShots, (int)seed), linearProbe, seed, progress, cancellation);
+        var shots = Shots(task.Train, probeShots, (int)seed);
+        var head = headKind == ExpertHeadKind.Prototype
+            ? PrototypeHead(config, pretrained, shots, task.Validation)
+            : TrainLinearProbe(config, pretrained, shots, linearProbe, seed, progress, cancellation);
         try
         {
             phases?.Report(EvaluationPhase);

@@ -167,7 +167,7 @@ public sealed class ZooBuilder
         else
         {
             using var result = ExpertTrainer.Train(Recipe.Model, pretrained, splits, Recipe.LinearProbeShots, Recipe.LinearProbe, Recipe.FineTuning, seed,
-                new SynchronousProgress<TrainingProgress>(report), cancellation);
+                new SynchronousProgress<TrainingProgress>(report), cancellation, headKind: Recipe.Head);
             (probe, individual) = (result.LinearProbe.Rounded(), result.Expert.Rounded());
             var accuracy = JsonSerializer.Serialize(new Dictionary<string, SplitAccuracy> { ["pretrained_linear_probe"] = probe, ["individual"] = individual });
             ModelCheckpoints.SaveHead(Path.Combine(directory, headPath), result.Head, task: task.Name);

@@ -54,6 +54,8 @@ public sealed record ZooRecipe
     public TrainingOptions Pretraining { get; init; } = new() { Epochs = 10, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 };
     /// <summary>Images per class the linear-probe head is fitted on (seeded, stratified choice from the training split).</summary>
     public int LinearProbeShots { get; init; } = 4;
+    /// <summary>How each expert's frozen head is made from the shots (default: a trained linear probe).</summary>
+    public ExpertHeadKind Head { get; init; } = ExpertHeadKind.LinearProbe;
     /// <summary>Linear probe on cached frozen features of the shots: cheap, so many epochs (one step each).</summary>
     public TrainingOptions LinearProbe { get; init; } = new() { Epochs = 200, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 };
     /// <summary>
@@ -139,6 +141,8 @@ public sealed record ZooRecipe
         pretraining = Pretraining,
         linear_probe_shots = LinearProbeShots,
         linear_probe = LinearProbe,
+        // Recorded only when it is not the linear probe, so the hashes of pools built before it stay what they were.
+        head = Head == ExpertHeadKind.LinearProbe ? null : "prototype",
         fine_tuning = FineTuning,
         foundations = Foundations == 1 ? (int?)null : Foundations,
     }, IgnoreNulls);
