@@ -31,6 +31,7 @@ internal static class AdaptCommand
             (new Option<int>("--batch") { Description = "Unlabeled test images per task per step [16]." }, "batch"),
             (new Option<int>("--router-layers") { Description = "WEMoE router depth: 0, 1 or 2 [2]." }, "router-depth"),
             (new Option<double>("--keep") { Description = "E-WEMoE: fraction of each MLP task vector kept [0.1]; TACT: the TIES base's kept fraction [0.2]." }, "keep"),
+            (new Option<string>("--routing") { Description = "WEMoE routing weights: linear (the routers' raw outputs, the paper's) or softmax (convex combinations of the experts' MLPs) [linear]." }, "routing"),
             (new Option<bool>("--batch-reduce") { Description = "WEMoE: route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample." }, "batch-reduce"),
             (new Option<double>("--lambda") { Description = "WEMoE task-arithmetic λ / AdaMerging initial coefficient / TACT base method's λ [0.3]." }, "lambda"),
             (new Option<int>("--examples") { Description = "Fisher / RegMean: training examples per task; TACT: unlabeled images per task [256]." }, "examples"),

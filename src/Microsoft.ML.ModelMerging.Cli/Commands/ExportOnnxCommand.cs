@@ -211,7 +211,7 @@ internal static class ExportOnnxCommand
         WeightEnsemblingOptions o = file.Options;
         string pruned = o.TaskVectorKeep is double keep ? string.Create(CultureInfo.InvariantCulture, $", task vectors pruned to {keep * 100:G4}%") : "";
         string routerKind = string.Create(CultureInfo.InvariantCulture,
-            $"depth-{o.RouterDepth} {(o.ShareRouter ? "shared router" : "router per block")}{pruned}{(o.BatchReduce ? ", batch-reduced routing" : "")}");
+            $"depth-{o.RouterDepth} {(o.ShareRouter ? "shared router" : "router per block")}{pruned}{(o.BatchReduce ? ", batch-reduced routing" : "")}{(o.SoftmaxRouting ? ", softmax routing" : "")}");
         parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"exported WEMoE ({file.ExpertCount} experts, {routerKind}) with {result.Tasks.Count} task(s) ({string.Join(", ", result.Tasks)}), {result.Nodes} nodes, {result.Bytes:N0} bytes → {result.OutputPath}"));
         return 0;

@@ -252,6 +252,7 @@ internal sealed class WeightEnsemblingOnnxExporter : DenseVitOnnxExporter
                     g.ReduceMean(g.Relu(emitter.Linear(x, P("fc1.weight"), P("fc1.bias"))), [1], keepDims: false, "token_mean"),
                     P("fc2.weight"), P("fc2.bias")),
             };
+            if (_model.Options.SoftmaxRouting) routing = g.Softmax(routing, axis: 1, "routing_softmax");
             return _model.Options.BatchReduce && _model.Options.RouterDepth > 0
                 ? g.ReduceMean(routing, [0], keepDims: true, "batch_mean")
                 : routing;

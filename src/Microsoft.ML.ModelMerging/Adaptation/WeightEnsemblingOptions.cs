@@ -55,6 +55,14 @@ internal sealed record WeightEnsemblingOptions
     /// <summary>Seed of the router initialisation.</summary>
     public long Seed { get; init; }
 
+    /// <summary>
+    /// Off (default, the paper's): the routing weights are the routers' raw outputs, any real numbers, so test-time
+    /// entropy minimisation may extrapolate the task vectors (weights above 1 or below 0). On: a softmax over the experts,
+    /// so every MLP is a convex combination θ0 + Σ r_i·τ_i with r_i ≥ 0 and Σ r_i = 1, starting from their mean (the last
+    /// bias starts at 0, not λ); hard routing to one expert is then that expert's MLP exactly.
+    /// </summary>
+    public bool SoftmaxRouting { get; init; }
+
     /// <summary>E-WEMoE: task vectors pruned to <paramref name="keep"/> per tensor and (by default) one shared router.</summary>
     public static WeightEnsemblingOptions Efficient(double keep = DefaultEfficientKeep, bool shareRouter = true) =>
         new() { TaskVectorKeep = keep, ShareRouter = shareRouter };

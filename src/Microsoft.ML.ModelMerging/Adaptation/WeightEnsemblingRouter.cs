@@ -17,13 +17,17 @@ internal sealed class WeightEnsemblingRouter : IDisposable
 {
     private readonly List<KeyValuePair<string, Parameter>> _parameters;
 
-    private WeightEnsemblingRouter(int depth, List<KeyValuePair<string, Parameter>> parameters)
+    private WeightEnsemblingRouter(int depth, bool softmax, List<KeyValuePair<string, Parameter>> parameters)
     {
         Depth = depth;
+        Softmax = softmax;
         _parameters = parameters;
     }
 
     public int Depth { get; }
+
+    /// <summary>Whether the routing weights are a softmax over the experts (<see cref="WeightEnsemblingOptions.SoftmaxRouting"/>).</summary>
+    public bool Softmax { get; }
 
     /// <summary>Full names (prefix included) and parameters, in forward order.</summary>
     public IReadOnlyList<KeyValuePair<string, Parameter>> Parameters => _parameters;
@@ -38,7 +42,8 @@ internal sealed class WeightEnsemblingRouter : IDisposable
         using var scope = NewDisposeScope();
         var values = new List<KeyValuePair<string, Tensor>>();
         Tensor Normal(long rows, long columns) => randn([rows, columns], generator: generator) * options.RouterInitStd;
-        Tensor LastBias() => full([experts], options.Lambda, dtype: ScalarType.Float32);
+        // Raw routing starts at λ for every expert (task arithmetic); softmax routing at equal logits (the mean).
+        Tensor LastBias() => full([experts], options.SoftmaxRouting ? 0 : options.Lambda, dtype: ScalarType.Float32);
         switch (options.RouterDepth)
         {
             case 0:
@@ -64,19 +69,20 @@ internal sealed class WeightEnsemblingRouter : IDisposable
             parameter.DetachFromDisposeScope();
             return KeyValuePair.Create(kv.Key, parameter);
         }).ToList();
-        return new WeightEnsemblingRouter(options.RouterDepth, parameters);
+        return new WeightEnsemblingRouter(options.RouterDepth, options.SoftmaxRouting, parameters);
     }
 
     /// <summary>Routing weights [B,E] of tokens [B,T,W]; a depth-0 router ignores its input and returns [1,E].</summary>
     public Tensor Forward(Tensor tokens)
     {
         Tensor P(int index) => _parameters[index].Value;
-        return Depth switch
+        Tensor routing = Depth switch
         {
             0 => P(0).unsqueeze(0),
             1 => linear(tokens.mean([1]), P(0), P(1)),
             _ => linear(relu(linear(tokens, P(0), P(1))).mean([1]), P(2), P(3)),
         };
+        return Softmax ? softmax(routing, 1) : routing;
     }
 
     public void Dispose()

@@ -188,6 +188,9 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// <summary>Route on the batch mean of the routing weights (FusionBench's granularity) instead of per sample (default false).</summary>
     public bool? BatchReduce { get; init; }
 
+    /// <summary>Routing weights: <c>linear</c>, the routers' raw outputs (default, the paper's), or <c>softmax</c> over the experts.</summary>
+    public string? Routing { get; init; }
+
     /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
     public double? Keep { get; init; }
 
@@ -201,7 +204,7 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     protected override IEnumerable<(string, object?)> Given() =>
     [
         ("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda),
-        ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("keep", Keep), ("seed", Seed),
+        ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("routing", Routing), ("keep", Keep), ("seed", Seed),
     ];
 }
 

@@ -25,6 +25,7 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
                 MergeParameterSpec.Number("lambda", WeightEnsemblingOptions.DefaultLambda, "task-arithmetic λ of the non-MLP tensors and the routers' initial output"),
                 MergeParameterSpec.Integer("router-depth", WeightEnsemblingOptions.DefaultRouterDepth, "router layers: 0, 1 or 2", 0, 2),
                 MergeParameterSpec.Choice("batch-reduce", "false", "route on the batch mean of the routing weights (FusionBench's granularity)", "false", "true"),
+                MergeParameterSpec.Choice("routing", "linear", "routing weights: the routers' raw outputs (the paper's) or a softmax over the experts (convex combinations of the experts' MLPs)", "linear", "softmax"),
                 .. efficient
                     ? [MergeParameterSpec.Number("keep", WeightEnsemblingOptions.DefaultEfficientKeep, "fraction of every MLP task-vector tensor kept", 0, 1, minimumInclusive: false)]
                     : Array.Empty<MergeParameterSpec>(),
@@ -46,6 +47,7 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
             Lambda = parameters.GetNumber("lambda"),
             RouterDepth = (int)parameters.GetInteger("router-depth"),
             BatchReduce = parameters.GetChoice("batch-reduce") == "true",
+            SoftmaxRouting = parameters.GetChoice("routing") == "softmax",
             Seed = parameters.GetInteger("seed"),
         };
     }

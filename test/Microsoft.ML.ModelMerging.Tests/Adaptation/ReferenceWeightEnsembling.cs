@@ -23,7 +23,11 @@ internal static class ReferenceWeightEnsembling
             1 => tokens.matmul(P("fc.weight").t()) + P("fc.bias"),
             _ => relu(tokens.matmul(P("fc1.weight").t()) + P("fc1.bias")).matmul(P("fc2.weight").t()) + P("fc2.bias"),
         };
-        return perToken.mean([0]);
+        Tensor mean = perToken.mean([0]);
+        if (!model.Options.SoftmaxRouting) return mean;
+        // Softmax over the experts, written out: exp of the shifted values over their sum.
+        Tensor shifted = (mean - mean.max()).exp();
+        return shifted / shifted.sum();
     }
 
     /// <summary>The MLP of one sample [T,W] with weights θ0 + Σ_i r_i·(θ_i − θ0).</summary>

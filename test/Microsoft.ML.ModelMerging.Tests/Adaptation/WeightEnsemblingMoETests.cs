@@ -94,6 +94,36 @@ public sealed class WeightEnsemblingMoETests
         Assert.IsGreaterThan(0.1, (routing.max(1).values - routing.min(1).values).min().item<float>(), "samples should be routed differently");
     }
 
+    /// <summary>
+    /// Softmax routing: every MLP is a convex combination of the experts' MLPs. It starts at their mean (the output bias
+    /// is 0, not λ) while the other tensors are task arithmetic, and with random routers equals the per-sample reference.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1)]
+    [DataRow(2)]
+    public void SoftmaxRoutingIsAConvexCombinationStartingAtTheExpertsMean(int depth)
+    {
+        using var scope = NewDisposeScope();
+        using var data = AdaptationTestData.Create(experts: 3);
+        Tensor images = data.Tasks[0].Images.narrow(0, 0, 6);
+
+        using var start = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList,
+            new WeightEnsemblingOptions { RouterDepth = depth, RouterInitStd = 0, SoftmaxRouting = true });
+        var weights = data.TaskArithmetic();
+        foreach (var name in weights.Keys.Where(VisionTransformerNames.IsMlp).ToList()) weights[name] = data.Combine(name, [1.0 / 3, 1.0 / 3, 1.0 / 3]);
+        var (features, routing) = start.ForwardWithRouting(images);
+        Assert.IsLessThan(1e-6, (routing - (1.0 / 3)).abs().max().item<float>(), "equal weights at the start");
+        Assert.IsLessThan(1e-5, ModelTestData.MaxAbsDiff(VisionTransformer.Forward(data.Config, weights, images), features));
+
+        using var random = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList,
+            new WeightEnsemblingOptions { RouterDepth = depth, RouterInitStd = 0.5, SoftmaxRouting = true, Seed = 7 });
+        var (routedFeatures, routed) = random.ForwardWithRouting(images);
+        Assert.IsTrue(routed.ge(0).all().item<bool>(), "weights are non-negative");
+        Assert.IsLessThan(1e-5, (routed.sum([2]) - 1).abs().max().item<float>(), "weights sum to one per sample and block");
+        Assert.IsGreaterThan(0.05, (routed.max(2).values - routed.min(2).values).min().item<float>(), "samples are routed unevenly");
+        Assert.IsLessThan(1e-5, ModelTestData.MaxAbsDiff(ReferenceWeightEnsembling.PerSampleLoop(random, data, images), routedFeatures));
+    }
+
     [TestMethod]
     public void BatchReduceEqualsRoutingOnTheBatchMeanOfRoutingWeights()
     {

@@ -86,13 +86,16 @@ public sealed class WeightEnsemblingOnnxExporterTests
     [DataRow(1, true, 0.0, false, DisplayName = "shared depth-1 router")]
     [DataRow(2, false, 0.0, true, DisplayName = "depth 2, batch-reduced routing")]
     [DataRow(1, false, 0.3, true, DisplayName = "depth 1, pruned, batch-reduced routing")]
-    public void OnnxRuntimeMatchesTheTorchModelForEveryBatchSize(int depth, bool shareRouter, double keep, bool batchReduce)
+    [DataRow(2, false, 0.0, false, true, DisplayName = "depth 2, softmax routing")]
+    [DataRow(1, true, 0.0, true, true, DisplayName = "shared depth-1 router, softmax, batch-reduced routing")]
+    public void OnnxRuntimeMatchesTheTorchModelForEveryBatchSize(int depth, bool shareRouter, double keep, bool batchReduce, bool softmax = false)
     {
         using var scope = NewDisposeScope();
         using var data = AdaptationTestData.Create(experts: 3);
         var options = new WeightEnsemblingOptions
         {
             RouterDepth = depth, ShareRouter = shareRouter, TaskVectorKeep = keep > 0 ? keep : null, BatchReduce = batchReduce, Seed = 5,
+            SoftmaxRouting = softmax,
         };
         using var model = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList, options);
         PerturbRouters(model, depth == 0 ? 0.3 : 0.5, seed: 7);
@@ -109,7 +112,7 @@ public sealed class WeightEnsemblingOnnxExporterTests
         // The routing is far from λ (the routers are not at their initialisation) and, when per sample, differs between samples.
         Tensor images = Pixels(data.Config, 9, seed: 200);
         var (_, routing) = model.ForwardWithRouting(images);                                                       // [L,B,E]
-        Assert.IsGreaterThan(0.1, (routing - WeightEnsemblingOptions.DefaultLambda).abs().max().item<float>());
+        Assert.IsGreaterThan(0.1, (routing - (softmax ? 1.0 / 3 : WeightEnsemblingOptions.DefaultLambda)).abs().max().item<float>());
         double spread = routing.std([1]).max().item<float>();
         if (depth == 0 || batchReduce)
         {
