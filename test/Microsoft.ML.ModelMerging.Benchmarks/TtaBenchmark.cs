@@ -277,6 +277,7 @@ internal static class TtaBenchmark
         int count = names.Count;
         var entropy = new double[count, count];
         var accuracy = new double[count, count];
+        var tests = names.Select(name => experts.LoadData(name).Test).Select(data => (Images: data.ToTensor(), Labels: data.LabelsToTensor())).ToArray();
         for (int e = 0; e < count; e++)
         {
             using (no_grad())
@@ -290,12 +291,18 @@ internal static class TtaBenchmark
 
             for (int t = 0; t < count; t++)
             {
-                var data = experts.LoadData(names[t]).Test;
-                using var images = data.ToTensor();
-                using var labels = data.LabelsToTensor();
-                accuracy[t, e] = Training.ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
-                entropy[t, e] = MeanEntropy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images);
+                var (images, labels) = tests[t];
+                using var logits = Training.ClassifierEvaluation.MapBatches(x => experts.Head(names[t]).Forward(moe.Forward(x)), images);
+                using var predicted = logits.argmax(1);
+                accuracy[t, e] = predicted.eq(labels).to(ScalarType.Float32).mean().item<float>();
+                entropy[t, e] = TestTimeAdaptation.MeanEntropy(logits).item<float>();
             }
+        }
+
+        foreach (var (images, labels) in tests)
+        {
+            images.Dispose();
+            labels.Dispose();
         }
 
         Console.WriteLine(string.Create(inv, $"Cross routing at λ={lambda}: images of each task (rows) through one expert's MLPs (columns), task's own head; mean entropy / accuracy %; * = lowest entropy of the row"));
