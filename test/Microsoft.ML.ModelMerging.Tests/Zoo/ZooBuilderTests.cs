@@ -49,6 +49,24 @@ public sealed class ZooBuilderTests
         Assert.AreNotEqual(expertTime, File.GetLastWriteTimeUtc(a.File("experts/optical-digits.safetensors")));
     }
 
+    /// <summary>A recipe with prototype heads writes CLIP-kind heads the pool loads and scores with, and records the choice.</summary>
+    [TestMethod]
+    public void PrototypeHeadRecipeWritesClipHeads()
+    {
+        if (!File.Exists(BenchmarkSources.Default.OpticalDigitsFile)) Assert.Inconclusive("optical digits not installed (run ./build.sh build)");
+        using var dir = new TempDirectory();
+        var recipe = Tiny with { Head = ExpertHeadKind.Prototype };
+        var manifest = new ZooBuilder(recipe).Build(dir.Path, [BenchmarkTasks.OpticalDigits]);
+        StringAssert.Contains(File.ReadAllText(dir.File("pool.json")), "\"head\": \"prototype\"");
+        Assert.AreEqual(recipe.Hash, manifest.RecipeHash);
+        using var experts = ExpertPool.Load(dir.Path);
+        var head = experts.Head("optical-digits");
+        Assert.AreEqual(ClassificationHeadKind.Clip, head.Kind);
+        Assert.IsGreaterThanOrEqualTo(1.0, head.LogitScale!.item<float>());
+        // The pre-trained accuracy recorded is that head's on the pre-trained model (well above chance on ten classes).
+        Assert.IsGreaterThan(0.15, manifest.Task("optical-digits").PretrainedLinearProbe.Test);
+    }
+
     /// <summary>The default recipe's pipeline (broad RGB corpus, an RGB task) on a tiny model: the pool it writes is RGB 32×32.</summary>
     [TestMethod]
     public void DefaultRecipeBuildsAnRgbPool()
