@@ -16,8 +16,8 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// whatever order tensors are processed in, however a tensor is cut into chunks, on any number of threads, and every
 /// statistics pass sees the same τ̃ without storing it.</para>
 /// <para>With task arithmetic or TIES's global trim the drop runs inside their chunk kernels (no tensor-sized
-/// temporaries, no libtorch call); with TIES's per-tensor trim the dropped task vectors of one tensor are formed, then
-/// merged.</para>
+/// temporaries, no libtorch call); with TIES's per-tensor trim the task vectors of one tensor are dropped in place in the
+/// streaming driver's buffers (<see cref="TensorBuffers"/>), then merged.</para>
 /// </remarks>
 public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod, ITensorwiseMergeMethod
 {
