@@ -46,12 +46,7 @@ internal sealed class TensorBuffers
         var row = _rows[expert];
         if (Count <= destination.Length)
         {
-            for (long start = 0; start < Count; start += FloatSegments.SegmentElements)
-            {
-                int length = (int)Math.Min(FloatSegments.SegmentElements, Count - start);
-                row.Slice(start, length).CopyTo(destination.Slice((int)start));
-            }
-
+            row.Slice(0, (int)Count).CopyTo(destination); // a span holds less than a segment: one piece
             return (int)Count;
         }
 
