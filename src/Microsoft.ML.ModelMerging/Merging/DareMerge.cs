@@ -17,7 +17,7 @@ namespace Microsoft.ML.ModelMerging.Merging;
 /// statistics pass sees the same τ̃ without storing it.</para>
 /// <para>With task arithmetic or TIES's global trim the drop runs inside their chunk kernels (no tensor-sized
 /// temporaries, no libtorch call); with TIES's per-tensor trim the task vectors of one tensor are dropped in place in the
-/// streaming driver's buffers (<see cref="TensorBuffers"/>), then merged.</para>
+/// tensor's buffers (<see cref="TensorBuffers"/>, in either driver), then merged.</para>
 /// </remarks>
 public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod, ITensorwiseMergeMethod
 {
@@ -184,6 +184,7 @@ public sealed class DareMerge : MergeMethodBase, IElementwiseMergeMethod, ITenso
     protected override MergedTensor Merge(MergeTensorInput input)
     {
         if (ElementwiseThen is not null) return new MergedTensor(ElementwiseTensors.Merge(this, input));
+        if (TensorwiseThen is not null) return new MergedTensor(TensorBuffers.Merge(this, input));
         using var dropped = DropAll(input);
         return Then.MergeTensor(dropped);
     }

@@ -87,6 +87,20 @@ internal sealed class TensorBuffers
         for (int e = 0; e < _rows.Length; e++) Copy(input.TaskVectors[e], _rows[e]);
     }
 
+    /// <summary>
+    /// A tensor-wise method on an in-memory tensor (the tensor-at-a-time path): the streaming driver's code on a copy of
+    /// the tensor's values, so both drivers give the same bits. Returns the merged weights, float32, of the base's shape.
+    /// </summary>
+    public static Tensor Merge(ITensorwiseMergeMethod method, MergeTensorInput input)
+    {
+        var buffers = new TensorBuffers(input.ExpertCount, input.Base.numel());
+        buffers.Load(input);
+        var output = new FloatSegments(buffers.Count);
+        output.Resize(buffers.Count);
+        method.MergeTensor(buffers, output);
+        return output.ToTensor(input.Base.shape);
+    }
+
     private void Begin(string name, long count, bool[]? lacking)
     {
         Name = name;

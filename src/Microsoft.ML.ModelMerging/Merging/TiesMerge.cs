@@ -227,13 +227,7 @@ public sealed class TiesMerge : MergeMethodBase, IElementwiseMergeMethod, ITenso
     {
         if (Trim == TiesTrimScope.Global) return new MergedTensor(ElementwiseTensors.Merge(this, input));
 
-        // The per-tensor trim on an in-memory tensor: the same code as the streaming driver's, on a copy of its values.
-        var buffers = new TensorBuffers(input.ExpertCount, input.Base.numel());
-        buffers.Load(input);
-        var output = new FloatSegments(buffers.Count);
-        output.Resize(buffers.Count);
-        ((ITensorwiseMergeMethod)this).MergeTensor(buffers, output);
-        return new MergedTensor(output.ToTensor(input.Base.shape));
+        return new MergedTensor(TensorBuffers.Merge(this, input));
     }
 
     bool ITensorwiseMergeMethod.IsTensorwise => Trim == TiesTrimScope.PerTensor;
