@@ -14,8 +14,10 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// efficient variant E-WEMoE. Every tensor except the block MLPs is merged by task arithmetic, θ0 + λ·Σ τ_i; the MLP of
 /// every block computes its weights per input sample,
 /// <c>W(x) = W0 + Σ_i r_i(x)·τ_i</c> for fc1 and fc2 weights and biases, with W0 the pre-trained MLP, τ_i = θ_i − θ0
-/// and r(x) the router's output on the MLP input tokens averaged over the tokens (no softmax). The routers are the
-/// only trainable tensors (<see cref="RouterParameters"/>); they start with output λ, i.e. as task arithmetic.
+/// and r(x) the router's output on the MLP input tokens averaged over the tokens (no softmax, as in the paper, unless
+/// <see cref="WeightEnsemblingOptions.SoftmaxRouting"/>). The routers are the only trainable tensors
+/// (<see cref="RouterParameters"/>); they start with output λ, i.e. as task arithmetic (with softmax routing, at the
+/// experts' mean).
 /// </summary>
 /// <remarks>
 /// Routing is per sample at training and at inference, computed batched: one matrix product r [B,E] × τ [E,P] per
