@@ -20,7 +20,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   lora-table ZOO [--out DIR] [--full-timing POOL] [--timing-steps 20]
 //                                          issue 15: full / LoRA / L-LoRA experts (ZOO, ZOO/lora, ZOO/l-lora): individual, trainable
 //                                          parameters, time, TA and TIES normalised per mode, task-vector cosine heatmaps
-//   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class)
+//   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class; TASK settings: the corpus's setting classes)
 //   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
 //                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
 //   clip-tta-steps POOL [--steps 2] [--threads 2]   WEMoE TTA steps in process: wall and CPU time per step

@@ -3,20 +3,25 @@ using SkiaSharp;
 
 namespace Microsoft.ML.ModelMerging.Benchmarks;
 
-/// <summary>A contact sheet of a benchmark task's training images: one row per class, to look at what a renderer draws.</summary>
+/// <summary>
+/// A contact sheet of a benchmark task's training images (or of the pre-training corpus's setting classes, task
+/// <c>settings</c>): one row per class, to look at what a renderer draws.
+/// </summary>
 internal static class TaskSheet
 {
     public static int Run(string task, string output, int perClass, int scale)
     {
-        var splits = BenchmarkTasks.Get(task).Load();
+        bool settings = task == "settings";
+        var splits = settings ? BroadPretrainingCorpus.Load(trainPerClass: perClass, settings: true) : BenchmarkTasks.Get(task).Load();
+        int firstClass = settings ? BroadPretrainingCorpus.ClassNames.Count : 0;
         var data = splits.Train;
-        int side = data.Width, classes = data.ClassCount;
+        int side = data.Width, classes = data.ClassCount - firstClass;
         using var bitmap = new SKBitmap(perClass * side * scale, classes * side * scale);
         var shown = new int[classes];
         for (int i = 0; i < data.Count; i++)
         {
-            int label = data.Labels.Span[i];
-            if (shown[label] >= perClass) continue;
+            int label = data.Labels.Span[i] - firstClass;
+            if (label < 0 || shown[label] >= perClass) continue;
             float[] image = data.Image(i).ToArray();
             int plane = side * side;
             for (int y = 0; y < side * scale; y++)
@@ -31,7 +36,7 @@ internal static class TaskSheet
 
         using var file = File.Create(output);
         bitmap.Encode(file, SKEncodedImageFormat.Png, 100);
-        Console.WriteLine($"{task}: {splits} → {output} (rows: {string.Join(", ", data.ClassNames)})");
+        Console.WriteLine($"{task}: {splits} → {output} (rows: {string.Join(", ", data.ClassNames.Skip(firstClass))})");
         return 0;
     }
 }

@@ -33,9 +33,13 @@ internal static class ZooCommand
         {
             Description = "How each expert's frozen head is made from the shots instead of the recipe's: linear-probe or prototype (class prototypes, CLIP-style, calibrated scale).",
         };
+        var corpus = new Option<string?>("--corpus")
+        {
+            Description = $"Pre-training corpus instead of the recipe's: {ZooRecipe.BroadCorpus}, {ZooRecipe.SettingsCorpus} (with photographic settings) or {ZooRecipe.GlyphCorpus}.",
+        };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
         {
-            output, tasks, recipe, epochs, learningRate, nonMlpScale, head,
+            output, tasks, recipe, epochs, learningRate, nonMlpScale, head, corpus,
         };
         build.SetAction((parse, cancellation) =>
         {
@@ -44,7 +48,7 @@ internal static class ZooCommand
             var clock = Stopwatch.StartNew();
             var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
-                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale, head)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
+                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale, head, corpus)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zoo built in {clock.Elapsed.TotalMinutes:F1} min → {Path.GetFullPath(parse.GetValue(output)!)}"));
             return Task.FromResult(0);
@@ -52,7 +56,8 @@ internal static class ZooCommand
         return new Command("zoo", "The project's model zoo.") { build };
     }
 
-    private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale, Option<string?> head)
+    private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale, Option<string?> head,
+        Option<string?> corpus)
     {
         var recipe = ZooRecipe.Named(parse.GetValue(name)!);
         var fineTuning = recipe.FineTuning;
@@ -67,6 +72,9 @@ internal static class ZooCommand
             "prototype" => ExpertHeadKind.Prototype,
             var other => throw new ArgumentException($"Unknown --head '{other}': linear-probe or prototype."),
         };
-        return recipe with { FineTuning = fineTuning, Head = headKind };
+        string corpusName = parse.GetValue(corpus)?.Trim().ToLowerInvariant() ?? recipe.Corpus;
+        if (corpusName is not (ZooRecipe.BroadCorpus or ZooRecipe.SettingsCorpus or ZooRecipe.GlyphCorpus))
+            throw new ArgumentException($"Unknown --corpus '{corpusName}': {ZooRecipe.BroadCorpus}, {ZooRecipe.SettingsCorpus} or {ZooRecipe.GlyphCorpus}.");
+        return recipe with { FineTuning = fineTuning, Head = headKind, Corpus = corpusName };
     }
 }

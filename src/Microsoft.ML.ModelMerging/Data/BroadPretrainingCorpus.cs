@@ -13,6 +13,9 @@ public static class BroadPretrainingCorpus
     /// <summary>The corpus's name, as recorded in a pool's pre-training record.</summary>
     public const string Name = "broad-pretraining";
 
+    /// <summary>The corpus with the <see cref="SettingRenderer"/> classes added (default zoo v4): the same images plus settings.</summary>
+    public const string WithSettingsName = "broad-pretraining-settings";
+
     /// <summary>Vocabulary glyphs left out: the arrows a road sign draws (ahead, left, right).</summary>
     public const string ExcludedGlyphs = "←↑→↓⇐⇑⇒⇓⇦⇧⇨⇩";
 
@@ -27,6 +30,9 @@ public static class BroadPretrainingCorpus
     /// <summary>Number of colour-family classes (12) and the largest disc count (5).</summary>
     public const int HueFamilies = 12, MaxDiscs = 5;
 
+    /// <summary>The setting classes ("setting-paper", ...) of <see cref="WithSettingsName"/>, after every other class.</summary>
+    public static IReadOnlyList<string> SettingClassNames { get; } = SettingRenderer.Names.Select(s => $"setting-{s}").ToArray();
+
     /// <summary>Glyph classes ("Ж U+0416"), then "hue-00".."hue-11", the patterns, then "1-disc".."5-discs".</summary>
     public static IReadOnlyList<string> ClassNames { get; } =
     [
@@ -36,8 +42,13 @@ public static class BroadPretrainingCorpus
         .. Enumerable.Range(1, MaxDiscs).Select(n => n == 1 ? "1-disc" : $"{n}-discs"),
     ];
 
-    /// <summary>Renders the corpus and splits it per class: exactly the requested number of images of every class in each part.</summary>
-    public static TaskSplits Load(BenchmarkSources? sources = null, int trainPerClass = 100, int validationPerClass = 10, int testPerClass = 10, int seed = 0)
+    /// <summary>
+    /// Renders the corpus and splits it per class: exactly the requested number of images of every class in each part.
+    /// With <paramref name="settings"/>, the <see cref="SettingClassNames"/> follow the other classes (the other classes'
+    /// images are the same either way).
+    /// </summary>
+    public static TaskSplits Load(BenchmarkSources? sources = null, int trainPerClass = 100, int validationPerClass = 10, int testPerClass = 10, int seed = 0,
+        bool settings = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(trainPerClass);
         sources ??= BenchmarkSources.Default;
@@ -46,15 +57,18 @@ public static class BroadPretrainingCorpus
         using var renderer = new GlyphRenderer(FontCatalog.Find(sources.FontDirectory),
             new GlyphRenderOptions { Size = ProceduralImages.Size, MinFill = 0.55f, MaxFill = 0.85f, MaxRotationDegrees = 15, MaxShift = 3 });
         ImageDataset glyphs = renderer.Render(Glyphs, perClass, taskSeed, Name);
-        int glyphClasses = Glyphs.Count;
-        ImageDataset pool = ProceduralImages.Render(Name, ClassNames, perClass, taskSeed, (raster, c, k, random) =>
+        int glyphClasses = Glyphs.Count, baseClasses = ClassNames.Count;
+        IReadOnlyList<string> classNames = settings ? [.. ClassNames, .. SettingClassNames] : ClassNames;
+        ImageDataset pool = ProceduralImages.Render(Name, classNames, perClass, taskSeed, (raster, c, k, random) =>
         {
-            if (c < glyphClasses) DrawGlyph(raster, glyphs.Image(c * perClass + k).ToArray(), random);
+            // A setting shows any vocabulary glyph: its class is the setting.
+            if (c >= baseClasses) SettingRenderer.Draw(raster, c - baseClasses, glyphs.Image(random.NextInt(glyphs.Count)).ToArray(), random);
+            else if (c < glyphClasses) DrawGlyph(raster, glyphs.Image(c * perClass + k).ToArray(), random);
             else if (c < glyphClasses + HueFamilies) DrawHue(raster, c - glyphClasses, random);
             else if (c < glyphClasses + HueFamilies + Patterns.Count) DrawPattern(raster, c - glyphClasses - HueFamilies, random);
             else DrawDiscs(raster, c - glyphClasses - HueFamilies - Patterns.Count + 1, random);
         });
-        int classes = ClassNames.Count;
+        int classes = classNames.Count;
         return BenchmarkTasks.SplitPool(Name, pool, new SplitSizes(classes * trainPerClass, classes * validationPerClass, classes * testPerClass), taskSeed);
     }
 

@@ -31,6 +31,9 @@ public sealed record ZooRecipe
     /// <summary>The pre-training corpus of <see cref="BroadPretrainingCorpus"/> (default).</summary>
     public const string BroadCorpus = BroadPretrainingCorpus.Name;
 
+    /// <summary>The broad corpus plus photographic settings (<see cref="BroadPretrainingCorpus.WithSettingsName"/>).</summary>
+    public const string SettingsCorpus = BroadPretrainingCorpus.WithSettingsName;
+
     /// <summary>The glyph corpus of <see cref="PretrainingCorpus"/> (the far zoo's).</summary>
     public const string GlyphCorpus = PretrainingCorpus.Name;
 
@@ -45,7 +48,7 @@ public sealed record ZooRecipe
     /// <summary>Seed of the whole build: the corpus and pre-training use it, foundation f uses Seed + f, expert i Seed + 1 + i.</summary>
     public int Seed { get; init; }
 
-    /// <summary>Which corpus pre-trains the backbone: <see cref="BroadCorpus"/> or <see cref="GlyphCorpus"/>.</summary>
+    /// <summary>Which corpus pre-trains the backbone: <see cref="BroadCorpus"/>, <see cref="SettingsCorpus"/> or <see cref="GlyphCorpus"/>.</summary>
     public string Corpus { get; init; } = BroadCorpus;
 
     /// <summary>Pre-training images per class (default 300).</summary>
