@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Trains the LoRA and L-LoRA adapters of the default zoo's 8 tasks into zoos/default/lora and zoos/default/l-lora.
 # Same budget for both modes: the zoo's fine-tuning recipe (10 epochs, batch 64, AdamW, weight decay 0.05, cosine) at
-# lr $LR, rank 16, alpha 32, targets q_proj,v_proj, lora seed 0, behind the zoo's frozen linear-probe heads.
+# lr $LR, rank 16, alpha 32, targets q_proj,v_proj, lora seed 0, behind the zoo's frozen heads.
 # Resumable: a task already in a mode's pool.json is skipped.
-# Usage: [LR=..] [MODES="lora l-lora"] build/zoo-adapters.sh [mlmerge command]   (two MODES runs in parallel use two cores)
+# Usage: [ZOO=zoos/default] [LR=..] [MODES="lora l-lora"] build/zoo-adapters.sh [mlmerge command]   (two MODES runs in parallel use two cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MLMERGE=${1:-"dotnet src/Microsoft.ML.ModelMerging.Cli/bin/Release/net10.0/mlmerge.dll"}
-ZOO=zoos/default
+ZOO=${ZOO:-zoos/default}
 TASKS="scenes fashion-photos land-use house-numbers road-signs pen-digits textures led-sums"
 LR=${LR:-1e-2}
 for mode in ${MODES:-lora l-lora}; do

@@ -78,8 +78,9 @@ internal static class ZooStructure
             var confusions = truth.Zip(predicted).Where(p => p.First != p.Second)
                 .GroupBy(p => $"{names[(int)p.First]}→{names[(int)p.Second]}").OrderByDescending(g => g.Count()).Take(4)
                 .Select(g => $"{g.Key} {g.Count()}");
-            Console.Error.WriteLine($"  task probe: most confused {string.Join(", ", confusions)}");
-            return ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
+            double accuracy = ClassifierEvaluation.Accuracy(f => taskHead.Forward(f), testX, testY);
+            Console.Error.WriteLine(string.Create(inv, $"  task probe: {100 * accuracy:F1}%, most confused {string.Join(", ", confusions)}"));
+            return accuracy;
         }
 
         double taskIdentity = Probe(f => f.Final);

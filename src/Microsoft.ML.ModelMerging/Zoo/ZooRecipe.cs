@@ -93,6 +93,7 @@ public sealed record ZooRecipe
             Activation = VisionActivation.QuickGelu,
         },
         Corpus = GlyphCorpus,
+        Head = ExpertHeadKind.LinearProbe,
         PretrainingImagesPerClass = 200,
         Pretraining = new() { Epochs = 8, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 },
         LinearProbeShots = 2,
@@ -113,7 +114,10 @@ public sealed record ZooRecipe
     /// from two pre-trained backbones that differ only in their seed, as in the non-local merging paper's VGG16 A/B setting.
     /// Foundation 0 is the default zoo's pre-trained model (same pre-training, same seed); foundation 1 is a second one.
     /// </summary>
-    public static ZooRecipe NonLocal { get; } = new() { Foundations = 2, FineTuning = UniformLocalFineTuning };
+    public static ZooRecipe NonLocal { get; } = new()
+    {
+        Foundations = 2, FineTuning = UniformLocalFineTuning, Corpus = BroadCorpus, Head = ExpertHeadKind.LinearProbe,
+    };
 
     /// <summary>The recipe called <paramref name="name"/>: <c>default</c>, <c>far</c>, <c>nonlocal</c> or <c>smoke</c>.</summary>
     public static ZooRecipe Named(string name) => name.Trim().ToLowerInvariant() switch

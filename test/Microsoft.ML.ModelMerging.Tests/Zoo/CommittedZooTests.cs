@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -51,8 +52,9 @@ public sealed class CommittedZooTests
     }
 
     /// <summary>
-    /// The non-local zoo's foundations differ only in their seed, and its base is their mean: foundation 0 is the default
-    /// zoo's pre-trained model itself, and each expert starts from the foundation the recipe assigns to its task.
+    /// The non-local zoo's foundations differ only in their seed, and its base is their mean: each foundation records the
+    /// pre-training of its seed (foundation 0's is the one the v3 default zoo's pre-trained model had), and each expert
+    /// starts from the foundation the recipe assigns to its task.
     /// </summary>
     [TestMethod]
     public void NonLocalZooIsBuiltFromTwoSeededFoundations()
@@ -62,10 +64,14 @@ public sealed class CommittedZooTests
         using var zero = ModelCheckpoints.LoadBackbone(Path.Combine(CommittedZoo.NonLocal, ZooRecipe.FoundationPath(0)));
         using var one = ModelCheckpoints.LoadBackbone(Path.Combine(CommittedZoo.NonLocal, ZooRecipe.FoundationPath(1)));
         using var mean = ModelCheckpoints.LoadBackbone(Path.Combine(CommittedZoo.NonLocal, manifest.Pretrained!));
-        using var local = ModelCheckpoints.LoadBackbone(Path.Combine(CommittedZoo.Default, PoolManifest.PretrainedFileName));
+        for (int f = 0; f < 2; f++)
+        {
+            using var checkpoint = Checkpoint.Open(Path.Combine(CommittedZoo.NonLocal, ZooRecipe.FoundationPath(f)));
+            Assert.AreEqual(ZooRecipe.NonLocal.FoundationPretrainingHash(f), checkpoint.Metadata["mlmerge.zoo_recipe"], $"foundation {f}'s pre-training");
+        }
+
         foreach (var (name, value) in mean.Weights)
         {
-            Assert.IsTrue(zero.Weights[name].eq(local.Weights[name]).all().item<bool>(), $"{name}: foundation 0 is the default zoo's pre-trained model");
             if (value.numel() > 1) Assert.IsFalse(zero.Weights[name].eq(one.Weights[name]).all().item<bool>(), $"{name}: the foundations differ");
             Assert.IsTrue(value.allclose((zero.Weights[name] + one.Weights[name]) / 2, rtol: 0, atol: 1e-6), $"{name}: the base is their mean");
         }
