@@ -136,8 +136,9 @@ internal static class AdaptationCheckpoint
             : throw new InvalidDataException($"{checkpoint.Source}: metadata '{key}' is missing; not an adaptation checkpoint.");
 
     /// <summary>The settings that decide the trajectory, as canonical JSON.</summary>
-    private static string RunDescription(TestTimeAdaptationOptions options, IReadOnlyList<AdaptationTask> tasks) =>
-        JsonSerializer.Serialize(new Dictionary<string, object>
+    private static string RunDescription(TestTimeAdaptationOptions options, IReadOnlyList<AdaptationTask> tasks)
+    {
+        var description = new Dictionary<string, object>
         {
             ["learning_rate"] = options.LearningRate,
             ["schedule"] = options.Schedule.ToString(),
@@ -148,5 +149,14 @@ internal static class AdaptationCheckpoint
             ["beta2"] = options.Beta2,
             ["epsilon"] = options.Epsilon,
             ["tasks"] = tasks.Select(t => new Dictionary<string, object> { ["name"] = t.Name, ["images"] = t.Images.shape[0] }).ToArray(),
-        });
+        };
+
+        // Recorded only when used, so checkpoints of entropy-only runs stay resumable.
+        if (options.TaskRoutingWeight > 0)
+        {
+            description["task_routing_weight"] = options.TaskRoutingWeight;
+        }
+
+        return JsonSerializer.Serialize(description);
+    }
 }

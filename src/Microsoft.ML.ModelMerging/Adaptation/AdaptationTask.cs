@@ -5,9 +5,23 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 
 /// <summary>
 /// One task of a test-time adaptation run: its unlabeled images [N,C,H,W] (pixels in [0,1]) and its classification
-/// head, which stays frozen. The caller keeps owning both.
+/// head, which stays frozen. The caller keeps owning both. <paramref name="Expert"/> is the index of the task's own expert
+/// in a routed model (needed only with <see cref="TestTimeAdaptationOptions.TaskRoutingWeight"/>).
 /// </summary>
-internal sealed record AdaptationTask(string Name, Tensor Images, ClassificationHead Head);
+internal sealed record AdaptationTask(string Name, Tensor Images, ClassificationHead Head, int? Expert = null);
+
+/// <summary>A model that routes each image to a mixture of experts and can report the routing weights it used.</summary>
+internal interface IRoutedModel
+{
+    /// <summary>Number of experts the routing weights are over.</summary>
+    int ExpertCount { get; }
+
+    /// <summary>True when each block's routing weights are a distribution over the experts (non-negative, summing to 1).</summary>
+    bool RoutesByDistribution { get; }
+
+    /// <summary>Features [B, FeatureDim] and the routing weights of every block, [Blocks, B, ExpertCount], differentiable.</summary>
+    (Tensor Features, Tensor Routing) ForwardWithRouting(Tensor images);
+}
 
 /// <summary>Reported after every adaptation step.</summary>
 /// <param name="Step">Steps completed so far, counting steps of the run being resumed.</param>

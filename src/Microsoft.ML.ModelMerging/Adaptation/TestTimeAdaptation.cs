@@ -44,6 +44,7 @@ internal static class TestTimeAdaptation
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         CheckTasks(tasks);
+        CheckTaskRouting(model, tasks, options);
         var adapted = model.AdaptedParameters;
         if (adapted.Count == 0)
         {
@@ -75,7 +76,7 @@ internal static class TestTimeAdaptation
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 double learningRate = options.LearningRateAt(step);
-                double[] entropies = Step(model, tasks, samplers, optimizer, step, learningRate);
+                double[] entropies = Step(model, tasks, samplers, optimizer, step, learningRate, options.TaskRoutingWeight);
                 double loss = entropies.Sum();
                 losses.Add(loss);
 
@@ -105,11 +106,12 @@ internal static class TestTimeAdaptation
     }
 
     /// <summary>
-    /// One optimisation step. Each task's entropy is back-propagated on its own (its graph freed before the next
-    /// task's forward); the gradients add up to the gradient of the summed loss.
+    /// One optimisation step. Each task's loss is back-propagated on its own (its graph freed before the next
+    /// task's forward); the gradients add up to the gradient of the summed loss. The loss is the task's mean entropy,
+    /// plus <paramref name="routingWeight"/> × the mean −log of the weight its own expert gets; the entropies are returned.
     /// </summary>
     private static double[] Step(IAdaptableModel model, IReadOnlyList<AdaptationTask> tasks, TaskBatchSampler[] samplers,
-        AdamOptimizer optimizer, int step, double learningRate)
+        AdamOptimizer optimizer, int step, double learningRate, double routingWeight)
     {
         using var scope = NewDisposeScope();
         optimizer.ZeroGrad();
@@ -119,13 +121,25 @@ internal static class TestTimeAdaptation
             using var taskScope = NewDisposeScope();
             Tensor images = tasks[t].Images;
             Tensor batch = images.index_select(0, tensor(samplers[t].Indices(step), device: images.device));
-            Tensor entropy = MeanEntropy(tasks[t].Head.Forward(model.Forward(batch)));
-            if (!entropy.requires_grad)
+            Tensor entropy, loss;
+            if (routingWeight > 0)
+            {
+                var (features, routing) = ((IRoutedModel)model).ForwardWithRouting(batch);
+                entropy = MeanEntropy(tasks[t].Head.Forward(features));
+                Tensor own = routing.select(2, tasks[t].Expert!.Value);                    // [Blocks, B]
+                loss = entropy - own.clamp_min(1e-12).log().mean().mul(routingWeight);
+            }
+            else
+            {
+                loss = entropy = MeanEntropy(tasks[t].Head.Forward(model.Forward(batch)));
+            }
+
+            if (!loss.requires_grad)
             {
                 throw new InvalidOperationException("The model's features do not depend on its adapted parameters (no gradient can flow).");
             }
 
-            entropy.backward();
+            loss.backward();
             entropies[t] = entropy.item<float>();
         }
 
@@ -136,6 +150,32 @@ internal static class TestTimeAdaptation
 
         optimizer.Update(learningRate);
         return entropies;
+    }
+
+    /// <summary>The routing term needs routing weights that are a distribution, and each task's own expert.</summary>
+    private static void CheckTaskRouting(IAdaptableModel model, IReadOnlyList<AdaptationTask> tasks, TestTimeAdaptationOptions options)
+    {
+        if (options.TaskRoutingWeight == 0)
+        {
+            return;
+        }
+
+        if (model is not IRoutedModel { RoutesByDistribution: true } routed)
+        {
+            throw new ArgumentException(
+                $"TaskRoutingWeight {options.TaskRoutingWeight.ToString(System.Globalization.CultureInfo.InvariantCulture)} needs a model whose routing weights are a distribution over the experts (WEMoE with routing=softmax).",
+                nameof(options));
+        }
+
+        foreach (var task in tasks)
+        {
+            if (task.Expert is not int expert || expert < 0 || expert >= routed.ExpertCount)
+            {
+                throw new ArgumentException(
+                    $"Task '{task.Name}' names no expert of the model's {routed.ExpertCount} (got {task.Expert?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}); the routing term needs each task's own expert.",
+                    nameof(tasks));
+            }
+        }
     }
 
     private static void CheckTasks(IReadOnlyList<AdaptationTask> tasks)

@@ -65,6 +65,15 @@ internal sealed record TestTimeAdaptationOptions
     /// </summary>
     public string? ResumeFrom { get; init; }
 
+    /// <summary>
+    /// Weight β of a routing term added to each task's entropy, for models that route (WEMoE with softmax routing):
+    /// β × the mean over blocks and images of −log r_own(x), r_own being the weight the router gives the task's own expert.
+    /// Adaptation already knows which task each unlabeled image comes from (it picks the head by it), so this uses no
+    /// more than the entropy does; it pulls the routers towards telling the tasks apart where entropy alone settles for
+    /// a confident mixture. 0 (default): entropy alone, the paper's objective.
+    /// </summary>
+    public double TaskRoutingWeight { get; init; }
+
     /// <summary>WEMoE's defaults: Adam lr 1e-4, 1000 steps, 16 images per task per step.</summary>
     public static TestTimeAdaptationOptions ForWeightEnsembling() => new() { LearningRate = 1e-4 };
 
@@ -90,6 +99,11 @@ internal sealed record TestTimeAdaptationOptions
         if (Steps <= 0)
         {
             errors.Add($"Steps must be positive (got {Steps})");
+        }
+
+        if (!(TaskRoutingWeight >= 0) || double.IsInfinity(TaskRoutingWeight))
+        {
+            errors.Add($"TaskRoutingWeight must be a non-negative finite number (got {Format(TaskRoutingWeight)})");
         }
 
         if (BatchSizePerTask <= 0)

@@ -25,7 +25,7 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// <see cref="WeightEnsemblingOptions.BatchReduce"/>, or a depth-0 router (which ignores its input), one merged MLP
 /// serves the batch.
 /// </remarks>
-internal sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
+internal sealed class WeightEnsemblingMoE : IAdaptableModel, IRoutedModel, IDisposable
 {
     /// <summary>Checkpoint metadata key holding the number of experts.</summary>
     public const string ExpertCountMetadataKey = "mlmerge.wemoe_experts";
@@ -88,6 +88,9 @@ internal sealed class WeightEnsemblingMoE : IAdaptableModel, IDisposable
     public IReadOnlyDictionary<string, Parameter> RouterParameters => ThrowIfDisposed(_routerParameters);
 
     IReadOnlyDictionary<string, Parameter> IAdaptableModel.AdaptedParameters => RouterParameters;
+
+    /// <summary>With softmax routing each block's weights are a distribution over the experts; raw weights are not.</summary>
+    public bool RoutesByDistribution => Options.SoftmaxRouting;
 
     /// <summary>The options, expert count and config, as stored with saved routers and adaptation checkpoints.</summary>
     public IReadOnlyDictionary<string, string> Metadata => ThrowIfDisposed(_metadata);

@@ -45,7 +45,8 @@ internal static class PoolData
         }
 
         // Only tasks with images contribute to the objective; every expert still takes part in the merge.
-        var tasks = pool.TaskNames.Where(images.ByTask.ContainsKey).Select(t => new AdaptationTask(t, images.ByTask[t], pool.Head(t))).ToList();
+        var tasks = pool.TaskNames.Select((t, expert) => (t, expert)).Where(x => images.ByTask.ContainsKey(x.t))
+            .Select(x => new AdaptationTask(x.t, images.ByTask[x.t], pool.Head(x.t), x.expert)).ToList();
         return (tasks, loaded);
     }
 

@@ -44,7 +44,7 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
         ArgumentNullException.ThrowIfNull(parameters);
         ArgumentNullException.ThrowIfNull(context);
         var resolved = parameters.Resolve(Name, Parameters);
-        var tta = new TestTimeAdaptationOptions
+        var tta = AdaptationOptions(resolved, new TestTimeAdaptationOptions
         {
             Steps = (int)resolved.GetInteger("steps"),
             LearningRate = resolved.GetNumber("learning-rate"),
@@ -54,7 +54,7 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
             CheckpointEvery = context.Checkpointing?.Every ?? 0,
             CheckpointInterval = context.Checkpointing?.Interval,
             ResumeFrom = context.Checkpointing is { Resume: true } c && File.Exists(c.Path) ? c.Path : null,
-        };
+        });
         var (tasks, loaded) = PoolData.AdaptationTasks(pool, context, Name);
         using var _ = loaded;
         var heads = (context.Tasks ?? pool.TaskNames).Select(t => new OnnxTaskHead(t, pool.Head(t))).ToArray();
@@ -70,6 +70,9 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
             : null;
         return Adapt(pool, resolved, tasks, heads, exportOptions, model => TestTimeAdaptation.Run(model, tasks, tta, progress, context.Cancellation));
     }
+
+    /// <summary>The adaptation settings from the algorithm's own parameters, on top of the shared ones in <paramref name="shared"/>.</summary>
+    protected virtual TestTimeAdaptationOptions AdaptationOptions(ResolvedMergeParameters parameters, TestTimeAdaptationOptions shared) => shared;
 
     /// <summary>Builds the adaptable model, calls <paramref name="adapt"/> on it, and returns the adapted result.</summary>
     protected abstract MultiTaskModel Adapt(ExpertPool pool, ResolvedMergeParameters parameters, IReadOnlyList<AdaptationTask> tasks,

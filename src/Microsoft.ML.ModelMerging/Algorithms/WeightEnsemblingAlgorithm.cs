@@ -26,6 +26,7 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
                 MergeParameterSpec.Integer("router-depth", WeightEnsemblingOptions.DefaultRouterDepth, "router layers: 0, 1 or 2", 0, 2),
                 MergeParameterSpec.Choice("batch-reduce", "false", "route on the batch mean of the routing weights (FusionBench's granularity)", "false", "true"),
                 MergeParameterSpec.Choice("routing", "linear", "routing weights: the routers' raw outputs (the paper's) or a softmax over the experts (convex combinations of the experts' MLPs)", "linear", "softmax"),
+                MergeParameterSpec.Number("task-routing", 0, "weight of a term pulling each task's images to its own expert's MLPs (routing=softmax); 0 = entropy alone, the paper's objective", 0, double.PositiveInfinity),
                 .. efficient
                     ? [MergeParameterSpec.Number("keep", WeightEnsemblingOptions.DefaultEfficientKeep, "fraction of every MLP task-vector tensor kept", 0, 1, minimumInclusive: false)]
                     : Array.Empty<MergeParameterSpec>(),
@@ -51,6 +52,9 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
             Seed = parameters.GetInteger("seed"),
         };
     }
+
+    protected override TestTimeAdaptationOptions AdaptationOptions(ResolvedMergeParameters parameters, TestTimeAdaptationOptions shared) =>
+        shared with { TaskRoutingWeight = parameters.GetNumber("task-routing") };
 
     protected override MultiTaskModel Adapt(ExpertPool pool, ResolvedMergeParameters parameters, IReadOnlyList<AdaptationTask> tasks,
         IReadOnlyList<OnnxTaskHead> heads, VitOnnxExportOptions exportOptions, Action<IAdaptableModel> adapt)

@@ -272,6 +272,47 @@ public sealed class TestTimeAdaptationTests
         Assert.IsEmpty(finished.Losses);
     }
 
+    /// <summary>
+    /// The routing term (softmax routing): with a large weight the routers learn to give each task's images to the expert
+    /// the task names, whichever that is; it is refused where routing weights are no distribution or a task names no expert.
+    /// </summary>
+    [TestMethod]
+    public void TheTaskRoutingTermSendsEachTasksImagesToTheExpertItNames()
+    {
+        using var scope = NewDisposeScope();
+        using var data = AdaptationTestData.Create();
+        var softmax = new WeightEnsemblingOptions { SoftmaxRouting = true };
+        var run = ShortRun with { Steps = 40, LearningRate = 1e-2, TaskRoutingWeight = 5 };
+        // The two tasks' images told apart by their brightness (dark and light halves of the range), as domains are.
+        var tasks = data.Tasks.Select((task, t) => task with { Images = task.Images.mul(0.5).add(0.5 * t) }).ToList();
+
+        // Mean weight each task's images give to the expert at position own(t), over blocks and images.
+        double Share(WeightEnsemblingMoE model, Func<int, int> own)
+        {
+            using var noGrad = no_grad();
+            return tasks.Select((task, t) => model.ForwardWithRouting(task.Images).Routing.select(2, own(t)).mean().item<float>()).Average();
+        }
+
+        using var model = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList, softmax);
+        Assert.AreEqual(0.5, Share(model, t => t), 0.05, "softmax routing starts at the experts' mean");
+        TestTimeAdaptation.Run(model, [.. tasks.Select((task, t) => task with { Expert = t })], run);
+        double share = Share(model, t => t);
+        Assert.IsGreaterThan(0.9, share, $"own share {share:F3}");
+
+        using var crossed = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList, softmax);
+        TestTimeAdaptation.Run(crossed, [.. tasks.Select((task, t) => task with { Expert = 1 - t })], run);
+        share = Share(crossed, t => 1 - t);
+        Assert.IsGreaterThan(0.9, share, $"crossed: share of the named expert {share:F3}");
+
+        using var raw = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList);
+        var error = Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(raw, [.. data.Tasks.Select((task, t) => task with { Expert = t })], run));
+        StringAssert.Contains(error.Message, "routing=softmax");
+        error = Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(model, data.Tasks, run));
+        StringAssert.Contains(error.Message, $"Task '{data.Tasks[0].Name}' names no expert of the model's 2");
+        error = Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(model, [.. data.Tasks.Select(task => task with { Expert = 2 })], run));
+        StringAssert.Contains(error.Message, "(got 2)");
+    }
+
     [TestMethod]
     public void InvalidOptionsAndTasksAreRejectedBeforeAnyStep()
     {
