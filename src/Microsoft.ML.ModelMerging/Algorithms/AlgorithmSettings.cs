@@ -191,6 +191,12 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// <summary>Routing weights: <c>linear</c>, the routers' raw outputs (default, the paper's), or <c>softmax</c> over the experts.</summary>
     public string? Routing { get; init; }
 
+    /// <summary>
+    /// With softmax routing: weight of a term pulling each task's images to its own expert's MLPs, added to the entropy
+    /// (default 0, entropy alone as in the paper).
+    /// </summary>
+    public double? TaskRouting { get; init; }
+
     /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
     public double? Keep { get; init; }
 
@@ -204,7 +210,8 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     protected override IEnumerable<(string, object?)> Given() =>
     [
         ("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda),
-        ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("routing", Routing), ("keep", Keep), ("seed", Seed),
+        ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("routing", Routing), ("task-routing", TaskRouting), ("keep", Keep),
+        ("seed", Seed),
     ];
 }
 

@@ -35,7 +35,13 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
 
     public IReadOnlyList<MergeParameterSpec> Parameters { get; }
 
-    /// <summary>One setting (the defaults): adaptation is too costly to grid-search; <c>compare</c> sets the steps.</summary>
+    /// <summary>
+    /// The settings <c>compare</c> tries besides the steps it sets, the best on validation representing the method: by
+    /// default only the defaults, since adaptation is too costly to grid-search.
+    /// </summary>
+    public virtual IReadOnlyList<IReadOnlyDictionary<string, string>> ComparisonSettings { get; } = [new Dictionary<string, string>()];
+
+    /// <summary>No grid: adaptation is too costly to grid-search (see <see cref="ComparisonSettings"/>); <c>compare</c> sets the steps.</summary>
     public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; } = new Dictionary<string, IReadOnlyList<string>>();
 
     public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)

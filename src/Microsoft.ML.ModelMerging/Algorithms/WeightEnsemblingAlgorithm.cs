@@ -53,6 +53,16 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
         };
     }
 
+    /// <summary>
+    /// The paper's settings (raw routing weights, entropy alone, lr 1e-4) and softmax routing with the task-routing term at
+    /// lr 1e-2, which keeps entropy minimisation from settling on a confident mixture of the wrong experts.
+    /// </summary>
+    public override IReadOnlyList<IReadOnlyDictionary<string, string>> ComparisonSettings { get; } =
+    [
+        new Dictionary<string, string>(),
+        new Dictionary<string, string> { ["routing"] = "softmax", ["task-routing"] = "1", ["learning-rate"] = "0.01" },
+    ];
+
     protected override TestTimeAdaptationOptions AdaptationOptions(ResolvedMergeParameters parameters, TestTimeAdaptationOptions shared) =>
         shared with { TaskRoutingWeight = parameters.GetNumber("task-routing") };
 

@@ -20,7 +20,8 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
 
     /// <summary>
     /// The search of one registered algorithm: every combination of its declared search grid, or its defaults; algorithms
-    /// that adapt in steps (<see cref="AdaptationJob.RunsInSteps"/>) run <paramref name="adaptationSteps"/> steps. TACT reads
+    /// that adapt in steps (<see cref="AdaptationJob.RunsInSteps"/>) run <paramref name="adaptationSteps"/> steps, once per
+    /// setting they name for comparisons (WEMoE: the paper's and softmax routing with the task-routing term). TACT reads
     /// the unlabeled images too, in one pass: it has no steps to set.
     /// </summary>
     public static MergeMethodSearch Of(IMergeAlgorithm algorithm, int adaptationSteps = DefaultAdaptationSteps)
@@ -30,7 +31,10 @@ public sealed record MergeMethodSearch(string Method, IReadOnlyList<MergeCandida
         if (AdaptationJob.RunsInSteps(algorithm))
         {
             string steps = adaptationSteps.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            return new(algorithm.Name, [new MergeCandidate(algorithm.Name, new Dictionary<string, string> { ["steps"] = steps })]);
+            IReadOnlyList<IReadOnlyDictionary<string, string>> settings = algorithm is TestTimeAdaptationAlgorithm adaptive
+                ? adaptive.ComparisonSettings
+                : [new Dictionary<string, string>()];
+            return new(algorithm.Name, [.. settings.Select(s => new MergeCandidate(algorithm.Name, new Dictionary<string, string>(s) { ["steps"] = steps }))]);
         }
 
         return new(algorithm.Name, MergeCandidate.Grid(algorithm.Name, algorithm.SearchGrid));
