@@ -136,7 +136,7 @@ run_demo() {
   if [ ! -f "$zoo/pool.json" ]; then log "zoos/default is not built: the demo runs on zoos/far"; zoo="$ROOT/zoos/far"; fi
   mkdir -p "$out"
   # 1. Rank every merge strategy on the zoo (test-time adaptation shortened to DEMO_TTA_STEPS steps; the output says so).
-  mlmerge compare --zoo "$zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-11m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
+  mlmerge compare --zoo "$zoo" --out "$out/compare" --time-budget "${DEMO_BUDGET:-15m}" --tta-steps "${DEMO_TTA_STEPS:-100}"
   # 2. The best entry as an ML.NET pipeline: merged (or adapted) again with MergeExperts, exported to ONNX, saved as a zip,
   #    reloaded in a fresh MLContext and scoring PNG test images of every task through a PredictionEngine.
   rm -rf "$out/score"

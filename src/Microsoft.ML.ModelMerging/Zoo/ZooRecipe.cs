@@ -13,17 +13,20 @@ namespace Microsoft.ML.ModelMerging.Zoo;
 /// the benchmark, so it is a fair starting point for every task, as CLIP is for the standard benchmark. Experts are then
 /// made as FusionBench's are: a head on frozen pre-trained features, kept frozen while the whole backbone is fine-tuned on
 /// the task — so heads are per task and task vectors live in the backbone.
-/// The head is a linear probe fitted on only <see cref="LinearProbeShots"/> images per class. CLIP's zero-shot heads are
-/// weak (about half the fine-tuned accuracy on the standard tasks) and fine-tuning moves the features to them; a probe fitted
-/// on all training images would instead do most of the work on frozen features, leave little in the task vectors, and make
-/// merging look easy (measured: the pre-trained model with full-data probes reached 96% of the experts' accuracy).
+/// The head is made from only <see cref="LinearProbeShots"/> images per class. CLIP's zero-shot heads are weak (about half
+/// the fine-tuned accuracy on the standard tasks) and fine-tuning moves the features to them; a probe fitted on all training
+/// images would instead do most of the work on frozen features, leave little in the task vectors, and make merging look easy
+/// (measured: the pre-trained model with full-data probes reached 96% of the experts' accuracy).
 /// <para>
-/// The default recipe (v3) is the faithful miniature: 32×32 RGB, a 6-layer backbone pre-trained on the broad corpus, and
-/// *local* fine-tuning outside the MLPs, as CLIP experts are fine-tuned at lr 1e-5: the MLPs at lr 1e-3 and every other
-/// tensor at a fiftieth of it (2e-5) for 20 epochs, so attention and embeddings stay near the pre-trained model, the task
-/// vectors live in the MLPs and the experts are strong (with one rate for all, v2, a third of each task vector sat outside
-/// the MLPs, oracle routing of the MLPs kept only 80% of the experts and four experts stayed under 55%; v3 keeps 99.9%). <see cref="NonLocal"/> keeps v2's fine-tuning. <see cref="Far"/> is the
-/// first zoo's recipe (28×28 gray, glyph corpus, fine-tuning at lr 3e-4 that moves far), kept as the stress case <c>zoos/far</c>.
+/// The default recipe (v4) is the faithful miniature: 32×32 RGB, a 6-layer backbone pre-trained on the broad corpus,
+/// CLIP-style prototype heads (<see cref="ExpertHeadKind.Prototype"/>: a wrong expert leaves such a head uncertain, as
+/// CLIP's text heads are, so entropy minimisation can tell the experts apart; a linear probe trained to convergence is
+/// confident on anything), and *local* fine-tuning outside the MLPs, as CLIP experts are fine-tuned at lr 1e-5: the MLPs at
+/// lr 1e-3 and every other tensor at a fiftieth of it (2e-5) for 20 epochs, so attention and embeddings stay near the
+/// pre-trained model, the task vectors live in the MLPs and the experts are strong (with one rate for all, v2, a third of
+/// each task vector sat outside the MLPs and oracle routing of the MLPs kept only 80% of the experts; v4 keeps 99.7%).
+/// <see cref="NonLocal"/> keeps v2's fine-tuning and linear-probe heads. <see cref="Far"/> is the first zoo's recipe (28×28
+/// gray, glyph corpus, fine-tuning at lr 3e-4 that moves far), kept as the stress case <c>zoos/far</c>.
 /// </para>
 /// </summary>
 public sealed record ZooRecipe
@@ -57,8 +60,11 @@ public sealed record ZooRecipe
     public TrainingOptions Pretraining { get; init; } = new() { Epochs = 10, BatchSize = 128, LearningRate = 1e-3, WeightDecay = 0.05, MaxShift = 2 };
     /// <summary>Images per class the linear-probe head is fitted on (seeded, stratified choice from the training split).</summary>
     public int LinearProbeShots { get; init; } = 4;
-    /// <summary>How each expert's frozen head is made from the shots (default: a trained linear probe).</summary>
-    public ExpertHeadKind Head { get; init; } = ExpertHeadKind.LinearProbe;
+    /// <summary>
+    /// How each expert's frozen head is made from the shots (default, v4: class prototypes, CLIP-style, under which a wrong
+    /// expert leaves the head uncertain; the non-local and far recipes keep the trained linear probe).
+    /// </summary>
+    public ExpertHeadKind Head { get; init; } = ExpertHeadKind.Prototype;
     /// <summary>Linear probe on cached frozen features of the shots: cheap, so many epochs (one step each).</summary>
     public TrainingOptions LinearProbe { get; init; } = new() { Epochs = 200, BatchSize = 256, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 };
     /// <summary>
