@@ -55,8 +55,11 @@ public sealed class PrototypeHeadTests
     [TestMethod]
     public void TheHeadKindIsPartOfTheRecipeOnlyWhenItIsNotTheLinearProbe()
     {
-        var linear = new ZooRecipe();
-        var prototype = linear with { Head = ExpertHeadKind.Prototype };
+        var prototype = new ZooRecipe();
+        var linear = prototype with { Head = ExpertHeadKind.LinearProbe };
+        Assert.AreEqual(ExpertHeadKind.Prototype, prototype.Head, "the default recipe (v4) has prototype heads");
+        Assert.AreEqual(ExpertHeadKind.LinearProbe, ZooRecipe.NonLocal.Head);
+        Assert.AreEqual(ExpertHeadKind.LinearProbe, ZooRecipe.Far.Head);
         StringAssert.DoesNotMatch(linear.ToJson(), new System.Text.RegularExpressions.Regex("\"head\""));
         StringAssert.Contains(prototype.ToJson(), "\"head\":\"prototype\"");
         Assert.AreNotEqual(linear.Hash, prototype.Hash, "experts behind other heads are other experts");
