@@ -35,7 +35,7 @@ internal static class ZooCommand
         };
         var corpus = new Option<string?>("--corpus")
         {
-            Description = $"Pre-training corpus instead of the recipe's: {ZooRecipe.BroadCorpus}, {ZooRecipe.SettingsCorpus} (with photographic settings) or {ZooRecipe.GlyphCorpus}.",
+            Description = $"Pre-training corpus instead of the recipe's: {string.Join(", ", ZooRecipe.Corpora)} ({ZooRecipe.SettingsCorpus}: with photographic settings).",
         };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
         {
@@ -73,8 +73,8 @@ internal static class ZooCommand
             var other => throw new ArgumentException($"Unknown --head '{other}': linear-probe or prototype."),
         };
         string corpusName = parse.GetValue(corpus)?.Trim().ToLowerInvariant() ?? recipe.Corpus;
-        if (corpusName is not (ZooRecipe.BroadCorpus or ZooRecipe.SettingsCorpus or ZooRecipe.GlyphCorpus))
-            throw new ArgumentException($"Unknown --corpus '{corpusName}': {ZooRecipe.BroadCorpus}, {ZooRecipe.SettingsCorpus} or {ZooRecipe.GlyphCorpus}.");
+        if (!ZooRecipe.Corpora.Contains(corpusName))
+            throw new ArgumentException($"Unknown --corpus '{corpusName}': {string.Join(", ", ZooRecipe.Corpora)}.");
         return recipe with { FineTuning = fineTuning, Head = headKind, Corpus = corpusName };
     }
 }

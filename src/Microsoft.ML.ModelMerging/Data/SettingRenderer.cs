@@ -53,7 +53,7 @@ internal static class SettingRenderer
     private static void StreetPlate(RgbRaster raster, float[] glyph, SeededRandom random)
     {
         ClutterBackground.Draw(raster, random, 3 + random.NextInt(4));
-        float[] small = Downsample(glyph, 2);
+        float[] small = Small(glyph);
         int x0 = random.NextInt(12), y0 = random.NextInt(12);
         Rgb plate = ProceduralImages.Colour(random, 0f, 0.6f, 0.1f, 1f);
         Rgb ink = ProceduralImages.Luma(plate) > 0.5f ? ProceduralImages.Colour(random, 0f, 1f, 0f, 0.3f) : ProceduralImages.Colour(random, 0f, 0.3f, 0.8f, 1f);
@@ -75,7 +75,7 @@ internal static class SettingRenderer
                 if (d < r) raster.Set(x, y, d > r * 0.85f ? rim : face);
             }
 
-        ImageStyler.Stamp(raster, Downsample(glyph, 2), (int)cx - 8, (int)cy - 8, ProceduralImages.Luma(face) > 0.5f ? new Rgb(0.05f, 0.05f, 0.05f) : rim, 1);
+        ImageStyler.Stamp(raster, Small(glyph), (int)cx - 8, (int)cy - 8, ProceduralImages.Luma(face) > 0.5f ? new Rgb(0.05f, 0.05f, 0.05f) : rim, 1);
     }
 
     private static void Studio(RgbRaster raster, float[] glyph, SeededRandom random)
@@ -107,7 +107,7 @@ internal static class SettingRenderer
     {
         Rgb panel = ProceduralImages.Colour(random, 0f, 0.4f, 0.02f, 0.12f);
         Rgb led = Rgb.FromHsv(random.NextFloat(0, 1), random.NextFloat(0.2f, 0.9f), 1f);
-        float[] grid = Downsample(glyph, 2);
+        float[] grid = Small(glyph);
         for (int y = 0; y < 32; y++)
             for (int x = 0; x < 32; x++)
             {
@@ -125,7 +125,7 @@ internal static class SettingRenderer
         Rgb ground = Rgb.FromHsv(random.NextFloat(0.08f, 0.35f), random.NextFloat(0.3f, 0.7f), random.NextFloat(0.25f, 0.6f));
         raster.Fill((x, y) => y < horizon ? Rgb.Lerp(sky, haze, y / horizon) : ground.Scale(0.8f + 0.4f * noise.Fractal(x, y, 0.25f)));
         // The glyph stands on the horizon as a dark silhouette.
-        ImageStyler.Stamp(raster, Downsample(glyph, 2), random.NextInt(16), (int)horizon - 15, ground.Scale(0.3f), 1);
+        ImageStyler.Stamp(raster, Small(glyph), random.NextInt(16), (int)horizon - 15, ground.Scale(0.3f), 1);
     }
 
     private static void Embroidery(RgbRaster raster, float[] glyph, SeededRandom random)
@@ -194,13 +194,13 @@ internal static class SettingRenderer
             for (int x = x0; x < Math.Min(32, x0 + width); x++) raster.Set(x, y, colour);
     }
 
-    /// <summary>A 32×32 alpha box-averaged to (32 / factor)², for glyphs drawn small inside a setting.</summary>
-    private static float[] Downsample(float[] glyph, int factor)
+    private static readonly BilinearResampler Half = new(32, 32, 16, 16);
+
+    /// <summary>A 32×32 alpha at 16×16 (each value the mean of a 2×2 block), for glyphs drawn small inside a setting.</summary>
+    private static float[] Small(float[] glyph)
     {
-        int side = 32 / factor;
-        var result = new float[side * side];
-        for (int y = 0; y < 32; y++)
-            for (int x = 0; x < 32; x++) result[y / factor * side + x / factor] += glyph[y * 32 + x] / (factor * factor);
+        var result = new float[16 * 16];
+        Half.Resize(glyph, result);
         return result;
     }
 }

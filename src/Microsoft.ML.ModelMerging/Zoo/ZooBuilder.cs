@@ -130,8 +130,7 @@ public sealed class ZooBuilder
             ZooRecipe.GlyphCorpus => PretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed),
             ZooRecipe.BroadCorpus => BroadPretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed),
             ZooRecipe.SettingsCorpus => BroadPretrainingCorpus.Load(Sources, trainPerClass: Recipe.PretrainingImagesPerClass, seed: Recipe.Seed, settings: true),
-            _ => throw new ArgumentException(
-                $"Unknown pre-training corpus '{Recipe.Corpus}': {ZooRecipe.BroadCorpus}, {ZooRecipe.SettingsCorpus} or {ZooRecipe.GlyphCorpus}."),
+            _ => throw new ArgumentException($"Unknown pre-training corpus '{Recipe.Corpus}': {string.Join(", ", ZooRecipe.Corpora)}."),
         };
 
         // Foundations differ in their initialisation and data order only: the corpus is the same images.

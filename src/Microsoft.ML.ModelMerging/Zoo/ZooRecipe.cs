@@ -40,6 +40,9 @@ public sealed record ZooRecipe
     /// <summary>The glyph corpus of <see cref="PretrainingCorpus"/> (the far zoo's).</summary>
     public const string GlyphCorpus = PretrainingCorpus.Name;
 
+    /// <summary>Every pre-training corpus a recipe can name.</summary>
+    public static IReadOnlyList<string> Corpora { get; } = [BroadCorpus, SettingsCorpus, GlyphCorpus];
+
     /// <summary>The backbone's configuration (default: 32×32 RGB, patch 8, width 96, 6 layers, 4 heads, CLIP's mean and std).</summary>
     public VisionTransformerConfig Model { get; init; } = new()
     {
