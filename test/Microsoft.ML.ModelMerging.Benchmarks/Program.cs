@@ -14,6 +14,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
+//   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, into OUT/heads/
 //   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
 //                                          (no aligned pool given: aligns by weight and by activation matching, unless --align no)
 //                                          simple average / TA / TIES × {unaligned, aligned} × {uncorrected, TACT}; distances
@@ -36,6 +37,7 @@ return args.FirstOrDefault() switch
     "onnx-scoring" when args.Length >= 2 => RunOnnxScoring(args[1], BenchmarkArguments.Parse(args[2..])),
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
+    "recalibrate-heads" when args.Length >= 3 => HeadRecalibration.Run(args[1], args[2]),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
