@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// A diagnostic for entropy-minimising methods: a zoo's prototype heads have the logit scale that calibrates the
 /// pre-trained backbone, so an expert behind its own head can stay uncertain (house-numbers: 1.5 nats at 80% accuracy).
 /// This writes each task's head again with the scale that calibrates the task's expert instead (least validation
-/// cross-entropy over the same log grid), into OUT/heads/. Accuracy is unchanged (a scale does not move an argmax); only
+/// cross-entropy over the same log grid), into a copy of the zoo at OUT (its pools of adapters left out). Accuracy is unchanged (a scale does not move an argmax); only
 /// the entropies that test-time adaptation minimises change.
 /// </summary>
 internal static class HeadRecalibration
@@ -19,6 +19,7 @@ internal static class HeadRecalibration
     {
         set_num_threads(1);
         var inv = CultureInfo.InvariantCulture;
+        CopyPool(zoo, output);
         using var pool = ExpertPool.Load(zoo);
         foreach (var task in pool.Tasks)
         {
@@ -47,5 +48,26 @@ internal static class HeadRecalibration
         }
 
         return 0;
+    }
+
+    /// <summary>Every file of the pool at <paramref name="source"/> except nested pools (folders with a pool.json of their own).</summary>
+    private static void CopyPool(string source, string destination)
+    {
+        string root = Path.GetFullPath(source);
+        foreach (string file in Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories))
+        {
+            string relative = Path.GetRelativePath(root, file);
+            string? folder = Path.GetDirectoryName(relative);
+            bool nested = false;
+            for (; !string.IsNullOrEmpty(folder); folder = Path.GetDirectoryName(folder))
+            {
+                nested |= File.Exists(Path.Combine(root, folder, "pool.json"));
+            }
+
+            if (nested) continue;
+            string target = Path.Combine(destination, relative);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target, overwrite: true);
+        }
     }
 }

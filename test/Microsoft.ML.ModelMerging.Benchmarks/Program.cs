@@ -14,7 +14,7 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
-//   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, into OUT/heads/
+//   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, in a copy of ZOO at OUT
 //   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
 //                                          (no aligned pool given: aligns by weight and by activation matching, unless --align no)
 //                                          simple average / TA / TIES × {unaligned, aligned} × {uncorrected, TACT}; distances
