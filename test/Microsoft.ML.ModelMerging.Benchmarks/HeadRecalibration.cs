@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Training;
+using Microsoft.ML.ModelMerging.Zoo;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
@@ -10,7 +11,7 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// A diagnostic for entropy-minimising methods: a zoo's prototype heads have the logit scale that calibrates the
 /// pre-trained backbone, so an expert behind its own head can stay uncertain (house-numbers: 1.5 nats at 80% accuracy).
 /// This writes each task's head again with the scale that calibrates the task's expert instead (least validation
-/// cross-entropy over the same log grid), into a copy of the zoo at OUT (its pools of adapters left out). Accuracy is unchanged (a scale does not move an argmax); only
+/// cross-entropy, <see cref="ExpertTrainer.CalibratedLogitScale"/>), into a copy of the zoo at OUT (its pools of adapters left out). Accuracy is unchanged (a scale does not move an argmax); only
 /// the entropies that test-time adaptation minimises change.
 /// </summary>
 internal static class HeadRecalibration
@@ -30,17 +31,9 @@ internal static class HeadRecalibration
             var validation = pool.LoadData(task.Name).Validation;
             Tensor features = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(pool.Config, expert, x), validation.ToTensor());
             Tensor cosine = nn.functional.normalize(features, dim: 1).matmul(nn.functional.normalize(head.Weight, dim: 1).t());
-            Tensor labels = validation.LabelsToTensor();
-            double bestScale = 1, bestLoss = double.PositiveInfinity;
-            for (int step = 0; step <= 60; step++)
-            {
-                double scale = Math.Pow(10, step / 20.0);
-                double loss = nn.functional.cross_entropy(cosine * scale, labels).item<float>();
-                if (loss < bestLoss) (bestScale, bestLoss) = (scale, loss);
-            }
-
+            var (bestScale, bestLoss) = ExpertTrainer.CalibratedLogitScale(cosine, validation.LabelsToTensor());
             double before = head.LogitScale!.item<float>();
-            using var recalibrated = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), Math.Round(bestScale, 4));
+            using var recalibrated = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), bestScale);
             string path = Path.Combine(output, task.Head);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             ModelCheckpoints.SaveHead(path, recalibrated, task: task.Name);

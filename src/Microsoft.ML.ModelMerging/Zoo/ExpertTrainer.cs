@@ -91,18 +91,27 @@ public static class ExpertTrainer
         var prototypes = zeros(shots.ClassCount, features.shape[1]).index_add_(0, labels, features, 1.0);
         using var head = ClassificationHead.Clip(shots.ClassNames, prototypes, 1.0);
         Tensor cosine = ClassifierEvaluation.MapBatches(x => head.Forward(VisionTransformer.Forward(config, pretrained, x)), calibration.ToTensor());
-        Tensor calibrationLabels = calibration.LabelsToTensor();
+        var (bestScale, _) = CalibratedLogitScale(cosine, calibration.LabelsToTensor());
+        var result = ClassificationHead.Clip(shots.ClassNames, prototypes, bestScale);
+        result.SetRequiresGrad(false);
+        return result;
+    }
+
+    /// <summary>
+    /// The logit scale, on a log grid from 1 to 1000 (20 steps a decade, rounded to 4 decimals), under which
+    /// <paramref name="cosine"/> similarities [N, classes] give the least cross-entropy on <paramref name="labels"/>, and that loss.
+    /// </summary>
+    internal static (double Scale, double Loss) CalibratedLogitScale(Tensor cosine, Tensor labels)
+    {
         double bestScale = 1, bestLoss = double.PositiveInfinity;
         for (int step = 0; step <= 60; step++)
         {
-            double scale = Math.Pow(10, step / 20.0);  // 1 … 1000
-            double loss = nn.functional.cross_entropy(cosine * scale, calibrationLabels).item<float>();
+            double scale = Math.Pow(10, step / 20.0);
+            double loss = nn.functional.cross_entropy(cosine * scale, labels).item<float>();
             if (loss < bestLoss) (bestScale, bestLoss) = (scale, loss);
         }
 
-        var result = ClassificationHead.Clip(shots.ClassNames, prototypes, Math.Round(bestScale, 4));
-        result.SetRequiresGrad(false);
-        return result;
+        return (Math.Round(bestScale, 4), bestLoss);
     }
 
     /// <summary>A seeded, stratified choice of <paramref name="shotsPerClass"/> training images per class (all of them when 0).</summary>
