@@ -11,8 +11,9 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// A diagnostic for entropy-minimising methods: a zoo's prototype heads have the logit scale that calibrates the
 /// pre-trained backbone, so an expert behind its own head can stay uncertain (house-numbers: 1.5 nats at 80% accuracy).
 /// This writes each task's head again with the scale that calibrates the task's expert instead (least validation
-/// cross-entropy, <see cref="ExpertTrainer.CalibratedLogitScale"/>), into a copy of the zoo at OUT (its pools of adapters left out). Accuracy is unchanged (a scale does not move an argmax); only
-/// the entropies that test-time adaptation minimises change.
+/// cross-entropy, <see cref="ExpertTrainer.CalibratedLogitScale"/>), into a copy of the zoo at OUT (its pools of adapters
+/// left out). Accuracy is unchanged (a scale does not move an argmax); only the entropies that test-time adaptation
+/// minimises change.
 /// </summary>
 internal static class HeadRecalibration
 {
@@ -28,11 +29,14 @@ internal static class HeadRecalibration
             using var noGrad = no_grad();
             var expert = pool.Expert(task.Name);
             var head = pool.Head(task.Name);
+            if (head.LogitScale is null)
+                throw new InvalidOperationException($"{task.Name}: a {head.Kind} head has no logit scale to calibrate; only prototype (CLIP-style) heads do.");
             var validation = pool.LoadData(task.Name).Validation;
             Tensor features = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(pool.Config, expert, x), validation.ToTensor());
-            Tensor cosine = nn.functional.normalize(features, dim: 1).matmul(nn.functional.normalize(head.Weight, dim: 1).t());
+            using var unscaled = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), logitScale: 1);
+            Tensor cosine = unscaled.Forward(features);
             var (bestScale, bestLoss) = ExpertTrainer.CalibratedLogitScale(cosine, validation.LabelsToTensor());
-            double before = head.LogitScale!.item<float>();
+            double before = head.LogitScale.item<float>();
             using var recalibrated = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), bestScale);
             string path = Path.Combine(output, task.Head);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
