@@ -21,22 +21,23 @@ internal static class HeadRecalibration
     {
         set_num_threads(1);
         var inv = CultureInfo.InvariantCulture;
-        CopyPool(zoo, output);
         using var pool = ExpertPool.Load(zoo);
+        string? linear = pool.TaskNames.FirstOrDefault(t => pool.Head(t).LogitScale is null);
+        if (linear is not null)
+            throw new InvalidOperationException($"{linear}: a linear head has no logit scale to calibrate; only prototype (CLIP-style) heads do.");
+        CopyPool(zoo, output);
         foreach (var task in pool.Tasks)
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var expert = pool.Expert(task.Name);
             var head = pool.Head(task.Name);
-            if (head.LogitScale is null)
-                throw new InvalidOperationException($"{task.Name}: a {head.Kind} head has no logit scale to calibrate; only prototype (CLIP-style) heads do.");
             var validation = pool.LoadData(task.Name).Validation;
             Tensor features = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(pool.Config, expert, x), validation.ToTensor());
             using var unscaled = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), logitScale: 1);
             Tensor cosine = unscaled.Forward(features);
             var (bestScale, bestLoss) = ExpertTrainer.CalibratedLogitScale(cosine, validation.LabelsToTensor());
-            double before = head.LogitScale.item<float>();
+            double before = head.LogitScale!.item<float>();
             using var recalibrated = ClassificationHead.Clip(head.ClassNames, head.Weight.detach(), bestScale);
             string path = Path.Combine(output, task.Head);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
