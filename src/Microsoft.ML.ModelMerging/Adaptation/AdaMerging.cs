@@ -9,7 +9,8 @@ namespace Microsoft.ML.ModelMerging.Adaptation;
 /// <summary>
 /// AdaMerging (Yang et al., ICLR 2024): task arithmetic whose coefficients are learned by test-time adaptation,
 /// θ_k = θ0_k + Σ_i λ_{i,k}·τ_{i,k} over every tensor k of the Vision Transformer, with one λ per task
-/// (<see cref="AdaMergingGranularity.TaskWise"/>) or one per task per tensor (<see cref="AdaMergingGranularity.LayerWise"/>).
+/// (<see cref="AdaMergingGranularity.TaskWise"/>) or one per task per tensor (<see cref="AdaMergingGranularity.LayerWise"/>),
+/// each clamped to [0, 1] as in the paper's code (<see cref="AdaMergingOptions.ClampCoefficients"/>).
 /// The coefficients (<see cref="Lambdas"/>) are the only trainable tensor; train them with
 /// <see cref="TestTimeAdaptation.Run"/> and take the result from <see cref="MergedWeights"/>.
 /// </summary>
@@ -56,8 +57,11 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
     /// <summary>The merged tensors in column order of a layer-wise <see cref="Lambdas"/>: every tensor of the architecture.</summary>
     public IReadOnlyList<string> MergedTensorNames => _names;
 
-    /// <summary>The coefficients: [E] task-wise, [E, K] layer-wise with K = <see cref="MergedTensorNames"/>.Count.</summary>
+    /// <summary>The trained coefficients: [E] task-wise, [E, K] layer-wise with K = <see cref="MergedTensorNames"/>.Count.</summary>
     public Parameter Lambdas { get; }
+
+    /// <summary>The coefficients the merge uses: <see cref="Lambdas"/> clamped to [0, 1] unless <see cref="AdaMergingOptions.ClampCoefficients"/> is off.</summary>
+    private Tensor Coefficients => Options.ClampCoefficients ? Lambdas.clamp(0, 1) : Lambdas;
 
     IReadOnlyDictionary<string, Parameter> IAdaptableModel.AdaptedParameters => ThrowIfDisposed(_adapted);
 
@@ -121,7 +125,7 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
         return VisionTransformer.Forward(Config, Merge(), images);
     }
 
-    /// <summary>The coefficients of tensor <paramref name="name"/>, one per expert [E] (a view).</summary>
+    /// <summary>The coefficients the merge uses for tensor <paramref name="name"/>, one per expert [E].</summary>
     public Tensor CoefficientsOf(string name)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -131,7 +135,7 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
             throw new KeyNotFoundException($"'{name}' is not a merged tensor.");
         }
 
-        return Options.Granularity == AdaMergingGranularity.TaskWise ? Lambdas : Lambdas.select(1, k);
+        return Options.Granularity == AdaMergingGranularity.TaskWise ? Coefficients : Coefficients.select(1, k);
     }
 
     /// <summary>
@@ -150,9 +154,10 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
     private Dictionary<string, Tensor> Merge()
     {
         var merged = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        Tensor coefficients = Coefficients;
         for (int k = 0; k < _names.Length; k++)
         {
-            Tensor lambdas = Options.Granularity == AdaMergingGranularity.TaskWise ? Lambdas : Lambdas.select(1, k);
+            Tensor lambdas = Options.Granularity == AdaMergingGranularity.TaskWise ? coefficients : coefficients.select(1, k);
             merged[_names[k]] = lambdas.matmul(_taskVectors[k]).view(_shapes[k]).add(_pretrained[k]);
         }
 

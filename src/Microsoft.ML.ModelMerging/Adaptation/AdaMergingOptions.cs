@@ -28,6 +28,13 @@ internal sealed record AdaMergingOptions
     /// <summary>Every coefficient's starting value; with the default 0.3 the model starts as task arithmetic with λ = 0.3.</summary>
     public double InitialLambda { get; init; } = DefaultInitialLambda;
 
+    /// <summary>
+    /// Merge with every coefficient clamped to [0, 1] (default), as AdaMerging's code does: a task vector is never
+    /// subtracted nor added more than once, and a coefficient past a bound stops receiving gradient there. Adam trains the
+    /// raw values either way.
+    /// </summary>
+    public bool ClampCoefficients { get; init; } = true;
+
     public void Validate()
     {
         var errors = new List<string>();
@@ -54,6 +61,6 @@ internal sealed record AdaMergingOptions
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    /// <summary>Compact snake_case JSON (<c>granularity: "layer_wise"</c>, <c>initial_lambda</c>).</summary>
+    /// <summary>Compact snake_case JSON (<c>granularity: "layer_wise"</c>, <c>initial_lambda</c>, <c>clamp_coefficients</c>).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }

@@ -18,7 +18,10 @@ internal sealed class AdaMergingAlgorithm : TestTimeAdaptationAlgorithm
                 ? "AdaMerging, task-wise: θ0 + Σ λ_i τ_i, one λ per task learned by test-time adaptation."
                 : "AdaMerging, layer-wise: one λ per task per tensor learned by test-time adaptation.",
             TestTimeAdaptationOptions.ForAdaMerging().LearningRate,
-            [MergeParameterSpec.Number("lambda", AdaMergingOptions.DefaultInitialLambda, "initial coefficient of every task vector")])
+            [
+                MergeParameterSpec.Number("lambda", AdaMergingOptions.DefaultInitialLambda, "initial coefficient of every task vector"),
+                MergeParameterSpec.Choice("clamp", "true", "merge with every coefficient clamped to [0, 1], as AdaMerging's code does", "true", "false"),
+            ])
     {
         _granularity = granularity;
     }
@@ -31,7 +34,12 @@ internal sealed class AdaMergingAlgorithm : TestTimeAdaptationAlgorithm
         IReadOnlyList<OnnxTaskHead> heads, VitOnnxExportOptions exportOptions, Action<IAdaptableModel> adapt)
     {
         using var ada = AdaMerging.Create(pool.Config, pool.Pretrained, pool.Experts,
-            new AdaMergingOptions { Granularity = _granularity, InitialLambda = parameters.GetNumber("lambda") });
+            new AdaMergingOptions
+            {
+                Granularity = _granularity,
+                InitialLambda = parameters.GetNumber("lambda"),
+                ClampCoefficients = parameters.GetChoice("clamp") == "true",
+            });
         adapt(ada);
         return MultiTaskModel.Dense(pool.Config, ada.MergedWeights(), heads, exportOptions);
     }

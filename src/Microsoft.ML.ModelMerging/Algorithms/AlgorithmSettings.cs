@@ -233,6 +233,9 @@ public sealed record AdaMergingSettings : AlgorithmSettings
     /// <summary>Initial coefficient of every task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
 
+    /// <summary>Merge with the coefficients clamped to [0, 1], as AdaMerging's code does (default true).</summary>
+    public bool? Clamp { get; init; }
+
     /// <summary>Seed of the batch order (default 0).</summary>
     public int? Seed { get; init; }
 
@@ -241,7 +244,7 @@ public sealed record AdaMergingSettings : AlgorithmSettings
 
     /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
-        [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("seed", Seed)];
+        [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("clamp", Clamp), ("seed", Seed)];
 }
 
 /// <summary>TACT: a weight-only base merge corrected per task at every site to the expert's activation statistics.</summary>

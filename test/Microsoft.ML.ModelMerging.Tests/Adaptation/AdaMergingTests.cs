@@ -91,6 +91,37 @@ public sealed class AdaMergingTests
     }
 
     [TestMethod]
+    [DataRow(true)]
+    [DataRow(false)]
+    public void CoefficientsAreClampedToZeroOneAsInThePapersCodeUnlessTurnedOff(bool clamp)
+    {
+        using var scope = NewDisposeScope();
+        using var data = AdaptationTestData.Create(experts: 2);
+        using var model = AdaMerging.Create(data.Config, data.Pretrained, data.ExpertList,
+            new AdaMergingOptions { Granularity = AdaMergingGranularity.TaskWise, ClampCoefficients = clamp });
+        StringAssert.Contains(model.Metadata[AdaMergingOptions.MetadataKey], $"\"clamp_coefficients\":{(clamp ? "true" : "false")}");
+        using (no_grad())
+        {
+            model.Lambdas.copy_(tensor(new[] { -0.4f, 1.6f }));
+        }
+
+        double[] used = clamp ? [0, 1] : [-0.4, 1.6];
+        foreach (var (name, merged) in model.MergedWeights())
+        {
+            Assert.IsLessThan(1e-6, ModelTestData.MaxAbsDiff(data.Combine(name, used), merged), name);
+        }
+
+        Assert.AreEqual(used[1], model.CoefficientsOf(model.MergedTensorNames[0])[1].item<float>(), 1e-6);
+
+        // Past a bound the clamped coefficient gets no gradient, so test-time adaptation cannot push it further out.
+        Tensor images = data.Tasks[0].Images;
+        using var loss = model.Forward(images).pow(2).sum();
+        loss.backward();
+        var gradient = model.Lambdas.grad!.data<float>().ToArray();
+        Assert.AreEqual(clamp, gradient.All(g => g == 0), string.Join(", ", gradient));
+    }
+
+    [TestMethod]
     [DataRow(AdaMergingGranularity.TaskWise)]
     [DataRow(AdaMergingGranularity.LayerWise)]
     public void AdaptationLowersEntropyChangingOnlyTheCoefficients(AdaMergingGranularity granularity)
