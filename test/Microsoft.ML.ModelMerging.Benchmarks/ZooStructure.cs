@@ -126,8 +126,8 @@ internal static class ZooStructure
         }
 
         // (e) Each task vector alone at λ, θ0 + λ·τ_t on task t: what task arithmetic at λ keeps of the expert without any
-        // other task to interfere. CLIP's experts keep much of their gain this way; experts whose accuracy grows only
-        // linearly along the path from θ0 leave every λ-scaled merge near the pre-trained model.
+        // other task to interfere. Experts whose accuracy grows only linearly along the path from θ0 leave every
+        // λ-scaled merge near the pre-trained model, however little the task vectors interfere.
         var alone = new Dictionary<string, double>(StringComparer.Ordinal);
         for (int t = 0; t < names.Count; t++)
         {
