@@ -157,6 +157,11 @@ internal static class AdaptationCheckpoint
             description["task_routing_weight"] = options.TaskRoutingWeight;
         }
 
+        if (options.DiversityWeight > 0)
+        {
+            description["diversity_weight"] = options.DiversityWeight;
+        }
+
         return JsonSerializer.Serialize(description);
     }
 }

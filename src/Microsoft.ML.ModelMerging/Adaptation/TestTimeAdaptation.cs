@@ -23,6 +23,17 @@ internal static class TestTimeAdaptation
     }
 
     /// <summary>
+    /// Entropy −Σ_c p̄_c·log p̄_c of the batch's mean prediction p̄ = mean_b softmax(<paramref name="logits"/>) [B,C], a
+    /// scalar: log C when the batch's answers spread evenly over the classes, 0 when every image gets the same one.
+    /// </summary>
+    public static Tensor MarginalEntropy(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        Tensor mean = softmax(logits, 1).mean([0]);
+        return -(mean * mean.clamp_min(1e-12).log()).sum();
+    }
+
+    /// <summary>
     /// Runs (or resumes, with <see cref="TestTimeAdaptationOptions.ResumeFrom"/>) an adaptation of
     /// <paramref name="model"/>'s adapted parameters in place.
     /// </summary>
@@ -76,7 +87,7 @@ internal static class TestTimeAdaptation
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 double learningRate = options.LearningRateAt(step);
-                double[] entropies = Step(model, tasks, samplers, optimizer, step, learningRate, options.TaskRoutingWeight);
+                double[] entropies = Step(model, tasks, samplers, optimizer, step, learningRate, options.TaskRoutingWeight, options.DiversityWeight);
                 double loss = entropies.Sum();
                 losses.Add(loss);
 
@@ -108,10 +119,11 @@ internal static class TestTimeAdaptation
     /// <summary>
     /// One optimisation step. Each task's loss is back-propagated on its own (its graph freed before the next
     /// task's forward); the gradients add up to the gradient of the summed loss. The loss is the task's mean entropy,
-    /// plus <paramref name="routingWeight"/> × the mean −log of the weight its own expert gets; the entropies are returned.
+    /// plus <paramref name="routingWeight"/> × the mean −log of the weight its own expert gets, minus
+    /// <paramref name="diversityWeight"/> × the entropy of the batch's mean prediction; the entropies are returned.
     /// </summary>
     private static double[] Step(IAdaptableModel model, IReadOnlyList<AdaptationTask> tasks, TaskBatchSampler[] samplers,
-        AdamOptimizer optimizer, int step, double learningRate, double routingWeight)
+        AdamOptimizer optimizer, int step, double learningRate, double routingWeight, double diversityWeight)
     {
         using var scope = NewDisposeScope();
         optimizer.ZeroGrad();
@@ -121,17 +133,29 @@ internal static class TestTimeAdaptation
             using var taskScope = NewDisposeScope();
             Tensor images = tasks[t].Images;
             Tensor batch = images.index_select(0, tensor(samplers[t].Indices(step), device: images.device));
-            Tensor entropy, loss;
+            Tensor logits;
+            Tensor? own = null;
             if (routingWeight > 0)
             {
                 var (features, routing) = ((IRoutedModel)model).ForwardWithRouting(batch);
-                entropy = MeanEntropy(tasks[t].Head.Forward(features));
-                Tensor own = routing.select(2, tasks[t].Expert!.Value);                    // [Blocks, B]
-                loss = entropy - own.clamp_min(1e-12).log().mean().mul(routingWeight);
+                logits = tasks[t].Head.Forward(features);
+                own = routing.select(2, tasks[t].Expert!.Value);                    // [Blocks, B]
             }
             else
             {
-                loss = entropy = MeanEntropy(tasks[t].Head.Forward(model.Forward(batch)));
+                logits = tasks[t].Head.Forward(model.Forward(batch));
+            }
+
+            Tensor entropy = MeanEntropy(logits);
+            Tensor loss = entropy;
+            if (routingWeight > 0)
+            {
+                loss = loss - own!.clamp_min(1e-12).log().mean().mul(routingWeight);
+            }
+
+            if (diversityWeight > 0)
+            {
+                loss = loss - MarginalEntropy(logits).mul(diversityWeight);
             }
 
             if (!loss.requires_grad)

@@ -74,6 +74,15 @@ internal sealed record TestTimeAdaptationOptions
     /// </summary>
     public double TaskRoutingWeight { get; init; }
 
+    /// <summary>
+    /// Weight γ of a diversity term subtracted from each task's entropy: γ × the entropy of the batch's mean prediction,
+    /// H(mean_b p_b) (the information-maximisation objective of source-free adaptation, e.g. SHOT). Entropy alone is
+    /// lowest when every image gets the same confident answer; this term is highest when the batch's answers spread over
+    /// the classes, so together they reward answers that are confident and different. 0 (default): entropy alone, the
+    /// papers' objective.
+    /// </summary>
+    public double DiversityWeight { get; init; }
+
     /// <summary>WEMoE's defaults: Adam lr 1e-4, 1000 steps, 16 images per task per step.</summary>
     public static TestTimeAdaptationOptions ForWeightEnsembling() => new() { LearningRate = 1e-4 };
 
@@ -104,6 +113,11 @@ internal sealed record TestTimeAdaptationOptions
         if (!(TaskRoutingWeight >= 0) || double.IsInfinity(TaskRoutingWeight))
         {
             errors.Add($"TaskRoutingWeight must be a non-negative finite number (got {Format(TaskRoutingWeight)})");
+        }
+
+        if (!(DiversityWeight >= 0) || double.IsInfinity(DiversityWeight))
+        {
+            errors.Add($"DiversityWeight must be a non-negative finite number (got {Format(DiversityWeight)})");
         }
 
         if (BatchSizePerTask <= 0)

@@ -197,6 +197,12 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     /// </summary>
     public double? TaskRouting { get; init; }
 
+    /// <summary>
+    /// Weight of a term rewarding answers spread over the classes within each task's batch (the entropy of the batch's mean
+    /// prediction), subtracted from the entropy against collapse to one confident answer (default 0, entropy alone).
+    /// </summary>
+    public double? Diversity { get; init; }
+
     /// <summary>E-WEMoE only: fraction of every MLP task-vector tensor kept (default 0.1).</summary>
     public double? Keep { get; init; }
 
@@ -211,7 +217,7 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     [
         ("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda),
         ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("routing", Routing), ("task-routing", TaskRouting), ("keep", Keep),
-        ("seed", Seed),
+        ("diversity", Diversity), ("seed", Seed),
     ];
 }
 
@@ -236,6 +242,12 @@ public sealed record AdaMergingSettings : AlgorithmSettings
     /// <summary>Merge with the coefficients clamped to [0, 1], as AdaMerging's code does (default true).</summary>
     public bool? Clamp { get; init; }
 
+    /// <summary>
+    /// Weight of a term rewarding answers spread over the classes within each task's batch (the entropy of the batch's mean
+    /// prediction), subtracted from the entropy against collapse to one confident answer (default 0, entropy alone).
+    /// </summary>
+    public double? Diversity { get; init; }
+
     /// <summary>Seed of the batch order (default 0).</summary>
     public int? Seed { get; init; }
 
@@ -244,7 +256,8 @@ public sealed record AdaMergingSettings : AlgorithmSettings
 
     /// <inheritdoc/>
     protected override IEnumerable<(string, object?)> Given() =>
-        [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("clamp", Clamp), ("seed", Seed)];
+        [("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda), ("clamp", Clamp),
+         ("diversity", Diversity), ("seed", Seed)];
 }
 
 /// <summary>TACT: a weight-only base merge corrected per task at every site to the expert's activation statistics.</summary>

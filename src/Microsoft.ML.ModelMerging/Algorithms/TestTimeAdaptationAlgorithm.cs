@@ -23,6 +23,7 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
             MergeParameterSpec.Number("learning-rate", defaultLearningRate, "Adam's learning rate", 0, double.PositiveInfinity, minimumInclusive: false),
             MergeParameterSpec.Integer("batch", TestTimeAdaptationOptions.DefaultBatchSizePerTask, "unlabeled images per task per step", 1),
             .. own,
+            MergeParameterSpec.Number("diversity", 0, "weight of a term rewarding answers spread over the classes within each task's batch (entropy of the mean prediction), against entropy minimisation's collapse to one confident answer; 0 = entropy alone, the paper's objective", 0, double.PositiveInfinity),
             MergeParameterSpec.Integer("seed", 0, "seed of the initialisation and of the batch order", 0, int.MaxValue),
         ];
     }
@@ -56,6 +57,7 @@ internal abstract class TestTimeAdaptationAlgorithm : IMergeAlgorithm
             LearningRate = resolved.GetNumber("learning-rate"),
             BatchSizePerTask = (int)resolved.GetInteger("batch"),
             Seed = resolved.GetInteger("seed"),
+            DiversityWeight = resolved.GetNumber("diversity"),
             CheckpointPath = context.Checkpointing?.Path,
             CheckpointEvery = context.Checkpointing?.Every ?? 0,
             CheckpointInterval = context.Checkpointing?.Interval,

@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -34,6 +35,62 @@ public sealed class TestTimeAdaptationTests
 
         Assert.AreEqual(AdaptationTestData.ReferenceMeanEntropy(logits), actual, 1e-6);
         Assert.AreEqual(Math.Log(4), TestTimeAdaptation.MeanEntropy(zeros(2, 4)).item<float>(), 1e-6);
+    }
+
+    [TestMethod]
+    public void MarginalEntropyIsTheEntropyOfTheBatchsMeanPrediction()
+    {
+        using var scope = NewDisposeScope();
+        Tensor logits = randn([9, 5], generator: new Generator(4)) * 2;
+        double[] values = logits.to(ScalarType.Float64).data<double>().ToArray();
+        double[] mean = new double[5];
+        for (int r = 0; r < 9; r++)
+        {
+            double[] row = values[(r * 5)..((r + 1) * 5)];
+            double z = row.Sum(Math.Exp);
+            for (int c = 0; c < 5; c++) mean[c] += Math.Exp(row[c]) / z / 9;
+        }
+
+        Assert.AreEqual(-mean.Sum(m => m * Math.Log(m)), TestTimeAdaptation.MarginalEntropy(logits).item<float>(), 1e-5);
+        // Confident answers spread over every class: log C; the same confident answer everywhere: 0.
+        Assert.AreEqual(Math.Log(5), TestTimeAdaptation.MarginalEntropy(eye(5) * 50).item<float>(), 1e-5);
+        Assert.AreEqual(0, TestTimeAdaptation.MarginalEntropy(eye(5)[TensorIndex.Slice(0, 1)].repeat(4, 1) * 50).item<float>(), 1e-5);
+    }
+
+    /// <summary>
+    /// A model whose answer ignores the image (a learned bias): entropy alone drives every image to one confident answer;
+    /// a diversity weight above 1 outweighs it, so the batch's answers spread evenly over the classes instead.
+    /// </summary>
+    [TestMethod]
+    public void TheDiversityTermKeepsTheBatchFromCollapsingToOneAnswer()
+    {
+        using var scope = NewDisposeScope();
+        using var head = ClassificationHead.Linear(["a", "b", "c", "d"], eye(4), zeros(4));
+        var task = new AdaptationTask("t", rand([32, 1, 2, 2], generator: new Generator(1)), head);
+
+        double SpreadAfter(double diversity)
+        {
+            var model = new ImageBlindModel(randn([4], generator: new Generator(2)) * 0.1);
+            TestTimeAdaptation.Run(model, [task], ShortRun with { Steps = 300, LearningRate = 0.05, DiversityWeight = diversity });
+            using var noGrad = no_grad();
+            return TestTimeAdaptation.MarginalEntropy(head.Forward(model.Forward(task.Images))).item<float>();
+        }
+
+        Assert.IsLessThan(0.05, SpreadAfter(0), "entropy alone: one answer for every image");
+        Assert.IsGreaterThan(Math.Log(4) - 0.05, SpreadAfter(2), "with the diversity term: every class alike");
+        Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(new ImageBlindModel(zeros(4)), [task], ShortRun with { DiversityWeight = -1 }));
+    }
+
+    /// <summary>Features = a learned vector, the same for every image.</summary>
+    private sealed class ImageBlindModel(Tensor start) : IAdaptableModel
+    {
+        private readonly Parameter _bias = new(start.clone(), requires_grad: true);
+
+        public IReadOnlyDictionary<string, Parameter> AdaptedParameters => new Dictionary<string, Parameter> { ["bias"] = _bias };
+
+        public IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
+
+        public Tensor Forward(Tensor images) => _bias.unsqueeze(0).expand(images.shape[0], -1);
     }
 
     [TestMethod]

@@ -37,7 +37,7 @@ public sealed class MergeAlgorithmRegistryTests
         var registry = MergeAlgorithmRegistry.Default;
         var wemoe = registry.Get("wemoe");
         var settings = MergeParameters.Parse("router_depth=1").WithDefaults(wemoe.Parameters);
-        CollectionAssert.AreEquivalent(new[] { "steps", "learning-rate", "batch", "lambda", "router-depth", "batch-reduce", "routing", "task-routing", "seed" }, settings.Keys.ToArray());
+        CollectionAssert.AreEquivalent(new[] { "steps", "learning-rate", "batch", "lambda", "router-depth", "batch-reduce", "routing", "task-routing", "diversity", "seed" }, settings.Keys.ToArray());
         Assert.AreEqual("1", settings["router-depth"], "'_' and '-' name the same parameter");
         Assert.AreEqual("0.0001", settings["learning-rate"]);
         Assert.AreEqual("1000", settings["steps"]);
@@ -101,14 +101,14 @@ public sealed class MergeAlgorithmRegistryTests
         (new TallMasksSettings { Lambda = 1, TallLambda = [0.2, 0.6] }, ["lambda=1", "tall-lambda=0.2,0.6"]),
         (new ConsensusSettings { Lambda = 0.5, TallLambda = [0.5], MinTasks = 3 }, ["lambda=0.5", "tall-lambda=0.5", "min-tasks=3"]),
         (new EmrSettings(), []),
-        (new WeightEnsemblingSettings { Steps = 500, LearningRate = 1e-3, Batch = 8, Lambda = 0.4, RouterDepth = 1, BatchReduce = true, Routing = "softmax", TaskRouting = 2, Seed = 3 },
-            ["steps=500", "learning-rate=0.001", "batch=8", "lambda=0.4", "router-depth=1", "batch-reduce=true", "routing=softmax", "task-routing=2", "seed=3"]),
-        (new AdaMergingSettings { Steps = 20, LearningRate = 1e-2, Batch = 4, Lambda = 0.2, Clamp = false, Seed = 5 },
-            ["steps=20", "learning-rate=0.01", "batch=4", "lambda=0.2", "clamp=false", "seed=5"]),
-        (new WeightEnsemblingSettings { Efficient = true, Steps = 50, LearningRate = 1e-5, Batch = 2, Lambda = 0.6, RouterDepth = 0, BatchReduce = true, Routing = "softmax", TaskRouting = 0.5, Keep = 0.2, Seed = 9 },
-            ["steps=50", "learning-rate=1e-5", "batch=2", "lambda=0.6", "router-depth=0", "batch-reduce=true", "routing=softmax", "task-routing=0.5", "keep=0.2", "seed=9"]),
-        (new AdaMergingSettings { TaskWise = true, Steps = 10, LearningRate = 5e-3, Batch = 32, Lambda = 0.5, Clamp = false, Seed = 1 },
-            ["steps=10", "learning-rate=0.005", "batch=32", "lambda=0.5", "clamp=false", "seed=1"]),
+        (new WeightEnsemblingSettings { Steps = 500, LearningRate = 1e-3, Batch = 8, Lambda = 0.4, RouterDepth = 1, BatchReduce = true, Routing = "softmax", TaskRouting = 2, Diversity = 0.5, Seed = 3 },
+            ["steps=500", "learning-rate=0.001", "batch=8", "lambda=0.4", "router-depth=1", "batch-reduce=true", "routing=softmax", "task-routing=2", "diversity=0.5", "seed=3"]),
+        (new AdaMergingSettings { Steps = 20, LearningRate = 1e-2, Batch = 4, Lambda = 0.2, Clamp = false, Diversity = 1, Seed = 5 },
+            ["steps=20", "learning-rate=0.01", "batch=4", "lambda=0.2", "clamp=false", "diversity=1", "seed=5"]),
+        (new WeightEnsemblingSettings { Efficient = true, Steps = 50, LearningRate = 1e-5, Batch = 2, Lambda = 0.6, RouterDepth = 0, BatchReduce = true, Routing = "softmax", TaskRouting = 0.5, Keep = 0.2, Diversity = 3, Seed = 9 },
+            ["steps=50", "learning-rate=1e-5", "batch=2", "lambda=0.6", "router-depth=0", "batch-reduce=true", "routing=softmax", "task-routing=0.5", "keep=0.2", "diversity=3", "seed=9"]),
+        (new AdaMergingSettings { TaskWise = true, Steps = 10, LearningRate = 5e-3, Batch = 32, Lambda = 0.5, Clamp = false, Diversity = 0.2, Seed = 1 },
+            ["steps=10", "learning-rate=0.005", "batch=32", "lambda=0.5", "clamp=false", "diversity=0.2", "seed=1"]),
         (new TactSettings { BaseMethod = "ties", Examples = 64, Epsilon = 1e-6, PerToken = true, Seed = 2, Lambda = 0.5, Keep = 0.1 },
             ["base-method=ties", "examples=64", "epsilon=1e-6", "statistics=token", "seed=2", "lambda=0.5", "keep=0.1"]),
         (new FisherSettings { Examples = 32, Epsilon = 1e-4, Seed = 1 }, ["examples=32", "epsilon=1e-4", "seed=1"]),

@@ -527,7 +527,7 @@ public sealed class MergeExpertsEstimatorTests
             options.Parameters["router_depth"] = "1";
             ml.Transforms.MergeExperts(s_experts, options);
         });
-        StringAssert.Contains(notApplicable.Message, "Unknown parameter 'router_depth' for merge method 'adamerging-task' (known: steps, learning-rate, batch, lambda, clamp, seed)");
+        StringAssert.Contains(notApplicable.Message, "Unknown parameter 'router_depth' for merge method 'adamerging-task' (known: steps, learning-rate, batch, lambda, clamp, diversity, seed)");
 
         // Fisher reads the pool's own labeled training examples: no task column needed.
         var fisher = ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "fisher"));
