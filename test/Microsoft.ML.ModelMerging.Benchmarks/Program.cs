@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.ML.ModelMerging.Benchmarks;
+using Microsoft.ML.ModelMerging.Adaptation;
 
 // Benchmarks report figures; they are not tests. Verbs:
 //   streaming-merge [--expert-gib 1 | --shape clip-vit-b32] [--experts 4] [--work DIR] [--repeat 1] [--methods task-arithmetic,ties,dare:then=ties] [--prepare-only] [--clean]
@@ -14,6 +15,8 @@ using Microsoft.ML.ModelMerging.Benchmarks;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
+//   adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3]
+//                                          AdaMerging's coefficients fitted to validation labels (cross-entropy, not entropy): what its coefficient space can reach
 //   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, in a copy of ZOO at OUT
 //   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
 //                                          (no aligned pool given: aligns by weight and by activation matching, unless --align no)
@@ -38,6 +41,9 @@ return args.FirstOrDefault() switch
     "io-floor" => RunIoFloor(BenchmarkArguments.Parse(args[1..])),
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     "recalibrate-heads" when args.Length >= 3 => HeadRecalibration.Run(args[1], args[2]),
+    "adamerging-ceiling" when args.Length >= 2 => AdaMergingCeiling.Run(args[1],
+        BenchmarkArguments.Parse(args[2..]).Get("granularity") == "task" ? AdaMergingGranularity.TaskWise : AdaMergingGranularity.LayerWise,
+        (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 1000), BenchmarkArguments.Parse(args[2..]).GetNumber("lr", 1e-3), batch: 16),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
@@ -107,6 +113,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-structure ZOO [--lambda 0.3] [--per-task 500]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks task-sheet TASK OUT.png");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");
     return 2;
