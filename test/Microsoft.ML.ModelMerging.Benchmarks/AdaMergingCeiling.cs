@@ -10,22 +10,22 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 
 /// <summary>
 /// What AdaMerging's coefficients can reach on a pool when the objective is not in the way: the same model (θ0 + Σ λ τ,
-/// clamped to [0, 1], starting at 0.3), optimiser (Adam, lr 1e-3 unless told otherwise), steps and batch (16 images per task) as
-/// <c>mlmerge adapt --method adamerging-layer|task</c>, with the entropy replaced by the cross-entropy against the labels
-/// of the validation split. Scored on the test split. A diagnostic, not a method: it uses labels AdaMerging does not have.
+/// clamped to [0, 1] unless told otherwise, starting at 0.3), optimiser (Adam, lr 1e-3 unless told otherwise), steps and
+/// batch (16 images per task) as <c>mlmerge adapt --method adamerging-layer|task</c>, with the entropy replaced by the
+/// cross-entropy against the labels of the validation split. Scored on the test split. A diagnostic, not a method: it uses labels AdaMerging does not have.
 /// When this ceiling is high and AdaMerging stays low, the entropy objective is what fails; when the ceiling itself is
 /// low, the coefficient space is.
 /// </summary>
 internal static class AdaMergingCeiling
 {
-    public static int Run(string zoo, AdaMergingGranularity granularity, int steps, double learningRate, int batch)
+    public static int Run(string zoo, AdaMergingGranularity granularity, int steps, double learningRate, int batch, bool clamp)
     {
         set_num_threads(1);
         var inv = CultureInfo.InvariantCulture;
         using var pool = ExpertPool.Load(zoo);
         var names = pool.TaskNames;
         using var ada = AdaMerging.Create(pool.Config, pool.Pretrained, pool.Experts,
-            new AdaMergingOptions { Granularity = granularity, InitialLambda = AdaMergingOptions.DefaultInitialLambda, ClampCoefficients = true });
+            new AdaMergingOptions { Granularity = granularity, InitialLambda = AdaMergingOptions.DefaultInitialLambda, ClampCoefficients = clamp });
         var validation = names.Select(t => pool.LoadData(t).Validation).ToList();
         var images = validation.Select(v => v.ToTensor()).ToList();
         var labels = validation.Select(v => v.LabelsToTensor()).ToList();
@@ -75,7 +75,7 @@ internal static class AdaMergingCeiling
         var individual = pool.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
         var table = new AccuracyTable(names, individual);
         table.Add("Individual", new TaskAccuracies(individual));
-        table.Add(string.Create(inv, $"AdaMerging {(granularity == AdaMergingGranularity.TaskWise ? "task" : "layer")}-wise coefficients fitted to validation labels ({steps} steps, lr {learningRate:G3})"),
+        table.Add(string.Create(inv, $"AdaMerging {(granularity == AdaMergingGranularity.TaskWise ? "task" : "layer")}-wise coefficients fitted to validation labels ({steps} steps, lr {learningRate:G3}{(clamp ? "" : ", unclamped")})"),
             new TaskAccuracies(test));
         Console.WriteLine(table.ToMarkdown());
         return 0;
