@@ -15,7 +15,7 @@ using Microsoft.ML.ModelMerging.Adaptation;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
-//   adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false]
+//   adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]
 //                                          AdaMerging's coefficients fitted to validation labels (cross-entropy, not entropy): what its coefficient space can reach
 //   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, in a copy of ZOO at OUT
 //   nonlocal-table POOL [LABEL=ALIGNED_POOL...] [--examples 256] [--align no] [--statistics channel,token] [--baselines no]
@@ -42,9 +42,14 @@ return args.FirstOrDefault() switch
     "fuzz-safetensors" => RunFuzz(BenchmarkArguments.Parse(args[1..])),
     "recalibrate-heads" when args.Length >= 3 => HeadRecalibration.Run(args[1], args[2]),
     "adamerging-ceiling" when args.Length >= 2 => AdaMergingCeiling.Run(args[1],
-        BenchmarkArguments.Parse(args[2..]).Get("granularity") == "task" ? AdaMergingGranularity.TaskWise : AdaMergingGranularity.LayerWise,
+        (BenchmarkArguments.Parse(args[2..]).Get("granularity") ?? "layer") switch
+        {
+            "layer" => AdaMergingGranularity.LayerWise,
+            "task" => AdaMergingGranularity.TaskWise,
+            var other => throw new ArgumentException($"--granularity must be layer or task, got '{other}'"),
+        },
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 1000), BenchmarkArguments.Parse(args[2..]).GetNumber("lr", 1e-3), batch: 16,
-        clamp: BenchmarkArguments.Parse(args[2..]).Get("clamp") != "false"),
+        clamp: BenchmarkArguments.Parse(args[2..]).Get("clamp") != "false", fitOnTest: BenchmarkArguments.Parse(args[2..]).Get("fit-split") == "test"),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
@@ -114,7 +119,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-structure ZOO [--lambda 0.3] [--per-task 500]");
-    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks task-sheet TASK OUT.png");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");
     return 2;
