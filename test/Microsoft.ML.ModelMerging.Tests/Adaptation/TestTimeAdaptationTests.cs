@@ -58,8 +58,8 @@ public sealed class TestTimeAdaptationTests
     }
 
     /// <summary>
-    /// A model whose answer ignores the image (a learned bias): entropy alone drives every image to one confident answer;
-    /// a diversity weight above 1 outweighs it, so the batch's answers spread evenly over the classes instead.
+    /// A model whose answer ignores the image (a learned bias, started peaked): entropy alone drives every image to one
+    /// confident answer; a diversity weight above 1 outweighs it, so the batch's answers spread evenly over the classes.
     /// </summary>
     [TestMethod]
     public void TheDiversityTermKeepsTheBatchFromCollapsingToOneAnswer()
@@ -67,18 +67,45 @@ public sealed class TestTimeAdaptationTests
         using var scope = NewDisposeScope();
         using var head = ClassificationHead.Linear(["a", "b", "c", "d"], eye(4), zeros(4));
         var task = new AdaptationTask("t", rand([32, 1, 2, 2], generator: new Generator(1)), head);
+        Tensor start = randn([4], generator: new Generator(2)) * 3;
+        Assert.IsLessThan(Math.Log(4) - 0.2, Spread(new ImageBlindModel(start), task), "the start is peaked");
 
         double SpreadAfter(double diversity)
         {
-            var model = new ImageBlindModel(randn([4], generator: new Generator(2)) * 0.1);
+            var model = new ImageBlindModel(start);
             TestTimeAdaptation.Run(model, [task], ShortRun with { Steps = 300, LearningRate = 0.05, DiversityWeight = diversity });
-            using var noGrad = no_grad();
-            return TestTimeAdaptation.MarginalEntropy(head.Forward(model.Forward(task.Images))).item<float>();
+            return Spread(model, task);
         }
 
         Assert.IsLessThan(0.05, SpreadAfter(0), "entropy alone: one answer for every image");
         Assert.IsGreaterThan(Math.Log(4) - 0.05, SpreadAfter(2), "with the diversity term: every class alike");
-        Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(new ImageBlindModel(zeros(4)), [task], ShortRun with { DiversityWeight = -1 }));
+        Assert.ThrowsExactly<ArgumentException>(() => TestTimeAdaptation.Run(new ImageBlindModel(start), [task], ShortRun with { DiversityWeight = -1 }));
+    }
+
+    /// <summary>
+    /// With answers that depend on the image, the two terms pull apart: each image's answer confident (low mean entropy)
+    /// and the batch's answers spread over the classes (high entropy of the mean), which a diversity term on anything but
+    /// the batch's mean prediction would not give.
+    /// </summary>
+    [TestMethod]
+    public void WithTheDiversityTermEachAnswerIsConfidentAndTheAnswersDiffer()
+    {
+        using var scope = NewDisposeScope();
+        using var head = ClassificationHead.Linear(["a", "b", "c", "d"], eye(4), zeros(4));
+        var task = new AdaptationTask("t", randn([32, 1, 2, 2], generator: new Generator(3)), head);
+        var model = new LinearModel(randn([4, 4], generator: new Generator(4)) * 0.1);
+        TestTimeAdaptation.Run(model, [task], ShortRun with { Steps = 300, LearningRate = 0.05, DiversityWeight = 2 });
+
+        using var noGrad = no_grad();
+        Tensor logits = head.Forward(model.Forward(task.Images));
+        Assert.IsLessThan(0.3, TestTimeAdaptation.MeanEntropy(logits).item<float>(), "each answer confident");
+        Assert.IsGreaterThan(Math.Log(4) - 0.1, TestTimeAdaptation.MarginalEntropy(logits).item<float>(), "answers spread");
+    }
+
+    private static double Spread(IAdaptableModel model, AdaptationTask task)
+    {
+        using var noGrad = no_grad();
+        return TestTimeAdaptation.MarginalEntropy(task.Head.Forward(model.Forward(task.Images))).item<float>();
     }
 
     /// <summary>Features = a learned vector, the same for every image.</summary>
@@ -91,6 +118,18 @@ public sealed class TestTimeAdaptationTests
         public IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
 
         public Tensor Forward(Tensor images) => _bias.unsqueeze(0).expand(images.shape[0], -1);
+    }
+
+    /// <summary>Features = the flattened image times a learned matrix.</summary>
+    private sealed class LinearModel(Tensor start) : IAdaptableModel
+    {
+        private readonly Parameter _weight = new(start.clone(), requires_grad: true);
+
+        public IReadOnlyDictionary<string, Parameter> AdaptedParameters => new Dictionary<string, Parameter> { ["weight"] = _weight };
+
+        public IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
+
+        public Tensor Forward(Tensor images) => images.flatten(1).matmul(_weight);
     }
 
     [TestMethod]
@@ -320,6 +359,8 @@ public sealed class TestTimeAdaptationTests
             TestTimeAdaptation.Run(again, data.Tasks, ShortRun with { Steps = 2, Seed = 6, ResumeFrom = checkpoint }));
         Assert.ThrowsExactly<InvalidDataException>(() =>
             TestTimeAdaptation.Run(again, data.Tasks, ShortRun with { Steps = 2, BatchSizePerTask = 4, ResumeFrom = checkpoint }));
+        Assert.ThrowsExactly<InvalidDataException>(() =>
+            TestTimeAdaptation.Run(again, data.Tasks, ShortRun with { Steps = 2, DiversityWeight = 1, ResumeFrom = checkpoint }));
         using var shared = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList, new WeightEnsemblingOptions { ShareRouter = true });
         Assert.ThrowsExactly<InvalidDataException>(() =>
             TestTimeAdaptation.Run(shared, data.Tasks, ShortRun with { Steps = 2, ResumeFrom = checkpoint }));
