@@ -3,7 +3,8 @@
 # Same budget for both modes: $EPOCHS epochs (default 10), batch 64, AdamW (weight decay 0.05, cosine), rank $RANK
 # (default 32), alpha 2 × rank, targets $TARGETS (default q_proj,v_proj), lora seed 0, behind the zoo's frozen heads; each mode at its own
 # learning rate, chosen on validation (LoRA 3e-3, L-LoRA 1e-2; $LR sets one for every mode run).
-# Resumable: a task already in a mode's pool.json is skipped.
+# Resumable: a task already in a mode's pool.json is skipped, whatever recipe trained it, so another LR, RANK, EPOCHS or
+# TARGETS needs a ZOO whose lora/ and l-lora/ do not exist yet (a copy of the zoo with experts, heads and the base).
 # Usage: [ZOO=zoos/default] [LR=..] [RANK=32] [EPOCHS=10] [TARGETS=q_proj,v_proj] [MODES="lora l-lora"] build/zoo-adapters.sh [mlmerge command]   (two MODES runs in parallel use two cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
