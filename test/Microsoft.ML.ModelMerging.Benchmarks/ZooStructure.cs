@@ -16,8 +16,8 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 ///     task arithmetic at λ) keeps ≥ 98% of the experts' accuracy — WEMoE's ceiling;
 /// (c) task arithmetic (λ chosen on validation) stays ≤ 85% normalised — interference is real;
 /// (d) every expert is far above the pre-trained linear probe (the fine-tuning taught the task).
-/// Beside them, without a goal in the issue: (e) how much of its expert's gain one task vector keeps alone at λ, which
-/// bounds what task arithmetic at that λ can keep even without interference.
+/// Beside them, without a goal in the issue: (e) how much of its expert's gain one task vector keeps alone at λ: what
+/// task arithmetic at that λ keeps of the expert before any interference.
 /// </summary>
 internal static class ZooStructure
 {
@@ -126,14 +126,14 @@ internal static class ZooStructure
         }
 
         // (e) Each task vector alone at λ, θ0 + λ·τ_t on task t: what task arithmetic at λ keeps of the expert without any
-        // other task to interfere. Experts whose accuracy grows only linearly along the path from θ0 leave every
-        // λ-scaled merge near the pre-trained model, however little the task vectors interfere.
+        // other task to interfere. Experts whose accuracy grows only linearly along the path from θ0 leave task
+        // arithmetic at a small λ near the pre-trained model, however little the task vectors interfere.
         var alone = new Dictionary<string, double>(StringComparer.Ordinal);
         var atZero = new Dictionary<string, double>(StringComparer.Ordinal);
         for (int t = 0; t < names.Count; t++)
         {
             using var scope = NewDisposeScope();
-            var expert = experts.Experts[t];
+            var expert = experts.Expert(names[t]);
             var scaled = experts.Pretrained.ToDictionary(kv => kv.Key,
                 kv => kv.Value.is_floating_point() ? kv.Value + lambda * (expert[kv.Key] - kv.Value) : kv.Value);
             var data = experts.LoadData(names[t]).Test;
