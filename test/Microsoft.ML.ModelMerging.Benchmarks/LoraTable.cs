@@ -30,10 +30,21 @@ internal static class LoraTable
         ("TIES", Widened("ties")),
     ];
 
-    private static IReadOnlyList<MergeCandidate> Widened(string method)
+    /// <summary>
+    /// The paper's own arithmetic for adapter pools: task vectors φ_t − φ0 of the LoRA factors (peta merges the PEFT model's
+    /// state dict), the merged adapter densified once. Full experts have no factors.
+    /// </summary>
+    private static readonly (string Row, IReadOnlyList<MergeCandidate> Grid)[] FactorGrids =
+    [
+        ("Task arithmetic on the factors", Widened("task-arithmetic", factors: true)),
+        ("TIES on the factors", Widened("ties", factors: true)),
+    ];
+
+    private static IReadOnlyList<MergeCandidate> Widened(string method, bool factors = false)
     {
         var grid = MergeAlgorithmRegistry.Default.Get(method).SearchGrid.ToDictionary(kv => kv.Key, kv => kv.Value);
         grid["lambda"] = [.. new[] { "0.02", "0.05" }.Concat(grid["lambda"]).Distinct()];
+        if (factors) grid[LoraMergeSpaces.ParameterName] = [LoraMergeSpaces.Factors];
         return MergeCandidate.Grid(method, grid);
     }
 
@@ -52,8 +63,8 @@ internal static class LoraTable
             (FineTuningModes.Full, zoo), (FineTuningModes.Lora, Path.Combine(zoo, "lora")), (FineTuningModes.LinearizedLora, Path.Combine(zoo, "l-lora")),
         };
         var summary = new StringBuilder();
-        summary.AppendLine("| mode | trainable parameters | fine-tuning time (8 tasks) | pre-trained probe avg | individual avg | TA avg | TA norm. | TA gain retained | TIES avg | TIES norm. | TIES gain retained | mean cos(τ_i, τ_j) |");
-        summary.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        summary.AppendLine("| mode | trainable parameters | fine-tuning time (8 tasks) | pre-trained probe avg | individual avg | TA avg | TA norm. | TA gain retained | TIES avg | TIES norm. | TIES gain retained | TA on the factors, norm. | TIES on the factors, norm. | mean cos(τ_i, τ_j) |");
+        summary.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var details = new StringBuilder();
         var curve = new Dictionary<(string Mode, double Lambda), (double Average, double Retained)>();
         foreach (var (mode, poolPath) in modes)
@@ -71,7 +82,7 @@ internal static class LoraTable
             var results = new Dictionary<string, TaskAccuracies>();
             using (var evaluator = new CandidateEvaluator(pool))
             {
-                foreach (var (row, grid) in Grids)
+                foreach (var (row, grid) in mode == FineTuningModes.Full ? Grids : [.. Grids, .. FactorGrids])
                 {
                     var clock = Stopwatch.StartNew();
                     var (best, all) = evaluator.SelectOnValidation(grid);
@@ -101,11 +112,13 @@ internal static class LoraTable
                 : Reports(poolPath, tasks).Sum(r => r.GetProperty("fine_tuning_seconds").GetDouble());
 
             static string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
+            string FactorColumn(string row) => results.TryGetValue(row, out var r) ? Pct(r.NormalizedAverage(individual)) : "(no factors)";
             var ind = new TaskAccuracies(individual);
             summary.AppendLine(CultureInfo.InvariantCulture,
                 $"| {mode} | {trainable:N0} | {(seconds is double s ? $"{s:F0} s" : "not measured")} | {Pct(pool.Tasks.Average(t => t.PretrainedLinearProbe.Test))} | {Pct(ind.Average)} | " +
                 $"{Pct(results["Task arithmetic"].Average)} | {Pct(results["Task arithmetic"].NormalizedAverage(individual))} | {Pct(Retained(pool, results["Task arithmetic"]))} | " +
-                $"{Pct(results["TIES"].Average)} | {Pct(results["TIES"].NormalizedAverage(individual))} | {Pct(Retained(pool, results["TIES"]))} | {meanCosine:F3} |");
+                $"{Pct(results["TIES"].Average)} | {Pct(results["TIES"].NormalizedAverage(individual))} | {Pct(Retained(pool, results["TIES"]))} | " +
+                $"{FactorColumn("Task arithmetic on the factors")} | {FactorColumn("TIES on the factors")} | {meanCosine:F3} |");
 
             details.AppendLine(CultureInfo.InvariantCulture, $"### {mode} ({poolPath})");
             details.AppendLine();

@@ -28,18 +28,40 @@ public abstract record AlgorithmSettings
         })));
 }
 
+/// <summary>
+/// Settings of a weight-only method that gives one model: its own parameters, plus where it merges a pool of LoRA adapters.
+/// </summary>
+public abstract record OneModelMergeSettings : AlgorithmSettings
+{
+    /// <summary>
+    /// LoRA adapter pools only. True: merged on the adapters' factors A and B over their shared initialisation (the L-LoRA
+    /// paper's task arithmetic); false: on each layer's dense ΔW (the default).
+    /// </summary>
+    public bool? MergeLoraFactors { get; init; }
+
+    /// <summary>The method's own parameters, by their declared names.</summary>
+    protected abstract IEnumerable<(string Name, object? Value)> MethodParameters();
+
+    /// <inheritdoc/>
+    protected sealed override IEnumerable<(string Name, object? Value)> Given() =>
+    [
+        .. MethodParameters(),
+        (LowRank.LoraMergeSpaces.ParameterName, MergeLoraFactors is { } factors ? factors ? LowRank.LoraMergeSpaces.Factors : LowRank.LoraMergeSpaces.Delta : null),
+    ];
+}
+
 /// <summary>Simple average: θ = mean of the experts' weights. It takes no parameters.</summary>
-public sealed record SimpleAverageSettings : AlgorithmSettings
+public sealed record SimpleAverageSettings : OneModelMergeSettings
 {
     /// <inheritdoc/>
     public override string Method => "simple-average";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() => [];
+    protected override IEnumerable<(string, object?)> MethodParameters() => [];
 }
 
 /// <summary>Task arithmetic: θ0 + λ·Σ τ_i.</summary>
-public sealed record TaskArithmeticSettings : AlgorithmSettings
+public sealed record TaskArithmeticSettings : OneModelMergeSettings
 {
     /// <summary>λ scaling the summed task vectors (default 0.3).</summary>
     public double? Lambda { get; init; }
@@ -48,11 +70,11 @@ public sealed record TaskArithmeticSettings : AlgorithmSettings
     public override string Method => "task-arithmetic";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() => [("lambda", Lambda)];
+    protected override IEnumerable<(string, object?)> MethodParameters() => [("lambda", Lambda)];
 }
 
 /// <summary>TIES: trim, elect sign, disjoint merge.</summary>
-public sealed record TiesSettings : AlgorithmSettings
+public sealed record TiesSettings : OneModelMergeSettings
 {
     /// <summary>λ scaling the merged task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
@@ -70,7 +92,7 @@ public sealed record TiesSettings : AlgorithmSettings
     public override string Method => "ties";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() =>
+    protected override IEnumerable<(string, object?)> MethodParameters() =>
     [
         ("lambda", Lambda), ("keep", Keep),
         ("trim", TrimPerTensor is { } perTensor ? perTensor ? "per-tensor" : "global" : null),
@@ -79,7 +101,7 @@ public sealed record TiesSettings : AlgorithmSettings
 }
 
 /// <summary>DARE: task-vector entries dropped with probability p, the rest rescaled by 1/(1−p), then task arithmetic or TIES.</summary>
-public sealed record DareSettings : AlgorithmSettings
+public sealed record DareSettings : OneModelMergeSettings
 {
     /// <summary>Probability p of dropping each task-vector entry, in [0, 1) (default 0.5).</summary>
     public double? DropRate { get; init; }
@@ -106,7 +128,7 @@ public sealed record DareSettings : AlgorithmSettings
     public override string Method => "dare";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() =>
+    protected override IEnumerable<(string, object?)> MethodParameters() =>
     [
         ("drop-rate", DropRate), ("seed", Seed), ("then", ThenTies is { } ties ? ties ? "ties" : "task-arithmetic" : null),
         ("lambda", Lambda), ("keep", Keep),
@@ -132,7 +154,7 @@ public sealed record TallMasksSettings : AlgorithmSettings
 }
 
 /// <summary>Consensus merging: task arithmetic restricted to the weights that the TALL masks of at least k tasks keep.</summary>
-public sealed record ConsensusSettings : AlgorithmSettings
+public sealed record ConsensusSettings : OneModelMergeSettings
 {
     /// <summary>λ scaling the kept multi-task vector (default 0.3).</summary>
     public double? Lambda { get; init; }
@@ -147,7 +169,7 @@ public sealed record ConsensusSettings : AlgorithmSettings
     public override string Method => "consensus";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() =>
+    protected override IEnumerable<(string, object?)> MethodParameters() =>
         [("lambda", Lambda), ("tall-lambda", TallLambda), ("min-tasks", MinTasks)];
 }
 

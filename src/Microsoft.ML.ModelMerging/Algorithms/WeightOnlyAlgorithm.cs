@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.MultiTask;
 using Microsoft.ML.ModelMerging.Onnx;
@@ -29,7 +30,10 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
             foreach (string value in values) new MergeParameters([new(name, value)]).Resolve(method);
         }
 
-        Needs = (method.UsesBase ? AlgorithmNeeds.PretrainedBase : AlgorithmNeeds.None) | (method.Create().ProducesTaskSpecificWeights ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
+        bool perTask = method.Create().ProducesTaskSpecificWeights;
+        Needs = (method.UsesBase ? AlgorithmNeeds.PretrainedBase : AlgorithmNeeds.None) | (perTask ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
+        // A method that gives one model can also merge LoRA adapters on their factors; one with per-task weights cannot.
+        Parameters = perTask ? method.Parameters : [.. method.Parameters, LoraMergeSpaces.Parameter];
     }
 
     /// <inheritdoc/>
@@ -41,8 +45,8 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
     /// <inheritdoc/>
     public AlgorithmNeeds Needs { get; }
 
-    /// <inheritdoc/>
-    public IReadOnlyList<MergeParameterSpec> Parameters => _method.Parameters;
+    /// <summary>The method's parameters, plus <c>adapter-space</c> when it gives one model (see <see cref="LoraMergeSpaces"/>).</summary>
+    public IReadOnlyList<MergeParameterSpec> Parameters { get; }
 
     /// <inheritdoc/>
     public IReadOnlyDictionary<string, IReadOnlyList<string>> SearchGrid { get; }
@@ -67,32 +71,67 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         return new InMemoryMergeDriver().Merge(method, pool.HasPretrained ? pool.Pretrained : experts[0], experts, expertNames: pool.TaskNames);
     }
 
+    /// <summary>
+    /// The method over the factors of a pool of LoRA adapters (<see cref="LoraFactorMerge"/>), densified against the pool's
+    /// pre-trained base. The caller owns the returned tensors.
+    /// </summary>
+    /// <exception cref="ArgumentException">An expert of the pool is not a LoRA adapter, or the adapters do not share an initialisation.</exception>
+    public Dictionary<string, Tensor> MergeAdapterFactors(IMergeMethod method, ExpertPool pool)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(pool);
+        string? dense = pool.TaskNames.FirstOrDefault(t => !pool.IsAdapterExpert(t));
+        if (dense is not null)
+            throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} merges LoRA adapters on their factors, and the expert of " +
+                $"'{dense}' in the pool at {pool.Directory} is a full checkpoint ({pool.Manifest.Task(dense).Expert}).");
+        if (!pool.HasPretrained)
+            throw new ArgumentException($"The pool at {pool.Directory} has no pre-trained base to apply the merged adapter to.");
+        var folders = pool.TaskNames.Select(t => Path.Combine(pool.Directory, pool.Manifest.Task(t).Expert)).ToList();
+        using var adapter = LoraFactorMerge.Merge(method, folders, pool.Config);
+        return adapter.Densify(pool.Pretrained);
+    }
+
     /// <inheritdoc/>
     public MultiTaskModel Run(ExpertPool pool, MergeParameters parameters, AlgorithmContext context)
     {
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(parameters);
         ArgumentNullException.ThrowIfNull(context);
-        IMergeMethod method = _method.Create(parameters);
+        var resolved = parameters.Resolve(Name, Parameters);
+        bool factors = Parameters.Contains(LoraMergeSpaces.Parameter) && resolved.GetChoice(LoraMergeSpaces.ParameterName) == LoraMergeSpaces.Factors;
+        IMergeMethod method = _method.Create(new MergeParameters(parameters.Values.Where(p => p.Key != LoraMergeSpaces.ParameterName)));
         context.Cancellation.ThrowIfCancellationRequested();
         context.Progress?.Report(new AlgorithmProgress("merging", 0, 1));
-        MergeResult result = Merge(method, pool);
+        IDisposable result;
+        IReadOnlyDictionary<string, Tensor>? merged = null;
+        if (factors)
+        {
+            var dense = MergeAdapterFactors(method, pool);
+            merged = dense;
+            result = new OwnedTensors(dense.Values);
+        }
+        else
+        {
+            var weights = Merge(method, pool);
+            if (!weights.HasTaskSpecificWeights) merged = weights.Merged;
+            result = weights;
+        }
         var owned = new List<IDisposable> { result };
         try
         {
             var tasks = context.Tasks ?? pool.TaskNames;
             var parts = new List<MultiTaskModelPart>();
-            if (!result.HasTaskSpecificWeights)
+            if (merged is not null)
             {
                 var heads = tasks.Select(t => new OnnxTaskHead(t, pool.Head(t))).ToArray();
-                parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, result.Merged, heads, context.ExportOptions)));
+                parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, merged, heads, context.ExportOptions)));
             }
             else
             {
                 foreach (string task in tasks)
                 {
                     context.Cancellation.ThrowIfCancellationRequested();
-                    Dictionary<string, Tensor> weights = result.MaterializeTask(pool.TaskNames.ToList().IndexOf(task));
+                    Dictionary<string, Tensor> weights = ((MergeResult)result).MaterializeTask(pool.TaskNames.ToList().IndexOf(task));
                     owned.Add(new OwnedTensors(weights.Values));
                     parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, weights, [new OnnxTaskHead(task, pool.Head(task))], context.ExportOptions)));
                 }

@@ -92,14 +92,14 @@ public sealed class MergeAlgorithmRegistryTests
     /// </summary>
     private static readonly (AlgorithmSettings Typed, string[] Text)[] EveryAlgorithmTyped =
     [
-        (new SimpleAverageSettings(), []),
-        (new TaskArithmeticSettings { Lambda = 0.4 }, ["lambda=0.4"]),
-        (new TiesSettings { Lambda = 0.5, Keep = 0.1, TrimPerTensor = true, MergeByMean = true },
-            ["lambda=0.5", "keep=0.1", "trim=per-tensor", "merge-func=mean"]),
-        (new DareSettings { DropRate = 0.9, Seed = 7, ThenTies = true, Lambda = 0.7, Keep = 0.3, TrimPerTensor = true, MergeByMean = true },
-            ["drop-rate=0.9", "seed=7", "then=ties", "lambda=0.7", "keep=0.3", "trim=per-tensor", "merge-func=mean"]),
+        (new SimpleAverageSettings { MergeLoraFactors = true }, ["adapter-space=factors"]),
+        (new TaskArithmeticSettings { Lambda = 0.4, MergeLoraFactors = true }, ["lambda=0.4", "adapter-space=factors"]),
+        (new TiesSettings { Lambda = 0.5, Keep = 0.1, TrimPerTensor = true, MergeByMean = true, MergeLoraFactors = true },
+            ["lambda=0.5", "keep=0.1", "trim=per-tensor", "merge-func=mean", "adapter-space=factors"]),
+        (new DareSettings { DropRate = 0.9, Seed = 7, ThenTies = true, Lambda = 0.7, Keep = 0.3, TrimPerTensor = true, MergeByMean = true, MergeLoraFactors = true },
+            ["drop-rate=0.9", "seed=7", "then=ties", "lambda=0.7", "keep=0.3", "trim=per-tensor", "merge-func=mean", "adapter-space=factors"]),
         (new TallMasksSettings { Lambda = 1, TallLambda = [0.2, 0.6] }, ["lambda=1", "tall-lambda=0.2,0.6"]),
-        (new ConsensusSettings { Lambda = 0.5, TallLambda = [0.5], MinTasks = 3 }, ["lambda=0.5", "tall-lambda=0.5", "min-tasks=3"]),
+        (new ConsensusSettings { Lambda = 0.5, TallLambda = [0.5], MinTasks = 3, MergeLoraFactors = true }, ["lambda=0.5", "tall-lambda=0.5", "min-tasks=3", "adapter-space=factors"]),
         (new EmrSettings(), []),
         (new WeightEnsemblingSettings { Steps = 500, LearningRate = 1e-3, Batch = 8, Lambda = 0.4, RouterDepth = 1, BatchReduce = true, Routing = "softmax", TaskRouting = 2, Diversity = 0.5, Seed = 3 },
             ["steps=500", "learning-rate=0.001", "batch=8", "lambda=0.4", "router-depth=1", "batch-reduce=true", "routing=softmax", "task-routing=2", "diversity=0.5", "seed=3"]),

@@ -1,4 +1,7 @@
+using Microsoft.ML.ModelMerging.Algorithms;
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.LowRank;
+using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
@@ -81,6 +84,79 @@ public sealed class CommittedAdapterPoolTests
             using var initial = LoraAdapter.Initialize(config, adapter.Options);
             foreach (var m in adapter.Modules)
                 Assert.IsTrue(m.A.eq(initial.Module(m.Target.Prefix)!.A).all().item<bool>(), $"{task.Name}: {m.Target.Prefix}");
+        }
+    }
+
+    private static Dictionary<string, Tensor> TaskArithmetic(ExpertPool pool, double lambda, string space)
+    {
+        using var model = MergeAlgorithmRegistry.Default.Get("task-arithmetic").Run(pool,
+            MergeParameters.Parse($"lambda={lambda.ToString(System.Globalization.CultureInfo.InvariantCulture)}", $"adapter-space={space}"), new AlgorithmContext());
+        return model.Parts[0].Exporter.Weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+    }
+
+    /// <summary>
+    /// An L-LoRA adapter never leaves A0, so task arithmetic on its factors is task arithmetic on its dense ΔW: the two
+    /// spaces give the same model.
+    /// </summary>
+    [TestMethod]
+    public void FactorTaskArithmeticOfLinearisedAdaptersIsTheirDenseTaskArithmetic()
+    {
+        using var scope = NewDisposeScope();
+        using var pool = ExpertPool.Load(PoolOf("l-lora"));
+        var factors = TaskArithmetic(pool, 0.3, "factors");
+        var delta = TaskArithmetic(pool, 0.3, "delta");
+        Assert.HasCount(delta.Count, factors);
+        foreach (var (name, expected) in delta)
+            Assert.IsLessThanOrEqualTo(1e-6, (factors[name] - expected).abs().max().item<float>(), name);
+    }
+
+    /// <summary>
+    /// LoRA adapters merged on their factors (the L-LoRA paper's task arithmetic): each adapted layer is
+    /// W0 + s·(λ·Σ B_t)·(A0 + λ·Σ (A_t − A0)), computed here in float64 from the adapter files and the A0 an L-LoRA adapter of
+    /// the same seed stores. It differs from the dense merge W0 + λ·Σ s·B_t·A_t by the products of different tasks' factors.
+    /// </summary>
+    [TestMethod]
+    public void FactorTaskArithmeticOfLoraAdaptersMultipliesTheSummedFactors()
+    {
+        using var scope = NewDisposeScope();
+        string directory = PoolOf("lora");
+        using var pool = ExpertPool.Load(directory);
+        const double lambda = 0.3;
+        var factors = TaskArithmetic(pool, lambda, "factors");
+        var delta = TaskArithmetic(pool, lambda, "delta");
+
+        var options = PeftAdapterFolder.ReadOptions(Path.Combine(directory, pool.Manifest.Task("scenes").Expert));
+        string linearised = Path.Combine(PoolOf("l-lora"), PoolManifest.Read(PoolOf("l-lora")).Task("scenes").Expert);
+        Assert.AreEqual(options.Seed, PeftAdapterFolder.ReadOptions(linearised).Seed, "the two modes share their initialisation");
+        using var initialisation = Checkpoint.Open(Path.Combine(linearised, PeftAdapterFolder.WeightsFileName));
+        var files = pool.Tasks.Select(t => Checkpoint.Open(Path.Combine(directory, t.Expert, PeftAdapterFolder.WeightsFileName))).ToList();
+        try
+        {
+            foreach (string prefix in new[] { VisionTransformerNames.Layer(0).QProj, VisionTransformerNames.Layer(5).VProj })
+            {
+                Tensor a0 = initialisation.ReadTensor(PeftAdapterFolder.NameOfA(prefix)).to_type(ScalarType.Float64);
+                Tensor sumB = zeros_like(files[0].ReadTensor(PeftAdapterFolder.NameOfB(prefix))).to_type(ScalarType.Float64);
+                Tensor sumDeltaA = zeros_like(a0);
+                Tensor sumDense = zeros(a0.shape[1], dtype: ScalarType.Float64).unsqueeze(0).expand(sumB.shape[0], -1).clone();
+                foreach (var file in files)
+                {
+                    Tensor a = file.ReadTensor(PeftAdapterFolder.NameOfA(prefix)).to_type(ScalarType.Float64);
+                    Tensor b = file.ReadTensor(PeftAdapterFolder.NameOfB(prefix)).to_type(ScalarType.Float64);
+                    sumB += b;
+                    sumDeltaA += a - a0;
+                    sumDense += options.Scale * b.matmul(a);
+                }
+                string weight = VisionTransformerNames.Weight(prefix);
+                Tensor w0 = pool.Pretrained[weight].to_type(ScalarType.Float64);
+                Tensor expected = w0 + options.Scale * (lambda * sumB).matmul(a0 + lambda * sumDeltaA);
+                Assert.IsLessThanOrEqualTo(1e-6, (factors[weight].to_type(ScalarType.Float64) - expected).abs().max().item<double>(), weight);
+                Assert.IsLessThanOrEqualTo(1e-6, (delta[weight].to_type(ScalarType.Float64) - (w0 + lambda * sumDense)).abs().max().item<double>(), weight);
+                Assert.IsGreaterThan(1e-3, (factors[weight] - delta[weight]).abs().max().item<float>(), $"{weight}: the cross terms are not negligible");
+            }
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
         }
     }
 }

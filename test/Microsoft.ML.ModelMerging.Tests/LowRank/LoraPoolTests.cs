@@ -186,4 +186,36 @@ public sealed class LoraPoolTests
         double accuracy = ExpertTrainer.Accuracy(pool.Config, weights, pool.Head("shapes"), test);
         Assert.IsGreaterThan(0.5, accuracy, "the merged model still separates the shapes");
     }
+
+    /// <summary>
+    /// Merging on the factors needs one shared initialisation and adapter experts only; methods with per-task weights do not
+    /// declare the parameter. Each refusal says which file or expert and why.
+    /// </summary>
+    [TestMethod]
+    public void FactorMergingRefusesAdaptersOfDifferentInitialisationsAndFullExperts()
+    {
+        using var scope = NewDisposeScope();
+        var algorithm = MergeAlgorithmRegistry.Default.Get("task-arithmetic");
+        using (var pool = ExpertPool.Load(s_pool))
+        {
+            var error = Assert.Throws<ArgumentException>(() => algorithm.Run(pool, MergeParameters.Parse("adapter-space=factors"), new AlgorithmContext()));
+            StringAssert.Contains(error.Message, "share one initialisation");
+            StringAssert.Contains(error.Message, "target_modules [q_proj, v_proj, fc1] against [q_proj, v_proj]");
+            StringAssert.Contains(error.Message, "stripes");
+        }
+
+        using (var full = ExpertPool.Load(CommittedZoo.Directory))
+        {
+            var error = Assert.Throws<ArgumentException>(() => algorithm.Run(full, MergeParameters.Parse("adapter-space=factors"), new AlgorithmContext()));
+            StringAssert.Contains(error.Message, "is a full checkpoint");
+            StringAssert.Contains(error.Message, $"'{full.TaskNames[0]}'");
+        }
+
+        var tall = MergeAlgorithmRegistry.Default.Get("tall-masks");
+        Assert.IsFalse(tall.Parameters.Any(p => p.Name == LoraMergeSpaces.ParameterName), "TALL masks gives each task its own weights");
+        var refused = Assert.Throws<ArgumentException>(() => LoraFactorMerge.Merge(MergeMethodRegistry.Default.Create("tall-masks", MergeParameters.Empty),
+            [Path.Combine(s_pool, PoolManifest.Read(s_pool).Task("shapes").Expert)], Config));
+        StringAssert.Contains(refused.Message, "gives each task its own weights");
+    }
 }
+
