@@ -29,7 +29,7 @@ internal static class MergeCommand
     {
         var method = new Option<string?>("--method") { Description = "Merge method (see --list)." };
         var baseModel = new Option<string?>("--base") { Description = "The pre-trained checkpoint θ0." };
-        var experts = new Option<string[]>("--expert") { Description = "A fine-tuned checkpoint, or a LoRA adapter folder (PEFT layout: its task vector is the densified ΔW) (repeat for each expert).", AllowMultipleArgumentsPerToken = false };
+        var experts = new Option<string[]>("--expert") { Description = "A fine-tuned checkpoint, or a LoRA adapter folder (PEFT layout: its task vector is the densified ΔW; with --param adapter-space=factors, its factors A and B, and --out is then the merged adapter folder) (repeat for each expert).", AllowMultipleArgumentsPerToken = false };
         var weights = new Option<double[]>("--expert-weight") { Description = "Weight w_i of each expert's task vector, in --expert order (default 1)." };
         var output = new Option<string?>("--out") { Description = "Output .safetensors file, or a directory for sharded output." };
         var parameters = new Option<string[]>("--param") { Description = "Any method parameter as name=value (repeatable)." };

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Configuration;
+using Microsoft.ML.ModelMerging.LowRank;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -47,9 +48,16 @@ public sealed record MergeJob
         registry ??= MergeMethodRegistry.Default;
         if (Experts.Count == 0) throw new ArgumentException("A merge needs at least one expert.");
         var descriptor = registry.Get(Method);
-        var resolved = new MergeParameters(Parameters).Resolve(descriptor);
-        var method = descriptor.Create(new MergeParameters(Parameters));
+        // adapter-space is the job's, not the method's: it says what the method merges when the experts are LoRA adapters.
+        var space = Parameters.Where(p => string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase)).Select(p => p.Value).FirstOrDefault()
+            ?? LoraMergeSpaces.Delta;
+        if (space is not (LoraMergeSpaces.Delta or LoraMergeSpaces.Factors))
+            throw new ArgumentException($"{LoraMergeSpaces.ParameterName} must be {LoraMergeSpaces.Delta} or {LoraMergeSpaces.Factors}, got '{space}'.");
+        var methodParameters = new MergeParameters(Parameters.Where(p => !string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase)));
+        var resolved = methodParameters.Resolve(descriptor);
+        var method = descriptor.Create(methodParameters);
         var weights = Experts.All(e => e.Weight == 1.0) ? null : Experts.Select(e => e.Weight).ToList();
+        if (space == LoraMergeSpaces.Factors) return MergeAdapterFactors(method, weights, cancellation);
         var driver = new StreamingMergeDriver(new TensorFilter(Exclude));
         return driver.Merge(method, Base, Experts.Select(e => e.Path).ToList(), Output, new StreamingMergeOptions
         {
@@ -60,6 +68,27 @@ public sealed record MergeJob
             RecordedParameters = resolved.ToText(), // every parameter, defaults included
             Progress = progress,
         }, cancellation);
+    }
+
+    /// <summary>
+    /// The experts are LoRA adapter folders merged on their factors (<see cref="LoraFactorMerge"/>): the result is one adapter,
+    /// written as a PEFT folder at <see cref="Output"/> (atomically), whose base is <see cref="Base"/>.
+    /// </summary>
+    private StreamingMergeReport MergeAdapterFactors(IMergeMethod method, IReadOnlyList<double>? weights, CancellationToken cancellation)
+    {
+        var notAdapter = Experts.FirstOrDefault(e => !PeftAdapterFolder.IsAdapter(e.Path));
+        if (notAdapter is not null)
+            throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} merges LoRA adapter folders on their factors; {notAdapter.Path} is not one (no {PeftAdapterFolder.ConfigFileName}).");
+        if (Output.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} writes the merged adapter as a PEFT folder: give --out a folder, not the file {Output}.");
+        var config = Models.ModelCheckpoints.ReadConfig(Base);
+        cancellation.ThrowIfCancellationRequested();
+        using var merged = LoraFactorMerge.Merge(method, [.. Experts.Select(e => e.Path)], config, weights);
+        cancellation.ThrowIfCancellationRequested();
+        PeftAdapterFolder.Save(merged, Output, Path.GetFullPath(Base));
+        var names = merged.Modules.SelectMany(m => new[] { PeftAdapterFolder.NameOfA(m.Target.Prefix), PeftAdapterFolder.NameOfB(m.Target.Prefix) }).ToList();
+        long bytes = new FileInfo(Path.Combine(Output, PeftAdapterFolder.WeightsFileName)).Length;
+        return new StreamingMergeReport(Path.GetFullPath(Output), names, [], 1, bytes);
     }
 
     /// <summary>

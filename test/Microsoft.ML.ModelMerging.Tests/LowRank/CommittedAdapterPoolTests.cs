@@ -159,4 +159,38 @@ public sealed class CommittedAdapterPoolTests
             foreach (var file in files) file.Dispose();
         }
     }
+
+    /// <summary>
+    /// <c>mlmerge merge --param adapter-space=factors</c> on adapter folders writes the merged adapter as a PEFT folder; applied
+    /// to the base it is the model the registry's factor merge of the same pool gives. A .safetensors output is refused.
+    /// </summary>
+    [TestMethod]
+    public void MergeWritesTheFactorMergeAsAnAdapterFolder()
+    {
+        using var scope = NewDisposeScope();
+        string directory = PoolOf("lora");
+        using var pool = ExpertPool.Load(directory);
+        using var dir = new TempDirectory();
+        var args = new List<string> { "merge", "--method", "ties", "--base", Path.Combine(directory, pool.Manifest.Pretrained!),
+            "--param", "adapter-space=factors", "--lambda", "0.3", "--out", dir.File("merged") };
+        foreach (var task in pool.Tasks) args.AddRange(["--expert", Path.Combine(directory, task.Expert)]);
+        var (exit, text, error) = CliRunner.Run([.. args]);
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, "ties: 24 tensors merged");
+        Assert.IsTrue(PeftAdapterFolder.IsAdapter(dir.File("merged")));
+
+        using var adapter = PeftAdapterFolder.Load(dir.File("merged"), pool.Config);
+        var dense = adapter.Densify(pool.Pretrained);
+        using var model = MergeAlgorithmRegistry.Default.Get("ties").Run(pool, MergeParameters.Parse("lambda=0.3", "adapter-space=factors"), new AlgorithmContext());
+        foreach (var (name, expected) in model.Parts[0].Exporter.Weights)
+            Assert.IsLessThanOrEqualTo(1e-6, (dense[name] - expected).abs().max().item<float>(), name);
+        foreach (var t in dense.Values) t.Dispose();
+
+        args[args.IndexOf(dir.File("merged"))] = dir.File("merged.safetensors");
+        (exit, _, error) = CliRunner.Run([.. args]);
+        Assert.AreNotEqual(0, exit);
+        StringAssert.Contains(error, "give --out a folder");
+        Assert.IsFalse(File.Exists(dir.File("merged.safetensors")));
+    }
 }
+
