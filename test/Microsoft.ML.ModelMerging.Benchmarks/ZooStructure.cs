@@ -17,7 +17,8 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// (c) task arithmetic (λ chosen on validation) stays ≤ 85% normalised — interference is real;
 /// (d) every expert is far above the pre-trained linear probe (the fine-tuning taught the task).
 /// Beside them, without a goal in the issue: (e) how much of its expert's gain one task vector keeps alone at λ: what
-/// task arithmetic at that λ keeps of the expert before any interference.
+/// task arithmetic at that λ keeps of the expert before any interference; (b′) oracle routing with E-WEMoE's pruned MLP
+/// task vectors, E-WEMoE's ceiling.
 /// </summary>
 internal static class ZooStructure
 {
@@ -93,10 +94,14 @@ internal static class ZooStructure
             foreach (var t in perBlock) t.Dispose();
         }
 
-        // (b) Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task.
-        var oracle = new Dictionary<string, double>(StringComparer.Ordinal);
-        using (var moe = WeightEnsemblingMoE.Create(config, experts.Pretrained, experts.Experts, new WeightEnsemblingOptions { RouterDepth = 0, Lambda = lambda }))
+        // (b) Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task. (b′) The same
+        // with E-WEMoE's MLP task vectors, each pruned per tensor to its default kept fraction: the best any E-WEMoE routing
+        // can do, so it separates what the pruning costs from what the routers learn.
+        Dictionary<string, double> OracleRouting(double? keep)
         {
+            var accuracy = new Dictionary<string, double>(StringComparer.Ordinal);
+            using var moe = WeightEnsemblingMoE.Create(config, experts.Pretrained, experts.Experts,
+                new WeightEnsemblingOptions { RouterDepth = 0, Lambda = lambda, TaskVectorKeep = keep });
             for (int t = 0; t < names.Count; t++)
             {
                 using (no_grad())
@@ -111,9 +116,13 @@ internal static class ZooStructure
                 var data = experts.LoadData(names[t]).Test;
                 using var images = data.ToTensor();
                 using var labels = data.LabelsToTensor();
-                oracle[names[t]] = ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
+                accuracy[names[t]] = ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
             }
+            return accuracy;
         }
+
+        var oracle = OracleRouting(keep: null);
+        var prunedOracle = OracleRouting(keep: WeightEnsemblingOptions.DefaultEfficientKeep);
 
         // (c) Task arithmetic with λ chosen on the validation split, as the zoo table does.
         TaskAccuracies taskArithmetic;
@@ -152,6 +161,7 @@ internal static class ZooStructure
         table.Add("Individual", new TaskAccuracies(individual));
         table.Add("Task arithmetic", taskArithmetic);
         table.Add(string.Create(inv, $"Oracle routing (MLP-upscaled, non-MLP TA λ={lambda})"), new TaskAccuracies(oracle));
+        table.Add(string.Create(inv, $"Oracle routing, MLP task vectors pruned to {WeightEnsemblingOptions.DefaultEfficientKeep:P0} per tensor (E-WEMoE's)"), new TaskAccuracies(prunedOracle));
         table.Add(string.Create(inv, $"Each task vector alone, λ={lambda} (θ0 + λ·τ_t on task t)"), new TaskAccuracies(alone));
         Console.WriteLine(table.ToMarkdown());
 
@@ -165,6 +175,8 @@ internal static class ZooStructure
         Console.WriteLine(string.Create(inv, $"| (a) task told from pre-trained features (linear probe, {perTask} train / {perTask} test images per task) | ≥ 99% | {100 * taskIdentity:F1}% | {Check(taskIdentity >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (a′) task told from each block's mean MLP-input token of the pre-trained model (what a router reads), worst block – best block | ≥ 99% | {100 * blockIdentity.Min():F1}% – {100 * blockIdentity.Max():F1}% | {Check(blockIdentity.Min() >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (b) oracle routing of the MLP-upscaled model, normalised | ≥ 98% | {100 * oracleNormalised:F1}% | {Check(oracleNormalised >= 0.98)} |"));
+        double prunedNormalised = new TaskAccuracies(prunedOracle).NormalizedAverage(individual);
+        Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {WeightEnsemblingOptions.DefaultEfficientKeep:P0} largest entries: E-WEMoE's ceiling, normalised | (none) | {100 * prunedNormalised:F1}% | |"));
         Console.WriteLine(string.Create(inv, $"| (c) task arithmetic, normalised | ≤ 85% | {100 * taNormalised:F1}% | {Check(taNormalised <= 0.85)} |"));
         Console.WriteLine(string.Create(inv, $"| (d) smallest gain of an expert over the pre-trained probe ({worstTask}) | ≫ 0 | {100 * worstGain:+0.0;-0.0} points | {Check(worstGain >= 0.1)} |"));
         var kept = experts.Tasks.Select(t => (t.Name, Share: (alone[t.Name] - atZero[t.Name]) / (t.Individual.Test - atZero[t.Name])))
