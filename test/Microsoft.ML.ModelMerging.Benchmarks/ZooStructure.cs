@@ -161,7 +161,7 @@ internal static class ZooStructure
         table.Add("Individual", new TaskAccuracies(individual));
         table.Add("Task arithmetic", taskArithmetic);
         table.Add(string.Create(inv, $"Oracle routing (MLP-upscaled, non-MLP TA λ={lambda})"), new TaskAccuracies(oracle));
-        table.Add(string.Create(inv, $"Oracle routing, MLP task vectors pruned to {WeightEnsemblingOptions.DefaultEfficientKeep:P0} per tensor (E-WEMoE's)"), new TaskAccuracies(prunedOracle));
+        table.Add(string.Create(inv, $"Oracle routing, MLP task vectors pruned to {100 * WeightEnsemblingOptions.DefaultEfficientKeep:F0}% per tensor (E-WEMoE's)"), new TaskAccuracies(prunedOracle));
         table.Add(string.Create(inv, $"Each task vector alone, λ={lambda} (θ0 + λ·τ_t on task t)"), new TaskAccuracies(alone));
         Console.WriteLine(table.ToMarkdown());
 
@@ -176,7 +176,7 @@ internal static class ZooStructure
         Console.WriteLine(string.Create(inv, $"| (a′) task told from each block's mean MLP-input token of the pre-trained model (what a router reads), worst block – best block | ≥ 99% | {100 * blockIdentity.Min():F1}% – {100 * blockIdentity.Max():F1}% | {Check(blockIdentity.Min() >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (b) oracle routing of the MLP-upscaled model, normalised | ≥ 98% | {100 * oracleNormalised:F1}% | {Check(oracleNormalised >= 0.98)} |"));
         double prunedNormalised = new TaskAccuracies(prunedOracle).NormalizedAverage(individual);
-        Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {WeightEnsemblingOptions.DefaultEfficientKeep:P0} largest entries: E-WEMoE's ceiling, normalised | (none) | {100 * prunedNormalised:F1}% | |"));
+        Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {100 * WeightEnsemblingOptions.DefaultEfficientKeep:F0}% largest entries: E-WEMoE's ceiling, normalised | (none) | {100 * prunedNormalised:F1}% | |"));
         Console.WriteLine(string.Create(inv, $"| (c) task arithmetic, normalised | ≤ 85% | {100 * taNormalised:F1}% | {Check(taNormalised <= 0.85)} |"));
         Console.WriteLine(string.Create(inv, $"| (d) smallest gain of an expert over the pre-trained probe ({worstTask}) | ≫ 0 | {100 * worstGain:+0.0;-0.0} points | {Check(worstGain >= 0.1)} |"));
         var kept = experts.Tasks.Select(t => (t.Name, Share: (alone[t.Name] - atZero[t.Name]) / (t.Individual.Test - atZero[t.Name])))
