@@ -6,6 +6,7 @@ using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Experiments;
 using Microsoft.ML.ModelMerging.Experiments.Charts;
 using Microsoft.ML.ModelMerging.LowRank;
+using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using Microsoft.ML.ModelMerging.Zoo;

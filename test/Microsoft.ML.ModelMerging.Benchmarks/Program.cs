@@ -24,6 +24,8 @@ using Microsoft.ML.ModelMerging.Adaptation;
 //   lora-table ZOO [--out DIR] [--full-timing POOL] [--timing-steps 20]
 //                                          issue 15: full / LoRA / L-LoRA experts (ZOO, ZOO/lora, ZOO/l-lora): individual, trainable
 //                                          parameters, time, TA and TIES normalised per mode, task-vector cosine heatmaps
+//   lora-subsets ZOO [--size 2] [--lambdas 0.1,0.2,0.3,0.5,0.7,1]
+//                                          issue 15: LoRA and L-LoRA task arithmetic over every subset of k tasks, dense ΔW and factors
 //   task-sheet TASK OUT.png                a PNG of 12 training images per class of a benchmark task (one row per class; TASK settings: the corpus's setting classes)
 //   clip-pool [--work DIR] [--experts 8] [--steps 3] [--threads 2] [--images-per-class 60] [--latency-rounds 5]
 //                                          a ViT-B/32-size Hugging Face pool through pool create/add, WEMoE adapt, ONNX export, ORT latency
@@ -56,6 +58,8 @@ return args.FirstOrDefault() switch
         statistics: BenchmarkArguments.Parse(args[2..]).Get("statistics")?.Split(','), baselines: BenchmarkArguments.Parse(args[2..]).Get("baselines") != "no"),
     "lora-table" when args.Length >= 2 => LoraTable.Run(args[1], BenchmarkArguments.Parse(args[2..]).Get("out") ?? "runs/lora-table",
         BenchmarkArguments.Parse(args[2..]).Get("full-timing"), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("timing-steps", 20)),
+    "lora-subsets" when args.Length >= 2 => LoraSubsets.Run(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("size", 2),
+        (BenchmarkArguments.Parse(args[2..]).Get("lambdas") ?? "0.1,0.2,0.3,0.5,0.7,1").Split(',')),
     "task-sheet" when args.Length >= 3 => TaskSheet.Run(args[1], args[2], perClass: 12, scale: 3),
     "clip-pool" => RunClipPool(BenchmarkArguments.Parse(args[1..])),
     "clip-tta-steps" when args.Length >= 2 => ClipPoolBenchmark.Steps(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2)),

@@ -46,7 +46,7 @@ public abstract record OneModelMergeSettings : AlgorithmSettings
     protected sealed override IEnumerable<(string Name, object? Value)> Given() =>
     [
         .. MethodParameters(),
-        (LowRank.LoraMergeSpaces.ParameterName, MergeLoraFactors is { } factors ? factors ? LowRank.LoraMergeSpaces.Factors : LowRank.LoraMergeSpaces.Delta : null),
+        (LoraMergeSpaces.ParameterName, MergeLoraFactors is { } factors ? factors ? LoraMergeSpaces.Factors : LoraMergeSpaces.Delta : null),
     ];
 }
 

@@ -1,4 +1,3 @@
-using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.MultiTask;
 using Microsoft.ML.ModelMerging.Onnx;
@@ -99,11 +98,14 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         ArgumentNullException.ThrowIfNull(context);
         var resolved = parameters.Resolve(Name, Parameters);
         bool factors = Parameters.Contains(LoraMergeSpaces.Parameter) && resolved.GetChoice(LoraMergeSpaces.ParameterName) == LoraMergeSpaces.Factors;
-        IMergeMethod method = _method.Create(new MergeParameters(parameters.Values.Where(p => p.Key != LoraMergeSpaces.ParameterName)));
+        IMergeMethod method = _method.Create(new MergeParameters(
+            parameters.Values.Where(p => !string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase))));
         context.Cancellation.ThrowIfCancellationRequested();
         context.Progress?.Report(new AlgorithmProgress("merging", 0, 1));
+        // One model (merged, owned by `result`), or per-task weights materialised below from `perTask`.
+        MergeResult? perTask = null;
+        IReadOnlyDictionary<string, Tensor>? merged;
         IDisposable result;
-        IReadOnlyDictionary<string, Tensor>? merged = null;
         if (factors)
         {
             var dense = MergeAdapterFactors(method, pool);
@@ -113,7 +115,8 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         else
         {
             var weights = Merge(method, pool);
-            if (!weights.HasTaskSpecificWeights) merged = weights.Merged;
+            if (weights.HasTaskSpecificWeights) perTask = weights;
+            merged = weights.HasTaskSpecificWeights ? null : weights.Merged;
             result = weights;
         }
         var owned = new List<IDisposable> { result };
@@ -131,7 +134,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
                 foreach (string task in tasks)
                 {
                     context.Cancellation.ThrowIfCancellationRequested();
-                    Dictionary<string, Tensor> weights = ((MergeResult)result).MaterializeTask(pool.TaskNames.ToList().IndexOf(task));
+                    Dictionary<string, Tensor> weights = perTask!.MaterializeTask(pool.TaskNames.ToList().IndexOf(task));
                     owned.Add(new OwnedTensors(weights.Values));
                     parts.Add(new MultiTaskModelPart(new DenseVitOnnxExporter(pool.Config, weights, [new OnnxTaskHead(task, pool.Head(task))], context.ExportOptions)));
                 }

@@ -212,15 +212,16 @@ public sealed class MergeCommandTests
         Assert.AreEqual(0, exit, error);
         var lines = output.Split('\n').Select(line => line.TrimEnd('\r')).ToList();
 
-        // The defaults of DESIGN.md §3, each on its method's block.
+        // The defaults of DESIGN.md §3, each on its method's block; methods that give one model also merge LoRA adapters
+        // on their factors.
         var expected = new Dictionary<string, string[]>
         {
-            ["simple-average"] = ["(no parameters)"],
-            ["task-arithmetic"] = ["lambda = 0.3"],
-            ["ties"] = ["lambda = 0.3", "keep = 0.2", "trim = global", "merge-func = sum"],
-            ["dare"] = ["drop-rate = 0.5", "seed = 0", "then = task-arithmetic", "lambda = 0.3", "keep = 0.2"],
+            ["simple-average"] = ["adapter-space = delta"],
+            ["task-arithmetic"] = ["lambda = 0.3", "adapter-space = delta"],
+            ["ties"] = ["lambda = 0.3", "keep = 0.2", "trim = global", "merge-func = sum", "adapter-space = delta"],
+            ["dare"] = ["drop-rate = 0.5", "seed = 0", "then = task-arithmetic", "lambda = 0.3", "keep = 0.2", "adapter-space = delta"],
             ["tall-masks"] = ["lambda = 0.3", "tall-lambda = 0.4"],
-            ["consensus"] = ["lambda = 0.3", "tall-lambda = 0.4", "min-tasks = 2"],
+            ["consensus"] = ["lambda = 0.3", "tall-lambda = 0.4", "min-tasks = 2", "adapter-space = delta"],
             ["emr"] = ["(no parameters)"],
         };
         CollectionAssert.AreEquivalent(expected.Keys.ToArray(), MergeMethodRegistry.Default.Methods.Select(m => m.Name).ToArray());

@@ -1,8 +1,8 @@
-using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.ModelMerging.LowRank;
+namespace Microsoft.ML.ModelMerging.Merging;
 
 /// <summary>
 /// Where a weight-only method merges LoRA adapters: on each layer's dense weight change ΔW = s·B·A, or on the adapters' own
