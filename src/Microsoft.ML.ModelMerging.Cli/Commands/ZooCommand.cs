@@ -37,9 +37,13 @@ internal static class ZooCommand
         {
             Description = $"Pre-training corpus instead of the recipe's: {string.Join(", ", ZooRecipe.Corpora)} ({ZooRecipe.SettingsCorpus}: with photographic settings).",
         };
+        var width = new Option<int?>("--width")
+        {
+            Description = "Backbone width instead of the recipe's (the MLP is 4× as wide, the head count is kept); a new width pre-trains a new backbone.",
+        };
         var build = new Command("build", "Pre-train the backbone on the recipe's corpus and fine-tune one expert per task. Resumes an interrupted build.")
         {
-            output, tasks, recipe, epochs, learningRate, nonMlpScale, head, corpus,
+            output, tasks, recipe, epochs, learningRate, nonMlpScale, head, corpus, width,
         };
         build.SetAction((parse, cancellation) =>
         {
@@ -48,7 +52,7 @@ internal static class ZooCommand
             var clock = Stopwatch.StartNew();
             var manifest = ConsoleProgress.Run<ZooBuildProgress, PoolManifest>(writer, "zoo",
                 p => ($"[{p.StageIndex + 1}/{p.StageCount}] {p.Stage}", p.Training?.Step ?? 0, p.Training?.TotalSteps ?? 1),
-                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale, head, corpus)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
+                progress => new ZooBuilder(Chosen(parse, recipe, epochs, learningRate, nonMlpScale, head, corpus, width)).Build(parse.GetValue(output)!, chosen, progress, cancellation));
             writer.WriteLine(ZooReport.Table(manifest));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zoo built in {clock.Elapsed.TotalMinutes:F1} min → {Path.GetFullPath(parse.GetValue(output)!)}"));
             return Task.FromResult(0);
@@ -57,7 +61,7 @@ internal static class ZooCommand
     }
 
     private static ZooRecipe Chosen(ParseResult parse, Option<string> name, Option<int?> epochs, Option<double?> learningRate, Option<double?> nonMlpScale, Option<string?> head,
-        Option<string?> corpus)
+        Option<string?> corpus, Option<int?> width)
     {
         var recipe = ZooRecipe.Named(parse.GetValue(name)!);
         var fineTuning = recipe.FineTuning;
@@ -75,6 +79,13 @@ internal static class ZooCommand
         string corpusName = parse.GetValue(corpus)?.Trim().ToLowerInvariant() ?? recipe.Corpus;
         if (!ZooRecipe.Corpora.Contains(corpusName))
             throw new ArgumentException($"Unknown --corpus '{corpusName}': {string.Join(", ", ZooRecipe.Corpora)}.");
-        return recipe with { FineTuning = fineTuning, Head = headKind, Corpus = corpusName };
+        var model = recipe.Model;
+        if (parse.GetValue(width) is int w)
+        {
+            if (w < model.Heads || w % model.Heads != 0)
+                throw new ArgumentException($"--width {w} must be a positive multiple of the recipe's {model.Heads} attention heads.");
+            model = model with { Width = w, MlpSize = 4 * w };
+        }
+        return recipe with { FineTuning = fineTuning, Head = headKind, Corpus = corpusName, Model = model };
     }
 }
