@@ -19,6 +19,7 @@ internal static class LoraSubsets
         var modes = new[] { (Mode: FineTuningModes.Lora, Pool: Path.Combine(zoo, "lora")), (Mode: FineTuningModes.LinearizedLora, Pool: Path.Combine(zoo, "l-lora")) };
         var spaces = new[] { LoraMergeSpaces.Delta, LoraMergeSpaces.Factors };
         var tasks = PoolManifest.Read(modes[0].Pool).Tasks.Select(t => t.Name).ToList();
+        if (size < 1 || size > tasks.Count) throw new ArgumentException($"--size must be between 1 and the {tasks.Count} tasks, got {size}.");
         var subsets = Combinations(tasks, size).ToList();
         var normalised = new Dictionary<(string Mode, string Space), List<double>>();
         var inv = CultureInfo.InvariantCulture;

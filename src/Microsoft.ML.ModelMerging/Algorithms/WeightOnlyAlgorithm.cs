@@ -22,17 +22,16 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
     {
         ArgumentNullException.ThrowIfNull(method);
         _method = method;
-        SearchGrid = searchGrid ?? [];
-        foreach (var (name, values) in SearchGrid)
-        {
-            // A typo in a grid fails at registration, not in the middle of a comparison.
-            foreach (string value in values) new MergeParameters([new(name, value)]).Resolve(method);
-        }
-
         bool perTask = method.Create().ProducesTaskSpecificWeights;
         Needs = (method.UsesBase ? AlgorithmNeeds.PretrainedBase : AlgorithmNeeds.None) | (perTask ? AlgorithmNeeds.TaskAtInference : AlgorithmNeeds.None);
         // A method that gives one model can also merge LoRA adapters on their factors; one with per-task weights cannot.
         Parameters = perTask ? method.Parameters : [.. method.Parameters, LoraMergeSpaces.Parameter];
+        SearchGrid = searchGrid ?? [];
+        foreach (var (name, values) in SearchGrid)
+        {
+            // A typo in a grid fails at registration, not in the middle of a comparison.
+            foreach (string value in values) new MergeParameters([new(name, value)]).Resolve(Name, Parameters);
+        }
     }
 
     /// <inheritdoc/>
@@ -79,15 +78,33 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
     {
         ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(pool);
+        CheckAdapterPool(pool);
+        var folders = pool.TaskNames.Select(t => Path.Combine(pool.Directory, pool.Manifest.Task(t).Expert)).ToList();
+        using var adapter = LoraFactorMerge.Merge(method, folders, pool.Config, expertNames: pool.TaskNames);
+        return adapter.Densify(pool.Pretrained);
+    }
+
+    /// <summary>Merging on the factors needs a pool of adapters only, and a base to apply the merged adapter to.</summary>
+    private static void CheckAdapterPool(ExpertPool pool)
+    {
         string? dense = pool.TaskNames.FirstOrDefault(t => !pool.IsAdapterExpert(t));
         if (dense is not null)
             throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} merges LoRA adapters on their factors, and the expert of " +
                 $"'{dense}' in the pool at {pool.Directory} is a full checkpoint ({pool.Manifest.Task(dense).Expert}).");
         if (!pool.HasPretrained)
             throw new ArgumentException($"The pool at {pool.Directory} has no pre-trained base to apply the merged adapter to.");
-        var folders = pool.TaskNames.Select(t => Path.Combine(pool.Directory, pool.Manifest.Task(t).Expert)).ToList();
-        using var adapter = LoraFactorMerge.Merge(method, folders, pool.Config);
-        return adapter.Densify(pool.Pretrained);
+    }
+
+    /// <summary>The parameters, and with <c>adapter-space=factors</c> a pool of adapters with a base (before any work).</summary>
+    public void Check(ExpertPool pool, MergeParameters parameters)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        parameters.Resolve(Name, Parameters);
+        if (Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
+            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        if (Parameters.Contains(LoraMergeSpaces.Parameter) && LoraMergeSpaces.Split(parameters, Name).Space == LoraMergeSpaces.Factors)
+            CheckAdapterPool(pool);
     }
 
     /// <inheritdoc/>
@@ -96,10 +113,10 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(parameters);
         ArgumentNullException.ThrowIfNull(context);
-        var resolved = parameters.Resolve(Name, Parameters);
-        bool factors = Parameters.Contains(LoraMergeSpaces.Parameter) && resolved.GetChoice(LoraMergeSpaces.ParameterName) == LoraMergeSpaces.Factors;
-        IMergeMethod method = _method.Create(new MergeParameters(
-            parameters.Values.Where(p => !string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase))));
+        parameters.Resolve(Name, Parameters);
+        var (space, methodParameters, _) = LoraMergeSpaces.Split(parameters, Name);
+        bool factors = space == LoraMergeSpaces.Factors;
+        IMergeMethod method = _method.Create(methodParameters);
         context.Cancellation.ThrowIfCancellationRequested();
         context.Progress?.Report(new AlgorithmProgress("merging", 0, 1));
         // One model (merged, owned by `result`), or per-task weights materialised below from `perTask`.

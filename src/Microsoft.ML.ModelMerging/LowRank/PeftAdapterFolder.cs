@@ -38,7 +38,11 @@ public static partial class PeftAdapterFolder
     /// Writes the adapter as a PEFT folder, atomically: into a temporary folder next to it, renamed into place (a folder
     /// already there is replaced).
     /// </summary>
-    public static void Save(LoraAdapter adapter, string directory, string? baseModel = null)
+    /// <param name="adapter">The adapter.</param>
+    /// <param name="directory">The folder to write.</param>
+    /// <param name="baseModel">Recorded as <c>base_model_name_or_path</c>.</param>
+    /// <param name="metadata">More entries for the safetensors header's metadata (e.g. how a merged adapter was made).</param>
+    public static void Save(LoraAdapter adapter, string directory, string? baseModel = null, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(adapter);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
@@ -57,7 +61,8 @@ public static partial class PeftAdapterFolder
                     tensors[NameOfA(m.Target.Prefix)] = m.A.detach().to_type(ScalarType.Float32).cpu();
                     tensors[NameOfB(m.Target.Prefix)] = m.B.detach().to_type(ScalarType.Float32).cpu();
                 }
-                SafeTensorsWriter.Save(Path.Combine(temp, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+                var header = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["format"] = "pt" };
+                SafeTensorsWriter.Save(Path.Combine(temp, WeightsFileName), tensors, header);
             }
 
             string? old = null;
@@ -98,6 +103,16 @@ public static partial class PeftAdapterFolder
             ["lora_seed"] = options.Seed,
         };
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>
+    /// True when the folder's <c>adapter_config.json</c> records <c>lora_seed</c> (adapters made by <c>mlmerge finetune</c>):
+    /// only then is the initialisation A0 known. Without it <see cref="ReadOptions"/> reports seed 0.
+    /// </summary>
+    public static bool RecordsSeed(string directory)
+    {
+        ReadOptions(directory);
+        return JsonNode.Parse(File.ReadAllText(Path.Combine(directory, ConfigFileName))) is JsonObject config && config["lora_seed"] is JsonValue;
     }
 
     /// <summary>Reads the options of an adapter folder's <c>adapter_config.json</c>.</summary>

@@ -15,7 +15,7 @@ public static class LoraMergeSpaces
 
     /// <summary>
     /// Task vector = φ_t − φ0 over the adapters' shared initialisation φ0 = (A0, B0); the merged adapter φ0 + merge(τ) is
-    /// densified once. For LoRA its ΔW holds products of different tasks' factors; L-LoRA is linear in φ, so it has none.
+    /// densified once. The model then depends on products of merged factors (see <see cref="LoraFactorMerge"/>).
     /// </summary>
     public const string Factors = "factors";
 
@@ -26,17 +26,33 @@ public static class LoraMergeSpaces
     public static MergeParameterSpec Parameter { get; } = MergeParameterSpec.Choice(ParameterName, Delta,
         "LoRA adapter pools: merge each layer's dense ΔW (delta) or the adapters' factors A and B over their shared initialisation (factors, the L-LoRA paper's task arithmetic)",
         Delta, Factors);
+
+    /// <summary>
+    /// The space <paramref name="parameters"/> ask for (names matched as everywhere: any case, '-' or '_'), the other
+    /// parameters (the method's own), and whether the space was given at all.
+    /// </summary>
+    /// <exception cref="ArgumentException">The value is neither <see cref="Delta"/> nor <see cref="Factors"/>.</exception>
+    public static (string Space, MergeParameters MethodParameters, bool Given) Split(MergeParameters parameters, string methodName)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var given = parameters.Values.Where(p => MergeParameters.SameName(ParameterName, p.Key)).Select(p => p.Value).LastOrDefault();
+        var rest = new MergeParameters(parameters.Values.Where(p => !MergeParameters.SameName(ParameterName, p.Key)));
+        return (given is null ? Delta : (string)Parameter.Parse(methodName, given), rest, given is not null);
+    }
 }
 
 /// <summary>
 /// Merges LoRA adapters on their factors (arXiv 2310.04742's task arithmetic over PEFT parameters): every adapter must
-/// come from the same initialisation φ0 (same rank, alpha, targets and <c>lora_seed</c>, so A0 is rebuilt from the seed
-/// and B0 = 0), each adapter's task vector is (A_t − A0, B_t − B0), and any weight-only method merges those tensors.
+/// come from the same initialisation φ0 (same rank, alpha, targets and a recorded <c>lora_seed</c>, so A0 is rebuilt from
+/// the seed and B0 = 0), each adapter's task vector is (A_t − A0, B_t − B0), and any weight-only method that gives one
+/// model merges those tensors.
 /// </summary>
 /// <remarks>
-/// With task arithmetic the merged LoRA layer is s·(λΣΔB_t)·(A0 + λΣΔA_t): besides each task's own s·B_t·A_t (scaled), it
-/// holds λ²·s·B_t·ΔA_u for every pair of tasks t ≠ u, the interference linearisation removes. An L-LoRA adapter's A never
-/// leaves A0 (it gets no gradient when B0 = 0), so its merge is exactly λ·Σ ΔW_t, the same as in <see cref="LoraMergeSpaces.Delta"/> space.
+/// With task arithmetic and B0 = 0, writing ΔA_t = A_t − A0, the merged layer is s·(λΣB_t)·(A0 + λΣΔA_u)
+/// = λ·s·Σ B_t·A0 + λ²·s·Σ_t Σ_u B_t·ΔA_u. The dense merge is λ·s·Σ B_t·A0 + λ·s·Σ B_t·ΔA_t. So on the factors each task's
+/// own B_t·ΔA_t is weighted λ² instead of λ, and products of different tasks' factors B_t·ΔA_u (t ≠ u) appear. An L-LoRA
+/// adapter's A never leaves A0 (it gets no gradient when B0 = 0), so for it both terms vanish and task arithmetic (or simple
+/// averaging) on the factors is exactly the dense one; methods that trim or drop entries (TIES, DARE) still differ.
 /// </remarks>
 public static class LoraFactorMerge
 {
@@ -47,43 +63,53 @@ public static class LoraFactorMerge
     /// <param name="adapterFolders">PEFT adapter folders from one initialisation.</param>
     /// <param name="config">The model the adapters are for.</param>
     /// <param name="expertWeights">Optional w_i scaling each task vector (default 1 each).</param>
-    /// <exception cref="ArgumentException">Fewer than one adapter, adapters from different initialisations, or a method with per-task weights.</exception>
+    /// <param name="expertNames">Names for error messages (default: the folders' names).</param>
+    /// <exception cref="ArgumentException">No adapter, adapters from different or unknown initialisations, or a method with per-task weights.</exception>
     public static LoraAdapter Merge(IMergeMethod method, IReadOnlyList<string> adapterFolders, VisionTransformerConfig config,
-        IReadOnlyList<double>? expertWeights = null)
+        IReadOnlyList<double>? expertWeights = null, IReadOnlyList<string>? expertNames = null)
     {
         ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(adapterFolders);
         ArgumentNullException.ThrowIfNull(config);
-        if (adapterFolders.Count == 0) throw new ArgumentException("Merging adapters on their factors needs at least one adapter.", nameof(adapterFolders));
+        if (adapterFolders.Count == 0) throw new ArgumentException("No adapter to merge.", nameof(adapterFolders));
         if (method.ProducesTaskSpecificWeights)
             throw new ArgumentException($"{method.Name} gives each task its own weights; adapters are merged on their factors only by methods that give one model " +
                 $"({LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta} merges the dense ΔW with any method).", nameof(method));
 
-        var options = SharedOptions(adapterFolders);
+        var folders = adapterFolders.Select(f => Path.TrimEndingDirectorySeparator(f)).ToList();
+        var names = expertNames ?? folders.Select(Path.GetFileName).Select(n => n ?? "").ToList();
+        var options = SharedOptions(folders);
         var adapters = new List<LoraAdapter>();
         try
         {
-            foreach (string folder in adapterFolders) adapters.Add(PeftAdapterFolder.Load(folder, config));
+            foreach (string folder in folders) adapters.Add(PeftAdapterFolder.Load(folder, config));
             using var initial = LoraAdapter.Initialize(config, options);
-            CheckInitialization(initial, adapters, adapterFolders);
+            CheckInitialization(initial, adapters, folders);
 
             using var scope = NewDisposeScope();
             var baseFactors = Factors(initial, useInitialization: true);
             var expertFactors = adapters.Select(a => (IReadOnlyDictionary<string, Tensor>)Factors(a, useInitialization: false)).ToList();
-            var names = adapterFolders.Select(Path.GetFileName).Select(n => n ?? "").ToList();
             using var result = new InMemoryMergeDriver(new TensorFilter([], includeDefaultPatterns: false))
                 .Merge(method, baseFactors, expertFactors, expertWeights, names);
 
             var merged = LoraAdapter.FromInitialization(options, initial.Modules.Select(m => (m.Target, m.A0, m.B0)));
-            using (no_grad())
+            try
             {
-                foreach (var m in merged.Modules)
+                using (no_grad())
                 {
-                    m.A.copy_(result.Merged[PeftAdapterFolder.NameOfA(m.Target.Prefix)]);
-                    m.B.copy_(result.Merged[PeftAdapterFolder.NameOfB(m.Target.Prefix)]);
+                    foreach (var m in merged.Modules)
+                    {
+                        m.A.copy_(result.Merged[PeftAdapterFolder.NameOfA(m.Target.Prefix)]);
+                        m.B.copy_(result.Merged[PeftAdapterFolder.NameOfB(m.Target.Prefix)]);
+                    }
                 }
+                return merged;
             }
-            return merged;
+            catch
+            {
+                merged.Dispose();
+                throw;
+            }
         }
         finally
         {
@@ -91,40 +117,55 @@ public static class LoraFactorMerge
         }
     }
 
-    /// <summary>The options every adapter shares; the error names the first folder that differs and how.</summary>
+    /// <summary>
+    /// The options every adapter shares, each with a recorded seed; the error names the folders that differ and how.
+    /// </summary>
     private static LoraOptions SharedOptions(IReadOnlyList<string> folders)
     {
+        foreach (string folder in folders)
+        {
+            if (!PeftAdapterFolder.RecordsSeed(folder))
+                throw new ArgumentException($"{folder}: {PeftAdapterFolder.ConfigFileName} records no lora_seed, so the initialisation A0 its task vector is " +
+                    $"measured from is unknown (an adapter trained elsewhere); merge it with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");
+        }
+
         var first = PeftAdapterFolder.ReadOptions(folders[0]);
         foreach (string folder in folders.Skip(1))
         {
             var other = PeftAdapterFolder.ReadOptions(folder);
             string? difference =
-                other.Rank != first.Rank ? $"r = {other.Rank} against {first.Rank}" :
-                other.Alpha != first.Alpha ? $"lora_alpha = {other.Alpha} against {first.Alpha}" :
-                !other.Targets.SequenceEqual(first.Targets) ? $"target_modules [{string.Join(", ", other.Targets)}] against [{string.Join(", ", first.Targets)}]" :
-                other.Seed != first.Seed ? $"lora_seed = {other.Seed} against {first.Seed}" :
-                other.UseRsLora != first.UseRsLora ? $"use_rslora = {other.UseRsLora} against {first.UseRsLora}" :
-                other.Linearized != first.Linearized ? $"linearized = {other.Linearized} against {first.Linearized}" :
+                other.Rank != first.Rank ? $"r = {other.Rank}, {folders[0]} has r = {first.Rank}" :
+                other.Alpha != first.Alpha ? $"lora_alpha = {other.Alpha}, {folders[0]} has {first.Alpha}" :
+                !other.Targets.Order().SequenceEqual(first.Targets.Order()) ?
+                    $"target_modules [{string.Join(", ", other.Targets)}], {folders[0]} has [{string.Join(", ", first.Targets)}]" :
+                other.Seed != first.Seed ? $"lora_seed = {other.Seed}, {folders[0]} has {first.Seed}" :
+                other.UseRsLora != first.UseRsLora ? $"use_rslora = {other.UseRsLora}, {folders[0]} has {first.UseRsLora}" :
+                other.Linearized != first.Linearized ? $"linearized = {other.Linearized}, {folders[0]} has {first.Linearized}" :
                 null;
             if (difference is not null)
-                throw new ArgumentException($"Adapters are merged on their factors only when they share one initialisation φ0: {folder} has {difference} " +
-                    $"in {folders[0]}. Merge them with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");
+                throw new ArgumentException($"Adapters are merged on their factors only when they share one initialisation φ0: {folder} has {difference}. " +
+                    $"Merge them with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");
         }
         return first;
     }
 
     /// <summary>
     /// φ0 is rebuilt from <c>lora_seed</c>; an adapter whose A never moves (L-LoRA with B0 = 0) must hold exactly that A0,
-    /// which catches an adapter made elsewhere whose seed means another initialisation.
+    /// which catches a seed that means another initialisation. A LoRA adapter's A has moved, so its A0 cannot be checked.
     /// </summary>
     private static void CheckInitialization(LoraAdapter initial, IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string> folders)
     {
         if (!initial.Options.Linearized) return;
+        using var scope = NewDisposeScope();
         for (int i = 0; i < adapters.Count; i++)
         {
-            foreach (var (start, stored) in initial.Modules.Zip(adapters[i].Modules))
+            foreach (var start in initial.Modules)
             {
-                if (!stored.A.detach().allclose(start.A0, rtol: 0, atol: 1e-6))
+                // The stored A went through the file's dtype: compare at that precision.
+                var a = adapters[i].Module(start.Target.Prefix)!.A.detach();
+                var a0 = start.A0.to_type(a.dtype).to_type(ScalarType.Float32);
+                double tolerance = a.dtype == ScalarType.Float32 ? 1e-6 : 1e-2 * a0.abs().max().item<float>();
+                if (!a.to_type(ScalarType.Float32).allclose(a0, rtol: 0, atol: tolerance))
                     throw new ArgumentException($"{folders[i]}: {PeftAdapterFolder.NameOfA(start.Target.Prefix)} is not the initialisation lora_seed = " +
                         $"{initial.Options.Seed} gives, so the adapters' shared φ0 is unknown; merge them with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");
             }

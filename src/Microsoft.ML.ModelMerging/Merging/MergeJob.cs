@@ -49,15 +49,13 @@ public sealed record MergeJob
         if (Experts.Count == 0) throw new ArgumentException("A merge needs at least one expert.");
         var descriptor = registry.Get(Method);
         // adapter-space is the job's, not the method's: it says what the method merges when the experts are LoRA adapters.
-        var space = Parameters.Where(p => string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase)).Select(p => p.Value).FirstOrDefault()
-            ?? LoraMergeSpaces.Delta;
-        if (space is not (LoraMergeSpaces.Delta or LoraMergeSpaces.Factors))
-            throw new ArgumentException($"{LoraMergeSpaces.ParameterName} must be {LoraMergeSpaces.Delta} or {LoraMergeSpaces.Factors}, got '{space}'.");
-        var methodParameters = new MergeParameters(Parameters.Where(p => !string.Equals(p.Key, LoraMergeSpaces.ParameterName, StringComparison.OrdinalIgnoreCase)));
+        var (space, methodParameters, spaceGiven) = LoraMergeSpaces.Split(new MergeParameters(Parameters), descriptor.Name);
         var resolved = methodParameters.Resolve(descriptor);
         var method = descriptor.Create(methodParameters);
+        if (spaceGiven && method.ProducesTaskSpecificWeights)
+            throw new ArgumentException($"{LoraMergeSpaces.ParameterName} is for methods that give one model; {descriptor.Name} gives each task its own weights.");
         var weights = Experts.All(e => e.Weight == 1.0) ? null : Experts.Select(e => e.Weight).ToList();
-        if (space == LoraMergeSpaces.Factors) return MergeAdapterFactors(method, weights, cancellation);
+        if (space == LoraMergeSpaces.Factors) return MergeAdapterFactors(method, resolved, weights, cancellation);
         var driver = new StreamingMergeDriver(new TensorFilter(Exclude));
         return driver.Merge(method, Base, Experts.Select(e => e.Path).ToList(), Output, new StreamingMergeOptions
         {
@@ -74,21 +72,40 @@ public sealed record MergeJob
     /// The experts are LoRA adapter folders merged on their factors (<see cref="LoraFactorMerge"/>): the result is one adapter,
     /// written as a PEFT folder at <see cref="Output"/> (atomically), whose base is <see cref="Base"/>.
     /// </summary>
-    private StreamingMergeReport MergeAdapterFactors(IMergeMethod method, IReadOnlyList<double>? weights, CancellationToken cancellation)
+    private StreamingMergeReport MergeAdapterFactors(IMergeMethod method, ResolvedMergeParameters resolved, IReadOnlyList<double>? weights,
+        CancellationToken cancellation)
     {
+        string factors = $"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors}";
         var notAdapter = Experts.FirstOrDefault(e => !PeftAdapterFolder.IsAdapter(e.Path));
         if (notAdapter is not null)
-            throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} merges LoRA adapter folders on their factors; {notAdapter.Path} is not one (no {PeftAdapterFolder.ConfigFileName}).");
-        if (Output.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
-            throw new ArgumentException($"{LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Factors} writes the merged adapter as a PEFT folder: give --out a folder, not the file {Output}.");
+            throw new ArgumentException($"{factors} merges LoRA adapter folders on their factors; {notAdapter.Path} is not one (no {PeftAdapterFolder.ConfigFileName}).");
+        var ignored = new[] { ("dtype", OutputDType is not null), ("shard size", MaxShardBytes is not null), ("exclude", Exclude.Count > 0), ("allow-missing", AllowMissing) }
+            .Where(o => o.Item2).Select(o => o.Item1).ToList();
+        if (ignored.Count > 0)
+            throw new ArgumentException($"{factors} writes an adapter folder, which takes no {string.Join(", ", ignored)}.");
+        string output = Path.TrimEndingDirectorySeparator(Output);
+        if (output.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"{factors} writes the merged adapter as a PEFT folder: give --out a folder, not the file {Output}.");
+        // The folder is replaced whole: only an adapter folder (its two files and nothing else) may be there already.
+        if (Directory.Exists(output) && !(PeftAdapterFolder.IsAdapter(output) && Directory.EnumerateFileSystemEntries(output)
+                .Select(Path.GetFileName).All(n => n is PeftAdapterFolder.ConfigFileName or PeftAdapterFolder.WeightsFileName)))
+            throw new ArgumentException($"--out {Output} exists and is not an adapter folder; the merged adapter replaces its folder whole, so choose a new path.");
+        OutputOverlap.EnsureDistinct(output, Experts
+            .SelectMany(e => new[] { Path.Combine(e.Path, PeftAdapterFolder.ConfigFileName), Path.Combine(e.Path, PeftAdapterFolder.WeightsFileName) })
+            .Append(Base));
         var config = Models.ModelCheckpoints.ReadConfig(Base);
         cancellation.ThrowIfCancellationRequested();
         using var merged = LoraFactorMerge.Merge(method, [.. Experts.Select(e => e.Path)], config, weights);
         cancellation.ThrowIfCancellationRequested();
-        PeftAdapterFolder.Save(merged, Output, Path.GetFullPath(Base));
+        PeftAdapterFolder.Save(merged, output, Path.GetFullPath(Base), new Dictionary<string, string>
+        {
+            [StreamingMergeDriver.MethodMetadataKey] = method.Name,
+            [StreamingMergeDriver.ParametersMetadataKey] = JsonSerializer.Serialize(new SortedDictionary<string, string>(
+                resolved.ToText().Append(KeyValuePair.Create(LoraMergeSpaces.ParameterName, LoraMergeSpaces.Factors)).ToDictionary())),
+        });
         var names = merged.Modules.SelectMany(m => new[] { PeftAdapterFolder.NameOfA(m.Target.Prefix), PeftAdapterFolder.NameOfB(m.Target.Prefix) }).ToList();
-        long bytes = new FileInfo(Path.Combine(Output, PeftAdapterFolder.WeightsFileName)).Length;
-        return new StreamingMergeReport(Path.GetFullPath(Output), names, [], 1, bytes);
+        long bytes = new FileInfo(Path.Combine(output, PeftAdapterFolder.WeightsFileName)).Length;
+        return new StreamingMergeReport(Path.GetFullPath(output), names, [], 1, bytes);
     }
 
     /// <summary>

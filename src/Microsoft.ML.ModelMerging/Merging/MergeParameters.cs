@@ -107,6 +107,6 @@ public sealed class MergeParameters
         return all;
     }
 
-    private static bool SameName(string a, string b) =>
+    internal static bool SameName(string a, string b) =>
         string.Equals(a.Replace('_', '-'), b.Trim().Replace('_', '-'), StringComparison.OrdinalIgnoreCase);
 }

@@ -113,7 +113,8 @@ public sealed class CommittedAdapterPoolTests
     /// <summary>
     /// LoRA adapters merged on their factors (the L-LoRA paper's task arithmetic): each adapted layer is
     /// W0 + s·(λ·Σ B_t)·(A0 + λ·Σ (A_t − A0)), computed here in float64 from the adapter files and the A0 an L-LoRA adapter of
-    /// the same seed stores. It differs from the dense merge W0 + λ·Σ s·B_t·A_t by the products of different tasks' factors.
+    /// the same seed stores. It differs from the dense merge W0 + λ·Σ s·B_t·A_t (each task's own B_t·(A_t − A0) weighted λ²
+    /// instead of λ, and products of different tasks' factors added).
     /// </summary>
     [TestMethod]
     public void FactorTaskArithmeticOfLoraAdaptersMultipliesTheSummedFactors()
@@ -151,7 +152,7 @@ public sealed class CommittedAdapterPoolTests
                 Tensor expected = w0 + options.Scale * (lambda * sumB).matmul(a0 + lambda * sumDeltaA);
                 Assert.IsLessThanOrEqualTo(1e-6, (factors[weight].to_type(ScalarType.Float64) - expected).abs().max().item<double>(), weight);
                 Assert.IsLessThanOrEqualTo(1e-6, (delta[weight].to_type(ScalarType.Float64) - (w0 + lambda * sumDense)).abs().max().item<double>(), weight);
-                Assert.IsGreaterThan(1e-3, (factors[weight] - delta[weight]).abs().max().item<float>(), $"{weight}: the cross terms are not negligible");
+                Assert.IsGreaterThan(1e-3, (factors[weight] - delta[weight]).abs().max().item<float>(), $"{weight}: the two spaces give different layers");
             }
         }
         finally
@@ -191,6 +192,81 @@ public sealed class CommittedAdapterPoolTests
         Assert.AreNotEqual(0, exit);
         StringAssert.Contains(error, "give --out a folder");
         Assert.IsFalse(File.Exists(dir.File("merged.safetensors")));
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+    }
+
+    /// <summary>
+    /// Merging on the factors needs the adapters' initialisation: an adapter without <c>lora_seed</c>, or whose stored A is
+    /// not what its seed gives, is refused by name. The CLI never writes over an input or over a folder that is not an
+    /// adapter, and takes the underscore spelling and any case of the parameter as the registry does.
+    /// </summary>
+    [TestMethod]
+    public void FactorMergeRefusesUnknownInitialisationsAndOutputsThatWouldDestroyInputs()
+    {
+        using var scope = NewDisposeScope();
+        string directory = PoolOf("l-lora");
+        var manifest = PoolManifest.Read(directory);
+        using var dir = new TempDirectory();
+        foreach (string task in new[] { "scenes", "textures" }) CopyFolder(Path.Combine(directory, manifest.Task(task).Expert), dir.File($"in/{task}"));
+        var method = MergeMethodRegistry.Default.Create("task-arithmetic", MergeParameters.Parse("lambda=0.3"));
+        string[] folders = [dir.File("in/scenes"), dir.File("in/textures")];
+
+        using (var merged = LoraFactorMerge.Merge(method, folders, manifest.ModelConfig))
+        using (var initial = LoraAdapter.Initialize(manifest.ModelConfig, merged.Options))
+        {
+            foreach (var m in merged.Modules)
+                Assert.IsTrue(m.A.eq(initial.Module(m.Target.Prefix)!.A0).all().item<bool>(), $"{m.Target.Prefix}: an L-LoRA merge keeps A0");
+        }
+
+        string config = Path.Combine(folders[1], PeftAdapterFolder.ConfigFileName);
+        string original = File.ReadAllText(config);
+        File.WriteAllText(config, original.Replace("\"lora_seed\": 0", "\"lora_seed\": 7"));
+        var error = Assert.Throws<ArgumentException>(() => LoraFactorMerge.Merge(method, folders, manifest.ModelConfig));
+        StringAssert.Contains(error.Message, $"{folders[1]} has lora_seed = 7, {folders[0]} has 0");
+        File.WriteAllText(config, original.Replace("\"lora_seed\": 0", "\"lora_seed\": 7").Replace("\"lora_seed\": 7,", "").Replace(",\n  \"lora_seed\": 7", ""));
+        Assert.IsFalse(PeftAdapterFolder.RecordsSeed(folders[1]), File.ReadAllText(config));
+        error = Assert.Throws<ArgumentException>(() => LoraFactorMerge.Merge(method, folders, manifest.ModelConfig));
+        StringAssert.Contains(error.Message, "records no lora_seed");
+        StringAssert.Contains(error.Message, "textures");
+        File.WriteAllText(config, original);
+
+        // Every seed agrees, but the stored A is not what the seed gives: caught on L-LoRA adapters, whose A never moves.
+        foreach (string folder in folders)
+        {
+            string path = Path.Combine(folder, PeftAdapterFolder.ConfigFileName);
+            File.WriteAllText(path, File.ReadAllText(path).Replace("\"lora_seed\": 0", "\"lora_seed\": 3"));
+        }
+        error = Assert.Throws<ArgumentException>(() => LoraFactorMerge.Merge(method, folders, manifest.ModelConfig));
+        StringAssert.Contains(error.Message, "is not the initialisation lora_seed = 3 gives");
+        foreach (string folder in folders)
+        {
+            string path = Path.Combine(folder, PeftAdapterFolder.ConfigFileName);
+            File.WriteAllText(path, File.ReadAllText(path).Replace("\"lora_seed\": 3", "\"lora_seed\": 0"));
+        }
+
+        string basePath = Path.Combine(directory, manifest.Pretrained!);
+        (int, string, string) Merge(string output, string parameter) => CliRunner.Run("merge", "--method", "task-arithmetic", "--base", basePath,
+            "--expert", folders[0], "--expert", folders[1], "--param", parameter, "--lambda", "0.3", "--out", output);
+        var (exit, _, message) = Merge(dir.File("in"), "adapter-space=factors");
+        Assert.AreNotEqual(0, exit);
+        StringAssert.Contains(message, "is not an adapter folder");
+        (exit, _, message) = Merge(folders[0], "adapter-space=factors");
+        Assert.AreNotEqual(0, exit);
+        StringAssert.Contains(message, "holds the input");
+        Assert.IsTrue(File.Exists(Path.Combine(folders[0], PeftAdapterFolder.WeightsFileName)), "the input is still there");
+
+        (exit, _, message) = Merge(dir.File("out-a") + Path.DirectorySeparatorChar, "adapter_space=Factors");
+        Assert.AreEqual(0, exit, message);
+        (exit, _, message) = Merge(dir.File("out-b"), "adapter-space=factors");
+        Assert.AreEqual(0, exit, message);
+        Assert.IsTrue(File.ReadAllBytes(dir.File("out-a/adapter_model.safetensors")).SequenceEqual(File.ReadAllBytes(dir.File("out-b/adapter_model.safetensors"))));
+        (exit, _, message) = Merge(dir.File("out-b"), "adapter-space=factors");
+        Assert.AreEqual(0, exit, "an adapter folder is replaced: " + message);
     }
 }
 

@@ -200,7 +200,7 @@ public sealed class LoraPoolTests
         {
             var error = Assert.Throws<ArgumentException>(() => algorithm.Run(pool, MergeParameters.Parse("adapter-space=factors"), new AlgorithmContext()));
             StringAssert.Contains(error.Message, "share one initialisation");
-            StringAssert.Contains(error.Message, "target_modules [q_proj, v_proj, fc1] against [q_proj, v_proj]");
+            StringAssert.Contains(error.Message, "stripes has target_modules [q_proj, v_proj, fc1], ");
             StringAssert.Contains(error.Message, "stripes");
         }
 
@@ -208,6 +208,7 @@ public sealed class LoraPoolTests
         {
             var error = Assert.Throws<ArgumentException>(() => algorithm.Run(full, MergeParameters.Parse("adapter-space=factors"), new AlgorithmContext()));
             StringAssert.Contains(error.Message, "is a full checkpoint");
+            Assert.Throws<ArgumentException>(() => algorithm.Check(full, MergeParameters.Parse("adapter_space=Factors")), "Check refuses it before any work");
             StringAssert.Contains(error.Message, $"'{full.TaskNames[0]}'");
         }
 
