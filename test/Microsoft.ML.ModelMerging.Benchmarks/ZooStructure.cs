@@ -18,7 +18,7 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 /// (d) every expert is far above the pre-trained linear probe (the fine-tuning taught the task).
 /// Beside them, without a goal in the issue: (e) how much of its expert's gain one task vector keeps alone at λ: what
 /// task arithmetic at that λ keeps of the expert before any interference; (b′) oracle routing with E-WEMoE's pruned MLP
-/// task vectors, E-WEMoE's ceiling.
+/// task vectors.
 /// </summary>
 internal static class ZooStructure
 {
@@ -95,8 +95,8 @@ internal static class ZooStructure
         }
 
         // (b) Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task. (b′) The same
-        // with E-WEMoE's MLP task vectors, each pruned per tensor to its default kept fraction: the best any E-WEMoE routing
-        // can do, so it separates what the pruning costs from what the routers learn.
+        // with E-WEMoE's MLP task vectors, each pruned per tensor to its default kept fraction: it separates what the pruning
+        // costs from what the routers learn.
         Dictionary<string, double> OracleRouting(double? keep)
         {
             var accuracy = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -176,7 +176,7 @@ internal static class ZooStructure
         Console.WriteLine(string.Create(inv, $"| (a′) task told from each block's mean MLP-input token of the pre-trained model (what a router reads), worst block – best block | ≥ 99% | {100 * blockIdentity.Min():F1}% – {100 * blockIdentity.Max():F1}% | {Check(blockIdentity.Min() >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (b) oracle routing of the MLP-upscaled model, normalised | ≥ 98% | {100 * oracleNormalised:F1}% | {Check(oracleNormalised >= 0.98)} |"));
         double prunedNormalised = new TaskAccuracies(prunedOracle).NormalizedAverage(individual);
-        Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {100 * WeightEnsemblingOptions.DefaultEfficientKeep:F0}% largest entries: E-WEMoE's ceiling, normalised | (none) | {100 * prunedNormalised:F1}% | |"));
+        Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {100 * WeightEnsemblingOptions.DefaultEfficientKeep:F0}% largest entries (E-WEMoE's oracle routing), normalised | (none) | {100 * prunedNormalised:F1}% | |"));
         Console.WriteLine(string.Create(inv, $"| (c) task arithmetic, normalised | ≤ 85% | {100 * taNormalised:F1}% | {Check(taNormalised <= 0.85)} |"));
         Console.WriteLine(string.Create(inv, $"| (d) smallest gain of an expert over the pre-trained probe ({worstTask}) | ≫ 0 | {100 * worstGain:+0.0;-0.0} points | {Check(worstGain >= 0.1)} |"));
         var kept = experts.Tasks.Select(t => (t.Name, Share: (alone[t.Name] - atZero[t.Name]) / (t.Individual.Test - atZero[t.Name])))
