@@ -223,6 +223,14 @@ public sealed class CommittedAdapterPoolTests
                 Assert.IsTrue(m.A.eq(initial.Module(m.Target.Prefix)!.A0).all().item<bool>(), $"{m.Target.Prefix}: an L-LoRA merge keeps A0");
         }
 
+        // Expert weights scale each factor task vector: weights (1, 0) merge the first adapter alone.
+        using (var weighted = LoraFactorMerge.Merge(method, folders, manifest.ModelConfig, expertWeights: [1, 0]))
+        using (var alone = LoraFactorMerge.Merge(method, [folders[0]], manifest.ModelConfig))
+        {
+            foreach (var m in weighted.Modules)
+                Assert.IsLessThanOrEqualTo(1e-7, (m.B - alone.Module(m.Target.Prefix)!.B).abs().max().item<float>(), m.Target.Prefix);
+        }
+
         string config = Path.Combine(folders[1], PeftAdapterFolder.ConfigFileName);
         string original = File.ReadAllText(config);
         File.WriteAllText(config, original.Replace("\"lora_seed\": 0", "\"lora_seed\": 7"));
