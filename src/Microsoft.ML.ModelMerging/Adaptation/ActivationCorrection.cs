@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -129,7 +130,7 @@ internal sealed class ActivationCorrection : IVitVariant, IDisposable
                     {
                         var (mean, variance) = Moments(x, statistics);
                         var (expertMean, expertVariance) = target[(site, block)];
-                        Tensor scale = expertVariance.sqrt().div(variance.add(epsilon).sqrt());
+                        Tensor scale = expertVariance.sqrt().div(variance.PlusScalar(epsilon).sqrt());
                         Tensor shift = expertMean.sub(mean.mul(scale));
                         affine[(site, block)] = (scale.to_type(ScalarType.Float32).cpu().MoveToOuterDisposeScope(),
                             shift.to_type(ScalarType.Float32).cpu().MoveToOuterDisposeScope());
@@ -182,11 +183,11 @@ internal sealed class ActivationCorrection : IVitVariant, IDisposable
                             // The statistics of what the forward continues with: the variant's value at the site.
                             Tensor x = hooks?.SiteTransform is { } transform ? transform(site, block, input) : input;
                             Tensor flat = Observations(x, statistics).to_type(ScalarType.Float64);
-                            Tensor sum = flat.sum(0L).cpu(), squares = flat.square().sum(0L).cpu();
+                            Tensor sum = flat.sum(0L).cpu(), squares = flat.Squared().sum(0L).cpu();
                             if (sums.TryGetValue((site, block), out var seen))
                             {
-                                sum = seen.Sum.add(sum);
-                                squares = seen.SumOfSquares.add(squares);
+                                sum = seen.Sum.Plus(sum);
+                                squares = seen.SumOfSquares.Plus(squares);
                                 seen.Sum.Dispose();
                                 seen.SumOfSquares.Dispose();
                             }
@@ -205,8 +206,8 @@ internal sealed class ActivationCorrection : IVitVariant, IDisposable
             foreach (var (key, (sum, squares, count)) in sums)
             {
                 using var scope = NewDisposeScope();
-                Tensor mean = sum.div(count);
-                Tensor variance = squares.div(count).sub(mean.square()).clamp_min(0);
+                Tensor mean = sum.DividedBy(count);
+                Tensor variance = squares.DividedBy(count).sub(mean.Squared()).AtLeast(0);
                 result[key] = (Shaped(mean, key, config, statistics).MoveToOuterDisposeScope(), Shaped(variance, key, config, statistics).MoveToOuterDisposeScope());
             }
 
@@ -237,11 +238,11 @@ internal sealed class ActivationCorrection : IVitVariant, IDisposable
     {
         Tensor flat = (statistics == CorrectionStatistics.Channel ? x.reshape(-1, x.shape[^1]) : x).to_type(ScalarType.Float64).cpu();
         Tensor mean = flat.mean([0L]);
-        return (mean, flat.sub(mean).square().mean([0L]));
+        return (mean, flat.sub(mean).Squared().mean([0L]));
     }
 
     private static Tensor Affine(Tensor x, Tensor scale, Tensor shift) =>
-        x.mul(scale.to(x.dtype).to(x.device)).add(shift.to(x.dtype).to(x.device));
+        x.mul(scale.to(x.dtype).to(x.device)).Plus(shift.to(x.dtype).to(x.device));
 
     private Tensor Apply(ActivationSite site, int block, Tensor x) =>
         _affine.TryGetValue((site, block), out var affine) ? Affine(x, affine.Scale, affine.Shift) : x;

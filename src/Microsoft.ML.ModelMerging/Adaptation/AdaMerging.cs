@@ -3,6 +3,7 @@ using Microsoft.ML.ModelMerging.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -61,7 +62,7 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
     public Parameter Lambdas { get; }
 
     /// <summary>The coefficients the merge uses: <see cref="Lambdas"/> clamped to [0, 1] unless <see cref="AdaMergingOptions.ClampCoefficients"/> is off.</summary>
-    private Tensor Coefficients => Options.ClampCoefficients ? Lambdas.clamp(0, 1) : Lambdas;
+    private Tensor Coefficients => Options.ClampCoefficients ? Lambdas.Clamped(0, 1) : Lambdas;
 
     IReadOnlyDictionary<string, Parameter> IAdaptableModel.AdaptedParameters => ThrowIfDisposed(_adapted);
 
@@ -105,7 +106,7 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
 
             long[] lambdaShape = options.Granularity == AdaMergingGranularity.TaskWise ? [experts.Count] : [experts.Count, shapes.Count];
             using var lambdaScope = NewDisposeScope();
-            var lambdas = new Parameter(full(lambdaShape, options.InitialLambda, dtype: ScalarType.Float32, device: device), requires_grad: true);
+            var lambdas = new Parameter(ScalarOperands.With(options.InitialLambda, value => full(lambdaShape, value, dtype: ScalarType.Float32, device: device)), requires_grad: true);
             lambdas.DetachFromDisposeScope();
             return new AdaMerging(config, options, [.. shapes.Select(s => s.Name)], [.. shapes.Select(s => s.Shape)],
                 [.. pretrainedTensors], [.. taskVectors], lambdas);
@@ -158,7 +159,7 @@ internal sealed class AdaMerging : IAdaptableModel, IDisposable
         for (int k = 0; k < _names.Length; k++)
         {
             Tensor lambdas = Options.Granularity == AdaMergingGranularity.TaskWise ? coefficients : coefficients.select(1, k);
-            merged[_names[k]] = lambdas.matmul(_taskVectors[k]).view(_shapes[k]).add(_pretrained[k]);
+            merged[_names[k]] = lambdas.matmul(_taskVectors[k]).view(_shapes[k]).Plus(_pretrained[k]);
         }
 
         return merged;

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -70,10 +71,10 @@ internal sealed class AdamOptimizer : IDisposable
                 continue;
             }
 
-            entry.ExpAvg.mul_(_beta1).add_(grad, alpha: 1 - _beta1);
-            entry.ExpAvgSq.mul_(_beta2).addcmul_(grad, grad, value: 1 - _beta2);
-            Tensor denominator = (entry.ExpAvgSq.sqrt() / Math.Sqrt(correction2)).add_(_epsilon);
-            entry.Parameter.addcdiv_(entry.ExpAvg, denominator, value: -learningRate / correction1);
+            entry.ExpAvg.TimesInPlace(_beta1).PlusScaledInPlace(grad, 1 - _beta1);
+            ScalarOperands.With(1 - _beta2, value => entry.ExpAvgSq.TimesInPlace(_beta2).addcmul_(grad, grad, value));
+            Tensor denominator = entry.ExpAvgSq.sqrt().DividedBy(Math.Sqrt(correction2)).PlusScalarInPlace(_epsilon);
+            ScalarOperands.With(-learningRate / correction1, value => entry.Parameter.addcdiv_(entry.ExpAvg, denominator, value));
         }
     }
 

@@ -1,6 +1,7 @@
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -30,7 +31,7 @@ internal static class TestTimeAdaptation
     {
         ArgumentNullException.ThrowIfNull(logits);
         Tensor mean = softmax(logits, 1).mean([0]);
-        return -(mean * mean.clamp_min(1e-12).log()).sum();
+        return -(mean * mean.AtLeast(1e-12).log()).sum();
     }
 
     /// <summary>
@@ -150,12 +151,12 @@ internal static class TestTimeAdaptation
             Tensor loss = entropy;
             if (routingWeight > 0)
             {
-                loss = loss - own!.clamp_min(1e-12).log().mean().mul(routingWeight);
+                loss = loss - own!.AtLeast(1e-12).log().mean().Times(routingWeight);
             }
 
             if (diversityWeight > 0)
             {
-                loss = loss - MarginalEntropy(logits).mul(diversityWeight);
+                loss = loss - MarginalEntropy(logits).Times(diversityWeight);
             }
 
             if (!loss.requires_grad)

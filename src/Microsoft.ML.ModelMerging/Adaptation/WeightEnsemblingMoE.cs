@@ -6,6 +6,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -140,7 +141,7 @@ internal sealed class WeightEnsemblingMoE : IAdaptableModel, IRoutedModel, IDisp
                     using var scope = NewDisposeScope();
                     Tensor theta0 = ExpertModels.Float32(pretrained[name], device);
                     Tensor sum = stack(experts.Select(e => ExpertModels.Float32(e[name], device) - theta0), 0).sum(dim: 0);
-                    merged[name] = theta0.add(sum.mul(options.Lambda)).MoveToOuterDisposeScope();
+                    merged[name] = theta0.Plus(sum.Times(options.Lambda)).MoveToOuterDisposeScope();
                 }
 
                 for (int block = 0; block < config.Layers; block++)
@@ -237,7 +238,7 @@ internal sealed class WeightEnsemblingMoE : IAdaptableModel, IRoutedModel, IDisp
 
         _routingSink?.Add(routing.expand(batch, ExpertCount));
         var experts = _blocks[block];
-        Tensor merged = routing.matmul(experts.Stacked).add(experts.Flat);  // [R,P]: W0 + Σ_i r_i·τ_i per routed sample
+        Tensor merged = routing.matmul(experts.Stacked).Plus(experts.Flat);  // [R,P]: W0 + Σ_i r_i·τ_i per routed sample
         var (fc1Weight, fc1Bias, fc2Weight, fc2Bias) = experts.Split(merged);
         if (merged.shape[0] == 1)
         {
@@ -245,8 +246,8 @@ internal sealed class WeightEnsemblingMoE : IAdaptableModel, IRoutedModel, IDisp
             return linear(Config.Activation.Apply(shared), fc2Weight[0], fc2Bias[0]);
         }
 
-        Tensor hidden = x.bmm(fc1Weight.transpose(1, 2)).add(fc1Bias.unsqueeze(1));                       // [B,T,M]
-        return Config.Activation.Apply(hidden).bmm(fc2Weight.transpose(1, 2)).add(fc2Bias.unsqueeze(1));  // [B,T,W]
+        Tensor hidden = x.bmm(fc1Weight.transpose(1, 2)).Plus(fc1Bias.unsqueeze(1));                       // [B,T,M]
+        return Config.Activation.Apply(hidden).bmm(fc2Weight.transpose(1, 2)).Plus(fc2Bias.unsqueeze(1));  // [B,T,W]
     }
 
     /// <summary>

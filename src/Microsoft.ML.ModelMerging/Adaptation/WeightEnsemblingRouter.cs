@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -41,9 +42,9 @@ internal sealed class WeightEnsemblingRouter : IDisposable
     {
         using var scope = NewDisposeScope();
         var values = new List<KeyValuePair<string, Tensor>>();
-        Tensor Normal(long rows, long columns) => randn([rows, columns], generator: generator) * options.RouterInitStd;
+        Tensor Normal(long rows, long columns) => randn([rows, columns], generator: generator).Times(options.RouterInitStd);
         // Raw routing starts at λ for every expert (task arithmetic); softmax routing at equal logits (the mean).
-        Tensor LastBias() => full([experts], options.SoftmaxRouting ? 0 : options.Lambda, dtype: ScalarType.Float32);
+        Tensor LastBias() => ScalarOperands.With(options.SoftmaxRouting ? 0 : options.Lambda, value => full([experts], value, dtype: ScalarType.Float32));
         switch (options.RouterDepth)
         {
             case 0:

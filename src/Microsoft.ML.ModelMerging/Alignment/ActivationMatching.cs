@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Alignment;
 
@@ -144,10 +145,10 @@ internal static class ActivationMatching
         {
             using var scope = NewDisposeScope();
             Tensor x = a.to_type(ScalarType.Float64).cpu(), y = b.to_type(ScalarType.Float64).cpu();
-            _sumA.add_(x.sum(0L));
-            _sumB.add_(y.sum(0L));
-            _squaresA.add_(x.square().sum(0L));
-            _squaresB.add_(y.square().sum(0L));
+            _sumA.PlusInPlace(x.sum(0L));
+            _sumB.PlusInPlace(y.sum(0L));
+            _squaresA.PlusInPlace(x.Squared().sum(0L));
+            _squaresB.PlusInPlace(y.Squared().sum(0L));
             _products.addmm_(x.t(), y);
             _count += x.shape[0];
         }
@@ -156,11 +157,11 @@ internal static class ActivationMatching
         public double[] Correlation()
         {
             using var scope = NewDisposeScope();
-            Tensor meanA = _sumA / _count, meanB = _sumB / _count;
-            Tensor covariance = _products / _count - meanA.unsqueeze(1) * meanB.unsqueeze(0);
-            Tensor stdA = (_squaresA / _count - meanA.square()).clamp_min(0).sqrt();
-            Tensor stdB = (_squaresB / _count - meanB.square()).clamp_min(0).sqrt();
-            Tensor correlation = covariance / (stdA.unsqueeze(1) * stdB.unsqueeze(0) + 1e-12);
+            Tensor meanA = _sumA.DividedBy(_count), meanB = _sumB.DividedBy(_count);
+            Tensor covariance = _products.DividedBy(_count) - meanA.unsqueeze(1) * meanB.unsqueeze(0);
+            Tensor stdA = (_squaresA.DividedBy(_count) - meanA.Squared()).AtLeast(0).sqrt();
+            Tensor stdB = (_squaresB.DividedBy(_count) - meanB.Squared()).AtLeast(0).sqrt();
+            Tensor correlation = covariance / (stdA.unsqueeze(1) * stdB.unsqueeze(0)).PlusScalar(1e-12);
             return correlation.contiguous().data<double>().ToArray();
         }
 

@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Alignment;
 
@@ -247,7 +248,7 @@ public static class PoolAlignment
                         Save(Path.Combine(FoundationsFolder, name), source, aligned);
                         using var scope = NewDisposeScope();
                         sum ??= aligned.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value, dtype: ScalarType.Float64).DetachFromDisposeScope(), StringComparer.Ordinal);
-                        foreach (var (key, value) in aligned) sum[key].add_(value.to(ScalarType.Float64));
+                        foreach (var (key, value) in aligned) sum[key].PlusInPlace(value.to(ScalarType.Float64));
                     }
                     finally
                     {
@@ -258,7 +259,7 @@ public static class PoolAlignment
                 progress?.Report(new("averaging the aligned foundations into the pre-trained base", foundations.Count, steps));
                 using (var scope = NewDisposeScope())
                 {
-                    var mean = sum!.ToDictionary(kv => kv.Key, kv => (kv.Value / foundations.Count).to(ScalarType.Float32), StringComparer.Ordinal);
+                    var mean = sum!.ToDictionary(kv => kv.Key, kv => kv.Value.DividedBy(foundations.Count).to(ScalarType.Float32), StringComparer.Ordinal);
                     ModelCheckpoints.SaveBackbone(Path.Combine(temporary, PoolManifest.PretrainedFileName), pool.Config, mean,
                         new Dictionary<string, string> { [AlignedToMetadataKey] = $"mean of {foundations.Count} foundations aligned to {reference}'s" });
                 }

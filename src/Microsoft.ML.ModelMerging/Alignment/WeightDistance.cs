@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Alignment;
 
@@ -21,7 +22,7 @@ internal static class WeightDistance
             if (!x.shape.SequenceEqual(y.shape))
                 throw new ArgumentException($"'{name}' has shapes [{string.Join(", ", x.shape)}] and [{string.Join(", ", y.shape)}].", nameof(b));
             using var scope = NewDisposeScope();
-            sum += (x.detach().to(ScalarType.Float64) - y.detach().to(ScalarType.Float64).to(x.device)).square().sum().item<double>();
+            sum += (x.detach().to(ScalarType.Float64) - y.detach().to(ScalarType.Float64).to(x.device)).Squared().sum().item<double>();
         }
 
         return Math.Sqrt(sum);

@@ -3,6 +3,7 @@ using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.DataMerging;
 
@@ -107,9 +108,9 @@ internal static class FisherMerge
                 for (int i = 0; i < experts.Count; i++)
                 {
                     Tensor theta = expertWeights[i].Get(name);
-                    Tensor weight = fisherWeights[i].Get(name).to(ScalarType.Float64, theta.device) + epsilon;
-                    numerator = numerator.to(theta.device).add_(weight * theta.to(ScalarType.Float64));
-                    denominator = denominator.to(theta.device).add_(weight);
+                    Tensor weight = fisherWeights[i].Get(name).to(ScalarType.Float64, theta.device).PlusScalar(epsilon);
+                    numerator = numerator.to(theta.device).PlusInPlace(weight * theta.to(ScalarType.Float64));
+                    denominator = denominator.to(theta.device).PlusInPlace(weight);
                 }
 
                 merged[name] = numerator.div_(denominator).to(ScalarType.Float32).MoveToOuterDisposeScope();
@@ -197,7 +198,7 @@ internal static class FisherMerge
                     {
                         if (gradients[i] is Tensor gradient && gradient.Handle != IntPtr.Zero)
                         {
-                            accumulators[i].add_(gradient.to(ScalarType.Float64).square());
+                            accumulators[i].PlusInPlace(gradient.to(ScalarType.Float64).Squared());
                         }
                     }
                 }
@@ -205,7 +206,7 @@ internal static class FisherMerge
                 onExample?.Invoke(n + 1);
             }
 
-            return sums.ToDictionary(kv => kv.Key, kv => kv.Value.div(count).to(ScalarType.Float32).MoveToOuterDisposeScope(), StringComparer.Ordinal);
+            return sums.ToDictionary(kv => kv.Key, kv => kv.Value.DividedBy(count).to(ScalarType.Float32).MoveToOuterDisposeScope(), StringComparer.Ordinal);
         }
         finally
         {

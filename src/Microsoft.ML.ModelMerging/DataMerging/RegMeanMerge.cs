@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.DataMerging;
 
@@ -118,7 +119,7 @@ internal static class RegMeanMerge
                 Tensor gram = x.t().matmul(x);
                 if (sums.TryGetValue(prefix, out Tensor? sum))
                 {
-                    sum.add_(gram);
+                    sum.PlusInPlace(gram);
                     rows[prefix] += x.shape[0];
                 }
                 else
@@ -146,7 +147,7 @@ internal static class RegMeanMerge
 
             foreach (var (prefix, sum) in sums)
             {
-                sum.div_(rows[prefix]);
+                ScalarOperands.With(rows[prefix], count => sum.div_(count));
             }
 
             return sums;
@@ -228,9 +229,9 @@ internal static class RegMeanMerge
             }
 
             Tensor g = ReduceOffDiagonal(gram.to(ScalarType.Float64, weights[i].device), alpha);
-            left = left is null ? g : left + g;
+            left = left is null ? g : left.Plus(g);
             Tensor product = g.matmul(weights[i].t());
-            right = right is null ? product : right + product;
+            right = right is null ? product : right.Plus(product);
         }
 
         try
@@ -247,6 +248,6 @@ internal static class RegMeanMerge
     public static Tensor ReduceOffDiagonal(Tensor gram, double alpha)
     {
         ArgumentNullException.ThrowIfNull(gram);
-        return gram.mul(alpha).add_(diag(gram.diagonal()).mul_(1 - alpha));
+        return gram.Times(alpha).PlusInPlace(diag(gram.diagonal()).TimesInPlace(1 - alpha));
     }
 }

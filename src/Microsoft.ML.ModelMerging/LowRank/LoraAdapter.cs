@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.LowRank;
 
@@ -103,7 +104,7 @@ public sealed class LoraAdapter : IDisposable
                 using var scope = NewDisposeScope();
                 var generator = new Generator(ModuleSeed(options.Seed, target.Prefix));
                 double bound = 1.0 / Math.Sqrt(target.InFeatures);
-                var a0 = (rand(new long[] { options.Rank, target.InFeatures }, dtype: ScalarType.Float64, generator: generator) * (2 * bound) - bound).to_type(dtype);
+                var a0 = rand(new long[] { options.Rank, target.InFeatures }, dtype: ScalarType.Float64, generator: generator).Times(2 * bound).MinusScalar(bound).to_type(dtype);
                 var b0 = zeros(new long[] { target.OutFeatures, options.Rank }, dtype: dtype);
                 modules.Add(new LoraModule(target, a0, b0));
             }
@@ -163,23 +164,23 @@ public sealed class LoraAdapter : IDisposable
     public Tensor Apply(string prefix, Tensor input, Tensor output)
     {
         if (!_modules.TryGetValue(prefix, out var m)) return output;
-        return output + Output(m, input);
+        return output.Plus(Output(m, input));
     }
 
     private Tensor Output(LoraModule m, Tensor x)
     {
         if (!Options.Linearized)
         {
-            return nn.functional.linear(nn.functional.linear(x, m.A), m.B) * Scale;
+            return nn.functional.linear(nn.functional.linear(x, m.A), m.B).Times(Scale);
         }
 
         // f(φ0) + J(φ − φ0) = s·B0·A0·x + s·(B − B0)·A0·x + s·B0·(A − A0)·x = s·B·A0·x + s·B0·(A − A0)·x.
         Tensor result = nn.functional.linear(nn.functional.linear(x, m.A0), m.B);
         if (!m.B0IsZero)
         {
-            result = result + nn.functional.linear(nn.functional.linear(x, m.A - m.A0), m.B0);
+            result = result.Plus(nn.functional.linear(nn.functional.linear(x, m.A - m.A0), m.B0));
         }
-        return result * Scale;
+        return result.Times(Scale);
     }
 
     /// <summary>The dense weight change of a layer [out, in]: s·B·A (LoRA) or s·[B·A0 + B0·(A − A0)] (L-LoRA), float32.</summary>
@@ -193,9 +194,9 @@ public sealed class LoraAdapter : IDisposable
         if (Options.Linearized)
         {
             delta = b.matmul(m.A0.to_type(ScalarType.Float64));
-            if (!m.B0IsZero) delta = delta + m.B0.to_type(ScalarType.Float64).matmul(a - m.A0.to_type(ScalarType.Float64));
+            if (!m.B0IsZero) delta = delta.Plus(m.B0.to_type(ScalarType.Float64).matmul(a - m.A0.to_type(ScalarType.Float64)));
         }
-        return (delta * Scale).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
+        return delta.Times(Scale).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -224,7 +225,7 @@ public sealed class LoraAdapter : IDisposable
                 {
                     using var delta = Delta(prefix);
                     using var w = w0.to_type(ScalarType.Float32);
-                    result[name] = (w + delta).to_type(w0.dtype).DetachFromDisposeScope();
+                    result[name] = w.Plus(delta).to_type(w0.dtype).DetachFromDisposeScope();
                 }
                 else
                 {

@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -38,7 +39,7 @@ internal static class AdapterCheckpoint
             {
                 using var scope = NewDisposeScope();
                 var w0 = baseCheckpoint.ReadTensor(name);
-                var sum = (w0 + adapter.Delta(name[..^".weight".Length])).contiguous();
+                var sum = w0.Plus(adapter.Delta(name[..^".weight".Length])).contiguous();
                 return sum.data<float>().ToArray();
             }
 

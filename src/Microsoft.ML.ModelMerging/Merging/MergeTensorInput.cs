@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -123,7 +124,7 @@ public sealed class MergeTensorInput : IDisposable
         {
             var taskVector = experts[i].to_type(ScalarType.Float32).sub(base32);
             double weight = expertWeights?[i] ?? 1.0;
-            taskVectors[i] = weight == 1.0 ? taskVector : OwnedScalar.With(weight, taskVector.mul);
+            taskVectors[i] = weight == 1.0 ? taskVector : ScalarOperands.With(weight, taskVector.mul);
         }
 
         base32.DetachFromDisposeScope();
@@ -149,7 +150,7 @@ public sealed class MergeTensorInput : IDisposable
             double weight = expertWeights?[i] ?? 1.0;
             if (weight != 1.0)
             {
-                OwnedScalar.With(weight, row.mul_); // in place: returns the row itself
+                ScalarOperands.With(weight, row.mul_); // in place: returns the row itself
             }
         }
     }

@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Merging;
 
@@ -54,10 +55,10 @@ public sealed class TaskSpecificTensor : IDisposable
         var taskVector = SharedTaskVector.mul(Masks[task]);
         if (Scales[task] != 1.0)
         {
-            taskVector = OwnedScalar.With(Scales[task], taskVector.mul);
+            taskVector = ScalarOperands.With(Scales[task], taskVector.mul);
         }
 
-        return baseTensor.to_type(ScalarType.Float32).add(taskVector).MoveToOuterDisposeScope();
+        return baseTensor.to_type(ScalarType.Float32).Plus(taskVector).MoveToOuterDisposeScope();
     }
 
     /// <summary>Takes every tensor out of any dispose scope.</summary>

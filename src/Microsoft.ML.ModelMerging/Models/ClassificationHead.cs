@@ -3,6 +3,7 @@ using System.Text.Json;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Models;
 
@@ -84,7 +85,7 @@ public sealed class ClassificationHead : IDisposable
         using var scope = NewDisposeScope();
         var generator = new Generator(unchecked((ulong)seed));
         double bound = 1.0 / Math.Sqrt(featureDim);
-        Tensor Uniform(params long[] shape) => (rand(shape, generator: generator) * 2 - 1) * bound;
+        Tensor Uniform(params long[] shape) => rand(shape, generator: generator).Times(2).MinusScalar(1).Times(bound);
         Tensor weight = Uniform(CheckClassNames(classNames).Count, featureDim);
         Tensor bias = Uniform(classNames.Count);
         if (device is not null)

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Models;
 
@@ -36,7 +37,7 @@ internal static class VisionActivations
     /// <summary>Applies the activation element-wise.</summary>
     public static Tensor Apply(this VisionActivation activation, Tensor x) => activation switch
     {
-        VisionActivation.QuickGelu => x * torch.sigmoid(x * 1.702),
+        VisionActivation.QuickGelu => x * torch.sigmoid(x.Times(1.702)),
         VisionActivation.Gelu => nn.functional.gelu(x),
         _ => throw new ArgumentOutOfRangeException(nameof(activation), activation, "Unknown activation."),
     };

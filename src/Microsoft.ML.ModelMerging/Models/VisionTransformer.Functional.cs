@@ -1,6 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Models;
 
@@ -46,7 +47,7 @@ internal sealed partial class VisionTransformer
         Tensor patches = conv2d(pixels, patchWeight, strides: [config.PatchSize, config.PatchSize])
             .flatten(2).transpose(1, 2);                                   // [B,N,W]
         Tensor cls = lookup.Get(VisionTransformerNames.ClassEmbedding).view(1, 1, config.Width).expand(batch, 1, config.Width);
-        Tensor tokens = torch.cat([cls, patches], 1) + lookup.Get(VisionTransformerNames.PositionEmbedding).unsqueeze(0);
+        Tensor tokens = torch.cat([cls, patches], 1).Plus(lookup.Get(VisionTransformerNames.PositionEmbedding).unsqueeze(0));
         return Site(hooks, ActivationSite.Embeddings, -1, tokens);
     }
 
@@ -86,7 +87,7 @@ internal sealed partial class VisionTransformer
     private static Tensor EncoderBlock(VisionTransformerConfig config, ConfigWeights lookup, int block, Tensor x, ForwardHooks? hooks)
     {
         var names = VisionTransformerNames.Layer(block);
-        x = x + SelfAttention(config, lookup, names, LayerNorm(config, lookup, names.LayerNorm1, x), hooks);
+        x = x.Plus(SelfAttention(config, lookup, names, LayerNorm(config, lookup, names.LayerNorm1, x), hooks));
 
         Tensor mlpInput = Site(hooks, ActivationSite.MlpInput, block, LayerNorm(config, lookup, names.LayerNorm2, x));
         Tensor? mlpOutput = hooks?.MlpOverride?.Invoke(block, mlpInput);
@@ -100,7 +101,7 @@ internal sealed partial class VisionTransformer
             RequireSameShape(mlpOutput, mlpInput, $"MlpOverride output of block {block}");
         }
 
-        return Site(hooks, ActivationSite.BlockOutput, block, x + mlpOutput);
+        return Site(hooks, ActivationSite.BlockOutput, block, x.Plus(mlpOutput));
     }
 
     private static Tensor SelfAttention(VisionTransformerConfig config, ConfigWeights lookup, EncoderLayerNames names, Tensor x, ForwardHooks? hooks)

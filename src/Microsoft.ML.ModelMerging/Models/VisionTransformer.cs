@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Models;
 
@@ -87,8 +88,8 @@ internal sealed partial class VisionTransformer : IDisposable
     private static Tensor TruncatedNormal(long[] shape, double std, Generator generator)
     {
         const double erfOfSqrt2 = 0.9544997361036416;  // P(|z| < 2) for a standard normal z
-        Tensor u = (rand(shape, dtype: ScalarType.Float64, generator: generator) * 2 - 1) * erfOfSqrt2;
-        return (u.erfinv() * (Math.Sqrt(2) * std)).clamp(-2 * std, 2 * std).to(ScalarType.Float32);
+        Tensor u = rand(shape, dtype: ScalarType.Float64, generator: generator).Times(2).MinusScalar(1).Times(erfOfSqrt2);
+        return u.erfinv().Times(Math.Sqrt(2) * std).Clamped(-2 * std, 2 * std).to(ScalarType.Float32);
     }
 
     /// <summary>A model holding copies of <paramref name="state"/> (see <see cref="LoadState"/> for the checks).</summary>

@@ -6,6 +6,7 @@ using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Training;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Microsoft.ML.ModelMerging.TensorMath;
 
 namespace Microsoft.ML.ModelMerging.Zoo;
 
@@ -88,7 +89,7 @@ public static class ExpertTrainer
         using var noGrad = no_grad();
         Tensor features = nn.functional.normalize(ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, pretrained, x), shots.ToTensor()), dim: 1);
         Tensor labels = shots.LabelsToTensor();
-        var prototypes = zeros(shots.ClassCount, features.shape[1]).index_add_(0, labels, features, 1.0);
+        var prototypes = ScalarOperands.With(1.0, one => zeros(shots.ClassCount, features.shape[1]).index_add_(0, labels, features, one));
         using var head = ClassificationHead.Clip(shots.ClassNames, prototypes, 1.0);
         Tensor cosine = ClassifierEvaluation.MapBatches(x => head.Forward(VisionTransformer.Forward(config, pretrained, x)), calibration.ToTensor());
         var (bestScale, _) = CalibratedLogitScale(cosine, calibration.LabelsToTensor());
@@ -107,7 +108,7 @@ public static class ExpertTrainer
         for (int step = 0; step <= 60; step++)
         {
             double scale = Math.Pow(10, step / 20.0);
-            double loss = nn.functional.cross_entropy(cosine * scale, labels).item<float>();
+            double loss = nn.functional.cross_entropy(cosine.Times(scale), labels).item<float>();
             if (loss < bestLoss) (bestScale, bestLoss) = (scale, loss);
         }
 
