@@ -15,6 +15,8 @@ using Microsoft.ML.ModelMerging.Adaptation;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
+//   pruned-oracle ZOO [--keeps 0.05,0.1,0.2,0.3,0.5,1] [--lambda 0.3]
+//                                          E-WEMoE's oracle routing at each kept fraction of the MLP task vectors
 //   adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]
 //                                          AdaMerging's coefficients fitted to validation labels (cross-entropy, not entropy): what its coefficient space can reach
 //   recalibrate-heads ZOO OUT              ZOO's prototype heads with the logit scale that calibrates each task's expert, in a copy of ZOO at OUT
@@ -52,6 +54,8 @@ return args.FirstOrDefault() switch
         },
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 1000), BenchmarkArguments.Parse(args[2..]).GetNumber("lr", 1e-3), batch: 16,
         clamp: BenchmarkArguments.Parse(args[2..]).Get("clamp") != "false", fitOnTest: BenchmarkArguments.Parse(args[2..]).Get("fit-split") == "test"),
+    "pruned-oracle" when args.Length >= 2 => ZooStructure.RunPrunedOracle(args[1], BenchmarkArguments.Parse(args[2..]).GetNumber("lambda", 0.3),
+        (BenchmarkArguments.Parse(args[2..]).Get("keeps") ?? "0.05,0.1,0.2,0.3,0.5,1").Split(',').Select(k => double.Parse(k, CultureInfo.InvariantCulture)).ToArray()),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
     "nonlocal-table" when args.Length >= 2 => NonLocalTable.Run(args[1], LabelledRuns(BenchmarkArguments.Parse(args[2..]).Positional),
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("examples", 256), align: BenchmarkArguments.Parse(args[2..]).Get("align") != "no",
@@ -123,6 +127,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-structure ZOO [--lambda 0.3] [--per-task 500]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks pruned-oracle ZOO [--keeps 0.05,0.1,0.2,0.3,0.5,1] [--lambda 0.3]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks task-sheet TASK OUT.png");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks fuzz-safetensors [--files 100000] [--seed 1] [--work DIR] [--trace]");

@@ -97,32 +97,8 @@ internal static class ZooStructure
         // (b) Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task. (b′) The same
         // with E-WEMoE's MLP task vectors, each pruned per tensor to its default kept fraction: it separates what the pruning
         // costs from what the routers learn.
-        Dictionary<string, double> OracleRouting(double? keep)
-        {
-            var accuracy = new Dictionary<string, double>(StringComparer.Ordinal);
-            using var moe = WeightEnsemblingMoE.Create(config, experts.Pretrained, experts.Experts,
-                new WeightEnsemblingOptions { RouterDepth = 0, Lambda = lambda, TaskVectorKeep = keep });
-            for (int t = 0; t < names.Count; t++)
-            {
-                using (no_grad())
-                {
-                    foreach (var parameter in moe.RouterParameters.Values)
-                    {
-                        parameter.zero_();
-                        parameter[t] = 1f;
-                    }
-                }
-
-                var data = experts.LoadData(names[t]).Test;
-                using var images = data.ToTensor();
-                using var labels = data.LabelsToTensor();
-                accuracy[names[t]] = ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
-            }
-            return accuracy;
-        }
-
-        var oracle = OracleRouting(keep: null);
-        var prunedOracle = OracleRouting(keep: WeightEnsemblingOptions.DefaultEfficientKeep);
+        var oracle = OracleRouting(experts, lambda, keep: null);
+        var prunedOracle = OracleRouting(experts, lambda, keep: WeightEnsemblingOptions.DefaultEfficientKeep);
 
         // (c) Task arithmetic with λ chosen on the validation split, as the zoo table does.
         TaskAccuracies taskArithmetic;
@@ -183,6 +159,59 @@ internal static class ZooStructure
             .OrderBy(k => k.Share).ToList();
         double median = kept.Count % 2 == 1 ? kept[kept.Count / 2].Share : (kept[kept.Count / 2 - 1].Share + kept[kept.Count / 2].Share) / 2;
         Console.WriteLine(string.Create(inv, $"| (e) share of an expert's gain over θ0 (same head) that its task vector keeps alone at λ = {lambda}, median (worst: {kept[0].Name}) | (none) | {100 * median:F0}% ({100 * kept[0].Share:F0}%) | |"));
+        return 0;
+    }
+
+    /// <summary>
+    /// Oracle routing: a depth-0 router is one learned vector per block; set to the one-hot of the task, each task's images
+    /// go through its own expert's MLPs (everything else task arithmetic at λ). With <paramref name="keep"/>, the MLP task
+    /// vectors are E-WEMoE's, each pruned per tensor to that fraction of its largest entries: what the pruning costs,
+    /// apart from what the routers learn. Test-split accuracy per task.
+    /// </summary>
+    public static Dictionary<string, double> OracleRouting(ExpertPool experts, double lambda, double? keep)
+    {
+        var names = experts.TaskNames;
+        var accuracy = new Dictionary<string, double>(StringComparer.Ordinal);
+        using var moe = WeightEnsemblingMoE.Create(experts.Config, experts.Pretrained, experts.Experts,
+            new WeightEnsemblingOptions { RouterDepth = 0, Lambda = lambda, TaskVectorKeep = keep });
+        for (int t = 0; t < names.Count; t++)
+        {
+            using (no_grad())
+            {
+                foreach (var parameter in moe.RouterParameters.Values)
+                {
+                    parameter.zero_();
+                    parameter[t] = 1f;
+                }
+            }
+
+            var data = experts.LoadData(names[t]).Test;
+            using var images = data.ToTensor();
+            using var labels = data.LabelsToTensor();
+            accuracy[names[t]] = ClassifierEvaluation.Accuracy(x => experts.Head(names[t]).Forward(moe.Forward(x)), images, labels);
+        }
+        return accuracy;
+    }
+
+    /// <summary>
+    /// <c>bench pruned-oracle ZOO --keeps 0.05,0.1,...</c>: E-WEMoE's oracle routing at each kept fraction of the MLP task
+    /// vectors, normalised to the experts, as a table: how much of each task vector E-WEMoE must keep on this zoo.
+    /// </summary>
+    public static int RunPrunedOracle(string zoo, double lambda, IReadOnlyList<double> keeps)
+    {
+        set_num_threads(1);
+        var inv = CultureInfo.InvariantCulture;
+        using var experts = ExpertPool.Load(zoo);
+        var names = experts.TaskNames;
+        var individual = experts.Tasks.ToDictionary(t => t.Name, t => t.Individual.Test);
+        Console.WriteLine("| MLP task vectors kept per tensor | " + string.Join(" | ", names) + " | avg | norm. avg |");
+        Console.WriteLine("|---|" + string.Concat(Enumerable.Repeat("---:|", names.Count + 2)));
+        foreach (double? keep in keeps.Select(k => k >= 1 ? (double?)null : k))
+        {
+            var accuracy = new TaskAccuracies(OracleRouting(experts, lambda, keep));
+            string label = keep is double k ? string.Create(inv, $"{100 * k:0.#}%") : "all (WEMoE's)";
+            Console.WriteLine(string.Create(inv, $"| {label} | {string.Join(" | ", names.Select(n => (100 * accuracy.PerTask[n]).ToString("F1", inv)))} | {100 * accuracy.Average:F1} | {100 * accuracy.NormalizedAverage(individual):F1} |"));
+        }
         return 0;
     }
 }
