@@ -15,6 +15,8 @@ using Microsoft.ML.ModelMerging.Adaptation;
 //   zoo-structure ZOO [--lambda 0.3] [--per-task 500]
 //                                          issue 13's four checks: task identity from pre-trained features, oracle routing,
 //                                          task arithmetic normalised, experts vs the pre-trained probe
+//   align-timing POOL [--seed 1] [--threads 2] [--images 64]
+//                                          weight matching of a randomly reordered expert back to the first: time, passes, distance
 //   pruned-oracle ZOO [--keeps 0.05,0.1,0.2,0.3,0.5,1] [--lambda 0.3]
 //                                          E-WEMoE's oracle routing at each kept fraction of the MLP task vectors
 //   adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]
@@ -54,6 +56,8 @@ return args.FirstOrDefault() switch
         },
         (int)BenchmarkArguments.Parse(args[2..]).GetNumber("steps", 1000), BenchmarkArguments.Parse(args[2..]).GetNumber("lr", 1e-3), batch: 16,
         clamp: BenchmarkArguments.Parse(args[2..]).Get("clamp") != "false", fitOnTest: BenchmarkArguments.Parse(args[2..]).Get("fit-split") == "test"),
+    "align-timing" when args.Length >= 2 => AlignmentTiming.Run(args[1], (int)BenchmarkArguments.Parse(args[2..]).GetNumber("seed", 1),
+        (int)BenchmarkArguments.Parse(args[2..]).GetNumber("threads", 2), (int)BenchmarkArguments.Parse(args[2..]).GetNumber("images", 64)),
     "pruned-oracle" when args.Length >= 2 => ZooStructure.RunPrunedOracle(args[1], BenchmarkArguments.Parse(args[2..]).GetNumber("lambda", 0.3),
         (BenchmarkArguments.Parse(args[2..]).Get("keeps") ?? "0.05,0.1,0.2,0.3,0.5,1").Split(',').Select(k => double.Parse(k, CultureInfo.InvariantCulture)).ToArray()),
     "zoo-structure" when args.Length >= 2 => RunZooStructure(args[1], BenchmarkArguments.Parse(args[2..])),
@@ -127,6 +131,7 @@ static int Usage()
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks tta-diagnose ZOO [--lambdas 0.3,0.2,0.1] [LABEL=DIR...]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks onnx-scoring ZOO [--images 1024] [--threads 1] [--rounds 5]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks zoo-structure ZOO [--lambda 0.3] [--per-task 500]");
+    Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks align-timing POOL [--seed 1] [--threads 2] [--images 64]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks pruned-oracle ZOO [--keeps 0.05,0.1,0.2,0.3,0.5,1] [--lambda 0.3]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks adamerging-ceiling ZOO [--granularity layer|task] [--steps 1000] [--lr 1e-3] [--clamp false] [--fit-split validation|test]");
     Console.Error.WriteLine("       Microsoft.ML.ModelMerging.Benchmarks task-sheet TASK OUT.png");
