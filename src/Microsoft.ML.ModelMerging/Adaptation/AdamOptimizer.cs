@@ -1,7 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using Microsoft.ML.ModelMerging.TensorMath;
+using Microsoft.ML.ModelMerging.Training;
 
 namespace Microsoft.ML.ModelMerging.Adaptation;
 
@@ -61,8 +61,6 @@ internal sealed class AdamOptimizer : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         Step++;
-        double correction1 = 1 - Math.Pow(_beta1, Step);
-        double correction2 = 1 - Math.Pow(_beta2, Step);
         foreach (var entry in _entries)
         {
             Tensor? grad = entry.Parameter.grad;
@@ -71,10 +69,7 @@ internal sealed class AdamOptimizer : IDisposable
                 continue;
             }
 
-            entry.ExpAvg.TimesInPlace(_beta1).PlusScaledInPlace(grad, 1 - _beta1);
-            ScalarOperands.With(1 - _beta2, value => entry.ExpAvgSq.TimesInPlace(_beta2).addcmul_(grad, grad, value));
-            Tensor denominator = entry.ExpAvgSq.sqrt().DividedBy(Math.Sqrt(correction2)).PlusScalarInPlace(_epsilon);
-            ScalarOperands.With(-learningRate / correction1, value => entry.Parameter.addcdiv_(entry.ExpAvg, denominator, value));
+            AdamUpdate.Apply(entry.Parameter, grad, entry.ExpAvg, entry.ExpAvgSq, Step, learningRate, _beta1, _beta2, _epsilon);
         }
     }
 

@@ -36,8 +36,7 @@ internal static class ClassifierTrainer
         int batchesPerEpoch = (int)((n + options.BatchSize - 1) / options.BatchSize);
         int totalSteps = batchesPerEpoch * options.Epochs;
         var generator = new Generator(unchecked((ulong)options.Seed));
-        using var optimizer = optim.AdamW(groups.Select(g => new AdamW.ParamGroup(g.Parameters, options.LearningRate * g.LearningRateScale,
-            weight_decay: options.WeightDecay)), options.LearningRate, weight_decay: options.WeightDecay);
+        using var optimizer = new AdamWOptimizer(groups.Select(g => (g.Parameters, options.LearningRate * g.LearningRateScale)), options.WeightDecay);
         double lastEpochLoss = double.NaN;
         int step = 0;
         for (int epoch = 0; epoch < options.Epochs; epoch++)
@@ -50,14 +49,14 @@ internal static class ClassifierTrainer
                 using var scope = NewDisposeScope();
                 double lr = options.LearningRateAt(step, totalSteps);
                 int g = 0;
-                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * groups[g++].LearningRateScale;
+                foreach (var group in optimizer.Groups) group.LearningRate = lr * groups[g++].LearningRateScale;
                 var index = order.narrow(0, (long)b * options.BatchSize, Math.Min(options.BatchSize, n - (long)b * options.BatchSize));
                 var batch = images.index_select(0, index);
                 if (options.MaxShift > 0) batch = Shift(batch, options.MaxShift, generator);
                 var loss = nn.functional.cross_entropy(logits(batch), labels.index_select(0, index));
-                optimizer.zero_grad();
+                optimizer.ZeroGrad();
                 loss.backward();
-                optimizer.step();
+                optimizer.Step();
                 double value = loss.item<float>();
                 epochLoss += value;
                 progress?.Report(new TrainingProgress(step + 1, totalSteps, epoch, value, lr));

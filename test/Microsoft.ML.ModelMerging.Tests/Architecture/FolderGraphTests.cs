@@ -9,15 +9,7 @@ namespace Microsoft.ML.ModelMerging.Tests.Architecture;
 [TestClass]
 public sealed class FolderGraphTests
 {
-    private static string Root
-    {
-        get
-        {
-            var directory = new DirectoryInfo(AppContext.BaseDirectory);
-            while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Microsoft.ML.ModelMerging.sln"))) directory = directory.Parent;
-            return directory?.FullName ?? throw new InvalidOperationException("The repository root (Microsoft.ML.ModelMerging.sln) is not above the test binaries.");
-        }
-    }
+    private static string Root => RepositoryRoot.Path;
 
     private static string Library => Path.Combine(Root, "src", "Microsoft.ML.ModelMerging");
 

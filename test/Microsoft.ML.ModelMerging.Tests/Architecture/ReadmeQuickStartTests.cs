@@ -9,11 +9,9 @@ public sealed class ReadmeQuickStartTests
     [TestMethod]
     public void TheReadmeShowsExactlyTheQuickStartProgram()
     {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Microsoft.ML.ModelMerging.sln"))) directory = directory.Parent;
-        Assert.IsNotNull(directory, "the repository root is above the test binaries");
-        string readme = File.ReadAllText(Path.Combine(directory.FullName, "README.md")).Replace("\r\n", "\n");
-        string program = File.ReadAllText(Path.Combine(directory.FullName, "examples", "QuickStart", "Program.cs")).Replace("\r\n", "\n").TrimEnd('\n');
+        string root = RepositoryRoot.Path;
+        string readme = File.ReadAllText(Path.Combine(root, "README.md")).Replace("\r\n", "\n");
+        string program = File.ReadAllText(Path.Combine(root, "examples", "QuickStart", "Program.cs")).Replace("\r\n", "\n").TrimEnd('\n');
         var block = Regex.Match(readme, @"## Quick start\n.*?```csharp\n(.*?)\n```", RegexOptions.Singleline);
         Assert.IsTrue(block.Success, "README.md has a Quick start section with a C# block");
         Assert.AreEqual(program, block.Groups[1].Value);
