@@ -86,7 +86,7 @@ internal static class WeightMatching
     /// inner products are noise; in a wide model that noise (every MLP and attention matrix) drowns the signal of the
     /// tensors that are exact (embeddings, LayerNorm parameters, biases), and the descent settles in a poor optimum (a
     /// reordered copy of a ViT-B/32-size model was not recovered). Solved in this order, the residual stream comes from its
-    /// own vectors, then each MLP and attention group from matrices whose other axis is already right. A group with no
+    /// own vectors, then each MLP and attention group from matrices whose other axis is already right. A group member with no
     /// such evidence is solved from everything, as plain descent does.
     /// </summary>
     internal static PermutationSet Seed(PermutationSpec spec, IReadOnlyDictionary<string, Tensor> reference,
@@ -102,10 +102,10 @@ internal static class WeightMatching
         {
             cancellation.ThrowIfCancellationRequested();
             var group = remaining.MaxBy(Evidence)!;
-            bool anyEvidence = Evidence(group) > 0;
             var current = new PermutationSet(values);
+            // A member with no exact evidence yet is solved from everything, as plain descent would.
             double[][] similarity = group.Members.Select(m => Similarity(spec, m, reference, other, current,
-                anyEvidence ? Ready : null)).ToArray();
+                spec.AxesOf(m).Any(a => Ready(a.Tensor, a.Axis)) ? Ready : null)).ToArray();
             int[][] proposed = SolveGroup(spec.Sizes[group.Members[0]], group.Blocks, similarity);
             for (int m = 0; m < group.Members.Count; m++)
             {
@@ -215,9 +215,12 @@ internal static class WeightMatching
         foreach (var (name, axis) in spec.AxesOf(permutation))
         {
             if (include is not null && !include(name, axis)) continue;
+            // Each tensor's float64 copies are freed before the next (at ViT-B/32 size the residual group's would add up to GBs).
+            using var perTensor = NewDisposeScope();
             Tensor a = reference[name].detach().to(ScalarType.Float64).transpose(0, axis).reshape(n, -1);
             Tensor b = current.Permute(name, other[name], spec.Axes[name], exceptAxis: axis).to(ScalarType.Float64).transpose(0, axis).reshape(n, -1);
-            sum = sum is null ? a.matmul(b.t()) : sum.addmm_(a, b.t());
+            if (sum is null) sum = a.matmul(b.t()).MoveToOuterDisposeScope();
+            else sum.addmm_(a, b.t());
         }
 
         return sum is null ? new double[n * n] : sum.cpu().contiguous().data<double>().ToArray();
