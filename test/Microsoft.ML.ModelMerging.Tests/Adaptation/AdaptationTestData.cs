@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -54,7 +55,7 @@ internal sealed class AdaptationTestData : IDisposable
         var pretrained = ModelTestData.RandomWeights(config, seed);
         var generator = new Generator((ulong)(seed + 1000));
         var expertWeights = Enumerable.Range(0, experts).Select(_ => pretrained.ToDictionary(
-            kv => kv.Key, kv => (kv.Value + expertNoise * randn(kv.Value.shape, generator: generator)).DetachFromDisposeScope(), StringComparer.Ordinal)).ToList();
+            kv => kv.Key, kv => (kv.Value.Plus(randn(kv.Value.shape, generator: generator).Times(expertNoise))).DetachFromDisposeScope(), StringComparer.Ordinal)).ToList();
         foreach (var tensor in pretrained.Values)
         {
             tensor.DetachFromDisposeScope();
@@ -66,7 +67,7 @@ internal sealed class AdaptationTestData : IDisposable
             // Scaled up so the predictions are far from uniform and entropy has somewhere to go.
             using (no_grad())
             {
-                head.Weight.mul_(4);
+                head.Weight.TimesInPlace(4);
             }
 
             Tensor images = ModelTestData.Images(config, imagesPerTask, seed * 10 + i).DetachFromDisposeScope();
@@ -81,10 +82,10 @@ internal sealed class AdaptationTestData : IDisposable
         Tensor sum = zeros_like(kv.Value);
         foreach (var expert in Experts)
         {
-            sum = sum + (expert[kv.Key] - kv.Value);
+            sum = sum.Plus(expert[kv.Key] - kv.Value);
         }
 
-        return kv.Value + lambda * sum;
+        return kv.Value.Plus(sum.Times(lambda));
     }, StringComparer.Ordinal);
 
     /// <summary>θ0 + Σ_i r_i·(θ_i − θ0) for one tensor.</summary>
@@ -93,7 +94,7 @@ internal sealed class AdaptationTestData : IDisposable
         Tensor result = Pretrained[name].clone();
         for (int i = 0; i < Experts.Count; i++)
         {
-            result = result + coefficients[i] * (Experts[i][name] - Pretrained[name]);
+            result = result.Plus((Experts[i][name] - Pretrained[name]).Times(coefficients[i]));
         }
 
         return result;

@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn.functional;
@@ -20,8 +21,8 @@ internal static class ReferenceWeightEnsembling
         Tensor perToken = model.Options.RouterDepth switch
         {
             0 => P("weight").unsqueeze(0),
-            1 => tokens.matmul(P("fc.weight").t()) + P("fc.bias"),
-            _ => relu(tokens.matmul(P("fc1.weight").t()) + P("fc1.bias")).matmul(P("fc2.weight").t()) + P("fc2.bias"),
+            1 => tokens.matmul(P("fc.weight").t()).Plus(P("fc.bias")),
+            _ => relu(tokens.matmul(P("fc1.weight").t()).Plus(P("fc1.bias"))).matmul(P("fc2.weight").t()).Plus(P("fc2.bias")),
         };
         Tensor mean = perToken.mean([0]);
         if (!model.Options.SoftmaxRouting) return mean;
@@ -36,9 +37,9 @@ internal static class ReferenceWeightEnsembling
         double[] r = routing.to(ScalarType.Float64).data<double>().ToArray();
         var names = VisionTransformerNames.Layer(block);
         Tensor W(string name) => data.Combine(name, r);
-        Tensor hidden = tokens.matmul(W(VisionTransformerNames.Weight(names.Fc1)).t()) + W(VisionTransformerNames.Bias(names.Fc1));
-        Tensor activated = hidden * torch.sigmoid(1.702 * hidden);
-        return activated.matmul(W(VisionTransformerNames.Weight(names.Fc2)).t()) + W(VisionTransformerNames.Bias(names.Fc2));
+        Tensor hidden = tokens.matmul(W(VisionTransformerNames.Weight(names.Fc1)).t()).Plus(W(VisionTransformerNames.Bias(names.Fc1)));
+        Tensor activated = hidden * torch.sigmoid(hidden.Times(1.702));
+        return activated.matmul(W(VisionTransformerNames.Weight(names.Fc2)).t()).Plus(W(VisionTransformerNames.Bias(names.Fc2)));
     }
 
     /// <summary>Features of each image computed alone (a batch of one), so routing is per sample by construction.</summary>

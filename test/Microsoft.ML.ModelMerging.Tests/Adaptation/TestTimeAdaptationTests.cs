@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -29,7 +30,7 @@ public sealed class TestTimeAdaptationTests
     public void MeanEntropyMatchesTheDefinition()
     {
         using var scope = NewDisposeScope();
-        Tensor logits = randn([7, 4], generator: new Generator(3)) * 3;
+        Tensor logits = randn([7, 4], generator: new Generator(3)).Times(3);
 
         double actual = TestTimeAdaptation.MeanEntropy(logits).item<float>();
 
@@ -41,7 +42,7 @@ public sealed class TestTimeAdaptationTests
     public void MarginalEntropyIsTheEntropyOfTheBatchsMeanPrediction()
     {
         using var scope = NewDisposeScope();
-        Tensor logits = randn([9, 5], generator: new Generator(4)) * 2;
+        Tensor logits = randn([9, 5], generator: new Generator(4)).Times(2);
         double[] values = logits.to(ScalarType.Float64).data<double>().ToArray();
         double[] mean = new double[5];
         for (int r = 0; r < 9; r++)
@@ -53,8 +54,8 @@ public sealed class TestTimeAdaptationTests
 
         Assert.AreEqual(-mean.Sum(m => m * Math.Log(m)), TestTimeAdaptation.MarginalEntropy(logits).item<float>(), 1e-5);
         // Confident answers spread over every class: log C; the same confident answer everywhere: 0.
-        Assert.AreEqual(Math.Log(5), TestTimeAdaptation.MarginalEntropy(eye(5) * 50).item<float>(), 1e-5);
-        Assert.AreEqual(0, TestTimeAdaptation.MarginalEntropy(eye(5)[TensorIndex.Slice(0, 1)].repeat(4, 1) * 50).item<float>(), 1e-5);
+        Assert.AreEqual(Math.Log(5), TestTimeAdaptation.MarginalEntropy(eye(5).Times(50)).item<float>(), 1e-5);
+        Assert.AreEqual(0, TestTimeAdaptation.MarginalEntropy(eye(5)[TensorIndex.Slice(0, 1)].repeat(4, 1).Times(50)).item<float>(), 1e-5);
     }
 
     /// <summary>
@@ -67,7 +68,7 @@ public sealed class TestTimeAdaptationTests
         using var scope = NewDisposeScope();
         using var head = ClassificationHead.Linear(["a", "b", "c", "d"], eye(4), zeros(4));
         var task = new AdaptationTask("t", rand([32, 1, 2, 2], generator: new Generator(1)), head);
-        Tensor start = randn([4], generator: new Generator(2)) * 3;
+        Tensor start = randn([4], generator: new Generator(2)).Times(3);
         Assert.IsLessThan(Math.Log(4) - 0.2, Spread(new ImageBlindModel(start), task), "the start is peaked");
 
         double SpreadAfter(double diversity)
@@ -93,7 +94,7 @@ public sealed class TestTimeAdaptationTests
         using var scope = NewDisposeScope();
         using var head = ClassificationHead.Linear(["a", "b", "c", "d"], eye(4), zeros(4));
         var task = new AdaptationTask("t", randn([32, 1, 2, 2], generator: new Generator(3)), head);
-        var model = new LinearModel(randn([4, 4], generator: new Generator(4)) * 0.1);
+        var model = new LinearModel(randn([4, 4], generator: new Generator(4)).Times(0.1));
         TestTimeAdaptation.Run(model, [task], ShortRun with { Steps = 300, LearningRate = 0.05, DiversityWeight = 2 });
 
         using var noGrad = no_grad();
@@ -147,10 +148,10 @@ public sealed class TestTimeAdaptationTests
         for (int step = 0; step < 8; step++)
         {
             adam.ZeroGrad();
-            ((ours - target).pow(2) * (step + 1)).sum().backward();
+            ((ours - target).pow(2).Times(step + 1)).sum().backward();
             adam.Update(0.05);
             reference.zero_grad();
-            ((theirs - target).pow(2) * (step + 1)).sum().backward();
+            ((theirs - target).pow(2).Times(step + 1)).sum().backward();
             reference.step();
         }
 
@@ -382,7 +383,7 @@ public sealed class TestTimeAdaptationTests
         var softmax = new WeightEnsemblingOptions { SoftmaxRouting = true };
         var run = ShortRun with { Steps = 40, LearningRate = 1e-2, TaskRoutingWeight = 5 };
         // The two tasks' images told apart by their brightness (dark and light halves of the range), as domains are.
-        var tasks = data.Tasks.Select((task, t) => task with { Images = task.Images.mul(0.5).add(0.5 * t) }).ToList();
+        var tasks = data.Tasks.Select((task, t) => task with { Images = task.Images.Times(0.5).PlusScalar(0.5 * t) }).ToList();
 
         // Mean weight each task's images give to the expert at position own(t), over blocks and images.
         double Share(WeightEnsemblingMoE model, Func<int, int> own)

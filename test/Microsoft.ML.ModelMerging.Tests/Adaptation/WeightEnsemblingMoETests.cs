@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using static TorchSharp.torch;
 
@@ -65,7 +66,7 @@ public sealed class WeightEnsemblingMoETests
         var (features, routing) = model.ForwardWithRouting(images);
         CollectionAssert.AreEqual(new long[] { data.Config.Layers, images.shape[0], 2 }, routing.shape);
         // (Measured here: at most 0.047 for depth 1, 0.001 for depth 2; features of magnitude up to 2.5.)
-        Assert.IsLessThan(0.1, (routing - 0.3).abs().max().item<float>());
+        Assert.IsLessThan(0.1, (routing.MinusScalar(0.3)).abs().max().item<float>());
         Assert.IsLessThan(0.1, ModelTestData.MaxAbsDiff(taskArithmetic, features));
 
         // With zero weights the router output is exactly λ and the model is task arithmetic.
@@ -112,14 +113,14 @@ public sealed class WeightEnsemblingMoETests
         var weights = data.TaskArithmetic();
         foreach (var name in weights.Keys.Where(VisionTransformerNames.IsMlp).ToList()) weights[name] = data.Combine(name, [1.0 / 3, 1.0 / 3, 1.0 / 3]);
         var (features, routing) = start.ForwardWithRouting(images);
-        Assert.IsLessThan(1e-6, (routing - (1.0 / 3)).abs().max().item<float>(), "equal weights at the start");
+        Assert.IsLessThan(1e-6, (routing.MinusScalar(1.0 / 3)).abs().max().item<float>(), "equal weights at the start");
         Assert.IsLessThan(1e-5, ModelTestData.MaxAbsDiff(VisionTransformer.Forward(data.Config, weights, images), features));
 
         using var random = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, data.ExpertList,
             new WeightEnsemblingOptions { RouterDepth = depth, RouterInitStd = 0.5, SoftmaxRouting = true, Seed = 7 });
         var (routedFeatures, routed) = random.ForwardWithRouting(images);
         Assert.IsTrue(routed.ge(0).all().item<bool>(), "weights are non-negative");
-        Assert.IsLessThan(1e-5, (routed.sum([2]) - 1).abs().max().item<float>(), "weights sum to one per sample and block");
+        Assert.IsLessThan(1e-5, (routed.sum([2]).MinusScalar(1)).abs().max().item<float>(), "weights sum to one per sample and block");
         Assert.IsGreaterThan(0.05, (routed.max(2).values - routed.min(2).values).min().item<float>(), "samples are routed unevenly");
         Assert.IsLessThan(1e-5, ModelTestData.MaxAbsDiff(ReferenceWeightEnsembling.PerSampleLoop(random, data, images), routedFeatures));
     }
@@ -197,10 +198,10 @@ public sealed class WeightEnsemblingMoETests
                 Tensor sum = zeros_like(data.Pretrained[name]);
                 foreach (var expert in data.Experts)
                 {
-                    sum = sum + MagnitudePruning.Prune(expert[name] - data.Pretrained[name], 0.25);
+                    sum = sum.Plus(MagnitudePruning.Prune(expert[name] - data.Pretrained[name], 0.25));
                 }
 
-                expected[name] = data.Pretrained[name] + 0.3 * sum;
+                expected[name] = data.Pretrained[name].Plus(sum.Times(0.3));
             }
         }
 

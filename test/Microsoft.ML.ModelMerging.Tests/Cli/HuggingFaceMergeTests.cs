@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -45,7 +46,7 @@ public sealed class HuggingFaceMergeTests
         var expertPaths = Enumerable.Range(0, experts).Select(i =>
         {
             var g = new Generator((ulong)(10 + i));
-            return Write($"expert{i}", weights.ToDictionary(kv => kv.Key, kv => kv.Value + randn(kv.Value.shape, generator: g) * 0.01));
+            return Write($"expert{i}", weights.ToDictionary(kv => kv.Key, kv => kv.Value.Plus(randn(kv.Value.shape, generator: g).Times(0.01))));
         }).ToArray();
         return (basePath, expertPaths);
     }
@@ -146,7 +147,7 @@ public sealed class HuggingFaceMergeTests
         Dictionary<string, Tensor> tensors;
         using (var checkpoint = Checkpoint.Open(file)) tensors = checkpoint.ReadAll();
         using (var flat = tensors[VisionTransformerNames.PatchEmbedding].view(-1))
-        using (var first0 = flat.narrow(0, 0, 1)) first0.add_(tensors[VisionTransformerNames.PatchEmbedding].max());
+        using (var first0 = flat.narrow(0, 0, 1)) first0.PlusInPlace(tensors[VisionTransformerNames.PatchEmbedding].max());
         SafeTensorsWriter.Save(file, tensors);
 
         Assert.AreNotEqual(first, Fingerprint("c.safetensors"));

@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Cli;
 using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,7 +33,7 @@ public sealed class MergeCommandTests
         {
             var model = shapes.ToDictionary(kv => kv.Key, kv => from is null
                 ? randn(kv.Value, generator: generator)
-                : from[kv.Key] + 0.1 * randn(kv.Value, generator: generator));
+                : from[kv.Key].Plus(randn(kv.Value, generator: generator).Times(0.1)));
             model["position_ids"] = arange(0L, 3L);
             return model;
         }

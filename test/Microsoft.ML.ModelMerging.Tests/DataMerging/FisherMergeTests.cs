@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.DataMerging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
@@ -53,7 +54,7 @@ public sealed class FisherMergeTests
         var generator = new Generator(21);
         // Fishers spanning many magnitudes, with exact zeros where ε decides.
         var fishers = data.Experts.Select(e => (IReadOnlyDictionary<string, Tensor>)e.ToDictionary(kv => kv.Key,
-            kv => (randn(kv.Value.shape, generator: generator) * 4).exp() * 1e-5 * (rand(kv.Value.shape, generator: generator) > 0.2), StringComparer.Ordinal)).ToList();
+            kv => (randn(kv.Value.shape, generator: generator).Times(4)).exp().Times(1e-5) * (rand(kv.Value.shape, generator: generator) > 0.2), StringComparer.Ordinal)).ToList();
         const double epsilon = 1e-6;
 
         var merged = FisherMerge.Merge(data.Config, data.ExpertList, fishers, epsilon);
@@ -93,8 +94,8 @@ public sealed class FisherMergeTests
             data.Config, data.Experts[i], t.Head!.Weight, t.Head.Bias!, t.Images, labels[i])).ToList();
         foreach (var (name, _) in VisionTransformerNames.Shapes(data.Config))
         {
-            Tensor w0 = fishers[0][name] + 1e-6, w1 = fishers[1][name] + 1e-6;
-            Tensor expected = (w0 * data.Experts[0][name].to(ScalarType.Float64) + w1 * data.Experts[1][name].to(ScalarType.Float64)) / (w0 + w1);
+            Tensor w0 = fishers[0][name].PlusScalar(1e-6), w1 = fishers[1][name].PlusScalar(1e-6);
+            Tensor expected = ((w0 * data.Experts[0][name].to(ScalarType.Float64)).Plus(w1 * data.Experts[1][name].to(ScalarType.Float64))) / (w0.Plus(w1));
             Assert.IsLessThan(1e-4, ModelTestData.MaxAbsDiff(merged[name], expected), name);
         }
 

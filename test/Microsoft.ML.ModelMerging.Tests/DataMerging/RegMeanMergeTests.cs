@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.DataMerging;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
@@ -52,8 +53,8 @@ public sealed class RegMeanMergeTests
         var grams = data.Experts.Select(e => (IReadOnlyDictionary<string, Tensor>)linears.ToDictionary(p => p, p =>
         {
             long inputs = e[VisionTransformerNames.Weight(p)].shape[1];
-            Tensor x = randn([3 * inputs, inputs], ScalarType.Float64, generator: generator) * (rand([inputs], ScalarType.Float64, generator: generator) * 3);
-            return x.t().matmul(x) / x.shape[0];
+            Tensor x = randn([3 * inputs, inputs], ScalarType.Float64, generator: generator) * (rand([inputs], ScalarType.Float64, generator: generator).Times(3));
+            return x.t().matmul(x).DividedBy(x.shape[0]);
         }, StringComparer.Ordinal)).ToList();
 
         var merged = RegMeanMerge.Merge(data.Config, data.ExpertList, grams, alpha);
@@ -64,7 +65,7 @@ public sealed class RegMeanMergeTests
             Tensor w = merged[name].to(ScalarType.Float64);
             if (!linearWeights.Contains(name))
             {
-                Tensor mean = data.Experts.Select(e => e[name].to(ScalarType.Float64)).Aggregate((a, b) => a + b) / 3;
+                Tensor mean = data.Experts.Select(e => e[name].to(ScalarType.Float64)).Aggregate((a, b) => a.Plus(b)).DividedBy(3);
                 Assert.IsLessThan(1e-6, ModelTestData.MaxAbsDiff(w, mean), name);
                 continue;
             }
@@ -75,7 +76,7 @@ public sealed class RegMeanMergeTests
             for (int i = 0; i < 3; i++)
             {
                 Tensor g = grams[i][prefix];
-                Tensor reduced = g * alpha + diag(g.diagonal()) * (1 - alpha);
+                Tensor reduced = g.Times(alpha).Plus(diag(g.diagonal()).Times(1 - alpha));
                 Tensor wi = data.Experts[i][name].to(ScalarType.Float64);
                 residual += reduced.matmul(w.t() - wi.t());
                 scale = scale.maximum(reduced.matmul(wi.t()).abs().max());
@@ -97,7 +98,7 @@ public sealed class RegMeanMergeTests
         {
             long inputs = e[VisionTransformerNames.Weight(p)].shape[1];
             Tensor x = randn([inputs, inputs], ScalarType.Float64, generator: generator);
-            return x.t().matmul(x) + eye(inputs, dtype: ScalarType.Float64);
+            return x.t().matmul(x).Plus(eye(inputs, dtype: ScalarType.Float64));
         }, StringComparer.Ordinal)).ToList();
 
         var merged = RegMeanMerge.Merge(data.Config, data.ExpertList, grams, alpha: 0);
@@ -137,7 +138,7 @@ public sealed class RegMeanMergeTests
 
         // And it is not the plain average: the inputs matter.
         string fc1 = VisionTransformerNames.Weight(VisionTransformerNames.Layer(1).Fc1);
-        Tensor average = (data.Experts[0][fc1] + data.Experts[1][fc1]) / 2;
+        Tensor average = (data.Experts[0][fc1].Plus(data.Experts[1][fc1])).DividedBy(2);
         Assert.IsGreaterThan(1e-3, ModelTestData.MaxAbsDiff(merged[fc1], average));
     }
 

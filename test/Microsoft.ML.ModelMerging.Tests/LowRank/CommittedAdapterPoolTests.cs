@@ -5,6 +5,7 @@ using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Onnx;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
 using static TorchSharp.torch;
@@ -145,13 +146,13 @@ public sealed class CommittedAdapterPoolTests
                     Tensor b = file.ReadTensor(PeftAdapterFolder.NameOfB(prefix)).to_type(ScalarType.Float64);
                     sumB += b;
                     sumDeltaA += a - a0;
-                    sumDense += options.Scale * b.matmul(a);
+                    sumDense += b.matmul(a).Times(options.Scale);
                 }
                 string weight = VisionTransformerNames.Weight(prefix);
                 Tensor w0 = pool.Pretrained[weight].to_type(ScalarType.Float64);
-                Tensor expected = w0 + options.Scale * (lambda * sumB).matmul(a0 + lambda * sumDeltaA);
+                Tensor expected = w0.Plus((sumB.Times(lambda)).matmul(a0.Plus(sumDeltaA.Times(lambda))).Times(options.Scale));
                 Assert.IsLessThanOrEqualTo(1e-6, (factors[weight].to_type(ScalarType.Float64) - expected).abs().max().item<double>(), weight);
-                Assert.IsLessThanOrEqualTo(1e-6, (delta[weight].to_type(ScalarType.Float64) - (w0 + lambda * sumDense)).abs().max().item<double>(), weight);
+                Assert.IsLessThanOrEqualTo(1e-6, (delta[weight].to_type(ScalarType.Float64) - (w0.Plus(sumDense.Times(lambda)))).abs().max().item<double>(), weight);
                 Assert.IsGreaterThan(1e-3, (factors[weight] - delta[weight]).abs().max().item<float>(), $"{weight}: the two spaces give different layers");
             }
         }

@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -59,12 +60,12 @@ public sealed class LoraAdapterTests
         var m = adapter.Modules[0];
         Tensor a0 = m.A0.clone();
         Set(m.B, Noise(m.B.shape, 1));
-        Set(m.A, m.A + Noise(m.A.shape, 2)); // moving A must not change the linearised module when B0 = 0
+        Set(m.A, m.A.Plus(Noise(m.A.shape, 2))); // moving A must not change the linearised module when B0 = 0
         Tensor x = Noise([3, 5, Config.Width], 4);
         Tensor zero = zeros(3, 5, Config.Width);
 
         Tensor output = adapter.Apply(m.Target.Prefix, x, zero);
-        Tensor expected = 3.0 * x.matmul(a0.t()).matmul(m.B.detach().t());
+        Tensor expected = x.matmul(a0.t()).matmul(m.B.detach().t()).Times(3.0);
         Assert.IsLessThan(1e-5, ModelTestData.MaxAbsDiff(expected, output));
 
         output.sum().backward();
@@ -90,20 +91,20 @@ public sealed class LoraAdapterTests
         Assert.IsFalse(linearised.Modules[0].B0IsZero);
         Tensor x = Noise([4, 6], 5, f64), zero = zeros(4, 5, dtype: f64);
 
-        Set(linearised.Modules[0].A, a0 + dA);
-        Set(linearised.Modules[0].B, b0 + dB);
+        Set(linearised.Modules[0].A, a0.Plus(dA));
+        Set(linearised.Modules[0].B, b0.Plus(dB));
         Tensor fLin = linearised.Apply(target.Prefix, x, zero);
 
         Tensor Lora(double t)
         {
-            Set(lora.Modules[0].A, a0 + t * dA);
-            Set(lora.Modules[0].B, b0 + t * dB);
+            Set(lora.Modules[0].A, a0.Plus(dA.Times(t)));
+            Set(lora.Modules[0].B, b0.Plus(dB.Times(t)));
             using var noGrad = no_grad();
             return lora.Apply(target.Prefix, x, zero);
         }
         const double h = 1e-4;
-        Tensor jvp = (Lora(h) - Lora(-h)) / (2 * h);
-        Tensor expected = Lora(0) + jvp;
+        Tensor jvp = (Lora(h) - Lora(-h)).DividedBy(2 * h);
+        Tensor expected = Lora(0).Plus(jvp);
         Assert.IsLessThan(1e-6, ModelTestData.MaxAbsDiff(expected, fLin));
         // ... and it is not the LoRA module itself (the second-order term s·dB·dA·x is left out).
         Assert.IsGreaterThan(1e-2, ModelTestData.MaxAbsDiff(Lora(1), fLin));
@@ -121,7 +122,7 @@ public sealed class LoraAdapterTests
         {
             using var adapter = LoraAdapter.Initialize(Config, new LoraOptions { Rank = 4, Alpha = 8, Targets = ["q_proj", "v_proj", "out_proj", "fc2"], Linearized = linearized, Seed = 1 });
             ulong seed = 20;
-            foreach (var p in adapter.Trainable) Set(p, 0.3 * Noise(p.shape, seed++));
+            foreach (var p in adapter.Trainable) Set(p, Noise(p.shape, seed++).Times(0.3));
 
             Tensor hooked = VisionTransformer.Forward(Config, weights, images, adapter.Hooks);
             var dense = adapter.Densify(weights);

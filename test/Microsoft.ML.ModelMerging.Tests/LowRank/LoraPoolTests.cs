@@ -5,6 +5,7 @@ using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
 using Microsoft.ML.ModelMerging.Zoo;
 using TorchSharp;
@@ -46,7 +47,7 @@ public sealed class LoraPoolTests
     {
         var adapter = LoraAdapter.Initialize(Config, options);
         using var noGrad = no_grad();
-        foreach (var m in adapter.Modules) m.B.copy_(0.1 * randn(m.B.shape, generator: new Generator(seed++)));
+        foreach (var m in adapter.Modules) m.B.copy_(randn(m.B.shape, generator: new Generator(seed++)).Times(0.1));
         return adapter;
     }
 
@@ -180,7 +181,7 @@ public sealed class LoraPoolTests
         using var model = MergeAlgorithmRegistry.Default.Get("task-arithmetic").Run(pool, MergeParameters.Parse("lambda=0.5"), new AlgorithmContext());
         var weights = model.Parts[0].Exporter.Weights;
         string v1 = VisionTransformerNames.Weight(VisionTransformerNames.Layer(1).VProj);
-        var expected = pool.Pretrained[v1] + 0.5 * ((pool.Expert("shapes")[v1] - pool.Pretrained[v1]) + (pool.Expert("stripes")[v1] - pool.Pretrained[v1]));
+        var expected = pool.Pretrained[v1].Plus(((pool.Expert("shapes")[v1] - pool.Pretrained[v1]).Plus(pool.Expert("stripes")[v1] - pool.Pretrained[v1])).Times(0.5));
         Assert.IsLessThanOrEqualTo(1e-6, (weights[v1] - expected).abs().max().item<float>());
         var test = pool.LoadData("shapes").Test;
         double accuracy = ExpertTrainer.Accuracy(pool.Config, weights, pool.Head("shapes"), test);

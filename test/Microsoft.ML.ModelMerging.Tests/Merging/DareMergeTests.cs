@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -187,7 +188,7 @@ public sealed class DareMergeTests
         using var scope = NewDisposeScope();
         var g = new Generator(8);
         var baseModel = new Dictionary<string, Tensor> { ["a.weight"] = randn(new long[] { 300, 257 }, generator: g), ["b.bias"] = randn(new long[] { 999 }, generator: g) };
-        var experts = Enumerable.Range(0, 3).Select(_ => baseModel.ToDictionary(kv => kv.Key, kv => kv.Value + randn(kv.Value.shape, generator: g) * 0.1)).ToList();
+        var experts = Enumerable.Range(0, 3).Select(_ => baseModel.ToDictionary(kv => kv.Key, kv => kv.Value.Plus(randn(kv.Value.shape, generator: g).Times(0.1)))).ToList();
         SafeTensorsWriter.Save(dir.File("base.safetensors"), baseModel);
         var paths = experts.Select((e, i) => { SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), e); return dir.File($"e{i}.safetensors"); }).ToArray();
         var values = MergeParameters.Parse(["seed=4", .. parameters.Split(';')]);

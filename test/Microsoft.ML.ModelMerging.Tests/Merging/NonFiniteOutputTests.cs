@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
+using Microsoft.ML.ModelMerging.TensorMath;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Tests.Merging;
@@ -11,7 +12,7 @@ public sealed class NonFiniteOutputTests
     private static (string Base, string Expert) Write(TempDirectory dir, float expertScale)
     {
         var baseModel = new Dictionary<string, Tensor> { ["a.weight"] = ones(4, 4), ["b.weight"] = ones(8) };
-        var expert = new Dictionary<string, Tensor> { ["a.weight"] = ones(4, 4), ["b.weight"] = ones(8) * expertScale };
+        var expert = new Dictionary<string, Tensor> { ["a.weight"] = ones(4, 4), ["b.weight"] = ones(8).Times(expertScale) };
         SafeTensorsWriter.Save(dir.File("base.safetensors"), baseModel);
         SafeTensorsWriter.Save(dir.File("expert.safetensors"), expert);
         return (dir.File("base.safetensors"), dir.File("expert.safetensors"));

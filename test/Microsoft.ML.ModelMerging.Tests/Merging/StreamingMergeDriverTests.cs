@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Runtime;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -22,7 +23,7 @@ public sealed class StreamingMergeDriverTests
                 ["blocks.1.weight"] = new long[] { 8, 16 }, ["embed"] = new long[] { 5, 8 }, ["head.weight"] = new long[] { 3, 8 },
                 ["logit_scale"] = Array.Empty<long>(),
             };
-            var model = shapes.ToDictionary(kv => kv.Key, kv => from is null ? randn(kv.Value, generator: g) : from[kv.Key] + 0.1 * randn(kv.Value, generator: g));
+            var model = shapes.ToDictionary(kv => kv.Key, kv => from is null ? randn(kv.Value, generator: g) : from[kv.Key].Plus(randn(kv.Value, generator: g).Times(0.1)));
             model["position_ids"] = arange(0L, 5L);
             return model;
         }
@@ -284,7 +285,7 @@ public sealed class StreamingMergeDriverTests
     {
         var g = new Generator(3);
         var baseTensors = new Dictionary<string, Tensor> { ["big"] = randn(1501, 999, generator: g), ["small"] = randn(3, generator: g) };
-        var experts = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value + (0.01 * randn(kv.Value.shape, generator: g)))).ToList();
+        var experts = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value.Plus((randn(kv.Value.shape, generator: g).Times(0.01))))).ToList();
         SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
         for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
         return (dir.File("base.safetensors"), [dir.File("e0.safetensors"), dir.File("e1.safetensors")], baseTensors, experts);
@@ -331,7 +332,7 @@ public sealed class StreamingMergeDriverTests
         {
             var magnitudes = baseTensors.Keys.SelectMany(name =>
             {
-                using var tau = (e[name] - baseTensors[name]) * weights[i];
+                using var tau = (e[name] - baseTensors[name]).Times(weights[i]);
                 return tau.abs().flatten().data<float>().ToArray();
             }).OrderByDescending(v => v).ToArray();
             return magnitudes[MagnitudePruning.ThresholdRank(magnitudes.Length, keep) - 1];
@@ -369,9 +370,9 @@ public sealed class StreamingMergeDriverTests
     {
         var g = new Generator((ulong)seed);
         var shapes = new Dictionary<string, long[]> { ["w"] = [300, 257], ["b"] = [257], ["v"] = [33] };
-        var baseTensors = shapes.ToDictionary(kv => kv.Key, kv => randint(-64, 64, kv.Value, generator: g).to_type(ScalarType.Float32) / 8);
+        var baseTensors = shapes.ToDictionary(kv => kv.Key, kv => randint(-64, 64, kv.Value, generator: g).to_type(ScalarType.Float32).DividedBy(8));
         var experts = Enumerable.Range(0, 4).Select(_ => baseTensors.ToDictionary(kv => kv.Key,
-            kv => kv.Value + (randint(lowest, 4, kv.Value.shape, generator: g).to_type(ScalarType.Float32) / 4))).ToList();
+            kv => kv.Value.Plus((randint(lowest, 4, kv.Value.shape, generator: g).to_type(ScalarType.Float32).DividedBy(4))))).ToList();
         SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
         for (int i = 0; i < experts.Count; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), experts[i]);
         return (dir.File("base.safetensors"), [.. Enumerable.Range(0, 4).Select(i => dir.File($"e{i}.safetensors"))], baseTensors, experts);
@@ -463,7 +464,7 @@ public sealed class StreamingMergeDriverTests
         using var dir = new TempDirectory();
         var g = new Generator(9);
         var baseTensors = new Dictionary<string, Tensor> { ["empty"] = zeros(0, 4), ["w"] = randn(70, 1000, generator: g) };
-        var expertTensors = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value + (0.01 * randn(kv.Value.shape, generator: g)))).ToList();
+        var expertTensors = Enumerable.Range(0, 2).Select(_ => baseTensors.ToDictionary(kv => kv.Key, kv => kv.Value.Plus((randn(kv.Value.shape, generator: g).Times(0.01))))).ToList();
         SafeTensorsWriter.Save(dir.File("base.safetensors"), baseTensors);
         for (int i = 0; i < 2; i++) SafeTensorsWriter.Save(dir.File($"e{i}.safetensors"), expertTensors[i]);
         var inMemory = new InMemoryMergeDriver().Merge(MergeMethodRegistry.Default.Create(method), baseTensors, expertTensors.Cast<IReadOnlyDictionary<string, Tensor>>().ToList());

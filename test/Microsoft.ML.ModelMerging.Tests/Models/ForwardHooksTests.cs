@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Tests.Models;
@@ -179,7 +180,7 @@ public sealed class ForwardHooksTests
             LinearAdapter = (name, input, output) =>
             {
                 names.Add(name);
-                return output + zeros_like(output);
+                return output.Plus(zeros_like(output));
             },
         };
 
@@ -200,20 +201,20 @@ public sealed class ForwardHooksTests
         var generator = new TorchSharp.torch.Generator(17);
         var adapted = new Dictionary<string, (Tensor A, Tensor B)>
         {
-            [VisionTransformerNames.Layer(0).VProj] = (randn(2, Config.Width, generator: generator), randn(Config.Width, 2, generator: generator) * 0.2),
-            [VisionTransformerNames.Layer(1).Fc1] = (randn(2, Config.Width, generator: generator), randn(Config.MlpSize, 2, generator: generator) * 0.2),
+            [VisionTransformerNames.Layer(0).VProj] = (randn(2, Config.Width, generator: generator), randn(Config.Width, 2, generator: generator).Times(0.2)),
+            [VisionTransformerNames.Layer(1).Fc1] = (randn(2, Config.Width, generator: generator), randn(Config.MlpSize, 2, generator: generator).Times(0.2)),
         };
         var mergedWeights = new Dictionary<string, Tensor>(weights);
         foreach (var (prefix, (a, b)) in adapted)
         {
             string weight = VisionTransformerNames.Weight(prefix);
-            mergedWeights[weight] = weights[weight] + b.matmul(a);
+            mergedWeights[weight] = weights[weight].Plus(b.matmul(a));
         }
 
         var hooks = new ForwardHooks
         {
             LinearAdapter = (name, input, output) =>
-                adapted.TryGetValue(name, out var lora) ? output + input.matmul(lora.A.t()).matmul(lora.B.t()) : output,
+                adapted.TryGetValue(name, out var lora) ? output.Plus(input.matmul(lora.A.t()).matmul(lora.B.t())) : output,
         };
         Tensor withAdapter = VisionTransformer.Forward(Config, weights, images, hooks);
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -53,7 +54,7 @@ internal static class ModelTestData
             Tensor noise = randn(shape, generator: generator);
             bool norm = name.Contains("norm", StringComparison.Ordinal) || name.Contains("layrnorm", StringComparison.Ordinal);
             bool bias = name.EndsWith(".bias", StringComparison.Ordinal);
-            weights[name] = norm && !bias ? 1 + 0.1 * noise : (bias ? 0.1 : 0.3) * noise;
+            weights[name] = norm && !bias ? noise.Times(0.1).PlusScalar(1) : noise.Times(bias ? 0.1 : 0.3);
         }
 
         return weights;
@@ -68,5 +69,5 @@ internal static class ModelTestData
 
     /// <summary>A per-channel scale 1 + k/16 along the last dimension (like a non-local merging correction).</summary>
     public static Tensor ChannelScale(Tensor activation) =>
-        1 + arange(activation.shape[^1], dtype: activation.dtype, device: activation.device) / 16;
+        arange(activation.shape[^1], dtype: activation.dtype, device: activation.device).DividedBy(16).PlusScalar(1);
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -29,15 +30,15 @@ internal static class ReferenceVisionTransformer
         Tensor patches = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p);
         Tensor embedded = patches.matmul(W(VisionTransformerNames.PatchEmbedding).reshape(d, c * p * p).t());
         Tensor cls = W(VisionTransformerNames.ClassEmbedding).reshape(1, 1, d).repeat(b, 1, 1);
-        Tensor h = cat([cls, embedded], 1) + W(VisionTransformerNames.PositionEmbedding);
+        Tensor h = cat([cls, embedded], 1).Plus(W(VisionTransformerNames.PositionEmbedding));
 
         h = LayerNorm(h, W, VisionTransformerNames.PreLayerNorm, config.LayerNormEps);
         for (int layer = 0; layer < config.Layers; layer++)
         {
             var names = VisionTransformerNames.Layer(layer);
-            h = h + Attention(config, LayerNorm(h, W, names.LayerNorm1, config.LayerNormEps), W, names);
+            h = h.Plus(Attention(config, LayerNorm(h, W, names.LayerNorm1, config.LayerNormEps), W, names));
             Tensor hidden = Affine(LayerNorm(h, W, names.LayerNorm2, config.LayerNormEps), W, names.Fc1);
-            h = h + Affine(Activation(config.Activation, hidden), W, names.Fc2);
+            h = h.Plus(Affine(Activation(config.Activation, hidden), W, names.Fc2));
         }
 
         Tensor features = LayerNorm(h[.., 0, ..], W, VisionTransformerNames.PostLayerNorm, config.LayerNormEps);
@@ -46,19 +47,19 @@ internal static class ReferenceVisionTransformer
 
     public static Tensor Activation(VisionActivation activation, Tensor x) => activation switch
     {
-        VisionActivation.QuickGelu => x / (1 + exp(-1.702 * x)),
-        VisionActivation.Gelu => 0.5 * x * (1 + special.erf(x / Math.Sqrt(2))),
+        VisionActivation.QuickGelu => x / (exp(x.Times(-1.702)).PlusScalar(1)),
+        VisionActivation.Gelu => x.Times(0.5) * (special.erf(x.DividedBy(Math.Sqrt(2))).PlusScalar(1)),
         _ => throw new ArgumentOutOfRangeException(nameof(activation)),
     };
 
     public static Tensor Affine(Tensor x, Func<string, Tensor> w, string prefix) =>
-        x.matmul(w(prefix + ".weight").t()) + w(prefix + ".bias");
+        x.matmul(w(prefix + ".weight").t()).Plus(w(prefix + ".bias"));
 
     private static Tensor LayerNorm(Tensor x, Func<string, Tensor> w, string prefix, double eps)
     {
         Tensor mu = x.mean([-1L], keepdim: true);
         Tensor variance = (x - mu).pow(2).mean([-1L], keepdim: true);
-        return (x - mu) / sqrt(variance + eps) * w(prefix + ".weight") + w(prefix + ".bias");
+        return ((x - mu) / sqrt(variance.PlusScalar(eps)) * w(prefix + ".weight")).Plus(w(prefix + ".bias"));
     }
 
     private static Tensor Attention(VisionTransformerConfig config, Tensor x, Func<string, Tensor> w, EncoderLayerNames names)
@@ -66,7 +67,7 @@ internal static class ReferenceVisionTransformer
         long b = x.shape[0], t = x.shape[1], heads = config.Heads, size = config.HeadSize;
         Tensor Heads(Tensor y) => y.reshape(b, t, heads, size).permute(0, 2, 1, 3);
         Tensor q = Heads(Affine(x, w, names.QProj)), k = Heads(Affine(x, w, names.KProj)), v = Heads(Affine(x, w, names.VProj));
-        Tensor scores = q.matmul(k.transpose(-1, -2)) / Math.Sqrt(size);
+        Tensor scores = q.matmul(k.transpose(-1, -2)).DividedBy(Math.Sqrt(size));
         Tensor e = exp(scores - scores.amax([-1L], keepdim: true));
         Tensor probabilities = e / e.sum([-1L], keepdim: true);
         Tensor context = probabilities.matmul(v).permute(0, 2, 1, 3).reshape(b, t, config.Width);

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Tests.Models;
@@ -79,7 +80,7 @@ public sealed class VisionTransformerForwardTests
         var config = ModelTestData.TinyGray();
         using var first = VisionTransformer.Create(config, seed: 1);
         using var second = VisionTransformer.Create(config, seed: 2);
-        var average = first.Weights.ToDictionary(kv => kv.Key, kv => (kv.Value + second.Weights[kv.Key]).detach() / 2);
+        var average = first.Weights.ToDictionary(kv => kv.Key, kv => (kv.Value.Plus(second.Weights[kv.Key])).detach().DividedBy(2));
         using var merged = VisionTransformer.FromState(config, average);
         Tensor images = ModelTestData.Images(config, batch: 4, seed: 5);
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.ModelMerging.Tests.Models;
@@ -36,7 +37,7 @@ public sealed class VisionTransformerStateTests
         using var model = VisionTransformer.FromState(Config, state);
         Tensor before = model.NamedParameters[VisionTransformerNames.ClassEmbedding].clone();
 
-        state[VisionTransformerNames.ClassEmbedding].add_(1);
+        state[VisionTransformerNames.ClassEmbedding].PlusScalarInPlace(1);
 
         Assert.IsTrue(ModelTestData.Identical(before, model.NamedParameters[VisionTransformerNames.ClassEmbedding]));
     }

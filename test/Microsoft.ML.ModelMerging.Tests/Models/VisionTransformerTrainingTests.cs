@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,7 +47,7 @@ public sealed class VisionTransformerTrainingTests
     {
         var generator = new Generator((ulong)seed);
         Tensor labels = arange(count, dtype: ScalarType.Int64) % 4;
-        Tensor images = rand([count, 1, config.ImageSize, config.ImageSize], generator: generator) * 0.3;
+        Tensor images = rand([count, 1, config.ImageSize, config.ImageSize], generator: generator).Times(0.3);
         int half = config.ImageSize / 2;
         for (int i = 0; i < count; i++)
         {

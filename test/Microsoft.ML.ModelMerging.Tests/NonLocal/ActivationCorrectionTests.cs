@@ -3,6 +3,7 @@ using Microsoft.ML.ModelMerging.Algorithms;
 using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
 using static TorchSharp.torch;
 
@@ -42,10 +43,10 @@ public sealed class ActivationCorrectionTests
             var (expertMean, expertVariance) = expert[site];
             var (mean, variance) = corrected[site];
             double meanGap = mean.sub(expertMean).abs().max().item<double>();
-            double varianceGap = variance.sub(expertVariance).abs().div(expertVariance.clamp_min(1e-2)).max().item<double>();
+            double varianceGap = variance.sub(expertVariance).abs().div(expertVariance.AtLeast(1e-2)).max().item<double>();
             Assert.IsLessThan(1e-4, meanGap, $"mean at {site}");
             Assert.IsLessThan(1e-4, varianceGap, $"variance at {site} (relative)");
-            largestGapBefore = Math.Max(largestGapBefore, uncorrected[site].Variance.sub(expertVariance).abs().div(expertVariance.clamp_min(1e-2)).max().item<double>());
+            largestGapBefore = Math.Max(largestGapBefore, uncorrected[site].Variance.sub(expertVariance).abs().div(expertVariance.AtLeast(1e-2)).max().item<double>());
         }
 
         Assert.IsGreaterThan(0.05, largestGapBefore, "the merge changed the statistics, so the test can tell a correction from none");

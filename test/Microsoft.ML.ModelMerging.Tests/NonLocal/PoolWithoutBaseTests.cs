@@ -4,6 +4,7 @@ using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using static Microsoft.ML.ModelMerging.Tests.NonLocal.TactTestData;
 using static TorchSharp.torch;
@@ -39,7 +40,7 @@ public sealed class PoolWithoutBaseTests
         {
             // The reference: the experts' mean in float64, without any base.
             using var scope = NewDisposeScope();
-            Tensor mean = pool.Experts.Select(e => e[name].to_type(ScalarType.Float64)).Aggregate((a, b) => a.add(b)).div(pool.Experts.Count);
+            Tensor mean = pool.Experts.Select(e => e[name].to_type(ScalarType.Float64)).Aggregate((a, b) => a.Plus(b)).DividedBy(pool.Experts.Count);
             Assert.AreEqual(ScalarType.Float32, value.dtype, name);
             worst = Math.Max(worst, value.to_type(ScalarType.Float64).sub(mean).abs().max().item<double>());
         }

@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Onnx.Proto;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
@@ -240,7 +241,7 @@ public sealed class DenseVitOnnxExporterTests
 
         CollectionAssert.AreEqual(first, second);
         using var scope = NewDisposeScope();
-        fixture.Weights[VisionTransformerNames.ClassEmbedding].add_(1e-3);
+        fixture.Weights[VisionTransformerNames.ClassEmbedding].PlusScalarInPlace(1e-3);
         CollectionAssert.AreNotEqual(first, fixture.Exporter(options).Export());
     }
 

@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -48,8 +49,8 @@ public sealed class MlpExtensionPointTests
         var config = ModelTestData.TinyGray(activation: VisionActivation.QuickGelu);
         var weights = ModelTestData.RandomWeights(config, seed: 21);
         var generator = new Generator(22);
-        var routers = Enumerable.Range(0, config.Layers).Select(_ => 0.5 * randn([config.Width, Experts], generator: generator)).ToList();
-        var taskVectors = Enumerable.Range(0, config.Layers).Select(_ => 0.1 * randn([Experts, (long)config.MlpSize * config.Width], generator: generator)).ToList();
+        var routers = Enumerable.Range(0, config.Layers).Select(_ => randn([config.Width, Experts], generator: generator).Times(0.5)).ToList();
+        var taskVectors = Enumerable.Range(0, config.Layers).Select(_ => randn([Experts, (long)config.MlpSize * config.Width], generator: generator).Times(0.1)).ToList();
         using var head = ClassificationHead.CreateLinear(["a", "b", "c"], config.FeatureDim, seed: 23);
         var exporter = new RoutedFc1Exporter(config, weights, [new OnnxTaskHead("t", head)], routers, taskVectors,
             new VitOnnxExportOptions { Scores = OnnxScoreKind.Logits });
@@ -60,8 +61,8 @@ public sealed class MlpExtensionPointTests
             {
                 var names = VisionTransformerNames.Layer(block);
                 Tensor r = x.mean([1]).matmul(routers[block]);                                                       // [B,E]
-                Tensor w = r.matmul(taskVectors[block]).view(-1, config.MlpSize, config.Width) + weights[VisionTransformerNames.Weight(names.Fc1)];
-                Tensor hidden = x.bmm(w.transpose(1, 2)) + weights[VisionTransformerNames.Bias(names.Fc1)];
+                Tensor w = r.matmul(taskVectors[block]).view(-1, config.MlpSize, config.Width).Plus(weights[VisionTransformerNames.Weight(names.Fc1)]);
+                Tensor hidden = x.bmm(w.transpose(1, 2)).Plus(weights[VisionTransformerNames.Bias(names.Fc1)]);
                 return nn.functional.linear(config.Activation.Apply(hidden),
                     weights[VisionTransformerNames.Weight(names.Fc2)], weights[VisionTransformerNames.Bias(names.Fc2)]);
             },

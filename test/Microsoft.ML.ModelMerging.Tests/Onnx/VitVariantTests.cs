@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -27,7 +28,7 @@ public sealed class VitVariantTests
                 for (int block = site == ActivationSite.Embeddings ? -1 : 0; block < (site == ActivationSite.Embeddings ? 0 : config.Layers); block++)
                 {
                     long channels = site == ActivationSite.MlpHidden ? config.MlpSize : config.Width;
-                    _affine[(site, block)] = (1 + 0.2 * randn([channels], generator: generator), 0.1 * randn([channels], generator: generator));
+                    _affine[(site, block)] = (randn([channels], generator: generator).Times(0.2).PlusScalar(1), randn([channels], generator: generator).Times(0.1));
                 }
             }
 
@@ -36,15 +37,15 @@ public sealed class VitVariantTests
                 var names = VisionTransformerNames.Layer(block);
                 foreach (var (prefix, inputs, outputs) in new[] { (names.QProj, config.Width, config.Width), (names.VProj, config.Width, config.Width), (names.Fc1, config.Width, config.MlpSize) })
                 {
-                    _adapters[prefix] = (0.3 * randn([2, inputs], generator: generator), 0.3 * randn([outputs, 2], generator: generator));
+                    _adapters[prefix] = (randn([2, inputs], generator: generator).Times(0.3), randn([outputs, 2], generator: generator).Times(0.3));
                 }
             }
 
             Forward = new ForwardHooks
             {
-                SiteTransform = (site, block, x) => x * _affine[(site, block)].Scale + _affine[(site, block)].Shift,
+                SiteTransform = (site, block, x) => (x * _affine[(site, block)].Scale).Plus(_affine[(site, block)].Shift),
                 LinearAdapter = (prefix, input, output) =>
-                    _adapters.TryGetValue(prefix, out var ab) ? output + input.matmul(ab.A.t()).matmul(ab.B.t()) : output,
+                    _adapters.TryGetValue(prefix, out var ab) ? output.Plus(input.matmul(ab.A.t()).matmul(ab.B.t())) : output,
             };
             Onnx = new OnnxForwardHooks
             {

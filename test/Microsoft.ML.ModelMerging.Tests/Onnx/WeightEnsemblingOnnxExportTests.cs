@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Tests.Zoo;
@@ -35,7 +36,7 @@ public sealed class WeightEnsemblingOnnxExportTests
         using var noGrad = no_grad();
         foreach (var (_, parameter) in model.RouterParameters.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            parameter.add_(randn(parameter.shape, generator: generator) * 0.3);
+            parameter.PlusInPlace(randn(parameter.shape, generator: generator).Times(0.3));
         }
 
         return model;

@@ -2,6 +2,7 @@ using Microsoft.ML.ModelMerging.Adaptation;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Onnx;
 using Microsoft.ML.ModelMerging.Onnx.Proto;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Adaptation;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using TorchSharp;
@@ -39,7 +40,7 @@ public sealed class WeightEnsemblingOnnxExporterTests
         using var noGrad = no_grad();
         foreach (var (_, parameter) in model.RouterParameters.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            parameter.add_(randn(parameter.shape, generator: generator) * scale);
+            parameter.PlusInPlace(randn(parameter.shape, generator: generator).Times(scale));
         }
     }
 
@@ -112,7 +113,7 @@ public sealed class WeightEnsemblingOnnxExporterTests
         // The routing is far from λ (the routers are not at their initialisation) and, when per sample, differs between samples.
         Tensor images = Pixels(data.Config, 9, seed: 200);
         var (_, routing) = model.ForwardWithRouting(images);                                                       // [L,B,E]
-        Assert.IsGreaterThan(0.1, (routing - (softmax ? 1.0 / 3 : WeightEnsemblingOptions.DefaultLambda)).abs().max().item<float>());
+        Assert.IsGreaterThan(0.1, (routing.MinusScalar(softmax ? 1.0 / 3 : WeightEnsemblingOptions.DefaultLambda)).abs().max().item<float>());
         double spread = routing.std([1]).max().item<float>();
         if (depth == 0 || batchReduce)
         {
@@ -136,7 +137,7 @@ public sealed class WeightEnsemblingOnnxExporterTests
         var pretrained = ModelTestData.RandomWeights(config, seed: 31);
         var generator = new Generator(32);
         var experts = Enumerable.Range(0, 4).Select(_ => (IReadOnlyDictionary<string, Tensor>)pretrained.ToDictionary(
-            kv => kv.Key, kv => kv.Value + (0.1 * randn(kv.Value.shape, generator: generator)), StringComparer.Ordinal)).ToList();
+            kv => kv.Key, kv => kv.Value.Plus((randn(kv.Value.shape, generator: generator).Times(0.1))), StringComparer.Ordinal)).ToList();
         using var model = WeightEnsemblingMoE.Create(config, pretrained, experts, new WeightEnsemblingOptions { RouterDepth = 2 });
         PerturbRouters(model, 0.5, seed: 33);
         using var head = ClassificationHead.Clip(["x", "y", "z"], randn(3, config.FeatureDim, generator: generator));
@@ -196,7 +197,7 @@ public sealed class WeightEnsemblingOnnxExporterTests
             return new[] { names.Fc1, names.Fc2 }.SelectMany(l => new[] { VisionTransformerNames.Weight(l), VisionTransformerNames.Bias(l) });
         }).ToHashSet(StringComparer.Ordinal);
         var roundedExperts = data.Experts.Select(expert => (IReadOnlyDictionary<string, Tensor>)expert.ToDictionary(kv => kv.Key, kv => mlpNames.Contains(kv.Key)
-            ? data.Pretrained[kv.Key] + (kv.Value - data.Pretrained[kv.Key]).to(ScalarType.Float16).to(ScalarType.Float32)
+            ? data.Pretrained[kv.Key].Plus((kv.Value - data.Pretrained[kv.Key]).to(ScalarType.Float16).to(ScalarType.Float32))
             : kv.Value, StringComparer.Ordinal)).ToList();
         using var rounded = WeightEnsemblingMoE.Create(data.Config, data.Pretrained, roundedExperts);
         PerturbRouters(rounded, 0.5, seed: 9);

@@ -3,6 +3,7 @@ using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using SkiaSharp;
 using TorchSharp;
@@ -39,10 +40,10 @@ public sealed class ClipSizeImagePipelineTests
         Assert.AreEqual(224, config.ImageSize);
         using (var scope = NewDisposeScope())
         {
-            var weights = ModelTestData.RandomWeights(config, seed: 8).ToDictionary(kv => kv.Key, kv => kv.Value * 0.5);
+            var weights = ModelTestData.RandomWeights(config, seed: 8).ToDictionary(kv => kv.Key, kv => kv.Value.Times(0.5));
             WriteModel(dir.File("base"), weights);
             var g = new Generator(9);
-            WriteModel(dir.File("expert"), weights.ToDictionary(kv => kv.Key, kv => kv.Value + 0.02 * randn(kv.Value.shape, generator: g)));
+            WriteModel(dir.File("expert"), weights.ToDictionary(kv => kv.Key, kv => kv.Value.Plus(randn(kv.Value.shape, generator: g).Times(0.02))));
         }
 
         DrawPhotos(dir.File("images"), ["red", "green", "blue"]);
@@ -66,7 +67,7 @@ public sealed class ClipSizeImagePipelineTests
 
         // Independently: θ0 + 0.3 τ, the pool's own reading of the files, the TorchSharp forward.
         using var scope2 = NewDisposeScope();
-        var merged = experts.Pretrained.ToDictionary(kv => kv.Key, kv => kv.Value + 0.3 * (experts.Experts[0][kv.Key] - kv.Value));
+        var merged = experts.Pretrained.ToDictionary(kv => kv.Key, kv => kv.Value.Plus((experts.Experts[0][kv.Key] - kv.Value).Times(0.3)));
         float[] ours = PreprocessedImageReader.ReadFiles(files, experts.Manifest.Preprocessing!);
         var expected = softmax(experts.Head("colors").Forward(VisionTransformer.Forward(experts.Config, merged, tensor(ours, [files.Length, 3, 224, 224]))), 1);
         for (int i = 0; i < files.Length; i++)

@@ -5,6 +5,7 @@ using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.MLNet;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Tests.Onnx;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -48,12 +49,12 @@ public sealed class HuggingFacePoolTests
         var config = VisionTransformerConfig.FromHuggingFaceConfig(ConfigJson, preprocessorConfigJson: PreprocessorJson);
         using (var scope = NewDisposeScope())
         {
-            var weights = ModelTestData.RandomWeights(config, seed: 5).ToDictionary(kv => kv.Key, kv => kv.Value * 0.5);
+            var weights = ModelTestData.RandomWeights(config, seed: 5).ToDictionary(kv => kv.Key, kv => kv.Value.Times(0.5));
             WriteModel("models/base", weights);
             s_experts = Tasks.Select((task, i) =>
             {
                 var g = new Generator((ulong)(20 + i));
-                return WriteModel($"models/{task}", weights.ToDictionary(kv => kv.Key, kv => kv.Value + 0.02 * randn(kv.Value.shape, generator: g)));
+                return WriteModel($"models/{task}", weights.ToDictionary(kv => kv.Key, kv => kv.Value.Plus(randn(kv.Value.shape, generator: g).Times(0.02))));
             }).ToArray();
 
             // A head as PyTorch saves an nn.Linear: no metadata, classes are the sub-folders.
@@ -197,7 +198,7 @@ public sealed class HuggingFacePoolTests
 
         using var scope = NewDisposeScope();
         var merged = pool.Pretrained.ToDictionary(kv => kv.Key,
-            kv => kv.Value + 0.3 * pool.Experts.Select(e => e[kv.Key] - kv.Value).Aggregate((a, b) => a + b));
+            kv => kv.Value.Plus(pool.Experts.Select(e => e[kv.Key] - kv.Value).Aggregate((a, b) => a.Plus(b)).Times(0.3)));
         float[] ours = PreprocessedImageReader.ReadFiles(files, pool.Manifest.Preprocessing!);
         var expected = softmax(pool.Head("colors").Forward(VisionTransformer.Forward(pool.Config, merged, tensor(ours, [files.Length, 3, 32, 32]))), 1);
         for (int i = 0; i < files.Length; i++)

@@ -1,4 +1,5 @@
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Training;
 using Microsoft.ML.ModelMerging.Zoo;
@@ -18,7 +19,7 @@ public sealed class ParameterGroupTests
         var half = new TorchSharp.Modules.Parameter(tensor(new float[] { 1f, -2f, 3f }));
         using var images = tensor(new float[] { 0.5f, -1f, 2f, 3f }).reshape(2, 2);
         using var labels = tensor(new long[] { 0, 0 });
-        Tensor Logits(Tensor x) => stack([x.matmul(full[..2]) + full[2], x.matmul(half[..2]) + half[2]], 1);
+        Tensor Logits(Tensor x) => stack([x.matmul(full[..2]).Plus(full[2]), x.matmul(half[..2]).Plus(half[2])], 1);
         // Two steps: the cosine schedule gives the first the full rate and the last zero.
         var options = new TrainingOptions { Epochs = 2, BatchSize = 2, LearningRate = 1e-2, WeightDecay = 0, WarmupFraction = 0 };
         ClassifierTrainer.Train(Logits, [new ParameterGroup([full]), new ParameterGroup([half], 0.5)], images, labels, options);
@@ -26,7 +27,7 @@ public sealed class ParameterGroupTests
         using var movedFull = (full.detach() - start).abs();
         using var movedHalf = (half.detach() - start).abs();
         Assert.IsTrue(movedFull.gt(0).all().item<bool>(), "every entry of the unscaled group moved");
-        Assert.IsLessThan(1e-6, (movedHalf * 2 - movedFull).abs().max().item<float>(), "the scaled group moved half as far");
+        Assert.IsLessThan(1e-6, (movedHalf.Times(2) - movedFull).abs().max().item<float>(), "the scaled group moved half as far");
         Assert.ThrowsExactly<ArgumentException>(() => ClassifierTrainer.Train(Logits, [new ParameterGroup([full], 0)], images, labels, options));
     }
 

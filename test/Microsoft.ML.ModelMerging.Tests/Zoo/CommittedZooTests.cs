@@ -1,6 +1,7 @@
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
 
@@ -73,7 +74,7 @@ public sealed class CommittedZooTests
         foreach (var (name, value) in mean.Weights)
         {
             if (value.numel() > 1) Assert.IsFalse(zero.Weights[name].eq(one.Weights[name]).all().item<bool>(), $"{name}: the foundations differ");
-            Assert.IsTrue(value.allclose((zero.Weights[name] + one.Weights[name]) / 2, rtol: 0, atol: 1e-6), $"{name}: the base is their mean");
+            Assert.IsTrue(value.allclose((zero.Weights[name].Plus(one.Weights[name])).DividedBy(2), rtol: 0, atol: 1e-6), $"{name}: the base is their mean");
         }
 
         for (int i = 0; i < manifest.Tasks.Count; i++)

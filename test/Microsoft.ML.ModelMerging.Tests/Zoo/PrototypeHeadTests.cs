@@ -1,5 +1,6 @@
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.TensorMath;
 using Microsoft.ML.ModelMerging.Tests.Models;
 using Microsoft.ML.ModelMerging.Zoo;
 using static TorchSharp.torch;
@@ -46,7 +47,7 @@ public sealed class PrototypeHeadTests
         using var cosines = nn.functional.normalize(VisionTransformer.Forward(config, weights, calibration.ToTensor()), dim: 1)
             .matmul(nn.functional.normalize(head.Weight, dim: 1).t());
         using var labels = calibration.LabelsToTensor();
-        double Loss(double s) => nn.functional.cross_entropy(cosines * s, labels).item<float>();
+        double Loss(double s) => nn.functional.cross_entropy(cosines.Times(s), labels).item<float>();
         foreach (double neighbour in new[] { Math.Pow(10, (k - 1) / 20), Math.Pow(10, (k + 1) / 20) })
             if (neighbour is >= 1 and <= 1000) Assert.IsLessThanOrEqualTo(Loss(neighbour) + 1e-6, Loss(scale), $"scale {scale} against {neighbour}");
         foreach (var t in weights.Values) t.Dispose();
