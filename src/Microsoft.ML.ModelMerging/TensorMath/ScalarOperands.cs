@@ -14,7 +14,8 @@ namespace Microsoft.ML.ModelMerging.TensorMath;
 /// failed internal assert in <c>Scalar::equal</c>, a double free, or, worse, a wrong value). The temporaries are not only
 /// the implicit conversions at a call site: <c>a + b</c>, <c>a.add(b)</c> and <c>a.add(2.0)</c> make an <c>alpha = 1</c>
 /// inside TorchSharp (<c>a - b</c> does not), <c>square()</c> is <c>pow(2)</c>, and <c>a * 0.5</c> converts inside the operator. Here the constant
-/// one is a process-lifetime root and every other scalar is disposed only after the native call.
+/// one is a process-lifetime root and every other scalar is disposed only after the native call. The numbers are doubles:
+/// these helpers are for floating-point tensors (an integer tensor times a double scalar would become floating point).
 /// </remarks>
 internal static class ScalarOperands
 {
@@ -41,9 +42,6 @@ internal static class ScalarOperands
 
     /// <summary>a += b, in place; returns a.</summary>
     public static Tensor PlusInPlace(this Tensor a, Tensor b) => a.add_(b, One);
-
-    /// <summary>a + value·b (<c>add</c> with alpha).</summary>
-    public static Tensor PlusScaled(this Tensor a, Tensor b, double value) => With(value, alpha => a.add(b, alpha));
 
     /// <summary>a += value·b, in place; returns a.</summary>
     public static Tensor PlusScaledInPlace(this Tensor a, Tensor b, double value) => With(value, alpha => a.add_(b, alpha));
