@@ -16,7 +16,8 @@ namespace Microsoft.ML.ModelMerging.Benchmarks;
 ///     task arithmetic at λ) keeps ≥ 98% of the experts' accuracy — WEMoE's ceiling;
 /// (c) task arithmetic (λ chosen on validation) stays ≤ 85% normalised — interference is real;
 /// (d) every expert is far above the pre-trained linear probe (the fine-tuning taught the task).
-/// Beside them, without a goal in the issue: (e) how much of its expert's gain one task vector keeps alone at λ: what
+/// Beside them, without a goal in the issue: (a″) the probe on every block's mean token together and (a‴) on the raw
+/// pixels, which bound (a) from both sides; (e) how much of its expert's gain one task vector keeps alone at λ: what
 /// task arithmetic at that λ keeps of the expert before any interference; (b′) oracle routing with E-WEMoE's pruned MLP
 /// task vectors.
 /// </summary>
@@ -35,9 +36,10 @@ internal static class ZooStructure
         // the final features (what a head sees) and on each block's mean MLP-input token, which is exactly what a depth-1
         // WEMoE router reads (a linear map of the mean token), so a probe there bounds what routing can tell apart.
         int blocks = config.Layers;
-        (Tensor Final, Tensor[] Blocks) Features(ImageDataset data)
+        (Tensor Final, Tensor[] Blocks, Tensor Pixels) Features(ImageDataset data)
         {
             using var images = data.Select(Enumerable.Range(0, Math.Min(perTask, data.Count)).ToArray()).ToTensor();
+            var pixels = images.flatten(1).detach().clone();
             var perBlock = Enumerable.Range(0, blocks).Select(_ => new List<Tensor>()).ToArray();
             var hooks = new ForwardHooks
             {
@@ -49,11 +51,11 @@ internal static class ZooStructure
             };
             var final = ClassifierEvaluation.MapBatches(x => VisionTransformer.Forward(config, experts.Pretrained, x, hooks), images);
             var stacked = perBlock.Select(list => { var all = cat(list, 0); foreach (var t in list) t.Dispose(); return all; }).ToArray();
-            return (final, stacked);
+            return (final, stacked, pixels);
         }
 
-        var train = new List<(Tensor Final, Tensor[] Blocks)>();
-        var test = new List<(Tensor Final, Tensor[] Blocks)>();
+        var train = new List<(Tensor Final, Tensor[] Blocks, Tensor Pixels)>();
+        var test = new List<(Tensor Final, Tensor[] Blocks, Tensor Pixels)>();
         foreach (string name in names)
         {
             var splits = experts.LoadData(name);
@@ -61,7 +63,7 @@ internal static class ZooStructure
             test.Add(Features(splits.Test));
         }
 
-        double Probe(Func<(Tensor Final, Tensor[] Blocks), Tensor> pick)
+        double Probe(Func<(Tensor Final, Tensor[] Blocks, Tensor Pixels), Tensor> pick)
         {
             // Standardised with the training features' mean and spread, as a logistic-regression probe on CLIP features is.
             using var rawTrain = cat(train.Select(pick).ToList(), 0);
@@ -88,9 +90,16 @@ internal static class ZooStructure
 
         double taskIdentity = Probe(f => f.Final);
         double[] blockIdentity = Enumerable.Range(0, blocks).Select(b => Probe(f => f.Blocks[b])).ToArray();
-        foreach (var (final, perBlock) in train.Concat(test))
+        // (a″) Every block's mean token side by side (what the routers of all blocks read together), and the raw pixels:
+        // how much of the domain the backbone keeps anywhere, against what the images themselves carry.
+        var allBlocks = train.Concat(test).ToDictionary(f => f.Final, f => cat(f.Blocks, 1));
+        double allBlocksIdentity = Probe(f => allBlocks[f.Final]);
+        double pixelIdentity = Probe(f => f.Pixels);
+        foreach (var t in allBlocks.Values) t.Dispose();
+        foreach (var (final, perBlock, pixels) in train.Concat(test))
         {
             final.Dispose();
+            pixels.Dispose();
             foreach (var t in perBlock) t.Dispose();
         }
 
@@ -150,6 +159,8 @@ internal static class ZooStructure
         Console.WriteLine("|---|---|---:|---|");
         Console.WriteLine(string.Create(inv, $"| (a) task told from pre-trained features (linear probe, {perTask} train / {perTask} test images per task) | ≥ 99% | {100 * taskIdentity:F1}% | {Check(taskIdentity >= 0.99)} |"));
         Console.WriteLine(string.Create(inv, $"| (a′) task told from each block's mean MLP-input token of the pre-trained model (what a router reads), worst block – best block | ≥ 99% | {100 * blockIdentity.Min():F1}% – {100 * blockIdentity.Max():F1}% | {Check(blockIdentity.Min() >= 0.99)} |"));
+        Console.WriteLine(string.Create(inv, $"| (a″) task told from every block's mean MLP-input token together (what the routers read between them) | (none) | {100 * allBlocksIdentity:F1}% | |"));
+        Console.WriteLine(string.Create(inv, $"| (a‴) task told from the raw pixels (a linear probe on the images, no backbone) | (none) | {100 * pixelIdentity:F1}% | |"));
         Console.WriteLine(string.Create(inv, $"| (b) oracle routing of the MLP-upscaled model, normalised | ≥ 98% | {100 * oracleNormalised:F1}% | {Check(oracleNormalised >= 0.98)} |"));
         double prunedNormalised = new TaskAccuracies(prunedOracle).NormalizedAverage(individual);
         Console.WriteLine(string.Create(inv, $"| (b′) the same with E-WEMoE's MLP task vectors, each pruned per tensor to its {100 * WeightEnsemblingOptions.DefaultEfficientKeep:F0}% largest entries (E-WEMoE's oracle routing), normalised | (none) | {100 * prunedNormalised:F1}% | |"));

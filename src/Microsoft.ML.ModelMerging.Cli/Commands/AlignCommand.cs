@@ -58,20 +58,22 @@ internal static class AlignCommand
             }, phases, cancellation);
 
             string referenceTask = result.Manifest.Alignment!.Reference;
+            bool descends = result.Manifest.Alignment.Method == PoolAlignment.Method;
             foreach (var foundation in result.Foundations)
             {
-                writer.WriteLine(Describe($"foundation {foundation.Name}", foundation, $"the foundation of {referenceTask}"));
+                writer.WriteLine(Describe($"foundation {foundation.Name}", foundation, $"the foundation of {referenceTask}", descends));
             }
 
             foreach (var expert in result.Experts)
             {
-                writer.WriteLine(Describe(expert.Name, expert, referenceTask));
+                writer.WriteLine(Describe(expert.Name, expert, referenceTask, descends));
             }
 
             if (!result.NonLocal && pool.HasPretrained)
             {
-                writer.WriteLine("note: these experts share a pre-trained base, so they were aligned already; the base is copied unchanged, " +
-                    "and task vectors of the permuted experts against it no longer mean what they did.");
+                writer.WriteLine("note: the pool's base is copied unchanged. Experts fine-tuned from it were aligned already, and task vectors of permuted " +
+                    "experts against it no longer mean what they did; for experts of other initialisations, make a pool without a base " +
+                    "(`pool create --no-base-like`) and name each one's `pool add --foundation`: alignment then matches the foundations and the base becomes their aligned mean.");
             }
 
             writer.WriteLine($"wrote the aligned pool {result.Directory} ({result.Experts.Count} experts aligned to {referenceTask}); " +
@@ -81,9 +83,11 @@ internal static class AlignCommand
         return command;
     }
 
-    private static string Describe(string name, AlignedModel model, string reference) =>
+    private static string Describe(string name, AlignedModel model, string reference, bool descends) =>
         model.Iterations == 0 && model.DistanceBefore == 0
             ? $"{name}: the reference"
             : string.Create(CultureInfo.InvariantCulture,
-                $"{name}: L2 distance to {reference} {model.DistanceBefore:F4} → {model.DistanceAfter:F4} ({model.Iterations} iteration{(model.Iterations == 1 ? "" : "s")}{(model.Converged ? "" : ", stopped at the limit")})");
+                $"{name}: L2 distance to {reference} {model.DistanceBefore:F4} → {model.DistanceAfter:F4}") +
+              // Activation matching solves each group once; only weight matching's descent has iterations to report.
+              (descends ? $" ({model.Iterations} iteration{(model.Iterations == 1 ? "" : "s")}{(model.Converged ? "" : ", stopped at the limit")})" : "");
 }

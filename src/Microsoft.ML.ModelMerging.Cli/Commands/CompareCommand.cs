@@ -56,47 +56,57 @@ internal static class CompareCommand
             };
             // The output directory exists from the start and holds the leaderboard of the methods finished so far.
             string directory = parse.GetValue(output)!;
+            bool createdDirectory = !Directory.Exists(directory);
             Directory.CreateDirectory(directory);
-            // Several pools: each compared on its own (partial results in a folder named after it), then ranked together.
-            var labels = PoolLabels(zoos);
-            if (zoos.Length > 1)
+            try
             {
-                // Checked before anything runs: a side-by-side ranking needs the same tasks in every pool.
-                var chosen = parse.GetValue(tasks) is { Length: > 0 } named ? named : null;
-                var taskLists = zoos.Select(z => chosen ?? [.. PoolManifest.Read(z).Tasks.Select(t => t.Name)]).ToList();
-                for (int z = 1; z < zoos.Length; z++)
+                // Several pools: each compared on its own (partial results in a folder named after it), then ranked together.
+                var labels = PoolLabels(zoos);
+                if (zoos.Length > 1)
                 {
-                    if (!taskLists[z].SequenceEqual(taskLists[0], StringComparer.Ordinal))
-                        throw new ArgumentException($"{zoos[z]} has tasks [{string.Join(", ", taskLists[z])}] and {zoos[0]} [{string.Join(", ", taskLists[0])}]: " +
-                            "compare pools of the same tasks side by side (or choose common ones with --task).");
-                }
-            }
-
-            var boards = new List<(string Pool, Leaderboard Board)>();
-            for (int z = 0; z < zoos.Length; z++)
-            {
-                using var experts = ExpertPool.Load(zoos[z], parse.GetValue(tasks));
-                string partials = zoos.Length == 1 ? directory : Path.Combine(directory, labels[z]);
-                string prefix = zoos.Length == 1 ? "" : $"{labels[z]}: ";
-                boards.Add((labels[z], ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
-                    p =>
+                    // Checked before anything runs: a side-by-side ranking needs the same tasks in every pool.
+                    var chosen = parse.GetValue(tasks) is { Length: > 0 } named ? named : null;
+                    var taskLists = zoos.Select(z => chosen ?? [.. PoolManifest.Read(z).Tasks.Select(t => t.Name)]).ToList();
+                    for (int z = 1; z < zoos.Length; z++)
                     {
-                        if (p.Partial is { } partial) partial.WriteAll(partials);
-                        string stage = p.Inner is { } inner ? $" · {inner.Stage}" : "";
-                        return p.Inner is { Total: > 0 } step
-                            ? ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
-                            : ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
-                    },
-                    progress => new MergeExperiment(experts, options).Run(progress, cancellation))));
-                if (zoos.Length > 1) boards[^1].Board.WriteAll(partials);
-            }
+                        if (!taskLists[z].SequenceEqual(taskLists[0], StringComparer.Ordinal))
+                            throw new ArgumentException($"{zoos[z]} has tasks [{string.Join(", ", taskLists[z])}] and {zoos[0]} [{string.Join(", ", taskLists[0])}]: " +
+                                "compare pools of the same tasks side by side (or choose common ones with --task).");
+                    }
+                }
 
-            var leaderboard = boards.Count == 1 ? boards[0].Board : Leaderboard.Combine(boards);
-            var files = leaderboard.WriteAll(directory);
-            writer.Write(leaderboard.ToText());
-            writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
-            writer.WriteLine($"files: {string.Join(", ", files.Select(Path.GetFileName))}");
-            return Task.FromResult(0);
+                var boards = new List<(string Pool, Leaderboard Board)>();
+                for (int z = 0; z < zoos.Length; z++)
+                {
+                    using var experts = ExpertPool.Load(zoos[z], parse.GetValue(tasks));
+                    string partials = zoos.Length == 1 ? directory : Path.Combine(directory, labels[z]);
+                    string prefix = zoos.Length == 1 ? "" : $"{labels[z]}: ";
+                    boards.Add((labels[z], ConsoleProgress.Run<MergeExperimentProgress, Leaderboard>(writer, "comparing",
+                        p =>
+                        {
+                            if (p.Partial is { } partial) partial.WriteAll(partials);
+                            string stage = p.Inner is { } inner ? $" · {inner.Stage}" : "";
+                            return p.Inner is { Total: > 0 } step
+                                ? ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
+                                : ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
+                        },
+                        progress => new MergeExperiment(experts, options).Run(progress, cancellation))));
+                    if (zoos.Length > 1) boards[^1].Board.WriteAll(partials);
+                }
+
+                var leaderboard = boards.Count == 1 ? boards[0].Board : Leaderboard.Combine(boards);
+                var files = leaderboard.WriteAll(directory);
+                writer.Write(leaderboard.ToText());
+                writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
+                writer.WriteLine($"files: {string.Join(", ", files.Select(Path.GetFileName))}");
+                return Task.FromResult(0);
+            }
+            catch when (createdDirectory && Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+            {
+                // Nothing finished: leave no empty directory behind that looks like a result.
+                Directory.Delete(directory);
+                throw;
+            }
         });
         return command;
     }

@@ -38,7 +38,8 @@ internal static class ExportOnnxCommand
         var tasks = new Option<string[]>("--task")
         {
             Description = "With --wemoe-routers: the experts' tasks in router order (only needed when the router file does not record them and they are not all the zoo's tasks). "
-                + "With a TACT result (--model <adapt dir>): only these of its tasks (default: every task it corrected).",
+                + "With a TACT result (--model <adapt dir>): only these of its tasks (default: every task it corrected). "
+                + "With a LoRA adapter folder: the heads of these tasks of --zoo (default: the tasks whose expert it is or that it merged).",
         };
         var allHeads = new Option<bool>("--all-heads") { Description = "With --zoo: every task's head, not only those of the experts the merge recorded." };
         var fp16TaskVectors = new Option<bool>("--fp16-task-vectors", "--fp16-experts") { Description = "With a WEMoE model: store only the MLP task vectors as float16 (--fp16 stores every weight so)." };
@@ -146,10 +147,17 @@ internal static class ExportOnnxCommand
         }
 
         var manifest = Pools.PoolManifest.Read(zoo ?? throw new ArgumentException($"{adapterPath} is a LoRA adapter: give --zoo, the pool whose base it adapts."));
+        // A merged adapter (`merge --param adapter-space=factors`) records what it merged, as a dense merge does.
+        IReadOnlyDictionary<string, string> metadata;
+        using (var weights = Checkpoints.Checkpoint.Open(Path.Combine(adapterPath, LowRank.PeftAdapterFolder.WeightsFileName))) metadata = weights.Metadata;
+        var merged = Merging.StreamingMergeDriver.ExpertInputPaths(metadata);
         var chosen = tasks.Length > 0 ? tasks
             : allHeads ? [.. manifest.Tasks.Select(t => t.Name)]
             : manifest.TasksWithExperts(zoo, [adapterPath]) is { Count: > 0 } own ? [.. own.Select(t => t.Name)]
-            : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}: name the heads with --task, or --all-heads.");
+            : merged.Count > 0 && manifest.TasksWithExperts(zoo, merged) is { Count: > 0 } sources ? [.. sources.Select(t => t.Name)]
+            : merged.Count == 0 && metadata.ContainsKey(Merging.StreamingMergeDriver.MethodMetadataKey) ? [.. manifest.Tasks.Select(t => t.Name)]
+            : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}" +
+                (merged.Count > 0 ? " and merged none of its experts" : "") + ": name the heads with --task, or --all-heads.");
         using var pool = Pools.ExpertPool.Load(zoo, chosen);
         using var adapter = LowRank.PeftAdapterFolder.Load(adapterPath, pool.Config);
         var dense = adapter.Densify(pool.Pretrained);

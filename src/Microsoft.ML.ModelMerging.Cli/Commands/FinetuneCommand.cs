@@ -101,7 +101,11 @@ internal static class FinetuneCommand
 
             string basePath = parse.GetValue(baseModel) ?? throw new ArgumentException("--base is required with --out.");
             using var backbone = ModelCheckpoints.LoadBackbone(basePath);
-            var splits = ImageFolderTask.Load(parse.GetValue(task)!, backbone.Config.ImageSize, backbone.Config.Channels, parse.GetValue(seed));
+            // A Hugging Face base reads folders as its preprocessor does, as a pool around it would.
+            string taskSource = parse.GetValue(task)!;
+            var splits = Directory.Exists(taskSource) && PoolImport.PreprocessingOf(basePath, backbone.Config) is { } preprocessing
+                ? ImageFolderTask.Load(taskSource, preprocessing, parse.GetValue(seed), ImageFolderTask.ValidationFraction, ImageFolderTask.TestFraction)
+                : ImageFolderTask.Load(taskSource, backbone.Config.ImageSize, backbone.Config.Channels, parse.GetValue(seed));
             using var result = ConsoleProgress.Run<TrainingProgress, ExpertTrainingResult>(writer, "fine-tuning",
                 p => ($"epoch {p.Epoch + 1}", p.Step, p.TotalSteps),
                 progress => ExpertTrainer.Train(backbone.Config, backbone.Weights, splits, probeShots: 0, recipe.LinearProbe, fineTuning, parse.GetValue(seed), progress, cancellation, phases,
@@ -112,7 +116,7 @@ internal static class FinetuneCommand
             if (result.Adapter is { } adapter) PeftAdapterFolder.Save(adapter, expertPath, Path.GetFullPath(basePath));
             else ModelCheckpoints.SaveBackbone(expertPath, backbone.Config, result.Backbone);
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{splits.Train.Name}: {splits.Train.Count} train / {splits.Validation.Count} validation / {splits.Test.Count} test images, {splits.ClassNames.Count} classes"));
+                $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(taskSource))}: {splits.Train.Count} train / {splits.Validation.Count} validation / {splits.Test.Count} test images, {splits.ClassNames.Count} classes"));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"test accuracy: linear probe on the pre-trained model {100 * result.LinearProbe.Test:F1}%, expert {100 * result.Expert.Test:F1}%"));
             writer.WriteLine($"wrote {expertPath} and {Path.Combine(directory!, "head.safetensors")}");

@@ -9,8 +9,8 @@ namespace Microsoft.ML.ModelMerging.Cli.Commands;
 using Command = System.CommandLine.Command;
 
 /// <summary>
-/// <c>mlmerge pool create --base &lt;checkpoint&gt; --out &lt;pool&gt;</c> and <c>mlmerge pool add --zoo &lt;pool&gt; --task &lt;name&gt;
-/// --images &lt;folder&gt; --expert &lt;checkpoint&gt; (--head &lt;file&gt; | --probe | --class-embeddings &lt;file&gt;)</c>: a pool of experts
+/// <c>mlmerge pool create (--base &lt;checkpoint&gt; | --no-base-like &lt;checkpoint&gt;) --out &lt;pool&gt;</c> and <c>mlmerge pool add --zoo &lt;pool&gt; --task &lt;name&gt;
+/// --images &lt;folder&gt; --expert &lt;checkpoint&gt; (--head &lt;file&gt; | --probe | --class-embeddings &lt;file&gt;) [--foundation &lt;checkpoint&gt;]</c>: a pool of experts
 /// fine-tuned elsewhere (Hugging Face CLIP checkpoints included), which every pool verb then reads.
 /// </summary>
 internal static class PoolCommand
@@ -23,22 +23,33 @@ internal static class PoolCommand
 
     private static Command CreateVerb()
     {
-        var baseModel = new Option<string>("--base") { Description = "The pre-trained model: a Hugging Face model directory (model.safetensors or a sharded index, config.json, preprocessor_config.json) or a checkpoint.", Required = true };
+        var baseModel = new Option<string?>("--base") { Description = "The pre-trained model the experts were fine-tuned from: a Hugging Face model directory (model.safetensors or a sharded index, config.json, preprocessor_config.json) or a checkpoint." };
+        var noBase = new Option<string?>("--no-base-like")
+        {
+            Description = "No shared base (experts of different pre-trained models or initialisations; each `pool add` names its --foundation): " +
+                "the architecture and preprocessing are read from this checkpoint, e.g. one of the experts.",
+        };
         var output = new Option<string>("--out") { Description = "The pool directory to create.", Required = true };
         var copy = new Option<bool>("--copy") { Description = "Copy the base into the pool (pretrained.safetensors) instead of referring to it." };
         var command = new Command("create", "Create an empty pool around a pre-trained model; images will be preprocessed as its preprocessor_config.json says.")
         {
-            baseModel, output, copy,
+            baseModel, noBase, output, copy,
         };
         command.SetAction(parse =>
         {
             string pool = parse.GetValue(output)!;
-            var manifest = PoolImport.Create(pool, parse.GetValue(baseModel)!, parse.GetValue(copy));
+            string? shared = parse.GetValue(baseModel), like = parse.GetValue(noBase);
+            if ((shared is null) == (like is null))
+                throw new ArgumentException("Give exactly one of --base <pre-trained model> and --no-base-like <checkpoint> (a pool of experts without a shared base).");
+            if (like is not null && parse.GetValue(copy))
+                throw new ArgumentException("--copy copies the base; a pool made with --no-base-like has none.");
+            var manifest = shared is not null ? PoolImport.Create(pool, shared, parse.GetValue(copy)) : PoolImport.CreateWithoutBase(pool, like!);
             var config = manifest.ModelConfig;
             string images = manifest.Preprocessing is { } p
                 ? $"images: shortest side to {p.ShortestEdge} ({p.Resample}), centre crop {p.CropSize}×{p.CropSize}, RGB"
                 : $"images: read at {config.ImageSize}×{config.ImageSize}, {config.Channels} channel(s)";
-            parse.InvocationConfiguration.Output.WriteLine($"created the pool {Path.GetFullPath(pool)}: base {manifest.Pretrained}; {images}");
+            string origin = manifest.Pretrained is { } pretrained ? $"base {pretrained}" : "no shared base (name each task's --foundation in `pool add`)";
+            parse.InvocationConfiguration.Output.WriteLine($"created the pool {Path.GetFullPath(pool)}: {origin}; {images}");
             return 0;
         });
         return command;
@@ -58,9 +69,14 @@ internal static class PoolCommand
         };
         var copy = new Option<bool>("--copy") { Description = "Copy the expert into the pool (experts/<task>.safetensors) instead of referring to it." };
         var seed = new Option<int>("--seed") { Description = "Seed of the split (15% validation, 15% test per class) and of the linear probe.", DefaultValueFactory = _ => 0 };
+        var foundation = new Option<string?>("--foundation")
+        {
+            Description = "The model this expert was fine-tuned from, when it is not the pool's base (experts of different pre-trained models or initialisations; " +
+                "required in a pool without a base). `mlmerge align` matches the foundations to each other.",
+        };
         var command = new Command("add", "Register your expert for one task: splits the images (seeded, recorded), measures the expert with its head, writes pool.json.")
         {
-            zoo, task, images, expert, head, probe, embeddings, copy, seed,
+            zoo, task, images, expert, head, probe, embeddings, copy, seed, foundation,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -76,6 +92,7 @@ internal static class PoolCommand
                 ClassEmbeddings = parse.GetValue(embeddings),
                 Copy = parse.GetValue(copy),
                 Seed = parse.GetValue(seed),
+                Foundation = parse.GetValue(foundation),
             }, phases, cancellation);
             writer.WriteLine(PoolImport.Describe(added));
             writer.WriteLine($"added to the pool {Path.GetFullPath(parse.GetValue(zoo)!)}: expert {added.Expert}, head {added.Head}");

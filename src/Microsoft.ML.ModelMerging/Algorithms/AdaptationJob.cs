@@ -95,14 +95,19 @@ public static class AdaptationJob
         checkpoints ??= new AdaptationJobCheckpoints();
         bool adapts = RunsInSteps(algorithm);
         var manifest = AdaptationManifest.For(pool, algorithm, parameters, adapts ? checkpoints.Every : 0);
+        bool createdDirectory = !Directory.Exists(outputDirectory);
         Directory.CreateDirectory(outputDirectory);
-        if (AdaptationManifest.Exists(outputDirectory))
+        bool resuming = AdaptationManifest.Exists(outputDirectory);
+        if (resuming)
         {
             var existing = AdaptationManifest.Read(outputDirectory);
             if (!existing.IsSameRunAs(manifest))
             {
-                throw new InvalidOperationException(
-                    $"{outputDirectory} holds another run ({existing.Describe()}); this one is {manifest.Describe()}. Choose another output directory.");
+                var changed = existing.ChangedInputs(manifest.Inputs);
+                bool sameCommand = (existing with { Inputs = null }).IsSameRunAs(manifest with { Inputs = null });
+                throw new InvalidOperationException(changed.Count > 0 && sameCommand
+                    ? $"{outputDirectory} holds a run of the same command on other files ({string.Join(", ", changed)} differ from the pool's at {pool.Directory} now). Choose another output directory, or delete this one to run again."
+                    : $"{outputDirectory} holds another run ({existing.Describe()}); this one is {manifest.Describe()}. Choose another output directory.");
             }
 
             if (existing.Result is { } done && done.Files.All(f => File.Exists(Path.Combine(outputDirectory, f))))
@@ -111,6 +116,37 @@ public static class AdaptationJob
             }
         }
 
+        try
+        {
+            return RunInDirectory(pool, algorithm, parameters, manifest, adapts, outputDirectory, checkpoints, sources, progress, cancellationToken);
+        }
+        catch when (!resuming)
+        {
+            RemoveUnfinished(outputDirectory, createdDirectory);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// After a first run failed or was cancelled: removes what it wrote unless a checkpoint is there to resume from, so
+    /// the directory does not claim a run that holds nothing (and the corrected command is not "another run" there).
+    /// </summary>
+    private static void RemoveUnfinished(string outputDirectory, bool createdDirectory)
+    {
+        if (File.Exists(Path.Combine(outputDirectory, CheckpointFileName))) return;
+        foreach (string name in new[] { AdaptationManifest.FileName, LossesFileName })
+        {
+            string path = Path.Combine(outputDirectory, name);
+            if (File.Exists(path)) File.Delete(path);
+        }
+
+        if (createdDirectory && !Directory.EnumerateFileSystemEntries(outputDirectory).Any()) Directory.Delete(outputDirectory);
+    }
+
+    private static AdaptationJobResult RunInDirectory(ExpertPool pool, IMergeAlgorithm algorithm, MergeParameters parameters, AdaptationManifest manifest,
+        bool adapts, string outputDirectory, AdaptationJobCheckpoints checkpoints, BenchmarkSources? sources, IProgress<AdaptationJobProgress>? progress,
+        CancellationToken cancellationToken)
+    {
         manifest.Write(outputDirectory);
         string checkpoint = Path.Combine(outputDirectory, CheckpointFileName);
         int start = adapts && File.Exists(checkpoint) ? AdaptationCheckpoint.ReadCompletedSteps(checkpoint) : 0;

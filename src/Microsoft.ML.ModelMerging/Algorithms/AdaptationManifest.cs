@@ -46,6 +46,13 @@ public sealed record AdaptationManifest
     /// <summary>Identity of the pool the experts and heads came from (<see cref="PoolManifest.Identity"/>); loading checks it.</summary>
     public required string PoolIdentity { get; init; }
 
+    /// <summary>
+    /// Content fingerprints of the base, experts and heads the run read (<see cref="ExpertPool.InputFingerprints"/>):
+    /// a directory copied next to another pool, or a pool whose expert was replaced, is not this run. Null in manifests
+    /// written before it was recorded.
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? Inputs { get; init; }
+
     /// <summary>Full path of the pool directory at run time (informative).</summary>
     public required string Zoo { get; init; }
 
@@ -72,6 +79,7 @@ public sealed record AdaptationManifest
             Settings = settings,
             Tasks = pool.TaskNames,
             PoolIdentity = pool.Manifest.Identity,
+            Inputs = pool.InputFingerprints(),
             Zoo = Path.GetFullPath(pool.Directory),
             Data = algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages)
                 ? "unlabeled test split of every task"
@@ -80,15 +88,27 @@ public sealed record AdaptationManifest
         };
     }
 
-    /// <summary>True when <paramref name="other"/> describes the same run (method, settings, tasks, zoo recipe).</summary>
+    /// <summary>True when <paramref name="other"/> describes the same run (method, settings, tasks, pool and its inputs).</summary>
     public bool IsSameRunAs(AdaptationManifest other)
     {
         ArgumentNullException.ThrowIfNull(other);
         return Method == other.Method
             && PoolIdentity == other.PoolIdentity
+            && ChangedInputs(other.Inputs).Count == 0
             && Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)
             && Settings.Count == other.Settings.Count
             && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out string? value) && value == kv.Value);
+    }
+
+    /// <summary>
+    /// The inputs whose fingerprint differs from <paramref name="current"/>'s (missing on either side counts), e.g.
+    /// <c>expert:scenes</c>; empty when either side has no record (a manifest older than the record).
+    /// </summary>
+    public IReadOnlyList<string> ChangedInputs(IReadOnlyDictionary<string, string>? current)
+    {
+        if (Inputs is null || current is null) return [];
+        return [.. Inputs.Keys.Union(current.Keys).Order(StringComparer.Ordinal)
+            .Where(k => !Inputs.TryGetValue(k, out var mine) || !current.TryGetValue(k, out var theirs) || mine != theirs)];
     }
 
     /// <summary>One line naming the run's identity, for messages.</summary>

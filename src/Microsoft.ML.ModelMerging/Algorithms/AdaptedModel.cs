@@ -48,6 +48,13 @@ public static class AdaptedModel
                 $"{directory} was made from pool {manifest.PoolIdentity}; the pool at {experts.Directory} is {experts.Manifest.Identity}.");
         }
 
+        if (manifest.ChangedInputs(experts.InputFingerprints(manifest.Tasks)) is { Count: > 0 } changed)
+        {
+            throw new InvalidDataException(
+                $"{directory} was made from other files than the pool at {experts.Directory} holds now: {string.Join(", ", changed)} " +
+                "changed since (a result copied from another pool, or an expert or head replaced). Run `mlmerge adapt` again for this pool.");
+        }
+
         if (manifest.Result is null)
         {
             string steps = File.Exists(Path.Combine(directory, AdaptationJob.CheckpointFileName))

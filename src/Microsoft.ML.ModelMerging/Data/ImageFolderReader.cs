@@ -98,6 +98,17 @@ public static class ImageFolderReader
         canvas.Flush();
     }
 
+    /// <summary>
+    /// Decodes <paramref name="path"/> completely and throws naming the file when it is not a whole PNG or JPEG (a
+    /// truncated file, text with an image extension): a reader that tolerates partial input, such as ML.NET's
+    /// <c>LoadImages</c>, is checked with it first.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file cannot be read or decoded completely.</exception>
+    internal static void CheckDecodes(string path)
+    {
+        using var image = ReadImage(path);
+    }
+
     private static SKImage ReadImage(string path)
     {
         try

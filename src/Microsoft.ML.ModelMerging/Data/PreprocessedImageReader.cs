@@ -33,6 +33,9 @@ public static class PreprocessedImageReader
     {
         preprocessing.Validate("image preprocessing");
         int size = preprocessing.CropSize, perImage = 3 * size * size;
+        // LoadImages decodes a truncated PNG or JPEG without complaint (the missing part comes out black), and a file it
+        // cannot decode surfaces from a read-ahead cursor at another row: every file is decoded once by itself first.
+        foreach (string path in paths) ImageFolderReader.CheckDecodes(path);
         var ml = new MLContext(seed: 0);
         var data = ml.Data.LoadFromEnumerable(paths.Select(p => new ImagePath { Path = Path.GetFullPath(p) }));
         var pipeline = ml.Transforms.LoadImages("image", imageFolder: "", nameof(ImagePath.Path))
@@ -53,7 +56,7 @@ public static class PreprocessedImageReader
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                throw new InvalidDataException($"Image '{paths[i]}' could not be read as a PNG or JPEG: {e.Message}", e);
+                throw new InvalidDataException($"ML.NET could not read the images of '{Path.GetDirectoryName(paths[i])}' (stopped at row {i + 1} of {paths.Count}; its cursor reads ahead, so the file may be a later one): {e.Message}", e);
             }
 
             if (row.Length != perImage)

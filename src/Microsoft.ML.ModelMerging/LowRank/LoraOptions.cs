@@ -44,6 +44,11 @@ public sealed record LoraOptions
     /// <summary>rsLoRA's scale alpha/√r instead of alpha/r (PEFT's <c>use_rslora</c>); read from adapters made elsewhere.</summary>
     public bool UseRsLora { get; init; }
 
+    /// <summary>
+    /// The encoder layers adapted (PEFT's <c>layers_to_transform</c>); null (default) adapts the target modules of every layer.
+    /// </summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+
     /// <summary>The factor s of ΔW = s·B·A.</summary>
     public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
 
@@ -61,6 +66,8 @@ public sealed record LoraOptions
             if (!KnownTargets.Contains(t))
                 throw new ArgumentException($"Unknown LoRA target module '{t}': use {string.Join(", ", KnownTargets)}.");
         if (Targets.Distinct(StringComparer.Ordinal).Count() != Targets.Count) throw new ArgumentException($"A LoRA target module is named twice: {string.Join(",", Targets)}.");
+        if (Layers is { Count: 0 }) throw new ArgumentException("layers_to_transform is empty: name at least one layer, or leave it out to adapt every layer.");
+        if (Layers is not null && Layers.Any(l => l < 0)) throw new ArgumentException($"layers_to_transform [{string.Join(", ", Layers)}] names a negative layer.");
     }
 
     /// <summary>Parses a comma-separated target list such as <c>q_proj,v_proj</c>.</summary>
@@ -73,9 +80,12 @@ public sealed record LoraOptions
     /// <summary>Every targeted layer of a model: its prefix and the shape [out, in] of its weight, in layer order.</summary>
     public IReadOnlyList<LoraTarget> TargetsOf(VisionTransformerConfig config)
     {
+        if (Layers is not null && Layers.Where(l => l >= config.Layers).ToList() is { Count: > 0 } beyond)
+            throw new ArgumentException($"layers_to_transform names layer {beyond[0]}, and the model has {config.Layers} (0 to {config.Layers - 1}).");
         var targets = new List<LoraTarget>();
         for (int layer = 0; layer < config.Layers; layer++)
         {
+            if (Layers is not null && !Layers.Contains(layer)) continue;
             foreach (string prefix in VisionTransformerNames.Layer(layer).Linears)
             {
                 string shortName = ShortName(prefix);

@@ -92,6 +92,7 @@ public static partial class PeftAdapterFolder
             ["r"] = options.Rank,
             ["lora_alpha"] = options.Alpha,
             ["target_modules"] = new JsonArray([.. options.Targets.Select(t => (JsonNode?)JsonValue.Create(t))]),
+            ["layers_to_transform"] = options.Layers is null ? null : new JsonArray([.. options.Layers.Select(l => (JsonNode?)JsonValue.Create(l))]),
             ["lora_dropout"] = 0.0,
             ["bias"] = "none",
             ["fan_in_fan_out"] = false,
@@ -139,6 +140,14 @@ public static partial class PeftAdapterFolder
             if (config[pattern] is JsonObject { Count: > 0 })
                 throw new InvalidDataException($"{path}: {pattern} (a rank or alpha per layer) is not supported; every module must use r and lora_alpha.");
         if (config["use_dora"]?.GetValue<bool>() == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
+        // PEFT saves trained biases and whole modules beside the factors; their changes would be silently lost here.
+        if (config["bias"] is JsonValue bias && bias.GetValue<string>() is { } biasMode && biasMode != "none")
+            throw new InvalidDataException($"{path}: bias = '{biasMode}' (PEFT trains biases too and saves them in the adapter) is not supported; only bias = 'none'.");
+        if (config["modules_to_save"] is JsonArray { Count: > 0 } saved)
+            throw new InvalidDataException($"{path}: modules_to_save [{string.Join(", ", saved.Select(m => m?.ToString()))}] (whole modules trained and saved beside the " +
+                "factors, e.g. a classifier) is not supported: give a head to `mlmerge pool add --head` and an adapter of LoRA factors only.");
+        if (config["layers_pattern"] is JsonValue layersPattern && config["layers_to_transform"] is not null && layersPattern.ToString() is { Length: > 0 } patternText && patternText != "layers")
+            throw new InvalidDataException($"{path}: layers_pattern is '{patternText}'; a CLIP vision encoder's layers are 'layers'.");
         int rank = config["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: no 'r'.");
         double alpha = config["lora_alpha"]?.GetValue<double>() ?? rank;
         var targets = config["target_modules"] switch
@@ -146,6 +155,13 @@ public static partial class PeftAdapterFolder
             JsonArray array => array.Select(t => t!.GetValue<string>()).ToList(),
             JsonValue value => throw new InvalidDataException($"{path}: target_modules is the pattern '{value}'; give the list of module names."),
             _ => throw new InvalidDataException($"{path}: no target_modules."),
+        };
+        IReadOnlyList<int>? layers = config["layers_to_transform"] switch
+        {
+            null => null,
+            JsonArray list => [.. list.Select(l => l!.GetValue<int>())],
+            JsonValue one => [one.GetValue<int>()],
+            _ => throw new InvalidDataException($"{path}: layers_to_transform must be a layer index or a list of them."),
         };
         var options = new LoraOptions
         {
@@ -155,6 +171,7 @@ public static partial class PeftAdapterFolder
             Linearized = config["linearized"]?.GetValue<bool>() ?? false,
             Seed = config["lora_seed"]?.GetValue<int>() ?? 0,
             UseRsLora = config["use_rslora"]?.GetValue<bool>() ?? false,
+            Layers = layers,
         };
         try
         {

@@ -141,6 +141,8 @@ public static class LoraFactorMerge
                 other.Seed != first.Seed ? $"lora_seed = {other.Seed}, {folders[0]} has {first.Seed}" :
                 other.UseRsLora != first.UseRsLora ? $"use_rslora = {other.UseRsLora}, {folders[0]} has {first.UseRsLora}" :
                 other.Linearized != first.Linearized ? $"linearized = {other.Linearized}, {folders[0]} has {first.Linearized}" :
+                !(other.Layers ?? []).Order().SequenceEqual((first.Layers ?? []).Order()) ?
+                    $"layers_to_transform [{string.Join(", ", other.Layers ?? [])}], {folders[0]} has [{string.Join(", ", first.Layers ?? [])}]" :
                 null;
             if (difference is not null)
                 throw new ArgumentException($"Adapters are merged on their factors only when they share one initialisation φ0: {folder} has {difference}. " +

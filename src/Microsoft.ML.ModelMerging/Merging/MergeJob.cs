@@ -97,8 +97,20 @@ public sealed record MergeJob
         cancellation.ThrowIfCancellationRequested();
         using var merged = LoraFactorMerge.Merge(method, [.. Experts.Select(e => e.Path)], config, weights);
         cancellation.ThrowIfCancellationRequested();
+        // Like a dense merge, the merged adapter records its inputs: `export-onnx` then picks the heads of the experts it merged.
+        var inputs = new List<Dictionary<string, string>>();
+        using (var baseCheckpoint = Checkpoint.Open(Base)) inputs.Add(StreamingMergeDriver.Fingerprint("base", baseCheckpoint));
+        for (int i = 0; i < Experts.Count; i++)
+        {
+            using var weightsFile = Checkpoint.Open(Path.Combine(Experts[i].Path, PeftAdapterFolder.WeightsFileName));
+            var input = StreamingMergeDriver.Fingerprint($"expert {i}", weightsFile);
+            input["path"] = Path.GetFullPath(Experts[i].Path);
+            inputs.Add(input);
+        }
+
         PeftAdapterFolder.Save(merged, output, Path.GetFullPath(Base), new Dictionary<string, string>
         {
+            [StreamingMergeDriver.InputsMetadataKey] = JsonSerializer.Serialize(inputs),
             [StreamingMergeDriver.MethodMetadataKey] = method.Name,
             [StreamingMergeDriver.ParametersMetadataKey] = JsonSerializer.Serialize(new SortedDictionary<string, string>(
                 resolved.ToText().Append(KeyValuePair.Create(LoraMergeSpaces.ParameterName, LoraMergeSpaces.Factors)).ToDictionary())),

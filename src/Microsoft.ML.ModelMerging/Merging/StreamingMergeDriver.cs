@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using static TorchSharp.torch;
@@ -541,54 +540,18 @@ public sealed class StreamingMergeDriver
         }
     }
 
-    /// <summary>Bytes read from each tensor's data (at its start, middle and end) for the content fingerprint.</summary>
-    private const int FingerprintWindowBytes = 4096;
-
-    /// <summary>
-    /// A stable identity of an input, cheap for any size: SHA-256 over its headers (names, dtypes, shapes, offsets,
-    /// metadata) and file sizes, and SHA-256 over those plus three windows of every tensor's values (start, middle, end;
-    /// 4 KiB each). Two fine-tuned experts differ in nearly every value, so they differ there; hashing every byte would
-    /// cost as much as the merge itself.
-    /// </summary>
-    private static Dictionary<string, string> Fingerprint(string role, Checkpoint checkpoint)
+    /// <summary>An input's role, path and <see cref="CheckpointFingerprint"/>, as the merge's metadata records it.</summary>
+    internal static Dictionary<string, string> Fingerprint(string role, Checkpoint checkpoint)
     {
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var prefix = new byte[8];
-        long bytes = 0;
-        foreach (var file in checkpoint.Files.Order(StringComparer.Ordinal))
-        {
-            using var stream = File.OpenRead(file);
-            stream.ReadExactly(prefix);
-            var header = new byte[Math.Min(BitConverter.ToInt64(prefix), SafeTensorsHeader.MaxHeaderBytes)];
-            stream.ReadExactly(header);
-            sha.AppendData(prefix);
-            sha.AppendData(header);
-            sha.AppendData(BitConverter.GetBytes(stream.Length));
-            bytes += stream.Length;
-        }
-
-        var headerHash = sha.GetHashAndReset();
-        sha.AppendData(headerHash);
-        var window = new byte[FingerprintWindowBytes];
-        foreach (var entry in checkpoint.Tensors)
-        {
-            long length = entry.ByteLength;
-            foreach (long start in new[] { 0, (length / 2) - (FingerprintWindowBytes / 2), length - FingerprintWindowBytes }.Select(x => Math.Clamp(x, 0, Math.Max(0, length - FingerprintWindowBytes))).Distinct())
-            {
-                var part = window.AsSpan(0, (int)Math.Min(FingerprintWindowBytes, length - start));
-                checkpoint.ReadBytes(entry.Name, start, part);
-                sha.AppendData(part);
-            }
-        }
-
+        var fingerprint = CheckpointFingerprint.Of(checkpoint);
         return new Dictionary<string, string>
         {
             ["role"] = role,
             ["path"] = Path.GetFullPath(checkpoint.Source),
-            ["bytes"] = bytes.ToString(CultureInfo.InvariantCulture),
-            ["header_sha256"] = Convert.ToHexStringLower(headerHash),
-            ["content_sha256"] = Convert.ToHexStringLower(sha.GetHashAndReset()),
-            ["content_sha256_scope"] = "headers, file sizes, and 3 windows of 4 KiB of every tensor's data (start, middle, end)",
+            ["bytes"] = fingerprint.Bytes.ToString(CultureInfo.InvariantCulture),
+            ["header_sha256"] = fingerprint.HeaderSha256,
+            ["content_sha256"] = fingerprint.ContentSha256,
+            ["content_sha256_scope"] = CheckpointFingerprint.Scope,
         };
     }
 }

@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
@@ -134,6 +135,31 @@ public sealed class ExpertPool : IDisposable
                 throw new InvalidDataException(
                     $"Task '{task.Name}' of the pool at {Directory} has data of kind '{data.Kind}'; expected {TaskDataSource.BenchmarkKind} or {TaskDataSource.ImageFolderKind}.");
         }
+    }
+
+    /// <summary>
+    /// What a result made from this pool depends on, each with its content fingerprint: <c>base</c> (when the pool has one),
+    /// <c>expert:TASK</c> and <c>head:TASK</c> for the pool's tasks (<see cref="CheckpointFingerprint"/>; a LoRA adapter
+    /// folder adds its config's hash, a head its every byte). A copied result or an expert replaced in place no longer
+    /// matches, which the pool's <see cref="PoolManifest.Identity"/> (its config and the base's relative path) cannot see.
+    /// </summary>
+    /// <exception cref="Checkpoints.CheckpointFormatException">A checkpoint of the pool is malformed or truncated.</exception>
+    /// <param name="tasks">The tasks to include (default: <see cref="Tasks"/>); any task of the manifest may be named.</param>
+    public IReadOnlyDictionary<string, string> InputFingerprints(IEnumerable<string>? tasks = null)
+    {
+        var fingerprints = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        if (Manifest.Pretrained is { } pretrained) fingerprints["base"] = OfModel(Path.Combine(Directory, pretrained));
+        foreach (var task in tasks?.Select(Manifest.Task) ?? Tasks)
+        {
+            fingerprints["expert:" + task.Name] = OfModel(Path.Combine(Directory, task.Expert));
+            fingerprints["head:" + task.Name] = CheckpointFingerprint.OfSmallFile(Path.Combine(Directory, task.Head));
+        }
+
+        return fingerprints;
+
+        static string OfModel(string path) => PeftAdapterFolder.IsAdapter(path)
+            ? CheckpointFingerprint.Of(Path.Combine(path, PeftAdapterFolder.WeightsFileName)) + "+" + CheckpointFingerprint.OfSmallFile(Path.Combine(path, PeftAdapterFolder.ConfigFileName))
+            : CheckpointFingerprint.Of(path).ToString();
     }
 
     /// <summary>The image folder of a task, resolved against the pool directory when relative.</summary>

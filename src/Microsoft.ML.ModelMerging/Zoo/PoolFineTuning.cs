@@ -110,10 +110,12 @@ public static class PoolFineTuning
             : BasePath(poolDirectory, existing, options);
         using var backbone = ModelCheckpoints.LoadBackbone(basePath);
         var config = backbone.Config;
+        // A new pool around a Hugging Face base reads image folders as its preprocessor does, as `pool create` records.
         var manifest = existing ?? new PoolManifest
         {
             Model = JsonDocument.Parse(config.ToJson()).RootElement.Clone(),
             Pretrained = PoolManifest.PretrainedFileName,
+            Preprocessing = PoolImport.PreprocessingOf(basePath, config),
             Tasks = [],
         };
 

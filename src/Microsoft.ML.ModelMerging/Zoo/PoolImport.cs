@@ -38,6 +38,13 @@ public sealed record PoolExpertOptions
     /// <summary>Seed of the split and of the linear probe.</summary>
     public int Seed { get; init; }
 
+    /// <summary>
+    /// The checkpoint this expert was fine-tuned from, when it is not the pool's base (experts of different pre-trained
+    /// models or initialisations: a non-local pool). Recorded by reference; the linear-probe baseline is measured on it,
+    /// and <c>mlmerge align</c> matches foundations to each other. Required in a pool without a base.
+    /// </summary>
+    public string? Foundation { get; init; }
+
     /// <summary>Fraction of each class held out for validation (default 0.15).</summary>
     public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
 
@@ -61,17 +68,43 @@ public static class PoolImport
     /// <exception cref="ArgumentException"><paramref name="poolDirectory"/> is already a pool.</exception>
     public static PoolManifest Create(string poolDirectory, string baseCheckpoint, bool copy = false)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(poolDirectory);
         ArgumentException.ThrowIfNullOrWhiteSpace(baseCheckpoint);
+        return Create(poolDirectory, baseCheckpoint, modelLike: baseCheckpoint, copy);
+    }
+
+    /// <summary>
+    /// Creates an empty pool without a shared base, for experts of different pre-trained models or initialisations (each
+    /// task then names its <see cref="PoolExpertOptions.Foundation"/>): the architecture and image preprocessing are read
+    /// from <paramref name="modelLike"/>, e.g. one of the experts. Weight-only merges need a base; <c>mlmerge align</c> makes
+    /// one, the mean of the aligned foundations, and TACT on a simple average needs none.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="poolDirectory"/> is already a pool.</exception>
+    public static PoolManifest CreateWithoutBase(string poolDirectory, string modelLike)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelLike);
+        return Create(poolDirectory, baseCheckpoint: null, modelLike, copy: false);
+    }
+
+    private static PoolManifest Create(string poolDirectory, string? baseCheckpoint, string modelLike, bool copy)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(poolDirectory);
         if (PoolManifest.Exists(poolDirectory))
             throw new ArgumentException($"{poolDirectory} is already a pool ({PoolManifest.PathOf(poolDirectory)}): add tasks with `mlmerge pool add --zoo {poolDirectory}`.");
-        // Loading checks the base is complete and finite before anything is written.
-        using var backbone = ModelCheckpoints.LoadBackbone(baseCheckpoint);
-        var preprocessing = PreprocessingOf(baseCheckpoint, backbone.Config);
+        // Loading checks the model is complete and finite before anything is written.
+        using var backbone = ModelCheckpoints.LoadBackbone(modelLike);
+        var preprocessing = PreprocessingOf(modelLike, backbone.Config);
         Directory.CreateDirectory(poolDirectory);
-        string pretrained = PoolManifest.PretrainedFileName;
-        if (copy) ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, pretrained), backbone.Config, backbone.Weights);
-        else pretrained = PoolFineTuning.StoredFolderPath(poolDirectory, baseCheckpoint);
+        string? pretrained = null;
+        if (baseCheckpoint is not null && copy)
+        {
+            pretrained = PoolManifest.PretrainedFileName;
+            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, pretrained), backbone.Config, backbone.Weights);
+        }
+        else if (baseCheckpoint is not null)
+        {
+            pretrained = PoolFineTuning.StoredFolderPath(poolDirectory, baseCheckpoint);
+        }
+
         var manifest = new PoolManifest
         {
             Model = JsonDocument.Parse(backbone.Config.ToJson()).RootElement.Clone(),
@@ -114,9 +147,12 @@ public static class PoolImport
         if (manifest.Tasks.FirstOrDefault(t => string.Equals(t.Name, options.Task, StringComparison.OrdinalIgnoreCase)) is { } clash)
             throw new ArgumentException($"The pool at {poolDirectory} already has a task '{clash.Name}': choose another --task name.");
         var config = manifest.ModelConfig;
-        var expertConfig = ModelCheckpoints.ReadConfig(options.Expert);
-        if (!expertConfig.Equals(config))
-            throw new ArgumentException($"Expert {options.Expert} has the config {expertConfig.ToJson()}, but the pool's model is {config.ToJson()}: experts of one pool share the architecture and preprocessing.");
+        CheckConfig("Expert", options.Expert, config);
+        if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
+        // The features the linear-probe baseline reads: the expert's own starting point when named, else the shared base.
+        string probedModel = options.Foundation ?? (manifest.Pretrained is { } shared ? Path.Combine(poolDirectory, shared)
+            : throw new ArgumentException($"The pool at {poolDirectory} has no shared pre-trained base: name the model this expert was fine-tuned from with " +
+                "--foundation (its features give the linear-probe baseline, and `mlmerge align` matches the foundations to each other)."));
 
         phases?.Report("loading the images");
         var data = new TaskDataSource
@@ -132,9 +168,8 @@ public static class PoolImport
             : ImageFolderTask.Load(options.Images, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, options.Task);
         cancellation.ThrowIfCancellationRequested();
 
-        using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(poolDirectory, manifest.Pretrained
-            ?? throw new InvalidOperationException($"The pool at {poolDirectory} has no pre-trained base: a linear probe and task vectors need one.")));
-        phases?.Report("linear probe on the pre-trained features");
+        using var pretrained = ModelCheckpoints.LoadBackbone(probedModel);
+        phases?.Report(options.Foundation is null ? "linear probe on the pre-trained features" : "linear probe on the foundation's features");
         using var probe = ExpertTrainer.TrainLinearProbe(config, pretrained.Weights, splits.Train, new ZooRecipe().LinearProbe, options.Seed, cancellation: cancellation);
         var probeAccuracy = ExpertTrainer.Evaluate(config, pretrained.Weights, probe, splits);
         cancellation.ThrowIfCancellationRequested();
@@ -162,9 +197,32 @@ public static class PoolImport
 
         string source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
             (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}");
-        var task = PoolTask.FromSplits(options.Task, source, data, splits, expertFile, headFile, probeAccuracy, individual);
+        if (options.Foundation is not null) source += $"; fine-tuned from {Path.GetFullPath(options.Foundation)}";
+        var task = PoolTask.FromSplits(options.Task, source, data, splits, expertFile, headFile, probeAccuracy, individual) with
+        {
+            Foundation = options.Foundation is null ? null : PoolFineTuning.StoredFolderPath(poolDirectory, options.Foundation),
+        };
         manifest.WithTask(task).Write(poolDirectory);
         return task;
+    }
+
+    /// <summary>
+    /// Refuses a checkpoint whose architecture or preprocessing differs from the pool's, naming each field that differs
+    /// (e.g. <c>activation: gelu, the pool's quick_gelu</c>).
+    /// </summary>
+    private static void CheckConfig(string role, string checkpoint, VisionTransformerConfig config)
+    {
+        var other = ModelCheckpoints.ReadConfig(checkpoint);
+        if (other.Equals(config)) return;
+        using var mine = JsonDocument.Parse(other.ToJson());
+        using var pools = JsonDocument.Parse(config.ToJson());
+        var differences = mine.RootElement.EnumerateObject()
+            .Select(p => (p.Name, Value: p.Value.GetRawText(), Pool: pools.RootElement.TryGetProperty(p.Name, out var v) ? v.GetRawText() : "(none)"))
+            .Where(d => d.Value != d.Pool)
+            .Select(d => $"{d.Name}: {d.Value}, the pool's {d.Pool}")
+            .ToList();
+        throw new ArgumentException($"{role} {checkpoint} does not fit the pool's model ({(differences.Count > 0 ? string.Join("; ", differences) : other.ToJson())}): " +
+            "experts of one pool share the architecture and preprocessing.");
     }
 
     /// <summary>

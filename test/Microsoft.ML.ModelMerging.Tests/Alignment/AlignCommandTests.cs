@@ -18,7 +18,7 @@ public sealed class AlignCommandTests
         Assert.AreEqual(0, exit, error);
         StringAssert.Contains(stdout, "fashion-mnist: the reference");
         StringAssert.Matches(stdout, new System.Text.RegularExpressions.Regex(@"mnist: L2 distance to fashion-mnist \d+\.\d+ → \d+\.\d+ \(\d+ iterations?\)"));
-        StringAssert.Contains(stdout, "share a pre-trained base");
+        StringAssert.Contains(stdout, "the pool's base is copied unchanged");
         using var aligned = ExpertPool.Load(output);
         var record = aligned.Manifest.Alignment!;
         Assert.AreEqual(("fashion-mnist", PoolAlignment.Method, 3), (record.Reference, record.Method, record.Seed));

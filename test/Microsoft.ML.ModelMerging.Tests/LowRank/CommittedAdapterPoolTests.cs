@@ -188,6 +188,11 @@ public sealed class CommittedAdapterPoolTests
             Assert.IsLessThanOrEqualTo(1e-6, (dense[name] - expected).abs().max().item<float>(), name);
         foreach (var t in dense.Values) t.Dispose();
 
+        // The merged adapter records the experts it merged, so export-onnx gives it their heads without --task.
+        (exit, text, error) = CliRunner.Run("export-onnx", "--model", dir.File("merged"), "--zoo", directory, "--out", dir.File("merged.onnx"));
+        Assert.AreEqual(0, exit, error);
+        StringAssert.Contains(text, $"with {pool.Tasks.Count} head(s) ({string.Join(", ", pool.TaskNames)})");
+
         args[args.IndexOf(dir.File("merged"))] = dir.File("merged.safetensors");
         (exit, _, error) = CliRunner.Run([.. args]);
         Assert.AreNotEqual(0, exit);

@@ -118,6 +118,50 @@ public sealed class LoraPoolTests
         StringAssert.Contains(error.Message, "k_proj");
     }
 
+    /// <summary>
+    /// PEFT's <c>layers_to_transform</c> is honoured (only those layers are adapted, a tensor of another layer is refused
+    /// naming it), and what this reader would lose is refused by its field: trained biases and whole saved modules.
+    /// </summary>
+    [TestMethod]
+    public void PeftLayerSelectionIsHonouredAndBiasesAndSavedModulesAreRefused()
+    {
+        using var scope = NewDisposeScope();
+        var options = new LoraOptions { Rank = 4, Alpha = 8, Layers = [0] };
+        using var adapter = RandomAdapter(options, 3);
+        Assert.IsTrue(adapter.Modules.All(m => m.Target.Prefix.Contains(".layers.0.", StringComparison.Ordinal)), "only layer 0 is adapted");
+        string folder = s_dir.File("layers/adapter");
+        PeftAdapterFolder.Save(adapter, folder);
+        string configPath = Path.Combine(folder, PeftAdapterFolder.ConfigFileName);
+        StringAssert.Contains(File.ReadAllText(configPath).Replace(" ", "", StringComparison.Ordinal).Replace("\n", "", StringComparison.Ordinal), "\"layers_to_transform\":[");
+
+        using (var loaded = PeftAdapterFolder.Load(folder, Config))
+        {
+            CollectionAssert.AreEqual(new[] { 0 }, loaded.Options.Layers!.ToArray());
+            using var pretrained = ModelCheckpoints.LoadBackbone(Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"));
+            var dense = loaded.Densify(pretrained.Weights);
+            foreach (var (name, value) in dense)
+            {
+                bool adapted = adapter.Modules.Any(m => name == m.Target.Prefix + ".weight");
+                Assert.AreEqual(adapted, !value.eq(pretrained.Weights[name]).all().item<bool>(), name);
+            }
+        }
+
+        string weights = Path.Combine(folder, PeftAdapterFolder.WeightsFileName);
+        Dictionary<string, Tensor> tensors;
+        using (var file = Checkpoint.Open(weights)) tensors = file.ReadAll();
+        string stray = PeftAdapterFolder.NameOfA(VisionTransformerNames.Layer(1).QProj);
+        tensors[stray] = zeros(4, Config.Width);
+        SafeTensorsWriter.Save(weights, tensors);
+        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => PeftAdapterFolder.Load(folder, Config));
+        StringAssert.Contains(error.Message, stray);
+
+        string json = File.ReadAllText(configPath);
+        File.WriteAllText(configPath, json.Replace("\"bias\": \"none\"", "\"bias\": \"all\"", StringComparison.Ordinal));
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.ReadOptions(folder)).Message, "bias = 'all'");
+        File.WriteAllText(configPath, json.Replace("\"modules_to_save\": null", "\"modules_to_save\": [\"classifier\"]", StringComparison.Ordinal));
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.ReadOptions(folder)).Message, "modules_to_save [classifier]");
+    }
+
     [TestMethod]
     public void FinetuneLoraAddsAdapterExpertsThatEvalScores()
     {

@@ -24,13 +24,13 @@ namespace Microsoft.ML.ModelMerging.Tests.Pools;
 [TestClass]
 public sealed class HuggingFacePoolTests
 {
-    private const string ConfigJson = """
+    internal const string ConfigJson = """
         {"architectures": ["CLIPVisionModelWithProjection"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 4, "patch_size": 8, "image_size": 32, "num_channels": 3, "hidden_act": "quick_gelu",
          "layer_norm_eps": 1e-5, "projection_dim": 16}
         """;
 
-    private const string PreprocessorJson = """
+    internal const string PreprocessorJson = """
         {"crop_size": {"height": 32, "width": 32}, "do_center_crop": true, "do_normalize": true, "do_rescale": true, "do_resize": true,
          "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
          "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 32}}
@@ -380,7 +380,7 @@ public sealed class HuggingFacePoolTests
     private static string WriteModel(string name, Dictionary<string, Tensor> weights) =>
         HuggingFaceTestModel.Write(s_dir.File(name), weights, ConfigJson, PreprocessorJson);
 
-    private static void Save(SKBitmap bitmap, string path)
+    internal static void Save(SKBitmap bitmap, string path)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         bool jpeg = path.EndsWith(".jpg", StringComparison.Ordinal);
@@ -389,7 +389,7 @@ public sealed class HuggingFacePoolTests
     }
 
     /// <summary>12 images per class of odd sizes (29–90 pixels a side), PNG and JPEG alternately: colours, band orientations or brightness.</summary>
-    private static void DrawTask(string root, string[] classes, int seed)
+    internal static void DrawTask(string root, string[] classes, int seed)
     {
         var random = new Random(seed);
         foreach (string label in classes)

@@ -1,0 +1,217 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
+using Microsoft.ML.ModelMerging.Models;
+using Microsoft.ML.ModelMerging.Pools;
+using Microsoft.ML.ModelMerging.TensorMath;
+using Microsoft.ML.ModelMerging.Tests.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.ModelMerging.Tests.Pools;
+
+/// <summary>
+/// A user's own Hugging Face experts as a new user brings them: results tied to the files they were made from, failures
+/// that leave nothing behind, images that do not decode, experts of different initialisations in a pool without a base,
+/// and a checkpoint of another architecture named by the field that differs.
+/// </summary>
+[TestClass]
+public sealed class UserInputTests
+{
+    private static TempDirectory s_dir = null!;
+    private static Dictionary<string, Tensor> s_weights = null!;
+
+    [ClassInitialize]
+    public static void Build(TestContext _)
+    {
+        s_dir = new TempDirectory();
+        var config = VisionTransformerConfig.FromHuggingFaceConfig(HuggingFacePoolTests.ConfigJson, preprocessorConfigJson: HuggingFacePoolTests.PreprocessorJson);
+        s_weights = ModelTestData.RandomWeights(config, seed: 5).ToDictionary(kv => kv.Key, kv => kv.Value.Times(0.5).DetachFromDisposeScope());
+        Model("models/base", s_weights);
+        for (int i = 0; i < 3; i++) Model($"models/expert{i}", Perturbed(s_weights, (ulong)(30 + i)));
+        HuggingFacePoolTests.DrawTask(s_dir.File("images/colors"), ["blue", "green", "red"], seed: 1);
+        HuggingFacePoolTests.DrawTask(s_dir.File("images/bands"), ["horizontal", "vertical"], seed: 2);
+    }
+
+    [ClassCleanup]
+    public static void Cleanup()
+    {
+        foreach (var t in s_weights.Values) t.Dispose();
+        s_dir.Dispose();
+    }
+
+    private static string Model(string name, Dictionary<string, Tensor> weights, string? configJson = null) =>
+        HuggingFaceTestModel.Write(s_dir.File(name), weights, configJson ?? HuggingFacePoolTests.ConfigJson, HuggingFacePoolTests.PreprocessorJson);
+
+    private static Dictionary<string, Tensor> Perturbed(Dictionary<string, Tensor> weights, ulong seed)
+    {
+        var g = new Generator(seed);
+        return weights.ToDictionary(kv => kv.Key, kv => kv.Value.Plus(randn(kv.Value.shape, generator: g).Times(0.02)));
+    }
+
+    private static void Run(params string[] args)
+    {
+        var (exit, output, error) = CliRunner.Run(args);
+        Assert.AreEqual(0, exit, $"{string.Join(" ", args)}\n{output}\n{error}");
+    }
+
+    /// <summary>A pool of two tasks around the shared base, the experts given by index.</summary>
+    private static string Pool(string name, int colorsExpert, int bandsExpert, bool copy = false)
+    {
+        string pool = s_dir.File(name);
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        string[] copied = copy ? ["--copy"] : [];
+        Run(["pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", s_dir.File($"models/expert{colorsExpert}"), "--probe", .. copied]);
+        Run(["pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", s_dir.File($"models/expert{bandsExpert}"), "--probe", .. copied]);
+        return pool;
+    }
+
+    /// <summary>
+    /// Two pools side by side refer to the base by the same relative path; a TACT result of one, copied next to the other,
+    /// is neither taken as that pool's finished run nor evaluated on it, and an expert replaced in place is noticed too.
+    /// </summary>
+    [TestMethod]
+    public void AResultIsTiedToTheFilesItWasMadeFrom()
+    {
+        string first = Pool("tied/first", 0, 1), second = Pool("tied/second", 2, 1);
+        Assert.AreEqual(PoolManifest.Read(first).Identity, PoolManifest.Read(second).Identity, "the pools' identities alone cannot tell them apart");
+        string run = s_dir.File("tied/runs/first");
+        Run("adapt", "--zoo", first, "--method", "tact", "--base-method", "simple-average", "--out", run);
+        string copy = s_dir.File("tied/runs/copy");
+        Directory.CreateDirectory(copy);
+        foreach (string file in Directory.GetFiles(run)) File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", second, "--method", "tact", "--base-method", "simple-average", "--out", copy);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "holds a run of the same command on other files (expert:colors differ");
+        (exit, _, error) = CliRunner.Run("eval", "--model", run, "--zoo", second);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "was made from other files");
+        StringAssert.Contains(error, "expert:colors");
+
+        // The same pool after its expert file was overwritten in place.
+        string replaced = Pool("tied/replaced", 0, 1, copy: true);
+        string before = s_dir.File("tied/runs/replaced");
+        Run("adapt", "--zoo", replaced, "--method", "tact", "--base-method", "simple-average", "--out", before);
+        Run("eval", "--model", before, "--zoo", replaced);
+        using (var other = ModelCheckpoints.LoadBackbone(s_dir.File("models/expert2")))
+            ModelCheckpoints.SaveBackbone(Path.Combine(replaced, PoolManifest.Read(replaced).Task("bands").Expert), other.Config, other.Weights);
+        (exit, _, error) = CliRunner.Run("eval", "--model", before, "--zoo", replaced);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "expert:bands");
+    }
+
+    /// <summary>An adaptation that fails on a broken expert names the file and the tensor, and leaves no output directory.</summary>
+    [TestMethod]
+    public void AFailedAdaptationLeavesNoOutput()
+    {
+        string pool = Pool("failed/pool", 0, 1, copy: true);
+        string expert = Path.Combine(pool, PoolManifest.Read(pool).Task("bands").Expert);
+        Dictionary<string, Tensor> tensors;
+        Dictionary<string, string> metadata;
+        using (var file = Checkpoint.Open(expert))
+        {
+            tensors = file.ReadAll();
+            metadata = file.Metadata.ToDictionary();
+        }
+
+        string broken = VisionTransformerNames.Layer(1).Fc1 + ".weight";
+        tensors[broken] = tensors[broken].t().contiguous();
+        SafeTensorsWriter.Save(expert, tensors, metadata);
+        foreach (string[] method in new[] { new[] { "tact" }, ["wemoe", "--steps", "2"] })
+        {
+            string run = s_dir.File($"failed/runs/{method[0]}");
+            var (exit, _, error) = CliRunner.Run(["adapt", "--zoo", pool, "--method", .. method, "--out", run]);
+            Assert.AreEqual(1, exit, method[0]);
+            StringAssert.Contains(error, broken, method[0]);
+            Assert.IsFalse(Directory.Exists(run), $"{method[0]}: {run} is left behind");
+        }
+
+        var (code, _, message) = CliRunner.Run("compare", "--zoo", pool, "--methods", "task-arithmetic", "--out", s_dir.File("failed/compare"));
+        Assert.AreEqual(1, code);
+        StringAssert.Contains(message, broken);
+        Assert.IsFalse(Directory.Exists(s_dir.File("failed/compare")));
+    }
+
+    /// <summary>A truncated PNG and a text file named .png are refused by name, through the ML.NET reading a Hugging Face pool uses.</summary>
+    [TestMethod]
+    public void ImagesThatDoNotDecodeAreNamed()
+    {
+        string pool = s_dir.File("images-pool");
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        string images = s_dir.File("bad-images");
+        foreach (string label in new[] { "blue", "green", "red" })
+        {
+            Directory.CreateDirectory(Path.Combine(images, label));
+            foreach (string file in Directory.GetFiles(s_dir.File($"images/colors/{label}")))
+                File.Copy(file, Path.Combine(images, label, Path.GetFileName(file)));
+        }
+
+        string truncated = Path.Combine(images, "red", "truncated.png");
+        File.WriteAllBytes(truncated, File.ReadAllBytes(Path.Combine(images, "red", "0.png"))[..100]);
+        string[] add = ["pool", "add", "--zoo", pool, "--task", "colors", "--images", images, "--expert", s_dir.File("models/expert0"), "--probe"];
+        var (exit, _, error) = CliRunner.Run(add);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, truncated);
+
+        File.Delete(truncated);
+        string text = Path.Combine(images, "green", "notes.png");
+        File.WriteAllText(text, "not an image");
+        (exit, _, error) = CliRunner.Run(add);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, text);
+        Assert.IsEmpty(PoolManifest.Read(pool).Tasks);
+    }
+
+    /// <summary>
+    /// Experts of two different random initialisations: a pool without a shared base takes each with its foundation (and
+    /// asks for one when it is missing), alignment matches the foundations and gives the pool a base, and an aligned expert
+    /// computes what it did.
+    /// </summary>
+    [TestMethod]
+    public void ExpertsOfDifferentInitialisationsGoThroughAPoolWithoutABase()
+    {
+        var config = VisionTransformerConfig.FromHuggingFaceConfig(HuggingFacePoolTests.ConfigJson, preprocessorConfigJson: HuggingFacePoolTests.PreprocessorJson);
+        using var scope = NewDisposeScope();
+        var other = ModelTestData.RandomWeights(config, seed: 6).ToDictionary(kv => kv.Key, kv => kv.Value.Times(0.5));
+        string foundationA = s_dir.File("models/base"), foundationB = Model("nonlocal/foundation-b", other);
+        string expertB = Model("nonlocal/expert-b", Perturbed(other, 40));
+        string pool = s_dir.File("nonlocal/pool");
+        Run("pool", "create", "--no-base-like", s_dir.File("models/expert0"), "--out", pool);
+        Assert.IsNull(PoolManifest.Read(pool).Pretrained);
+        Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", s_dir.File("models/expert0"),
+            "--foundation", foundationA, "--probe");
+        string[] bands = ["pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", expertB, "--probe"];
+        var (exit, _, error) = CliRunner.Run(bands);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "--foundation");
+        Run([.. bands, "--foundation", foundationB]);
+        var manifest = PoolManifest.Read(pool);
+        Assert.IsNotNull(manifest.Task("bands").Foundation);
+        StringAssert.Contains(manifest.Task("bands").Source, "fine-tuned from");
+
+        string aligned = s_dir.File("nonlocal/aligned");
+        Run("align", "--zoo", pool, "--out", aligned);
+        Assert.IsNotNull(PoolManifest.Read(aligned).Pretrained, "the aligned pool's base is the mean of the aligned foundations");
+        using (var source = ExpertPool.Load(pool))
+        using (var target = ExpertPool.Load(aligned))
+        {
+            var images = source.LoadData("bands").Test.ToTensor();
+            var before = source.Head("bands").Forward(VisionTransformer.Forward(source.Config, source.Expert("bands"), images));
+            var after = target.Head("bands").Forward(VisionTransformer.Forward(target.Config, target.Expert("bands"), images));
+            Assert.IsLessThanOrEqualTo(1e-4, ModelTestData.MaxAbsDiff(before, after));
+        }
+
+        Run("adapt", "--zoo", aligned, "--method", "tact", "--base-method", "task-arithmetic", "--out", s_dir.File("nonlocal/tact"));
+    }
+
+    /// <summary>An expert of another architecture is refused naming the field that differs, not two whole configs.</summary>
+    [TestMethod]
+    public void AnExpertOfAnotherArchitectureIsRefusedByTheFieldThatDiffers()
+    {
+        string pool = s_dir.File("mismatch/pool");
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        string gelu = Model("mismatch/gelu", s_weights, HuggingFacePoolTests.ConfigJson.Replace("quick_gelu", "gelu", StringComparison.Ordinal));
+        var (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", gelu, "--probe");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "activation: \"gelu\", the pool's \"quick_gelu\"");
+    }
+}
