@@ -147,17 +147,25 @@ internal static class ExportOnnxCommand
         }
 
         var manifest = Pools.PoolManifest.Read(zoo ?? throw new ArgumentException($"{adapterPath} is a LoRA adapter: give --zoo, the pool whose base it adapts."));
-        // A merged adapter (`merge --param adapter-space=factors`) records what it merged, as a dense merge does.
+        // A merged adapter (`merge --param adapter-space=factors`) records what it merged, as a dense merge does: its
+        // experts (found by path, or by content when the files moved) give the heads, and its base must be the pool's.
         IReadOnlyDictionary<string, string> metadata;
         using (var weights = Checkpoints.Checkpoint.Open(Path.Combine(adapterPath, LowRank.PeftAdapterFolder.WeightsFileName))) metadata = weights.Metadata;
+        var recorded = Merging.StreamingMergeDriver.RecordedInputs(metadata);
         var merged = Merging.StreamingMergeDriver.ExpertInputPaths(metadata);
         var chosen = tasks.Length > 0 ? tasks
             : allHeads ? [.. manifest.Tasks.Select(t => t.Name)]
             : manifest.TasksWithExperts(zoo, [adapterPath]) is { Count: > 0 } own ? [.. own.Select(t => t.Name)]
             : merged.Count > 0 && manifest.TasksWithExperts(zoo, merged) is { Count: > 0 } sources ? [.. sources.Select(t => t.Name)]
+            : merged.Count > 0 && TasksWithMergedContent(zoo, manifest, recorded) is { Length: > 0 } same ? same
             : merged.Count == 0 && metadata.ContainsKey(Merging.StreamingMergeDriver.MethodMetadataKey) ? [.. manifest.Tasks.Select(t => t.Name)]
             : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}" +
                 (merged.Count > 0 ? " and merged none of its experts" : "") + ": name the heads with --task, or --all-heads.");
+        if (recorded.FirstOrDefault(i => i.GetValueOrDefault("role") == "base") is { } recordedBase && manifest.Pretrained is { } poolBase
+            && recordedBase.GetValueOrDefault("content_sha256") is { } baseHash
+            && Checkpoints.CheckpointFingerprint.Of(Path.Combine(zoo, poolBase)).ContentSha256 != baseHash)
+            throw new ArgumentException($"{adapterPath} was merged against the base {recordedBase.GetValueOrDefault("path")}, and {zoo} has another base " +
+                "(its content differs): an adapter is applied to the base it was merged for.");
         using var pool = Pools.ExpertPool.Load(zoo, chosen);
         using var adapter = LowRank.PeftAdapterFolder.Load(adapterPath, pool.Config);
         var dense = adapter.Densify(pool.Pretrained);
@@ -173,6 +181,16 @@ internal static class ExportOnnxCommand
         {
             foreach (var t in dense.Values) t.Dispose();
         }
+    }
+
+    /// <summary>The pool's adapter tasks whose adapter weights have the content a merge recorded for one of its experts.</summary>
+    private static string[] TasksWithMergedContent(string zoo, Pools.PoolManifest manifest, IReadOnlyList<IReadOnlyDictionary<string, string>> recorded)
+    {
+        var hashes = recorded.Where(i => i.GetValueOrDefault("role", "").StartsWith("expert", StringComparison.Ordinal))
+            .Select(i => i.GetValueOrDefault("content_sha256")).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        return [.. manifest.Tasks.Where(t => LowRank.PeftAdapterFolder.IsAdapter(Path.Combine(zoo, t.Expert))
+                && hashes.Contains(Checkpoints.CheckpointFingerprint.Of(Path.Combine(zoo, t.Expert, LowRank.PeftAdapterFolder.WeightsFileName)).ContentSha256))
+            .Select(t => t.Name)];
     }
 
     /// <summary>A TACT result: one model per task (its correction), written as <c>&lt;out stem&gt;.&lt;task&gt;.onnx</c>.</summary>

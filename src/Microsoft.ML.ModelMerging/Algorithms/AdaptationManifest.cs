@@ -104,10 +104,13 @@ public sealed record AdaptationManifest
     /// The inputs whose fingerprint differs from <paramref name="current"/>'s (missing on either side counts), e.g.
     /// <c>expert:scenes</c>; empty when either side has no record (a manifest older than the record).
     /// </summary>
-    public IReadOnlyList<string> ChangedInputs(IReadOnlyDictionary<string, string>? current)
+    /// <param name="current">The fingerprints to compare with (<see cref="ExpertPool.InputFingerprints"/>).</param>
+    /// <param name="tasks">Compare only the base and these tasks' inputs (default: every input either side records).</param>
+    public IReadOnlyList<string> ChangedInputs(IReadOnlyDictionary<string, string>? current, IReadOnlyCollection<string>? tasks = null)
     {
         if (Inputs is null || current is null) return [];
-        return [.. Inputs.Keys.Union(current.Keys).Order(StringComparer.Ordinal)
+        bool Compared(string key) => tasks is null || key == "base" || tasks.Contains(key[(key.IndexOf(':') + 1)..]);
+        return [.. Inputs.Keys.Union(current.Keys).Where(Compared).Order(StringComparer.Ordinal)
             .Where(k => !Inputs.TryGetValue(k, out var mine) || !current.TryGetValue(k, out var theirs) || mine != theirs)];
     }
 

@@ -48,7 +48,9 @@ public static class AdaptedModel
                 $"{directory} was made from pool {manifest.PoolIdentity}; the pool at {experts.Directory} is {experts.Manifest.Identity}.");
         }
 
-        if (manifest.ChangedInputs(experts.InputFingerprints(manifest.Tasks)) is { Count: > 0 } changed)
+        // The run's tasks that the pool still has are compared (a dense result is paired with whatever heads it is given).
+        var present = manifest.Tasks.Where(t => experts.Manifest.Tasks.Any(p => p.Name == t)).ToList();
+        if (manifest.ChangedInputs(experts.InputFingerprints(present), present) is { Count: > 0 } changed)
         {
             throw new InvalidDataException(
                 $"{directory} was made from other files than the pool at {experts.Directory} holds now: {string.Join(", ", changed)} " +

@@ -63,6 +63,13 @@ public sealed record CheckpointFingerprint(long Bytes, string HeaderSha256, stri
     /// <summary>SHA-256 of a small file's every byte (a head, an adapter config).</summary>
     public static string OfSmallFile(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
 
+    /// <summary>SHA-256 of a JSON file's content, not its layout: parsed and written again without whitespace.</summary>
+    public static string OfJsonFile(string path)
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path));
+        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(node?.ToJsonString() ?? "null")));
+    }
+
     /// <summary>The fingerprint as the text a manifest records: bytes and content hash.</summary>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Bytes}:{ContentSha256}");
 }

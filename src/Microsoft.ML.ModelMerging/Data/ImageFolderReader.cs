@@ -106,10 +106,16 @@ public static class ImageFolderReader
     /// <exception cref="InvalidDataException">The file cannot be read or decoded completely.</exception>
     internal static void CheckDecodes(string path)
     {
-        using var image = ReadImage(path);
+        using var bitmap = Decode(path);
     }
 
     private static SKImage ReadImage(string path)
+    {
+        using var bitmap = Decode(path);
+        return SKImage.FromPixelCopy(bitmap.Info, bitmap.GetPixels(), bitmap.RowBytes);
+    }
+
+    private static SKBitmap Decode(string path)
     {
         try
         {
@@ -119,14 +125,15 @@ public static class ImageFolderReader
             using var codec = SKCodec.Create(stream, out SKCodecResult result)
                 ?? throw new InvalidDataException($"Image '{path}' is not a readable PNG or JPEG ({result}).");
             var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
-            using var bitmap = new SKBitmap(info);
+            var bitmap = new SKBitmap(info);
             result = codec.GetPixels(info, bitmap.GetPixels());
             if (result != SKCodecResult.Success)
             {
+                bitmap.Dispose();
                 throw new InvalidDataException($"Image '{path}' could not be decoded ({result}).");
             }
 
-            return SKImage.FromPixelCopy(info, bitmap.GetPixels(), bitmap.RowBytes);
+            return bitmap;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -17,25 +17,36 @@ public static class PreprocessedImageReader
     }
 
     /// <summary>An image folder (one sub-folder per class, PNG or JPEG of any size) as RGB [N, 3, crop, crop].</summary>
-    public static ImageDataset ReadFolder(string root, ImagePreprocessing preprocessing, string? name = null)
+    /// <param name="root">The folder of class folders.</param>
+    /// <param name="preprocessing">How each image is resized and cropped.</param>
+    /// <param name="name">The data set's name; the folder name when null.</param>
+    /// <param name="checkFiles">
+    /// Decode every file whole first, so a truncated or non-image file is refused by its path (<see cref="ReadFiles"/>);
+    /// a pool's later reads can skip it, since the split fingerprints recorded at registration catch any change.
+    /// </param>
+    public static ImageDataset ReadFolder(string root, ImagePreprocessing preprocessing, string? name = null, bool checkFiles = true)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(root);
         ArgumentNullException.ThrowIfNull(preprocessing);
         var (files, classNames) = ImageFolderReader.ListFiles(root);
-        float[] pixels = ReadFiles(files.Select(f => f.Path).ToList(), preprocessing);
+        float[] pixels = ReadFiles(files.Select(f => f.Path).ToList(), preprocessing, checkFiles);
         int size = preprocessing.CropSize;
         return new ImageDataset(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(root)), pixels,
             files.Select(f => f.Label).ToArray(), classNames, channels: 3, size, size);
     }
 
     /// <summary>The pixels of <paramref name="paths"/>, image after image, each [3, crop, crop] in [0, 1].</summary>
-    public static float[] ReadFiles(IReadOnlyList<string> paths, ImagePreprocessing preprocessing)
+    /// <param name="paths">The image files.</param>
+    /// <param name="preprocessing">How each image is resized and cropped.</param>
+    /// <param name="checkFiles">Decode every file whole first (default), so a broken file is refused by its path.</param>
+    public static float[] ReadFiles(IReadOnlyList<string> paths, ImagePreprocessing preprocessing, bool checkFiles = true)
     {
         preprocessing.Validate("image preprocessing");
         int size = preprocessing.CropSize, perImage = 3 * size * size;
         // LoadImages decodes a truncated PNG or JPEG without complaint (the missing part comes out black), and a file it
         // cannot decode surfaces from a read-ahead cursor at another row: every file is decoded once by itself first.
-        foreach (string path in paths) ImageFolderReader.CheckDecodes(path);
+        if (checkFiles)
+            foreach (string path in paths) ImageFolderReader.CheckDecodes(path);
         var ml = new MLContext(seed: 0);
         var data = ml.Data.LoadFromEnumerable(paths.Select(p => new ImagePath { Path = Path.GetFullPath(p) }));
         var pipeline = ml.Transforms.LoadImages("image", imageFolder: "", nameof(ImagePath.Path))

@@ -146,8 +146,11 @@ public static partial class PeftAdapterFolder
         if (config["modules_to_save"] is JsonArray { Count: > 0 } saved)
             throw new InvalidDataException($"{path}: modules_to_save [{string.Join(", ", saved.Select(m => m?.ToString()))}] (whole modules trained and saved beside the " +
                 "factors, e.g. a classifier) is not supported: give a head to `mlmerge pool add --head` and an adapter of LoRA factors only.");
-        if (config["layers_pattern"] is JsonValue layersPattern && config["layers_to_transform"] is not null && layersPattern.ToString() is { Length: > 0 } patternText && patternText != "layers")
-            throw new InvalidDataException($"{path}: layers_pattern is '{patternText}'; a CLIP vision encoder's layers are 'layers'.");
+        if (config["lora_bias"]?.GetValue<bool>() == true)
+            throw new InvalidDataException($"{path}: lora_bias = true (a trained bias on lora_B) is not supported.");
+        if (config["layers_to_transform"] is not null && config["layers_pattern"] is { } layersPattern
+            && (layersPattern is JsonArray patterns ? patterns.Select(p => p?.ToString()) : [layersPattern.ToString()]).Any(p => p is { Length: > 0 } && p != "layers"))
+            throw new InvalidDataException($"{path}: layers_pattern is {layersPattern.ToJsonString()}; a CLIP vision encoder's layers are 'layers'.");
         int rank = config["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: no 'r'.");
         double alpha = config["lora_alpha"]?.GetValue<double>() ?? rank;
         var targets = config["target_modules"] switch
@@ -197,7 +200,15 @@ public static partial class PeftAdapterFolder
         string weights = Path.Combine(directory, WeightsFileName);
         if (!File.Exists(weights)) throw new FileNotFoundException($"{directory}: no {WeightsFileName} beside {ConfigFileName}.", weights);
         using var checkpoint = Checkpoint.Open(weights);
-        var expected = options.TargetsOf(config).ToDictionary(t => t.Prefix, StringComparer.Ordinal);
+        Dictionary<string, LoraTarget> expected;
+        try
+        {
+            expected = options.TargetsOf(config).ToDictionary(t => t.Prefix, StringComparer.Ordinal);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{Path.Combine(directory, ConfigFileName)}: {e.Message}", e);
+        }
         foreach (var entry in checkpoint.Tensors)
         {
             var match = TensorNamePattern().Match(entry.Name);

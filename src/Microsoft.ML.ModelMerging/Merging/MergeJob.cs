@@ -104,7 +104,7 @@ public sealed record MergeJob
         {
             using var weightsFile = Checkpoint.Open(Path.Combine(Experts[i].Path, PeftAdapterFolder.WeightsFileName));
             var input = StreamingMergeDriver.Fingerprint($"expert {i}", weightsFile);
-            input["path"] = Path.GetFullPath(Experts[i].Path);
+            input["path"] = Path.TrimEndingDirectorySeparator(Path.GetFullPath(Experts[i].Path));
             inputs.Add(input);
         }
 

@@ -50,14 +50,17 @@ public sealed class StreamingMergeDriver
     public const string InputsMetadataKey = "mlmerge.merge_inputs";
 
     /// <summary>The full paths of the experts a merge's output records in <see cref="InputsMetadataKey"/>; empty when it records none.</summary>
-    public static IReadOnlyList<string> ExpertInputPaths(IReadOnlyDictionary<string, string> metadata)
+    public static IReadOnlyList<string> ExpertInputPaths(IReadOnlyDictionary<string, string> metadata) =>
+        [.. RecordedInputs(metadata).Where(i => i.TryGetValue("role", out var role) && role.StartsWith("expert", StringComparison.Ordinal) && i.ContainsKey("path")).Select(i => i["path"])];
+
+    /// <summary>Every input a merge's output records in <see cref="InputsMetadataKey"/> (role, path, sizes, hashes); empty when it records none.</summary>
+    public static IReadOnlyList<IReadOnlyDictionary<string, string>> RecordedInputs(IReadOnlyDictionary<string, string> metadata)
     {
         ArgumentNullException.ThrowIfNull(metadata);
         if (!metadata.TryGetValue(InputsMetadataKey, out string? json)) return [];
         try
         {
-            var inputs = System.Text.Json.JsonSerializer.Deserialize<List<Dictionary<string, string>>>(json) ?? [];
-            return [.. inputs.Where(i => i.TryGetValue("role", out var role) && role.StartsWith("expert", StringComparison.Ordinal) && i.ContainsKey("path")).Select(i => i["path"])];
+            return [.. System.Text.Json.JsonSerializer.Deserialize<List<Dictionary<string, string>>>(json) ?? []];
         }
         catch (System.Text.Json.JsonException)
         {

@@ -45,7 +45,7 @@ public sealed class ExpertPool : IDisposable
         if (chosen.GroupBy(t => t.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
             throw new ArgumentException($"Task '{twice.Key}' is asked for {twice.Count()} times; each expert takes part once.");
         if (chosen.Count == 0)
-            throw new ArgumentException($"The pool at {directory} has no task yet: add one with `mlmerge finetune --add-to {directory}`.");
+            throw new ArgumentException($"The pool at {directory} has no task yet: add one with `mlmerge pool add --zoo {directory}` (an expert you have) or `mlmerge finetune --add-to {directory}`.");
         return new ExpertPool(directory, manifest, chosen);
     }
 
@@ -107,7 +107,7 @@ public sealed class ExpertPool : IDisposable
                 throw new InvalidDataException(
                     $"Task '{task}' {split} split differs from the one the zoo was built on (fingerprint {data.Fingerprint[..12]}…, zoo {expected[..12]}…): " +
                     (zooTask.Data?.Kind == TaskDataSource.ImageFolderKind
-                        ? $"the images in {ImageFolderPath(zooTask.Data)} changed since the expert was trained. Restore them, or train the expert again with `mlmerge finetune --add-to`."
+                        ? $"the images in {ImageFolderPath(zooTask.Data)} changed since the expert was trained. Restore them, or register the task again (`mlmerge pool add`, or `mlmerge finetune --add-to --replace`)."
                         : "the installed data or font packages changed. Rebuild the zoo with `mlmerge zoo build`."));
         return splits;
     }
@@ -128,7 +128,8 @@ public sealed class ExpertPool : IDisposable
                     if (preprocessing.CropSize != config.ImageSize || config.Channels != 3)
                         throw new InvalidDataException(
                             $"The pool at {Directory} crops images to {preprocessing.CropSize}×{preprocessing.CropSize} RGB but its model takes {config.ImageSize}×{config.ImageSize} with {config.Channels} channel(s).");
-                    return ImageFolderTask.Load(ImageFolderPath(data), preprocessing, data.Seed, data.ValidationFraction, data.TestFraction, task.Name);
+                    // Files were decoded whole when the task was registered; a later change shows in the split fingerprints.
+                    return ImageFolderTask.Load(ImageFolderPath(data), preprocessing, data.Seed, data.ValidationFraction, data.TestFraction, task.Name, checkFiles: false);
                 }
                 return ImageFolderTask.Load(ImageFolderPath(data), config.ImageSize, config.Channels, data.Seed, data.ValidationFraction, data.TestFraction, task.Name);
             default:
@@ -157,8 +158,9 @@ public sealed class ExpertPool : IDisposable
 
         return fingerprints;
 
+        // An adapter's config is JSON text, which a checkout may store with other line endings: its parsed form is hashed.
         static string OfModel(string path) => PeftAdapterFolder.IsAdapter(path)
-            ? CheckpointFingerprint.Of(Path.Combine(path, PeftAdapterFolder.WeightsFileName)) + "+" + CheckpointFingerprint.OfSmallFile(Path.Combine(path, PeftAdapterFolder.ConfigFileName))
+            ? CheckpointFingerprint.Of(Path.Combine(path, PeftAdapterFolder.WeightsFileName)) + "+" + CheckpointFingerprint.OfJsonFile(Path.Combine(path, PeftAdapterFolder.ConfigFileName))
             : CheckpointFingerprint.Of(path).ToString();
     }
 

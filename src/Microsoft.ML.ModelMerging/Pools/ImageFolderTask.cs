@@ -30,10 +30,18 @@ internal static class ImageFolderTask
     /// Reads <paramref name="folder"/> as a Hugging Face processor would (<see cref="ImagePreprocessing"/>: shortest side,
     /// centre crop, RGB) and splits it per class like <see cref="Load(string, int, int, int, double, double, string?)"/>.
     /// </summary>
-    public static TaskSplits Load(string folder, ImagePreprocessing preprocessing, int seed, double validationFraction, double testFraction, string? name = null)
+    /// <param name="folder">The folder of class folders.</param>
+    /// <param name="preprocessing">How each image is resized and cropped.</param>
+    /// <param name="seed">Seed of the per-class split.</param>
+    /// <param name="validationFraction">Share of each class held out for validation.</param>
+    /// <param name="testFraction">Share of each class held out for test.</param>
+    /// <param name="name">The task's name; the folder name when null.</param>
+    /// <param name="checkFiles">Decode every file whole first, naming a broken one (see <see cref="PreprocessedImageReader.ReadFolder"/>).</param>
+    public static TaskSplits Load(string folder, ImagePreprocessing preprocessing, int seed, double validationFraction, double testFraction, string? name = null,
+        bool checkFiles = true)
     {
         CheckFractions(validationFraction, testFraction);
-        var all = PreprocessedImageReader.ReadFolder(folder, preprocessing, name ?? FolderName(folder));
+        var all = PreprocessedImageReader.ReadFolder(folder, preprocessing, name ?? FolderName(folder), checkFiles);
         return Split(all, folder, seed, validationFraction, testFraction);
     }
 
@@ -47,6 +55,12 @@ internal static class ImageFolderTask
 
     private static TaskSplits Split(ImageDataset all, string folder, int seed, double validationFraction, double testFraction)
     {
+        // A class with fewer images than splits would be missing from validation or test, and its accuracy never measured.
+        var perClass = new int[all.ClassCount];
+        foreach (int label in all.Labels.Span) perClass[label]++;
+        int smallest = Array.IndexOf(perClass, perClass.Min());
+        if (perClass[smallest] < 3)
+            throw new ArgumentException($"{folder}: class '{all.ClassNames[smallest]}' has {perClass[smallest]} image(s); every class needs at least 3, one for each of train, validation and test.");
         int test = Math.Max(all.ClassCount, (int)Math.Round(all.Count * testFraction));
         int validation = Math.Max(all.ClassCount, (int)Math.Round(all.Count * validationFraction));
         int train = all.Count - test - validation;

@@ -234,11 +234,15 @@ public sealed record PoolManifest
         ?? throw new ArgumentException(
             $"The pool has no task '{name}'; it has {(Tasks.Count == 0 ? "none" : string.Join(", ", Tasks.Select(t => t.Name)))}.");
 
-    /// <summary>The tasks whose expert checkpoint is one of <paramref name="expertPaths"/> (compared as full paths), in manifest order.</summary>
+    /// <summary>
+    /// The tasks whose expert checkpoint is one of <paramref name="expertPaths"/> (compared as full paths, a trailing separator
+    /// ignored), in manifest order.
+    /// </summary>
     public IReadOnlyList<PoolTask> TasksWithExperts(string poolDirectory, IEnumerable<string> expertPaths)
     {
-        var paths = expertPaths.Select(p => Path.GetFullPath(p)).ToHashSet(StringComparer.Ordinal);
-        return [.. Tasks.Where(t => paths.Contains(Path.GetFullPath(t.Expert, Path.GetFullPath(poolDirectory))))];
+        static string Normal(string path) => Path.TrimEndingDirectorySeparator(path);
+        var paths = expertPaths.Select(p => Normal(Path.GetFullPath(p))).ToHashSet(StringComparer.Ordinal);
+        return [.. Tasks.Where(t => paths.Contains(Normal(Path.GetFullPath(t.Expert, Path.GetFullPath(poolDirectory)))))];
     }
 
     /// <summary>The manifest with <paramref name="task"/> appended, or replacing the task of the same name in place.</summary>
@@ -279,7 +283,7 @@ public sealed record PoolManifest
         string path = PathOf(pool);
         if (!File.Exists(path))
             throw new FileNotFoundException(
-                $"No {FileName} at {path}: is this a pool directory? Pools are made by `mlmerge zoo build` or `mlmerge finetune --add-to <dir>`.", path);
+                $"No {FileName} at {path}: is this a pool directory? Pools are made by `mlmerge pool create` (experts you have) then `pool add`, by `mlmerge finetune --add-to <dir>`, or by `mlmerge zoo build`.", path);
         PoolManifest manifest;
         try
         {

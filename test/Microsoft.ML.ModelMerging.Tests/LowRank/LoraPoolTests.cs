@@ -156,6 +156,10 @@ public sealed class LoraPoolTests
         StringAssert.Contains(error.Message, stray);
 
         string json = File.ReadAllText(configPath);
+        File.WriteAllText(configPath, System.Text.RegularExpressions.Regex.Replace(json, @"""layers_to_transform"":\s*\[\s*0\s*\]", "\"layers_to_transform\": [7]"));
+        var beyond = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.Load(folder, Config));
+        StringAssert.Contains(beyond.Message, configPath);
+        StringAssert.Contains(beyond.Message, "layers_to_transform names layer 7");
         File.WriteAllText(configPath, json.Replace("\"bias\": \"none\"", "\"bias\": \"all\"", StringComparison.Ordinal));
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.ReadOptions(folder)).Message, "bias = 'all'");
         File.WriteAllText(configPath, json.Replace("\"modules_to_save\": null", "\"modules_to_save\": [\"classifier\"]", StringComparison.Ordinal));

@@ -87,6 +87,13 @@ public sealed class UserInputTests
         StringAssert.Contains(error, "was made from other files");
         StringAssert.Contains(error, "expert:colors");
 
+        // A manifest written before inputs were recorded still loads on its pool.
+        string manifestPath = Path.Combine(run, "adaptation.json");
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        Assert.IsTrue(manifest.Remove("inputs"));
+        File.WriteAllText(manifestPath, manifest.ToJsonString());
+        Run("eval", "--model", run, "--zoo", first);
+
         // The same pool after its expert file was overwritten in place.
         string replaced = Pool("tied/replaced", 0, 1, copy: true);
         string before = s_dir.File("tied/runs/replaced");
@@ -201,6 +208,25 @@ public sealed class UserInputTests
         }
 
         Run("adapt", "--zoo", aligned, "--method", "tact", "--base-method", "task-arithmetic", "--out", s_dir.File("nonlocal/tact"));
+    }
+
+    /// <summary>A class too small to appear in every split is refused by name instead of going unmeasured.</summary>
+    [TestMethod]
+    public void AClassTooSmallForEverySplitIsNamed()
+    {
+        string pool = s_dir.File("small/pool");
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        string images = s_dir.File("small/images");
+        foreach (string label in new[] { "horizontal", "vertical" })
+        {
+            Directory.CreateDirectory(Path.Combine(images, label));
+            var files = Directory.GetFiles(s_dir.File($"images/bands/{label}")).Order(StringComparer.Ordinal).Take(label == "vertical" ? 2 : 12);
+            foreach (string file in files) File.Copy(file, Path.Combine(images, label, Path.GetFileName(file)));
+        }
+
+        var (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", pool, "--task", "bands", "--images", images, "--expert", s_dir.File("models/expert0"), "--probe");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "class 'vertical' has 2 image(s)");
     }
 
     /// <summary>An expert of another architecture is refused naming the field that differs, not two whole configs.</summary>

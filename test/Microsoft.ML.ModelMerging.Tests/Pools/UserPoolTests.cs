@@ -160,7 +160,7 @@ public sealed class UserPoolTests
         var (exit, _, error) = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
             "--task", dir.File("tiny"), "--add-to", pool, "--epochs", "1");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "too few to split");
+        StringAssert.Contains(error, "has 2 image(s); every class needs at least 3");
         Assert.IsFalse(PoolManifest.Exists(pool), "no pool appears when the first task fails");
         Assert.IsFalse(Directory.Exists(pool) && Directory.EnumerateFiles(pool, "*", SearchOption.AllDirectories).Any());
     }
