@@ -31,6 +31,8 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
     private readonly OnnxWeightPrecision _precision;
     private readonly int? _gpuDeviceId;
     private readonly bool _fallbackToCpu;
+    private readonly int? _intraOpThreads;
+    private readonly int? _interOpThreads;
     private readonly IProgress<AlgorithmProgress>? _progress;
     private readonly CancellationToken _cancellation;
 
@@ -47,6 +49,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             throw new ArgumentException($"MergeExperts: task '{chosen}' is not in the expert set ({string.Join(", ", experts.TaskNames)}).", nameof(options));
         }
 
+        CheckScoringOptions(options);
         (Algorithm, Parameters) = options.CreateAlgorithm();
         // Checked here rather than after Fit has read every image.
         Parameters.Resolve(Algorithm.Name, Algorithm.Parameters);
@@ -78,8 +81,12 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
         _scores = options.Scores;
         _precision = options.WeightPrecision;
         _modelPath = options.ModelPath;
-        _gpuDeviceId = options.GpuDeviceId;
+        // No CUDA provider in this ONNX Runtime (the CPU package): the fallback the user asked for, decided here, where
+        // ML.NET's own fallback would fail on the missing entry point.
+        _gpuDeviceId = options.GpuDeviceId is not null && !CudaAvailable() ? null : options.GpuDeviceId;
         _fallbackToCpu = options.FallbackToCpu;
+        _intraOpThreads = options.OnnxIntraOpThreads;
+        _interOpThreads = options.OnnxInterOpThreads;
         _progress = options.Progress;
         _cancellation = options.Cancellation;
 
@@ -102,6 +109,47 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             throw new ArgumentException($"MergeExperts: column name '{clash}' is used internally by the merged model ({string.Join(", ", internalNames)}); choose another.", nameof(options));
         }
     }
+
+    /// <summary>
+    /// Refuses, before any work, scoring settings that would only fail after the merge: values outside their enums, a
+    /// model path that is blank or a directory, a GPU the ONNX Runtime in use cannot reach without a fallback, thread counts
+    /// below 1.
+    /// </summary>
+    private static void CheckScoringOptions(MergeExpertsOptions options)
+    {
+        static void Defined<T>(T value, string name) where T : struct, Enum
+        {
+            if (!Enum.IsDefined(value))
+                throw new ArgumentOutOfRangeException(name, value, $"MergeExperts: {name} is {value}; use one of {string.Join(", ", Enum.GetNames<T>())}.");
+        }
+
+        Defined(options.InputRange, nameof(options.InputRange));
+        Defined(options.Scores, nameof(options.Scores));
+        Defined(options.WeightPrecision, nameof(options.WeightPrecision));
+        if (options.ModelPath is { } path)
+        {
+            if (string.IsNullOrWhiteSpace(path))
+                throw new ArgumentException("MergeExperts: ModelPath is blank; give a file path for the ONNX model, or leave it null for a temporary file.", nameof(options.ModelPath));
+            if (Directory.Exists(path))
+                throw new ArgumentException($"MergeExperts: ModelPath {path} is a directory; give a file path for the ONNX model (e.g. {Path.Combine(path, "merged.onnx")}).", nameof(options.ModelPath));
+        }
+
+        if (options.GpuDeviceId is int device)
+        {
+            if (device < 0) throw new ArgumentOutOfRangeException(nameof(options.GpuDeviceId), device, "MergeExperts: GpuDeviceId is a CUDA device number, 0 or more.");
+            if (!options.FallbackToCpu && !CudaAvailable())
+                throw new ArgumentException($"MergeExperts: GpuDeviceId {device} needs ONNX Runtime's CUDA execution provider, which this ONNX Runtime does not have " +
+                    $"(its providers: {string.Join(", ", AvailableProviders())}); build with the GPU package (docs/packaging.md) or set FallbackToCpu.", nameof(options.GpuDeviceId));
+        }
+
+        foreach (var (threads, name) in new[] { (options.OnnxIntraOpThreads, nameof(options.OnnxIntraOpThreads)), (options.OnnxInterOpThreads, nameof(options.OnnxInterOpThreads)) })
+            if (threads is < 1)
+                throw new ArgumentOutOfRangeException(name, threads, $"MergeExperts: {name} must be 1 or more (null: ONNX Runtime's default).");
+    }
+
+    private static IReadOnlyList<string> AvailableProviders() => Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders();
+
+    private static bool CudaAvailable() => AvailableProviders().Contains("CUDAExecutionProvider", StringComparer.Ordinal);
 
     /// <summary>The merge algorithm <c>Fit</c> runs.</summary>
     public IMergeAlgorithm Algorithm { get; }
@@ -224,7 +272,7 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
                 }
             }
 
-            chain = ScoringChain.Build(_catalog, parts, Outputs, InputColumnName, _gpuDeviceId, _fallbackToCpu).Fit(input);
+            chain = ScoringChain.Build(_catalog, parts, Outputs, InputColumnName, new ScoringSessions(_gpuDeviceId, _fallbackToCpu, _intraOpThreads, _interOpThreads)).Fit(input);
             var outputs = Outputs;
             return new MergeExpertsTransformer(chain, InputColumnName, layout, InputRange, outputs,
                 parts.Select(p => p.Path).ToArray(), ownsModelFiles: _modelPath is null);

@@ -34,7 +34,8 @@ public sealed class MergeExpertsOptions
     /// Any algorithm of <see cref="MergeAlgorithmRegistry.Default"/> (<c>mlmerge merge --list</c>): a weight-only method, a
     /// data-based one (<c>fisher</c>, <c>regmean</c>, which read the pool's labeled training examples), or one trained by
     /// test-time adaptation on the unlabeled images of <c>Fit</c> (<c>wemoe</c>, <c>e-wemoe</c>, <c>adamerging-task</c>,
-    /// <c>adamerging-layer</c>, which need <see cref="TaskColumnName"/>). Ignored when <see cref="Algorithm"/> is set.
+    /// <c>adamerging-layer</c>), or <c>tact</c>, which measures them; those five need <see cref="TaskColumnName"/> and learn
+    /// from the tasks that occur in the data. Ignored when <see cref="Algorithm"/> is set.
     /// </summary>
     public string Method { get; set; } = "task-arithmetic";
 
@@ -99,11 +100,25 @@ public sealed class MergeExpertsOptions
     /// <summary>Cancels a running <c>Fit</c> (between adaptation steps, examples, tensors); nothing it wrote is left behind.</summary>
     public CancellationToken Cancellation { get; set; }
 
-    /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: the CUDA device of ONNX Runtime, or null for the CPU.</summary>
+    /// <summary>
+    /// Passed to ML.NET's <c>ApplyOnnxModel</c>: the CUDA device of ONNX Runtime, or null for the CPU. The estimator checks
+    /// that the ONNX Runtime in use has the CUDA execution provider (the CPU package does not): without it, it scores on the
+    /// CPU when <see cref="FallbackToCpu"/> is set and refuses the setting otherwise.
+    /// </summary>
     public int? GpuDeviceId { get; set; }
 
     /// <summary>Passed to ML.NET's <c>ApplyOnnxModel</c>: fall back to the CPU when the GPU cannot be used.</summary>
     public bool FallbackToCpu { get; set; }
+
+    /// <summary>
+    /// Threads ONNX Runtime uses inside one operator of a scoring session (null: ONNX Runtime's default, every core).
+    /// Methods that give one model per task (TACT, TALL masks, EMR) open one session per task: 1 keeps their sessions from
+    /// competing for the cores.
+    /// </summary>
+    public int? OnnxIntraOpThreads { get; set; }
+
+    /// <summary>Threads ONNX Runtime uses across independent operators of a scoring session (null: its default).</summary>
+    public int? OnnxInterOpThreads { get; set; }
 
     /// <summary>A copy of these options that runs <paramref name="setting"/>'s method with its parameters (and no <see cref="Algorithm"/>).</summary>
     public MergeExpertsOptions WithSetting(MergeCandidate setting)

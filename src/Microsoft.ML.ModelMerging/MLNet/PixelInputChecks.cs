@@ -11,8 +11,9 @@ internal static class PixelInputChecks
 
     /// <summary>
     /// Catches the likely mix-up of pixel scales on the first rows of the data: values above 1 with <see cref="PixelRange.Unit"/>,
-    /// or images that are not all black but never exceed 1 with <see cref="PixelRange.Byte"/> (ExtractPixels with
-    /// <c>scaleImage: 1f / 255</c>). An empty data view passes.
+    /// values above 255 with <see cref="PixelRange.Byte"/> (a shifted or scaled ExtractPixels), or images that are not all
+    /// black but never exceed 1 with <see cref="PixelRange.Byte"/> (ExtractPixels with <c>scaleImage: 1f / 255</c>). An empty
+    /// data view passes.
     /// </summary>
     public static void CheckRange(IDataView input, string inputColumn, PixelRange range)
     {
@@ -46,6 +47,13 @@ internal static class PixelInputChecks
             throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
                 $"MergeExperts: input column '{inputColumn}' has values up to {max} but InputRange is Unit (0 to 1). ") +
                 "ExtractPixels gives 0..255 unless scaleImage: 1f / 255 is set: use InputRange = PixelRange.Byte.");
+        }
+
+        if (range == PixelRange.Byte && max > 255)
+        {
+            throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
+                $"MergeExperts: input column '{inputColumn}' has values up to {max} but InputRange is Byte (0 to 255): ") +
+                "an ExtractPixels offsetImage or scaleImage moves the pixels out of range; extract them unshifted and unscaled.");
         }
 
         if (range == PixelRange.Byte && max is > 0 and <= 1)

@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
+using Microsoft.ML.Transforms.Onnx;
 
 namespace Microsoft.ML.ModelMerging.MLNet;
 
@@ -16,7 +17,7 @@ internal static class ScoringChain
     /// ONNX columns dropped. Every piece is an ML.NET transform, so the chain saves and loads without this assembly.
     /// </summary>
     public static IEstimator<ITransformer> Build(TransformsCatalog catalog, IReadOnlyList<(string Path, IReadOnlyList<AdaptedTask> Tasks, long Bytes)> parts,
-        IReadOnlyList<MergeExpertsTaskOutput> outputs, string inputColumn, int? gpuDeviceId, bool fallbackToCpu)
+        IReadOnlyList<MergeExpertsTaskOutput> outputs, string inputColumn, ScoringSessions sessions)
     {
         IEstimator<ITransformer>? chain = null;
         IEstimator<ITransformer> Append(IEstimator<ITransformer> next) => chain = chain is null ? next : chain.Append(next);
@@ -24,7 +25,16 @@ internal static class ScoringChain
         foreach (var (path, tasks, _) in parts)
         {
             var onnxOutputs = tasks.SelectMany(t => new[] { t.ScoresOutput, t.LabelOutput }).ToArray();
-            Append(catalog.ApplyOnnxModel(onnxOutputs, [inputColumn], path, gpuDeviceId, fallbackToCpu));
+            Append(catalog.ApplyOnnxModel(new OnnxOptions
+            {
+                ModelFile = path,
+                InputColumns = [inputColumn],
+                OutputColumns = onnxOutputs,
+                GpuDeviceId = sessions.GpuDeviceId,
+                FallbackToCpu = sessions.FallbackToCpu,
+                IntraOpNumThreads = sessions.IntraOpThreads,
+                InterOpNumThreads = sessions.InterOpThreads,
+            }));
         }
 
         var temporary = new List<string>();
@@ -69,3 +79,6 @@ internal static class ScoringChain
         public string[] Name { get; set; } = [];
     }
 }
+
+/// <summary>How ONNX Runtime runs the scoring sessions: device, fallback and thread counts (null: ONNX Runtime's defaults).</summary>
+internal sealed record ScoringSessions(int? GpuDeviceId, bool FallbackToCpu, int? IntraOpThreads, int? InterOpThreads);

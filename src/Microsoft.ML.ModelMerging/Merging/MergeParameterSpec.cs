@@ -191,8 +191,9 @@ public sealed class MergeParameterSpec
 
     private string RangeText()
     {
-        bool hasMinimum = !double.IsNegativeInfinity(Minimum) && Minimum != long.MinValue;
-        bool hasMaximum = !double.IsPositiveInfinity(Maximum) && Maximum != long.MaxValue;
+        // The type's own limits are no range a user should read: [2, 2147483647] is "≥ 2".
+        bool hasMinimum = !double.IsNegativeInfinity(Minimum) && Minimum is not (long.MinValue or int.MinValue or double.MinValue);
+        bool hasMaximum = !double.IsPositiveInfinity(Maximum) && Maximum is not (long.MaxValue or int.MaxValue or double.MaxValue);
         if (!hasMinimum && !hasMaximum)
         {
             return string.Empty;

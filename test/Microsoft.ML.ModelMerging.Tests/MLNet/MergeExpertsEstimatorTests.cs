@@ -226,6 +226,9 @@ public sealed class MergeExpertsEstimatorTests
         StringAssert.Contains(bytes.Message, "never exceed 1, but InputRange is Byte");
         var negative = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, [Enumerable.Repeat(-1f, 784).ToArray()])));
         StringAssert.Contains(negative.Message, "has value -1 in row 0");
+        // ExtractPixels with a negative offsetImage shifts bytes past 255.
+        var shifted = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, [Enumerable.Repeat(300f, 784).ToArray()])));
+        StringAssert.Contains(shifted.Message, "has values up to 300 but InputRange is Byte");
 
         // An empty data view only gives the schema: a weight-only merge needs no rows.
         using var model = ml.Transforms.MergeExperts(s_experts).Fit(Rows(ml, [], size: 784));
@@ -245,6 +248,21 @@ public sealed class MergeExpertsEstimatorTests
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, parameter)).Message, "Unknown parameter 'kep'");
         var clash = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { ScoreColumnName = "scores" }));
         StringAssert.Contains(clash.Message, "'scores_mnist' is used internally");
+
+        // Scoring settings that would only fail after the merge are refused here too.
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.MergeExperts(s_experts,
+            new MergeExpertsOptions { Scores = (OnnxScoreKind)42 })).Message, "Scores is 42; use one of");
+        using var dir = new TempDirectory();
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts,
+            new MergeExpertsOptions { ModelPath = dir.Path })).Message, "is a directory");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.MergeExperts(s_experts,
+            new MergeExpertsOptions { OnnxIntraOpThreads = 0 })).Message, "OnnxIntraOpThreads must be 1 or more");
+        // The CPU ONNX Runtime has no CUDA provider: a GPU without a fallback is refused, with one the merge scores on the CPU.
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts,
+            new MergeExpertsOptions { GpuDeviceId = 0 })).Message, "CUDA execution provider");
+        using var fallback = ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { GpuDeviceId = 0, FallbackToCpu = true, OnnxIntraOpThreads = 1 })
+            .Fit(Rows(ml, Bytes(s_images)));
+        Assert.IsNotNull(fallback.Transform(Rows(ml, Bytes(s_images))).Preview(2));
     }
 
     [TestMethod]
