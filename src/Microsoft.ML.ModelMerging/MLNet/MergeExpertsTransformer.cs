@@ -9,8 +9,8 @@ namespace Microsoft.ML.ModelMerging.MLNet;
 /// without this assembly, as that chain. Immutable.
 /// <para>
 /// The transformer owns the ONNX files it reads when <see cref="MergeExpertsOptions.ModelPath"/> was not given (they are
-/// deleted on <see cref="Dispose"/>); ML.NET's <c>OnnxTransformer</c> reads the file again when the model is saved, so save
-/// before disposing.
+/// deleted on <see cref="Dispose"/>, and those of a transformer never disposed when the process exits); ML.NET's
+/// <c>OnnxTransformer</c> reads the file again when the model is saved, so save before disposing.
 /// </para>
 /// </summary>
 public sealed class MergeExpertsTransformer : ITransformer, IDisposable
@@ -29,6 +29,34 @@ public sealed class MergeExpertsTransformer : ITransformer, IDisposable
         Outputs = outputs;
         ModelPaths = modelPaths;
         _ownsModelFiles = ownsModelFiles;
+        if (ownsModelFiles)
+            foreach (string path in modelPaths) s_ownedFiles.TryAdd(path, 0);
+    }
+
+    /// <summary>Temporary ONNX files of transformers not yet disposed; ML.NET users rarely dispose transformers.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> s_ownedFiles = CreateOwnedFiles();
+
+    private static System.Collections.Concurrent.ConcurrentDictionary<string, byte> CreateOwnedFiles()
+    {
+        var files = new System.Collections.Concurrent.ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (string path in files.Keys)
+            {
+                try
+                {
+                    File.Delete(path);
+                }
+                catch (IOException)
+                {
+                    // Still open elsewhere: the temporary folder's own cleanup takes it.
+                }
+                catch (UnauthorizedAccessException)
+                {
+                }
+            }
+        };
+        return files;
     }
 
     /// <summary>The ML.NET transforms this transformer runs and saves.</summary>
@@ -98,6 +126,7 @@ public sealed class MergeExpertsTransformer : ITransformer, IDisposable
             foreach (string path in ModelPaths)
             {
                 File.Delete(path);
+                s_ownedFiles.TryRemove(path, out _);
             }
         }
     }
