@@ -97,10 +97,12 @@ internal static class NonLocalTable
 
     private static string Distances(PoolAlignmentResult result)
     {
-        var lines = new List<string> { "| model | L2 distance to the reference, before | after | weight-matching passes |", "|---|---|---|---|" };
+        // Activation matching solves each group once: only weight matching's descent has passes to count.
+        bool descends = result.Manifest.Alignment?.Method == PoolAlignment.Method;
+        var lines = new List<string> { "| model | L2 distance to the reference, before | after |" + (descends ? " weight-matching passes |" : ""), descends ? "|---|---|---|---|" : "|---|---|---|" };
         foreach (var m in result.Foundations.Concat(result.Experts))
         {
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| {m.Name} | {m.DistanceBefore:F2} | {m.DistanceAfter:F2} | {m.Iterations} |"));
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| {m.Name} | {m.DistanceBefore:F2} | {m.DistanceAfter:F2} |") + (descends ? $" {m.Iterations} |" : ""));
         }
 
         return string.Join(Environment.NewLine, lines);
