@@ -33,7 +33,10 @@ internal static class ConsoleProgress
         return result;
     }
 
-    /// <summary>For logs: one line when the stage changes and at every tenth of it.</summary>
+    /// <summary>
+    /// For logs: one line when the stage changes and at every tenth of it. Descriptions that differ only in their numbers
+    /// ("epoch 3", "epoch 4") are one stage, so a 200-epoch probe logs ten lines, not two hundred.
+    /// </summary>
     private static Action<TProgress> LogLines<TProgress>(TextWriter output, Func<TProgress, (string Description, long Done, long Total)> describe)
     {
         string last = "";
@@ -41,9 +44,10 @@ internal static class ConsoleProgress
         return p =>
         {
             var (description, done, total) = describe(p);
+            string stage = new string([.. description.Where(c => !char.IsAsciiDigit(c))]);
             long tenth = total > 0 ? 10 * done / total : 0;
-            if (description == last && tenth == lastTenth) return;
-            last = description;
+            if (stage == last && tenth == lastTenth) return;
+            last = stage;
             lastTenth = tenth;
             output.WriteLine($"{DateTime.Now:HH:mm:ss} {description} {done}/{total}");
             output.Flush();
