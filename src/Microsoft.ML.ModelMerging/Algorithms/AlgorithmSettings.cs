@@ -128,7 +128,15 @@ public sealed record DareSettings : OneModelMergeSettings
     public override string Method => "dare";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> MethodParameters() =>
+    /// <exception cref="ArgumentException">A TIES setting without <see cref="ThenTies"/>: it would have no effect.</exception>
+    protected override IEnumerable<(string, object?)> MethodParameters()
+    {
+        if (ThenTies != true && (Keep, TrimPerTensor, MergeByMean) is not (null, null, null))
+            throw new ArgumentException("DareSettings: Keep, TrimPerTensor and MergeByMean set how TIES merges the dropped task vectors; set ThenTies = true, or leave them unset for task arithmetic.");
+        return Parameters();
+    }
+
+    private IEnumerable<(string, object?)> Parameters() =>
     [
         ("drop-rate", DropRate), ("seed", Seed), ("then", ThenTies is { } ties ? ties ? "ties" : "task-arithmetic" : null),
         ("lambda", Lambda), ("keep", Keep),
@@ -235,7 +243,17 @@ public sealed record WeightEnsemblingSettings : AlgorithmSettings
     public override string Method => Efficient ? "e-wemoe" : "wemoe";
 
     /// <inheritdoc/>
-    protected override IEnumerable<(string, object?)> Given() =>
+    /// <exception cref="ArgumentException"><see cref="Keep"/> without <see cref="Efficient"/>, or <see cref="TaskRouting"/> without softmax routing.</exception>
+    protected override IEnumerable<(string, object?)> Given()
+    {
+        if (Keep is not null && !Efficient)
+            throw new ArgumentException("WeightEnsemblingSettings: Keep prunes E-WEMoE's task vectors; set Efficient = true, or leave it unset.");
+        if (TaskRouting is > 0 && !string.Equals(Routing, "softmax", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException("WeightEnsemblingSettings: TaskRouting needs Routing = \"softmax\" (its term is −log of the own expert's routing weight).");
+        return Parameters();
+    }
+
+    private IEnumerable<(string, object?)> Parameters() =>
     [
         ("steps", Steps), ("learning-rate", LearningRate), ("batch", Batch), ("lambda", Lambda),
         ("router-depth", RouterDepth), ("batch-reduce", BatchReduce), ("routing", Routing), ("task-routing", TaskRouting), ("keep", Keep),

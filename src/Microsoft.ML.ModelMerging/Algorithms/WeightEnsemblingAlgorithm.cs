@@ -10,7 +10,7 @@ namespace Microsoft.ML.ModelMerging.Algorithms;
 /// WEMoE (and E-WEMoE): every tensor merged by task arithmetic except each block's MLP, which becomes W0 + Σ r_i(x)·τ_i with
 /// routers trained by test-time adaptation and routing per sample. The result is the upscaled model (one part).
 /// </summary>
-internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
+internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm, IMergeAlgorithm
 {
     private readonly bool _efficient;
 
@@ -38,6 +38,23 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm
     public static WeightEnsemblingAlgorithm Dense { get; } = new(efficient: false);
 
     public static WeightEnsemblingAlgorithm Efficient { get; } = new(efficient: true);
+
+    /// <summary>
+    /// The declared parameters and the pool's base, and that the task-routing term has the routing it needs: −log of the own
+    /// expert's weight is defined only when the weights are a distribution (routing=softmax). Refused here, before any
+    /// image is read, rather than when adaptation starts.
+    /// </summary>
+    public void Check(ExpertPool pool, MergeParameters parameters)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var resolved = parameters.Resolve(Name, Parameters);
+        if (!pool.HasPretrained)
+            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        if (resolved.GetNumber("task-routing") > 0 && resolved.GetChoice("routing") != "softmax")
+            throw new ArgumentException($"{Name}: task-routing {MergeParameterSpec.FormatNumber(resolved.GetNumber("task-routing"))} needs routing=softmax " +
+                "(its term is −log of the weight of each image's own expert, which the raw outputs of linear routing do not make a probability).");
+    }
 
     /// <summary>The WEMoE construction of <paramref name="parameters"/> (resolved against this algorithm).</summary>
     public WeightEnsemblingOptions Options(ResolvedMergeParameters parameters)

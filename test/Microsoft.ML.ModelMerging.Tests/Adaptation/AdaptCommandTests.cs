@@ -251,6 +251,10 @@ public sealed class AdaptCommandTests
         (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "fisher", "--router-layers", "1", "--out", "unused");
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "--router-layers does not apply to fisher (its parameters: examples, epsilon, seed)");
+
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "wemoe", "--param", "task-routing=1", "--out", "unused");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "wemoe: task-routing 1 needs routing=softmax");
         Assert.IsFalse(Directory.Exists("unused"));
     }
 

@@ -141,7 +141,12 @@ public sealed class MergeAlgorithmRegistryTests
 
         CollectionAssert.AreEquivalent(new[] { "keep=0.1", "trim=per-tensor", "merge-func=sum" },
             Assignments(new TiesSettings { Keep = 0.1, TrimPerTensor = true, MergeByMean = false }));
-        CollectionAssert.AreEquivalent(new[] { "then=task-arithmetic", "trim=global" }, Assignments(new DareSettings { ThenTies = false, TrimPerTensor = false }));
+        CollectionAssert.AreEquivalent(new[] { "then=ties", "trim=global" }, Assignments(new DareSettings { ThenTies = true, TrimPerTensor = false }));
+        // Settings that would have no effect are refused by name.
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => new DareSettings { ThenTies = false, TrimPerTensor = false }.ToParameters()).Message, "set ThenTies = true");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => new DareSettings { Keep = 0.3 }.ToParameters()).Message, "set ThenTies = true");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => new WeightEnsemblingSettings { TaskRouting = 1 }.ToParameters()).Message, "TaskRouting needs Routing = \"softmax\"");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => new WeightEnsemblingSettings { Keep = 0.2 }.ToParameters()).Message, "set Efficient = true");
         CollectionAssert.AreEquivalent(new[] { "tall-lambda=0.25" }, Assignments(new TallMasksSettings { TallLambda = [0.25] }));
         CollectionAssert.AreEquivalent(new[] { "base-method=ties", "statistics=token", "keep=0.1", "examples=64" },
             Assignments(new TactSettings { BaseMethod = "ties", PerToken = true, Keep = 0.1, Examples = 64 }));
