@@ -144,6 +144,10 @@ public sealed class MergeExpertsOptions
 
     /// <summary>The algorithm this estimator runs (<see cref="Algorithm"/>, or <see cref="Method"/> from the registry) and its parameters.</summary>
     /// <exception cref="ArgumentException">Unknown method.</exception>
-    public (IMergeAlgorithm Algorithm, MergeParameters Parameters) CreateAlgorithm() =>
-        (Algorithm ?? MergeAlgorithmRegistry.Default.Get(Method), new MergeParameters(Parameters));
+    public (IMergeAlgorithm Algorithm, MergeParameters Parameters) CreateAlgorithm()
+    {
+        if (Algorithm is null && string.IsNullOrWhiteSpace(Method))
+            throw new ArgumentException($"MergeExperts: Method is not set; name an algorithm of the registry ({string.Join(", ", MergeAlgorithmRegistry.Default.Algorithms.Select(a => a.Name))}) or set Algorithm.", nameof(Method));
+        return (Algorithm ?? MergeAlgorithmRegistry.Default.Get(Method), new MergeParameters(Parameters));
+    }
 }

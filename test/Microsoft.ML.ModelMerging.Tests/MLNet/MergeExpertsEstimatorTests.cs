@@ -243,6 +243,8 @@ public sealed class MergeExpertsEstimatorTests
         StringAssert.Contains(task.Message, "task 'cifar' is not in the expert set");
         var method = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { Method = "average" }));
         StringAssert.Contains(method.Message, "Unknown merge method 'average'");
+        var unset = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { Method = null! }));
+        Assert.AreEqual("Method", unset.ParamName);
         var parameter = new MergeExpertsOptions { Method = "ties" };
         parameter.Parameters["kep"] = "0.2";
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.MergeExperts(s_experts, parameter)).Message, "Unknown parameter 'kep'");
