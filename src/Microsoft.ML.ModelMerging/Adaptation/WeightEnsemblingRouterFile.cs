@@ -158,7 +158,7 @@ internal sealed class WeightEnsemblingRouterFile
         ArgumentNullException.ThrowIfNull(experts);
         if (Config is not null && Config.ToJson() != experts.Config.ToJson())
         {
-            throw new ArgumentException($"{Path}: the routers were trained for the model {Config.ToJson()}; the zoo holds {experts.Config.ToJson()}.");
+            throw new ArgumentException($"{Path}: the routers were trained for another model than the zoo holds ({string.Join("; ", Config.DifferencesFrom(experts.Config, "the zoo's"))}).");
         }
 
         IReadOnlyList<string> names = experts.TaskNames;

@@ -161,6 +161,21 @@ public sealed record VisionTransformerConfig
     /// <summary>Compact JSON with snake_case keys (<c>image_size</c>, <c>activation: "quick_gelu"</c>, ...).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
+    /// <summary>
+    /// The fields in which this config differs from <paramref name="other"/>, as <c>name: mine, theirs</c> (e.g.
+    /// <c>activation: "gelu", "quick_gelu"</c>) with <paramref name="theirs"/> naming the other side; empty when they agree.
+    /// </summary>
+    public IReadOnlyList<string> DifferencesFrom(VisionTransformerConfig other, string theirs = "the other's")
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        using var mine = JsonDocument.Parse(ToJson());
+        using var others = JsonDocument.Parse(other.ToJson());
+        return [.. mine.RootElement.EnumerateObject()
+            .Select(p => (p.Name, Value: p.Value.GetRawText(), Other: others.RootElement.TryGetProperty(p.Name, out var v) ? v.GetRawText() : "(none)"))
+            .Where(d => d.Value != d.Other)
+            .Select(d => $"{d.Name}: {d.Value}, {theirs} {d.Other}")];
+    }
+
     /// <summary>Reads <see cref="ToJson"/> output and validates it.</summary>
     public static VisionTransformerConfig FromJson(string json)
     {

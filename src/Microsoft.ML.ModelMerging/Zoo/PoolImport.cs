@@ -214,13 +214,7 @@ public static class PoolImport
     {
         var other = ModelCheckpoints.ReadConfig(checkpoint);
         if (other.Equals(config)) return;
-        using var mine = JsonDocument.Parse(other.ToJson());
-        using var pools = JsonDocument.Parse(config.ToJson());
-        var differences = mine.RootElement.EnumerateObject()
-            .Select(p => (p.Name, Value: p.Value.GetRawText(), Pool: pools.RootElement.TryGetProperty(p.Name, out var v) ? v.GetRawText() : "(none)"))
-            .Where(d => d.Value != d.Pool)
-            .Select(d => $"{d.Name}: {d.Value}, the pool's {d.Pool}")
-            .ToList();
+        var differences = other.DifferencesFrom(config, "the pool's");
         throw new ArgumentException($"{role} {checkpoint} does not fit the pool's model ({(differences.Count > 0 ? string.Join("; ", differences) : other.ToJson())}): " +
             "experts of one pool share the architecture and preprocessing.");
     }
