@@ -53,15 +53,26 @@ public interface IMergeAlgorithm
     /// depend on one another, or whose needs depend on them (TACT's base method), checks that too.
     /// </summary>
     /// <exception cref="ArgumentException">A parameter is unknown or out of range, or the pool lacks what the run needs.</exception>
-    void Check(ExpertPool pool, MergeParameters parameters)
+    void Check(ExpertPool pool, MergeParameters parameters) => CheckDeclared(this, pool, parameters);
+
+    /// <summary>
+    /// The checks every algorithm shares: <paramref name="parameters"/> against <paramref name="algorithm"/>'s declarations,
+    /// and a pre-trained base in <paramref name="pool"/> when it <see cref="Needs"/> one. An algorithm with checks of its own
+    /// runs these first; returns the resolved parameters.
+    /// </summary>
+    /// <exception cref="ArgumentException">A parameter is unknown or out of range, or the pool has no base the algorithm needs.</exception>
+    static ResolvedMergeParameters CheckDeclared(IMergeAlgorithm algorithm, ExpertPool pool, MergeParameters parameters)
     {
+        ArgumentNullException.ThrowIfNull(algorithm);
         ArgumentNullException.ThrowIfNull(pool);
         ArgumentNullException.ThrowIfNull(parameters);
-        parameters.Resolve(Name, Parameters);
-        if (Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
+        var resolved = parameters.Resolve(algorithm.Name, algorithm.Parameters);
+        if (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
         {
-            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+            throw new ArgumentException($"{algorithm.Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
         }
+
+        return resolved;
     }
 
     /// <summary>Merges the pool's experts (all of them) into a model serving <see cref="AlgorithmContext.Tasks"/>.</summary>

@@ -46,11 +46,7 @@ internal sealed class WeightEnsemblingAlgorithm : TestTimeAdaptationAlgorithm, I
     /// </summary>
     public void Check(ExpertPool pool, MergeParameters parameters)
     {
-        ArgumentNullException.ThrowIfNull(pool);
-        ArgumentNullException.ThrowIfNull(parameters);
-        var resolved = parameters.Resolve(Name, Parameters);
-        if (!pool.HasPretrained)
-            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        var resolved = IMergeAlgorithm.CheckDeclared(this, pool, parameters);
         if (resolved.GetNumber("task-routing") > 0 && resolved.GetChoice("routing") != "softmax")
             throw new ArgumentException($"{Name}: task-routing {MergeParameterSpec.FormatNumber(resolved.GetNumber("task-routing"))} needs routing=softmax " +
                 "(its term is −log of the weight of each image's own expert, which the raw outputs of linear routing do not make a probability).");

@@ -98,11 +98,7 @@ public sealed class WeightOnlyAlgorithm : IMergeAlgorithm
     /// <summary>The parameters, and with <c>adapter-space=factors</c> a pool of adapters with a base (before any work).</summary>
     public void Check(ExpertPool pool, MergeParameters parameters)
     {
-        ArgumentNullException.ThrowIfNull(pool);
-        ArgumentNullException.ThrowIfNull(parameters);
-        parameters.Resolve(Name, Parameters);
-        if (Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !pool.HasPretrained)
-            throw new ArgumentException($"{Name} forms task vectors against a pre-trained base, and the pool at {pool.Directory} has none.");
+        IMergeAlgorithm.CheckDeclared(this, pool, parameters);
         if (Parameters.Contains(LoraMergeSpaces.Parameter) && LoraMergeSpaces.Split(parameters, Name).Space == LoraMergeSpaces.Factors)
             CheckAdapterPool(pool);
     }
