@@ -16,8 +16,23 @@ public static class FontCatalog
     public static readonly IReadOnlyList<string> SymbolFamilies =
         ["Standard Symbols PS", "D050000L", "Symbol", "Dingbats", "Wingdings", "Webdings", "OpenSymbol"];
 
-    /// <summary>TrueType and OpenType files (<c>.ttf</c>, <c>.otf</c>) under <paramref name="directory"/>, recursively, in ordinal path order, symbol fonts left out.</summary>
-    public static IReadOnlyList<string> Find(string directory = DefaultDirectory)
+    /// <summary>
+    /// The folders under <see cref="DefaultDirectory"/> that the font packages <c>build.sh</c> installs write to. Only these
+    /// are read there: the zoos' glyph tasks are fingerprinted, and any other font a machine happens to have (ImageMagick
+    /// alone pulls in fonts-noto-mono and fonts-droid-fallback) would change every rendered image and so every split.
+    /// </summary>
+    public static readonly IReadOnlyList<string> PackageFolders =
+        ["opentype/urw-base35", "truetype/croscore", "truetype/dejavu", "truetype/freefont", "truetype/liberation"];
+
+    /// <summary>
+    /// TrueType and OpenType files (<c>.ttf</c>, <c>.otf</c>) in ordinal path order, symbol fonts left out: under
+    /// <see cref="DefaultDirectory"/> those of <see cref="PackageFolders"/>, under any other directory every one, recursively.
+    /// </summary>
+    public static IReadOnlyList<string> Find(string directory = DefaultDirectory) =>
+        Find(directory, IsDefault(directory) ? PackageFolders : null);
+
+    /// <summary>The fonts under <paramref name="directory"/>, only in its sub-folders <paramref name="folders"/> when given.</summary>
+    public static IReadOnlyList<string> Find(string directory, IReadOnlyList<string>? folders)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         if (!Directory.Exists(directory))
@@ -26,8 +41,12 @@ public static class FontCatalog
                 $"Font directory '{directory}' does not exist: install the Debian font packages (./build.sh build) or pass another directory.");
         }
 
+        IEnumerable<string> files = folders is null
+            ? Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories)
+            : folders.Select(folder => Path.Combine(directory, folder)).Where(Directory.Exists)
+                .SelectMany(folder => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories));
         var fonts = new List<string>();
-        foreach (string file in Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        foreach (string file in files.Order(StringComparer.Ordinal))
         {
             string extension = Path.GetExtension(file);
             if (!extension.Equals(".ttf", StringComparison.OrdinalIgnoreCase) && !extension.Equals(".otf", StringComparison.OrdinalIgnoreCase))
@@ -44,4 +63,8 @@ public static class FontCatalog
 
         return fonts;
     }
+
+    private static bool IsDefault(string directory) =>
+        !string.IsNullOrWhiteSpace(directory) &&
+        string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)), DefaultDirectory, StringComparison.Ordinal);
 }

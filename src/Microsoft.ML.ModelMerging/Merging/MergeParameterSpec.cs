@@ -186,8 +186,16 @@ public sealed class MergeParameterSpec
         Choices.FirstOrDefault(choice => string.Equals(choice, value, StringComparison.OrdinalIgnoreCase))
             ?? throw Invalid(methodName, value);
 
+    // ParamName is the parameter's own name, so a caller can tell which setting was refused without parsing the message.
     private ArgumentException Invalid(string methodName, string text) =>
-        new($"Parameter '{Name}' of merge method '{methodName}' must be {AcceptedValues}; got '{text}'.");
+        new($"Parameter '{Name}' of merge method '{methodName}' must be {Article()}{AcceptedValues}; got '{text}'.", Name);
+
+    private string Article() => Kind switch
+    {
+        MergeParameterKind.Choice => "",
+        MergeParameterKind.Integer => "an ",
+        _ => "a ",
+    };
 
     private string RangeText()
     {

@@ -75,12 +75,12 @@ public sealed class MergeParameters
             if (spec is null)
             {
                 string known = parameters.Count == 0 ? "it takes none" : "known: " + string.Join(", ", parameters.Select(spec => spec.Name));
-                throw new ArgumentException($"Unknown parameter '{name}' for merge method '{methodName}' ({known}).");
+                throw new ArgumentException($"Unknown parameter '{name}' for merge method '{methodName}' ({known}).", name);
             }
 
             if (!given.TryAdd(spec.Name, value))
             {
-                throw new ArgumentException($"Parameter '{spec.Name}' of merge method '{methodName}' is given twice.");
+                throw new ArgumentException($"Parameter '{spec.Name}' of merge method '{methodName}' is given twice.", spec.Name);
             }
         }
 

@@ -246,7 +246,7 @@ public sealed class AdaptCommandTests
 
         (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "e-wemoe", "--router-layers", "3", "--out", "unused");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "Parameter 'router-depth' of merge method 'e-wemoe' must be integer in [0, 2]; got '3'");
+        StringAssert.Contains(error, "Parameter 'router-depth' of merge method 'e-wemoe' must be an integer in [0, 2]; got '3'");
 
         (exit, _, error) = CliRunner.Run("adapt", "--zoo", CommittedZoo.Directory, "--method", "fisher", "--router-layers", "1", "--out", "unused");
         Assert.AreEqual(1, exit);

@@ -293,7 +293,7 @@ public sealed class MergeCommandTests
     [DataRow("unknown-method", "merge|--method|tiez|--base|{base}|{experts}|--out|{out}", "error: Unknown merge method 'tiez' (known: simple-average, task-arithmetic, ties, dare, tall-masks, consensus, emr).")]
     [DataRow("unknown-parameter", "merge|--method|task-arithmetic|--param|keep=0.5|--base|{base}|{experts}|--out|{out}", "error: Unknown parameter 'keep' for merge method 'task-arithmetic' (known: lambda).")]
     [DataRow("unknown-shorthand", "merge|--method|simple-average|--lambda|2|--base|{base}|{experts}|--out|{out}", "error: Unknown parameter 'lambda' for merge method 'simple-average' (it takes none).")]
-    [DataRow("out-of-range", "merge|--method|ties|--keep|1.5|--base|{base}|{experts}|--out|{out}", "error: Parameter 'keep' of merge method 'ties' must be number in (0, 1]; got '1.5'.")]
+    [DataRow("out-of-range", "merge|--method|ties|--keep|1.5|--base|{base}|{experts}|--out|{out}", "error: Parameter 'keep' of merge method 'ties' must be a number in (0, 1]; got '1.5'.")]
     [DataRow("bad-choice", "merge|--method|ties|--trim|layer|--base|{base}|{experts}|--out|{out}", "error: Parameter 'trim' of merge method 'ties' must be one of: global, per-tensor; got 'layer'.")]
     [DataRow("weight-count", "merge|--method|task-arithmetic|--expert-weight|1|--expert-weight|2|--base|{base}|{experts}|--out|{out}", "error: 2 --expert-weight value(s) for 3 --expert(s).")]
     [DataRow("weight-not-finite", "merge|--method|task-arithmetic|--expert-weight|1|--expert-weight|NaN|--expert-weight|1|--base|{base}|{experts}|--out|{out}", "weights must be finite.")]

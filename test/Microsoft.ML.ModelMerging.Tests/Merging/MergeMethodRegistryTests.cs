@@ -60,21 +60,26 @@ public sealed class MergeMethodRegistryTests
     }
 
     [TestMethod]
-    [DataRow("ties", "keep=0", "Parameter 'keep' of merge method 'ties' must be number in (0, 1]; got '0'.")]
-    [DataRow("ties", "keep=1.5", "Parameter 'keep' of merge method 'ties' must be number in (0, 1]; got '1.5'.")]
-    [DataRow("ties", "keep=abc", "Parameter 'keep' of merge method 'ties' must be number in (0, 1]; got 'abc'.")]
-    [DataRow("ties", "lambda=NaN", "Parameter 'lambda' of merge method 'ties' must be number; got 'NaN'.")]
+    [DataRow("ties", "keep=0", "Parameter 'keep' of merge method 'ties' must be a number in (0, 1]; got '0'.")]
+    [DataRow("ties", "keep=1.5", "Parameter 'keep' of merge method 'ties' must be a number in (0, 1]; got '1.5'.")]
+    [DataRow("ties", "keep=abc", "Parameter 'keep' of merge method 'ties' must be a number in (0, 1]; got 'abc'.")]
+    [DataRow("ties", "lambda=NaN", "Parameter 'lambda' of merge method 'ties' must be a number; got 'NaN'.")]
     [DataRow("ties", "trim=layer", "Parameter 'trim' of merge method 'ties' must be one of: global, per-tensor; got 'layer'.")]
     [DataRow("ties", "density=0.2", "Unknown parameter 'density' for merge method 'ties' (known: lambda, keep, trim, merge-func).")]
     [DataRow("emr", "lambda=1", "Unknown parameter 'lambda' for merge method 'emr' (it takes none).")]
-    [DataRow("dare", "seed=1.5", "Parameter 'seed' of merge method 'dare' must be integer; got '1.5'.")]
-    [DataRow("dare", "drop-rate=1", "Parameter 'drop-rate' of merge method 'dare' must be number in [0, 1); got '1'.")]
-    [DataRow("consensus", "min-tasks=-1", "Parameter 'min-tasks' of merge method 'consensus' must be integer >= 0; got '-1'.")]
-    [DataRow("tall-masks", "tall-lambda=0.2,x", "Parameter 'tall-lambda' of merge method 'tall-masks' must be number >= 0, or one per expert separated by commas; got '0.2,x'.")]
+    [DataRow("dare", "seed=1.5", "Parameter 'seed' of merge method 'dare' must be an integer; got '1.5'.")]
+    [DataRow("dare", "drop-rate=1", "Parameter 'drop-rate' of merge method 'dare' must be a number in [0, 1); got '1'.")]
+    [DataRow("consensus", "min-tasks=-1", "Parameter 'min-tasks' of merge method 'consensus' must be an integer >= 0; got '-1'.")]
+    [DataRow("tall-masks", "tall-lambda=0.2,x", "Parameter 'tall-lambda' of merge method 'tall-masks' must be a number >= 0, or one per expert separated by commas; got '0.2,x'.")]
     public void InvalidParametersAreRejectedWithAClearMessage(string method, string assignment, string expectedMessage)
     {
         var error = Assert.ThrowsExactly<ArgumentException>(() => MergeMethodRegistry.Default.Create(method, MergeParameters.Parse(assignment)));
-        Assert.AreEqual(expectedMessage, error.Message);
+        // .NET appends " (Parameter 'x')" when ParamName is set; a refused value names its merge parameter there.
+        Assert.AreEqual(expectedMessage, error.ParamName is null ? error.Message : error.Message.Replace($" (Parameter '{error.ParamName}')", "", StringComparison.Ordinal));
+        if (expectedMessage.StartsWith("Parameter '", StringComparison.Ordinal))
+        {
+            Assert.AreEqual(assignment.Split('=')[0], error.ParamName);
+        }
     }
 
     [TestMethod]
