@@ -90,6 +90,13 @@ internal static class TestTimeAdaptation
                 double learningRate = options.LearningRateAt(step);
                 double[] entropies = Step(model, tasks, samplers, optimizer, step, learningRate, options.TaskRoutingWeight, options.DiversityWeight);
                 double loss = entropies.Sum();
+                if (!double.IsFinite(loss))
+                {
+                    // Every later step would be NaN too, and a checkpoint of it would resume into the same state.
+                    throw new InvalidOperationException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                        $"Adaptation diverged: the loss is {loss} at step {step + 1} of {options.Steps} (learning rate {learningRate:G4}). Nothing of this step was kept; lower the learning rate (--lr) and run it in a new output directory."));
+                }
+
                 losses.Add(loss);
 
                 int completed = step + 1;

@@ -109,7 +109,10 @@ public sealed record AdaptationManifest
     public IReadOnlyList<string> ChangedInputs(IReadOnlyDictionary<string, string>? current, IReadOnlyCollection<string>? tasks = null)
     {
         if (Inputs is null || current is null) return [];
-        bool Compared(string key) => tasks is null || key == "base" || tasks.Contains(key[(key.IndexOf(':') + 1)..]);
+        // Records made before the images were fingerprinted (no data: keys) still compare their models.
+        bool recordsData = Inputs.Keys.Any(k => k.StartsWith("data:", StringComparison.Ordinal));
+        bool Compared(string key) => (tasks is null || key == "base" || tasks.Contains(key[(key.IndexOf(':') + 1)..]))
+            && (recordsData || !key.StartsWith("data:", StringComparison.Ordinal));
         return [.. Inputs.Keys.Union(current.Keys).Where(Compared).Order(StringComparer.Ordinal)
             .Where(k => !Inputs.TryGetValue(k, out var mine) || !current.TryGetValue(k, out var theirs) || mine != theirs)];
     }

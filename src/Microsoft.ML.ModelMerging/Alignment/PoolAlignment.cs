@@ -101,7 +101,7 @@ public static class PoolAlignment
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.ImagesPerTask, nameof(options.ImagesPerTask));
         if (!pool.TaskNames.Contains(reference, StringComparer.Ordinal))
             throw new ArgumentException($"The pool at {pool.Directory} has no task '{reference}' to align to; its tasks: {string.Join(", ", pool.TaskNames)}.");
-        string target = CheckOutput(pool.Directory, output, options.Force);
+        string target = CheckOutput(pool, output, options.Force);
 
         string temporary = TemporaryFiles.For(target);
         Directory.CreateDirectory(temporary);
@@ -128,13 +128,17 @@ public static class PoolAlignment
     }
 
     /// <summary>The output's full path, once it is known not to destroy anything the caller did not ask to replace.</summary>
-    private static string CheckOutput(string poolDirectory, string output, bool force)
+    private static string CheckOutput(ExpertPool pool, string output, bool force)
     {
         string target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
-        string source = Path.TrimEndingDirectorySeparator(Path.GetFullPath(poolDirectory));
+        string source = Path.TrimEndingDirectorySeparator(Path.GetFullPath(pool.Directory));
         if (File.Exists(target)) throw new ArgumentException($"The output {output} is a file; give a directory for the aligned pool.");
-        if (target == source || source.StartsWith(target + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+        bool Holds(string path) => path == target || path.StartsWith(target + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+        if (Holds(source))
             throw new ArgumentException($"The output {output} is or holds the pool being aligned; give another directory.");
+        // A replaced output is deleted whole, so --force must not reach the models or images the pool refers to.
+        if (pool.InputFiles().Concat(pool.ImageFolders()).Select(p => Path.TrimEndingDirectorySeparator(Path.GetFullPath(p))).FirstOrDefault(Holds) is { } input)
+            throw new ArgumentException($"The output {output} holds {input}, which the pool being aligned reads; give another directory.");
         if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !force)
             throw new ArgumentException($"The output {output} exists and is not empty; give another directory, or --force to replace it.");
         return target;

@@ -324,10 +324,28 @@ internal sealed class OnnxGraphBuilder
         return Save(ToModelProto(), path);
     }
 
+    /// <summary>
+    /// Whether <paramref name="path"/> holds a safetensors file (an 8-byte header length, then a JSON object): the model an
+    /// export reads is never what it may overwrite.
+    /// </summary>
+    private static bool IsSafeTensors(string path)
+    {
+        if (!File.Exists(path)) return false;
+        using var stream = File.OpenRead(path);
+        Span<byte> start = stackalloc byte[9];
+        if (stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false) < start.Length) return false;
+        ulong headerLength = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(start);
+        return start[8] == (byte)'{' && headerLength >= 2 && headerLength < (ulong)stream.Length;
+    }
+
     /// <summary>Writes any <paramref name="model"/> to <paramref name="path"/> as <see cref="Save(string)"/> does.</summary>
     internal static long Save(ModelProto model, string path)
     {
         string target = Path.GetFullPath(path);
+        if (Directory.Exists(target))
+            throw new ArgumentException($"{path} is a directory: name the .onnx file to write.");
+        if (IsSafeTensors(target))
+            throw new ArgumentException($"{path} is a safetensors checkpoint: exporting would replace it with an ONNX model; choose another output path.");
         string directory = Path.GetDirectoryName(target)!;
         Directory.CreateDirectory(directory);
         string temporary = Path.Combine(directory, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.partial");

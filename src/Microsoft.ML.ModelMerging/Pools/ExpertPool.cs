@@ -154,6 +154,10 @@ public sealed class ExpertPool : IDisposable
         {
             fingerprints["expert:" + task.Name] = OfModel(Path.Combine(Directory, task.Expert));
             fingerprints["head:" + task.Name] = CheckpointFingerprint.OfSmallFile(Path.Combine(Directory, task.Head));
+            // The images: the splits' content fingerprints and how they were drawn. Another folder, other images or
+            // another split seed make another run, though the models are the same files.
+            if (task.Fingerprints.Count > 0)
+                fingerprints["data:" + task.Name] = string.Join(";", task.Fingerprints.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
         }
 
         return fingerprints;
@@ -163,6 +167,43 @@ public sealed class ExpertPool : IDisposable
             ? CheckpointFingerprint.Of(Path.Combine(path, PeftAdapterFolder.WeightsFileName)) + "+" + CheckpointFingerprint.OfJsonFile(Path.Combine(path, PeftAdapterFolder.ConfigFileName))
             : CheckpointFingerprint.Of(path).ToString();
     }
+
+    /// <summary>
+    /// Every file the pool's models are read from: <c>pool.json</c>, the base, and each task's expert (every shard, or an
+    /// adapter's config and weights), head and foundation. An output that would overwrite one of them is refused with it.
+    /// </summary>
+    /// <param name="tasks">The tasks to include (default: <see cref="Tasks"/>).</param>
+    public IReadOnlyList<string> InputFiles(IEnumerable<string>? tasks = null)
+    {
+        var files = new List<string> { Path.GetFullPath(Path.Combine(Directory, PoolManifest.FileName)) };
+        void Model(string path)
+        {
+            if (PeftAdapterFolder.IsAdapter(path))
+            {
+                files.Add(Path.Combine(path, PeftAdapterFolder.ConfigFileName));
+                files.Add(Path.Combine(path, PeftAdapterFolder.WeightsFileName));
+                return;
+            }
+
+            using var checkpoint = Checkpoint.Open(path);
+            files.AddRange(checkpoint.Files);
+            if (File.Exists(checkpoint.Source)) files.Add(checkpoint.Source);
+        }
+
+        if (Manifest.Pretrained is { } pretrained) Model(Path.Combine(Directory, pretrained));
+        foreach (var task in tasks?.Select(Manifest.Task) ?? Tasks)
+        {
+            Model(Path.Combine(Directory, task.Expert));
+            files.Add(Path.Combine(Directory, task.Head));
+            if (task.Foundation is { } foundation) Model(Path.Combine(Directory, foundation));
+        }
+
+        return [.. files.Select(Path.GetFullPath).Distinct(StringComparer.Ordinal)];
+    }
+
+    /// <summary>The image folders the pool's tasks read (tasks of the built-in benchmark have none).</summary>
+    public IReadOnlyList<string> ImageFolders() =>
+        [.. Tasks.Where(t => t.Data is { Kind: TaskDataSource.ImageFolderKind }).Select(t => ImageFolderPath(t.Data!))];
 
     /// <summary>The image folder of a task, resolved against the pool directory when relative.</summary>
     public string ImageFolderPath(TaskDataSource data) =>

@@ -240,4 +240,79 @@ public sealed class UserInputTests
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "activation: \"gelu\", the pool's \"quick_gelu\"");
     }
+
+    /// <summary>
+    /// Two pools of the same files whose images were split with another seed: a result of one is not the other's finished
+    /// run, and is not evaluated on it.
+    /// </summary>
+    [TestMethod]
+    public void AResultIsTiedToTheImagesItWasMadeFrom()
+    {
+        string first = Pool("images-tied/first", 0, 1);
+        string second = s_dir.File("images-tied/second");
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", second);
+        Run("pool", "add", "--zoo", second, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", s_dir.File("models/expert0"), "--probe");
+        Run("pool", "add", "--zoo", second, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", s_dir.File("models/expert1"), "--probe", "--seed", "7");
+        string run = s_dir.File("images-tied/run");
+        Run("adapt", "--zoo", first, "--method", "tact", "--base-method", "simple-average", "--out", run);
+
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", second, "--method", "tact", "--base-method", "simple-average", "--out", run);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "holds a run of the same command on other files (data:bands");
+        (exit, _, error) = CliRunner.Run("eval", "--model", run, "--zoo", second);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "data:bands");
+        Run("eval", "--model", run, "--zoo", first);
+    }
+
+    /// <summary>
+    /// Outputs named where the pool's own files live are refused before anything is written: an adaptation into an expert's
+    /// folder, an alignment forced over the folder of the models, an ONNX export over a checkpoint or into a directory.
+    /// </summary>
+    [TestMethod]
+    public void AnOutputThatHoldsAnInputIsRefusedAndTheInputKept()
+    {
+        Model("overlap/models/base", s_weights);
+        Model("overlap/models/expert0", Perturbed(s_weights, 40));
+        Model("overlap/models/expert1", Perturbed(s_weights, 41));
+        string pool = s_dir.File("overlap/pool");
+        Run("pool", "create", "--base", s_dir.File("overlap/models/base"), "--out", pool);
+        Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", s_dir.File("overlap/models/expert0"), "--probe");
+        Run("pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", s_dir.File("overlap/models/expert1"), "--probe");
+        string models = s_dir.File("overlap/models");
+        var before = Directory.GetFiles(models, "*", SearchOption.AllDirectories).ToDictionary(f => f, f => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f))));
+
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", pool, "--method", "tact", "--base-method", "simple-average", "--out", Path.Combine(models, "expert0"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "holds the input");
+        (exit, _, error) = CliRunner.Run("adapt", "--zoo", pool, "--method", "fisher", "--examples", "4", "--out", pool);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "holds the input");
+        (exit, _, error) = CliRunner.Run("align", "--zoo", pool, "--out", models, "--force");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "which the pool being aligned reads");
+        string baseFile = Path.Combine(models, "base", "model.safetensors");
+        (exit, _, error) = CliRunner.Run("export-onnx", "--model", baseFile, "--zoo", pool, "--out", baseFile);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "is a safetensors checkpoint");
+        (exit, _, error) = CliRunner.Run("export-onnx", "--model", baseFile, "--zoo", pool, "--out", s_dir.File("overlap/pool/heads"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "is a directory");
+
+        var after = Directory.GetFiles(models, "*", SearchOption.AllDirectories).ToDictionary(f => f, f => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f))));
+        CollectionAssert.AreEquivalent(before.ToList(), after.ToList(), "every model file is where it was, unchanged");
+    }
+
+    /// <summary>An adaptation whose loss turns NaN stops at that step with the learning rate named, and leaves no output.</summary>
+    [TestMethod]
+    public void ADivergingAdaptationStopsWithAClearErrorAndLeavesNothing()
+    {
+        string pool = Pool("diverge/pool", 0, 1);
+        string run = s_dir.File("diverge/run");
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", pool, "--method", "wemoe", "--lr", "1e30", "--steps", "5", "--out", run);
+        Assert.AreEqual(1, exit, error);
+        StringAssert.Contains(error, "Adaptation diverged: the loss is NaN at step");
+        StringAssert.Contains(error, "lower the learning rate (--lr)");
+        Assert.IsFalse(Directory.Exists(run), "no output directory is left");
+    }
 }
