@@ -58,9 +58,11 @@ public static class MlmergeCommand
         {
             return parse.InvokeAsync(config, cancellation.Token).GetAwaiter().GetResult();
         }
-        catch (OperationCanceledException) when (received is { } signal)
+        catch (OperationCanceledException e) when (received is { } signal)
         {
-            config.Error.WriteLine($"error: cancelled by {signal}; nothing was written under the output name and temporary files were removed.");
+            config.Error.WriteLine(e is StoppedWithResultsException kept
+                ? $"error: cancelled by {signal}; {kept.Message}"
+                : $"error: cancelled by {signal}; nothing was written under the output name and temporary files were removed.");
             return SignalExitCode(signal);
         }
         catch (Exception e) when (IsUserError(e))
@@ -89,4 +91,14 @@ public static class MlmergeCommand
 
     private static bool IsUserError(Exception e) =>
         e is IOException or ArgumentException or InvalidOperationException or Checkpoints.CheckpointFormatException or Merging.MergeInputException or OperationCanceledException or InvalidDataException or UnauthorizedAccessException;
+
+    /// <summary>A path as it can be pasted into a shell: quoted when it holds spaces or quotes.</summary>
+    internal static string Quote(string path)
+    {
+        if (path.Length > 0 && !path.Any(c => char.IsWhiteSpace(c) || c is '\'' or '"' or '$' or '`' or '&' or ';' or '(' or ')' or '*' or '?')) return path;
+        return OperatingSystem.IsWindows() ? $"\"{path}\"" : "'" + path.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+    }
 }
+
+/// <summary>A command stopped by a signal that keeps what it finished (a resumable checkpoint, a partial leaderboard); the message says where.</summary>
+internal sealed class StoppedWithResultsException(string message) : OperationCanceledException(message);

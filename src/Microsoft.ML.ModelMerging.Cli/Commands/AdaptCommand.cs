@@ -97,6 +97,10 @@ internal static class AdaptCommand
                     progress => AdaptationJob.Run(pool, algorithm.Name, settings, directory, new AdaptationJobCheckpoints { Every = parse.GetValue(checkpointEvery) },
                         null, progress, cancellation));
             }
+            catch (OperationCanceledException) when (File.Exists(Path.Combine(directory, AdaptationJob.CheckpointFileName)))
+            {
+                throw new StoppedWithResultsException($"{directory} keeps the last checkpoint: run the same command again to resume from it.");
+            }
             finally
             {
                 TorchSharp.torch.set_num_threads(previousThreads);
@@ -115,7 +119,7 @@ internal static class AdaptCommand
             writer.WriteLine(result.AlreadyComplete
                 ? string.Create(inv, $"{manifest.Method} on {manifest.Tasks.Count} tasks: already complete ({what}{loss}) → {Path.GetFullPath(directory)}")
                 : string.Create(inv, $"{manifest.Method} on {manifest.Tasks.Count} tasks: {what} in {outcome.Seconds:F1} s{loss} → {Path.GetFullPath(directory)}"));
-            writer.WriteLine($"result: {string.Join(", ", outcome.Files)}; evaluate with `mlmerge eval --model {directory} --zoo {parse.GetValue(zoo)}`");
+            writer.WriteLine($"result: {string.Join(", ", outcome.Files)}; evaluate with `mlmerge eval --model {MlmergeCommand.Quote(directory)} --zoo {MlmergeCommand.Quote(parse.GetValue(zoo)!)}`");
             return Task.FromResult(0);
         });
         return command;

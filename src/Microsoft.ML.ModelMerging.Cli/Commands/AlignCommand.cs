@@ -77,7 +77,7 @@ internal static class AlignCommand
             }
 
             writer.WriteLine($"wrote the aligned pool {result.Directory} ({result.Experts.Count} experts aligned to {referenceTask}); " +
-                $"use it like any pool, e.g. `mlmerge compare --zoo {parse.GetValue(output)}`");
+                $"use it like any pool, e.g. `mlmerge compare --zoo {MlmergeCommand.Quote(parse.GetValue(output)!)}`");
             return Task.FromResult(0);
         });
         return command;

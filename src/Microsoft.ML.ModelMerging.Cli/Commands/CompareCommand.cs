@@ -99,6 +99,9 @@ internal static class CompareCommand
                 writer.Write(leaderboard.ToText());
                 writer.WriteLine($"report: {files.First(f => f.EndsWith("report.md", StringComparison.Ordinal))}");
                 writer.WriteLine($"files: {string.Join(", ", files.Select(Path.GetFileName))}");
+                // Stopped by a signal: the partial leaderboard is written, and the exit code still says it was cut short.
+                if (cancellation.IsCancellationRequested)
+                    throw new StoppedWithResultsException($"the leaderboard of the methods finished so far is in {Path.GetFullPath(directory)}.");
                 return Task.FromResult(0);
             }
             catch when (createdDirectory && Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())

@@ -74,9 +74,10 @@ internal static class PoolCommand
             Description = "The model this expert was fine-tuned from, when it is not the pool's base (experts of different pre-trained models or initialisations; " +
                 "required in a pool without a base). `mlmerge align` matches the foundations to each other.",
         };
+        var replace = new Option<bool>("--replace") { Description = "Register a task the pool already has again (after its images or expert changed): its entry and head are replaced." };
         var command = new Command("add", "Register your expert for one task: splits the images (seeded, recorded), measures the expert with its head, writes pool.json.")
         {
-            zoo, task, images, expert, head, probe, embeddings, copy, seed, foundation,
+            zoo, task, images, expert, head, probe, embeddings, copy, seed, foundation, replace,
         };
         command.SetAction((parse, cancellation) =>
         {
@@ -93,6 +94,7 @@ internal static class PoolCommand
                 Copy = parse.GetValue(copy),
                 Seed = parse.GetValue(seed),
                 Foundation = parse.GetValue(foundation),
+                Replace = parse.GetValue(replace),
             }, phases, cancellation);
             writer.WriteLine(PoolImport.Describe(added));
             writer.WriteLine($"added to the pool {Path.GetFullPath(parse.GetValue(zoo)!)}: expert {added.Expert}, head {added.Head}");

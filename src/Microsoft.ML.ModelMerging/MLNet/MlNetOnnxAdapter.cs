@@ -152,6 +152,7 @@ internal static class MlNetOnnxAdapter
         metadata[VitOnnxModelInfo.InputKey] = inputColumn;
         metadata.Remove(VitOnnxModelInfo.FeaturesKey);
         metadata[InputRangeKey] = range == PixelRange.Byte ? "0-255" : "0-1";
+        metadata[VitOnnxModelInfo.InputRangeKey] = metadata[InputRangeKey];
         metadata[InputLayoutKey] = string.Create(CultureInfo.InvariantCulture,
             $"{(layout.AveragesRgbPlanes ? 3 : layout.Channels)}x{layout.ImageSize}x{layout.ImageSize} channel-major{(layout.AveragesRgbPlanes ? ", RGB planes averaged" : "")}");
         foreach (AdaptedTask task in tasks)

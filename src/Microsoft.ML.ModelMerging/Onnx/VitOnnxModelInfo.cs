@@ -17,7 +17,8 @@ public sealed record VitOnnxTask(string Name, string ScoresOutput, Classificatio
 /// <list type="bullet">
 /// <item><c>mlmerge.model_kind</c>: <c>dense_vit</c>, or the kind of a derived exporter (e.g. WEMoE).</item>
 /// <item><c>mlmerge.vit_config</c>: the <see cref="VisionTransformerConfig"/> JSON (image size, channels, mean/std, ...).</item>
-/// <item><c>mlmerge.input</c>: the input name; <c>mlmerge.features</c>: the features output name (absent when not exported).</item>
+/// <item><c>mlmerge.input</c>: the input name; <c>mlmerge.input_range</c>: <c>0-1</c>, the pixel values it takes (the graph
+/// normalises with the config's mean and std itself); <c>mlmerge.features</c>: the features output name (absent when not exported).</item>
 /// <item><c>mlmerge.scores</c>: <c>probabilities</c> or <c>logits</c>; <c>mlmerge.weight_precision</c>: <c>float32</c> or <c>float16</c>.</item>
 /// <item><c>mlmerge.tasks</c>: JSON array of task names in output order; per task <c>mlmerge.task.&lt;task&gt;.output</c>,
 /// <c>mlmerge.task.&lt;task&gt;.head_kind</c> (<c>linear</c>/<c>clip</c>) and <c>mlmerge.task.&lt;task&gt;.class_names</c> (JSON array).</item>
@@ -31,6 +32,8 @@ public sealed record VitOnnxModelInfo
     public const string ConfigKey = VisionTransformerConfig.MetadataKey;
     /// <summary>Metadata key of the input name.</summary>
     public const string InputKey = "mlmerge.input";
+    /// <summary>Metadata key of the pixel range the input takes: <c>0-1</c> as exported (<c>0-255</c> once ML.NET's adapter scales bytes).</summary>
+    public const string InputRangeKey = "mlmerge.input_range";
     /// <summary>Metadata key of the features output name.</summary>
     public const string FeaturesKey = "mlmerge.features";
     /// <summary>Metadata key of the score kind (<c>probabilities</c> or <c>logits</c>).</summary>
@@ -67,7 +70,7 @@ public sealed record VitOnnxModelInfo
 
     /// <summary>Whether the exporter writes <paramref name="key"/> itself (user metadata may not use it).</summary>
     public static bool IsReservedKey(string key) =>
-        key is ModelKindKey or ConfigKey or InputKey or FeaturesKey or ScoresKey or WeightPrecisionKey or TasksKey
+        key is ModelKindKey or ConfigKey or InputKey or InputRangeKey or FeaturesKey or ScoresKey or WeightPrecisionKey or TasksKey
         || key.StartsWith(TaskPrefix, StringComparison.Ordinal);
 
     /// <summary>The metadata entries describing this model.</summary>
@@ -78,6 +81,7 @@ public sealed record VitOnnxModelInfo
             [ModelKindKey] = ModelKind,
             [ConfigKey] = Config.ToJson(),
             [InputKey] = InputName,
+            [InputRangeKey] = "0-1",
             [ScoresKey] = Scores == OnnxScoreKind.Probabilities ? "probabilities" : "logits",
             [WeightPrecisionKey] = WeightPrecision == OnnxWeightPrecision.Float32 ? "float32" : "float16",
             [TasksKey] = JsonSerializer.Serialize(Tasks.Select(t => t.Name).ToArray()),

@@ -107,7 +107,7 @@ public sealed class ExpertPool : IDisposable
                 throw new InvalidDataException(
                     $"Task '{task}' {split} split differs from the one the zoo was built on (fingerprint {data.Fingerprint[..12]}…, zoo {expected[..12]}…): " +
                     (zooTask.Data?.Kind == TaskDataSource.ImageFolderKind
-                        ? $"the images in {ImageFolderPath(zooTask.Data)} changed since the expert was trained. Restore them, or register the task again (`mlmerge pool add`, or `mlmerge finetune --add-to --replace`)."
+                        ? $"the images in {ImageFolderPath(zooTask.Data)} changed since the expert was trained. Restore them, or register the task again (`mlmerge pool add --replace`, or `mlmerge finetune --add-to --replace`)."
                         : "the installed data or font packages changed. Rebuild the zoo with `mlmerge zoo build`."));
         return splits;
     }

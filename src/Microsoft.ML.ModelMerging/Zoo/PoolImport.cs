@@ -45,6 +45,9 @@ public sealed record PoolExpertOptions
     /// </summary>
     public string? Foundation { get; init; }
 
+    /// <summary>Replace a task of the same name already in the pool (its entry and head); otherwise that is refused.</summary>
+    public bool Replace { get; init; }
+
     /// <summary>Fraction of each class held out for validation (default 0.15).</summary>
     public double ValidationFraction { get; init; } = ImageFolderTask.ValidationFraction;
 
@@ -144,8 +147,9 @@ public static class PoolImport
             throw new ArgumentException("Give exactly one of --head <head.safetensors>, --probe and --class-embeddings <embeddings.safetensors>.");
         var manifest = PoolManifest.Read(poolDirectory);
         // Task names become file names (heads/<task>.safetensors): a name already there, in any case, is refused.
-        if (manifest.Tasks.FirstOrDefault(t => string.Equals(t.Name, options.Task, StringComparison.OrdinalIgnoreCase)) is { } clash)
-            throw new ArgumentException($"The pool at {poolDirectory} already has a task '{clash.Name}': choose another --task name.");
+        if (manifest.Tasks.FirstOrDefault(t => string.Equals(t.Name, options.Task, StringComparison.OrdinalIgnoreCase)) is { } clash
+            && !(options.Replace && clash.Name == options.Task))
+            throw new ArgumentException($"The pool at {poolDirectory} already has a task '{clash.Name}': choose another --task name, or --replace to register it again.");
         var config = manifest.ModelConfig;
         CheckConfig("Expert", options.Expert, config);
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);

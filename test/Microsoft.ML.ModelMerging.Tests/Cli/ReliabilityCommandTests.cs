@@ -77,7 +77,7 @@ public sealed class ReliabilityCommandTests
     }
 
     /// <summary>The built mlmerge next to this test build (same configuration), run as its own process so it can be signalled.</summary>
-    private static string MlmergeDll()
+    internal static string MlmergeDll()
     {
         string configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name; // bin/<Configuration>/net10.0/
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)

@@ -416,6 +416,7 @@ public sealed class MergeExpertsEstimatorTests
         Assert.AreEqual("task-arithmetic", metadata["mlmerge.merge_method"]);
         Assert.AreEqual("{\"lambda\":\"0.4\"}", metadata["mlmerge.merge_parameters"]);
         Assert.AreEqual("0-255", metadata["mlmerge.mlnet.input_range"]);
+        Assert.AreEqual("0-255", metadata["mlmerge.input_range"], "the adapter scales bytes, and says so where the plain export says 0-1");
         Assert.AreEqual("float16", metadata["mlmerge.weight_precision"]);
         var info = VitOnnxModelInfo.FromMetadata(metadata);
         Assert.AreEqual("pixels", info.InputName);

@@ -266,6 +266,7 @@ public sealed class DenseVitOnnxExporterTests
 
         var metadata = runner.Session.ModelMetadata.CustomMetadataMap;
         Assert.AreEqual("task_arithmetic", metadata["mlmerge.merge_method"]);
+        Assert.AreEqual("0-1", metadata["mlmerge.input_range"], "the graph takes pixels in [0, 1] and normalises them itself");
         var info = VitOnnxModelInfo.FromMetadata(metadata);
         Assert.AreEqual("dense_vit", info.ModelKind);
         Assert.AreEqual(fixture.Config, info.Config);

@@ -315,4 +315,67 @@ public sealed class UserInputTests
         StringAssert.Contains(error, "lower the learning rate (--lr)");
         Assert.IsFalse(Directory.Exists(run), "no output directory is left");
     }
+
+    /// <summary>
+    /// A task is registered again with --replace (here with another split seed), which the changed-images error advises;
+    /// without it the name is refused with that option named.
+    /// </summary>
+    [TestMethod]
+    public void ATaskIsRegisteredAgainWithReplace()
+    {
+        string pool = Pool("replace/pool", 0, 1);
+        var before = PoolManifest.Read(pool).Task("bands");
+        string[] add = ["pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", s_dir.File("models/expert2"), "--probe", "--seed", "7"];
+        var (exit, _, error) = CliRunner.Run(add);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "already has a task 'bands': choose another --task name, or --replace to register it again");
+        Run([.. add, "--replace"]);
+        var manifest = PoolManifest.Read(pool);
+        CollectionAssert.AreEqual(new[] { "colors", "bands" }, manifest.Tasks.Select(t => t.Name).ToArray());
+        var after = manifest.Task("bands");
+        Assert.AreEqual(7, after.Data!.Seed);
+        Assert.AreNotEqual(before.Fingerprints["test"], after.Fingerprints["test"], "the new seed drew other splits");
+        StringAssert.EndsWith(after.Expert.Replace('\\', '/'), "models/expert2");
+    }
+
+    /// <summary>
+    /// Ctrl+C keeps what a command finished and says so: an adaptation past its first checkpoint points to resuming, and a
+    /// comparison writes the leaderboard of the methods done, both exiting as cancelled (130), not as a success.
+    /// </summary>
+    [TestMethod]
+    public void AnInterruptKeepsFinishedWorkAndSaysWhere()
+    {
+        if (OperatingSystem.IsWindows()) Assert.Inconclusive("POSIX signals");
+        string pool = Pool("interrupt/pool", 0, 1);
+        string run = s_dir.File("interrupt/run");
+        var (exit, error) = RunUntil(["adapt", "--zoo", pool, "--method", "wemoe", "--steps", "100000", "--checkpoint-every", "1", "--out", run],
+            () => File.Exists(Path.Combine(run, "checkpoint.safetensors")));
+        Assert.AreEqual(130, exit, error);
+        StringAssert.Contains(error, "cancelled by SIGINT; " + run + " keeps the last checkpoint: run the same command again to resume from it.");
+        Assert.IsTrue(File.Exists(Path.Combine(run, "checkpoint.safetensors")));
+
+        string compared = s_dir.File("interrupt/compare");
+        (exit, error) = RunUntil(["compare", "--zoo", pool, "--methods", "simple-average,task-arithmetic,ties,wemoe", "--tta-steps", "100000", "--no-onnx", "--out", compared],
+            () => File.Exists(Path.Combine(compared, "leaderboard.csv")) && File.ReadAllText(Path.Combine(compared, "leaderboard.csv")).Contains("ties", StringComparison.Ordinal));
+        Assert.AreEqual(130, exit, error);
+        StringAssert.Contains(error, "cancelled by SIGINT; the leaderboard of the methods finished so far is in");
+        StringAssert.Contains(File.ReadAllText(Path.Combine(compared, "leaderboard.csv")), "task-arithmetic");
+    }
+
+    /// <summary>Runs mlmerge in a child process and sends it SIGINT once <paramref name="ready"/> holds.</summary>
+    private static (int Exit, string Error) RunUntil(string[] args, Func<bool> ready)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string a in args.Prepend(Cli.ReliabilityCommandTests.MlmergeDll())) start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!process.HasExited && !ready() && waited.Elapsed < TimeSpan.FromMinutes(5)) Thread.Sleep(20);
+        Assert.IsFalse(process.HasExited, $"mlmerge {string.Join(" ", args)} ended before the signal: {stderr.Result}");
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        process.WaitForExit();
+        _ = stdout.Result;
+        return (process.ExitCode, stderr.Result);
+    }
 }
