@@ -153,6 +153,11 @@ public static class PoolImport
         var config = manifest.ModelConfig;
         CheckConfig("Expert", options.Expert, config);
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
+        // Every task is read with the pool's preprocessing: an expert whose own processor resizes otherwise was trained on
+        // other pixels (its file is read as `pool create` reads the base's, and refused the same way when unusable).
+        if (manifest.Preprocessing is { } poolResize && PreprocessingOf(options.Expert, config) is { } own && own != poolResize)
+            throw new ArgumentException($"Expert {options.Expert} resizes images otherwise than the pool (shortest_edge {own.ShortestEdge}, crop {own.CropSize}, " +
+                $"{own.Resample}; the pool's {poolResize.ShortestEdge}, {poolResize.CropSize}, {poolResize.Resample}): experts of one pool share the architecture and preprocessing.");
         // The features the linear-probe baseline reads: the expert's own starting point when named, else the shared base.
         string probedModel = options.Foundation ?? (manifest.Pretrained is { } shared ? Path.Combine(poolDirectory, shared)
             : throw new ArgumentException($"The pool at {poolDirectory} has no shared pre-trained base: name the model this expert was fine-tuned from with " +

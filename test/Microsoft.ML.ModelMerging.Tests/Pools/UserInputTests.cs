@@ -239,6 +239,14 @@ public sealed class UserInputTests
         var (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", gelu, "--probe");
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "activation: \"gelu\", the pool's \"quick_gelu\"");
+
+        // An expert whose processor resizes otherwise is refused by pool add as the same file is by pool create.
+        string resized = s_dir.File("mismatch/resized");
+        HuggingFaceTestModel.Write(resized, s_weights, HuggingFacePoolTests.ConfigJson,
+            HuggingFacePoolTests.PreprocessorJson.Replace("\"shortest_edge\": 32", "\"shortest_edge\": 40", StringComparison.Ordinal));
+        (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", resized, "--probe");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "shortest_edge 40 differs from crop_size 32");
     }
 
     /// <summary>
