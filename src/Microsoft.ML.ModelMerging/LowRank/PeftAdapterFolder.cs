@@ -132,38 +132,69 @@ public static partial class PeftAdapterFolder
             throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e);
         }
         if (root is not JsonObject config) throw new InvalidDataException($"{path}: expected a JSON object.");
-        string peftType = config["peft_type"]?.GetValue<string>() ?? "";
+        // Each field read with its expected type; a value of another type is named with its field, not as a .NET cast.
+        T? Field<T>(string name, string expected) where T : struct
+        {
+            if (config[name] is not { } node || node.GetValueKind() == JsonValueKind.Null) return null;
+            try
+            {
+                if (typeof(T) == typeof(int) && node.GetValueKind() == JsonValueKind.Number && node.GetValue<double>() is var number && number == Math.Floor(number)
+                    && Math.Abs(number) <= int.MaxValue)
+                    return (T)(object)(int)number;
+                return node.GetValue<T>();
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException($"{path}: '{name}' is {node.ToJsonString()}; expected {expected}.", e);
+            }
+        }
+        string? Text(string name) => config[name] is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
+            : config[name] is { } other && other.GetValueKind() != JsonValueKind.Null ? throw new InvalidDataException($"{path}: '{name}' is {other.ToJsonString()}; expected a string.") : null;
+
+        string peftType = Text("peft_type") ?? "";
         if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type is '{peftType}'; only LORA adapters are read.");
-        if (config["fan_in_fan_out"]?.GetValue<bool>() == true)
+        if (Field<bool>("fan_in_fan_out", "true or false") == true)
             throw new InvalidDataException($"{path}: fan_in_fan_out = true (weights stored transposed, GPT-2's Conv1D) does not apply to a CLIP vision model.");
         foreach (string pattern in new[] { "rank_pattern", "alpha_pattern" })
             if (config[pattern] is JsonObject { Count: > 0 })
                 throw new InvalidDataException($"{path}: {pattern} (a rank or alpha per layer) is not supported; every module must use r and lora_alpha.");
-        if (config["use_dora"]?.GetValue<bool>() == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
+        if (Field<bool>("use_dora", "true or false") == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
+        // PiSSA, OLoRA, LoftQ, CorDA and EVA start from factors taken out of the base weights, which PEFT changes to match:
+        // their factors mean W0' + ΔW on that modified base, not a ΔW on the base this pool has.
+        if (config["init_lora_weights"] is { } init && init.GetValueKind() == JsonValueKind.String && init.GetValue<string>() is var scheme
+            && !(string.Equals(scheme, "gaussian", StringComparison.OrdinalIgnoreCase) || string.Equals(scheme, "orthogonal", StringComparison.OrdinalIgnoreCase)))
+            throw new InvalidDataException($"{path}: init_lora_weights = '{scheme}' initialises from the base weights and changes them; convert the adapter to " +
+                "a plain LoRA first (PEFT's save_pretrained with path_initial_model_for_weight_conversion).");
+        if (config["layer_replication"] is JsonArray { Count: > 0 })
+            throw new InvalidDataException($"{path}: layer_replication (layers repeated to build a deeper model) is not supported.");
         // PEFT saves trained biases and whole modules beside the factors; their changes would be silently lost here.
-        if (config["bias"] is JsonValue bias && bias.GetValue<string>() is { } biasMode && biasMode != "none")
+        if (Text("bias") is { } biasMode && biasMode != "none")
             throw new InvalidDataException($"{path}: bias = '{biasMode}' (PEFT trains biases too and saves them in the adapter) is not supported; only bias = 'none'.");
         if (config["modules_to_save"] is JsonArray { Count: > 0 } saved)
             throw new InvalidDataException($"{path}: modules_to_save [{string.Join(", ", saved.Select(m => m?.ToString()))}] (whole modules trained and saved beside the " +
                 "factors, e.g. a classifier) is not supported: give a head to `mlmerge pool add --head` and an adapter of LoRA factors only.");
-        if (config["lora_bias"]?.GetValue<bool>() == true)
+        if (Field<bool>("lora_bias", "true or false") == true)
             throw new InvalidDataException($"{path}: lora_bias = true (a trained bias on lora_B) is not supported.");
         if (config["layers_to_transform"] is not null && config["layers_pattern"] is { } layersPattern
             && (layersPattern is JsonArray patterns ? patterns.Select(p => p?.ToString()) : [layersPattern.ToString()]).Any(p => p is { Length: > 0 } && p != "layers"))
             throw new InvalidDataException($"{path}: layers_pattern is {layersPattern.ToJsonString()}; a CLIP vision encoder's layers are 'layers'.");
-        int rank = config["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: no 'r'.");
-        double alpha = config["lora_alpha"]?.GetValue<double>() ?? rank;
+        int rank = Field<int>("r", "a positive integer") ?? throw new InvalidDataException($"{path}: no 'r'.");
+        // PEFT's LoraConfig default lora_alpha is 8 (it always writes the field; a hand-written config may not).
+        double alpha = Field<double>("lora_alpha", "a number") ?? 8;
         var targets = config["target_modules"] switch
         {
-            JsonArray array => array.Select(t => t!.GetValue<string>()).ToList(),
+            JsonArray array => array.Select(t => t is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
+                : throw new InvalidDataException($"{path}: target_modules holds {t?.ToJsonString() ?? "null"}; expected module names.")).ToList(),
             JsonValue value => throw new InvalidDataException($"{path}: target_modules is the pattern '{value}'; give the list of module names."),
             _ => throw new InvalidDataException($"{path}: no target_modules."),
         };
         IReadOnlyList<int>? layers = config["layers_to_transform"] switch
         {
             null => null,
-            JsonArray list => [.. list.Select(l => l!.GetValue<int>())],
-            JsonValue one => [one.GetValue<int>()],
+            JsonArray list => [.. list.Select(l => l is { } node && node.GetValueKind() == JsonValueKind.Number && node.GetValue<double>() is var v && v == Math.Floor(v) ? (int)v
+                : throw new InvalidDataException($"{path}: layers_to_transform holds {l?.ToJsonString() ?? "null"}; expected layer indices."))],
+            JsonValue one when one.GetValueKind() == JsonValueKind.Number => [Field<int>("layers_to_transform", "a layer index or a list of them")!.Value],
+            JsonValue one when one.GetValueKind() == JsonValueKind.Null => null,
             _ => throw new InvalidDataException($"{path}: layers_to_transform must be a layer index or a list of them."),
         };
         var options = new LoraOptions
@@ -171,9 +202,9 @@ public static partial class PeftAdapterFolder
             Rank = rank,
             Alpha = alpha,
             Targets = targets,
-            Linearized = config["linearized"]?.GetValue<bool>() ?? false,
-            Seed = config["lora_seed"]?.GetValue<int>() ?? 0,
-            UseRsLora = config["use_rslora"]?.GetValue<bool>() ?? false,
+            Linearized = Field<bool>("linearized", "true or false") ?? false,
+            Seed = Field<int>("lora_seed", "an integer") ?? 0,
+            UseRsLora = Field<bool>("use_rslora", "true or false") ?? false,
             Layers = layers,
         };
         try

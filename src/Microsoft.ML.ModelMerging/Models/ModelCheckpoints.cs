@@ -108,6 +108,10 @@ public static class ModelCheckpoints
             return VisionTransformerConfig.FromHuggingFaceConfig(File.ReadAllText(hfConfig),
                 preprocessorConfigJson: File.Exists(preprocessor) ? File.ReadAllText(preprocessor) : null);
         }
+        if (File.Exists(Path.Combine(directory, LowRank.PeftAdapterFolder.ConfigFileName)))
+            throw new CheckpointFormatException(checkpoint.Source, null,
+                $"this is a LoRA adapter's weights (PEFT folder {directory}), not a model: give the folder itself where an expert or model may be an adapter " +
+                "(`merge --expert`, `pool add --expert`, `eval --model` or `export-onnx --model` with the pool whose base it adapts).");
         throw new CheckpointFormatException(checkpoint.Source, null,
             $"no model config: neither metadata '{VisionTransformerConfig.MetadataKey}' nor a config.json next to the checkpoint.");
     }

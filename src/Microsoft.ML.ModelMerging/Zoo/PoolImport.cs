@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
+using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
@@ -151,11 +152,16 @@ public static class PoolImport
             && !(options.Replace && clash.Name == options.Task))
             throw new ArgumentException($"The pool at {poolDirectory} already has a task '{clash.Name}': choose another --task name, or --replace to register it again.");
         var config = manifest.ModelConfig;
-        CheckConfig("Expert", options.Expert, config);
+        // A LoRA adapter folder (PEFT layout) is an expert on the pool's base: its factors are checked against the pool's
+        // architecture when it is loaded, and it has no config or processor of its own.
+        bool adapter = PeftAdapterFolder.IsAdapter(options.Expert);
+        if (adapter && (manifest.Pretrained is null || options.Foundation is not null))
+            throw new ArgumentException($"The expert {options.Expert} is a LoRA adapter: it is applied to the pool's base, so the pool needs one and the task no --foundation.");
+        if (!adapter) CheckConfig("Expert", options.Expert, config);
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
         // Every task is read with the pool's preprocessing: an expert whose own processor resizes otherwise was trained on
         // other pixels (its file is read as `pool create` reads the base's, and refused the same way when unusable).
-        if (manifest.Preprocessing is { } poolResize && PreprocessingOf(options.Expert, config) is { } own && own != poolResize)
+        if (!adapter && manifest.Preprocessing is { } poolResize && PreprocessingOf(options.Expert, config) is { } own && own != poolResize)
             throw new ArgumentException($"Expert {options.Expert} resizes images otherwise than the pool (shortest_edge {own.ShortestEdge}, crop {own.CropSize}, " +
                 $"{own.Resample}; the pool's {poolResize.ShortestEdge}, {poolResize.CropSize}, {poolResize.Resample}): experts of one pool share the architecture and preprocessing.");
         // The features the linear-probe baseline reads: the expert's own starting point when named, else the shared base.
@@ -183,7 +189,7 @@ public static class PoolImport
         var probeAccuracy = ExpertTrainer.Evaluate(config, pretrained.Weights, probe, splits);
         cancellation.ThrowIfCancellationRequested();
 
-        using var expert = ModelCheckpoints.LoadBackbone(options.Expert);
+        using var expert = adapter ? Densified(options.Expert, config, pretrained) : ModelCheckpoints.LoadBackbone(options.Expert);
         using var ownHead = options.Probe ? null : options.Head is { } headPath
             ? UserHead(headPath, options.Task, splits.ClassNames, config)
             : ZeroShotHead(options.ClassEmbeddings!, splits.ClassNames, config);
@@ -197,7 +203,16 @@ public static class PoolImport
         string headFile = $"heads/{options.Task}.safetensors";
         ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, headFile), head, task: options.Task);
         string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
-        if (options.Copy)
+        if (options.Copy && adapter)
+        {
+            // The adapter stays an adapter: its two files are copied, not the densified model.
+            expertFile = $"experts/{options.Task}";
+            string folder = Path.Combine(poolDirectory, expertFile);
+            Directory.CreateDirectory(folder);
+            foreach (string name in new[] { PeftAdapterFolder.ConfigFileName, PeftAdapterFolder.WeightsFileName })
+                File.Copy(Path.Combine(options.Expert, name), Path.Combine(folder, name), overwrite: true);
+        }
+        else if (options.Copy)
         {
             Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
             expertFile = $"experts/{options.Task}.safetensors";
@@ -213,6 +228,13 @@ public static class PoolImport
         };
         manifest.WithTask(task).Write(poolDirectory);
         return task;
+    }
+
+    /// <summary>An adapter folder applied to the base it adapts: W0 + ΔW for every adapted tensor.</summary>
+    private static LoadedBackbone Densified(string adapterFolder, VisionTransformerConfig config, LoadedBackbone pretrained)
+    {
+        using var adapter = PeftAdapterFolder.Load(adapterFolder, config);
+        return new LoadedBackbone(config, adapter.Densify(pretrained.Weights), new Dictionary<string, string>(), adapterFolder);
     }
 
     /// <summary>

@@ -166,6 +166,73 @@ public sealed class LoraPoolTests
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.ReadOptions(folder)).Message, "modules_to_save [classifier]");
     }
 
+    /// <summary>
+    /// PEFT fields that would change what the factors mean are refused by name (PiSSA-style initialisation from the base,
+    /// layer replication); a value of the wrong type names its field; a config without lora_alpha takes PEFT's default 8.
+    /// </summary>
+    [TestMethod]
+    public void PeftFieldsAreReadByTypeAndTheOnesThatChangeTheMeaningAreRefused()
+    {
+        using var scope = NewDisposeScope();
+        using var adapter = RandomAdapter(new LoraOptions { Rank = 4, Alpha = 8 }, 5);
+        string folder = s_dir.File("fields/adapter");
+        PeftAdapterFolder.Save(adapter, folder);
+        string configPath = Path.Combine(folder, PeftAdapterFolder.ConfigFileName);
+        var original = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        string Refused(Action<System.Text.Json.Nodes.JsonObject> edit)
+        {
+            var config = original.DeepClone().AsObject();
+            edit(config);
+            File.WriteAllText(configPath, config.ToJsonString());
+            return Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterFolder.ReadOptions(folder)).Message;
+        }
+
+        StringAssert.Contains(Refused(c => c["init_lora_weights"] = "pissa"), "init_lora_weights = 'pissa' initialises from the base weights");
+        StringAssert.Contains(Refused(c => c["init_lora_weights"] = "loftq"), "init_lora_weights = 'loftq'");
+        StringAssert.Contains(Refused(c => c["layer_replication"] = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonArray(0, 2))), "layer_replication");
+        StringAssert.Contains(Refused(c => c["r"] = "4"), "'r' is \"4\"; expected a positive integer");
+        StringAssert.Contains(Refused(c => c["use_rslora"] = "true"), "'use_rslora' is \"true\"; expected true or false");
+
+        var loose = original.DeepClone().AsObject();
+        loose["r"] = 4.0;
+        loose["init_lora_weights"] = "gaussian";
+        Assert.IsTrue(loose.Remove("lora_alpha"));
+        File.WriteAllText(configPath, loose.ToJsonString());
+        var options = PeftAdapterFolder.ReadOptions(folder);
+        Assert.AreEqual(4, options.Rank);
+        Assert.AreEqual(8.0, options.Alpha, "PEFT's default lora_alpha");
+    }
+
+    /// <summary>
+    /// An adapter folder made elsewhere is registered with `pool add` like a full expert: applied to the pool's base, scored
+    /// with its head, copied as a folder with --copy; its weights file alone is named as what it is.
+    /// </summary>
+    [TestMethod]
+    public void APeftAdapterIsRegisteredInAPoolWithItsHead()
+    {
+        Assert.AreEqual(0, s_first.Exit, s_first.Error);
+        var trained = PoolManifest.Read(s_pool).Task("shapes");
+        string adapterFolder = Path.Combine(s_pool, trained.Expert);
+        string pool = s_dir.File("registered/pool");
+        var (exit, _, error) = CliRunner.Run("pool", "create", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"), "--out", pool);
+        Assert.AreEqual(0, exit, error);
+        string[] add = ["pool", "add", "--zoo", pool, "--task", "shapes", "--images", s_dir.File("data/shapes"), "--head", Path.Combine(s_pool, trained.Head)];
+
+        (exit, _, error) = CliRunner.Run([.. add, "--expert", Path.Combine(adapterFolder, PeftAdapterFolder.WeightsFileName)]);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "this is a LoRA adapter's weights");
+
+        (exit, _, error) = CliRunner.Run([.. add, "--expert", adapterFolder, "--copy"]);
+        Assert.AreEqual(0, exit, error);
+        var registered = PoolManifest.Read(pool).Task("shapes");
+        Assert.AreEqual("experts/shapes", registered.Expert);
+        Assert.IsTrue(PeftAdapterFolder.IsAdapter(Path.Combine(pool, registered.Expert)), "copied as an adapter folder");
+        // The same adapter, head and images: the same accuracy on the same splits as where it was trained.
+        CollectionAssert.AreEquivalent(trained.Fingerprints.ToList(), registered.Fingerprints.ToList());
+        Assert.AreEqual(trained.Individual.Test, registered.Individual.Test, 1e-9);
+        Assert.AreEqual(trained.Individual.Validation, registered.Individual.Validation, 1e-9);
+    }
+
     [TestMethod]
     public void FinetuneLoraAddsAdapterExpertsThatEvalScores()
     {
