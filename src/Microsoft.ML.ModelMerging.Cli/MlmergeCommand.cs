@@ -41,14 +41,22 @@ public static class MlmergeCommand
         }
 
         // SIGINT (Ctrl+C) and SIGTERM cancel the running command through its token, so temporary files are removed on the
-        // way out; a second signal is left to its default action and ends the process at once.
+        // way out; a second signal is left to its default action and ends the process at once. A repeat within two seconds
+        // is the same request delivered twice (`timeout -s INT` signals the process and then its group), not a second one.
         config.ProcessTerminationTimeout = null;
         using var cancellation = new CancellationTokenSource();
         PosixSignal? received = null;
+        var sinceFirst = new System.Diagnostics.Stopwatch();
         void Cancel(PosixSignalContext context)
         {
-            if (received is not null) return;
+            if (received is not null)
+            {
+                if (sinceFirst.Elapsed < TimeSpan.FromSeconds(2)) context.Cancel = true;
+                return;
+            }
+
             received = context.Signal;
+            sinceFirst.Start();
             context.Cancel = true;
             cancellation.Cancel();
         }

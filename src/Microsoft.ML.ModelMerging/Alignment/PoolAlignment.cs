@@ -103,6 +103,8 @@ public static class PoolAlignment
             throw new ArgumentException($"The pool at {pool.Directory} has no task '{reference}' to align to; its tasks: {string.Join(", ", pool.TaskNames)}.");
         string target = CheckOutput(pool, output, options.Force);
 
+        // What an earlier run killed before its cleanup left beside the output (a process that no longer exists).
+        TemporaryFiles.RemoveStale(Path.GetDirectoryName(target)!, Path.GetFileName(target) + ".");
         string temporary = TemporaryFiles.For(target);
         Directory.CreateDirectory(temporary);
         try

@@ -15,6 +15,7 @@ public sealed class CheckpointWriter : IDisposable
     private readonly IReadOnlyDictionary<string, string>? _metadata;
     private readonly string? _indexPath;
     private readonly string _directory;
+    private readonly string? _createdRoot;
     private readonly bool _sharded;
     private string? _indexTemporary;
     private int _current;
@@ -41,6 +42,8 @@ public sealed class CheckpointWriter : IDisposable
         if (maxShardBytes is <= 0) throw new ArgumentException($"Shard size must be positive, got {maxShardBytes}.");
         bool toFile = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
         _directory = toFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : Path.GetFullPath(path);
+        // Folders this write creates are removed again if it does not complete.
+        _createdRoot = TemporaryFiles.TopmostMissing(_directory);
         string stem = toFile ? Path.GetFileNameWithoutExtension(path) : "model";
         var groups = SplitIntoShards(plan, maxShardBytes);
         if (groups.Count <= 1)
@@ -227,6 +230,7 @@ public sealed class CheckpointWriter : IDisposable
         if (_sharded)
             foreach (var shard in _shards)
                 if (File.Exists(shard.Path)) File.Delete(shard.Path);
+        TemporaryFiles.RemoveCreatedIfEmpty(_directory, _createdRoot);
     }
 
     /// <summary>Parses sizes as Hugging Face does: <c>5GB</c> = 5·10^9 bytes, <c>500MB</c> = 5·10^8, <c>64KiB</c> = 64·2^10, or a plain byte count.</summary>

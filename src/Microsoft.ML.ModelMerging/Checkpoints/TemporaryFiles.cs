@@ -21,7 +21,7 @@ internal static class TemporaryFiles
     }
 
     /// <summary>
-    /// Deletes temporary files in <paramref name="directory"/> whose target name starts with <paramref name="targetPrefix"/>
+    /// Deletes temporary files (and directories) in <paramref name="directory"/> whose target name starts with <paramref name="targetPrefix"/>
     /// and whose writing process is gone. Files of live processes (this one included) and files not named by
     /// <see cref="For"/> are left alone. Returns the deleted paths.
     /// </summary>
@@ -29,12 +29,14 @@ internal static class TemporaryFiles
     {
         var removed = new List<string>();
         if (!Directory.Exists(directory)) return removed;
-        foreach (string file in Directory.EnumerateFiles(directory, "." + targetPrefix + "*" + Suffix))
+        // Files, and the directories a pool alignment is written to before it is renamed.
+        foreach (string file in Directory.EnumerateFileSystemEntries(directory, "." + targetPrefix + "*" + Suffix))
         {
             if (OwnerProcess(Path.GetFileName(file)) is not int pid || IsAlive(pid)) continue;
             try
             {
-                File.Delete(file);
+                if (Directory.Exists(file)) Directory.Delete(file, recursive: true);
+                else File.Delete(file);
                 removed.Add(file);
             }
             catch (IOException)
@@ -46,6 +48,40 @@ internal static class TemporaryFiles
             }
         }
         return removed;
+    }
+
+    /// <summary>The top-most folder of <paramref name="directory"/>'s path that does not exist yet (null when it exists).</summary>
+    public static string? TopmostMissing(string directory)
+    {
+        string? missing = null;
+        for (string? dir = Path.GetFullPath(directory); dir is not null && !Directory.Exists(dir); dir = Path.GetDirectoryName(dir)) missing = dir;
+        return missing;
+    }
+
+    /// <summary>
+    /// After a write that did not complete: removes <paramref name="directory"/> and its parents up to
+    /// <paramref name="createdRoot"/> (what the write created, <see cref="TopmostMissing"/>) while they are empty.
+    /// </summary>
+    public static void RemoveCreatedIfEmpty(string directory, string? createdRoot)
+    {
+        if (createdRoot is null) return;
+        string root = Path.GetFullPath(createdRoot);
+        for (string? dir = Path.GetFullPath(directory); dir is not null && dir.StartsWith(root, StringComparison.Ordinal); dir = Path.GetDirectoryName(dir))
+        {
+            try
+            {
+                if (!Directory.Exists(dir) || Directory.EnumerateFileSystemEntries(dir).Any()) return;
+                Directory.Delete(dir);
+            }
+            catch (IOException)
+            {
+                return;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                return;
+            }
+        }
     }
 
     /// <summary>The process id in a name made by <see cref="For"/>, or null for any other name.</summary>

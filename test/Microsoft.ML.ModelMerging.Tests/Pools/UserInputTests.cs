@@ -196,7 +196,12 @@ public sealed class UserInputTests
         StringAssert.Contains(manifest.Task("bands").Source, "fine-tuned from");
 
         string aligned = s_dir.File("nonlocal/aligned");
+        // A temporary pool an earlier, killed run left beside the output (its process gone) is removed on the way.
+        string stale = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(aligned))!, $".{Path.GetFileName(aligned)}.999999999.{Guid.NewGuid():N}.partial");
+        Directory.CreateDirectory(Path.Combine(stale, "foundations"));
+        File.WriteAllText(Path.Combine(stale, "foundations", "foundation-0.safetensors"), "half");
         Run("align", "--zoo", pool, "--out", aligned);
+        Assert.IsFalse(Directory.Exists(stale), "the stale temporary pool is gone");
         Assert.IsNotNull(PoolManifest.Read(aligned).Pretrained, "the aligned pool's base is the mean of the aligned foundations");
         using (var source = ExpertPool.Load(pool))
         using (var target = ExpertPool.Load(aligned))
