@@ -52,6 +52,9 @@ internal static class EvalCommand
             else
             {
                 using var backbone = ModelCheckpoints.LoadBackbone(path);
+                // The pool's heads read features of the pool's architecture; another model's would score as noise.
+                if (!backbone.Config.Equals(experts.Config))
+                    throw new ArgumentException($"{path} is not a model of the pool's architecture ({string.Join("; ", backbone.Config.DifferencesFrom(experts.Config, "the pool's"))}).");
                 accuracies = TaskAccuracy.Evaluate(experts, backbone.Config, backbone.Weights, chosen);
             }
 

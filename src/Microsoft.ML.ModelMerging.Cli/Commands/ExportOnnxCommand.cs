@@ -73,6 +73,11 @@ internal static class ExportOnnxCommand
                 throw new ArgumentException($"{modelPath} holds an `mlmerge adapt` run that has not finished: run the same command again to complete it, then export.");
             }
 
+            // WEMoE's task vectors are the only weights --fp16-experts picks out; anything else would be exported unchanged.
+            bool routed = routersPath is not null || (modelPath is not null && Directory.Exists(modelPath) && File.Exists(Path.Combine(modelPath, WeightEnsemblingOnnxExporter.RoutersFileName)));
+            if (parse.GetValue(fp16TaskVectors) && !routed)
+                throw new ArgumentException("--fp16-experts stores a WEMoE model's MLP task vectors as float16; this model has none (--fp16 stores every weight matrix so).");
+
             if (routersPath is null && modelPath is not null && AdaptationManifest.Exists(modelPath)
                 && AdaptationManifest.Read(modelPath).Result!.Files.Any(CorrectedVitOnnxExporter.IsCorrectionFile))
             {

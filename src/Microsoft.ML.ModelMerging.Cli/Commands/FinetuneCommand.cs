@@ -69,6 +69,9 @@ internal static class FinetuneCommand
             var fineTuning = parse.GetValue(epochs) is int e ? recipe.FineTuning with { Epochs = e } : recipe.FineTuning;
             if (parse.GetValue(learningRate) is double lr) fineTuning = fineTuning with { LearningRate = lr };
             string chosenMode = FineTuningModes.Parse(parse.GetValue(mode)!);
+            // Adapter options with a full fine-tuning would be silently ignored.
+            if (chosenMode == FineTuningModes.Full && new Option[] { rank, alpha, targets, loraSeed }.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } unused)
+                throw new ArgumentException($"{unused.Name} sets up a LoRA adapter; it does not apply to --mode full (use --mode lora or l-lora).");
             // An adapter trains only its own matrices: the MLP / non-MLP split of full fine-tuning does not apply (nor is recorded).
             if (chosenMode != FineTuningModes.Full) fineTuning = fineTuning with { NonMlpLearningRateScale = null };
             var lora = new LoraOptions

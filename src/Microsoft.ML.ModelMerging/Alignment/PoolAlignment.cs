@@ -102,6 +102,19 @@ public static class PoolAlignment
         if (!pool.TaskNames.Contains(reference, StringComparer.Ordinal))
             throw new ArgumentException($"The pool at {pool.Directory} has no task '{reference}' to align to; its tasks: {string.Join(", ", pool.TaskNames)}.");
         string target = CheckOutput(pool, output, options.Force);
+        // Every model is permuted by the pool's architecture: one of another is named now, not after the work.
+        foreach (var task in pool.Tasks)
+        {
+            foreach (string? relative in new[] { task.Expert, task.Foundation })
+            {
+                if (relative is null) continue;
+                string path = Path.Combine(pool.Directory, relative);
+                var config = ModelCheckpoints.ReadConfig(path);
+                if (!config.Equals(pool.Config))
+                    throw new InvalidDataException($"The {(relative == task.Expert ? "expert" : "foundation")} of task '{task.Name}' ({Path.GetFullPath(path)}) is not a model of the pool's architecture " +
+                        $"({string.Join("; ", config.DifferencesFrom(pool.Config, "the pool's"))}).");
+            }
+        }
 
         // What an earlier run killed before its cleanup left beside the output (a process that no longer exists).
         TemporaryFiles.RemoveStale(Path.GetDirectoryName(target)!, Path.GetFileName(target) + ".");

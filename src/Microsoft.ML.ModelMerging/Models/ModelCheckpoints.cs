@@ -108,7 +108,8 @@ public static class ModelCheckpoints
             return VisionTransformerConfig.FromHuggingFaceConfig(File.ReadAllText(hfConfig),
                 preprocessorConfigJson: File.Exists(preprocessor) ? File.ReadAllText(preprocessor) : null);
         }
-        if (File.Exists(Path.Combine(directory, LowRank.PeftAdapterFolder.ConfigFileName)))
+        // PEFT's adapter_config.json beside it (named here: models do not depend on the adapter code).
+        if (File.Exists(Path.Combine(directory, "adapter_config.json")))
             throw new CheckpointFormatException(checkpoint.Source, null,
                 $"this is a LoRA adapter's weights (PEFT folder {directory}), not a model: give the folder itself where an expert or model may be an adapter " +
                 "(`merge --expert`, `pool add --expert`, `eval --model` or `export-onnx --model` with the pool whose base it adapts).");

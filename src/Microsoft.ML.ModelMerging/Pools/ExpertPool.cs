@@ -66,7 +66,15 @@ public sealed class ExpertPool : IDisposable
         if (!_experts.TryGetValue(task, out var expert))
         {
             string path = Path.Combine(Directory, Manifest.Task(task).Expert);
-            _experts[task] = expert = PeftAdapterFolder.IsAdapter(path) ? DensifiedAdapter(path) : ModelCheckpoints.LoadBackbone(path);
+            expert = PeftAdapterFolder.IsAdapter(path) ? DensifiedAdapter(path) : ModelCheckpoints.LoadBackbone(path);
+            if (!expert.Config.Equals(Config))
+            {
+                // A file replaced after the task was registered: every algorithm would read it by the pool's names.
+                string differences = string.Join("; ", expert.Config.DifferencesFrom(Config, "the pool's"));
+                expert.Dispose();
+                throw new InvalidDataException($"The expert of task '{task}' ({Path.GetFullPath(path)}) is not a model of the pool's architecture ({differences}).");
+            }
+            _experts[task] = expert;
         }
         return expert.Weights;
     }

@@ -391,4 +391,31 @@ public sealed class UserInputTests
         _ = stdout.Result;
         return (process.ExitCode, stderr.Result);
     }
+
+    /// <summary>
+    /// An expert file replaced by a model of another architecture after it was registered is named by task, file and
+    /// field before any work (adapt, align), and eval refuses a model of another architecture than the pool's heads read.
+    /// </summary>
+    [TestMethod]
+    public void AModelOfAnotherArchitectureIsNamedByTaskAndFieldBeforeAnyWork()
+    {
+        Model("archmix/models/expert0", Perturbed(s_weights, 50));
+        string changed = Model("archmix/models/expert1", Perturbed(s_weights, 51));
+        string pool = s_dir.File("archmix/pool");
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", s_dir.File("images/colors"), "--expert", s_dir.File("archmix/models/expert0"), "--probe");
+        Run("pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", changed, "--probe");
+        File.WriteAllText(Path.Combine(changed, "config.json"), HuggingFacePoolTests.ConfigJson.Replace("quick_gelu", "gelu", StringComparison.Ordinal));
+
+        var (exit, _, error) = CliRunner.Run("adapt", "--zoo", pool, "--method", "tact", "--base-method", "simple-average", "--out", s_dir.File("archmix/run"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, $"The expert of task 'bands' ({changed}) is not a model of the pool's architecture (activation: \"gelu\", the pool's \"quick_gelu\")");
+        Assert.IsFalse(Directory.Exists(s_dir.File("archmix/run")));
+        (exit, _, error) = CliRunner.Run("align", "--zoo", pool, "--out", s_dir.File("archmix/aligned"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "The expert of task 'bands'");
+        (exit, _, error) = CliRunner.Run("eval", "--model", changed, "--zoo", pool, "--task", "colors");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "is not a model of the pool's architecture (activation");
+    }
 }

@@ -163,6 +163,12 @@ public sealed class UserPoolTests
         StringAssert.Contains(error, "has 2 image(s); every class needs at least 3");
         Assert.IsFalse(PoolManifest.Exists(pool), "no pool appears when the first task fails");
         Assert.IsFalse(Directory.Exists(pool) && Directory.EnumerateFiles(pool, "*", SearchOption.AllDirectories).Any());
+
+        // Adapter options with a full fine-tuning would be ignored: refused by name before anything runs.
+        (exit, _, error) = CliRunner.Run("finetune", "--base", Path.Combine(CommittedZoo.Directory, "pretrained.safetensors"),
+            "--task", dir.File("tiny"), "--add-to", pool, "--mode", "full", "--rank", "4");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "--rank sets up a LoRA adapter; it does not apply to --mode full");
     }
 
     [TestMethod]
