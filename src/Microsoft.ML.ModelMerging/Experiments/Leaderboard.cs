@@ -53,6 +53,8 @@ public sealed class Leaderboard
     public bool Complete { get; }
     /// <summary>Methods that were not started (budget or cancellation).</summary>
     public IReadOnlyList<string> Skipped { get; }
+    /// <summary>Methods that cannot run on this pool: they merge task vectors, and it has no pre-trained base to take them from.</summary>
+    public IReadOnlyList<string> NeedBase { get; init; } = [];
     /// <summary>The best task-agnostic entry (or the best of all when every method needs the task at inference).</summary>
     public LeaderboardEntry? Best => Entries.Count > 0 ? Entries[0] : null;
 
@@ -100,6 +102,7 @@ public sealed class Leaderboard
         metric = Metric.ToString().ToLowerInvariant(),
         complete = Complete,
         skipped = Skipped,
+        need_base = NeedBase,
         tasks = Tasks,
         individual = Individual,
         entries = Entries.Select((e, i) => new
@@ -174,6 +177,7 @@ public sealed class Leaderboard
         return new Leaderboard(first.Tasks, first.Individual, first.Metric, entries, boards.All(b => b.Board.Complete),
             [.. boards.SelectMany(b => b.Board.Skipped.Select(s => $"{s} @{b.Pool}"))])
         {
+            NeedBase = [.. boards.SelectMany(b => b.Board.NeedBase.Select(s => $"{s} @{b.Pool}"))],
             IndividualByPool = boards.ToDictionary(b => b.Pool, b => b.Board.Individual, StringComparer.Ordinal),
         };
     }
@@ -194,6 +198,7 @@ public sealed class Leaderboard
                 $"{RankOf(i),2} {e.Method.PadRight(width)} {Pct(e.ValidationScore),12} {Pct(e.TestAverage),9} {Pct(e.TestNormalized),9} {Pct(e.TestWorst),6} {e.ParameterCount,9:N0} {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") : "-"),8} {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-"),7}  {e.Candidate}");
         }
         if (!Complete) text.AppendLine($"stopped early; not run: {string.Join(", ", Skipped)}");
+        if (NeedBase.Count > 0) text.AppendLine($"not applicable, the pool has no pre-trained base: {string.Join(", ", NeedBase)}");
         return text.ToString();
     }
 
@@ -210,8 +215,13 @@ public sealed class Leaderboard
         if (ranked.Count == 1)
             return $"**{winner.Method}** is the only method ranked; it keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";
         var second = ranked[1];
-        string first = $"**{winner.Method}** ranks first on validation ({Pct(winner.ValidationScore)}%), {F(100 * (winner.ValidationScore - second.ValidationScore), "F1")} " +
-            $"points above {second.Method}, and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";
+        // Equal validation scores are a tie, listed by method name: "0.0 points above" would claim a lead.
+        var tied = ranked.Where(e => Math.Abs(e.ValidationScore - winner.ValidationScore) < 1e-12).Select(e => e.Method).ToList();
+        string first = tied.Count > 1
+            ? $"**{winner.Method}** ties for first on validation ({Pct(winner.ValidationScore)}%) with {string.Join(", ", tied.Skip(1))} (listed by name), " +
+              $"and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split."
+            : $"**{winner.Method}** ranks first on validation ({Pct(winner.ValidationScore)}%), {F(100 * (winner.ValidationScore - second.ValidationScore), "F1")} " +
+              $"points above {second.Method}, and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";
         var gains = Tasks.Where(t => winner.Test.PerTask.ContainsKey(t) && second.Test.PerTask.ContainsKey(t))
             .Select(t => (Task: t, Gain: winner.Test.PerTask[t] - second.Test.PerTask[t])).OrderByDescending(g => g.Gain).ToList();
         var leads = gains.Where(g => g.Gain > 0).Take(2).Select(g => $"{g.Task} (+{F(100 * g.Gain, "F1")})").ToList();
@@ -237,6 +247,7 @@ public sealed class Leaderboard
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Ranked by **{Metric.ToString().ToLowerInvariant()}** accuracy on the validation split (where each method's hyperparameters were chosen); the test split is reported.");
         if (!Complete) text.AppendLine().AppendLine($"The experiment stopped early (time budget or cancellation); not run: {string.Join(", ", Skipped)}.");
+        if (NeedBase.Count > 0) text.AppendLine().AppendLine($"Not applicable, because the pool has no pre-trained base to take task vectors from: {string.Join(", ", NeedBase)}.");
         if (WhyTheWinnerWins() is { Length: > 0 } why) text.AppendLine().AppendLine(why);
         text.AppendLine();
         for (int i = 0; i < Entries.Count; i++)

@@ -133,12 +133,18 @@ public sealed class MergeExperiment
         using var evaluator = new CandidateEvaluator(_experts, _sources, _registry);
         var entries = new List<LeaderboardEntry>();
         var skipped = new List<string>();
+        var needBase = new List<string>();
         bool stopped = false;
         for (int m = 0; m < Options.Searches.Count; m++)
         {
             var search = Options.Searches[m];
             var algorithm = _registry.Get(search.Method);
-            if (stopped || (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !_experts.HasPretrained))
+            if (algorithm.Needs.HasFlag(AlgorithmNeeds.PretrainedBase) && !_experts.HasPretrained)
+            {
+                needBase.Add(search.Method);
+                continue;
+            }
+            if (stopped)
             {
                 skipped.Add(search.Method);
                 continue;
@@ -253,10 +259,10 @@ public sealed class MergeExperiment
             progress?.Report(new MergeExperimentProgress(search.Method, m, Options.Searches.Count, search.Candidates.Count, search.Candidates.Count, entry)
             {
                 Partial = new Leaderboard(_experts.TaskNames, individualTest, Options.Metric, entries, complete: false,
-                    [.. skipped, .. Options.Searches.Skip(m + 1).Select(x => x.Method)]),
+                    [.. skipped, .. Options.Searches.Skip(m + 1).Select(x => x.Method)]) { NeedBase = [.. needBase] },
             });
         }
-        return new Leaderboard(_experts.TaskNames, individualTest, Options.Metric, entries, complete: skipped.Count == 0 && !stopped, skipped);
+        return new Leaderboard(_experts.TaskNames, individualTest, Options.Metric, entries, complete: skipped.Count == 0 && !stopped, skipped) { NeedBase = needBase };
     }
 
     /// <summary>Every part of the model as ONNX (one per task for a task-conditioned model).</summary>

@@ -46,4 +46,19 @@ public sealed class WinnerExplanationTests
         StringAssert.Contains(level, "It is level with dare task by task on the test split; it uses the experts' weights alone.");
         Assert.AreEqual("", Board(Entry("emr", 0.8, [0.8, 0.8, 0.8], taskAtInference: true)).WhyTheWinnerWins());
     }
+
+    [TestMethod]
+    public void ATieOnValidationIsCalledOneAndMethodsWithoutABaseAreNotCalledStopped()
+    {
+        var board = Board(Entry("ties", 0.6, [0.6, 0.6, 0.6]), Entry("dare", 0.6, [0.5, 0.6, 0.6]), Entry("emr", 0.5, [0.5, 0.5, 0.5]));
+        StringAssert.StartsWith(board.WhyTheWinnerWins(), "**dare** ties for first on validation (60.0%) with ties (listed by name), and keeps");
+        Assert.DoesNotContain("points above", board.WhyTheWinnerWins());
+
+        var noBase = new Leaderboard(Tasks, Tasks.ToDictionary(t => t, _ => 0.9), RankingMetric.Average, [Entry("simple-average", 0.6, [0.6, 0.6, 0.6])],
+            complete: true, skipped: []) { NeedBase = ["task-arithmetic", "ties"] };
+        string report = noBase.ToMarkdown([]);
+        StringAssert.Contains(report, "Not applicable, because the pool has no pre-trained base to take task vectors from: task-arithmetic, ties.");
+        Assert.DoesNotContain("stopped early", report);
+        StringAssert.Contains(noBase.ToJson(), "\"need_base\"");
+    }
 }
