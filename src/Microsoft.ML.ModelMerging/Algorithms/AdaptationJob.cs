@@ -110,7 +110,7 @@ public static class AdaptationJob
                 bool sameCommand = (existing with { Inputs = null }).IsSameRunAs(manifest with { Inputs = null });
                 throw new InvalidOperationException(changed.Count > 0 && sameCommand
                     ? $"{outputDirectory} holds a run of the same command on other files ({string.Join(", ", changed)} differ from the pool's at {pool.Directory} now). Choose another output directory, or delete this one to run again."
-                    : $"{outputDirectory} holds another run ({existing.Describe()}); this one is {manifest.Describe()}. Choose another output directory.");
+                    : $"{outputDirectory} holds another run: {existing.DifferencesFrom(manifest)}. Choose another output directory.");
             }
 
             if (existing.Result is { } done && done.Files.All(f => File.Exists(Path.Combine(outputDirectory, f))))

@@ -117,6 +117,26 @@ public sealed record AdaptationManifest
             .Where(k => !Inputs.TryGetValue(k, out var mine) || !current.TryGetValue(k, out var theirs) || mine != theirs)];
     }
 
+    /// <summary>
+    /// What differs between this run and <paramref name="other"/>, named field by field (e.g. <c>steps 100000 there, 50 here</c>),
+    /// for the message that refuses to mix them in one directory.
+    /// </summary>
+    public string DifferencesFrom(AdaptationManifest other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        var differences = new List<string>();
+        if (Method != other.Method) differences.Add($"method {Method} there, {other.Method} here");
+        if (!Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)) differences.Add($"tasks [{string.Join(", ", Tasks)}] there, [{string.Join(", ", other.Tasks)}] here");
+        if (PoolIdentity != other.PoolIdentity) differences.Add($"pool {PoolIdentity} there, {other.PoolIdentity} here");
+        foreach (string key in Settings.Keys.Union(other.Settings.Keys).Order(StringComparer.Ordinal))
+        {
+            string mine = Settings.TryGetValue(key, out var a) ? a : "(unset)", theirs = other.Settings.TryGetValue(key, out var b) ? b : "(unset)";
+            if (mine != theirs) differences.Add($"{key} {mine} there, {theirs} here");
+        }
+        if (ChangedInputs(other.Inputs) is { Count: > 0 } changed) differences.Add($"other files ({string.Join(", ", changed)})");
+        return differences.Count > 0 ? string.Join("; ", differences) : Describe();
+    }
+
     /// <summary>One line naming the run's identity, for messages.</summary>
     public string Describe() =>
         $"{Method} on [{string.Join(", ", Tasks)}] (pool {PoolIdentity}) with {string.Join(", ", Settings.Select(kv => $"{kv.Key}={kv.Value}"))}";
