@@ -17,7 +17,7 @@ internal static class EvalCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, an `mlmerge adapt` output directory, or a LoRA adapter folder (PEFT layout, applied to the pool's base).", Required = true };
-        var zoo = new Option<string>("--zoo") { Description = "Zoo directory (heads and task data).", DefaultValueFactory = _ => "zoos/default" };
+        var zoo = new Option<string?>("--zoo") { Description = "Zoo directory (heads and task data); default: the pool an `mlmerge adapt` directory records, else zoos/default." };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's; for a TACT result, the tasks it corrected)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
         var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };
@@ -27,7 +27,9 @@ internal static class EvalCommand
             // A TACT result has models for the tasks it corrected only: those, unless tasks are named.
             var taskNames = parse.GetValue(tasks) is { Length: > 0 } named ? named
                 : AdaptedModel.IsAdaptationDirectory(path) ? AdaptedModel.DefaultTasks(path) : null;
-            using var experts = ExpertPool.Load(parse.GetValue(zoo)!, taskNames);
+            // An adaptation directory knows the pool it was made from (when it still exists there).
+            string pool = parse.GetValue(zoo) ?? RecordedPool(path) ?? "zoos/default";
+            using var experts = ExpertPool.Load(pool, taskNames);
             var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
             TaskAccuracies accuracies;
             if (AdaptedModel.IsAdaptationDirectory(path))
@@ -63,4 +65,8 @@ internal static class EvalCommand
         });
         return command;
     }
+
+    /// <summary>The pool an adaptation directory records, when it is one and that pool is still there.</summary>
+    private static string? RecordedPool(string path) =>
+        AdaptedModel.IsAdaptationDirectory(path) && AdaptationManifest.Read(path).Zoo is var recorded && PoolManifest.Exists(recorded) ? recorded : null;
 }

@@ -276,6 +276,10 @@ public sealed class UserInputTests
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "data:bands");
         Run("eval", "--model", run, "--zoo", first);
+        // Without --zoo, an adaptation directory is scored on the pool it records.
+        var (evalExit, evalOutput, evalError) = CliRunner.Run("eval", "--model", run);
+        Assert.AreEqual(0, evalExit, evalError);
+        StringAssert.Contains(evalOutput, "bands");
     }
 
     /// <summary>
