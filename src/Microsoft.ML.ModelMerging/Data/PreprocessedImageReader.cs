@@ -67,6 +67,9 @@ public static class PreprocessedImageReader
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
+                // Files not checked up front (read again after registration): find the one that does not decode, by name.
+                if (!checkFiles)
+                    foreach (string path in paths) ImageFolderReader.CheckDecodes(path);
                 throw new InvalidDataException($"ML.NET could not read the images of '{Path.GetDirectoryName(paths[i])}' (stopped at row {i + 1} of {paths.Count}; its cursor reads ahead, so the file may be a later one): {e.Message}", e);
             }
 

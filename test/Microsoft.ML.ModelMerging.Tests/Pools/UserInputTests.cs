@@ -166,6 +166,22 @@ public sealed class UserInputTests
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, text);
         Assert.IsEmpty(PoolManifest.Read(pool).Tasks);
+
+        // Registered whole, then a file that does not decode appears in the folder: the later read names that file.
+        File.Delete(text);
+        Run(add);
+        File.WriteAllText(text, "not an image");
+        (exit, _, error) = CliRunner.Run("eval", "--model", s_dir.File("models/base"), "--zoo", pool);
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, text);
+
+        // One class is no classification task.
+        string single = s_dir.File("single-class");
+        Directory.CreateDirectory(Path.Combine(single, "red"));
+        foreach (string file in Directory.GetFiles(s_dir.File("images/colors/red"))) File.Copy(file, Path.Combine(single, "red", Path.GetFileName(file)));
+        (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", pool, "--task", "one", "--images", single, "--expert", s_dir.File("models/expert0"), "--probe");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "1 class sub-folder(s) (red); a classification task needs at least two");
     }
 
     /// <summary>
