@@ -50,6 +50,12 @@ internal static class PoolCommand
                 : $"images: read at {config.ImageSize}×{config.ImageSize}, {config.Channels} channel(s)";
             string origin = manifest.Pretrained is { } pretrained ? $"base {pretrained}" : "no shared base (name each task's --foundation in `pool add`)";
             parse.InvocationConfiguration.Output.WriteLine($"created the pool {Path.GetFullPath(pool)}: {origin}; {images}");
+            // A Hugging Face model without its processor file: what was assumed is said, since a model trained otherwise scores worse without an error.
+            string model = (shared ?? like)!;
+            string folder = Directory.Exists(model) ? model : Path.GetDirectoryName(Path.GetFullPath(model))!;
+            if (File.Exists(Path.Combine(folder, "config.json")) && !File.Exists(Path.Combine(folder, Data.ImagePreprocessing.HuggingFaceFileName)))
+                parse.InvocationConfiguration.Output.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"note: no {Data.ImagePreprocessing.HuggingFaceFileName} beside {model}: CLIP's processor is assumed (square resize and crop to {config.ImageSize}, mean [{string.Join(", ", config.Mean)}], std [{string.Join(", ", config.Std)}])."));
             return 0;
         });
         return command;

@@ -104,7 +104,11 @@ public static class VitOnnxExport
         }
         catch (Exception e) when (e is InvalidDataException or KeyNotFoundException)
         {
-            throw new ArgumentException($"{path}: not a classification head: {e.Message}", e);
+            // A plain linear layer (PyTorch's weight and bias) has no class names to put in the model: the pool gives them.
+            string plain = e.Message.Contains(ClassificationHead.KindMetadataKey, StringComparison.Ordinal)
+                ? " A head saved by PyTorch has no class names: register it with `mlmerge pool add --head` (which names the classes by the image sub-folders) and export with --zoo."
+                : "";
+            throw new ArgumentException($"{path}: not a classification head: {e.Message}{plain}", e);
         }
     }
 }

@@ -437,5 +437,13 @@ public sealed class UserInputTests
         (exit, _, error) = CliRunner.Run("eval", "--model", changed, "--zoo", pool, "--task", "colors");
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "is not a model of the pool's architecture (activation");
+
+        // A Hugging Face base without its processor file: the assumed processor is said.
+        string bare = Model("archmix/bare", s_weights);
+        File.Delete(Path.Combine(bare, "preprocessor_config.json"));
+        var (created, output, createError) = CliRunner.Run("pool", "create", "--base", bare, "--out", s_dir.File("archmix/bare-pool"));
+        Assert.AreEqual(0, created, createError);
+        StringAssert.Contains(output, "note: no preprocessor_config.json beside");
+        StringAssert.Contains(output, "CLIP's processor is assumed");
     }
 }
