@@ -23,6 +23,9 @@ public static partial class PeftAdapterFolder
     /// <summary>The prefix PEFT puts before a Hugging Face model's tensor names, <c>base_model.model.</c>.</summary>
     public const string NamePrefix = "base_model.model.";
 
+    [GeneratedRegex(@"\.layers\.(\d+)\.")]
+    private static partial Regex LayerIndexPattern();
+
     [GeneratedRegex(@"^base_model\.model\.(vision_model\.encoder\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_0-9]+))\.lora_([AB])\.weight$", RegexOptions.CultureInvariant)]
     private static partial Regex TensorNamePattern();
 
@@ -165,6 +168,8 @@ public static partial class PeftAdapterFolder
             && !(string.Equals(scheme, "gaussian", StringComparison.OrdinalIgnoreCase) || string.Equals(scheme, "orthogonal", StringComparison.OrdinalIgnoreCase)))
             throw new InvalidDataException($"{path}: init_lora_weights = '{scheme}' initialises from the base weights and changes them; convert the adapter to " +
                 "a plain LoRA first (PEFT's save_pretrained with path_initial_model_for_weight_conversion).");
+        if (config["exclude_modules"] is { } excluded && excluded.GetValueKind() is not JsonValueKind.Null && !(excluded is JsonArray { Count: 0 }))
+            throw new InvalidDataException($"{path}: exclude_modules {excluded.ToJsonString()} is not supported; list the adapted modules in target_modules.");
         if (config["layer_replication"] is JsonArray { Count: > 0 })
             throw new InvalidDataException($"{path}: layer_replication (layers repeated to build a deeper model) is not supported.");
         // PEFT saves trained biases and whole modules beside the factors; their changes would be silently lost here.
@@ -247,8 +252,15 @@ public static partial class PeftAdapterFolder
                 throw new CheckpointFormatException(weights, entry.Name,
                     $"not a LoRA factor name; expected {NamePrefix}vision_model.encoder.layers.N.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight.");
             if (!expected.ContainsKey(match.Groups[1].Value))
-                throw new CheckpointFormatException(weights, entry.Name,
-                    $"adapts '{match.Groups[1].Value}', which is not one of the target modules {string.Join(", ", options.Targets)} of a {config.Layers}-layer model ({ConfigFileName}: target_modules).");
+            {
+                // Name the field that leaves the module out: the layer selection when the module is a target elsewhere.
+                var layer = LayerIndexPattern().Match(match.Groups[1].Value);
+                bool otherLayer = options.Layers is { } chosen && layer.Success && !chosen.Contains(int.Parse(layer.Groups[1].Value, CultureInfo.InvariantCulture))
+                    && options.Targets.Any(t => match.Groups[1].Value.EndsWith("." + t, StringComparison.Ordinal));
+                throw new CheckpointFormatException(weights, entry.Name, otherLayer
+                    ? $"adapts '{match.Groups[1].Value}', a layer outside layers_to_transform [{string.Join(", ", options.Layers!)}] ({ConfigFileName}: layers_to_transform)."
+                    : $"adapts '{match.Groups[1].Value}', which is not one of the target modules {string.Join(", ", options.Targets)} of a {config.Layers}-layer model ({ConfigFileName}: target_modules).");
+            }
         }
 
         var modules = new List<(LoraTarget Target, Tensor A, Tensor B)>();

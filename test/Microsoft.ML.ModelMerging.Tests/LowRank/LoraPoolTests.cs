@@ -154,6 +154,7 @@ public sealed class LoraPoolTests
         SafeTensorsWriter.Save(weights, tensors);
         var error = Assert.ThrowsExactly<CheckpointFormatException>(() => PeftAdapterFolder.Load(folder, Config));
         StringAssert.Contains(error.Message, stray);
+        StringAssert.Contains(error.Message, "a layer outside layers_to_transform [0]");
 
         string json = File.ReadAllText(configPath);
         File.WriteAllText(configPath, System.Text.RegularExpressions.Regex.Replace(json, @"""layers_to_transform"":\s*\[\s*0\s*\]", "\"layers_to_transform\": [7]"));
@@ -191,6 +192,7 @@ public sealed class LoraPoolTests
         StringAssert.Contains(Refused(c => c["init_lora_weights"] = "loftq"), "init_lora_weights = 'loftq'");
         StringAssert.Contains(Refused(c => c["layer_replication"] = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonArray(0, 2))), "layer_replication");
         StringAssert.Contains(Refused(c => c["r"] = "4"), "'r' is \"4\"; expected a positive integer");
+        StringAssert.Contains(Refused(c => c["exclude_modules"] = new System.Text.Json.Nodes.JsonArray("fc1")), "exclude_modules [\"fc1\"] is not supported");
         StringAssert.Contains(Refused(c => c["use_rslora"] = "true"), "'use_rslora' is \"true\"; expected true or false");
 
         var loose = original.DeepClone().AsObject();
