@@ -105,6 +105,16 @@ public static class PoolFineTuning
                 : $"The pool at {poolDirectory} has a task '{clash.Name}', which differs from '{name}' only by case: choose another --name.");
         }
 
+        // L-LoRA's task vectors add up only in one tangent space: every linearised task of a pool starts from the same φ0.
+        if (FineTuningModes.Parse(options.Mode) == FineTuningModes.LinearizedLora && options.Lora is { } mine
+            && existing?.Tasks.FirstOrDefault(t => t.Name != name && t.Training is { Mode: FineTuningModes.LinearizedLora } other
+                && (other.LoraSeed != mine.Seed || other.Rank != mine.Rank || !(other.Targets ?? []).SequenceEqual(mine.Targets, StringComparer.Ordinal))) is { } differing)
+        {
+            var theirs = differing.Training!;
+            throw new ArgumentException($"The pool's L-LoRA task '{differing.Name}' starts from lora seed {theirs.LoraSeed}, rank {theirs.Rank}, targets {string.Join(",", theirs.Targets ?? [])}; " +
+                $"this one from lora seed {mine.Seed}, rank {mine.Rank}, targets {string.Join(",", mine.Targets)}: linearised adapters merge only around one shared initialisation, so use the pool's.");
+        }
+
         string basePath = existing is null
             ? options.Base ?? throw new ArgumentException($"{poolDirectory} is not a pool yet: give --base <pre-trained checkpoint> to create it.")
             : BasePath(poolDirectory, existing, options);

@@ -235,6 +235,22 @@ public sealed class LoraPoolTests
         Assert.AreEqual(trained.Individual.Validation, registered.Individual.Validation, 1e-9);
     }
 
+    /// <summary>An L-LoRA task fine-tuned around another initialisation than the pool's L-LoRA tasks is refused before training.</summary>
+    [TestMethod]
+    public void AnLLoraTaskAroundAnotherInitialisationIsRefused()
+    {
+        string committed = Path.Combine(CommittedZoo.Default, "l-lora", PoolManifest.FileName);
+        if (!File.Exists(committed)) Assert.Inconclusive("the committed L-LoRA pool is not there");
+        string pool = s_dir.File("mixed-seed/pool");
+        Directory.CreateDirectory(pool);
+        File.Copy(committed, Path.Combine(pool, PoolManifest.FileName));
+        var (exit, _, error) = CliRunner.Run("finetune", "--mode", "l-lora", "--task", s_dir.File("data/shapes"), "--add-to", pool,
+            "--rank", "32", "--alpha", "64", "--targets", "q_proj,v_proj", "--lora-seed", "7", "--epochs", "1");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "starts from lora seed 0, rank 32, targets q_proj,v_proj; this one from lora seed 7, rank 32, targets q_proj,v_proj");
+        CollectionAssert.AreEqual(new[] { PoolManifest.FileName }, Directory.GetFileSystemEntries(pool).Select(Path.GetFileName).ToArray(), "nothing was written");
+    }
+
     [TestMethod]
     public void FinetuneLoraAddsAdapterExpertsThatEvalScores()
     {
