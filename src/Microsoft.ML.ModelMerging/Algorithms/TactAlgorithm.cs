@@ -106,7 +106,10 @@ internal sealed class TactAlgorithm : IMergeAlgorithm
             {
                 context.Cancellation.ThrowIfCancellationRequested();
                 string task = tasks[i];
-                context.Progress?.Report(new AlgorithmProgress($"correcting {task} ({i + 1}/{tasks.Count})", i, tasks.Count));
+                // A task with fewer images than asked for is measured on all it has; the stage says how many.
+                long available = imagesByTask[task].shape[0];
+                string used = available < examples ? $", all {available} of its images (fewer than examples = {examples})" : "";
+                context.Progress?.Report(new AlgorithmProgress($"correcting {task} ({i + 1}/{tasks.Count}){used}", i, tasks.Count));
                 IReadOnlyDictionary<string, Tensor> weights;
                 if (shared is not null)
                 {

@@ -44,7 +44,7 @@ public static class ImageFolderReader
 
     /// <summary>
     /// The image files of <paramref name="root"/> with their labels: classes are the sub-folder names in ordinal order,
-    /// files in ordinal order within each class.
+    /// files (in the class folder and its sub-folders) in ordinal path order within each class.
     /// </summary>
     internal static (List<(string Path, int Label)> Files, string[] ClassNames) ListFiles(string root)
     {
@@ -65,8 +65,11 @@ public static class ImageFolderReader
         var files = new List<(string Path, int Label)>();
         for (int label = 0; label < classFolders.Length; label++)
         {
-            string[] images = Directory.GetFiles(classFolders[label])
+            // Sub-folders of a class belong to it, as torchvision's ImageFolder walks them; hidden ones (.ipynb_checkpoints) do not.
+            string classFolder = classFolders[label];
+            string[] images = Directory.EnumerateFiles(classFolder, "*", SearchOption.AllDirectories)
                 .Where(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase))
+                .Where(file => !Path.GetRelativePath(classFolder, Path.GetDirectoryName(file)!).Split(Path.DirectorySeparatorChar).Any(part => part.StartsWith('.') && part != "."))
                 .Order(StringComparer.Ordinal)
                 .ToArray();
             if (images.Length == 0)

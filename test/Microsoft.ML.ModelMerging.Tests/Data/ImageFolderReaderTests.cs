@@ -32,6 +32,23 @@ public sealed class ImageFolderReaderTests
     }
 
     [TestMethod]
+    public void ImagesInSubFoldersOfAClassBelongToItButHiddenFoldersDoNot()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("red/1.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("red/2019/summer/2.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("red/.ipynb_checkpoints/3.png"), 4, 4, Blue, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("blue/1.png"), 4, 4, Blue, SKEncodedImageFormat.Png);
+
+        var (files, classes) = ImageFolderReader.ListFiles(dir.Path);
+
+        CollectionAssert.AreEqual(new[] { "blue", "red" }, classes);
+        CollectionAssert.AreEqual(
+            new[] { (dir.File("blue/1.png"), 0), (dir.File("red/1.png"), 1), (dir.File("red/2019/summer/2.png"), 1) },
+            files.ToArray());
+    }
+
+    [TestMethod]
     public void RgbKeepsChannelsSeparateAndReadsJpeg()
     {
         using var dir = new TempDirectory();
