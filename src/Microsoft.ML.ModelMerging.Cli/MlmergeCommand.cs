@@ -103,8 +103,8 @@ public static class MlmergeCommand
     /// <summary>A path as it can be pasted into a shell: quoted when it holds spaces or quotes.</summary>
     internal static string Quote(string path)
     {
-        if (path.Length > 0 && !path.Any(c => char.IsWhiteSpace(c) || c is '\'' or '"' or '$' or '`' or '&' or ';' or '(' or ')' or '*' or '?')) return path;
-        return OperatingSystem.IsWindows() ? $"\"{path}\"" : "'" + path.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+        if (path.Length > 0 && path.All(c => char.IsLetterOrDigit(c) || c is '/' or '\\' or '.' or '-' or '_' or ':' or '+' or ',' or '=' or '@')) return path;
+        return OperatingSystem.IsWindows() ? "\"" + path.Replace("\"", "\\\"", StringComparison.Ordinal) + "\"" : "'" + path.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
     }
 }
 

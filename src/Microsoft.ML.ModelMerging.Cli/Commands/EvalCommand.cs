@@ -66,7 +66,12 @@ internal static class EvalCommand
         return command;
     }
 
-    /// <summary>The pool an adaptation directory records, when it is one and that pool is still there.</summary>
-    private static string? RecordedPool(string path) =>
-        AdaptedModel.IsAdaptationDirectory(path) && AdaptationManifest.Read(path).Zoo is var recorded && PoolManifest.Exists(recorded) ? recorded : null;
+    /// <summary>The pool an adaptation directory records (null for anything else); refused by name when it is gone.</summary>
+    private static string? RecordedPool(string path)
+    {
+        if (!AdaptedModel.IsAdaptationDirectory(path)) return null;
+        string recorded = AdaptationManifest.Read(path).Zoo;
+        return PoolManifest.Exists(recorded) ? recorded
+            : throw new ArgumentException($"{path} was made from the pool at {recorded}, which is not there any more: give --zoo <pool>.");
+    }
 }

@@ -97,7 +97,7 @@ public static class AdaptationJob
         var manifest = AdaptationManifest.For(pool, algorithm, parameters, adapts ? checkpoints.Every : 0);
         // A result is saved as model.safetensors and the like: a directory holding an input (a Hugging Face expert's
         // folder, the pool itself) would have it overwritten.
-        Checkpoints.OutputOverlap.EnsureDistinct(outputDirectory, pool.InputFiles());
+        Checkpoints.OutputOverlap.EnsureDistinct(outputDirectory, pool.InputFiles(), directOnly: true);
         bool createdDirectory = !Directory.Exists(outputDirectory);
         Directory.CreateDirectory(outputDirectory);
         bool resuming = AdaptationManifest.Exists(outputDirectory);

@@ -118,20 +118,21 @@ public sealed record AdaptationManifest
     }
 
     /// <summary>
-    /// What differs between this run and <paramref name="other"/>, named field by field (e.g. <c>steps 100000 there, 50 here</c>),
+    /// What differs between this recorded run and the one <paramref name="other"/> asks for, field by field (e.g.
+    /// <c>steps 100000 recorded, 50 asked</c>),
     /// for the message that refuses to mix them in one directory.
     /// </summary>
     public string DifferencesFrom(AdaptationManifest other)
     {
         ArgumentNullException.ThrowIfNull(other);
         var differences = new List<string>();
-        if (Method != other.Method) differences.Add($"method {Method} there, {other.Method} here");
-        if (!Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)) differences.Add($"tasks [{string.Join(", ", Tasks)}] there, [{string.Join(", ", other.Tasks)}] here");
-        if (PoolIdentity != other.PoolIdentity) differences.Add($"pool {PoolIdentity} there, {other.PoolIdentity} here");
+        if (Method != other.Method) differences.Add($"method {Method} recorded, {other.Method} asked");
+        if (!Tasks.SequenceEqual(other.Tasks, StringComparer.Ordinal)) differences.Add($"tasks [{string.Join(", ", Tasks)}] recorded, [{string.Join(", ", other.Tasks)}] asked");
+        if (PoolIdentity != other.PoolIdentity) differences.Add($"pool {PoolIdentity} recorded, {other.PoolIdentity} asked");
         foreach (string key in Settings.Keys.Union(other.Settings.Keys).Order(StringComparer.Ordinal))
         {
             string mine = Settings.TryGetValue(key, out var a) ? a : "(unset)", theirs = other.Settings.TryGetValue(key, out var b) ? b : "(unset)";
-            if (mine != theirs) differences.Add($"{key} {mine} there, {theirs} here");
+            if (mine != theirs) differences.Add($"{key} {mine} recorded, {theirs} asked");
         }
         if (ChangedInputs(other.Inputs) is { Count: > 0 } changed) differences.Add($"other files ({string.Join(", ", changed)})");
         return differences.Count > 0 ? string.Join("; ", differences) : Describe();

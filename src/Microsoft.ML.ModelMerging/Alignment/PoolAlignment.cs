@@ -117,7 +117,7 @@ public static class PoolAlignment
         }
 
         // What an earlier run killed before its cleanup left beside the output (a process that no longer exists).
-        TemporaryFiles.RemoveStale(Path.GetDirectoryName(target)!, Path.GetFileName(target) + ".");
+        TemporaryFiles.RemoveStaleDirectories(Path.GetDirectoryName(target)!, Path.GetFileName(target));
         string temporary = TemporaryFiles.For(target);
         Directory.CreateDirectory(temporary);
         try
@@ -148,7 +148,9 @@ public static class PoolAlignment
         string target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
         string source = Path.TrimEndingDirectorySeparator(Path.GetFullPath(pool.Directory));
         if (File.Exists(target)) throw new ArgumentException($"The output {output} is a file; give a directory for the aligned pool.");
-        bool Holds(string path) => path == target || path.StartsWith(target + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+        // Windows and macOS file systems ignore case by default: C:\Data\Models holds C:\data\models\x.
+        var comparison = OperatingSystem.IsLinux() ? StringComparison.Ordinal : StringComparison.OrdinalIgnoreCase;
+        bool Holds(string path) => string.Equals(path, target, comparison) || path.StartsWith(target + Path.DirectorySeparatorChar, comparison);
         if (Holds(source))
             throw new ArgumentException($"The output {output} is or holds the pool being aligned; give another directory.");
         // A replaced output is deleted whole, so --force must not reach the models or images the pool refers to.

@@ -10,7 +10,9 @@ internal static class OutputOverlap
     /// <param name="outputPath">The output as given to <see cref="CheckpointWriter"/>: a <c>.safetensors</c> file or a directory.</param>
     /// <param name="inputFiles">Every file the job reads (single files, shards and index files).</param>
     /// <exception cref="ArgumentException">The output is, or (for a directory output) contains, one of the inputs.</exception>
-    public static void EnsureDistinct(string outputPath, IEnumerable<string> inputFiles)
+    /// <param name="directOnly">For a directory output whose files have fixed names beside each other (an adaptation
+    /// result): only inputs directly inside it are at risk, not those in its sub-folders.</param>
+    public static void EnsureDistinct(string outputPath, IEnumerable<string> inputFiles, bool directOnly = false)
     {
         bool toFile = outputPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
         var inputs = inputFiles.Distinct(StringComparer.Ordinal).Select(p => (Path: p, Id: FileIdentity.Of(p))).Where(i => i.Id is not null).ToList();
@@ -28,12 +30,17 @@ internal static class OutputOverlap
         if (FileIdentity.Of(outputPath) is not { } directory) return;
         foreach (var (input, _) in inputs)
         {
-            foreach (string ancestor in Ancestors(input))
+            foreach (string ancestor in directOnly ? Ancestors(input).Where(a => a == Path.GetDirectoryName(Path.GetFullPath(input)) || IsResolvedParent(input, a)) : Ancestors(input))
                 if (FileIdentity.Of(ancestor) == directory)
-                    throw new ArgumentException(
-                        $"--out {outputPath} holds the input {input}: a directory output replaces the checkpoint inside it; choose a directory without inputs.");
+                    throw new ArgumentException(directOnly
+                        ? $"--out {outputPath} holds the input {input}: the result files written there could replace it; choose a directory without inputs."
+                        : $"--out {outputPath} holds the input {input}: a directory output replaces the checkpoint inside it; choose a directory without inputs.");
         }
     }
+
+    /// <summary>Whether <paramref name="folder"/> is the folder of <paramref name="file"/>'s resolved target (symbolic links followed).</summary>
+    private static bool IsResolvedParent(string file, string folder) =>
+        new FileInfo(file).ResolveLinkTarget(returnFinalTarget: true) is { } target && Path.GetDirectoryName(Path.GetFullPath(target.FullName)) == folder;
 
     /// <summary>The folders above a file, along its spelled path and its resolved one (symbolic links followed).</summary>
     private static IEnumerable<string> Ancestors(string file)

@@ -21,7 +21,7 @@ internal static class TemporaryFiles
     }
 
     /// <summary>
-    /// Deletes temporary files (and directories) in <paramref name="directory"/> whose target name starts with <paramref name="targetPrefix"/>
+    /// Deletes temporary files in <paramref name="directory"/> whose target name starts with <paramref name="targetPrefix"/>
     /// and whose writing process is gone. Files of live processes (this one included) and files not named by
     /// <see cref="For"/> are left alone. Returns the deleted paths.
     /// </summary>
@@ -29,19 +29,46 @@ internal static class TemporaryFiles
     {
         var removed = new List<string>();
         if (!Directory.Exists(directory)) return removed;
-        // Files, and the directories a pool alignment is written to before it is renamed.
-        foreach (string file in Directory.EnumerateFileSystemEntries(directory, "." + targetPrefix + "*" + Suffix))
+        foreach (string file in Directory.EnumerateFiles(directory, "." + targetPrefix + "*" + Suffix))
         {
             if (OwnerProcess(Path.GetFileName(file)) is not int pid || IsAlive(pid)) continue;
             try
             {
-                if (Directory.Exists(file)) Directory.Delete(file, recursive: true);
-                else File.Delete(file);
+                File.Delete(file);
                 removed.Add(file);
             }
             catch (IOException)
             {
                 // Another cleaner got there first, or the file is in use after all: leave it.
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+        return removed;
+    }
+
+    /// <summary>
+    /// Deletes the temporary directories of <paramref name="target"/> exactly (names made by <see cref="For"/> for it, not for
+    /// a longer name that starts the same) whose writing process is gone, with what is inside them.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveStaleDirectories(string directory, string target)
+    {
+        var removed = new List<string>();
+        if (!Directory.Exists(directory)) return removed;
+        foreach (string folder in Directory.EnumerateDirectories(directory, "." + target + ".*" + Suffix))
+        {
+            string name = Path.GetFileName(folder);
+            if (OwnerProcess(name) is not int pid || IsAlive(pid)) continue;
+            string[] parts = name[1..^Suffix.Length].Split('.');
+            if (string.Join('.', parts[..^2]) != target) continue;
+            try
+            {
+                Directory.Delete(folder, recursive: true);
+                removed.Add(folder);
+            }
+            catch (IOException)
+            {
             }
             catch (UnauthorizedAccessException)
             {

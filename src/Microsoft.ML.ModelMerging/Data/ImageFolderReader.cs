@@ -44,7 +44,7 @@ public static class ImageFolderReader
 
     /// <summary>
     /// The image files of <paramref name="root"/> with their labels: classes are the sub-folder names in ordinal order,
-    /// files (in the class folder and its sub-folders) in ordinal path order within each class.
+    /// files in ordinal order within each class (only those directly in the class folder: see <see cref="NestedImages"/>).
     /// </summary>
     internal static (List<(string Path, int Label)> Files, string[] ClassNames) ListFiles(string root)
     {
@@ -65,11 +65,8 @@ public static class ImageFolderReader
         var files = new List<(string Path, int Label)>();
         for (int label = 0; label < classFolders.Length; label++)
         {
-            // Sub-folders of a class belong to it, as torchvision's ImageFolder walks them; hidden ones (.ipynb_checkpoints) do not.
-            string classFolder = classFolders[label];
-            string[] images = Directory.EnumerateFiles(classFolder, "*", SearchOption.AllDirectories)
+            string[] images = Directory.GetFiles(classFolders[label])
                 .Where(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase))
-                .Where(file => !Path.GetRelativePath(classFolder, Path.GetDirectoryName(file)!).Split(Path.DirectorySeparatorChar).Any(part => part.StartsWith('.') && part != "."))
                 .Order(StringComparer.Ordinal)
                 .ToArray();
             if (images.Length == 0)
@@ -82,6 +79,15 @@ public static class ImageFolderReader
 
         return (files, classFolders.Select(folder => Path.GetFileName(folder)).ToArray());
     }
+
+    /// <summary>
+    /// Image files in sub-folders of the class folders of <paramref name="root"/>, which are not read (a class is the images
+    /// directly in its folder): counted so that registering a task can say so instead of dropping them silently.
+    /// </summary>
+    internal static int NestedImages(string root) =>
+        !Directory.Exists(root) ? 0 : Directory.GetDirectories(root).Where(folder => !Path.GetFileName(folder).StartsWith('.'))
+            .SelectMany(Directory.GetDirectories).Where(folder => !Path.GetFileName(folder).StartsWith('.'))
+            .Sum(folder => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Count(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase)));
 
     private static void DrawCropped(string path, SKCanvas canvas, int width, int height)
     {

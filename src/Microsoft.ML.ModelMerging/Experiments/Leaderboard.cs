@@ -218,7 +218,7 @@ public sealed class Leaderboard
         // Equal validation scores are a tie, listed by method name: "0.0 points above" would claim a lead.
         var tied = ranked.Where(e => Math.Abs(e.ValidationScore - winner.ValidationScore) < 1e-12).Select(e => e.Method).ToList();
         string first = tied.Count > 1
-            ? $"**{winner.Method}** ties for first on validation ({Pct(winner.ValidationScore)}%) with {string.Join(", ", tied.Skip(1))} (listed by name), " +
+            ? $"**{winner.Method}** is level with {string.Join(", ", tied.Skip(1))} on validation ({Pct(winner.ValidationScore)}%; listed first by name), " +
               $"and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split."
             : $"**{winner.Method}** ranks first on validation ({Pct(winner.ValidationScore)}%), {F(100 * (winner.ValidationScore - second.ValidationScore), "F1")} " +
               $"points above {second.Method}, and keeps {Pct(winner.TestNormalized)}% of the experts' accuracy on the test split.";

@@ -162,10 +162,11 @@ public static partial class PeftAdapterFolder
             if (config[pattern] is JsonObject { Count: > 0 })
                 throw new InvalidDataException($"{path}: {pattern} (a rank or alpha per layer) is not supported; every module must use r and lora_alpha.");
         if (Field<bool>("use_dora", "true or false") == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
-        // PiSSA, OLoRA, LoftQ, CorDA and EVA start from factors taken out of the base weights, which PEFT changes to match:
+        // PiSSA, OLoRA, LoftQ and CorDA start from factors taken out of the base weights, which PEFT changes to match (EVA and
+        // the Gaussian or orthogonal schemes leave the base alone):
         // their factors mean W0' + ΔW on that modified base, not a ΔW on the base this pool has.
         if (config["init_lora_weights"] is { } init && init.GetValueKind() == JsonValueKind.String && init.GetValue<string>() is var scheme
-            && !(string.Equals(scheme, "gaussian", StringComparison.OrdinalIgnoreCase) || string.Equals(scheme, "orthogonal", StringComparison.OrdinalIgnoreCase)))
+            && !new[] { "gaussian", "orthogonal", "eva" }.Contains(scheme, StringComparer.OrdinalIgnoreCase))
             throw new InvalidDataException($"{path}: init_lora_weights = '{scheme}' initialises from the base weights and changes them; convert the adapter to " +
                 "a plain LoRA first (PEFT's save_pretrained with path_initial_model_for_weight_conversion).");
         if (config["exclude_modules"] is { } excluded && excluded.GetValueKind() is not JsonValueKind.Null && !(excluded is JsonArray { Count: 0 }))

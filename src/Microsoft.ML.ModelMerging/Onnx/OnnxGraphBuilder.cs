@@ -346,6 +346,9 @@ internal sealed class OnnxGraphBuilder
             throw new ArgumentException($"{path} is a directory: name the .onnx file to write.");
         if (IsSafeTensors(target))
             throw new ArgumentException($"{path} is a safetensors checkpoint: exporting would replace it with an ONNX model; choose another output path.");
+        // An existing file is replaced only when it is an .onnx file: pool.json, an index or a config.json named by mistake is kept.
+        if (File.Exists(target) && !target.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"{path} exists and is not an .onnx file: exporting would replace it; choose another output path.");
         string directory = Path.GetDirectoryName(target)!;
         Directory.CreateDirectory(directory);
         string temporary = Path.Combine(directory, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.partial");

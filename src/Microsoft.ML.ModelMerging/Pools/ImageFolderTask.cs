@@ -55,8 +55,6 @@ internal static class ImageFolderTask
 
     private static TaskSplits Split(ImageDataset all, string folder, int seed, double validationFraction, double testFraction)
     {
-        if (all.ClassCount < 2)
-            throw new ArgumentException($"{folder}: {all.ClassCount} class sub-folder(s) ({string.Join(", ", all.ClassNames)}); a classification task needs at least two.");
         // A class with fewer images than splits would be missing from validation or test, and its accuracy never measured.
         var perClass = new int[all.ClassCount];
         foreach (int label in all.Labels.Span) perClass[label]++;

@@ -108,11 +108,12 @@ public static class PoolFineTuning
         // L-LoRA's task vectors add up only in one tangent space: every linearised task of a pool starts from the same φ0.
         if (FineTuningModes.Parse(options.Mode) == FineTuningModes.LinearizedLora && options.Lora is { } mine
             && existing?.Tasks.FirstOrDefault(t => t.Name != name && t.Training is { Mode: FineTuningModes.LinearizedLora } other
-                && (other.LoraSeed != mine.Seed || other.Rank != mine.Rank || !(other.Targets ?? []).SequenceEqual(mine.Targets, StringComparer.Ordinal))) is { } differing)
+                && (other.LoraSeed != mine.Seed || other.Rank != mine.Rank || other.Alpha != mine.Alpha
+                    || !(other.Targets ?? []).ToHashSet(StringComparer.Ordinal).SetEquals(mine.Targets))) is { } differing)
         {
             var theirs = differing.Training!;
-            throw new ArgumentException($"The pool's L-LoRA task '{differing.Name}' starts from lora seed {theirs.LoraSeed}, rank {theirs.Rank}, targets {string.Join(",", theirs.Targets ?? [])}; " +
-                $"this one from lora seed {mine.Seed}, rank {mine.Rank}, targets {string.Join(",", mine.Targets)}: linearised adapters merge only around one shared initialisation, so use the pool's.");
+            throw new ArgumentException($"The pool's L-LoRA task '{differing.Name}' starts from lora seed {theirs.LoraSeed}, rank {theirs.Rank}, alpha {theirs.Alpha}, targets {string.Join(",", theirs.Targets ?? [])}; " +
+                $"this one from lora seed {mine.Seed}, rank {mine.Rank}, alpha {mine.Alpha}, targets {string.Join(",", mine.Targets)}: linearised adapters merge only around one shared initialisation, so use the pool's.");
         }
 
         string basePath = existing is null
@@ -146,6 +147,8 @@ public static class PoolFineTuning
                 ? ImageFolderTask.Load(options.Task, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, name)
                 : ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name);
 
+        if (splits.ClassNames.Count < 2)
+            throw new ArgumentException($"{options.Task}: {splits.ClassNames.Count} class(es) ({string.Join(", ", splits.ClassNames)}); a classification task needs at least two.");
         string mode = FineTuningModes.Parse(options.Mode);
         var lora = mode == FineTuningModes.Full ? null : options.Lora with { Linearized = mode == FineTuningModes.LinearizedLora };
         lora?.Validate();

@@ -159,11 +159,9 @@ public static class PoolImport
             throw new ArgumentException($"The expert {options.Expert} is a LoRA adapter: it is applied to the pool's base, so the pool needs one and the task no --foundation.");
         if (!adapter) CheckConfig("Expert", options.Expert, config);
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
-        // Every task is read with the pool's preprocessing: an expert whose own processor resizes otherwise was trained on
-        // other pixels (its file is read as `pool create` reads the base's, and refused the same way when unusable).
-        if (!adapter && manifest.Preprocessing is { } poolResize && PreprocessingOf(options.Expert, config) is { } own && own != poolResize)
-            throw new ArgumentException($"Expert {options.Expert} resizes images otherwise than the pool (shortest_edge {own.ShortestEdge}, crop {own.CropSize}, " +
-                $"{own.Resample}; the pool's {poolResize.ShortestEdge}, {poolResize.CropSize}, {poolResize.Resample}): experts of one pool share the architecture and preprocessing.");
+        // Every task is read with the pool's preprocessing: an expert's own processor file is read as `pool create` reads the
+        // base's, and one the pool could not reproduce (a resize other than to the crop) is refused the same way.
+        if (!adapter) PreprocessingOf(options.Expert, config);
         // The features the linear-probe baseline reads: the expert's own starting point when named, else the shared base.
         string probedModel = options.Foundation ?? (manifest.Pretrained is { } shared ? Path.Combine(poolDirectory, shared)
             : throw new ArgumentException($"The pool at {poolDirectory} has no shared pre-trained base: name the model this expert was fine-tuned from with " +
@@ -182,6 +180,11 @@ public static class PoolImport
             ? ImageFolderTask.Load(options.Images, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, options.Task)
             : ImageFolderTask.Load(options.Images, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, options.Task);
         cancellation.ThrowIfCancellationRequested();
+        if (ImageFolderReader.NestedImages(options.Images) is > 0 and var nested)
+            phases?.Report($"note: {nested} image(s) in sub-folders of the class folders of {options.Images} are not read (a class is the images directly in its folder)");
+        // Checked when a task is registered (a pool that already holds one keeps loading).
+        if (splits.ClassNames.Count < 2)
+            throw new ArgumentException($"{options.Images}: {splits.ClassNames.Count} class sub-folder(s) ({string.Join(", ", splits.ClassNames)}); a classification task needs at least two.");
 
         using var pretrained = ModelCheckpoints.LoadBackbone(probedModel);
         phases?.Report(options.Foundation is null ? "linear probe on the pre-trained features" : "linear probe on the foundation's features");
@@ -199,35 +202,92 @@ public static class PoolImport
         phases?.Report("evaluation");
         var individual = ExpertTrainer.Evaluate(config, expert.Weights, head, splits);
 
+        // Everything is written under staging names first and renamed just before pool.json, so a failure or Ctrl+C leaves
+        // the pool as it was (with --replace, the task's old head and expert stay in place until then).
         Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
         string headFile = $"heads/{options.Task}.safetensors";
-        ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, headFile), head, task: options.Task);
-        string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
-        if (options.Copy && adapter)
+        const string incoming = ".incoming";
+        var staged = new List<(string Staged, string Final, bool Folder)>();
+        try
         {
-            // The adapter stays an adapter: its two files are copied, not the densified model.
-            expertFile = $"experts/{options.Task}";
-            string folder = Path.Combine(poolDirectory, expertFile);
-            Directory.CreateDirectory(folder);
-            foreach (string name in new[] { PeftAdapterFolder.ConfigFileName, PeftAdapterFolder.WeightsFileName })
-                File.Copy(Path.Combine(options.Expert, name), Path.Combine(folder, name), overwrite: true);
+            ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, headFile + incoming), head, task: options.Task);
+            staged.Add((Path.Combine(poolDirectory, headFile + incoming), Path.Combine(poolDirectory, headFile), false));
+            string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
+            if (options.Copy)
+            {
+                string copied = adapter ? $"experts/{options.Task}" : $"experts/{options.Task}.safetensors";
+                string destination = Path.GetFullPath(Path.Combine(poolDirectory, copied));
+                // Registering the pool's own copy again (--replace after the images changed): nothing to copy.
+                if (!string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.Expert)), destination, StringComparison.Ordinal))
+                {
+                    Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
+                    if (adapter)
+                    {
+                        // The adapter stays an adapter: its two files are copied, not the densified model.
+                        string folder = destination + incoming;
+                        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+                        Directory.CreateDirectory(folder);
+                        staged.Add((folder, destination, true));
+                        foreach (string name in new[] { PeftAdapterFolder.ConfigFileName, PeftAdapterFolder.WeightsFileName })
+                            File.Copy(Path.Combine(options.Expert, name), Path.Combine(folder, name), overwrite: true);
+                    }
+                    else
+                    {
+                        ModelCheckpoints.SaveBackbone(destination + incoming, config, expert.Weights);
+                        staged.Add((destination + incoming, destination, false));
+                    }
+                }
+                expertFile = copied;
+            }
+
+            cancellation.ThrowIfCancellationRequested();
+            foreach (var (from, to, folder) in staged)
+            {
+                if (!folder)
+                {
+                    File.Move(from, to, overwrite: true);
+                    continue;
+                }
+                if (Directory.Exists(to)) Directory.Delete(to, recursive: true);
+                Directory.Move(from, to);
+            }
+            staged.Clear();
+            var previous = manifest.Tasks.FirstOrDefault(t => t.Name == options.Task)?.Expert;
+            var registered = Register(expertFile);
+            // A replaced task whose copied expert changes kind (a file, a folder) leaves the other one behind: removed.
+            foreach (string stale in new[] { $"experts/{options.Task}", $"experts/{options.Task}.safetensors" }.Where(p => options.Copy && p != expertFile))
+            {
+                string path = Path.Combine(poolDirectory, stale);
+                if (previous == stale)
+                {
+                    if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+                    else if (File.Exists(path)) File.Delete(path);
+                }
+            }
+
+            return registered;
         }
-        else if (options.Copy)
+        finally
         {
-            Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
-            expertFile = $"experts/{options.Task}.safetensors";
-            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expertFile), config, expert.Weights);
+            foreach (var (from, _, folder) in staged)
+            {
+                if (folder && Directory.Exists(from)) Directory.Delete(from, recursive: true);
+                else if (!folder && File.Exists(from)) File.Delete(from);
+            }
         }
 
-        string source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
-            (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}");
-        if (options.Foundation is not null) source += $"; fine-tuned from {Path.GetFullPath(options.Foundation)}";
-        var task = PoolTask.FromSplits(options.Task, source, data, splits, expertFile, headFile, probeAccuracy, individual) with
+        PoolTask Register(string expertFile)
         {
-            Foundation = options.Foundation is null ? null : PoolFineTuning.StoredFolderPath(poolDirectory, options.Foundation),
-        };
-        manifest.WithTask(task).Write(poolDirectory);
-        return task;
+            string source = $"image folder {Path.GetFullPath(options.Images)}; expert {Path.GetFullPath(options.Expert)}; head " +
+                (options.Probe ? "linear probe on the pre-trained features" : options.Head is not null ? Path.GetFullPath(options.Head) : $"zero-shot from {Path.GetFullPath(options.ClassEmbeddings!)}");
+            if (options.Foundation is not null) source += $"; fine-tuned from {Path.GetFullPath(options.Foundation)}";
+            var task = PoolTask.FromSplits(options.Task, source, data, splits, expertFile, headFile, probeAccuracy, individual) with
+            {
+                Foundation = options.Foundation is null ? null : PoolFineTuning.StoredFolderPath(poolDirectory, options.Foundation),
+            };
+            manifest.WithTask(task).Write(poolDirectory);
+            return task;
+        }
     }
 
     /// <summary>An adapter folder applied to the base it adapts: W0 + ΔW for every adapted tensor.</summary>

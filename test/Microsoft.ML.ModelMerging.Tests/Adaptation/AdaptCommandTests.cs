@@ -178,7 +178,7 @@ public sealed class AdaptCommandTests
 
         (exit, _, error) = CliRunner.Run(Arguments(interrupted, learningRate: "0.01"));
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "holds another run: learning-rate 0.001 there, 0.01 here. Choose another output directory.");
+        StringAssert.Contains(error, "holds another run: learning-rate 0.001 recorded, 0.01 asked. Choose another output directory.");
     }
 
     /// <summary>Fisher and RegMean write the backbone the library computes from the same training examples; eval reads the directory.</summary>

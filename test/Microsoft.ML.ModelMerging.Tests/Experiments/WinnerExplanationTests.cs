@@ -51,7 +51,7 @@ public sealed class WinnerExplanationTests
     public void ATieOnValidationIsCalledOneAndMethodsWithoutABaseAreNotCalledStopped()
     {
         var board = Board(Entry("ties", 0.6, [0.6, 0.6, 0.6]), Entry("dare", 0.6, [0.5, 0.6, 0.6]), Entry("emr", 0.5, [0.5, 0.5, 0.5]));
-        StringAssert.StartsWith(board.WhyTheWinnerWins(), "**dare** ties for first on validation (60.0%) with ties (listed by name), and keeps");
+        StringAssert.StartsWith(board.WhyTheWinnerWins(), "**dare** is level with ties on validation (60.0%; listed first by name), and keeps");
         Assert.DoesNotContain("points above", board.WhyTheWinnerWins());
 
         var noBase = new Leaderboard(Tasks, Tasks.ToDictionary(t => t, _ => 0.9), RankingMetric.Average, [Entry("simple-average", 0.6, [0.6, 0.6, 0.6])],

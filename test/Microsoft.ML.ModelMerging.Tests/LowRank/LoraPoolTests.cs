@@ -247,7 +247,7 @@ public sealed class LoraPoolTests
         var (exit, _, error) = CliRunner.Run("finetune", "--mode", "l-lora", "--task", s_dir.File("data/shapes"), "--add-to", pool,
             "--rank", "32", "--alpha", "64", "--targets", "q_proj,v_proj", "--lora-seed", "7", "--epochs", "1");
         Assert.AreEqual(1, exit);
-        StringAssert.Contains(error, "starts from lora seed 0, rank 32, targets q_proj,v_proj; this one from lora seed 7, rank 32, targets q_proj,v_proj");
+        StringAssert.Contains(error, "starts from lora seed 0, rank 32, alpha 64, targets q_proj,v_proj; this one from lora seed 7, rank 32, alpha 64, targets q_proj,v_proj");
         CollectionAssert.AreEqual(new[] { PoolManifest.FileName }, Directory.GetFileSystemEntries(pool).Select(Path.GetFileName).ToArray(), "nothing was written");
     }
 

@@ -216,8 +216,12 @@ public sealed class UserInputTests
         string stale = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(aligned))!, $".{Path.GetFileName(aligned)}.999999999.{Guid.NewGuid():N}.partial");
         Directory.CreateDirectory(Path.Combine(stale, "foundations"));
         File.WriteAllText(Path.Combine(stale, "foundations", "foundation-0.safetensors"), "half");
+        // Another output's temporary (a longer name that starts the same) is not this one's to remove.
+        string otherTemporary = Path.Combine(Path.GetDirectoryName(stale)!, $".{Path.GetFileName(aligned)}.old.999999999.{Guid.NewGuid():N}.partial");
+        Directory.CreateDirectory(otherTemporary);
         Run("align", "--zoo", pool, "--out", aligned);
         Assert.IsFalse(Directory.Exists(stale), "the stale temporary pool is gone");
+        Assert.IsTrue(Directory.Exists(otherTemporary), "a temporary of another output is kept");
         Assert.IsNotNull(PoolManifest.Read(aligned).Pretrained, "the aligned pool's base is the mean of the aligned foundations");
         using (var source = ExpertPool.Load(pool))
         using (var target = ExpertPool.Load(aligned))
@@ -369,6 +373,21 @@ public sealed class UserInputTests
         Assert.AreEqual(7, after.Data!.Seed);
         Assert.AreNotEqual(before.Fingerprints["test"], after.Fingerprints["test"], "the new seed drew other splits");
         StringAssert.EndsWith(after.Expert.Replace('\\', '/'), "models/expert2");
+
+        // Copied into the pool, then registered again from that very copy: nothing is copied onto itself, nothing is lost.
+        Run([.. add, "--replace", "--copy"]);
+        string copy = Path.Combine(pool, "experts", "bands.safetensors");
+        Assert.AreEqual("experts/bands.safetensors", PoolManifest.Read(pool).Task("bands").Expert);
+        string[] again = ["pool", "add", "--zoo", pool, "--task", "bands", "--images", s_dir.File("images/bands"), "--expert", copy, "--probe", "--copy", "--replace"];
+        Run(again);
+        Assert.AreEqual("experts/bands.safetensors", PoolManifest.Read(pool).Task("bands").Expert);
+        Run("eval", "--model", copy, "--zoo", pool, "--task", "bands");
+        Assert.IsEmpty(Directory.GetFiles(pool, "*.incoming", SearchOption.AllDirectories), "no staged file is left");
+
+        // export-onnx never replaces a file that is not an .onnx model.
+        var (onnxExit, _, onnxError) = CliRunner.Run("export-onnx", "--model", copy, "--zoo", pool, "--out", Path.Combine(pool, "pool.json"));
+        Assert.AreEqual(1, onnxExit);
+        StringAssert.Contains(onnxError, "exists and is not an .onnx file");
     }
 
     /// <summary>
