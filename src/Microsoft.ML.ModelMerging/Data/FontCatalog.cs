@@ -41,6 +41,9 @@ public static class FontCatalog
                 $"Font directory '{directory}' does not exist: install the Debian font packages (./build.sh build) or pass another directory.");
         }
 
+        if (folders is not null && !folders.Any(folder => Directory.Exists(Path.Combine(directory, folder))))
+            throw new DirectoryNotFoundException(
+                $"None of the font folders {string.Join(", ", folders)} is under '{directory}': install the Debian font packages (./build.sh build), whose fonts render the zoos' tasks.");
         IEnumerable<string> files = folders is null
             ? Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories)
             : folders.Select(folder => Path.Combine(directory, folder)).Where(Directory.Exists)

@@ -34,5 +34,10 @@ public sealed class FontCatalogTests
 
         CollectionAssert.AreEqual(new[] { pinned, nested, foreign }.Order(StringComparer.Ordinal).ToList(), FontCatalog.Find(directory.Path).ToList());
         CollectionAssert.AreEqual(new[] { pinned, nested }.Order(StringComparer.Ordinal).ToList(), FontCatalog.Find(directory.Path, FontCatalog.PackageFolders).ToList());
+
+        // A font directory without any of the pinned packages' folders is named as such.
+        using var bare = new TempDirectory();
+        File.Copy(installed[0], bare.File("truetype/noto/only.ttf"));
+        StringAssert.Contains(Assert.ThrowsExactly<DirectoryNotFoundException>(() => FontCatalog.Find(bare.Path, FontCatalog.PackageFolders)).Message, "None of the font folders");
     }
 }
