@@ -96,6 +96,8 @@ public sealed class Checkpoint : IDisposable
     {
         if (Directory.Exists(path)) return Open(ResolveDirectory(path));
         if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint not found: {path}", path);
+        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            throw new CheckpointFormatException(path, null, "this is an ONNX model; a checkpoint is a .safetensors file (or a Hugging Face model folder): score ONNX models with ONNX Runtime or ML.NET.");
         if (path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return OpenIndex(path);
         var file = SafeTensorsFile.Open(path);
         return new Checkpoint(path, new Dictionary<string, SafeTensorsFile> { [path] = file },

@@ -388,6 +388,13 @@ public sealed class UserInputTests
         var (onnxExit, _, onnxError) = CliRunner.Run("export-onnx", "--model", copy, "--zoo", pool, "--out", Path.Combine(pool, "pool.json"));
         Assert.AreEqual(1, onnxExit);
         StringAssert.Contains(onnxError, "exists and is not an .onnx file");
+
+        // An ONNX model given where a checkpoint is read is named as what it is.
+        string onnx = s_dir.File("replace/model.onnx");
+        Run("export-onnx", "--model", copy, "--zoo", pool, "--out", onnx);
+        (onnxExit, _, onnxError) = CliRunner.Run("eval", "--model", onnx, "--zoo", pool);
+        Assert.AreEqual(1, onnxExit);
+        StringAssert.Contains(onnxError, "this is an ONNX model");
     }
 
     /// <summary>
