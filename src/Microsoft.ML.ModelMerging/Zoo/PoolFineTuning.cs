@@ -170,17 +170,17 @@ public static class PoolFineTuning
         string head = options.Head is { } given ? StoredFolderPath(poolDirectory, given) : $"heads/{name}.safetensors";
         // Written under other names first and moved in together right before the manifest, so a replaced task's old
         // expert and head stay a pair until the new ones are complete.
-        string incoming = $".{Environment.ProcessId}.incoming";
+        using var staging = new PoolStaging(poolDirectory);
         if (result.Adapter is { } adapter)
         {
-            PeftAdapterFolder.Save(adapter, Path.Combine(poolDirectory, expert + incoming),
+            PeftAdapterFolder.Save(adapter, staging.PathFor(expert),
                 baseModel: StoredFolderPath(Path.Combine(poolDirectory, expert), Path.Combine(poolDirectory, manifest.Pretrained ?? PoolManifest.PretrainedFileName)));
         }
         else
         {
-            ModelCheckpoints.SaveBackbone(Path.Combine(poolDirectory, expert + incoming), config, result.Backbone);
+            ModelCheckpoints.SaveBackbone(staging.PathFor(expert), config, result.Backbone);
         }
-        if (options.Head is null) ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, head + incoming), result.Head, task: name);
+        if (options.Head is null) ModelCheckpoints.SaveHead(staging.PathFor(head), result.Head, task: name);
         var task = PoolTask.FromSplits(name, isFolder ? $"image folder {Path.GetFullPath(options.Task)}" : $"benchmark task {data.Name}", data, splits,
             expert, head, result.LinearProbe, result.Expert) with
         {
@@ -209,17 +209,7 @@ public static class PoolFineTuning
         }, new JsonSerializerOptions { WriteIndented = true }) + "\n");
         File.Move(report + ".partial", report, overwrite: true);
 
-        if (result.Adapter is not null)
-        {
-            string target = Path.Combine(poolDirectory, expert);
-            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-            Directory.Move(Path.Combine(poolDirectory, expert + incoming), target);
-        }
-        else
-        {
-            File.Move(Path.Combine(poolDirectory, expert + incoming), Path.Combine(poolDirectory, expert), overwrite: true);
-        }
-        if (options.Head is null) File.Move(Path.Combine(poolDirectory, head + incoming), Path.Combine(poolDirectory, head), overwrite: true);
+        staging.Commit();
         manifest.WithTask(task).Write(poolDirectory);
         return new PoolFineTuningResult(task, created, clock.Elapsed.TotalSeconds, report);
     }

@@ -202,79 +202,48 @@ public static class PoolImport
         phases?.Report("evaluation");
         var individual = ExpertTrainer.Evaluate(config, expert.Weights, head, splits);
 
-        // Everything is written under staging names first and renamed just before pool.json, so a failure or Ctrl+C leaves
-        // the pool as it was (with --replace, the task's old head and expert stay in place until then).
+        // Written under staging names and moved in just before pool.json (with --replace, the old head and expert stay a pair until then).
         Directory.CreateDirectory(Path.Combine(poolDirectory, "heads"));
         string headFile = $"heads/{options.Task}.safetensors";
-        const string incoming = ".incoming";
-        var staged = new List<(string Staged, string Final, bool Folder)>();
-        try
+        using var staging = new PoolStaging(poolDirectory);
+        ModelCheckpoints.SaveHead(staging.PathFor(headFile), head, task: options.Task);
+        string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
+        if (options.Copy)
         {
-            ModelCheckpoints.SaveHead(Path.Combine(poolDirectory, headFile + incoming), head, task: options.Task);
-            staged.Add((Path.Combine(poolDirectory, headFile + incoming), Path.Combine(poolDirectory, headFile), false));
-            string expertFile = PoolFineTuning.StoredFolderPath(poolDirectory, options.Expert);
-            if (options.Copy)
+            string copied = adapter ? $"experts/{options.Task}" : $"experts/{options.Task}.safetensors";
+            // Registering the pool's own copy again (--replace after the images changed): nothing to copy.
+            if (!string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.Expert)), Path.GetFullPath(Path.Combine(poolDirectory, copied)), StringComparison.Ordinal))
             {
-                string copied = adapter ? $"experts/{options.Task}" : $"experts/{options.Task}.safetensors";
-                string destination = Path.GetFullPath(Path.Combine(poolDirectory, copied));
-                // Registering the pool's own copy again (--replace after the images changed): nothing to copy.
-                if (!string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.Expert)), destination, StringComparison.Ordinal))
+                Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
+                string target = staging.PathFor(copied);
+                if (adapter)
                 {
-                    Directory.CreateDirectory(Path.Combine(poolDirectory, "experts"));
-                    if (adapter)
-                    {
-                        // The adapter stays an adapter: its two files are copied, not the densified model.
-                        string folder = destination + incoming;
-                        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-                        Directory.CreateDirectory(folder);
-                        staged.Add((folder, destination, true));
-                        foreach (string name in new[] { PeftAdapterFolder.ConfigFileName, PeftAdapterFolder.WeightsFileName })
-                            File.Copy(Path.Combine(options.Expert, name), Path.Combine(folder, name), overwrite: true);
-                    }
-                    else
-                    {
-                        ModelCheckpoints.SaveBackbone(destination + incoming, config, expert.Weights);
-                        staged.Add((destination + incoming, destination, false));
-                    }
+                    // The adapter stays an adapter: its two files are copied, not the densified model.
+                    Directory.CreateDirectory(target);
+                    foreach (string name in new[] { PeftAdapterFolder.ConfigFileName, PeftAdapterFolder.WeightsFileName })
+                        File.Copy(Path.Combine(options.Expert, name), Path.Combine(target, name), overwrite: true);
                 }
-                expertFile = copied;
-            }
-
-            cancellation.ThrowIfCancellationRequested();
-            foreach (var (from, to, folder) in staged)
-            {
-                if (!folder)
+                else
                 {
-                    File.Move(from, to, overwrite: true);
-                    continue;
-                }
-                if (Directory.Exists(to)) Directory.Delete(to, recursive: true);
-                Directory.Move(from, to);
-            }
-            staged.Clear();
-            var previous = manifest.Tasks.FirstOrDefault(t => t.Name == options.Task)?.Expert;
-            var registered = Register(expertFile);
-            // A replaced task whose copied expert changes kind (a file, a folder) leaves the other one behind: removed.
-            foreach (string stale in new[] { $"experts/{options.Task}", $"experts/{options.Task}.safetensors" }.Where(p => options.Copy && p != expertFile))
-            {
-                string path = Path.Combine(poolDirectory, stale);
-                if (previous == stale)
-                {
-                    if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
-                    else if (File.Exists(path)) File.Delete(path);
+                    ModelCheckpoints.SaveBackbone(target, config, expert.Weights);
                 }
             }
-
-            return registered;
+            expertFile = copied;
         }
-        finally
+
+        cancellation.ThrowIfCancellationRequested();
+        string? previous = manifest.Tasks.FirstOrDefault(t => t.Name == options.Task)?.Expert;
+        staging.Commit();
+        var registered = Register(expertFile);
+        // A replaced task whose copied expert changed kind (a file, a folder) leaves the other one behind: removed.
+        if (options.Copy && previous != expertFile && (previous == $"experts/{options.Task}" || previous == $"experts/{options.Task}.safetensors"))
         {
-            foreach (var (from, _, folder) in staged)
-            {
-                if (folder && Directory.Exists(from)) Directory.Delete(from, recursive: true);
-                else if (!folder && File.Exists(from)) File.Delete(from);
-            }
+            string path = Path.Combine(poolDirectory, previous);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else if (File.Exists(path)) File.Delete(path);
         }
+
+        return registered;
 
         PoolTask Register(string expertFile)
         {
