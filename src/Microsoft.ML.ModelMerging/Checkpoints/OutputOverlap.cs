@@ -30,7 +30,7 @@ internal static class OutputOverlap
         if (FileIdentity.Of(outputPath) is not { } directory) return;
         foreach (var (input, _) in inputs)
         {
-            foreach (string ancestor in directOnly ? Ancestors(input).Where(a => a == Path.GetDirectoryName(Path.GetFullPath(input)) || IsResolvedParent(input, a)) : Ancestors(input))
+            foreach (string ancestor in directOnly ? Parents(input) : Ancestors(input))
                 if (FileIdentity.Of(ancestor) == directory)
                     throw new ArgumentException(directOnly
                         ? $"--out {outputPath} holds the input {input}: the result files written there could replace it; choose a directory without inputs."
@@ -38,17 +38,21 @@ internal static class OutputOverlap
         }
     }
 
-    /// <summary>Whether <paramref name="folder"/> is the folder of <paramref name="file"/>'s resolved target (symbolic links followed).</summary>
-    private static bool IsResolvedParent(string file, string folder) =>
-        new FileInfo(file).ResolveLinkTarget(returnFinalTarget: true) is { } target && Path.GetDirectoryName(Path.GetFullPath(target.FullName)) == folder;
-
     /// <summary>The folders above a file, along its spelled path and its resolved one (symbolic links followed).</summary>
     private static IEnumerable<string> Ancestors(string file)
     {
-        var paths = new List<string> { Path.GetFullPath(file) };
-        if (new FileInfo(file).ResolveLinkTarget(returnFinalTarget: true) is { } target) paths.Add(Path.GetFullPath(target.FullName));
-        foreach (string path in paths)
+        foreach (string path in SpelledAndResolved(file))
             for (string? dir = Path.GetDirectoryName(path); dir is not null; dir = Path.GetDirectoryName(dir))
                 yield return dir;
+    }
+
+    /// <summary>The folder holding a file, along its spelled path and its resolved one.</summary>
+    private static IEnumerable<string> Parents(string file) => SpelledAndResolved(file).Select(path => Path.GetDirectoryName(path)!);
+
+    private static List<string> SpelledAndResolved(string file)
+    {
+        var paths = new List<string> { Path.GetFullPath(file) };
+        if (new FileInfo(file).ResolveLinkTarget(returnFinalTarget: true) is { } target) paths.Add(Path.GetFullPath(target.FullName));
+        return paths;
     }
 }
