@@ -309,6 +309,13 @@ public sealed class MergeExpertsEstimator : IEstimator<MergeExpertsTransformer>
             throw WrongInputType(inputColumn, config, column.Value.Type.ToString() ?? "?");
         }
 
+        // ExtractPixels says its layout in the dimensions: [C, H, W] planar, [H, W, C] with interleavePixelColors. The
+        // value count is the same, so an interleaved column would be read as planar and scored as noise.
+        if (vector.Dimensions is [var height, var width, var channels] && channels is 1 or 3 or 4 && height == width && height != channels)
+            throw new ArgumentOutOfRangeException(nameof(schema),
+                $"MergeExperts: input column '{inputColumn}' holds interleaved pixels ({height}×{width}×{channels}, channel last); the model reads them channel by " +
+                "channel: use ExtractPixels without interleavePixelColors.");
+
         return PixelInputLayout.ForInputValues(config, vector.Size) ?? throw new ArgumentOutOfRangeException(nameof(schema),
             $"MergeExperts: input column '{inputColumn}' holds {vector.Size} values per row; the merged model takes {PixelInputLayout.Describe(config)}. " +
             $"Resize the images to {config.ImageSize}×{config.ImageSize} before ExtractPixels.");

@@ -77,6 +77,26 @@ public sealed class MergeExpertsEstimatorTests
         }
     }
 
+    /// <summary>The README's recipe for ML.NET's multiclass evaluator gives the accuracy counted from the predicted labels.</summary>
+    [TestMethod]
+    public void TheReadmesEvaluatorRecipeGivesEachTasksAccuracy()
+    {
+        var ml = new MLContext(seed: 1);
+        var mnist = s_experts.LoadData("mnist").Test;
+        float[][] images = Images(mnist, 12);
+        string[] truth = [.. Enumerable.Range(0, 12).Select(i => mnist.ClassNames[mnist.Labels.Span[i]])];
+        IDataView data = Rows(ml, images, tasks: truth, taskColumn: "Label");
+        using MergeExpertsTransformer model = ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Method = "task-arithmetic")).Fit(data);
+        IDataView scored = model.Transform(data);
+        string[] predicted = scored.GetColumn<string>("PredictedLabel_mnist").ToArray();
+
+        IDataView keyed = ml.Transforms.Conversion.MapValueToKey("Label", keyData:
+            ml.Data.LoadFromEnumerable(s_experts.Manifest.Task("mnist").ClassNames.Select(c => new { Value = c }))).Fit(scored).Transform(scored);
+        var metrics = ml.MulticlassClassification.Evaluate(keyed, "Label", "Score_mnist", "PredictedLabel_mnist");
+
+        Assert.AreEqual(predicted.Zip(truth).Count(p => p.First == p.Second) / 12.0, metrics.MicroAccuracy, 1e-9);
+    }
+
     private sealed class DigitInput
     {
         [ColumnName("raw")]
@@ -204,6 +224,10 @@ public sealed class MergeExpertsEstimatorTests
         StringAssert.Contains(size.Message, "holds 3072 values per row");
         StringAssert.Contains(size.Message, "784 values (1×28×28");
         StringAssert.Contains(size.Message, "2352 values (3×28×28 RGB planes");
+        // ExtractPixels(interleavePixelColors: true) gives as many values, channel last: refused, not read as planes.
+        var interleaved = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(Schema("pixels", new VectorDataViewType(NumberDataViewType.Single, 28, 28, 3))));
+        StringAssert.Contains(interleaved.Message, "holds interleaved pixels (28×28×3, channel last)");
+        estimator.GetOutputSchema(Schema("pixels", new VectorDataViewType(NumberDataViewType.Single, 3, 28, 28)));
 
         var fit = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(Rows(ml, [new float[100]])));
         StringAssert.Contains(fit.Message, "holds 100 values per row");
