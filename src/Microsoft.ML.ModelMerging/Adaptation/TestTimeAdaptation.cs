@@ -94,7 +94,7 @@ internal static class TestTimeAdaptation
                 {
                     // Every later step would be NaN too, and a checkpoint of it would resume into the same state.
                     throw new InvalidOperationException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                        $"Adaptation diverged: the loss is {loss} at step {step + 1} of {options.Steps} (learning rate {learningRate:G4}). Nothing of this step was kept; lower the learning rate (--lr) and run it in a new output directory."));
+                        $"Adaptation diverged: the loss is {loss} at step {step + 1} of {options.Steps} (learning rate {learningRate:G4}). Nothing of this step was kept; lower the learning rate (mlmerge adapt: --lr, into a new output directory)."));
                 }
 
                 losses.Add(loss);

@@ -27,6 +27,9 @@ internal static class UnlabeledImageReader
             {
                 getPixels(ref values);
                 values.CopyTo(dense);
+                // Every row is read here anyway: a non-finite pixel is named by its row, not left to surface as a diverged loss.
+                if (Array.FindIndex(dense, v => !float.IsFinite(v)) is >= 0 and var at)
+                    throw new InvalidDataException($"MergeExperts: input column '{inputColumn}' has value {dense[at]} in row {cursor.Position}; pixels must be finite.");
                 layout.ToUnitPixels(dense, range, row);
                 pixels.AddRange(row);
                 if (getTask is not null)

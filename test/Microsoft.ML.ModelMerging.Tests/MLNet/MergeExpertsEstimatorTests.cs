@@ -585,5 +585,14 @@ public sealed class MergeExpertsEstimatorTests
             ml.Transforms.MergeExperts(s_experts, options);
         });
         StringAssert.Contains(unknown.Message, "Unknown parameter 'stepz' for merge method 'wemoe'");
+
+        // A NaN pixel past the rows the range check samples is named by its row when an adapting method reads the images.
+        float[][] images = [.. s_images.Select(p => (float[])p.Clone())];
+        images[20][5] = float.NaN;
+        string[] tasks = [.. Enumerable.Range(0, images.Length).Select(i => i < 12 ? "mnist" : "fashion-mnist")];
+        var options = UnitRange(o => { o.Method = "wemoe"; o.TaskColumnName = "task"; });
+        options.Parameters["steps"] = "1";
+        var nan = Assert.ThrowsExactly<InvalidDataException>(() => ml.Transforms.MergeExperts(s_experts, options).Fit(Rows(ml, images, tasks: tasks)));
+        StringAssert.Contains(nan.Message, "has value NaN in row 20; pixels must be finite");
     }
 }

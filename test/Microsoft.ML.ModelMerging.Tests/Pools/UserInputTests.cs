@@ -349,7 +349,7 @@ public sealed class UserInputTests
         var (exit, _, error) = CliRunner.Run("adapt", "--zoo", pool, "--method", "wemoe", "--lr", "1e30", "--steps", "5", "--out", run);
         Assert.AreEqual(1, exit, error);
         StringAssert.Contains(error, "Adaptation diverged: the loss is NaN at step");
-        StringAssert.Contains(error, "lower the learning rate (--lr)");
+        StringAssert.Contains(error, "lower the learning rate (mlmerge adapt: --lr");
         Assert.IsFalse(Directory.Exists(run), "no output directory is left");
     }
 
