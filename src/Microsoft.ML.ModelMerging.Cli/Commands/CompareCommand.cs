@@ -22,7 +22,7 @@ internal static class CompareCommand
         };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's)." };
         var methods = new Option<string?>("--methods") { Description = "Comma-separated methods (default: " + string.Join(",", MergeMethodSearch.Defaults.Select(d => d.Method)) + ")." };
-        var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates after this long, e.g. 15m, 90s, 1h, or none [30m]." };
+        var budget = new Option<string?>("--time-budget") { Description = "Stop starting new candidates once the whole comparison (every pool) has run this long, e.g. 15m, 90s, 1h, or none [30m]." };
         var metric = new Option<string>("--metric") { Description = "average | normalized | worst", DefaultValueFactory = _ => "average" };
         var noOnnx = new Option<bool>("--no-onnx") { Description = "Skip the ONNX export that measures model size and latency." };
         var ttaSteps = new Option<int>("--tta-steps")
@@ -76,8 +76,11 @@ internal static class CompareCommand
                 }
 
                 var boards = new List<(string Pool, Leaderboard Board)>();
+                // The time budget is the whole comparison's: each pool gets what the pools before it left.
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 for (int z = 0; z < zoos.Length; z++)
                 {
+                    var poolOptions = options.TimeBudget is { } total ? options with { TimeBudget = total - clock.Elapsed > TimeSpan.Zero ? total - clock.Elapsed : TimeSpan.Zero } : options;
                     using var experts = ExpertPool.Load(zoos[z], parse.GetValue(tasks));
                     string partials = zoos.Length == 1 ? directory : Path.Combine(directory, labels[z]);
                     string prefix = zoos.Length == 1 ? "" : $"{labels[z]}: ";
@@ -90,7 +93,7 @@ internal static class CompareCommand
                                 ? ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", step.Done, step.Total)
                                 : ($"{prefix}[{p.MethodIndex + 1}/{p.MethodCount}] {p.Method}{stage}", p.Candidate, p.CandidateCount);
                         },
-                        progress => new MergeExperiment(experts, options).Run(progress, cancellation))));
+                        progress => new MergeExperiment(experts, poolOptions).Run(progress, cancellation))));
                     if (zoos.Length > 1) boards[^1].Board.WriteAll(partials);
                 }
 

@@ -264,6 +264,13 @@ public sealed class Leaderboard
             text.AppendLine(CultureInfo.InvariantCulture,
                 $"| {RankOf(i)} | {e.Method}{(e.NeedsTaskAtInference ? " †" : "")} | `{e.Candidate}` | {Pct(e.ValidationScore)} | {Pct(e.TestAverage)} | {Pct(e.TestNormalized)} | {Pct(e.TestWorst)} | {e.ParameterCount:N0} | {(e.ModelBytes is { } b ? F(b / 1048576.0, "F2") + " MB" : "-")} | {(e.LatencyMilliseconds is { } l ? F(l, "F2") : "-")} | {F(e.MergeSeconds, "F1")} | {F(e.SearchSeconds, "F1")} |");
         }
+        // What the table cannot show: a search the budget cut short, a model the budget left unmeasured.
+        var cut = Entries.Where(e => e.Note.Contains("stopped after", StringComparison.Ordinal) || e.Note.Contains("not measured", StringComparison.Ordinal)).ToList();
+        if (cut.Count > 0)
+        {
+            text.AppendLine();
+            foreach (var e in cut) text.AppendLine($"- {e.Method}: {e.Note}.");
+        }
         text.AppendLine();
         text.AppendLine("## Test accuracy per task");
         text.AppendLine();

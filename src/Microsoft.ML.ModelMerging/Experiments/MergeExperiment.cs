@@ -246,6 +246,7 @@ public sealed class MergeExperiment
                 Note = string.Join("; ", new[]
                 {
                     tried.Count < search.Candidates.Count ? $"stopped after {tried.Count} of {search.Candidates.Count} settings" : "",
+                    Options.MeasureOnnx && stopped ? "ONNX size and latency not measured: the time budget ran out" : "",
                     algorithm.Needs.HasFlag(AlgorithmNeeds.UnlabeledImages) ? "adapted on the unlabeled test images" : "",
                     algorithm.Needs.HasFlag(AlgorithmNeeds.LabeledData) ? "reads labeled training examples" : "",
                     needsTask ? "needs the task at inference: one model per task" : "",

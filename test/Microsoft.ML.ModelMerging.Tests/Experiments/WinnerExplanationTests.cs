@@ -60,5 +60,10 @@ public sealed class WinnerExplanationTests
         StringAssert.Contains(report, "Not applicable, because the pool has no pre-trained base to take task vectors from: task-arithmetic, ties.");
         Assert.DoesNotContain("stopped early", report);
         StringAssert.Contains(noBase.ToJson(), "\"need_base\"");
+
+        // A search the budget cut short is said under the table, not only in leaderboard.json.
+        var cut = Board(Entry("ties", 0.6, [0.6, 0.6, 0.6]) with { Note = "stopped after 11 of 20 settings; ONNX size and latency not measured: the time budget ran out" });
+        StringAssert.Contains(cut.ToMarkdown([]), "- ties: stopped after 11 of 20 settings; ONNX size and latency not measured: the time budget ran out.");
+        Assert.DoesNotContain("- ", Board(Entry("ties", 0.6, [0.6, 0.6, 0.6])).ToMarkdown([]).Split("## Test accuracy")[0].Split("|").Last());
     }
 }
