@@ -86,7 +86,8 @@ internal sealed class TactAlgorithm : IMergeAlgorithm
         if (missing.Count > 0)
         {
             throw new InvalidOperationException(
-                $"TACT corrects each task with statistics of that task's images, and no images were given for {string.Join(", ", missing)}.");
+                $"TACT corrects each task with statistics of that task's images, and no images were given for {string.Join(", ", missing)} " +
+                "(with MergeExperts: give Fit rows of every task, or set Task to one of the tasks the rows have).");
         }
 
         context.Progress?.Report(new AlgorithmProgress($"merging ({baseAlgorithm.Name})", 0, tasks.Count));

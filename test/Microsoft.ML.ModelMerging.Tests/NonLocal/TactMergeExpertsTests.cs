@@ -114,6 +114,6 @@ public sealed class TactMergeExpertsTests
         var options = new MergeExpertsOptions { Method = "tact", TaskColumnName = "task", InputRange = PixelRange.Unit };
         var error = Assert.ThrowsExactly<InvalidOperationException>(() =>
             ml.Transforms.MergeExperts(pool, options).Fit(Rows(ml, pixels, tasks: pixels.Select(_ => TwoTasks[0]).ToArray())));
-        StringAssert.Contains(error.Message, $"no images were given for {TwoTasks[1]}");
+        StringAssert.Contains(error.Message, $"no images were given for {TwoTasks[1]} (with MergeExperts: give Fit rows of every task, or set Task");
     }
 }
