@@ -80,7 +80,7 @@ internal static class CompareCommand
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 for (int z = 0; z < zoos.Length; z++)
                 {
-                    var poolOptions = options.TimeBudget is { } total ? options with { TimeBudget = total - clock.Elapsed > TimeSpan.Zero ? total - clock.Elapsed : TimeSpan.Zero } : options;
+                    var poolOptions = options.TimeBudget is { } total ? options with { TimeBudget = TimeSpan.FromTicks(Math.Max(0, (total - clock.Elapsed).Ticks)) } : options;
                     using var experts = ExpertPool.Load(zoos[z], parse.GetValue(tasks));
                     string partials = zoos.Length == 1 ? directory : Path.Combine(directory, labels[z]);
                     string prefix = zoos.Length == 1 ? "" : $"{labels[z]}: ";

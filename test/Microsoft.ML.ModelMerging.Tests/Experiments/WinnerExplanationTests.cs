@@ -64,6 +64,6 @@ public sealed class WinnerExplanationTests
         // A search the budget cut short is said under the table, not only in leaderboard.json.
         var cut = Board(Entry("ties", 0.6, [0.6, 0.6, 0.6]) with { Note = "stopped after 11 of 20 settings; ONNX size and latency not measured: the time budget ran out" });
         StringAssert.Contains(cut.ToMarkdown([]), "- ties: stopped after 11 of 20 settings; ONNX size and latency not measured: the time budget ran out.");
-        Assert.DoesNotContain("- ", Board(Entry("ties", 0.6, [0.6, 0.6, 0.6])).ToMarkdown([]).Split("## Test accuracy")[0].Split("|").Last());
+        Assert.DoesNotContain("- ties:", Board(Entry("ties", 0.6, [0.6, 0.6, 0.6])).ToMarkdown([]), "a search that ran whole gets no line");
     }
 }
