@@ -53,10 +53,7 @@ public static class ImageFolderReader
             throw new DirectoryNotFoundException($"Image folder '{root}' does not exist.");
         }
 
-        string[] classFolders = Directory.GetDirectories(root)
-            .Where(folder => !Path.GetFileName(folder).StartsWith('.'))
-            .Order(StringComparer.Ordinal)
-            .ToArray();
+        string[] classFolders = ClassFolders(root);
         if (classFolders.Length == 0)
         {
             throw new InvalidDataException($"Image folder '{root}' has no class sub-folders: expected one sub-folder of images per class.");
@@ -65,10 +62,7 @@ public static class ImageFolderReader
         var files = new List<(string Path, int Label)>();
         for (int label = 0; label < classFolders.Length; label++)
         {
-            string[] images = Directory.GetFiles(classFolders[label])
-                .Where(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase))
-                .Order(StringComparer.Ordinal)
-                .ToArray();
+            string[] images = VisibleFiles(classFolders[label]).Where(IsImageFile).Order(StringComparer.Ordinal).ToArray();
             if (images.Length == 0)
             {
                 throw new InvalidDataException($"Class folder '{classFolders[label]}' contains no images: expected {string.Join(", ", Extensions)} files.");
@@ -85,9 +79,27 @@ public static class ImageFolderReader
     /// directly in its folder): counted so that registering a task can say so instead of dropping them silently.
     /// </summary>
     internal static int NestedImages(string root) =>
-        !Directory.Exists(root) ? 0 : Directory.GetDirectories(root).Where(folder => !Path.GetFileName(folder).StartsWith('.'))
-            .SelectMany(Directory.GetDirectories).Where(folder => !Path.GetFileName(folder).StartsWith('.'))
-            .Sum(folder => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Count(file => Extensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase)));
+        !Directory.Exists(root) ? 0 : ClassFolders(root)
+            .SelectMany(Directory.GetDirectories).Where(folder => !IsHidden(folder))
+            .Sum(folder => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Count(file => !IsHidden(file) && IsImageFile(file)));
+
+    /// <summary>
+    /// Files directly in the class folders of <paramref name="root"/> that are not read because their extension is not one
+    /// of <see cref="Extensions"/> (WebP, GIF, TIFF, notes, ...): listed so that registering a task can say so.
+    /// </summary>
+    internal static IReadOnlyList<string> OtherFiles(string root) =>
+        !Directory.Exists(root) ? [] : ClassFolders(root).SelectMany(VisibleFiles).Where(file => !IsImageFile(file)).Order(StringComparer.Ordinal).ToList();
+
+    private static string[] ClassFolders(string root) =>
+        Directory.GetDirectories(root).Where(folder => !IsHidden(folder)).Order(StringComparer.Ordinal).ToArray();
+
+    // Hidden entries are the file system's or another tool's, not the user's images: macOS writes `._photo.jpg` (AppleDouble
+    // metadata, not a JPEG) beside every photo copied to a foreign volume, and `.DS_Store` in every folder.
+    private static IEnumerable<string> VisibleFiles(string folder) => Directory.GetFiles(folder).Where(file => !IsHidden(file));
+
+    private static bool IsHidden(string path) => Path.GetFileName(path).StartsWith('.');
+
+    private static bool IsImageFile(string path) => Extensions.Contains(Path.GetExtension(path), StringComparer.OrdinalIgnoreCase);
 
     private static void DrawCropped(string path, SKCanvas canvas, int width, int height)
     {

@@ -45,6 +45,25 @@ internal static class ImageFolderTask
         return Split(all, folder, seed, validationFraction, testFraction);
     }
 
+    /// <summary>
+    /// What reading <paramref name="folder"/> leaves out, one sentence each: images in sub-folders of the class folders, and
+    /// files whose extension is not PNG or JPEG (hidden files aside). Empty when everything was read.
+    /// </summary>
+    public static IReadOnlyList<string> LeftOut(string folder)
+    {
+        var notes = new List<string>();
+        if (ImageFolderReader.NestedImages(folder) is > 0 and var nested)
+            notes.Add($"{nested} image(s) in sub-folders of the class folders of {folder} are not read (a class is the images directly in its folder)");
+        if (ImageFolderReader.OtherFiles(folder) is { Count: > 0 } others)
+        {
+            var kinds = others.GroupBy(file => Path.GetExtension(file).ToLowerInvariant()).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => $"{(g.Key.Length == 0 ? "no extension" : g.Key)} ×{g.Count()}");
+            notes.Add($"{others.Count} file(s) in the class folders of {folder} are not read: only PNG and JPEG are ({string.Join(", ", kinds)}; e.g. {others[0]})");
+        }
+
+        return notes;
+    }
+
     private static string FolderName(string folder) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
 
     private static void CheckFractions(double validationFraction, double testFraction)

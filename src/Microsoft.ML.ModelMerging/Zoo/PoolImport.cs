@@ -180,8 +180,7 @@ public static class PoolImport
             ? ImageFolderTask.Load(options.Images, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, options.Task)
             : ImageFolderTask.Load(options.Images, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, options.Task);
         cancellation.ThrowIfCancellationRequested();
-        if (ImageFolderReader.NestedImages(options.Images) is > 0 and var nested)
-            phases?.Report($"note: {nested} image(s) in sub-folders of the class folders of {options.Images} are not read (a class is the images directly in its folder)");
+        foreach (string note in ImageFolderTask.LeftOut(options.Images)) phases?.Report("note: " + note);
         // Checked when a task is registered (a pool that already holds one keeps loading).
         if (splits.ClassNames.Count < 2)
             throw new ArgumentException($"{options.Images}: {splits.ClassNames.Count} class sub-folder(s) ({string.Join(", ", splits.ClassNames)}); a classification task needs at least two.");

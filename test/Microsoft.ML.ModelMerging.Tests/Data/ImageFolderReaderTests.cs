@@ -47,6 +47,46 @@ public sealed class ImageFolderReaderTests
         Assert.AreEqual(1, ImageFolderReader.NestedImages(dir.Path), "the nested image, not the hidden folder's");
     }
 
+    /// <summary>
+    /// macOS leaves <c>._name.jpg</c> (AppleDouble metadata, not a JPEG) beside each photo copied to another volume, and
+    /// <c>.DS_Store</c> in each folder: hidden files are no images of the class, in either reader.
+    /// </summary>
+    [TestMethod]
+    public void HiddenFilesAreNotRead()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("red/1.jpg"), 6, 6, Red, SKEncodedImageFormat.Jpeg);
+        WriteSolid(dir.File("blue/1.png"), 6, 6, Blue, SKEncodedImageFormat.Png);
+        File.WriteAllBytes(dir.File("red/._1.jpg"), [0, 5, 22, 7, 0, 2, 0, 0, .. "Mac OS X        "u8]);
+        File.WriteAllText(dir.File("red/.DS_Store"), "Bud1");
+
+        ImageDataset data = ImageFolderReader.Read(dir.Path, 4, 4, ImageColorMode.Rgb);
+        ImageDataset preprocessed = PreprocessedImageReader.ReadFolder(dir.Path, ImagePreprocessing.Square(4));
+
+        CollectionAssert.AreEqual(new[] { 0, 1 }, data.Labels.ToArray());
+        CollectionAssert.AreEqual(new[] { 0, 1 }, preprocessed.Labels.ToArray());
+        AssertAll(preprocessed.Image(1)[..16], Red.Red / 255f, 6f / 255);
+        Assert.IsEmpty(ImageFolderReader.OtherFiles(dir.Path));
+    }
+
+    /// <summary>Files of the class folders that are not PNG or JPEG are listed, so that registering a task can say what it left out.</summary>
+    [TestMethod]
+    public void FilesOfOtherFormatsAreListed()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("red/1.png"), 6, 6, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("red/2.webp"), 6, 6, Red, SKEncodedImageFormat.Webp);
+        WriteSolid(dir.File("blue/1.PNG"), 6, 6, Blue, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("blue/2.webp"), 6, 6, Blue, SKEncodedImageFormat.Webp);
+        File.WriteAllText(dir.File("blue/notes.txt"), "taken in 2019");
+
+        var notes = Microsoft.ML.ModelMerging.Pools.ImageFolderTask.LeftOut(dir.Path);
+
+        CollectionAssert.AreEqual(new[] { dir.File("blue/2.webp"), dir.File("blue/notes.txt"), dir.File("red/2.webp") }, ImageFolderReader.OtherFiles(dir.Path).ToArray());
+        Assert.HasCount(1, notes);
+        StringAssert.Contains(notes[0], "3 file(s) in the class folders of " + dir.Path + " are not read: only PNG and JPEG are (.webp ×2, .txt ×1;");
+    }
+
     [TestMethod]
     public void RgbKeepsChannelsSeparateAndReadsJpeg()
     {
