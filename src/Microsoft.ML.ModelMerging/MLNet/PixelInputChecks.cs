@@ -24,9 +24,18 @@ internal static class PixelInputChecks
         {
             var getter = cursor.GetGetter<VBuffer<float>>(column);
             VBuffer<float> values = default;
-            while (rows < RangeCheckRows && cursor.MoveNext())
+            while (rows < RangeCheckRows)
             {
-                getter(ref values);
+                try
+                {
+                    if (!cursor.MoveNext()) break;
+                    getter(ref values);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    throw InputReadFailure.Explain(input, inputColumn, rows, e);
+                }
+
                 foreach (float value in values.GetValues())
                 {
                     if (!float.IsFinite(value) || value < 0)

@@ -23,9 +23,18 @@ internal static class UnlabeledImageReader
             VBuffer<float> values = default;
             ReadOnlyMemory<char> task = default;
             var dense = new float[layout.InputValues];
-            while (cursor.MoveNext())
+            while (true)
             {
-                getPixels(ref values);
+                try
+                {
+                    if (!cursor.MoveNext()) break;
+                    getPixels(ref values);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    throw InputReadFailure.Explain(input, inputColumn, Math.Max(cursor.Position, 0), e);
+                }
+
                 values.CopyTo(dense);
                 // Every row is read here anyway: a non-finite pixel is named by its row, not left to surface as a diverged loss.
                 if (Array.FindIndex(dense, v => !float.IsFinite(v)) is >= 0 and var at)

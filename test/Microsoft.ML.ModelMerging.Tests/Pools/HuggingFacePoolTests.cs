@@ -249,6 +249,36 @@ public sealed class HuggingFacePoolTests
         }
     }
 
+    /// <summary>
+    /// A file LoadImages cannot decode fails inside ML.NET's parallel cursor without naming it; Fit names the file, whether it
+    /// reads only the first rows (a weight-only method checks the pixel range) or every image (an adaptive method).
+    /// </summary>
+    [TestMethod]
+    [DataRow("task-arithmetic", 2)]
+    [DataRow("wemoe", 20)]
+    public void AnImageThatDoesNotDecodeIsNamedByFit(string method, int at)
+    {
+        using var pool = ExpertPool.Load(s_pool);
+        using var dir = new TempDirectory();
+        string broken = dir.File("not an image.jpg");
+        File.WriteAllText(broken, "a caption, saved with the wrong extension");
+        var rows = Directory.GetFiles(s_dir.File("images/colors"), "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal)
+            .Select(f => new TaskImageFile { Path = f, Task = "colors" }).ToList();
+        Assert.IsGreaterThan(at, rows.Count);
+        rows.Insert(at, new TaskImageFile { Path = broken, Task = "colors" });
+        var ml = new MLContext(seed: 1);
+        var options = new MergeExpertsOptions { Method = method, TaskColumnName = nameof(TaskImageFile.Task) };
+        if (method == "wemoe") options.Parameters["steps"] = "1";
+        var pipeline = ml.Transforms.LoadImages("image", imageFolder: "", nameof(TaskImageFile.Path))
+            .Append(ml.Transforms.ResizeImages("image", 32, 32, "image"))
+            .Append(ml.Transforms.ExtractPixels("pixels", "image"))
+            .Append(ml.Transforms.MergeExperts(pool, options));
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => pipeline.Fit(ml.Data.LoadFromEnumerable(rows)));
+
+        StringAssert.Contains(error.Message, $"MergeExperts: reading input column 'pixels' failed: ML.NET cannot load the image file '{broken}'");
+    }
+
     [TestMethod]
     public void EvalReportsEveryTaskOfThePool()
     {
