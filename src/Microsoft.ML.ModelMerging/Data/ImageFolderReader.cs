@@ -130,6 +130,30 @@ public static class ImageFolderReader
         using var bitmap = Decode(path);
     }
 
+    /// <summary>
+    /// Whether <paramref name="path"/> has pixels that are not opaque (read composited over black) and whether it carries an
+    /// EXIF orientation (not applied): both readers, and ML.NET's <c>LoadImages</c> that scores later, read the stored pixels
+    /// so, while a viewer, or a Python pipeline that flattens or rotates, shows another image.
+    /// </summary>
+    internal static (bool Transparent, bool Oriented) Traits(string path)
+    {
+        bool oriented;
+        using (var stream = File.OpenRead(path))
+        using (var codec = SKCodec.Create(stream))
+        {
+            if (codec is null) return (false, false);
+            oriented = codec.EncodedOrigin != SKEncodedOrigin.TopLeft;
+            // Most files without an alpha channel say so in their header; only the others are decoded.
+            if (codec.Info.AlphaType == SKAlphaType.Opaque) return (false, oriented);
+        }
+
+        using var bitmap = Decode(path);
+        ReadOnlySpan<byte> rgba = bitmap.GetPixelSpan();
+        for (int i = 3; i < rgba.Length; i += 4)
+            if (rgba[i] != 255) return (true, oriented);
+        return (false, oriented);
+    }
+
     private static SKImage ReadImage(string path)
     {
         using var bitmap = Decode(path);

@@ -46,10 +46,11 @@ internal static class ImageFolderTask
     }
 
     /// <summary>
-    /// What reading <paramref name="folder"/> leaves out, one sentence each: images in sub-folders of the class folders, and
-    /// files whose extension is not PNG or JPEG (hidden files aside). Empty when everything was read.
+    /// What a user should know about how <paramref name="folder"/> was read, one sentence each: images in sub-folders of the
+    /// class folders and files whose extension is not PNG or JPEG (hidden files aside) are left out; images with
+    /// transparent pixels or an EXIF orientation are read as stored. Empty when there is nothing to say.
     /// </summary>
-    public static IReadOnlyList<string> LeftOut(string folder)
+    public static IReadOnlyList<string> Notes(string folder)
     {
         var notes = new List<string>();
         if (ImageFolderReader.NestedImages(folder) is > 0 and var nested)
@@ -61,6 +62,15 @@ internal static class ImageFolderTask
             notes.Add($"{others.Count} file(s) in the class folders of {folder} are not read: only PNG and JPEG are ({string.Join(", ", kinds)}; e.g. {others[0]})");
         }
 
+        var files = ImageFolderReader.ListFiles(folder).Files.Select(f => f.Path).ToList();
+        var traits = files.Select(ImageFolderReader.Traits).ToList();
+        if (traits.Count(t => t.Transparent) is > 0 and var transparent)
+            notes.Add($"{transparent} image(s) of {folder} have transparent pixels (e.g. {files[traits.FindIndex(t => t.Transparent)]}): they are read composited " +
+                "over black, as ML.NET's LoadImages reads them; if your expert saw them otherwise (CLIP's processor keeps the colours under the " +
+                "transparency), flatten them beforehand the same way");
+        if (traits.Count(t => t.Oriented) is > 0 and var oriented)
+            notes.Add($"{oriented} image(s) of {folder} carry an EXIF orientation (e.g. {files[traits.FindIndex(t => t.Oriented)]}): it is not applied, as ML.NET's " +
+                "LoadImages does not apply it; rotate the pixels themselves beforehand (e.g. ImageMagick's mogrify -auto-orient) if your expert saw them upright");
         return notes;
     }
 

@@ -147,7 +147,7 @@ public static class PoolFineTuning
                 ? ImageFolderTask.Load(options.Task, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, name)
                 : ImageFolderTask.Load(options.Task, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, name);
         if (isFolder)
-            foreach (string note in ImageFolderTask.LeftOut(options.Task)) phases?.Report("note: " + note);
+            foreach (string note in ImageFolderTask.Notes(options.Task)) phases?.Report("note: " + note);
 
         if (splits.ClassNames.Count < 2)
             throw new ArgumentException($"{options.Task}: {splits.ClassNames.Count} class(es) ({string.Join(", ", splits.ClassNames)}); a classification task needs at least two.");

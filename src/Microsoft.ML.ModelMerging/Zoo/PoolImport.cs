@@ -180,7 +180,7 @@ public static class PoolImport
             ? ImageFolderTask.Load(options.Images, preprocessing, options.Seed, options.ValidationFraction, options.TestFraction, options.Task)
             : ImageFolderTask.Load(options.Images, config.ImageSize, config.Channels, options.Seed, options.ValidationFraction, options.TestFraction, options.Task);
         cancellation.ThrowIfCancellationRequested();
-        foreach (string note in ImageFolderTask.LeftOut(options.Images)) phases?.Report("note: " + note);
+        foreach (string note in ImageFolderTask.Notes(options.Images)) phases?.Report("note: " + note);
         // Checked when a task is registered (a pool that already holds one keeps loading).
         if (splits.ClassNames.Count < 2)
             throw new ArgumentException($"{options.Images}: {splits.ClassNames.Count} class sub-folder(s) ({string.Join(", ", splits.ClassNames)}); a classification task needs at least two.");

@@ -80,11 +80,61 @@ public sealed class ImageFolderReaderTests
         WriteSolid(dir.File("blue/2.webp"), 6, 6, Blue, SKEncodedImageFormat.Webp);
         File.WriteAllText(dir.File("blue/notes.txt"), "taken in 2019");
 
-        var notes = Microsoft.ML.ModelMerging.Pools.ImageFolderTask.LeftOut(dir.Path);
+        var notes = Microsoft.ML.ModelMerging.Pools.ImageFolderTask.Notes(dir.Path);
 
         CollectionAssert.AreEqual(new[] { dir.File("blue/2.webp"), dir.File("blue/notes.txt"), dir.File("red/2.webp") }, ImageFolderReader.OtherFiles(dir.Path).ToArray());
         Assert.HasCount(1, notes);
         StringAssert.Contains(notes[0], "3 file(s) in the class folders of " + dir.Path + " are not read: only PNG and JPEG are (.webp ×2, .txt ×1;");
+    }
+
+    /// <summary>
+    /// Transparent pixels are read composited over black and an EXIF orientation is not applied, by both readers as by
+    /// ML.NET's LoadImages; registering a task says so for the images it concerns (an RGBA file whose pixels are all opaque
+    /// is not one of them).
+    /// </summary>
+    [TestMethod]
+    public void TransparentAndRotatedImagesAreReadAsStoredAndNoted()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("red/opaque.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        using (var rgba = new SKBitmap(new SKImageInfo(4, 4, SKColorType.Rgba8888, SKAlphaType.Unpremul)))
+        {
+            rgba.Erase(Blue);
+            Encode(rgba, dir.File("blue/opaque-rgba.png"), SKEncodedImageFormat.Png);
+            rgba.Erase(Blue.WithAlpha(102));
+            Encode(rgba, dir.File("blue/translucent.png"), SKEncodedImageFormat.Png);
+        }
+
+        // A 2×1 JPEG (red, then blue) whose EXIF orientation 6 asks a viewer to turn it a quarter clockwise.
+        string rotated = dir.File("red/rotated.jpg");
+        using (var wide = new SKBitmap(16, 8))
+        {
+            for (int x = 0; x < 16; x++)
+                for (int y = 0; y < 8; y++)
+                    wide.SetPixel(x, y, x < 8 ? Red : Blue);
+            Encode(wide, rotated, SKEncodedImageFormat.Jpeg);
+        }
+
+        byte[] jpeg = File.ReadAllBytes(rotated);
+        byte[] tiff = [(byte)'M', (byte)'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
+        byte[] app1 = [0xFF, 0xE1, 0, (byte)(2 + 6 + tiff.Length), .. "Exif\0\0"u8, .. tiff];
+        File.WriteAllBytes(rotated, [.. jpeg[..2], .. app1, .. jpeg[2..]]);
+
+        var notes = Microsoft.ML.ModelMerging.Pools.ImageFolderTask.Notes(dir.Path);
+        ImageDataset skia = ImageFolderReader.Read(dir.Path, 8, 8, ImageColorMode.Rgb);
+        ImageDataset mlnet = PreprocessedImageReader.ReadFolder(dir.Path, ImagePreprocessing.Square(8));
+
+        Assert.HasCount(2, notes);
+        StringAssert.Contains(notes[0], $"1 image(s) of {dir.Path} have transparent pixels (e.g. {dir.File("blue/translucent.png")}): they are read composited over black");
+        StringAssert.Contains(notes[1], $"1 image(s) of {dir.Path} carry an EXIF orientation (e.g. {rotated}): it is not applied");
+        foreach (var data in new[] { skia, mlnet })
+        {
+            // Files in ordinal order: blue/opaque-rgba, blue/translucent, red/opaque, red/rotated. 40% of the blue over black.
+            AssertAll(data.Image(1)[128..], Blue.Blue * 0.4f / 255, 2f / 255);
+            // Stored, not turned: red on the left, blue on the right.
+            Assert.AreEqual(Red.Red / 255f, data.Image(3)[8], 12f / 255, "left");
+            Assert.AreEqual(Blue.Red / 255f, data.Image(3)[15], 12f / 255, "right");
+        }
     }
 
     [TestMethod]
