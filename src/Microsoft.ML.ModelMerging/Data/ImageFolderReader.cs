@@ -168,7 +168,10 @@ public static class ImageFolderReader
             // hide behind a partly black image.
             using var stream = File.OpenRead(path);
             using var codec = SKCodec.Create(stream, out SKCodecResult result)
-                ?? throw new InvalidDataException($"Image '{path}' is not a readable PNG or JPEG ({result}).");
+                ?? throw new InvalidDataException(new FileInfo(path).Length == 0 ? $"Image '{path}' is an empty file (0 bytes)."
+                    // SkiaSharp says "Unimplemented" for content in no format it knows (a text file named .jpg).
+                    : result == SKCodecResult.Unimplemented ? $"Image '{path}' is not a PNG or JPEG: its content is in no image format SkiaSharp reads."
+                    : $"Image '{path}' is not a readable PNG or JPEG ({result}).");
             var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
             var bitmap = new SKBitmap(info);
             result = codec.GetPixels(info, bitmap.GetPixels());

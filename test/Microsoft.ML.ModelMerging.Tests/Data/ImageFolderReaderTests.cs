@@ -201,6 +201,27 @@ public sealed class ImageFolderReaderTests
         Assert.Contains(corrupt, error.Message);
     }
 
+    /// <summary>An empty file and a text file named .jpg are told apart from a corrupt image, each by its path.</summary>
+    [TestMethod]
+    public void EmptyAndTextFilesAreNamedForWhatTheyAre()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("k/good.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        string empty = dir.File("k/empty.png");
+        File.WriteAllBytes(empty, []);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
+
+        Assert.AreEqual($"Image '{empty}' is an empty file (0 bytes).", error.Message);
+        File.Delete(empty);
+        string text = dir.File("k/caption.jpg");
+        File.WriteAllText(text, "a red square");
+
+        error = Assert.ThrowsExactly<InvalidDataException>(() => PreprocessedImageReader.ReadFolder(dir.Path, ImagePreprocessing.Square(4)));
+
+        Assert.AreEqual($"Image '{text}' is not a PNG or JPEG: its content is in no image format SkiaSharp reads.", error.Message);
+    }
+
     [TestMethod]
     public void TruncatedImageIsAnErrorNamingIt()
     {
