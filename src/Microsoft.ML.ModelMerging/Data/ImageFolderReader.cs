@@ -79,9 +79,13 @@ public static class ImageFolderReader
     /// directly in its folder): counted so that registering a task can say so instead of dropping them silently.
     /// </summary>
     internal static int NestedImages(string root) =>
-        !Directory.Exists(root) ? 0 : ClassFolders(root)
-            .SelectMany(Directory.GetDirectories).Where(folder => !IsHidden(folder))
-            .Sum(folder => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Count(file => !IsHidden(file) && IsImageFile(file)));
+        !Directory.Exists(root) ? 0 : ClassFolders(root).Sum(folder => SubFolders(folder).Sum(ImagesBelow));
+
+    private static int ImagesBelow(string folder) => VisibleFiles(folder).Count(IsImageFile) + SubFolders(folder).Sum(ImagesBelow);
+
+    // A linked folder is not followed: a link to the folder itself or to one above it (a cycle) would never end the count.
+    private static IEnumerable<string> SubFolders(string folder) =>
+        Directory.GetDirectories(folder).Where(sub => !IsHidden(sub) && new DirectoryInfo(sub).LinkTarget is null);
 
     /// <summary>
     /// Files directly in the class folders of <paramref name="root"/> that are not read because their extension is not one

@@ -47,6 +47,20 @@ public sealed class ImageFolderReaderTests
         Assert.AreEqual(1, ImageFolderReader.NestedImages(dir.Path), "the nested image, not the hidden folder's");
     }
 
+    /// <summary>A link inside a class folder back to the image folder (a cycle) is not followed when nested images are counted.</summary>
+    [TestMethod]
+    public void ALinkBackUpIsNotFollowed()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("red/1.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("red/2019/2.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("blue/1.png"), 4, 4, Blue, SKEncodedImageFormat.Png);
+        Directory.CreateSymbolicLink(dir.File("red/2019/all"), dir.Path);
+
+        Assert.AreEqual(1, ImageFolderReader.NestedImages(dir.Path));
+        Assert.HasCount(2, ImageFolderReader.ListFiles(dir.Path).Files);
+    }
+
     /// <summary>
     /// macOS leaves <c>._name.jpg</c> (AppleDouble metadata, not a JPEG) beside each photo copied to another volume, and
     /// <c>.DS_Store</c> in each folder: hidden files are no images of the class, in either reader.
