@@ -110,6 +110,11 @@ public sealed class ExpertPool : IDisposable
     {
         var zooTask = Manifest.Task(task);
         var splits = LoadSplits(zooTask, sources);
+        // A class folder renamed in place keeps the pixels and labels the fingerprints cover, but not the names predictions carry.
+        if (zooTask.Data?.Kind == TaskDataSource.ImageFolderKind && !splits.ClassNames.SequenceEqual(zooTask.ClassNames, StringComparer.Ordinal))
+            throw new InvalidDataException(
+                $"Task '{task}': the class folders of {ImageFolderPath(zooTask.Data)} are now ({string.Join(", ", splits.ClassNames)}), but the task was registered with " +
+                $"({string.Join(", ", zooTask.ClassNames)}). Rename them back, or register the task again (`mlmerge pool add --replace`, or `mlmerge finetune --add-to --replace`).");
         foreach (var (split, data) in new[] { ("train", splits.Train), ("validation", splits.Validation), ("test", splits.Test) })
             if (zooTask.Fingerprints.TryGetValue(split, out var expected) && expected != data.Fingerprint)
                 throw new InvalidDataException(

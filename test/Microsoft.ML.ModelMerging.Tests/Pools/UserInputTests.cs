@@ -302,6 +302,29 @@ public sealed class UserInputTests
         StringAssert.Contains(evalOutput, "bands");
     }
 
+    /// <summary>A class folder renamed after registration (the pixels and labels unchanged) is refused, not scored under the old name.</summary>
+    [TestMethod]
+    public void AClassFolderRenamedAfterRegistrationIsRefused()
+    {
+        string pool = s_dir.File("renamed-pool");
+        string images = s_dir.File("renamed-images");
+        foreach (string file in Directory.GetFiles(s_dir.File("images/colors"), "*", SearchOption.AllDirectories))
+        {
+            string copy = Path.Combine(images, Path.GetRelativePath(s_dir.File("images/colors"), file));
+            Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
+            File.Copy(file, copy);
+        }
+
+        Run("pool", "create", "--base", s_dir.File("models/base"), "--out", pool);
+        Run("pool", "add", "--zoo", pool, "--task", "colors", "--images", images, "--expert", s_dir.File("models/expert0"), "--probe");
+        Directory.Move(Path.Combine(images, "red"), Path.Combine(images, "ruby"));
+
+        var (exit, _, error) = CliRunner.Run("eval", "--model", s_dir.File("models/base"), "--zoo", pool);
+
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, $"Task 'colors': the class folders of {images} are now (blue, green, ruby), but the task was registered with (blue, green, red).");
+    }
+
     /// <summary>
     /// Outputs named where the pool's own files live are refused before anything is written: an adaptation into an expert's
     /// folder, an alignment forced over the folder of the models, an ONNX export over a checkpoint or into a directory.
