@@ -65,7 +65,10 @@ public static class ImageFolderReader
             string[] images = VisibleFiles(classFolders[label]).Where(IsImageFile).Order(StringComparer.Ordinal).ToArray();
             if (images.Length == 0)
             {
-                throw new InvalidDataException($"Class folder '{classFolders[label]}' contains no images: expected {string.Join(", ", Extensions)} files.");
+                // Say what the folder does hold: images of another format are the likely reason, and should not look like an empty folder.
+                string[] others = VisibleFiles(classFolders[label]).Select(file => Path.GetFileName(file)).Order(StringComparer.Ordinal).ToArray();
+                string holds = others.Length == 0 ? "it is empty" : $"it holds {others.Length} other file(s): {string.Join(", ", others.Take(3))}{(others.Length > 3 ? ", ..." : "")}";
+                throw new InvalidDataException($"Class folder '{classFolders[label]}' contains no images: expected {string.Join(", ", Extensions)} files ({holds}).");
             }
 
             files.AddRange(images.Select(file => (file, label)));

@@ -200,6 +200,21 @@ public sealed class ImageFolderReaderTests
         var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
 
         Assert.Contains(Path.Combine(dir.Path, "empty"), error.Message);
+        StringAssert.EndsWith(error.Message, "(it is empty).");
+    }
+
+    /// <summary>A class folder of WebP files only is not called empty: the error says what it holds.</summary>
+    [TestMethod]
+    public void AClassFolderOfOtherFormatsSaysWhatItHolds()
+    {
+        using var dir = new TempDirectory();
+        WriteSolid(dir.File("full/1.png"), 4, 4, Red, SKEncodedImageFormat.Png);
+        WriteSolid(dir.File("webp/1.webp"), 4, 4, Blue, SKEncodedImageFormat.Webp);
+        WriteSolid(dir.File("webp/2.webp"), 4, 4, Blue, SKEncodedImageFormat.Webp);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => ImageFolderReader.Read(dir.Path, 4, 4));
+
+        Assert.AreEqual($"Class folder '{dir.File("webp")}' contains no images: expected .png, .jpg, .jpeg files (it holds 2 other file(s): 1.webp, 2.webp).", error.Message);
     }
 
     [TestMethod]
