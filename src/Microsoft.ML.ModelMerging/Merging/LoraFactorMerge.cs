@@ -1,3 +1,4 @@
+using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.LowRank;
 using Microsoft.ML.ModelMerging.Models;
 using static TorchSharp.torch;
@@ -161,12 +162,14 @@ public static class LoraFactorMerge
         using var scope = NewDisposeScope();
         for (int i = 0; i < adapters.Count; i++)
         {
+            // The loaded factors are float32 whatever the file stores; the file's dtype says how finely A0 was kept.
+            using var file = Checkpoint.Open(Path.Combine(folders[i], PeftAdapterFolder.WeightsFileName));
             foreach (var start in initial.Modules)
             {
-                // The stored A went through the file's dtype: compare at that precision.
                 var a = adapters[i].Module(start.Target.Prefix)!.A.detach();
-                var a0 = start.A0.to_type(a.dtype).to_type(ScalarType.Float32);
-                double tolerance = a.dtype == ScalarType.Float32 ? 1e-6 : 1e-2 * a0.abs().max().item<float>();
+                var stored = file.GetEntry(PeftAdapterFolder.NameOfA(start.Target.Prefix)).DType.ToScalarType();
+                var a0 = start.A0.to_type(stored).to_type(ScalarType.Float32);
+                double tolerance = stored is ScalarType.Float16 or ScalarType.BFloat16 ? 1e-2 * a0.abs().max().item<float>() : 1e-6;
                 if (!a.to_type(ScalarType.Float32).allclose(a0, rtol: 0, atol: tolerance))
                     throw new ArgumentException($"{folders[i]}: {PeftAdapterFolder.NameOfA(start.Target.Prefix)} is not the initialisation lora_seed = " +
                         $"{initial.Options.Seed} gives, so the adapters' shared φ0 is unknown; merge them with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");

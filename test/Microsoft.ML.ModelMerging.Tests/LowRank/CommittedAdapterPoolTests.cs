@@ -201,6 +201,45 @@ public sealed class CommittedAdapterPoolTests
         Assert.IsFalse(File.Exists(dir.File("merged.safetensors")));
     }
 
+    /// <summary>
+    /// L-LoRA adapters saved in half precision (PEFT's <c>model.half()</c> before <c>save_pretrained</c>) still hold A0, rounded
+    /// to the file's dtype: they merge on their factors, and the result is the float32 adapters' merge up to that rounding.
+    /// </summary>
+    [TestMethod]
+    [DataRow(SafeTensorsDType.F16)]
+    [DataRow(SafeTensorsDType.BF16)]
+    public void HalfPrecisionLinearisedAdaptersMergeOnTheirFactors(SafeTensorsDType dtype)
+    {
+        using var scope = NewDisposeScope();
+        string directory = PoolOf("l-lora");
+        var manifest = PoolManifest.Read(directory);
+        using var dir = new TempDirectory();
+        var method = MergeMethodRegistry.Default.Create("task-arithmetic", MergeParameters.Parse("lambda=0.5"));
+        var full = new List<string>();
+        var half = new List<string>();
+        foreach (string task in new[] { "scenes", "textures" })
+        {
+            string from = Path.Combine(directory, manifest.Task(task).Expert);
+            full.Add(from);
+            half.Add(dir.File(task));
+            Directory.CreateDirectory(half[^1]);
+            File.Copy(Path.Combine(from, PeftAdapterFolder.ConfigFileName), Path.Combine(half[^1], PeftAdapterFolder.ConfigFileName));
+            using var checkpoint = Checkpoint.Open(Path.Combine(from, PeftAdapterFolder.WeightsFileName));
+            var tensors = checkpoint.Tensors.ToDictionary(e => e.Name, e => checkpoint.ReadTensor(e.Name));
+            SafeTensorsWriter.Save(Path.Combine(half[^1], PeftAdapterFolder.WeightsFileName), tensors, floatType: dtype);
+        }
+
+        using var expected = LoraFactorMerge.Merge(method, full, manifest.ModelConfig);
+        using var merged = LoraFactorMerge.Merge(method, half, manifest.ModelConfig);
+        foreach (var m in merged.Modules)
+        {
+            using var want = expected.Delta(m.Target.Prefix);
+            using var got = merged.Delta(m.Target.Prefix);
+            double relative = (got - want).abs().max().item<float>() / want.abs().max().item<float>();
+            Assert.IsLessThanOrEqualTo(dtype == SafeTensorsDType.F16 ? 2e-3 : 2e-2, relative, m.Target.Prefix);
+        }
+    }
+
     private static void CopyFolder(string from, string to)
     {
         Directory.CreateDirectory(to);
