@@ -158,6 +158,8 @@ public static class PoolImport
         if (adapter && (manifest.Pretrained is null || options.Foundation is not null))
             throw new ArgumentException($"The expert {options.Expert} is a LoRA adapter: it is applied to the pool's base, so the pool needs one and the task no --foundation.");
         if (!adapter) CheckConfig("Expert", options.Expert, config);
+        // The adapter's config and factors are checked as a full expert's config is: before the images are read and probed.
+        else PeftAdapterFolder.Load(options.Expert, config).Dispose();
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
         // Every task is read with the pool's preprocessing: an expert's own processor file is read as `pool create` reads the
         // base's, and one the pool could not reproduce (a resize other than to the crop) is refused the same way.
