@@ -23,9 +23,6 @@ public static partial class PeftAdapterFolder
     /// <summary>The prefix PEFT puts before a Hugging Face model's tensor names, <c>base_model.model.</c>.</summary>
     public const string NamePrefix = "base_model.model.";
 
-    [GeneratedRegex(@"\.layers\.(\d+)\.")]
-    private static partial Regex LayerIndexPattern();
-
     [GeneratedRegex(@"^base_model\.model\.(vision_model\.encoder\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_0-9]+))\.lora_([AB])\.weight$", RegexOptions.CultureInvariant)]
     private static partial Regex TensorNamePattern();
 
@@ -254,13 +251,16 @@ public static partial class PeftAdapterFolder
                     $"not a LoRA factor name; expected {NamePrefix}vision_model.encoder.layers.N.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight.");
             if (!expected.ContainsKey(match.Groups[1].Value))
             {
-                // Name the field that leaves the module out: the layer selection when the module is a target elsewhere.
-                var layer = LayerIndexPattern().Match(match.Groups[1].Value);
-                bool otherLayer = options.Layers is { } chosen && layer.Success && !chosen.Contains(int.Parse(layer.Groups[1].Value, CultureInfo.InvariantCulture))
-                    && options.Targets.Any(t => match.Groups[1].Value.EndsWith("." + t, StringComparison.Ordinal));
-                throw new CheckpointFormatException(weights, entry.Name, otherLayer
-                    ? $"adapts '{match.Groups[1].Value}', a layer outside layers_to_transform [{string.Join(", ", options.Layers!)}] ({ConfigFileName}: layers_to_transform)."
-                    : $"adapts '{match.Groups[1].Value}', which is not one of the target modules {string.Join(", ", options.Targets)} of a {config.Layers}-layer model ({ConfigFileName}: target_modules).");
+                // Name what leaves the module out: a layer the model does not have (an adapter of a deeper model), the layer
+                // selection when the module is a target elsewhere, or the target list.
+                int layer = int.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture);
+                bool targeted = options.Targets.Contains(match.Groups[3].Value);
+                throw new CheckpointFormatException(weights, entry.Name,
+                    layer >= config.Layers
+                        ? $"adapts '{match.Groups[1].Value}', and the base model has {config.Layers} layers (0 to {config.Layers - 1}): the adapter was made for another model."
+                    : targeted && options.Layers is { } chosen && !chosen.Contains(layer)
+                        ? $"adapts '{match.Groups[1].Value}', a layer outside layers_to_transform [{string.Join(", ", chosen)}] ({ConfigFileName}: layers_to_transform)."
+                        : $"adapts '{match.Groups[1].Value}', which is not one of the target modules {string.Join(", ", options.Targets)} of a {config.Layers}-layer model ({ConfigFileName}: target_modules).");
             }
         }
 
@@ -269,11 +269,11 @@ public static partial class PeftAdapterFolder
         {
             foreach (var target in expected.Values)
             {
-                var a = ReadFactor(checkpoint, weights, NameOfA(target.Prefix), [options.Rank, target.InFeatures], options.Rank);
+                var a = ReadFactor(checkpoint, weights, NameOfA(target.Prefix), [options.Rank, target.InFeatures], rankAxis: 0, target, options.Rank);
                 Tensor b;
                 try
                 {
-                    b = ReadFactor(checkpoint, weights, NameOfB(target.Prefix), [target.OutFeatures, options.Rank], options.Rank);
+                    b = ReadFactor(checkpoint, weights, NameOfB(target.Prefix), [target.OutFeatures, options.Rank], rankAxis: 1, target, options.Rank);
                 }
                 catch
                 {
@@ -306,7 +306,7 @@ public static partial class PeftAdapterFolder
         }
     }
 
-    private static Tensor ReadFactor(Checkpoint checkpoint, string file, string name, long[] shape, int rank)
+    private static Tensor ReadFactor(Checkpoint checkpoint, string file, string name, long[] shape, int rankAxis, LoraTarget target, int rank)
     {
         if (!checkpoint.Contains(name))
             throw new CheckpointFormatException(file, name, $"missing: every target module needs lora_A and lora_B (expected shape [{string.Join(", ", shape)}]).");
@@ -314,8 +314,13 @@ public static partial class PeftAdapterFolder
         if (!entry.DType.IsFloatingPoint())
             throw new CheckpointFormatException(file, name, $"dtype {entry.DType}, expected a floating-point type.");
         if (!entry.Shape.SequenceEqual(shape))
-            throw new CheckpointFormatException(file, name,
-                $"shape {entry.ShapeText}, expected [{string.Join(", ", shape)}] (r = {rank.ToString(CultureInfo.InvariantCulture)} in {ConfigFileName}).");
+        {
+            // A factor whose rank fits but whose other side does not was trained on a model of another width.
+            bool rankFits = entry.Shape.Length == 2 && entry.Shape[rankAxis] == rank;
+            throw new CheckpointFormatException(file, name, $"shape {entry.ShapeText}, expected [{string.Join(", ", shape)}] " + (rankFits
+                ? $"(the base model's {VisionTransformerNames.Weight(target.Prefix)} is [{target.OutFeatures}, {target.InFeatures}]): the adapter was made for another model."
+                : $"(r = {rank.ToString(CultureInfo.InvariantCulture)} in {ConfigFileName})."));
+        }
         var tensor = checkpoint.ReadTensor(name).DetachFromDisposeScope();
         using var finite = tensor.isfinite().all();
         if (!finite.item<bool>())
