@@ -178,6 +178,11 @@ public static partial class PeftAdapterFolder
                 "factors, e.g. a classifier) is not supported: give a head to `mlmerge pool add --head` and an adapter of LoRA factors only.");
         if (Field<bool>("lora_bias", "true or false") == true)
             throw new InvalidDataException($"{path}: lora_bias = true (a trained bias on lora_B) is not supported.");
+        // Newer PEFT adapts more than target_modules' linear layers with these; the adapter would be read without them.
+        if (config["target_parameters"] is JsonArray { Count: > 0 } parameters)
+            throw new InvalidDataException($"{path}: target_parameters {parameters.ToJsonString()} (LoRA on parameters rather than modules) is not supported; list the adapted modules in target_modules.");
+        if (config["trainable_token_indices"] is { } tokens && tokens.GetValueKind() is not JsonValueKind.Null && !(tokens is JsonArray { Count: 0 } or JsonObject { Count: 0 }))
+            throw new InvalidDataException($"{path}: trainable_token_indices {tokens.ToJsonString()} (trained token embeddings saved beside the factors) is not supported.");
         if (config["layers_to_transform"] is not null && config["layers_pattern"] is { } layersPattern
             && (layersPattern is JsonArray patterns ? patterns.Select(p => p?.ToString()) : [layersPattern.ToString()]).Any(p => p is { Length: > 0 } && p != "layers"))
             throw new InvalidDataException($"{path}: layers_pattern is {layersPattern.ToJsonString()}; a CLIP vision encoder's layers are 'layers'.");

@@ -194,10 +194,14 @@ public sealed class LoraPoolTests
         StringAssert.Contains(Refused(c => c["r"] = "4"), "'r' is \"4\"; expected a positive integer");
         StringAssert.Contains(Refused(c => c["exclude_modules"] = new System.Text.Json.Nodes.JsonArray("fc1")), "exclude_modules [\"fc1\"] is not supported");
         StringAssert.Contains(Refused(c => c["use_rslora"] = "true"), "'use_rslora' is \"true\"; expected true or false");
+        StringAssert.Contains(Refused(c => c["target_parameters"] = new System.Text.Json.Nodes.JsonArray("mlp.fc1.weight")), "target_parameters [\"mlp.fc1.weight\"]");
+        StringAssert.Contains(Refused(c => c["trainable_token_indices"] = new System.Text.Json.Nodes.JsonArray(1, 2)), "trainable_token_indices [1,2]");
 
         var loose = original.DeepClone().AsObject();
         loose["r"] = 4.0;
         loose["init_lora_weights"] = "gaussian";
+        loose["target_parameters"] = null;
+        loose["trainable_token_indices"] = new System.Text.Json.Nodes.JsonArray();
         Assert.IsTrue(loose.Remove("lora_alpha"));
         File.WriteAllText(configPath, loose.ToJsonString());
         var options = PeftAdapterFolder.ReadOptions(folder);
