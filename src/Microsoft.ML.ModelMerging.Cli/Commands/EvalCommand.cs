@@ -17,7 +17,7 @@ internal static class EvalCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "A backbone checkpoint (file or directory), e.g. a merge's output, an `mlmerge adapt` output directory, or a LoRA adapter folder (PEFT layout, applied to the pool's base).", Required = true };
-        var zoo = new Option<string?>("--zoo") { Description = "Zoo directory (heads and task data); default: the pool an `mlmerge adapt` directory records, else zoos/default." };
+        var zoo = new Option<string?>("--zoo") { Description = "Zoo directory (heads and task data); default: the pool an `mlmerge adapt` directory records, else zoos/default; required for a LoRA adapter, whose base it gives." };
         var tasks = new Option<string[]>("--task") { Description = "Only these tasks (default: all of the zoo's; for a TACT result, the tasks it corrected)." };
         var split = new Option<string>("--split") { Description = "val | test", DefaultValueFactory = _ => "test" };
         var command = new Command("eval", "Per-task accuracy of a model on the zoo's tasks.") { model, zoo, tasks, split };
@@ -28,6 +28,9 @@ internal static class EvalCommand
             var taskNames = parse.GetValue(tasks) is { Length: > 0 } named ? named
                 : AdaptedModel.IsAdaptationDirectory(path) ? AdaptedModel.DefaultTasks(path) : null;
             // An adaptation directory knows the pool it was made from (when it still exists there).
+            // An adapter is a change to a base: the pool that has that base is named, not taken by default.
+            if (parse.GetValue(zoo) is null && PeftAdapterFolder.IsAdapter(path))
+                throw new ArgumentException($"{path} is a LoRA adapter: give --zoo, the pool whose base it adapts.");
             string pool = parse.GetValue(zoo) ?? RecordedPool(path) ?? "zoos/default";
             using var experts = ExpertPool.Load(pool, taskNames);
             var chosen = TaskAccuracy.ParseSplit(parse.GetValue(split)!);
@@ -40,6 +43,7 @@ internal static class EvalCommand
             else if (PeftAdapterFolder.IsAdapter(path))
             {
                 // A LoRA adapter: the pool's base with the adapter's ΔW added.
+                MergedAdapterBase.EnsurePoolBase(path, pool, experts.Manifest);
                 using var adapter = PeftAdapterFolder.Load(path, experts.Config);
                 var dense = adapter.Densify(experts.Pretrained);
                 try

@@ -166,11 +166,7 @@ internal static class ExportOnnxCommand
             : merged.Count == 0 && metadata.ContainsKey(Merging.StreamingMergeDriver.MethodMetadataKey) ? [.. manifest.Tasks.Select(t => t.Name)]
             : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}" +
                 (merged.Count > 0 ? " and merged none of its experts" : "") + ": name the heads with --task, or --all-heads.");
-        if (recorded.FirstOrDefault(i => i.GetValueOrDefault("role") == "base") is { } recordedBase && manifest.Pretrained is { } poolBase
-            && recordedBase.GetValueOrDefault("content_sha256") is { } baseHash
-            && Checkpoints.CheckpointFingerprint.Of(Path.Combine(zoo, poolBase)).ContentSha256 != baseHash)
-            throw new ArgumentException($"{adapterPath} was merged against the base {recordedBase.GetValueOrDefault("path")}, and {zoo} has another base " +
-                "(its content differs): an adapter is applied to the base it was merged for.");
+        MergedAdapterBase.EnsurePoolBase(adapterPath, zoo, manifest);
         using var pool = Pools.ExpertPool.Load(zoo, chosen);
         using var adapter = LowRank.PeftAdapterFolder.Load(adapterPath, pool.Config);
         var dense = adapter.Densify(pool.Pretrained);
