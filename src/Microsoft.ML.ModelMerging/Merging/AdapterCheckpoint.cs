@@ -14,8 +14,22 @@ namespace Microsoft.ML.ModelMerging.Merging;
 internal static class AdapterCheckpoint
 {
     /// <summary>The expert at <paramref name="path"/>: an adapter folder densified against <paramref name="baseCheckpoint"/>, or any checkpoint as is.</summary>
-    public static Checkpoint OpenExpert(string path, Checkpoint baseCheckpoint) =>
-        PeftAdapterFolder.IsAdapter(path) ? Open(path, baseCheckpoint) : Checkpoint.Open(path);
+    public static Checkpoint OpenExpert(string path, Checkpoint baseCheckpoint)
+    {
+        if (PeftAdapterFolder.IsAdapter(path)) return Open(path, baseCheckpoint);
+        var checkpoint = Checkpoint.Open(path);
+        // An adapter's weights read as a model lack every weight of the base: refused as what they are, not as missing
+        // tensors (or, with --allow-missing, merged as an expert that changes nothing).
+        if (checkpoint.Tensors.FirstOrDefault(t => t.Name.Contains(".lora_A.", StringComparison.Ordinal) || t.Name.Contains(".lora_B.", StringComparison.Ordinal)) is { } factor)
+        {
+            checkpoint.Dispose();
+            string folder = Path.GetDirectoryName(Path.GetFullPath(Directory.Exists(path) ? Path.Combine(path, PeftAdapterFolder.WeightsFileName) : path))!;
+            throw new CheckpointFormatException(path, factor.Name, File.Exists(Path.Combine(folder, PeftAdapterFolder.ConfigFileName))
+                ? $"a LoRA factor: these are an adapter's weights, not a model; give the adapter folder {folder} as the expert."
+                : $"a LoRA factor: these are an adapter's weights, not a model; an adapter expert is a PEFT folder with its {PeftAdapterFolder.ConfigFileName} (r, lora_alpha, target_modules) beside them.");
+        }
+        return checkpoint;
+    }
 
     /// <summary>Opens an adapter folder against the base it was trained on (its shapes are checked against the base's config).</summary>
     public static Checkpoint Open(string adapterFolder, Checkpoint baseCheckpoint)
