@@ -54,6 +54,9 @@ internal static class CompareCommand
                 Metric = RankingMetrics.Parse(parse.GetValue(metric)!),
                 MeasureOnnx = !parse.GetValue(noOnnx),
             };
+            // One pool given twice would be compared twice and found only when the two are ranked together.
+            if (zoos.GroupBy(z => Path.TrimEndingDirectorySeparator(Path.GetFullPath(z)), StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } repeated)
+                throw new ArgumentException($"--zoo {repeated.Key} is given twice: compare different pools.");
             // The output directory exists from the start and holds the leaderboard of the methods finished so far.
             string directory = parse.GetValue(output)!;
             bool createdDirectory = !Directory.Exists(directory);
