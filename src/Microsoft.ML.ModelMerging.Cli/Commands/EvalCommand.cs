@@ -43,7 +43,7 @@ internal static class EvalCommand
             else if (PeftAdapterFolder.IsAdapter(path))
             {
                 // A LoRA adapter: the pool's base with the adapter's ΔW added.
-                MergedAdapterBase.EnsurePoolBase(path, pool, experts.Manifest);
+                if (experts.Manifest.Pretrained is { } poolBase) Merging.MergedAdapterBase.Ensure(path, Path.Combine(pool, poolBase), $"the base of {pool}");
                 using var adapter = PeftAdapterFolder.Load(path, experts.Config);
                 var dense = adapter.Densify(experts.Pretrained);
                 try

@@ -166,7 +166,7 @@ internal static class ExportOnnxCommand
             : merged.Count == 0 && metadata.ContainsKey(Merging.StreamingMergeDriver.MethodMetadataKey) ? [.. manifest.Tasks.Select(t => t.Name)]
             : throw new ArgumentException($"{adapterPath} is not the expert of any task of {zoo}" +
                 (merged.Count > 0 ? " and merged none of its experts" : "") + ": name the heads with --task, or --all-heads.");
-        MergedAdapterBase.EnsurePoolBase(adapterPath, zoo, manifest);
+        if (manifest.Pretrained is { } poolBase) Merging.MergedAdapterBase.Ensure(adapterPath, Path.Combine(zoo, poolBase), $"the base of {zoo}");
         using var pool = Pools.ExpertPool.Load(zoo, chosen);
         using var adapter = LowRank.PeftAdapterFolder.Load(adapterPath, pool.Config);
         var dense = adapter.Densify(pool.Pretrained);

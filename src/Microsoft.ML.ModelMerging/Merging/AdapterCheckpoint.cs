@@ -36,6 +36,7 @@ internal static class AdapterCheckpoint
     {
         ArgumentNullException.ThrowIfNull(baseCheckpoint);
         var config = ModelCheckpoints.ReadConfig(baseCheckpoint.Source);
+        MergedAdapterBase.Ensure(adapterFolder, baseCheckpoint.Source, "--base");
         var adapter = PeftAdapterFolder.Load(adapterFolder, config);
         try
         {

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Microsoft.ML.ModelMerging.Checkpoints;
 using Microsoft.ML.ModelMerging.Data;
 using Microsoft.ML.ModelMerging.LowRank;
+using Microsoft.ML.ModelMerging.Merging;
 using Microsoft.ML.ModelMerging.Models;
 using Microsoft.ML.ModelMerging.Pools;
 using static TorchSharp.torch;
@@ -159,7 +160,11 @@ public static class PoolImport
             throw new ArgumentException($"The expert {options.Expert} is a LoRA adapter: it is applied to the pool's base, so the pool needs one and the task no --foundation.");
         if (!adapter) CheckConfig("Expert", options.Expert, config);
         // The adapter's config and factors are checked as a full expert's config is: before the images are read and probed.
-        else PeftAdapterFolder.Load(options.Expert, config).Dispose();
+        else
+        {
+            PeftAdapterFolder.Load(options.Expert, config).Dispose();
+            if (manifest.Pretrained is { } poolBase) MergedAdapterBase.Ensure(options.Expert, Path.Combine(poolDirectory, poolBase), $"the base of the pool at {poolDirectory}");
+        }
         if (options.Foundation is not null) CheckConfig("Foundation", options.Foundation, config);
         // Every task is read with the pool's preprocessing: an expert's own processor file is read as `pool create` reads the
         // base's, and one the pool could not reproduce (a resize other than to the crop) is refused the same way.

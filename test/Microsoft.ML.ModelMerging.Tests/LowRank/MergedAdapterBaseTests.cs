@@ -7,14 +7,15 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.ModelMerging.Tests.LowRank;
 
 /// <summary>
-/// <c>mlmerge eval</c> applies an adapter to the base of the pool it is given: a merged adapter recording another base is
-/// refused, as <c>export-onnx</c> refuses it, and an adapter without <c>--zoo</c> is not applied to the default zoo's base.
+/// A merged adapter records the base it was merged against: <c>eval</c>, <c>merge --expert</c> and <c>pool add --expert</c>
+/// refuse to apply it to a base of other content, as <c>export-onnx</c> does, and <c>eval</c> does not apply an adapter to the
+/// default zoo's base when no <c>--zoo</c> is given.
 /// </summary>
 [TestClass]
 public sealed class MergedAdapterBaseTests
 {
     [TestMethod]
-    public void EvalRefusesAMergedAdapterOnAPoolOfAnotherBase()
+    public void AMergedAdapterIsRefusedOnABaseOfOtherContent()
     {
         string lLora = Path.Combine(CommittedZoo.Default, "l-lora");
         if (!PoolManifest.Exists(lLora)) Assert.Inconclusive($"{lLora} is not committed.");
@@ -43,7 +44,7 @@ public sealed class MergedAdapterBaseTests
         (exit, _, error) = CliRunner.Run("eval", "--model", dir.File("merged"), "--zoo", dir.File("pool"));
         Assert.AreEqual(1, exit);
         StringAssert.Contains(error, "was merged against the base");
-        StringAssert.Contains(error, dir.File("pool") + " has another base");
+        StringAssert.Contains(error, $"the base of {dir.File("pool")}");
 
         (exit, _, error) = CliRunner.Run("eval", "--model", dir.File("merged"));
         Assert.AreEqual(1, exit);
@@ -52,5 +53,19 @@ public sealed class MergedAdapterBaseTests
         (exit, string output, error) = CliRunner.Run("eval", "--model", dir.File("merged"), "--zoo", lLora, "--task", "scenes");
         Assert.AreEqual(0, exit, error);
         StringAssert.Contains(output, "scenes");
+
+        (exit, _, error) = CliRunner.Run("merge", "--method", "task-arithmetic", "--base", dir.File("other-base.safetensors"), "--expert", dir.File("merged"),
+            "--out", dir.File("dense.safetensors"));
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, "was merged against the base");
+        StringAssert.Contains(error, $"--base ({dir.File("other-base.safetensors")}) has other content");
+        Assert.IsFalse(File.Exists(dir.File("dense.safetensors")));
+        (exit, _, error) = CliRunner.Run("merge", "--method", "task-arithmetic", "--base", basePath, "--expert", dir.File("merged"), "--out", dir.File("dense.safetensors"));
+        Assert.AreEqual(0, exit, error);
+
+        (exit, _, error) = CliRunner.Run("pool", "add", "--zoo", dir.File("pool"), "--task", "merged", "--images", dir.File("shapes"), "--expert", dir.File("merged"), "--probe");
+        Assert.AreEqual(1, exit);
+        StringAssert.Contains(error, $"the base of the pool at {dir.File("pool")}");
+        Assert.IsFalse(PoolManifest.Read(dir.File("pool")).Tasks.Any(t => t.Name == "merged"), "not registered");
     }
 }
