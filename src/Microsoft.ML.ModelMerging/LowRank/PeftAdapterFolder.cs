@@ -110,15 +110,20 @@ public static partial class PeftAdapterFolder
     /// True when the folder's <c>adapter_config.json</c> records <c>lora_seed</c> (adapters made by <c>mlmerge finetune</c>):
     /// only then is the initialisation A0 known. Without it <see cref="ReadOptions"/> reports seed 0.
     /// </summary>
-    public static bool RecordsSeed(string directory)
+    public static bool RecordsSeed(string directory, VisionTransformerConfig? model = null)
     {
-        ReadOptions(directory);
+        ReadOptions(directory, model);
         return JsonNode.Parse(File.ReadAllText(Path.Combine(directory, ConfigFileName))) is JsonObject config && config["lora_seed"] is JsonValue;
     }
 
     /// <summary>Reads the options of an adapter folder's <c>adapter_config.json</c>.</summary>
+    /// <param name="directory">The adapter folder.</param>
+    /// <param name="model">
+    /// The model the adapter is for. PEFT matches <c>target_modules</c> against the model's module names: a pattern (a string)
+    /// or names other than the short ones (<c>self_attn.q_proj</c>) are resolved against its layers, and need it.
+    /// </param>
     /// <exception cref="InvalidDataException">The file is missing, not LoRA, or uses a PEFT feature this reader does not support.</exception>
-    public static LoraOptions ReadOptions(string directory)
+    public static LoraOptions ReadOptions(string directory, VisionTransformerConfig? model = null)
     {
         string path = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{directory} is not a PEFT adapter folder: no {ConfigFileName}.", path);
@@ -189,13 +194,6 @@ public static partial class PeftAdapterFolder
         int rank = Field<int>("r", "a positive integer") ?? throw new InvalidDataException($"{path}: no 'r'.");
         // PEFT's LoraConfig default lora_alpha is 8 (it always writes the field; a hand-written config may not).
         double alpha = Field<double>("lora_alpha", "a number") ?? 8;
-        var targets = config["target_modules"] switch
-        {
-            JsonArray array => array.Select(t => t is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
-                : throw new InvalidDataException($"{path}: target_modules holds {t?.ToJsonString() ?? "null"}; expected module names.")).ToList(),
-            JsonValue value => throw new InvalidDataException($"{path}: target_modules is the pattern '{value}'; give the list of module names."),
-            _ => throw new InvalidDataException($"{path}: no target_modules."),
-        };
         IReadOnlyList<int>? layers = config["layers_to_transform"] switch
         {
             null => null,
@@ -205,6 +203,40 @@ public static partial class PeftAdapterFolder
             JsonValue one when one.GetValueKind() == JsonValueKind.Null => null,
             _ => throw new InvalidDataException($"{path}: layers_to_transform must be a layer index or a list of them."),
         };
+        IReadOnlyList<string> targets;
+        var chosen = layers;
+        switch (config["target_modules"])
+        {
+            case JsonArray array:
+                var names = array.Select(t => t is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
+                    : throw new InvalidDataException($"{path}: target_modules holds {t?.ToJsonString() ?? "null"}; expected module names.")).ToList();
+                if (names.All(LoraOptions.KnownTargets.Contains))
+                {
+                    targets = names;
+                    break;
+                }
+                // PEFT's rule for a list: a module whose full name is listed, or whose name ends with '.' + a listed name
+                // (only those subject to layers_to_transform).
+                (targets, layers) = PeftTargets.Resolve(path, $"target_modules {array.ToJsonString()}", model,
+                    (layer, prefix) => names.Contains(prefix) || (names.Any(n => prefix.EndsWith("." + n, StringComparison.Ordinal)) && (chosen is null || chosen.Contains(layer))));
+                break;
+            case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                string pattern = value.GetValue<string>();
+                // PEFT's shorthand for every linear layer but the output layer, then read as a list of their names.
+                if (pattern == "all-linear")
+                {
+                    (targets, layers) = PeftTargets.Resolve(path, "target_modules 'all-linear'", model, (layer, _) => chosen is null || chosen.Contains(layer));
+                    break;
+                }
+                // PEFT matches a pattern against each module's full name (re.fullmatch) and applies no layers_to_transform to it.
+                var regex = PeftTargets.Pattern(path, pattern);
+                (targets, layers) = PeftTargets.Resolve(path, $"target_modules '{pattern}'", model, (_, prefix) => regex.IsMatch(prefix));
+                break;
+            case null:
+                throw new InvalidDataException($"{path}: no target_modules.");
+            case var other:
+                throw new InvalidDataException($"{path}: target_modules is {other.ToJsonString()}; expected a list of module names or a pattern.");
+        }
         var options = new LoraOptions
         {
             Rank = rank,
@@ -235,7 +267,7 @@ public static partial class PeftAdapterFolder
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         ArgumentNullException.ThrowIfNull(config);
-        var options = ReadOptions(directory);
+        var options = ReadOptions(directory, config);
         string weights = Path.Combine(directory, WeightsFileName);
         if (!File.Exists(weights)) throw new FileNotFoundException($"{directory}: no {WeightsFileName} beside {ConfigFileName}.", weights);
         using var checkpoint = Checkpoint.Open(weights);
@@ -252,8 +284,11 @@ public static partial class PeftAdapterFolder
         {
             var match = TensorNamePattern().Match(entry.Name);
             if (!match.Success)
-                throw new CheckpointFormatException(weights, entry.Name,
-                    $"not a LoRA factor name; expected {NamePrefix}vision_model.encoder.layers.N.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight.");
+                throw new CheckpointFormatException(weights, entry.Name, entry.Name.StartsWith(NamePrefix + "text_model.", StringComparison.Ordinal)
+                    // A CLIPModel adapted by a list such as [q_proj, v_proj] has factors in both towers; only the vision tower's are read.
+                    ? "a factor of CLIP's text tower: adapters are read for the vision tower only, whose factors are " +
+                      $"{NamePrefix}vision_model.encoder.layers.N.…; adapt it alone (target_modules as a pattern such as '.*vision_model.*\\.(q_proj|v_proj)')."
+                    : $"not a LoRA factor name; expected {NamePrefix}vision_model.encoder.layers.N.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight.");
             if (!expected.ContainsKey(match.Groups[1].Value))
             {
                 // Name what leaves the module out: a layer the model does not have (an adapter of a deeper model), the layer

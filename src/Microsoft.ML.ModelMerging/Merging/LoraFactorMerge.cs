@@ -79,7 +79,7 @@ public static class LoraFactorMerge
 
         var folders = adapterFolders.Select(f => Path.TrimEndingDirectorySeparator(f)).ToList();
         var names = expertNames ?? folders.Select(Path.GetFileName).Select(n => n ?? "").ToList();
-        var options = SharedOptions(folders);
+        var options = SharedOptions(folders, config);
         var adapters = new List<LoraAdapter>();
         try
         {
@@ -121,19 +121,19 @@ public static class LoraFactorMerge
     /// <summary>
     /// The options every adapter shares, each with a recorded seed; the error names the folders that differ and how.
     /// </summary>
-    private static LoraOptions SharedOptions(IReadOnlyList<string> folders)
+    private static LoraOptions SharedOptions(IReadOnlyList<string> folders, VisionTransformerConfig config)
     {
         foreach (string folder in folders)
         {
-            if (!PeftAdapterFolder.RecordsSeed(folder))
+            if (!PeftAdapterFolder.RecordsSeed(folder, config))
                 throw new ArgumentException($"{folder}: {PeftAdapterFolder.ConfigFileName} records no lora_seed, so the initialisation A0 its task vector is " +
                     $"measured from is unknown (an adapter trained elsewhere); merge it with {LoraMergeSpaces.ParameterName}={LoraMergeSpaces.Delta}.");
         }
 
-        var first = PeftAdapterFolder.ReadOptions(folders[0]);
+        var first = PeftAdapterFolder.ReadOptions(folders[0], config);
         foreach (string folder in folders.Skip(1))
         {
-            var other = PeftAdapterFolder.ReadOptions(folder);
+            var other = PeftAdapterFolder.ReadOptions(folder, config);
             string? difference =
                 other.Rank != first.Rank ? $"r = {other.Rank}, {folders[0]} has r = {first.Rank}" :
                 other.Alpha != first.Alpha ? $"lora_alpha = {other.Alpha}, {folders[0]} has {first.Alpha}" :
