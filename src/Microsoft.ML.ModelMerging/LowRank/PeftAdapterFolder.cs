@@ -171,8 +171,20 @@ public static partial class PeftAdapterFolder
             && !new[] { "gaussian", "orthogonal", "eva" }.Contains(scheme, StringComparer.OrdinalIgnoreCase))
             throw new InvalidDataException($"{path}: init_lora_weights = '{scheme}' initialises from the base weights and changes them; convert the adapter to " +
                 "a plain LoRA first (PEFT's save_pretrained with path_initial_model_for_weight_conversion).");
-        if (config["exclude_modules"] is { } excluded && excluded.GetValueKind() is not JsonValueKind.Null && !(excluded is JsonArray { Count: 0 }))
-            throw new InvalidDataException($"{path}: exclude_modules {excluded.ToJsonString()} is not supported; list the adapted modules in target_modules.");
+        // PEFT leaves out a module excluded by exclude_modules (a pattern, or names matched whole or by their end) first.
+        Func<string, bool>? excludes = config["exclude_modules"] switch
+        {
+            null => null,
+            JsonArray { Count: 0 } => null,
+            JsonArray list => list.Select(e => e is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
+                    : throw new InvalidDataException($"{path}: exclude_modules holds {e?.ToJsonString() ?? "null"}; expected module names.")).ToList() is var excludedNames
+                ? prefix => excludedNames.Any(n => prefix == n || prefix.EndsWith("." + n, StringComparison.Ordinal)) : null,
+            JsonValue one when one.GetValueKind() == JsonValueKind.String => PeftTargets.Pattern(path, one.GetValue<string>(), "exclude_modules") is var excludedPattern
+                ? prefix => excludedPattern.IsMatch(prefix) : null,
+            JsonValue one when one.GetValueKind() == JsonValueKind.Null => null,
+            var other => throw new InvalidDataException($"{path}: exclude_modules is {other.ToJsonString()}; expected a list of module names or a pattern."),
+        };
+        string excluding = excludes is null ? "" : $" less exclude_modules {config["exclude_modules"]!.ToJsonString()}";
         if (config["layer_replication"] is JsonArray { Count: > 0 })
             throw new InvalidDataException($"{path}: layer_replication (layers repeated to build a deeper model) is not supported.");
         // PEFT saves trained biases and whole modules beside the factors; their changes would be silently lost here.
@@ -210,27 +222,30 @@ public static partial class PeftAdapterFolder
             case JsonArray array:
                 var names = array.Select(t => t is { } node && node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
                     : throw new InvalidDataException($"{path}: target_modules holds {t?.ToJsonString() ?? "null"}; expected module names.")).ToList();
-                if (names.All(LoraOptions.KnownTargets.Contains))
+                if (excludes is null && names.All(LoraOptions.KnownTargets.Contains))
                 {
                     targets = names;
                     break;
                 }
                 // PEFT's rule for a list: a module whose full name is listed, or whose name ends with '.' + a listed name
                 // (only those subject to layers_to_transform).
-                (targets, layers) = PeftTargets.Resolve(path, $"target_modules {array.ToJsonString()}", model,
-                    (layer, prefix) => names.Contains(prefix) || (names.Any(n => prefix.EndsWith("." + n, StringComparison.Ordinal)) && (chosen is null || chosen.Contains(layer))));
+                (targets, layers) = PeftTargets.Resolve(path, $"target_modules {array.ToJsonString()}{excluding}", model,
+                    (layer, prefix) => excludes?.Invoke(prefix) != true
+                        && (names.Contains(prefix) || (names.Any(n => prefix.EndsWith("." + n, StringComparison.Ordinal)) && (chosen is null || chosen.Contains(layer)))));
                 break;
             case JsonValue value when value.GetValueKind() == JsonValueKind.String:
                 string pattern = value.GetValue<string>();
                 // PEFT's shorthand for every linear layer but the output layer, then read as a list of their names.
                 if (pattern == "all-linear")
                 {
-                    (targets, layers) = PeftTargets.Resolve(path, "target_modules 'all-linear'", model, (layer, _) => chosen is null || chosen.Contains(layer));
+                    (targets, layers) = PeftTargets.Resolve(path, $"target_modules 'all-linear'{excluding}", model,
+                        (layer, prefix) => excludes?.Invoke(prefix) != true && (chosen is null || chosen.Contains(layer)));
                     break;
                 }
                 // PEFT matches a pattern against each module's full name (re.fullmatch) and applies no layers_to_transform to it.
-                var regex = PeftTargets.Pattern(path, pattern);
-                (targets, layers) = PeftTargets.Resolve(path, $"target_modules '{pattern}'", model, (_, prefix) => regex.IsMatch(prefix));
+                var regex = PeftTargets.Pattern(path, pattern, "target_modules");
+                (targets, layers) = PeftTargets.Resolve(path, $"target_modules '{pattern}'{excluding}", model,
+                    (_, prefix) => excludes?.Invoke(prefix) != true && regex.IsMatch(prefix));
                 break;
             case null:
                 throw new InvalidDataException($"{path}: no target_modules.");

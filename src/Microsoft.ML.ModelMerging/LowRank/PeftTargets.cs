@@ -4,13 +4,13 @@ using Microsoft.ML.ModelMerging.Models;
 namespace Microsoft.ML.ModelMerging.LowRank;
 
 /// <summary>
-/// PEFT's <c>target_modules</c> when it is not a list of short names: a pattern, or names matched by their end, applied to
-/// the model's module names (<c>vision_model.encoder.layers.N.self_attn.q_proj</c>) as PEFT applies them.
+/// PEFT's <c>target_modules</c> when it is not a list of short names (a pattern, or names matched by their end), and its
+/// <c>exclude_modules</c>, applied to the model's module names (<c>vision_model.encoder.layers.N.self_attn.q_proj</c>) as PEFT applies them.
 /// </summary>
 internal static class PeftTargets
 {
     /// <summary>A pattern read as Python's <c>re.fullmatch</c> reads it.</summary>
-    public static Regex Pattern(string path, string pattern)
+    public static Regex Pattern(string path, string pattern, string field)
     {
         try
         {
@@ -18,7 +18,7 @@ internal static class PeftTargets
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"{path}: target_modules '{pattern}' is not a regular expression this reader can use: {e.Message}", e);
+            throw new InvalidDataException($"{path}: {field} '{pattern}' is not a regular expression this reader can use: {e.Message}", e);
         }
     }
 

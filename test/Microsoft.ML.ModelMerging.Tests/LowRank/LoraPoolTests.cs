@@ -192,7 +192,6 @@ public sealed class LoraPoolTests
         StringAssert.Contains(Refused(c => c["init_lora_weights"] = "loftq"), "init_lora_weights = 'loftq'");
         StringAssert.Contains(Refused(c => c["layer_replication"] = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonArray(0, 2))), "layer_replication");
         StringAssert.Contains(Refused(c => c["r"] = "4"), "'r' is \"4\"; expected a positive integer");
-        StringAssert.Contains(Refused(c => c["exclude_modules"] = new System.Text.Json.Nodes.JsonArray("fc1")), "exclude_modules [\"fc1\"] is not supported");
         StringAssert.Contains(Refused(c => c["use_rslora"] = "true"), "'use_rslora' is \"true\"; expected true or false");
         StringAssert.Contains(Refused(c => c["target_parameters"] = new System.Text.Json.Nodes.JsonArray("mlp.fc1.weight")), "target_parameters [\"mlp.fc1.weight\"]");
         StringAssert.Contains(Refused(c => c["trainable_token_indices"] = new System.Text.Json.Nodes.JsonArray(1, 2)), "trainable_token_indices [1,2]");

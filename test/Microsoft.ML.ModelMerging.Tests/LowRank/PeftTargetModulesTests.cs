@@ -90,6 +90,30 @@ public sealed class PeftTargetModulesTests
         AssertDeltas(all, Prefixes(Enumerable.Range(0, Config.Layers), [.. LoraOptions.KnownTargets]), 2.0 / Math.Sqrt(2));
     }
 
+    /// <summary>PEFT's exclude_modules leaves modules out of the targets before they are matched, as a list or as a pattern.</summary>
+    [TestMethod]
+    public void ExcludedModulesAreLeftOut()
+    {
+        using var dir = new TempDirectory();
+        string list = Adapter(dir, "list", new LoraOptions { Rank = 2, Alpha = 4, Targets = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1"] }, c =>
+        {
+            c["target_modules"] = "all-linear";
+            c["exclude_modules"] = new JsonArray("fc2");
+        });
+        AssertDeltas(list, Prefixes(Enumerable.Range(0, Config.Layers), "q_proj", "k_proj", "v_proj", "out_proj", "fc1"), 4.0 / 2);
+
+        string pattern = Adapter(dir, "pattern", new LoraOptions { Rank = 2, Alpha = 4, Targets = ["q_proj", "v_proj"], Layers = [1, 2, 3] }, c =>
+        {
+            c["layers_to_transform"] = null;
+            c["exclude_modules"] = @".*layers\.0\..*";
+        });
+        AssertDeltas(pattern, Prefixes([1, 2, 3], "q_proj", "v_proj"), 4.0 / 2);
+
+        // Excluding a module the factors adapt: its tensors are then refused by name.
+        string wrong = Adapter(dir, "wrong", new LoraOptions { Rank = 2, Alpha = 4, Targets = ["q_proj", "v_proj"] }, c => c["exclude_modules"] = new JsonArray("v_proj"));
+        StringAssert.Contains(Assert.ThrowsExactly<CheckpointFormatException>(() => PeftAdapterFolder.Load(wrong, Config)).Message, "v_proj");
+    }
+
     [TestMethod]
     public void PatternsThisReaderCannotStateAreRefusedByName()
     {
