@@ -41,6 +41,8 @@ public sealed record TrainingOptions
     /// <summary>Learning rate at a step: linear warm-up, then half a cosine down to zero at the last step.</summary>
     public double LearningRateAt(int step, int totalSteps)
     {
+        // A training of one step takes it at the full rate: decaying to zero at the last step would leave it untrained.
+        if (totalSteps == 1) return LearningRate;
         int warmup = (int)Math.Round(WarmupFraction * totalSteps);
         if (step < warmup) return LearningRate * (step + 1) / warmup;
         double progress = totalSteps - warmup <= 1 ? 1 : (double)(step - warmup) / (totalSteps - warmup - 1);
