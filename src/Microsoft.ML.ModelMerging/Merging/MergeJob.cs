@@ -56,6 +56,10 @@ public sealed record MergeJob
             throw new ArgumentException($"{LoraMergeSpaces.ParameterName} is for methods that give one model; {descriptor.Name} gives each task its own weights.");
         var weights = Experts.All(e => e.Weight == 1.0) ? null : Experts.Select(e => e.Weight).ToList();
         if (space == LoraMergeSpaces.Factors) return MergeAdapterFactors(method, resolved, weights, cancellation);
+        // A dense model written into an adapter folder would be shadowed by the adapter: every reader takes the folder as the adapter.
+        if (PeftAdapterFolder.IsAdapter(Output))
+            throw new ArgumentException($"--out {Output} is a LoRA adapter folder; the merged model would be written beside the adapter and read as the adapter. " +
+                "Choose another path (with --param adapter-space=factors the merge is an adapter and replaces it).");
         var driver = new StreamingMergeDriver(new TensorFilter(Exclude));
         return driver.Merge(method, Base, Experts.Select(e => e.Path).ToList(), Output, new StreamingMergeOptions
         {
