@@ -83,7 +83,7 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>The adapted layers, in model order.</summary>
     public IReadOnlyList<LoraModule> Modules { get; }
 
-    /// <summary>The factor s of ΔW = s·B·A (alpha/r, or alpha/√r with rsLoRA).</summary>
+    /// <summary>The factor s of ΔW = s·B·A (alpha/r, or alpha/√r with rsLoRA) of a module without a rank or alpha pattern.</summary>
     public double Scale => Options.Scale;
 
     /// <summary>
@@ -104,8 +104,9 @@ public sealed class LoraAdapter : IDisposable
                 using var scope = NewDisposeScope();
                 var generator = new Generator(ModuleSeed(options.Seed, target.Prefix));
                 double bound = 1.0 / Math.Sqrt(target.InFeatures);
-                var a0 = rand(new long[] { options.Rank, target.InFeatures }, dtype: ScalarType.Float64, generator: generator).Times(2 * bound).MinusScalar(bound).to_type(dtype);
-                var b0 = zeros(new long[] { target.OutFeatures, options.Rank }, dtype: dtype);
+                int rank = options.RankOf(target.Prefix);
+                var a0 = rand(new long[] { rank, target.InFeatures }, dtype: ScalarType.Float64, generator: generator).Times(2 * bound).MinusScalar(bound).to_type(dtype);
+                var b0 = zeros(new long[] { target.OutFeatures, rank }, dtype: dtype);
                 modules.Add(new LoraModule(target, a0, b0));
             }
         }
@@ -130,9 +131,10 @@ public sealed class LoraAdapter : IDisposable
         {
             foreach (var (target, a0, b0) in modules)
             {
-                if (!a0.shape.SequenceEqual([options.Rank, target.InFeatures]) || !b0.shape.SequenceEqual([target.OutFeatures, options.Rank]))
-                    throw new ArgumentException($"{target.Prefix}: A0 [{string.Join(", ", a0.shape)}] and B0 [{string.Join(", ", b0.shape)}] do not fit r = {options.Rank}, " +
-                        $"expected [{options.Rank}, {target.InFeatures}] and [{target.OutFeatures}, {options.Rank}].");
+                int rank = options.RankOf(target.Prefix);
+                if (!a0.shape.SequenceEqual([rank, target.InFeatures]) || !b0.shape.SequenceEqual([target.OutFeatures, rank]))
+                    throw new ArgumentException($"{target.Prefix}: A0 [{string.Join(", ", a0.shape)}] and B0 [{string.Join(", ", b0.shape)}] do not fit r = {rank}, " +
+                        $"expected [{rank}, {target.InFeatures}] and [{target.OutFeatures}, {rank}].");
                 built.Add(new LoraModule(target, a0, b0));
             }
         }
@@ -171,7 +173,7 @@ public sealed class LoraAdapter : IDisposable
     {
         if (!Options.Linearized)
         {
-            return nn.functional.linear(nn.functional.linear(x, m.A), m.B).Times(Scale);
+            return nn.functional.linear(nn.functional.linear(x, m.A), m.B).Times(Options.ScaleOf(m.Target.Prefix));
         }
 
         // f(φ0) + J(φ − φ0) = s·B0·A0·x + s·(B − B0)·A0·x + s·B0·(A − A0)·x = s·B·A0·x + s·B0·(A − A0)·x.
@@ -180,7 +182,7 @@ public sealed class LoraAdapter : IDisposable
         {
             result = result.Plus(nn.functional.linear(nn.functional.linear(x, m.A - m.A0), m.B0));
         }
-        return result.Times(Scale);
+        return result.Times(Options.ScaleOf(m.Target.Prefix));
     }
 
     /// <summary>The dense weight change of a layer [out, in]: s·B·A (LoRA) or s·[B·A0 + B0·(A − A0)] (L-LoRA), float32.</summary>
@@ -196,7 +198,7 @@ public sealed class LoraAdapter : IDisposable
             delta = b.matmul(m.A0.to_type(ScalarType.Float64));
             if (!m.B0IsZero) delta = delta.Plus(m.B0.to_type(ScalarType.Float64).matmul(a - m.A0.to_type(ScalarType.Float64)));
         }
-        return delta.Times(Scale).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
+        return delta.Times(Options.ScaleOf(prefix)).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     /// <summary>

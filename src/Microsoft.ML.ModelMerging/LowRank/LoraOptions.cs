@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 using Microsoft.ML.ModelMerging.Models;
 
 namespace Microsoft.ML.ModelMerging.LowRank;
@@ -49,8 +50,42 @@ public sealed record LoraOptions
     /// </summary>
     public IReadOnlyList<int>? Layers { get; init; }
 
-    /// <summary>The factor s of ΔW = s·B·A.</summary>
+    /// <summary>
+    /// PEFT's <c>rank_pattern</c>: a rank for the modules whose full name matches a key (the first key, in order, that
+    /// matches <c>(^|.*\.)key$</c> from the start of the name, as PEFT matches it); null or empty: every module has <see cref="Rank"/>.
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, int>>? RankPattern { get; init; }
+
+    /// <summary>PEFT's <c>alpha_pattern</c>: a lora_alpha per module, matched as <see cref="RankPattern"/>.</summary>
+    public IReadOnlyList<KeyValuePair<string, double>>? AlphaPattern { get; init; }
+
+    /// <summary>The factor s of ΔW = s·B·A of a module without a pattern (see <see cref="ScaleOf"/>).</summary>
     public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
+
+    /// <summary>The rank of a module: its <see cref="RankPattern"/> entry, else <see cref="Rank"/>.</summary>
+    public int RankOf(string prefix) => PatternValue(RankPattern, prefix) is { } rank ? rank : Rank;
+
+    /// <summary>The factor s of a module's ΔW = s·B·A: its alpha over its rank (over the rank's square root with rsLoRA).</summary>
+    public double ScaleOf(string prefix)
+    {
+        double alpha = PatternValue(AlphaPattern, prefix) is { } own ? own : Alpha;
+        int rank = RankOf(prefix);
+        return UseRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
+    }
+
+    /// <summary>True when some module's rank or alpha comes from a pattern.</summary>
+    public bool HasPatterns => RankPattern is { Count: > 0 } || AlphaPattern is { Count: > 0 };
+
+    private static T? PatternValue<T>(IReadOnlyList<KeyValuePair<string, T>>? pattern, string prefix) where T : struct
+    {
+        if (pattern is null) return null;
+        foreach (var (key, value) in pattern)
+        {
+            // PEFT: re.match(rf"(^|.*\.){key}$", name), the key spliced in as written.
+            if (Regex.IsMatch(prefix, $"\\A(?:(^|.*\\.){key}$)", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1))) return value;
+        }
+        return null;
+    }
 
     /// <summary>The mode these options train: <see cref="FineTuningModes.Lora"/> or <see cref="FineTuningModes.LinearizedLora"/>.</summary>
     public string Mode => Linearized ? FineTuningModes.LinearizedLora : FineTuningModes.Lora;
@@ -68,6 +103,21 @@ public sealed record LoraOptions
         if (Targets.Distinct(StringComparer.Ordinal).Count() != Targets.Count) throw new ArgumentException($"A LoRA target module is named twice: {string.Join(",", Targets)}.");
         if (Layers is { Count: 0 }) throw new ArgumentException("layers_to_transform is empty: name at least one layer, or leave it out to adapt every layer.");
         if (Layers is not null && Layers.Any(l => l < 0)) throw new ArgumentException($"layers_to_transform [{string.Join(", ", Layers)}] names a negative layer.");
+        if (RankPattern?.FirstOrDefault(p => p.Value <= 0) is { Key: { } badRank } rankEntry)
+            throw new ArgumentException($"rank_pattern gives '{badRank}' the rank {rankEntry.Value}; a rank must be positive.");
+        if (AlphaPattern?.FirstOrDefault(p => !(p.Value > 0) || double.IsInfinity(p.Value)) is { Key: { } badAlpha } alphaEntry)
+            throw new ArgumentException($"alpha_pattern gives '{badAlpha}' lora_alpha {alphaEntry.Value.ToString(CultureInfo.InvariantCulture)}; it must be positive and finite.");
+        foreach (string key in (RankPattern ?? []).Select(p => p.Key).Concat((AlphaPattern ?? []).Select(p => p.Key)))
+        {
+            try
+            {
+                _ = new Regex(key);
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"The rank_pattern or alpha_pattern key '{key}' is not a regular expression: {e.Message}", e);
+            }
+        }
     }
 
     /// <summary>Parses a comma-separated target list such as <c>q_proj,v_proj</c>.</summary>

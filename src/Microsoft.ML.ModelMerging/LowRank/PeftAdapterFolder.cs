@@ -91,6 +91,8 @@ public static partial class PeftAdapterFolder
             ["base_model_name_or_path"] = baseModel,
             ["r"] = options.Rank,
             ["lora_alpha"] = options.Alpha,
+            ["rank_pattern"] = new JsonObject((options.RankPattern ?? []).Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
+            ["alpha_pattern"] = new JsonObject((options.AlphaPattern ?? []).Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
             ["target_modules"] = new JsonArray([.. options.Targets.Select(t => (JsonNode?)JsonValue.Create(t))]),
             ["layers_to_transform"] = options.Layers is null ? null : new JsonArray([.. options.Layers.Select(l => (JsonNode?)JsonValue.Create(l))]),
             ["lora_dropout"] = 0.0,
@@ -160,9 +162,19 @@ public static partial class PeftAdapterFolder
         if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type is '{peftType}'; only LORA adapters are read.");
         if (Field<bool>("fan_in_fan_out", "true or false") == true)
             throw new InvalidDataException($"{path}: fan_in_fan_out = true (weights stored transposed, GPT-2's Conv1D) does not apply to a CLIP vision model.");
-        foreach (string pattern in new[] { "rank_pattern", "alpha_pattern" })
-            if (config[pattern] is JsonObject { Count: > 0 })
-                throw new InvalidDataException($"{path}: {pattern} (a rank or alpha per layer) is not supported; every module must use r and lora_alpha.");
+        // A rank or alpha per module, in PEFT's order of keys (the first matching key wins).
+        List<KeyValuePair<string, T>>? Pattern<T>(string name, string expected) => config[name] switch
+        {
+            null => null,
+            JsonObject entries => [.. entries.Select(e => KeyValuePair.Create(e.Key,
+                e.Value is JsonValue v && v.GetValueKind() == JsonValueKind.Number && (typeof(T) != typeof(int) || v.GetValue<double>() == Math.Floor(v.GetValue<double>()))
+                    ? (T)Convert.ChangeType(v.GetValue<double>(), typeof(T), CultureInfo.InvariantCulture)
+                    : throw new InvalidDataException($"{path}: {name} gives '{e.Key}' {e.Value?.ToJsonString() ?? "null"}; expected {expected}.")))],
+            var other when other.GetValueKind() == JsonValueKind.Null => null,
+            var other => throw new InvalidDataException($"{path}: {name} is {other.ToJsonString()}; expected an object of module name patterns."),
+        };
+        var rankPattern = Pattern<int>("rank_pattern", "a positive integer");
+        var alphaPattern = Pattern<double>("alpha_pattern", "a number");
         if (Field<bool>("use_dora", "true or false") == true) throw new InvalidDataException($"{path}: DoRA adapters (use_dora = true) are not supported.");
         // PiSSA, OLoRA, LoftQ and CorDA start from factors taken out of the base weights, which PEFT changes to match (EVA and
         // the Gaussian or orthogonal schemes leave the base alone):
@@ -261,6 +273,8 @@ public static partial class PeftAdapterFolder
             Seed = Field<int>("lora_seed", "an integer") ?? 0,
             UseRsLora = Field<bool>("use_rslora", "true or false") ?? false,
             Layers = layers,
+            RankPattern = rankPattern is { Count: > 0 } ? rankPattern : null,
+            AlphaPattern = alphaPattern is { Count: > 0 } ? alphaPattern : null,
         };
         try
         {
@@ -324,11 +338,13 @@ public static partial class PeftAdapterFolder
         {
             foreach (var target in expected.Values)
             {
-                var a = ReadFactor(checkpoint, weights, NameOfA(target.Prefix), [options.Rank, target.InFeatures], rankAxis: 0, target, options.Rank);
+                int rank = options.RankOf(target.Prefix);
+                string rankSource = rank == options.Rank ? "r" : "rank_pattern";
+                var a = ReadFactor(checkpoint, weights, NameOfA(target.Prefix), [rank, target.InFeatures], rankAxis: 0, target, rank, rankSource);
                 Tensor b;
                 try
                 {
-                    b = ReadFactor(checkpoint, weights, NameOfB(target.Prefix), [target.OutFeatures, options.Rank], rankAxis: 1, target, options.Rank);
+                    b = ReadFactor(checkpoint, weights, NameOfB(target.Prefix), [target.OutFeatures, rank], rankAxis: 1, target, rank, rankSource);
                 }
                 catch
                 {
@@ -361,7 +377,7 @@ public static partial class PeftAdapterFolder
         }
     }
 
-    private static Tensor ReadFactor(Checkpoint checkpoint, string file, string name, long[] shape, int rankAxis, LoraTarget target, int rank)
+    private static Tensor ReadFactor(Checkpoint checkpoint, string file, string name, long[] shape, int rankAxis, LoraTarget target, int rank, string rankSource)
     {
         if (!checkpoint.Contains(name))
             throw new CheckpointFormatException(file, name, $"missing: every target module needs lora_A and lora_B (expected shape [{string.Join(", ", shape)}]).");
@@ -374,7 +390,7 @@ public static partial class PeftAdapterFolder
             bool rankFits = entry.Shape.Length == 2 && entry.Shape[rankAxis] == rank;
             throw new CheckpointFormatException(file, name, $"shape {entry.ShapeText}, expected [{string.Join(", ", shape)}] " + (rankFits
                 ? $"(the base model's {VisionTransformerNames.Weight(target.Prefix)} is [{target.OutFeatures}, {target.InFeatures}]): the adapter was made for another model."
-                : $"(r = {rank.ToString(CultureInfo.InvariantCulture)} in {ConfigFileName})."));
+                : $"(r = {rank.ToString(CultureInfo.InvariantCulture)}{(rankSource == "r" ? "" : " from " + rankSource)} in {ConfigFileName})."));
         }
         var tensor = checkpoint.ReadTensor(name).DetachFromDisposeScope();
         using var finite = tensor.isfinite().all();

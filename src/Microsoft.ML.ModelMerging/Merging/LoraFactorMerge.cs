@@ -144,6 +144,8 @@ public static class LoraFactorMerge
                 other.Linearized != first.Linearized ? $"linearized = {other.Linearized}, {folders[0]} has {first.Linearized}" :
                 !(other.Layers ?? []).Order().SequenceEqual((first.Layers ?? []).Order()) ?
                     $"layers_to_transform [{string.Join(", ", other.Layers ?? [])}], {folders[0]} has [{string.Join(", ", first.Layers ?? [])}]" :
+                !(other.RankPattern ?? []).SequenceEqual(first.RankPattern ?? []) || !(other.AlphaPattern ?? []).SequenceEqual(first.AlphaPattern ?? []) ?
+                    $"another rank_pattern or alpha_pattern than {folders[0]}" :
                 null;
             if (difference is not null)
                 throw new ArgumentException($"Adapters are merged on their factors only when they share one initialisation φ0: {folder} has {difference}. " +
