@@ -51,7 +51,7 @@ public sealed class MergeExpertsOptions
     /// The input column: a known-size vector of <see cref="float"/> holding each image's pixels channel-major
     /// (C·H·W, ML.NET <c>ExtractPixels</c>' layout with <c>interleavePixelColors: false</c>, its default), after the image was
     /// resized to the model's size. A single-channel model also accepts the 3·H·W of <c>ExtractPixels</c>' default RGB
-    /// extraction and averages the three planes (exact for images that went through <c>ConvertToGrayscale</c>).
+    /// extraction and takes their luma 0.299·R + 0.587·G + 0.114·B, as <c>ConvertToGrayscale</c> and the pool's image reader do.
     /// </summary>
     public string InputColumnName { get; set; } = DefaultInputColumnName;
 

@@ -13,7 +13,7 @@ internal sealed record AdaptedTask(string Task, string ScoresOutput, string Labe
 /// graph inputs and outputs by name and copies values as they are, so the graph itself:
 /// <list type="bullet">
 /// <item>takes the input column by its name, with its row size, and converts it to the exporter's [0, 1] C·H·W pixels
-/// (RGB planes averaged for a single-channel model fed 3·H·W values; divided by 255 for <see cref="PixelRange.Byte"/>);</item>
+/// (the luma of the RGB planes for a single-channel model fed 3·H·W values; divided by 255 for <see cref="PixelRange.Byte"/>);</item>
 /// <item>stores float16 weights as <c>Constant</c> nodes instead of initializers, which ML.NET cannot type;</item>
 /// <item>adds per task <c>label_&lt;task&gt;</c>: the class name (string) of the arg-max score, so the labels travel inside
 /// the model bytes that ML.NET saves.</item>
@@ -79,22 +79,27 @@ internal static class MlNetOnnxAdapter
         int opset = (int)model.OpsetImport.Single(o => string.IsNullOrEmpty(o.Domain)).Version;
         var front = new List<NodeProto>();
         string current = inputColumn;
-        if (layout.AveragesRgbPlanes)
+        if (layout.TakesLumaOfRgbPlanes)
         {
             string shape = names.Fresh("mlnet/rgb_planes_shape");
             graph.Initializer.Add(Int64Tensor(shape, [-1, 3, layout.PlaneSize]));
             string planes = names.Fresh("mlnet/rgb_planes");
             front.Add(Node("Reshape", [current, shape], planes));
+            // Luma: each plane weighted (shape [1, 3, 1] broadcast over images and pixels), then the planes summed.
+            string weights = names.Fresh("mlnet/luma_weights");
+            graph.Initializer.Add(new TensorProto { Name = weights, DataType = (int)TensorProto.Types.DataType.Float, Dims = { 1, 3, 1 }, FloatData = { PixelInputLayout.LumaWeights } });
+            string weighted = names.Fresh("mlnet/weighted_planes");
+            front.Add(Node("Mul", [planes, weights], weighted));
             string gray = names.Fresh("mlnet/gray");
-            if (opset >= 18)
+            if (opset >= 13)
             {
                 string axes = names.Fresh("mlnet/plane_axis");
                 graph.Initializer.Add(Int64Tensor(axes, [1]));
-                front.Add(Node("ReduceMean", [planes, axes], gray, IntAttribute("keepdims", 0)));
+                front.Add(Node("ReduceSum", [weighted, axes], gray, IntAttribute("keepdims", 0)));
             }
             else
             {
-                front.Add(Node("ReduceMean", [planes], gray, IntsAttribute("axes", 1), IntAttribute("keepdims", 0)));
+                front.Add(Node("ReduceSum", [weighted], gray, IntsAttribute("axes", 1), IntAttribute("keepdims", 0)));
             }
 
             current = gray;
@@ -154,7 +159,7 @@ internal static class MlNetOnnxAdapter
         metadata[InputRangeKey] = range == PixelRange.Byte ? "0-255" : "0-1";
         metadata[VitOnnxModelInfo.InputRangeKey] = metadata[InputRangeKey];
         metadata[InputLayoutKey] = string.Create(CultureInfo.InvariantCulture,
-            $"{(layout.AveragesRgbPlanes ? 3 : layout.Channels)}x{layout.ImageSize}x{layout.ImageSize} channel-major{(layout.AveragesRgbPlanes ? ", RGB planes averaged" : "")}");
+            $"{(layout.TakesLumaOfRgbPlanes ? 3 : layout.Channels)}x{layout.ImageSize}x{layout.ImageSize} channel-major{(layout.TakesLumaOfRgbPlanes ? ", luma of the RGB planes" : "")}");
         foreach (AdaptedTask task in tasks)
         {
             metadata[VitOnnxModelInfo.TaskKey(task.Task, "label_output")] = task.LabelOutput;

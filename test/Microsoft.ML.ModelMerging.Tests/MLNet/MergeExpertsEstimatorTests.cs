@@ -424,6 +424,30 @@ public sealed class MergeExpertsEstimatorTests
     }
 
     [TestMethod]
+    public void ColourInputToAGrayModelIsScoredOnItsLuma()
+    {
+        // Three different planes, so that an average and the luma part: a colour image must score as the pool's image
+        // reader and ML.NET's ConvertToGrayscale see it, 0.299·R + 0.587·G + 0.114·B.
+        var ml = new MLContext(seed: 1);
+        float[][] rgb = s_images.Select(p =>
+        {
+            var r = p.Select(v => MathF.Round(v * 255)).ToArray();
+            var g = r.Reverse().ToArray();
+            var b = r.Select(v => 255 - v).ToArray();
+            return r.Concat(g).Concat(b).ToArray();
+        }).ToArray();
+        float[][] luma = rgb.Select(p => Enumerable.Range(0, 784)
+            .Select(i => (float)(((0.299 * p[i]) + (0.587 * p[784 + i]) + (0.114 * p[1568 + i])) / 255)).ToArray()).ToArray();
+        using var fromColour = ml.Transforms.MergeExperts(s_experts, new MergeExpertsOptions { Task = "fashion-mnist" }).Fit(Rows(ml, rgb));
+        using var fromLuma = ml.Transforms.MergeExperts(s_experts, UnitRange(o => o.Task = "fashion-mnist")).Fit(Rows(ml, luma));
+        var a = fromColour.Transform(Rows(ml, rgb)).GetColumn<float[]>("Score").ToArray();
+        var b = fromLuma.Transform(Rows(ml, luma)).GetColumn<float[]>("Score").ToArray();
+        Assert.IsLessThanOrEqualTo(1e-4, MaxAbsDifference(a, b));
+        var averaged = rgb.Select(p => Enumerable.Range(0, 784).Select(i => (p[i] + p[784 + i] + p[1568 + i]) / 3 / 255).ToArray()).ToArray();
+        var c = fromLuma.Transform(Rows(ml, averaged)).GetColumn<float[]>("Score").ToArray();
+        Assert.IsGreaterThan(1e-2, MaxAbsDifference(a, c), "the planes' plain average would score other pixels");
+    }
+    [TestMethod]
     public void ModelFileRecordsTheMergeAndTheInputContract()
     {
         using var dir = new TempDirectory();
