@@ -60,7 +60,7 @@ public sealed record LoraOptions
     public IReadOnlyList<KeyValuePair<string, double>>? AlphaPattern { get; init; }
 
     /// <summary>The factor s of ΔW = s·B·A of a module without a pattern (see <see cref="ScaleOf"/>).</summary>
-    public double Scale => UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank;
+    public double Scale => ScaleFor(Alpha, Rank);
 
     /// <summary>The rank of a module: its <see cref="RankPattern"/> entry, else <see cref="Rank"/>.</summary>
     public int RankOf(string prefix) => PatternValue(RankPattern, prefix) is { } rank ? rank : Rank;
@@ -69,9 +69,10 @@ public sealed record LoraOptions
     public double ScaleOf(string prefix)
     {
         double alpha = PatternValue(AlphaPattern, prefix) is { } own ? own : Alpha;
-        int rank = RankOf(prefix);
-        return UseRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
+        return ScaleFor(alpha, RankOf(prefix));
     }
+
+    private double ScaleFor(double alpha, int rank) => UseRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
 
     /// <summary>True when some module's rank or alpha comes from a pattern.</summary>
     public bool HasPatterns => RankPattern is { Count: > 0 } || AlphaPattern is { Count: > 0 };
